@@ -1,0 +1,149 @@
+"""Map predicted (label, k, mention) triples to character spans of the text (no torch, no spaCy).
+
+The model writes mentions as strings. The k-th mention of a label goes to the k-th fitting occurrence
+of that string in reading order, so "Jordan ... Jordan" predicted twice under one label gives two
+distinct spans. Matching tolerates differences of case and whitespace (first with whitespace runs
+collapsed, then with whitespace ignored altogether); occurrences that start and end on token
+boundaries are preferred, and a span that cuts a token is expanded to whole tokens. A mention that
+cannot be found, or whose every occurrence is already taken by its label, is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = ["AlignedSpan", "AlignStats", "align_mentions", "normalize"]
+
+
+@dataclass(frozen=True)
+class AlignedSpan:
+    start: int  # character offsets into the text, end exclusive
+    end: int
+    label: str
+    prob: float
+    mention: str
+    k: int
+
+
+@dataclass
+class AlignStats:
+    aligned: int = 0
+    not_found: int = 0  # the string does not occur in the text
+    no_free_occurrence: int = 0  # every occurrence already holds a mention of this label
+    empty: int = 0  # empty mention strings
+
+    def add(self, other: "AlignStats") -> None:
+        for name in ("aligned", "not_found", "no_free_occurrence", "empty"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def normalize(text: str, drop_spaces: bool = False) -> Tuple[str, List[int]]:
+    """Lower-cased text with whitespace runs collapsed (or dropped), and each char's original index."""
+    chars: List[str] = []
+    index: List[int] = []
+    in_space = False
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            if drop_spaces:
+                continue
+            if not in_space and chars:
+                chars.append(" ")
+                index.append(i)
+            in_space = True
+            continue
+        in_space = False
+        chars.append(ch.lower())
+        index.append(i)
+    if chars and chars[-1] == " ":
+        chars.pop()
+        index.pop()
+    return "".join(chars), index
+
+
+class _Index:
+    """Occurrence finder over one text, at two levels of whitespace tolerance."""
+
+    def __init__(self, text: str):
+        self.levels = [normalize(text, False), normalize(text, True)]
+        self._cache: Dict[str, List[Tuple[int, int]]] = {}
+
+    def occurrences(self, mention: str) -> List[Tuple[int, int]]:
+        if mention in self._cache:
+            return self._cache[mention]
+        found: List[Tuple[int, int]] = []
+        for drop in (False, True):
+            norm_text, index = self.levels[drop]
+            needle, _ = normalize(mention, drop)
+            if not needle:
+                break
+            pos = norm_text.find(needle)
+            while pos != -1:
+                found.append((index[pos], index[pos + len(needle) - 1] + 1))
+                pos = norm_text.find(needle, pos + 1)
+            if found:
+                break
+        self._cache[mention] = found
+        return found
+
+
+def _snap(start: int, end: int, starts: Sequence[int], ends: Sequence[int]) -> Tuple[int, int]:
+    """Expand [start, end) to the enclosing token boundaries (starts and ends sorted)."""
+    i = bisect.bisect_right(starts, start) - 1
+    new_start = starts[i] if i >= 0 else start
+    j = bisect.bisect_left(ends, end)
+    new_end = ends[j] if j < len(ends) else end
+    return new_start, new_end
+
+
+def align_mentions(
+    text: str,
+    predictions: Iterable[Tuple[str, int, str, float]],
+    token_offsets: Optional[Sequence[Tuple[int, int]]] = None,
+) -> Tuple[List[AlignedSpan], AlignStats]:
+    """Character spans for (label, k, mention, prob) predictions, in reading order.
+
+    ``token_offsets`` are the (start, end) character offsets of the text's tokens; when given,
+    occurrences on token boundaries are preferred and every span is snapped to whole tokens.
+    """
+    stats = AlignStats()
+    index = _Index(text)
+    starts: List[int] = []
+    ends: List[int] = []
+    boundary_starts: set = set()
+    boundary_ends: set = set()
+    if token_offsets:
+        starts = sorted(s for s, _ in token_offsets)
+        ends = sorted(e for _, e in token_offsets)
+        boundary_starts, boundary_ends = set(starts), set(ends)
+    by_label: Dict[str, List[Tuple[int, str, float]]] = {}
+    for label, k, mention, prob in predictions:
+        by_label.setdefault(label, []).append((k, mention, prob))
+    spans: List[AlignedSpan] = []
+    for label, items in by_label.items():
+        used: set = set()
+        last_start = -1
+        for k, mention, prob in sorted(items, key=lambda x: x[0]):
+            if not mention.strip():
+                stats.empty += 1
+                continue
+            occ = index.occurrences(mention)
+            if not occ:
+                stats.not_found += 1
+                continue
+            if token_offsets:
+                on_bounds = [o for o in occ if o[0] in boundary_starts and o[1] in boundary_ends]
+                occ = on_bounds or list(dict.fromkeys(_snap(s, e, starts, ends) for s, e in occ))
+            free = [o for o in occ if o not in used]
+            if not free:
+                stats.no_free_occurrence += 1
+                continue
+            after = [o for o in free if o[0] > last_start]
+            chosen = after[0] if after else free[0]
+            used.add(chosen)
+            last_start = chosen[0]
+            spans.append(AlignedSpan(chosen[0], chosen[1], label, prob, mention, k))
+            stats.aligned += 1
+    spans.sort(key=lambda s: (s.start, s.end, s.label))
+    return spans, stats

@@ -1,0 +1,448 @@
+"""The ``padellm_ner`` spaCy component: a thin layer over the decoder, aligner and de-duplication.
+
+Data path for a batch of docs: windows (``windows.py``) -> prompts and parallel two-step decoding
+(``protocol.py``, ``decoder.py``) -> character spans (``aligner.py``) -> de-duplication and overlap
+resolution (``dedup.py``) -> ``doc.ents`` or ``doc.spans[spans_key]``.
+"""
+
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import srsly
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example, validate_get_examples
+from spacy.util import minibatch
+
+from .aligner import AlignStats, align_mentions
+from .dedup import deduplicate, resolve_overlaps
+from .loading import META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model, resolve_model
+from .protocol import PromptEncoder, Template, TemplateError, get_template
+from .scoring import score_padellm
+from .windows import make_windows, sentences_from_tokens
+
+__all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
+
+if not Span.has_extension("padellm_prob"):
+    Span.set_extension("padellm_prob", default=None)
+if not Doc.has_extension("padellm"):
+    Doc.set_extension("padellm", default=None)
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "model": None,
+    "labels": [],
+    "template": None,
+    "spans_key": None,
+    "text_format": None,
+    "device": None,
+    "dtype": "auto",
+    "batch_size": 32,
+    "max_batch_rows": 512,
+    "max_count": 20,
+    "max_count_tokens": 4,
+    "max_mention_tokens": 40,
+    "max_context_tokens": 512,
+    "deduplicate": True,
+    "trust_remote_code": False,
+    "scorer": {"@scorers": "spacy_padellm.scorer.v1"},
+}
+
+_STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions",
+              "not_found", "no_free_occurrence", "duplicates_removed", "overlaps_removed")
+
+
+@Language.factory(
+    "padellm_ner",
+    default_config=DEFAULT_CONFIG,
+    assigns=["doc.ents", "doc.spans", "span._.padellm_prob", "doc._.padellm"],
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_padellm_ner(
+    nlp: Language,
+    name: str,
+    model: Optional[str],
+    labels: List[str],
+    template: Any,
+    spans_key: Optional[str],
+    text_format: Optional[str],
+    device: Optional[str],
+    dtype: str,
+    batch_size: int,
+    max_batch_rows: int,
+    max_count: int,
+    max_count_tokens: int,
+    max_mention_tokens: int,
+    max_context_tokens: int,
+    deduplicate: bool,
+    trust_remote_code: bool,
+    scorer: Optional[Callable],
+) -> "PaDeLLMNER":
+    """Build ``padellm_ner``. ``model``: a model folder, GGUF file or hub id; ``labels``: the entity types
+    (may be empty when the model folder records them); ``template``: a name ("en", "zh") or a dict of the
+    four pieces (default: the model's, else by language); ``spans_key``: nested mode, spans go to
+    ``doc.spans[spans_key]``; ``text_format``: "raw" (doc text) or "tokens" (tokens joined by spaces,
+    as CoNLL-style training data); ``device``: "cpu", "cuda", "cuda:1" (default: follow
+    ``spacy.require_gpu``/``prefer_gpu``); ``dtype``: auto (bf16 on CUDA, fp32 on CPU), float32,
+    bfloat16, float16; ``batch_size``: docs per decoder batch; ``max_batch_rows``: sequences decoded at
+    once; ``max_count``: the count cap; ``max_count_tokens``/``max_mention_tokens``: decode lengths;
+    ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label
+    per span, the most probable.
+    """
+    return PaDeLLMNER(
+        nlp, name, model=model, labels=labels, template=template, spans_key=spans_key, text_format=text_format,
+        device=device, dtype=dtype, batch_size=batch_size, max_batch_rows=max_batch_rows, max_count=max_count,
+        max_count_tokens=max_count_tokens, max_mention_tokens=max_mention_tokens,
+        max_context_tokens=max_context_tokens, deduplicate=deduplicate, trust_remote_code=trust_remote_code,
+        scorer=scorer,
+    )
+
+
+class PaDeLLMNER(Pipe):
+    """Named entity recognition with a PaDeLLM-tuned causal LM and parallel two-step decoding.
+
+    Flat mode writes ``doc.ents``; nested mode (``spans_key`` set) writes every span, overlaps kept, to
+    ``doc.spans[spans_key]``. Each span's probability is ``span._.padellm_prob`` (and, in nested mode,
+    ``doc.spans[key].attrs["scores"]``); per-doc counters are in ``doc._.padellm``.
+    """
+
+    def __init__(
+        self,
+        nlp: Language,
+        name: str = "padellm_ner",
+        *,
+        model: Optional[str] = None,
+        labels: Sequence[str] = (),
+        template: Any = None,
+        spans_key: Optional[str] = None,
+        text_format: Optional[str] = None,
+        device: Optional[str] = None,
+        dtype: str = "auto",
+        batch_size: int = 32,
+        max_batch_rows: int = 512,
+        max_count: int = 20,
+        max_count_tokens: int = 4,
+        max_mention_tokens: int = 40,
+        max_context_tokens: int = 512,
+        deduplicate: bool = True,
+        trust_remote_code: bool = False,
+        scorer: Optional[Callable] = score_padellm,
+    ):
+        self.vocab = nlp.vocab
+        self.name = name
+        self.lang = nlp.lang
+        for key, value in (("batch_size", batch_size), ("max_batch_rows", max_batch_rows), ("max_count", max_count),
+                           ("max_count_tokens", max_count_tokens), ("max_mention_tokens", max_mention_tokens),
+                           ("max_context_tokens", max_context_tokens)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"[{name}] '{key}' must be a positive integer, got {value!r}")
+        if text_format not in (None, "raw", "tokens"):
+            raise ValueError(f"[{name}] 'text_format' must be 'raw' or 'tokens', got {text_format!r}")
+        if isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels):
+            raise ValueError(f"[{name}] 'labels' must be a list of non-empty strings, got {labels!r}")
+        self.cfg: Dict[str, Any] = {
+            "spans_key": spans_key,
+            "device": device,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "max_batch_rows": max_batch_rows,
+            "max_count": max_count,
+            "max_count_tokens": max_count_tokens,
+            "max_mention_tokens": max_mention_tokens,
+            "max_context_tokens": max_context_tokens,
+            "deduplicate": deduplicate,
+            "trust_remote_code": trust_remote_code,
+        }
+        self.scorer = scorer
+        self._labels: List[str] = list(dict.fromkeys(labels))
+        self._template_spec = template
+        self._text_format = text_format
+        self.source: Optional[ModelSource] = None
+        self._pending_error: Optional[str] = None
+        self._runtime: Optional[Tuple[Any, Any, Any]] = None  # (model, tokenizer, decoder)
+        self.stats: Dict[str, int] = {key: 0 for key in _STAT_KEYS}
+        if model is not None:
+            self._set_source(model)
+        self.template = self._build_template()
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def _set_source(self, model: str) -> None:
+        try:
+            self.source = resolve_model(model)
+        except ModelFolderError as err:
+            if Path(str(model)).expanduser().exists() or "does not exist" not in str(err):
+                raise ModelFolderError(f"[{self.name}] {err}") from None
+            # A missing path is fine while a saved pipeline is being loaded (from_disk brings the model);
+            # otherwise it is reported before the first doc is processed.
+            self._pending_error = f"[{self.name}] {err}"
+            return
+        if not self._labels and self.source.labels:
+            self._labels = list(self.source.labels)
+        self._runtime = None
+
+    def _build_template(self) -> Template:
+        spec = self._template_spec
+        if spec is None and self.source is not None and self.source.template:
+            spec = self.source.template
+        if spec is None:
+            spec = "zh" if self.lang == "zh" else "en"
+        try:
+            return get_template(spec)
+        except TemplateError as err:
+            raise TemplateError(f"[{self.name}] {err}") from None
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self._labels)
+
+    def add_label(self, label: str) -> int:
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"[{self.name}] a label must be a non-empty string, got {label!r}")
+        if label in self._labels:
+            return 0
+        self._labels.append(label)
+        return 1
+
+    @property
+    def spans_key(self) -> Optional[str]:
+        return self.cfg["spans_key"]
+
+    @property
+    def text_format(self) -> str:
+        if self._text_format:
+            return self._text_format
+        if self.source is not None and self.source.meta.get("text_format"):
+            return self.source.meta["text_format"]
+        return "raw"
+
+    def _device(self):
+        import torch
+
+        if self.cfg["device"]:
+            return torch.device(self.cfg["device"])
+        from thinc.api import get_current_ops
+
+        ops = get_current_ops()
+        if getattr(ops, "device_type", "cpu") == "gpu" and torch.cuda.is_available():
+            return torch.device(f"cuda:{max(0, int(getattr(ops, 'device_id', 0)))}")
+        return torch.device("cpu")
+
+    def _check_ready(self) -> None:
+        if self._pending_error:
+            raise ModelFolderError(self._pending_error)
+        if self.source is None:
+            raise ModelFolderError(f"[{self.name}] no model: set config 'model' to a model folder, GGUF file or hub id")
+        if not self._labels:
+            raise ValueError(
+                f"[{self.name}] no labels: give config 'labels', call nlp.initialize() with examples, "
+                "or use a model folder that records its labels"
+            )
+        trained = set(self.source.labels)
+        unknown = [label for label in self._labels if trained and label not in trained]
+        if unknown:
+            warnings.warn(f"[{self.name}] labels {unknown} were not in the model's training labels {sorted(trained)}")
+
+    def _ensure_loaded(self):
+        self._check_ready()
+        if self._runtime is None:
+            model, tokenizer = load_model(self.source, self._device(), self.cfg["dtype"], self.cfg["trust_remote_code"])
+            self.set_model(model, tokenizer, self.source)
+        return self._runtime
+
+    def set_model(self, model, tokenizer, source: Optional[ModelSource] = None) -> None:
+        """Use a model that is already loaded (the trainer evaluates this way); ``source`` says where it is
+        on disk, if anywhere, for ``to_disk``."""
+        from .decoder import TwoStepDecoder
+
+        self.source = source or ModelSource(location="<in memory>", meta={"labels": list(self._labels)})
+        self._pending_error = None
+        decoder = TwoStepDecoder(
+            model,
+            PromptEncoder(tokenizer, self.template),
+            max_count=self.cfg["max_count"],
+            max_count_tokens=self.cfg["max_count_tokens"],
+            max_mention_tokens=self.cfg["max_mention_tokens"],
+            max_batch_rows=self.cfg["max_batch_rows"],
+        )
+        self._runtime = (model, tokenizer, decoder)
+
+    @property
+    def decoder(self):
+        return self._ensure_loaded()[2]
+
+    # -- spaCy API -------------------------------------------------------------------------------
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None, labels: Optional[Sequence[str]] = None,
+                   model: Optional[str] = None) -> None:
+        """Set the labels (given, else from the examples, else from the model) and load the model."""
+        if model is not None:
+            self._pending_error = None
+            self._set_source(model)
+            self.template = self._build_template()
+        if labels:
+            self._labels = list(dict.fromkeys(labels))
+        elif not self._labels and get_examples is not None:
+            validate_get_examples(get_examples, f"{self.name}.initialize")
+            found: Dict[str, None] = {}
+            for example in get_examples():
+                spans = example.reference.spans.get(self.spans_key, []) if self.spans_key else example.reference.ents
+                for span in spans:
+                    found[span.label_] = None
+            self._labels = sorted(found)
+        self._ensure_loaded()
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc], batch_size=1)))
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size or self.cfg["batch_size"]):
+            self._ensure_loaded()  # configuration errors stop the run before any doc is processed
+            try:
+                self.set_annotations(docs)
+                yield from docs
+            except Exception as err:
+                error_handler(self.name, self, docs, err)
+
+    def predict(self, docs: Sequence[Doc]):
+        raise NotImplementedError("padellm_ner annotates in set_annotations; call nlp() or nlp.pipe()")
+
+    def _model_view(self, doc: Doc, start: int, end: int) -> Tuple[str, List[Tuple[int, int, int, int]]]:
+        """The text the model sees for doc chars [start, end), and per token (model span, doc span)."""
+        tokens = [t for t in doc if t.idx >= start and t.idx + len(t) <= end and not t.is_space]
+        pieces: List[str] = []
+        mapping: List[Tuple[int, int, int, int]] = []
+        pos = 0
+        if self.text_format == "tokens":
+            for t in tokens:
+                if pieces:
+                    pieces.append(" ")
+                    pos += 1
+                pieces.append(t.text)
+                mapping.append((pos, pos + len(t), t.idx, t.idx + len(t)))
+                pos += len(t)
+            return "".join(pieces), mapping
+        text = doc.text[start:end]
+        return text, [(t.idx - start, t.idx + len(t) - start, t.idx, t.idx + len(t)) for t in tokens]
+
+    def _windows(self, doc: Doc, tokenizer) -> List[Tuple[int, int]]:
+        if not doc.text.strip():
+            return []
+        max_len = self.cfg["max_context_tokens"]
+
+        def length(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        if len(doc.text) <= max_len:  # a model token covers at least one character
+            return [(0, len(doc.text))]
+        if doc.has_annotation("SENT_START"):
+            sents = [(s.start_char, s.end_char) for s in doc.sents]
+        else:
+            sents = sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
+        tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
+        return make_windows(doc.text, sents, tokens, length, max_len)
+
+    def set_annotations(self, docs: Sequence[Doc], _unused=None) -> None:
+        from .decoder import DocRequest
+
+        _, tokenizer, decoder = self._ensure_loaded()
+        views = []  # (doc index, model text, token mapping)
+        for i, doc in enumerate(docs):
+            for start, end in self._windows(doc, tokenizer):
+                text, mapping = self._model_view(doc, start, end)
+                if text.strip():
+                    views.append((i, text, mapping))
+        results = decoder.decode([DocRequest(text, self._labels) for _, text, _ in views]) if views else []
+        per_doc: List[List] = [[] for _ in docs]
+        doc_stats = [{key: 0 for key in _STAT_KEYS} for _ in docs]
+        for (i, text, mapping), result in zip(views, results):
+            stats = doc_stats[i]
+            stats["windows"] += 1
+            stats["unparsable_counts"] += result.unparsable_counts
+            stats["capped_counts"] += result.capped_counts
+            stats["truncated_mentions"] += result.truncated_mentions
+            preds = [(p.label, p.k, p.text, p.prob) for p in result.predictions]
+            spans, align_stats = align_mentions(text, preds, [(m[0], m[1]) for m in mapping])
+            stats["not_found"] += align_stats.not_found + align_stats.empty
+            stats["no_free_occurrence"] += align_stats.no_free_occurrence
+            to_doc_start = {m[0]: m[2] for m in mapping}
+            to_doc_end = {m[1]: m[3] for m in mapping}
+            for span in spans:
+                per_doc[i].append(span.__class__(to_doc_start[span.start], to_doc_end[span.end], span.label,
+                                                 span.prob, span.mention, span.k))
+        for doc, spans, stats in zip(docs, per_doc, doc_stats):
+            stats["docs"] = 1
+            if self.cfg["deduplicate"]:
+                spans, removed = deduplicate(spans)
+                stats["duplicates_removed"] = removed
+            if self.spans_key:
+                made = [doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict") for s in spans]
+                group = SpanGroup(doc, name=self.spans_key, spans=[m for m in made if m is not None])
+                group.attrs["scores"] = [s.prob for s, m in zip(spans, made) if m is not None]
+                doc.spans[self.spans_key] = group
+                for m, s in zip(made, spans):
+                    if m is not None:
+                        m._.padellm_prob = s.prob
+            else:
+                spans, removed = resolve_overlaps(spans)
+                stats["overlaps_removed"] = removed
+                ents = []
+                for s in spans:
+                    ent = doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict")
+                    if ent is not None:
+                        ent._.padellm_prob = s.prob
+                        ents.append(ent)
+                doc.ents = ents
+            doc._.padellm = stats
+            for key, value in stats.items():
+                self.stats[key] += value
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
+        validate_examples = list(examples)
+        return self.scorer(validate_examples, spans_key=self.spans_key, **kwargs)
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def _meta(self) -> Dict[str, Any]:
+        return {"labels": list(self._labels), "template": self.template.to_dict(), "lang": self.lang,
+                "text_format": self.text_format}
+
+    def to_disk(self, path, *, exclude: Iterable[str] = tuple()) -> None:
+        """Write cfg.json and a self-contained model folder (base, adapter, tokenizer) under ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._check_ready()
+        local = self.source.base_dir is not None
+        model, tokenizer, _ = (None, None, None) if local else self._ensure_loaded()
+        source_meta = dict(self.source.meta)
+        source_meta.update(self._meta())
+        export_model_folder(self.source, path / "model", source_meta, model=model, tokenizer=tokenizer)
+        srsly.write_json(path / "cfg.json", {**self.cfg, **self._meta()})
+
+    def from_disk(self, path, *, exclude: Iterable[str] = tuple()) -> "PaDeLLMNER":
+        path = Path(path)
+        if not (path / "cfg.json").exists() or not (path / "model" / META_FILE).exists():
+            raise ModelFolderError(f"[{self.name}] {path} is not a saved padellm_ner component (cfg.json, model/)")
+        cfg = srsly.read_json(path / "cfg.json")
+        self._labels = list(cfg.get("labels") or self._labels)
+        self._template_spec = cfg.get("template") or self._template_spec
+        self._text_format = cfg.get("text_format") or self._text_format
+        self._pending_error = None
+        self._set_source(str(path / "model"))
+        self.template = self._build_template()
+        self._ensure_loaded()
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        raise NotImplementedError(
+            f"[{self.name}] holds a whole language model: save it with nlp.to_disk(), not to_bytes(); "
+            "for several processes, give each its own spacy.load()"
+        )
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "PaDeLLMNER":
+        raise NotImplementedError(f"[{self.name}] load it with spacy.load(path), not from_bytes()")

@@ -1,0 +1,428 @@
+"""The parallel two-step PaDeLLM decoder (torch and transformers only; no spaCy).
+
+For a batch of documents:
+
+0. every document's shared prefix (``text:\\n{text}\\nentity type:\\n``) is encoded once;
+1. its KV cache is repeated for every label, the label part is appended, and the mention counts of all
+   labels of all documents are decoded greedily in one batch;
+2. each (document, label) row with count n is repeated n times, the ``<mention k>`` tag is appended to
+   its step-1 cache (no re-encoding of the prompt) and all mentions are decoded greedily in one batch.
+
+Rows that finish (EOS, or the count terminator in step 1) leave the batch at once: step 1 parks the
+rows that step 2 needs and drops the rest, step 2 drops finished rows, so finished sequences cost no
+further compute. Rows of different lengths are right-padded with masked columns and carry explicit
+position ids, so padding never changes a row's result.
+
+``reference_decode`` is the plain decoder the engine must agree with: every sequence on its own,
+no cache, the whole prompt re-encoded at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .protocol import PromptEncoder, parse_count, parse_mention
+
+__all__ = ["DocRequest", "MentionPrediction", "DocResult", "DecoderStats", "TwoStepDecoder", "reference_decode"]
+
+
+@dataclass
+class DocRequest:
+    """One document (or window of one) to decode: its text and the labels to ask for."""
+
+    text: str
+    labels: Sequence[str]
+
+
+@dataclass
+class MentionPrediction:
+    label: str
+    k: int
+    text: str
+    prob: float  # probability of the mention tokens (EOS included) under greedy decoding
+    count: int
+    count_prob: float
+
+
+@dataclass
+class DocResult:
+    predictions: List[MentionPrediction] = field(default_factory=list)
+    counts: Dict[str, int] = field(default_factory=dict)
+    unparsable_counts: int = 0  # count outputs that were not a number (taken as 0)
+    capped_counts: int = 0  # counts above max_count (clipped to it)
+    truncated_mentions: int = 0  # mentions that hit max_mention_tokens without EOS (dropped)
+
+
+@dataclass
+class DecoderStats:
+    """What a decode cost: sequential forward passes and tokens fed to the model."""
+
+    forward_passes: int = 0
+    prompt_tokens: int = 0  # tokens of prompts and forced tags fed to the model
+    generated_tokens: int = 0
+
+    def add(self, other: "DecoderStats") -> None:
+        self.forward_passes += other.forward_passes
+        self.prompt_tokens += other.prompt_tokens
+        self.generated_tokens += other.generated_tokens
+
+
+# --- KV cache rows -------------------------------------------------------------------------------
+
+
+def _cache_tensors(cache) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # older transformers
+
+
+def _make_cache(tensors: Sequence[Tuple[torch.Tensor, torch.Tensor]]):
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(tensors):
+        cache.update(k, v, i)
+    return cache
+
+
+class RowState:
+    """A batch of sequences in flight: KV cache, key mask and next position of each row."""
+
+    def __init__(self, cache, mask: torch.Tensor, next_pos: torch.Tensor):
+        self.cache = cache
+        self.mask = mask  # (rows, columns) long, 1 for real tokens
+        self.next_pos = next_pos  # (rows,) long
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.mask.shape[0])
+
+    def select(self, idx: torch.Tensor) -> "RowState":
+        """A new state with rows ``idx`` (repeats allowed); self is left as it is."""
+        tensors = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in _cache_tensors(self.cache)]
+        return RowState(_make_cache(tensors), self.mask.index_select(0, idx), self.next_pos.index_select(0, idx))
+
+    @staticmethod
+    def concat(states: Sequence["RowState"]) -> "RowState":
+        """Rows of several states in one, shorter ones right-padded with masked columns."""
+        if len(states) == 1:
+            return states[0]
+        width = max(s.mask.shape[1] for s in states)
+        per_state = [_cache_tensors(s.cache) for s in states]
+        tensors = []
+        for layer in range(len(per_state[0])):
+            ks, vs = [], []
+            for s_tensors in per_state:
+                k, v = s_tensors[layer]
+                pad = width - k.shape[2]
+                if pad:
+                    k = torch.nn.functional.pad(k, (0, 0, 0, pad))
+                    v = torch.nn.functional.pad(v, (0, 0, 0, pad))
+                ks.append(k)
+                vs.append(v)
+            tensors.append((torch.cat(ks), torch.cat(vs)))
+        masks = [torch.nn.functional.pad(s.mask, (0, width - s.mask.shape[1])) for s in states]
+        return RowState(_make_cache(tensors), torch.cat(masks), torch.cat([s.next_pos for s in states]))
+
+
+# --- The engine ----------------------------------------------------------------------------------
+
+
+class TwoStepDecoder:
+    """Greedy PaDeLLM decoding with prefix sharing, cache reuse between the steps, and early exit."""
+
+    def __init__(
+        self,
+        model,
+        encoder: PromptEncoder,
+        *,
+        max_count: int = 20,
+        max_count_tokens: int = 4,
+        max_mention_tokens: int = 40,
+        max_batch_rows: int = 512,
+    ):
+        self.model = model
+        self.encoder = encoder
+        self.max_count = max_count
+        self.max_count_tokens = max_count_tokens
+        self.max_mention_tokens = max_mention_tokens
+        self.max_batch_rows = max(1, max_batch_rows)
+        self.base = model.get_decoder()
+        self.lm_head = model.get_output_embeddings()
+        self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        self._terminator = encoder.template.count_terminator
+        self._ends_count: Dict[int, bool] = {}
+        self.stats = DecoderStats()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- low level --
+
+    def _ends_count_step(self, token_id: int) -> bool:
+        if token_id not in self._ends_count:
+            text = self.encoder.tokenizer.decode([token_id])
+            self._ends_count[token_id] = token_id == self.encoder.eos_id or self._terminator in text
+        return self._ends_count[token_id]
+
+    def _forward(self, state: Optional[RowState], token_lists: Sequence[Sequence[int]], want_logits: bool = True):
+        """Append each row's tokens (lengths may differ) and return the log-probs at each row's last token."""
+        device = self.device
+        rows = len(token_lists)
+        lengths = torch.tensor([len(t) for t in token_lists], device=device)
+        width = int(lengths.max())
+        ids = torch.full((rows, width), self.encoder.eos_id, dtype=torch.long, device=device)
+        for i, toks in enumerate(token_lists):
+            ids[i, : len(toks)] = torch.tensor(list(toks), dtype=torch.long, device=device)
+        steps = torch.arange(width, device=device)
+        new_mask = (steps[None, :] < lengths[:, None]).long()
+        if state is None:
+            cache, old_mask = None, torch.zeros((rows, 0), dtype=torch.long, device=device)
+            start = torch.zeros(rows, dtype=torch.long, device=device)
+        else:
+            cache, old_mask, start = state.cache, state.mask, state.next_pos
+        positions = start[:, None] + torch.minimum(steps[None, :], (lengths - 1)[:, None])
+        mask = torch.cat([old_mask, new_mask], dim=1)
+        if cache is None:
+            from transformers import DynamicCache
+
+            cache = DynamicCache()
+        out = self.base(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        self.stats.forward_passes += 1
+        self.stats.prompt_tokens += int(lengths.sum())
+        new_state = RowState(out.past_key_values, mask, start + lengths)
+        if not want_logits:
+            return new_state, None
+        hidden = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
+        logits = self.lm_head(hidden).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return new_state, torch.log_softmax(logits, dim=-1)
+
+    def _step(self, state: RowState, tokens: torch.Tensor):
+        """Feed one generated token per row."""
+        state, logp = self._forward(state, tokens.view(-1, 1).tolist())
+        rows = state.n_rows
+        self.stats.prompt_tokens -= rows  # generated tokens are counted apart
+        self.stats.generated_tokens += rows
+        return state, logp
+
+    # -- the two steps --
+
+    @torch.inference_mode()
+    def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
+        """Decode a batch of documents; results come back in request order."""
+        results = [DocResult() for _ in requests]
+        todo = [i for i, r in enumerate(requests) if r.labels]
+        # Chunk documents so that one chunk's label rows fit the row budget.
+        chunk: List[int] = []
+        rows = 0
+        for i in todo:
+            n = len(requests[i].labels)
+            if chunk and rows + n > self.max_batch_rows:
+                self._decode_chunk([requests[j] for j in chunk], [results[j] for j in chunk])
+                chunk, rows = [], 0
+            chunk.append(i)
+            rows += n
+        if chunk:
+            self._decode_chunk([requests[j] for j in chunk], [results[j] for j in chunk])
+        return results
+
+    def _decode_chunk(self, requests: Sequence[DocRequest], results: Sequence[DocResult]) -> None:
+        enc = self.encoder
+        device = self.device
+        # Step 0: shared prefixes, once per document.
+        prefix_state, _ = self._forward(None, [enc.prefix(r.text) for r in requests], want_logits=False)
+        # Step 1: one row per (document, label).
+        branches = [(d, label) for d, r in enumerate(requests) for label in r.labels]
+        doc_idx = torch.tensor([d for d, _ in branches], dtype=torch.long, device=device)
+        state, logp = self._forward(prefix_state.select(doc_idx), [enc.label(label) for _, label in branches])
+        del prefix_state
+        active = torch.arange(len(branches), device=device)
+        generated: List[List[int]] = [[] for _ in branches]
+        logprob = [0.0] * len(branches)
+        parked: List[RowState] = []
+        parked_rows: List[int] = []
+        for step in range(self.max_count_tokens):
+            tokens = logp.argmax(dim=-1)
+            tok_logp = logp.gather(1, tokens[:, None]).squeeze(1)
+            keep = []
+            finished_for_step2 = []
+            for j, (row, tok, lp) in enumerate(zip(active.tolist(), tokens.tolist(), tok_logp.tolist())):
+                generated[row].append(tok)
+                logprob[row] += lp
+                if self._ends_count_step(tok) or step == self.max_count_tokens - 1:
+                    if tok != enc.eos_id and self._ends_count_step(tok):
+                        finished_for_step2.append(j)
+                else:
+                    keep.append(j)
+            if finished_for_step2 or keep:
+                # The finished rows need their terminator token in the cache before step 2.
+                order = keep + finished_for_step2
+                feed = torch.tensor(order, dtype=torch.long, device=device)
+                if order != list(range(state.n_rows)):
+                    state, tokens = state.select(feed), tokens.index_select(0, feed)
+                state, logp = self._step(state, tokens)
+                rows_fed = active.index_select(0, feed)
+                n_keep = len(keep)
+                if finished_for_step2:
+                    sel = torch.arange(n_keep, n_keep + len(finished_for_step2), device=device)
+                    parked.append(state.select(sel))
+                    parked_rows.extend(rows_fed[n_keep:].tolist())
+                if not keep:
+                    break
+                sel = torch.arange(n_keep, device=device)
+                state, logp, active = state.select(sel), logp.index_select(0, sel), rows_fed[:n_keep]
+            else:
+                break
+        del state
+        # Counts.
+        counts = [0] * len(branches)
+        for row, (d, label) in enumerate(branches):
+            text = enc.tokenizer.decode(generated[row], skip_special_tokens=True)
+            n = parse_count(text, enc.template)
+            if n is None:
+                results[d].unparsable_counts += 1
+                n = 0
+            elif n > self.max_count:
+                results[d].capped_counts += 1
+                n = self.max_count
+            counts[row] = n
+            results[d].counts[label] = n
+        # Step 2: one row per (document, label, k), continuing from the parked step-1 caches.
+        if not parked:
+            return
+        count_state = RowState.concat(parked)
+        del parked
+        jobs = [(p, row, k) for p, row in enumerate(parked_rows) for k in range(1, counts[row] + 1)]
+        for start in range(0, len(jobs), self.max_batch_rows):
+            part = jobs[start : start + self.max_batch_rows]
+            idx = torch.tensor([p for p, _, _ in part], dtype=torch.long, device=device)
+            state, logp = self._forward(count_state.select(idx), [enc.mention_tag(k) for _, _, k in part])
+            outputs = self._generate_mentions(state, logp, len(part))
+            for (p, row, k), (ids, lp, done) in zip(part, outputs):
+                d, label = branches[row]
+                if not done:
+                    results[d].truncated_mentions += 1
+                    continue
+                text = parse_mention(enc.tokenizer.decode(ids, skip_special_tokens=True))
+                results[d].predictions.append(
+                    MentionPrediction(label, k, text, math.exp(lp), counts[row], math.exp(logprob[row]))
+                )
+
+    def _generate_mentions(self, state: RowState, logp: torch.Tensor, n_rows: int):
+        eos = self.encoder.eos_id
+        device = self.device
+        active = torch.arange(n_rows, device=device)
+        out_ids: List[List[int]] = [[] for _ in range(n_rows)]
+        out_lp = [0.0] * n_rows
+        done = [False] * n_rows
+        for step in range(self.max_mention_tokens):
+            tokens = logp.argmax(dim=-1)
+            tok_logp = logp.gather(1, tokens[:, None]).squeeze(1)
+            keep = []
+            for j, (row, tok, lp) in enumerate(zip(active.tolist(), tokens.tolist(), tok_logp.tolist())):
+                out_lp[row] += lp
+                if tok == eos:
+                    done[row] = True
+                else:
+                    out_ids[row].append(tok)
+                    keep.append(j)
+            if not keep or step == self.max_mention_tokens - 1:
+                break
+            sel = torch.tensor(keep, dtype=torch.long, device=device)
+            if len(keep) < state.n_rows:
+                state = state.select(sel)
+                tokens = tokens.index_select(0, sel)
+                active = active.index_select(0, sel)
+            state, logp = self._step(state, tokens)
+        return list(zip(out_ids, out_lp, done))
+
+
+# --- The plain reference -------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop) -> Tuple[List[int], float, bool, int]:
+    device = next(model.parameters()).device
+    out: List[int] = []
+    lp = 0.0
+    for _ in range(max_tokens):
+        logits = model(input_ids=torch.tensor([ids + out], device=device), use_cache=False).logits[0, -1].float()
+        softcap = getattr(model.config, "final_logit_softcapping", None)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = int(logp.argmax())
+        lp += float(logp[tok])
+        out.append(tok)
+        if stop(tok):
+            return out, lp, True, len(out)
+    return out, lp, False, len(out)
+
+
+def reference_decode(
+    model,
+    encoder: PromptEncoder,
+    requests: Sequence[DocRequest],
+    *,
+    max_count: int = 20,
+    max_count_tokens: int = 4,
+    max_mention_tokens: int = 40,
+    stats: Optional[DecoderStats] = None,
+) -> List[DocResult]:
+    """Greedy PaDeLLM decoding of every sequence on its own, without any cache.
+
+    Slow by design: it is the ground truth for the engine's tests and the reference implementation's
+    cost model (the whole prompt is re-encoded for every mention and at every step).
+    """
+    stats = stats if stats is not None else DecoderStats()
+    term = encoder.template.count_terminator
+    eos = encoder.eos_id
+
+    def ends_count(tok: int) -> bool:
+        return tok == eos or term in encoder.tokenizer.decode([tok])
+
+    results = []
+    for req in requests:
+        res = DocResult()
+        prefix = encoder.prefix(req.text)
+        for label in req.labels:
+            prompt = prefix + encoder.label(label)
+            count_ids, count_lp, _, steps = _greedy_no_cache(model, prompt, max_count_tokens, ends_count)
+            stats.forward_passes += steps
+            stats.prompt_tokens += len(prompt) * steps
+            stats.generated_tokens += steps
+            n = parse_count(encoder.tokenizer.decode(count_ids, skip_special_tokens=True), encoder.template)
+            ended = ends_count(count_ids[-1]) and count_ids[-1] != eos
+            if n is None:
+                res.unparsable_counts += 1
+                n = 0
+            elif n > max_count:
+                res.capped_counts += 1
+                n = max_count
+            if not ended:
+                n_eff = 0
+            else:
+                n_eff = n
+            res.counts[label] = n
+            for k in range(1, n_eff + 1):
+                ids = prompt + count_ids + encoder.mention_tag(k)
+                m_ids, m_lp, done, steps = _greedy_no_cache(model, ids, max_mention_tokens, lambda t: t == eos)
+                stats.forward_passes += steps
+                stats.prompt_tokens += len(ids) * steps
+                stats.generated_tokens += steps
+                if not done:
+                    res.truncated_mentions += 1
+                    continue
+                text = parse_mention(encoder.tokenizer.decode(m_ids[:-1], skip_special_tokens=True))
+                res.predictions.append(MentionPrediction(label, k, text, math.exp(m_lp), n, math.exp(count_lp)))
+        results.append(res)
+    return results

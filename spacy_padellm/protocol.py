@@ -1,0 +1,234 @@
+"""The PaDeLLM text protocol: prompts, targets and the parsing of model output.
+
+Training and inference share this module, so the token sequence a model is trained on is exactly the
+one the decoder feeds it. A training example for (label, k) is the concatenation of separately
+encoded pieces::
+
+    prefix(text) + label_part(label) | count(n) + mention_tag(k) + mention + EOS
+    ------------ prompt -------------   ------------------ target --------------
+
+and a label with no mentions gives ``prefix + label_part | count(0) + EOS``. Encoding the pieces
+separately (instead of the joined string) keeps token boundaries fixed, which is what lets the decoder
+encode the shared prefix once per document and reuse its KV cache for every label.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "Template",
+    "TEMPLATES",
+    "get_template",
+    "PromptEncoder",
+    "TrainingExample",
+    "build_examples",
+    "parse_count",
+    "parse_mention",
+]
+
+_SLOTS = {"prefix": {"text"}, "label": {"label"}, "count": {"n"}, "mention": {"k"}}
+
+
+class TemplateError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Template:
+    """The four pieces of the PaDeLLM prompt/target format.
+
+    ``prefix`` holds ``{text}`` and is shared by every label branch of a document; ``label`` holds
+    ``{label}``; ``count`` holds ``{n}`` followed by a non-empty terminator (the decoder stops the
+    count step when the model writes it); ``mention`` holds ``{k}`` and precedes the k-th mention.
+    """
+
+    prefix: str = "text:\n{text}\nentity type:\n"
+    label: str = "{label}\n\n<num>"
+    count: str = "{n}\n"
+    mention: str = "<mention {k}>"
+
+    def __post_init__(self) -> None:
+        for piece, required in _SLOTS.items():
+            value = getattr(self, piece)
+            if not isinstance(value, str):
+                raise TemplateError(f"Template piece '{piece}' must be a string, got {type(value).__name__}")
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(value) if f is not None}
+            except ValueError as err:
+                raise TemplateError(f"Template piece '{piece}' is not a valid format string: {err}") from None
+            missing = required - fields
+            extra = fields - required
+            if missing:
+                raise TemplateError(
+                    f"Template piece '{piece}' ({value!r}) lacks the slot {{{sorted(missing)[0]}}}"
+                )
+            if extra:
+                raise TemplateError(
+                    f"Template piece '{piece}' ({value!r}) has unknown slot(s) "
+                    + ", ".join("{" + f + "}" for f in sorted(extra))
+                    + f"; allowed: {{{sorted(required)[0]}}}"
+                )
+        if not self.count_terminator:
+            raise TemplateError(
+                f"Template piece 'count' ({self.count!r}) must end with a terminator after {{n}}, "
+                "such as a newline, so the decoder knows where the count ends"
+            )
+        if self.count.index("{n}") != 0:
+            raise TemplateError(f"Template piece 'count' ({self.count!r}) must start with {{n}}")
+
+    @property
+    def count_terminator(self) -> str:
+        return self.count.split("{n}", 1)[1]
+
+    def to_dict(self) -> Dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, str]) -> "Template":
+        unknown = set(data) - set(_SLOTS)
+        if unknown:
+            raise TemplateError(f"Unknown template piece(s): {sorted(unknown)}; expected {sorted(_SLOTS)}")
+        return cls(**data)
+
+
+TEMPLATES: Dict[str, Template] = {
+    # The paper's English template.
+    "en": Template(),
+    # The Chinese counterpart ("text", "entity type", "count", "mention").
+    "zh": Template(
+        prefix="文本：\n{text}\n实体类型：\n",
+        label="{label}\n\n<数量>",
+        count="{n}\n",
+        mention="<实体 {k}>",
+    ),
+}
+
+
+def get_template(spec) -> Template:
+    """A Template from a name in TEMPLATES, a dict of pieces, or a Template."""
+    if isinstance(spec, Template):
+        return spec
+    if spec is None:
+        return TEMPLATES["en"]
+    if isinstance(spec, str):
+        if spec not in TEMPLATES:
+            raise TemplateError(f"Unknown template name {spec!r}; choose one of {sorted(TEMPLATES)} or give the pieces")
+        return TEMPLATES[spec]
+    if isinstance(spec, dict):
+        return Template.from_dict(dict(spec))
+    raise TemplateError(f"Cannot build a template from {type(spec).__name__}")
+
+
+_COUNT_RE = re.compile(r"^\s*(\d{1,6})\s*$")
+
+
+def parse_count(text: str, template: Template = TEMPLATES["en"]) -> Optional[int]:
+    """The mention count written by the model, or None when it is not a number.
+
+    ``text`` is the decoded output of the count step, terminator included or not.
+    """
+    term = template.count_terminator
+    if term.strip() and term in text:
+        text = text.split(term, 1)[0]
+    match = _COUNT_RE.match(text)
+    return int(match.group(1)) if match else None
+
+
+def parse_mention(text: str, eos_token: Optional[str] = None) -> str:
+    """The mention text from the decoded output of a mention step."""
+    if eos_token and eos_token in text:
+        text = text.split(eos_token, 1)[0]
+    return text.strip()
+
+
+@dataclass
+class TrainingExample:
+    """One (label, k) example as strings, before tokenisation."""
+
+    text: str
+    label: str
+    count: int
+    k: int  # 0 when count == 0
+    mention: str  # "" when count == 0
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+
+def build_examples(
+    text: str, mentions: Iterable[Tuple[str, str]], labels: Sequence[str]
+) -> List[TrainingExample]:
+    """The PaDeLLM examples of one sentence.
+
+    ``mentions`` are (label, mention string) pairs in reading order; a label of ``labels`` without
+    mentions gives one count-0 example. Labels outside ``labels`` are an error.
+    """
+    by_label: Dict[str, List[str]] = {label: [] for label in labels}
+    for label, mention in mentions:
+        if label not in by_label:
+            raise ValueError(f"Mention {mention!r} has label {label!r}, which is not in the label set {list(labels)}")
+        by_label[label].append(mention)
+    examples: List[TrainingExample] = []
+    for label in labels:
+        found = by_label[label]
+        if not found:
+            examples.append(TrainingExample(text, label, 0, 0, ""))
+        for k, mention in enumerate(found, start=1):
+            examples.append(TrainingExample(text, label, len(found), k, mention))
+    return examples
+
+
+@dataclass
+class PromptEncoder:
+    """Turns protocol pieces into token ids with one tokenizer, the same way for training and decoding."""
+
+    tokenizer: object
+    template: Template = field(default_factory=Template)
+
+    def __post_init__(self) -> None:
+        tok = self.tokenizer
+        self.eos_id: int = tok.eos_token_id
+        if self.eos_id is None:
+            raise ValueError("The tokenizer has no EOS token; PaDeLLM needs one to end mentions")
+        self.bos_ids: List[int] = (
+            [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
+        )
+        self._label_cache: Dict[str, List[int]] = {}
+        self._tag_cache: Dict[int, List[int]] = {}
+
+    def _encode(self, text: str) -> List[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prefix(self, text: str) -> List[int]:
+        return self.bos_ids + self._encode(self.template.prefix.format(text=text))
+
+    def label(self, label: str) -> List[int]:
+        if label not in self._label_cache:
+            self._label_cache[label] = self._encode(self.template.label.format(label=label))
+        return self._label_cache[label]
+
+    def count(self, n: int) -> List[int]:
+        return self._encode(self.template.count.format(n=n))
+
+    def mention_tag(self, k: int) -> List[int]:
+        if k not in self._tag_cache:
+            self._tag_cache[k] = self._encode(self.template.mention.format(k=k))
+        return self._tag_cache[k]
+
+    def mention(self, mention: str) -> List[int]:
+        return self._encode(mention)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def example(self, ex: TrainingExample) -> Tuple[List[int], List[int]]:
+        """(prompt ids, target ids) of a training example; the loss covers the target only."""
+        prompt = self.prefix(ex.text) + self.label(ex.label)
+        target = self.count(ex.count)
+        if ex.count > 0:
+            target = target + self.mention_tag(ex.k) + self.mention(ex.mention)
+        return prompt, target + [self.eos_id]

@@ -1,0 +1,98 @@
+"""A tiny causal LM and tokenizer built inside the test suite (no download), and data to memorise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from spacy_padellm.protocol import TEMPLATES, build_examples
+
+LABELS = ["PER", "LOC", "ORG", "MISC"]
+
+# (text, [(start_char, end_char, label), ...]) in reading order; text is CoNLL-style (tokens joined by spaces).
+SENTENCES: List[Tuple[str, List[Tuple[str, str]]]] = [
+    ("Japan beat Syria in the Asian Cup .", [("Japan", "LOC"), ("Syria", "LOC"), ("Asian Cup", "MISC")]),
+    ("Peter Blackburn met Jordan in Amman .", [("Peter Blackburn", "PER"), ("Jordan", "PER"), ("Amman", "LOC")]),
+    ("The European Commission said on Thursday it disagreed .", [("European Commission", "ORG")]),
+    ("Germany and Britain talked with Werner Zwingmann in Bonn .",
+     [("Germany", "LOC"), ("Britain", "LOC"), ("Werner Zwingmann", "PER"), ("Bonn", "LOC")]),
+    ("Nadim Ladki reported from Jordan and Jordan again .",
+     [("Nadim Ladki", "PER"), ("Jordan", "LOC"), ("Jordan", "LOC")]),
+    ("It rained all day .", []),
+]
+
+NESTED_LABELS = ["protein", "DNA"]
+NESTED: List[Tuple[str, List[Tuple[str, str]]]] = [
+    ("IL-2 gene expression requires NF-kappa B .", [("IL-2", "protein"), ("IL-2 gene", "DNA"), ("NF-kappa B", "protein")]),
+    ("The CD28 promoter binds NF-AT .", [("CD28", "protein"), ("CD28 promoter", "DNA"), ("NF-AT", "protein")]),
+]
+
+
+def char_spans(text: str, mentions: Sequence[Tuple[str, str]]) -> List[Tuple[int, int, str]]:
+    """Character spans of mentions listed in reading order (repeats take the next occurrence)."""
+    spans = []
+    taken: Dict[Tuple[str, str], int] = {}
+    for mention, label in mentions:
+        start = text.index(mention, taken.get((mention, label), 0))
+        while start > 0 and text[start - 1] != " " or (start + len(mention) < len(text) and text[start + len(mention)] != " "):
+            start = text.index(mention, start + 1)
+        taken[(mention, label)] = start + len(mention)
+        spans.append((start, start + len(mention), label))
+    return spans
+
+
+def build_tokenizer(folder: Path, corpus: Sequence[str]):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    template_text = [t.prefix + t.label + t.count + t.mention for t in TEMPLATES.values()]
+    bpe.train_from_iterator(list(corpus) * 3 + template_text * 5, vocab_size=600, min_frequency=1,
+                            special_tokens=["<pad>", "<s>", "</s>"])
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>")
+    tok.save_pretrained(folder)
+    return tok
+
+
+def build_base_model(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer, saved as a Hugging Face folder (safetensors)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder, corpus)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def write_examples(path: Path, data, labels) -> Path:
+    with path.open("w", encoding="utf8") as f:
+        for text, mentions in data:
+            for ex in build_examples(text, [(label, m) for m, label in mentions], labels):
+                f.write(json.dumps(ex.to_dict()) + "\n")
+    return path
+
+
+def write_docbin(path: Path, data, labels, spans_key=None) -> Path:
+    import spacy
+    from spacy.tokens import DocBin, Span
+
+    nlp = spacy.blank("en")
+    db = DocBin(store_user_data=True)
+    for text, mentions in data:
+        doc = nlp.make_doc(text)
+        spans = [doc.char_span(s, e, label=l) for s, e, l in char_spans(text, mentions)]
+        if spans_key:
+            doc.spans[spans_key] = spans
+        else:
+            doc.ents = spans
+        db.add(doc)
+    db.to_disk(path)
+    return path
