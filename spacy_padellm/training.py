@@ -60,6 +60,7 @@ class TrainSettings:
     seed: int = 0
     epochs: float = 3.0
     max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None  # stop (evaluate, save) once training has run this long
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 2e-4
@@ -82,7 +83,7 @@ class TrainSettings:
     SECTIONS = {
         "paths": ("base_model", "train", "dev", "output", "pipeline", "base_ref"),
         "data": ("labels", "lang", "template", "text_format", "max_length", "max_train_examples", "max_dev_docs"),
-        "training": ("method", "seed", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "weight_decay",
+        "training": ("method", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
                      "eval_batch_size"),
         "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype"),
@@ -323,9 +324,16 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         accelerator = Accelerator(cpu=settings.device == "cpu")
     except ImportError:  # accelerate is optional on one device
         accelerator = None
-    device = torch.device(settings.device) if settings.device else (
-        accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if settings.device:
+        device = torch.device(settings.device)
+    elif accelerator is not None and accelerator.num_processes > 1:
+        device = accelerator.device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     is_cuda = device.type == "cuda"
+    if is_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     amp_dtype = _torch_dtype(settings.dtype, device) if is_cuda else None
 
     template = get_template(settings.template or ("zh" if settings.lang == "zh" else "en"))
@@ -353,7 +361,8 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
-    log(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
+    log(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
+        f"device {next(model.parameters()).device}, autocast {amp_dtype}")
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     lengths = [len(ids) for ids, _ in data]
     batches_per_epoch = math.ceil(len(data) / settings.batch_size)
@@ -396,6 +405,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
             "text_format": settings.effective_text_format,
             "training": {"method": settings.method, "base_model": settings.base_model, "seed": settings.seed}}
     base_ref = _base_ref(settings, source)
+    meta["training"]["base_ref"] = base_ref
 
     def evaluate() -> Dict[str, Any]:
         from .component import PaDeLLMNER
@@ -465,6 +475,10 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
             if step % settings.log_every == 0 or step == total_steps:
                 history.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                 "elapsed_s": round(elapsed, 2), "epoch": epoch})
+            out_of_time = settings.max_minutes is not None and elapsed > 60 * settings.max_minutes
+            if out_of_time:
+                log(f"stopping at step {step}: max_minutes={settings.max_minutes} reached")
+                total_steps = step
             if dev_docs and (step % settings.eval_every == 0 or step == total_steps):
                 scores = evaluate()
                 f = scores.get("ents_f") or 0.0
