@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_padellm {convert,train,evaluate,benchmark,annotate} ...``.
+"""Command line: ``python -m spacy_padellm {demo,convert,train,evaluate,compress,benchmark,annotate} ...``.
 
 Each subcommand lives in the module named for it and registers itself through ``add_parser``.
 """
@@ -12,8 +12,10 @@ from typing import List, Optional
 
 # subcommand -> module that defines add_parser(subparsers) and sets a `func` default
 COMMANDS = {
+    "demo": "spacy_padellm.demo",
     "convert": "spacy_padellm.cli_convert",
     "train": "spacy_padellm.cli_train",
+    "assemble": "spacy_padellm.assemble",
     "evaluate": "spacy_padellm.evaluate",
     "benchmark": "spacy_padellm.benchmark",
     "annotate": "spacy_padellm.annotate",

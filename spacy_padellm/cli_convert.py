@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label-map", default=None, help='JSON object renaming labels, e.g. \'{"person": "PER"}\'')
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
+    add_head_parser(sub)
 
 
 def run(args) -> int:
@@ -36,4 +37,27 @@ def run(args) -> int:
                          spans_key=args.spans_key, offsets=args.offsets, scheme=args.scheme, label_map=label_map,
                          show_progress=not args.no_progress)
         print(report.summary())
+    return 0
+
+
+def add_head_parser(sub) -> None:
+    p = sub.add_parser("head", help="the first N docs of a DocBin (for quick evaluations)")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--n", type=int, default=100)
+    p.set_defaults(func=run_head)
+
+
+def run_head(args) -> int:
+    import spacy
+    from spacy.tokens import DocBin
+
+    vocab = spacy.blank("xx").vocab
+    docs = []
+    for doc in DocBin().from_disk(args.input).get_docs(vocab):
+        if len(docs) >= args.n:
+            break
+        docs.append(doc)
+    DocBin(docs=docs, store_user_data=True).to_disk(args.output)
+    print(f"{len(docs)} docs -> {args.output}")
     return 0

@@ -57,6 +57,8 @@ class TrainSettings:
     max_dev_docs: Optional[int] = None
     # [training]
     method: str = "lora"  # lora | full
+    full_targets: str = "all"  # method full: "all" parameters, or "linear" (decoder linear layers only,
+    # embeddings and norms frozen, so that `compress` can carry every change in a LoRA adapter)
     seed: int = 0
     epochs: float = 3.0
     max_steps: Optional[int] = None
@@ -83,7 +85,7 @@ class TrainSettings:
     SECTIONS = {
         "paths": ("base_model", "train", "dev", "output", "pipeline", "base_ref"),
         "data": ("labels", "lang", "template", "text_format", "max_length", "max_train_examples", "max_dev_docs"),
-        "training": ("method", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
+        "training": ("method", "full_targets", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
                      "eval_batch_size"),
         "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype"),
@@ -358,6 +360,13 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
                                                  lora_dropout=settings.lora_dropout,
                                                  target_modules=settings.lora_targets, task_type="CAUSAL_LM"))
+    elif settings.full_targets == "linear":
+        linear = {f"{name}.weight" for name, module in model.named_modules()
+                  if isinstance(module, torch.nn.Linear) and ".layers." in f".{name}"}
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in linear)
+    elif settings.full_targets != "all":
+        raise TrainConfigError(f"[training] full_targets must be 'all' or 'linear', got {settings.full_targets!r}")
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)

@@ -21,11 +21,13 @@ def tiny_base(tmp_path_factory) -> Path:
 def _train(tmp: Path, base: Path, data, labels, steps: int, spans_key=None, method="full", lr=3e-3, extra=None):
     from spacy_padellm.training import TrainSettings, train
 
+    tmp.mkdir(parents=True, exist_ok=True)
     train_path = tiny.write_examples(tmp / "train.padellm.jsonl", data, labels)
-    settings = TrainSettings(base_model=str(base), train=str(train_path), output=str(tmp / "model"),
-                             labels=list(labels), method=method, max_steps=steps, batch_size=16, lr=lr,
-                             warmup_ratio=0.0, eval_every=10**9, log_every=10, device="cpu", seed=0,
-                             lora_r=8, lora_alpha=16, lora_dropout=0.0, **(extra or {}))
+    values = dict(base_model=str(base), train=str(train_path), output=str(tmp / "model"), labels=list(labels),
+                  method=method, max_steps=steps, batch_size=16, lr=lr, warmup_ratio=0.0, eval_every=10**9,
+                  log_every=10, device="cpu", seed=0, lora_r=8, lora_alpha=16, lora_dropout=0.0)
+    values.update(extra or {})
+    settings = TrainSettings(**values)
     summary = train(settings, progress=False, log=lambda *_: None)
     return Path(summary["model"]), summary
 

@@ -1,0 +1,46 @@
+"""``python -m spacy_padellm assemble MODEL OUTPUT``: a spaCy pipeline folder around a PaDeLLM model folder.
+
+The pipeline is ``spacy.blank(lang)`` + ``padellm_ner``; ``nlp.to_disk`` copies the model (base weights,
+adapter, tokenizer) inside, so the folder works with ``spacy.load``, ``spacy evaluate`` and
+``spacy package`` on a machine that has only this package installed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def assemble(model: str, output: str, lang: str = None, spans_key: str = None, name: str = None) -> Path:
+    import spacy
+
+    meta_path = Path(model) / "padellm.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    nlp = spacy.blank(lang or meta.get("lang", "en"))
+    config = {"model": str(model)}
+    if spans_key:
+        config["spans_key"] = spans_key
+    nlp.add_pipe("padellm_ner", config=config)
+    nlp.initialize()
+    nlp.meta["name"] = name or f"padellm_{Path(model).name}".replace("-", "_")
+    nlp.meta["description"] = "PaDeLLM-NER (parallel decoding LLM NER) built with spacy-padellm"
+    if meta.get("dev_scores"):
+        nlp.meta["performance"] = meta["dev_scores"]
+    nlp.to_disk(output)
+    return Path(output)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("assemble", help="write a spaCy pipeline folder around a PaDeLLM model folder")
+    p.add_argument("model", help="PaDeLLM model folder (from train) or padellm:NAME")
+    p.add_argument("output", help="pipeline folder to write")
+    p.add_argument("--lang", default=None)
+    p.add_argument("--spans-key", default=None)
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out = assemble(args.model, args.output, args.lang, args.spans_key, args.name)
+    print(f"pipeline written to {out}")
+    return 0

@@ -1,0 +1,86 @@
+"""``python -m spacy_padellm benchmark`` on the tiny memorised model: the report's shape and its numbers."""
+
+import json
+
+import pytest
+
+import tiny
+from spacy_padellm.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("benchmark")
+    data = tiny.write_docbin(tmp / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp / "b.json"
+    argv = ["benchmark", str(tiny_model), str(data), "--max-docs", "6", "--latency-docs", "6",
+            "--reference-docs", "3", "--batch-sizes", "1,4", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    return out, json.loads(out.read_text())
+
+
+def test_outputs_written(report):
+    out, _ = report
+    for suffix in (".json", ".md", ".png"):
+        path = out.with_suffix(suffix)
+        assert path.exists() and path.stat().st_size > 0, path
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = out.with_suffix(".md").read_text()
+    assert "| padellm |" in md and "| reference |" in md
+
+
+def test_metadata(report):
+    _, r = report
+    assert r["command"].startswith("python -m spacy_padellm benchmark ") and "--batch-sizes 1,4" in r["command"]
+    assert r["timestamp"] and r["environment"]["device_name"].startswith("cpu: ")
+    assert r["environment"]["torch"] and r["environment"]["transformers"]
+    assert r["settings"]["docs"] == 6 and r["settings"]["batch_sizes"] == [1, 4]
+    assert r["peak_gpu_memory_mb"] is None
+
+
+def test_accuracy(report):
+    _, r = report
+    pad, ref = r["methods"]["padellm"], r["methods"]["reference"]
+    assert pad["f1"]["docs"] == 6 and ref["f1"]["docs"] == 3
+    assert pad["f1"]["span_metric"] == "ents_f"
+    for m in (pad, ref):
+        assert m["f1"]["span_f"] == 1.0 and m["f1"]["string_f"] == 1.0
+    assert pad["agreement_with_reference"] == 1.0
+
+
+def test_latency_and_decoding(report):
+    _, r = report
+    pad, ref = r["methods"]["padellm"], r["methods"]["reference"]
+    assert pad["latency_ms"]["docs"] == 6 and ref["latency_ms"]["docs"] == 3
+    for m in (pad, ref):
+        lat = m["latency_ms"]
+        assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["max"] and lat["mean"] > 0
+        assert len(lat["values"]) == lat["docs"]
+        dec = m["decoding"]
+        assert dec["prompt_tokens_per_sentence"] > 0 and dec["generated_tokens_per_sequence"] > 0
+        assert dec["sequences_per_sentence"] >= len(tiny.LABELS)
+        assert m["peak_gpu_memory_mb"] is None
+    assert ref["decoding"]["forward_passes_per_sentence"] > pad["decoding"]["forward_passes_per_sentence"]
+    assert ref["decoding"]["prompt_tokens_per_sentence"] > pad["decoding"]["prompt_tokens_per_sentence"]
+    sp = pad["speedup_vs_reference"]
+    assert sp["docs"] == 3 and sp["median_latency_ratio"] > 0 and r["speedup"] == sp["median_latency_ratio"]
+    assert ref["speedup_vs_reference"]["median_latency_ratio"] == 1.0
+
+
+def test_throughput(report):
+    _, r = report
+    pad, ref = r["methods"]["padellm"], r["methods"]["reference"]
+    assert ref["throughput"] is None
+    rows = pad["throughput"]["batch_sizes"]
+    assert set(rows) == {"1", "4"}
+    assert all(row["sentences_per_second"] > 0 and row["words_per_second"] > 0 for row in rows.values())
+    # batching shares forward passes between docs
+    assert rows["4"]["forward_passes_per_sentence"] < rows["1"]["forward_passes_per_sentence"]
+    best = pad["throughput"]["best"]
+    assert best["sentences_per_second"] == max(row["sentences_per_second"] for row in rows.values())
+
+
+def test_unknown_method_is_an_error(tiny_model, tmp_path, capsys):
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES[:1], tiny.LABELS)
+    assert main(["benchmark", str(tiny_model), str(data), "--methods", "nope", "--no-progress"]) == 1
+    assert "unknown method" in capsys.readouterr().err

@@ -1,0 +1,143 @@
+"""Training: loss falls, memorised sentences come back, LoRA works, resume, reproducibility, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+
+import tiny
+from spacy_padellm.__main__ import main
+from spacy_padellm.training import TrainConfigError, TrainSettings, load_settings, train
+
+
+def ents(doc):
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def gold():
+    return [[(t[s:e], l) for s, e, l in tiny.char_spans(t, m)] for t, m in tiny.SENTENCES]
+
+
+def test_loss_falls_and_model_folder_is_complete(tiny_model):
+    history = json.loads((tiny_model.parent / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0] / 5
+    meta = json.loads((tiny_model / "padellm.json").read_text())
+    assert meta["labels"] == tiny.LABELS and meta["template"]["prefix"].startswith("text:")
+    assert (tiny_model / "model.safetensors").exists() and (tiny_model / "tokenizer.json").exists()
+
+
+def test_lora_adapter_trains_saves_and_merges(tiny_base, tmp_path, train_tiny):
+    """LoRA on a random tiny base cannot memorise (that is what the full fine-tune tests are for), but its
+    loss falls, the adapter is saved small, and the merged model equals the unmerged PEFT model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spacy_padellm.loading import load_model, resolve_model
+
+    model_dir, summary = train_tiny(tmp_path, tiny_base, tiny.SENTENCES, tiny.LABELS, steps=60, method="lora",
+                                    lr=1e-2, extra={"lora_r": 16, "lora_alpha": 32, "log_every": 1})
+    losses = [h["loss"] for h in json.loads((tmp_path / "model" / "history.json").read_text())]
+    assert sum(losses[-10:]) < sum(losses[:10])
+    weights = load_file(str(model_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in weights.values())
+    assert any(float(t.float().abs().max()) > 0 for k, t in weights.items() if "lora_B" in k)
+    assert summary["trainable_parameters"] < 60000
+    source = resolve_model(model_dir)
+    merged, tok = load_model(source)
+    unmerged, _ = load_model(source, merge_adapter=False)
+    ids = torch.tensor([tok("text:\nJapan beat Syria .\nentity type:\nLOC")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, unmerged(ids).logits, atol=1e-4)
+
+
+def test_same_seed_same_run(tiny_base, tmp_path, train_tiny):
+    _, a = train_tiny(tmp_path / "a", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12)
+    _, b = train_tiny(tmp_path / "b", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12)
+    ha = [h["loss"] for h in json.loads((tmp_path / "a" / "model" / "history.json").read_text())]
+    hb = [h["loss"] for h in json.loads((tmp_path / "b" / "model" / "history.json").read_text())]
+    assert ha == pytest.approx(hb, rel=1e-5)
+
+
+def _settings(tmp_path, base, **kw):
+    tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
+    tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
+    values = dict(base_model=str(base), train=str(tmp_path / "train.padellm.jsonl"), dev=str(tmp_path / "dev.spacy"),
+                  output=str(tmp_path / "out"), labels=list(tiny.LABELS), method="full", batch_size=8, lr=3e-3,
+                  warmup_ratio=0.0, log_every=1, device="cpu", seed=0, eval_every=5)
+    values.update(kw)
+    return TrainSettings(**values)
+
+
+def test_dev_evaluation_keeps_best_and_resume_continues(tiny_base, tmp_path):
+    first = train(_settings(tmp_path, tiny_base, max_steps=10), progress=False, log=lambda *_: None)
+    assert first["best"]["step"] in (5, 10) and first["best"]["scores"]["ents_f"] is not None
+    assert (tmp_path / "out" / "checkpoint" / "state.pt").exists()
+    logs = []
+    second = train(_settings(tmp_path, tiny_base, max_steps=15, resume=True), progress=False, log=logs.append)
+    assert any("resumed" in line and "step 10" in line for line in logs)
+    assert second["steps"] == 15
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    steps = [h["step"] for h in history if "loss" in h]
+    assert steps == sorted(steps) and steps[-1] == 15 and len(set(steps)) == len(steps)
+
+
+def test_pipeline_folder_on_request(tiny_base, tmp_path):
+    train(_settings(tmp_path, tiny_base, max_steps=2, dev=None, pipeline=str(tmp_path / "pipe")), progress=False,
+          log=lambda *_: None)
+    nlp = spacy.load(tmp_path / "pipe")
+    assert nlp.pipe_names == ["padellm_ner"]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"base_model": "/does/not/exist"}, "base_model"),
+        ({"train": "/does/not/exist.jsonl"}, "does not exist"),
+        ({"method": "qlora"}, "method must be"),
+        ({"labels": ["PER"]}, "not in \\[data\\] labels"),
+        ({"text_format": "words"}, "text_format"),
+    ],
+)
+def test_bad_settings_fail_before_work(tiny_base, tmp_path, change, message):
+    with pytest.raises(TrainConfigError, match=message):
+        train(_settings(tmp_path, tiny_base, max_steps=1, **change), progress=False, log=lambda *_: None)
+
+
+def test_empty_train_file_and_dev_labels(tiny_base, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TrainConfigError, match="empty"):
+        train(_settings(tmp_path, tiny_base, train=str(empty)), progress=False, log=lambda *_: None)
+    tiny.write_docbin(tmp_path / "dev2.spacy", tiny.SENTENCES, tiny.LABELS)
+    with pytest.raises(TrainConfigError, match="dev set has labels"):
+        s = _settings(tmp_path, tiny_base, labels=["PER", "LOC", "ORG", "MISC"])
+        s.dev = str(tmp_path / "dev2.spacy")
+        (tmp_path / "train2.jsonl").write_text("\n".join(
+            json.dumps(ex) for ex in [{"text": "Bonn .", "label": "LOC", "count": 1, "k": 1, "mention": "Bonn"}]))
+        s.train = str(tmp_path / "train2.jsonl")
+        s.labels = []
+        train(s, progress=False, log=lambda *_: None)
+
+
+def test_config_file_misspelt_key_and_cli_error(tmp_path, capsys):
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text("[training]\nlearning_rate = 0.1\n")
+    with pytest.raises(TrainConfigError, match="Unknown key 'learning_rate'"):
+        load_settings(str(cfg))
+    assert main(["train", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "learning_rate" in err
+    settings = load_settings("configs/conll03.cfg", {"training.epochs": 1, "paths.dev": None})
+    assert settings.epochs == 1 and settings.dev is None and settings.labels == ["PER", "LOC", "ORG", "MISC"]
+
+
+def test_cli_convert_then_train_examples(tmp_path):
+    col = tmp_path / "mini.txt"
+    col.write_text("Japan\tB-LOC\nbeat\tO\nSyria\tB-LOC\n\nPeter\tB-PER\nBlackburn\tI-PER\n")
+    assert main(["convert", str(col), str(tmp_path / "out"), "--no-progress"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "mini.padellm.jsonl").read_text().splitlines()]
+    assert {"text": "Japan beat Syria", "label": "LOC", "count": 2, "k": 2, "mention": "Syria"} in lines
+    assert {"text": "Peter Blackburn", "label": "LOC", "count": 0, "k": 0, "mention": ""} in lines
+    assert main(["convert", str(tmp_path / "nope.txt"), str(tmp_path / "out"), "--no-progress"]) == 1
