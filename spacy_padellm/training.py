@@ -451,6 +451,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     t0 = time.time()
     tokens_seen = 0
     running = None
+    window_loss, window_steps = 0.0, 0  # mean loss over the steps since the last history entry
     epoch = 0
     pad_id = tokenizer.pad_token_id
     while step < total_steps:
@@ -481,9 +482,12 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
             elapsed = time.time() - t0
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}", tok_s=f"{tokens_seen / max(elapsed, 1e-9):.0f}", epoch=epoch)
+            window_loss += loss_value
+            window_steps += 1
             if step % settings.log_every == 0 or step == total_steps:
-                history.append({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                history.append({"step": step, "loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
                                 "elapsed_s": round(elapsed, 2), "epoch": epoch})
+                window_loss, window_steps = 0.0, 0
             out_of_time = settings.max_minutes is not None and elapsed > 60 * settings.max_minutes
             if out_of_time:
                 log(f"stopping at step {step}: max_minutes={settings.max_minutes} reached")
