@@ -24,7 +24,7 @@ from .loading import (DEFAULT_MODEL, META_FILE, ModelFolderError, ModelSource, e
                       resolve_model)
 from .protocol import PromptEncoder, Template, TemplateError, get_template
 from .scoring import score_padellm
-from .windows import make_windows, sentences_from_tokens
+from .windows import make_windows, model_view, sentences_from_tokens
 
 __all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
 
@@ -316,21 +316,8 @@ class PaDeLLMNER(Pipe):
 
     def _model_view(self, doc: Doc, start: int, end: int) -> Tuple[str, List[Tuple[int, int, int, int]]]:
         """The text the model sees for doc chars [start, end), and per token (model span, doc span)."""
-        tokens = [t for t in doc if t.idx >= start and t.idx + len(t) <= end and not t.is_space]
-        pieces: List[str] = []
-        mapping: List[Tuple[int, int, int, int]] = []
-        pos = 0
-        if self.text_format == "tokens":
-            for t in tokens:
-                if pieces:
-                    pieces.append(" ")
-                    pos += 1
-                pieces.append(t.text)
-                mapping.append((pos, pos + len(t), t.idx, t.idx + len(t)))
-                pos += len(t)
-            return "".join(pieces), mapping
-        text = doc.text[start:end]
-        return text, [(t.idx - start, t.idx + len(t) - start, t.idx, t.idx + len(t)) for t in tokens]
+        tokens = [(t.idx, t.text) for t in doc if not t.is_space]
+        return model_view(doc.text, tokens, start, end, self.text_format)
 
     def _windows(self, doc: Doc, tokenizer) -> List[Tuple[int, int]]:
         if not doc.text.strip():

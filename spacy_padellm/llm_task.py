@@ -39,7 +39,7 @@ from .aligner import align_mentions
 from .dedup import deduplicate, resolve_overlaps
 from .protocol import Template, TemplateError, get_template
 from .scoring import score_padellm
-from .windows import make_windows, sentences_from_tokens
+from .windows import make_windows, model_view, sentences_from_tokens
 
 __all__ = ["PaDeLLMPrompt", "PaDeLLMResponse", "PaDeLLMTask", "make_padellm_task", "STAT_KEYS"]
 
@@ -121,23 +121,11 @@ def _escape(text: str) -> str:
 def _model_view(doc: Doc, text_format: str) -> Tuple[str, List[Tuple[int, int, int, int]]]:
     """The text the model reads for ``doc`` (outer whitespace dropped), and per token (start, end in that
     text, start, end in doc)."""
-    tokens = [t for t in doc if not t.is_space]
-    if text_format == "tokens":
-        pieces: List[str] = []
-        mapping = []
-        pos = 0
-        for t in tokens:
-            if pieces:
-                pieces.append(" ")
-                pos += 1
-            pieces.append(t.text)
-            mapping.append((pos, pos + len(t), t.idx, t.idx + len(t)))
-            pos += len(t)
-        return "".join(pieces), mapping
+    tokens = [(t.idx, t.text) for t in doc if not t.is_space]
     if not tokens:
         return "", []
-    start, end = tokens[0].idx, tokens[-1].idx + len(tokens[-1])  # without outer whitespace
-    return doc.text[start:end], [(t.idx - start, t.idx + len(t) - start, t.idx, t.idx + len(t)) for t in tokens]
+    start, end = tokens[0][0], tokens[-1][0] + len(tokens[-1][1])  # without outer whitespace
+    return model_view(doc.text, tokens, start, end, text_format)
 
 
 class PaDeLLMTask:

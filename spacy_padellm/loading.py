@@ -244,12 +244,15 @@ def _torch_dtype(dtype: str, device):
 def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    # Mentions are decoded verbatim: no clean-up of spaces before punctuation ("U.S ." must stay so).
+    kwargs: Dict[str, Any] = {"trust_remote_code": trust_remote_code, "clean_up_tokenization_spaces": False}
     if source.tokenizer_dir is not None:
-        return AutoTokenizer.from_pretrained(str(source.tokenizer_dir), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(source.tokenizer_dir), **kwargs)
     if source.hub_id:
-        return AutoTokenizer.from_pretrained(source.hub_id, trust_remote_code=trust_remote_code)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    return AutoTokenizer.from_pretrained(str(source.base_dir), trust_remote_code=trust_remote_code, **kwargs)
+        return AutoTokenizer.from_pretrained(source.hub_id, **kwargs)
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    return AutoTokenizer.from_pretrained(str(source.base_dir), **kwargs)
 
 
 def load_base_model(source: ModelSource, dtype, trust_remote_code: bool = False):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Callable, List, Sequence, Tuple
 
-__all__ = ["make_windows", "SENTENCE_END"]
+__all__ = ["make_windows", "model_view", "sentences_from_tokens", "SENTENCE_END"]
+
+Mapping = List[Tuple[int, int, int, int]]
 
 SENTENCE_END = {".", "!", "?", "。", "！", "？", "…", ";", "；"}
 
@@ -80,3 +82,24 @@ def sentences_from_tokens(tokens: Sequence[Tuple[int, int, str]]) -> List[Tuple[
     if start is not None:
         sents.append((start, tokens[-1][1]))
     return sents
+
+
+def model_view(text: str, tokens: Sequence[Tuple[int, str]], start: int, end: int,
+               text_format: str = "raw") -> Tuple[str, Mapping]:
+    """The text a model reads for ``text[start:end]``, and per token (start, end in that text, start, end in
+    ``text``). ``tokens`` are (char offset, token text) of the non-space tokens; ``text_format`` "raw" keeps
+    the text as it is, "tokens" joins the tokens with single spaces (CoNLL-style)."""
+    inside = [(idx, tok) for idx, tok in tokens if idx >= start and idx + len(tok) <= end]
+    if text_format == "tokens":
+        pieces: List[str] = []
+        mapping: Mapping = []
+        pos = 0
+        for idx, tok in inside:
+            if pieces:
+                pieces.append(" ")
+                pos += 1
+            pieces.append(tok)
+            mapping.append((pos, pos + len(tok), idx, idx + len(tok)))
+            pos += len(tok)
+        return "".join(pieces), mapping
+    return text[start:end], [(idx - start, idx + len(tok) - start, idx, idx + len(tok)) for idx, tok in inside]
