@@ -374,7 +374,12 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         f"device {next(model.parameters()).device}, autocast {amp_dtype}")
     optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     lengths = [len(ids) for ids, _ in data]
-    batches_per_epoch = math.ceil(len(data) / settings.batch_size)
+    # With several processes (accelerate launch / torchrun) each takes every world-th batch of the same
+    # shuffled list (same seed), and only the main process evaluates and writes.
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    is_main = rank == 0
+    batches_per_epoch = math.ceil(len(data) / settings.batch_size / world)
     total_steps = settings.max_steps or max(1, math.ceil(batches_per_epoch * settings.epochs / settings.grad_accum))
     warmup = int(total_steps * settings.warmup_ratio)
 
@@ -455,7 +460,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     epoch = 0
     pad_id = tokenizer.pad_token_id
     while step < total_steps:
-        batches = length_bucketed_batches(lengths, settings.batch_size, rng)
+        batches = length_bucketed_batches(lengths, settings.batch_size, rng)[rank::world]
         epoch += 1
         for b_start in range(0, len(batches), settings.grad_accum):
             if step >= total_steps:
@@ -492,7 +497,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
             if out_of_time:
                 log(f"stopping at step {step}: max_minutes={settings.max_minutes} reached")
                 total_steps = step
-            if dev_docs and (step % settings.eval_every == 0 or step == total_steps):
+            if dev_docs and is_main and (step % settings.eval_every == 0 or step == total_steps):
                 scores = evaluate()
                 f = scores.get("ents_f") or 0.0
                 history.append({"step": step, "dev_ents_f": f, "dev_string_f": scores.get("string_f"),
@@ -502,7 +507,11 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
                     best = {"score": f, "step": step, "scores": _small(scores)}
                     save_best(scores)
                 save_checkpoint()
+            if distributed and dev_docs and (step % settings.eval_every == 0 or step == total_steps):
+                accelerator.wait_for_everyone()
     bar.close()
+    if not is_main:
+        return {"steps": step, "rank": rank}
     if not dev_docs:
         best = {"score": None, "step": step, "scores": None}
         save_best(None)
