@@ -143,7 +143,7 @@ class TwoStepDecoder:
         max_count: int = 20,
         max_count_tokens: int = 4,
         max_mention_tokens: int = 40,
-        max_batch_rows: int = 512,
+        max_batch_rows: int = 256,
     ):
         self.model = model
         self.encoder = encoder

@@ -76,7 +76,7 @@ class LocalPaDeLLM:
         max_count: int = 20,
         max_count_tokens: int = 4,
         max_mention_tokens: int = 40,
-        max_batch_rows: int = 512,
+        max_batch_rows: int = 256,
         context_length: Optional[int] = DEFAULT_CONTEXT_LENGTH,
     ):
         _check_positive("spacy_padellm.Local", max_count=max_count, max_count_tokens=max_count_tokens,
@@ -186,7 +186,7 @@ def make_local_model(
     max_count: int = 20,
     max_count_tokens: int = 4,
     max_mention_tokens: int = 40,
-    max_batch_rows: int = 512,
+    max_batch_rows: int = 256,
     context_length: Optional[int] = DEFAULT_CONTEXT_LENGTH,
 ) -> LocalPaDeLLM:
     """PaDeLLM on a local model: a model folder written by spacy-padellm, a Hugging Face folder, a PEFT

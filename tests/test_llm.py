@@ -320,9 +320,9 @@ def test_http_backend_same_entities(completions):
         assert kinds == ["count"] * n_counts + ["mention"] * n_mentions  # round 1, then round 2
         assert rec.max_in_flight > 1  # requests were concurrent
         assert rec.max_in_flight <= 4  # ... within the bound
-        first = rec.bodies[0]
-        assert first["model"] == "tiny" and first["stop"] == ["\n"] and first["temperature"] == 0.0
-        assert first["prompt"] == "text:\n" + TEXTS[0] + "\nentity type:\nPER\n\n<num>"
+        # Requests are concurrent, so their arrival order within a round is not fixed.
+        assert all(b["model"] == "tiny" and b["stop"] == ["\n"] and b["temperature"] == 0.0 for b in rec.bodies)
+        assert "text:\n" + TEXTS[0] + "\nentity type:\nPER\n\n<num>" in [b["prompt"] for b in rec.bodies]
         assert "text:\n" + TEXTS[0] + "\nentity type:\nLOC\n\n<num>2\n<mention 2>" in \
             [b["prompt"] for b in rec.bodies]
         assert nlp.evaluate(examples(nlp))["ents_f"] == 1.0
