@@ -11,7 +11,7 @@ cannot be found, or whose every occurrence is already taken by its label, is dro
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["AlignedSpan", "AlignStats", "align_mentions", "normalize"]

@@ -6,7 +6,6 @@ resolution (``dedup.py``) -> ``doc.ents`` or ``doc.spans[spans_key]``.
 """
 
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -14,14 +13,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_get_examples
 from spacy.util import minibatch
 
-from .aligner import AlignStats, align_mentions
-from .dedup import deduplicate, resolve_overlaps
 from .loading import (DEFAULT_MODEL, META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model,
                       resolve_model)
+from .output import doc_spans, write_spans
 from .protocol import PromptEncoder, Template, TemplateError, get_template
 from .scoring import score_padellm
 from .windows import make_windows, model_view, sentences_from_tokens
@@ -356,37 +354,10 @@ class PaDeLLMNER(Pipe):
             stats["capped_counts"] += result.capped_counts
             stats["truncated_mentions"] += result.truncated_mentions
             preds = [(p.label, p.k, p.text, p.prob) for p in result.predictions]
-            spans, align_stats = align_mentions(text, preds, [(m[0], m[1]) for m in mapping])
-            stats["not_found"] += align_stats.not_found + align_stats.empty
-            stats["no_free_occurrence"] += align_stats.no_free_occurrence
-            to_doc_start = {m[0]: m[2] for m in mapping}
-            to_doc_end = {m[1]: m[3] for m in mapping}
-            for span in spans:
-                per_doc[i].append(span.__class__(to_doc_start[span.start], to_doc_end[span.end], span.label,
-                                                 span.prob, span.mention, span.k))
+            per_doc[i].extend(doc_spans(text, mapping, preds, stats))
         for doc, spans, stats in zip(docs, per_doc, doc_stats):
             stats["docs"] = 1
-            if self.cfg["deduplicate"]:
-                spans, removed = deduplicate(spans)
-                stats["duplicates_removed"] = removed
-            if self.spans_key:
-                made = [doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict") for s in spans]
-                group = SpanGroup(doc, name=self.spans_key, spans=[m for m in made if m is not None])
-                group.attrs["scores"] = [s.prob for s, m in zip(spans, made) if m is not None]
-                doc.spans[self.spans_key] = group
-                for m, s in zip(made, spans):
-                    if m is not None:
-                        m._.padellm_prob = s.prob
-            else:
-                spans, removed = resolve_overlaps(spans)
-                stats["overlaps_removed"] = removed
-                ents = []
-                for s in spans:
-                    ent = doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict")
-                    if ent is not None:
-                        ent._.padellm_prob = s.prob
-                        ents.append(ent)
-                doc.ents = ents
+            write_spans(doc, spans, self.spans_key, self.cfg["deduplicate"], stats)
             doc._.padellm = stats
             for key, value in stats.items():
                 self.stats[key] += value

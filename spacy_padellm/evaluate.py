@@ -33,7 +33,6 @@ def load_pipeline(model: str, lang: Optional[str] = None, spans_key: Optional[st
 def evaluate(model: str, data: str, *, max_docs: Optional[int] = None, batch_size: int = 64,
              spans_key: Optional[str] = None, lang: Optional[str] = None, device: Optional[str] = None,
              progress: bool = True) -> Dict[str, Any]:
-    import spacy
     from spacy.tokens import DocBin
     from spacy.training import Example
     from tqdm.auto import tqdm

@@ -29,14 +29,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import srsly
 from spacy import util
 from spacy.language import Language
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy_llm.registry import registry
 from spacy_llm.ty import ShardMapper
 from spacy_llm.util import split_labels
 
-from .aligner import align_mentions
-from .dedup import deduplicate, resolve_overlaps
+from .output import doc_spans, write_spans
 from .protocol import Template, TemplateError, get_template
 from .scoring import score_padellm
 from .windows import make_windows, model_view, sentences_from_tokens
@@ -314,33 +313,8 @@ class PaDeLLMTask:
             stats["unparsable_counts"] += response.unparsable_counts
             stats["capped_counts"] += response.capped_counts
             stats["truncated_mentions"] += response.truncated_mentions
-            aligned, align_stats = align_mentions(text, response.mentions, [(m[0], m[1]) for m in mapping])
-            stats["not_found"] += align_stats.not_found + align_stats.empty
-            stats["no_free_occurrence"] += align_stats.no_free_occurrence
-            to_doc_start = {m[0]: m[2] for m in mapping}
-            to_doc_end = {m[1]: m[3] for m in mapping}
-            spans = [s.__class__(to_doc_start[s.start], to_doc_end[s.end], s.label, s.prob, s.mention, s.k)
-                     for s in aligned]
-        if self._deduplicate:
-            spans, removed = deduplicate(spans)
-            stats["duplicates_removed"] += removed
-        if self._spans_key:
-            made = [(doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict"), s) for s in spans]
-            made = [(m, s) for m, s in made if m is not None]
-            for m, s in made:
-                m._.padellm_prob = s.prob
-            doc.spans[self._spans_key] = SpanGroup(doc, name=self._spans_key, spans=[m for m, _ in made],
-                                                   attrs={"scores": [s.prob for _, s in made]})
-        else:
-            spans, removed = resolve_overlaps(spans)
-            stats["overlaps_removed"] += removed
-            ents = []
-            for s in spans:
-                ent = doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict")
-                if ent is not None:
-                    ent._.padellm_prob = s.prob
-                    ents.append(ent)
-            doc.ents = ents
+            spans = doc_spans(text, mapping, response.mentions, stats)
+        write_spans(doc, spans, self._spans_key, self._deduplicate, stats)
 
     def _fuse(self, shards: List[Doc]) -> Doc:
         for shard in shards:  # doc-level extensions cannot be merged; the fused doc gets the sums

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .protocol import PromptEncoder, TrainingExample, get_template
 
@@ -422,7 +421,6 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     meta["training"]["base_ref"] = base_ref
 
     def evaluate() -> Dict[str, Any]:
-        from .component import PaDeLLMNER
 
         model.eval()
         ner_nlp = spacy.blank(settings.lang)
