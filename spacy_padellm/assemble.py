@@ -7,22 +7,16 @@ adapter, tokenizer) inside, so the folder works with ``spacy.load``, ``spacy eva
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
 def assemble(model: str, output: str, lang: str = None, spans_key: str = None, name: str = None) -> Path:
-    import spacy
+    from .evaluate import load_pipeline
 
-    meta_path = Path(model) / "padellm.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    nlp = spacy.blank(lang or meta.get("lang", "en"))
-    config = {"model": str(model)}
-    if spans_key:
-        config["spans_key"] = spans_key
-    nlp.add_pipe("padellm_ner", config=config)
+    nlp = load_pipeline(model, lang, spans_key)
     nlp.initialize()
-    nlp.meta["name"] = name or f"padellm_{Path(model).name}".replace("-", "_")
+    meta = nlp.get_pipe("padellm_ner").source.meta
+    nlp.meta["name"] = name or f"padellm_{Path(model).name}".replace("-", "_").replace(":", "_")
     nlp.meta["description"] = "PaDeLLM-NER (parallel decoding LLM NER) built with spacy-padellm"
     if meta.get("dev_scores"):
         nlp.meta["performance"] = meta["dev_scores"]

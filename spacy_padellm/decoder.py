@@ -71,6 +71,24 @@ class DecoderStats:
         self.generated_tokens += other.generated_tokens
 
 
+def _final_logits(logits: torch.Tensor, softcap: Optional[float]) -> torch.Tensor:
+    """Apply a model's final logit soft-capping (Gemma-style), if it has one."""
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
+def _read_count(text: str, encoder: PromptEncoder, max_count: int, result: "DocResult") -> int:
+    """The count written in a count step's output: unparsable counts as 0, above ``max_count`` is
+    clipped; both are counted in ``result``."""
+    n = parse_count(text, encoder.template)
+    if n is None:
+        result.unparsable_counts += 1
+        return 0
+    if n > max_count:
+        result.capped_counts += 1
+        return max_count
+    return n
+
+
 # --- KV cache rows -------------------------------------------------------------------------------
 
 
@@ -201,9 +219,7 @@ class TwoStepDecoder:
         if not want_logits:
             return new_state, None
         hidden = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
-        logits = self.lm_head(hidden).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
+        logits = _final_logits(self.lm_head(hidden).float(), self.softcap)
         return new_state, torch.log_softmax(logits, dim=-1)
 
     def _step(self, state: RowState, tokens: torch.Tensor):
@@ -287,13 +303,7 @@ class TwoStepDecoder:
         counts = [0] * len(branches)
         for row, (d, label) in enumerate(branches):
             text = enc.tokenizer.decode(generated[row], skip_special_tokens=True)
-            n = parse_count(text, enc.template)
-            if n is None:
-                results[d].unparsable_counts += 1
-                n = 0
-            elif n > self.max_count:
-                results[d].capped_counts += 1
-                n = self.max_count
+            n = _read_count(text, enc, self.max_count, results[d])
             counts[row] = n
             results[d].counts[label] = n
         # Step 2: one row per (document, label, k), continuing from the parked step-1 caches.
@@ -356,9 +366,7 @@ def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop) -> Tuple[List
     lp = 0.0
     for _ in range(max_tokens):
         logits = model(input_ids=torch.tensor([ids + out], device=device), use_cache=False).logits[0, -1].float()
-        softcap = getattr(model.config, "final_logit_softcapping", None)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = _final_logits(logits, getattr(model.config, "final_logit_softcapping", None))
         logp = torch.log_softmax(logits, dim=-1)
         tok = int(logp.argmax())
         lp += float(logp[tok])
@@ -400,20 +408,11 @@ def reference_decode(
             stats.forward_passes += steps
             stats.prompt_tokens += len(prompt) * steps
             stats.generated_tokens += steps
-            n = parse_count(encoder.tokenizer.decode(count_ids, skip_special_tokens=True), encoder.template)
-            ended = ends_count(count_ids[-1]) and count_ids[-1] != eos
-            if n is None:
-                res.unparsable_counts += 1
-                n = 0
-            elif n > max_count:
-                res.capped_counts += 1
-                n = max_count
-            if not ended:
-                n_eff = 0
-            else:
-                n_eff = n
+            n = _read_count(encoder.tokenizer.decode(count_ids, skip_special_tokens=True), encoder, max_count, res)
             res.counts[label] = n
-            for k in range(1, n_eff + 1):
+            # Mentions follow only a count that ended with its terminator (as in the engine).
+            ended = ends_count(count_ids[-1]) and count_ids[-1] != eos
+            for k in range(1, (n if ended else 0) + 1):
                 ids = prompt + count_ids + encoder.mention_tag(k)
                 m_ids, m_lp, done, steps = _greedy_no_cache(model, ids, max_mention_tokens, lambda t: t == eos)
                 stats.forward_passes += steps

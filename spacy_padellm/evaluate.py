@@ -17,11 +17,12 @@ def load_pipeline(model: str, lang: Optional[str] = None, spans_key: Optional[st
                   config: Optional[Dict[str, Any]] = None):
     import spacy
 
+    from .loading import resolve_model
+
     path = Path(model)
     if (path / "config.cfg").exists():
         return spacy.load(path)
-    meta_path = path / "padellm.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = resolve_model(model).meta  # also for padellm:NAME, not only folders given by path
     nlp = spacy.blank(lang or meta.get("lang", "en"))
     cfg = {"model": str(model), **(config or {})}
     if spans_key:
