@@ -1,0 +1,333 @@
+"""A lean forward pass of a Llama-family causal LM over a static KV cache, with CUDA graphs.
+
+This is the compute kernel of the tree decoder (``tree_decoder.py``); it knows nothing of PaDeLLM or
+spaCy. One call appends tokens to rows of a preallocated KV cache and returns the greedy next token
+(and its log-probability) at chosen positions::
+
+    tokens, positions, slots : (B, T)   token ids, RoPE positions, cache columns they are written to
+    mask                     : (B, T, S) which cache columns (of the first S) each token attends to
+    out_idx                  : (B, O)   which of the T positions to read the next token at
+
+Every token carries its own position, cache column and attention row, so a row of the cache can hold
+a *tree* of sequences: the document text once, and every label and mention branch after it, each
+branch attending only to its ancestors (the prefix sharing of PaDeLLM without copying a KV cache).
+
+On CUDA each (B, T, S, O) shape bucket is captured once as a CUDA graph and replayed, which removes
+the per-kernel launch overhead that dominates a 135M-parameter model; on the CPU the same function
+runs eagerly. Supported architectures: Llama, Mistral and Qwen2 (SmolLM2 is a Llama); other models
+use the dynamic-cache engine in ``decoder.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["StaticLM", "static_lm_supported", "bucket"]
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+
+
+def static_lm_supported(model) -> Tuple[bool, str]:
+    """(True, "") if ``model`` can run on StaticLM, else (False, why)."""
+    cfg = getattr(model, "config", None)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype not in SUPPORTED_TYPES:
+        return False, f"model type {mtype!r} is not one of {SUPPORTED_TYPES}"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return False, f"activation {cfg.hidden_act!r} is not silu"
+    if getattr(cfg, "final_logit_softcapping", None):
+        return False, "final logit soft-capping"
+    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
+        return False, "sliding-window attention"
+    if mtype == "mistral" and getattr(cfg, "sliding_window", None):
+        if cfg.sliding_window < getattr(cfg, "max_position_embeddings", 0):
+            return False, "sliding-window attention"
+    if hasattr(model, "peft_config"):
+        return False, "an unmerged PEFT model (merge the adapter first)"
+    return True, ""
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """The next power of two >= max(n, minimum)."""
+    n = max(int(n), minimum)
+    return 1 << (n - 1).bit_length()
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    wqkv: torch.Tensor
+    bqkv: Optional[torch.Tensor]
+    wo: torch.Tensor
+    bo: Optional[torch.Tensor]
+    ln2: torch.Tensor
+    wgu: torch.Tensor
+    wd: torch.Tensor
+
+
+class _Graph:
+    """One captured shape bucket: static input buffers, outputs and the graph."""
+
+    def __init__(self, lm: "StaticLM", B: int, T: int, S: int, O: int):
+        dev = lm.device
+        self.tokens = torch.zeros((B, T), dtype=torch.long, device=dev)
+        self.positions = torch.zeros((B, T), dtype=torch.long, device=dev)
+        self.slots = torch.full((B, T), lm.trash_col, dtype=torch.long, device=dev)
+        self.mask = torch.zeros((B, T, S), dtype=torch.bool, device=dev)
+        self.mask[..., 0] = True
+        self.out_idx = torch.zeros((B, O), dtype=torch.long, device=dev)
+        args = (self.tokens, self.positions, self.slots, self.mask, self.out_idx)
+        stream = torch.cuda.Stream(device=dev)
+        stream.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up writes only to the trash column
+                lm._forward(*args)
+        torch.cuda.current_stream(dev).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=lm._pool):
+            self.out_tok, self.out_logp = lm._forward(*args)
+
+
+class StaticLM:
+    """Weights of a decoder-only LM laid out for one fused pass per step, plus its static KV cache."""
+
+    def __init__(self, cfg: dict, embed: torch.Tensor, layers: List[_Layer], norm: torch.Tensor,
+                 lm_head: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, cuda_graphs: bool = True):
+        self.cfg = cfg
+        self.embed = embed
+        self.layers = layers
+        self.norm = norm
+        self.lm_head = lm_head
+        self.cos, self.sin = cos, sin  # (max_pos, head_dim)
+        self.device = embed.device
+        self.dtype = embed.dtype
+        self.n_heads = cfg["n_heads"]
+        self.n_kv = cfg["n_kv_heads"]
+        self.head_dim = cfg["head_dim"]
+        self.group = self.n_heads // self.n_kv
+        self.eps = cfg["eps"]
+        self.scale = cfg.get("scale", 1.0 / math.sqrt(self.head_dim))
+        self.max_positions = int(cos.shape[0])
+        self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
+        self._graphs: Dict[Tuple[int, int, int, int], _Graph] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self.k_cache: Optional[torch.Tensor] = None  # (layers, rows, kv_heads, cols, head_dim)
+        self.v_cache: Optional[torch.Tensor] = None
+        self.rows = 0
+        self.cols = 0
+        self.passes = 0
+
+    # -- construction --
+
+    @classmethod
+    def from_hf(cls, model, *, cuda_graphs: bool = True) -> "StaticLM":
+        ok, why = static_lm_supported(model)
+        if not ok:
+            raise ValueError(f"StaticLM cannot run this model: {why}")
+        cfg = model.config
+        base = model.get_decoder()
+        n_heads = cfg.num_attention_heads
+        n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
+        layers = []
+        with torch.no_grad():
+            for layer in base.layers:
+                att, mlp = layer.self_attn, layer.mlp
+                qkv = [att.q_proj, att.k_proj, att.v_proj]
+                wqkv = torch.cat([p.weight for p in qkv], dim=0).contiguous()
+                bqkv = torch.cat([p.bias for p in qkv]).contiguous() if qkv[0].bias is not None else None
+                if getattr(mlp.gate_proj, "bias", None) is not None:
+                    raise ValueError("StaticLM cannot run this model: MLP biases")
+                layers.append(_Layer(
+                    ln1=layer.input_layernorm.weight, wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
+                    bo=att.o_proj.bias, ln2=layer.post_attention_layernorm.weight,
+                    wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], dim=0).contiguous(),
+                    wd=mlp.down_proj.weight))
+            embed = base.embed_tokens.weight
+            max_pos = int(getattr(cfg, "max_position_embeddings", 4096) or 4096)
+            pos = torch.arange(max_pos, device=embed.device)[None]
+            cos, sin = base.rotary_emb(embed[:1][None].float(), pos)
+        info = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, eps=cfg.rms_norm_eps,
+                    vocab=embed.shape[0], hidden=cfg.hidden_size, layers=len(layers),
+                    scale=getattr(base.layers[0].self_attn, "scaling", 1.0 / math.sqrt(head_dim)))
+        return cls(info, embed, layers, base.norm.weight, model.get_output_embeddings().weight,
+                   cos[0].to(embed.dtype), sin[0].to(embed.dtype), cuda_graphs=cuda_graphs)
+
+    @classmethod
+    def random(cls, *, hidden: int, layers: int, n_heads: int, n_kv_heads: int, intermediate: int, vocab: int,
+               max_positions: int = 4096, rope_theta: float = 10000.0, device="cuda", dtype=torch.bfloat16,
+               seed: int = 0, cuda_graphs: bool = True) -> "StaticLM":
+        """A randomly initialised model of a given shape (for latency measurements at scale)."""
+        gen = torch.Generator(device=device).manual_seed(seed)
+        head_dim = hidden // n_heads
+
+        def w(*shape):
+            t = torch.empty(shape, device=device, dtype=dtype)
+            return t.normal_(0.0, 0.02, generator=gen)
+
+        ones = torch.ones(hidden, device=device, dtype=dtype)
+        blocks = [_Layer(ln1=ones, wqkv=w((n_heads + 2 * n_kv_heads) * head_dim, hidden), bqkv=None,
+                         wo=w(hidden, n_heads * head_dim), bo=None, ln2=ones, wgu=w(2 * intermediate, hidden),
+                         wd=w(hidden, intermediate)) for _ in range(layers)]
+        inv = 1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+        freqs = torch.arange(max_positions, device=device).float()[:, None] * inv[None]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        info = dict(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, eps=1e-5, vocab=vocab,
+                    hidden=hidden, layers=layers)
+        embed = w(vocab, hidden)
+        return cls(info, embed, blocks, ones, w(vocab, hidden), emb.cos().to(dtype), emb.sin().to(dtype),
+                   cuda_graphs=cuda_graphs)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights read by one forward step (embedding rows excluded, LM head included)."""
+        total = self.lm_head.numel() + self.norm.numel()
+        for l in self.layers:
+            for t in (l.ln1, l.wqkv, l.bqkv, l.wo, l.bo, l.ln2, l.wgu, l.wd):
+                if t is not None:
+                    total += t.numel()
+        return total * self.lm_head.element_size()
+
+    # -- the KV cache --
+
+    @property
+    def trash_col(self) -> int:
+        """The last cache column: padding tokens write there and no real token ever attends to it."""
+        return self.cols - 1
+
+    def reserve(self, rows: int, cols: int) -> None:
+        """Make the cache hold at least ``rows`` x ``cols`` (one column is kept as the trash column).
+
+        Growing reallocates the cache (its contents are dropped) and forgets captured graphs, so
+        callers reserve before a batch, not during one.
+        """
+        rows, cols = bucket(rows), bucket(cols + 1, 64)
+        if self.k_cache is not None and rows <= self.rows and cols <= self.cols:
+            return
+        rows, cols = max(rows, self.rows), max(cols, self.cols)
+        self.k_cache = self.v_cache = None
+        self._forget_graphs()
+        shape = (len(self.layers), rows, self.n_kv, cols, self.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.rows, self.cols = rows, cols
+
+    def release(self) -> None:
+        self.k_cache = self.v_cache = None
+        self._forget_graphs()
+        self.rows = self.cols = 0
+
+    def _forget_graphs(self) -> None:
+        # A memory pool whose graphs are all gone cannot take new captures: start a fresh one.
+        self._graphs.clear()
+        if self.use_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
+
+    def move_rows(self, src: List[int], upto_col: int) -> None:
+        """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
+        idx = torch.tensor(src, dtype=torch.long, device=self.device)
+        n = len(src)
+        for cache in (self.k_cache, self.v_cache):
+            cache[:, :n, :, :upto_col] = cache[:, :, :, :upto_col].index_select(1, idx)
+
+    # -- the forward pass --
+
+    def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # one fused kernel (fp32 math inside)
+            return F.rms_norm(x, (x.shape[-1],), w, self.eps)
+        dtype = x.dtype  # transformers' own arithmetic, for bit-identical CPU results
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return w * x.to(dtype)
+
+    def _forward(self, tokens, positions, slots, mask, out_idx):
+        B, T = tokens.shape
+        S = mask.shape[-1]
+        H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
+        width = self.embed.shape[1]
+        x = F.embedding(tokens, self.embed).view(B * T, width)
+        cos = self.cos[positions].unsqueeze(2)  # (B, T, 1, D)
+        sin = self.sin[positions].unsqueeze(2)
+        rows = torch.arange(B, device=tokens.device)[:, None].expand(B, T)
+        # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
+        # query rows, each with the mask of its token. The mask is made additive once per pass.
+        amask = torch.zeros((B, 1, g * T, S), dtype=x.dtype, device=x.device).masked_fill_(
+            ~mask[:, None, None].expand(B, 1, g, T, S).reshape(B, 1, g * T, S), float("-inf"))
+        half = D // 2
+        for i, layer in enumerate(self.layers):
+            h = self._rms(x, layer.ln1)
+            qkv = F.linear(h, layer.wqkv, layer.bqkv).view(B, T, H + 2 * Hkv, D)
+            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv :]
+            qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin  # RoPE on q and k at once
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc[rows, :, slots] = qk[:, :, H:]
+            vc[rows, :, slots] = v
+            q = qk[:, :, :H].permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
+            o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
+            o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
+            x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
+            h = self._rms(x, layer.ln2)
+            gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
+            x = torch.addmm(x, F.silu(gate) * up, layer.wd.t())
+        x = x.view(B, T, width)
+        hidden = x.gather(1, out_idx[..., None].expand(-1, -1, width))
+        hidden = self._rms(hidden, self.norm)
+        logits = F.linear(hidden, self.lm_head).float()
+        top, tok = logits.max(dim=-1)
+        return tok, top - torch.logsumexp(logits, dim=-1)
+
+    @torch.inference_mode()
+    def step(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
+             out_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """One forward pass over rows 0..B-1 of the cache; returns (tokens, log-probs), each (B, O).
+
+        Inputs are numpy arrays of exact sizes; they are padded to the shape bucket here (padding
+        tokens write to the trash column and attend to column 0, and their outputs are dropped).
+        """
+        B, T = tokens.shape
+        S, O = mask.shape[-1], out_idx.shape[1]
+        if self.k_cache is None or B > self.rows or S > self.cols - 1:
+            raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
+        Bb, Tb, Ob = bucket(B), bucket(T), bucket(O)
+        Sb = min(bucket(S, 64), self.cols)
+        if (Bb, Tb, Sb, Ob) != (B, T, S, O):
+            tokens, positions, slots, mask, out_idx = _pad(tokens, positions, slots, mask, out_idx,
+                                                           Bb, Tb, Sb, Ob, self.trash_col)
+        self.passes += 1
+        if not self.use_graphs:
+            t = [torch.from_numpy(a).to(self.device) for a in (tokens, positions, slots, mask, out_idx)]
+            tok, logp = self._forward(*t)
+        else:
+            key = (Bb, Tb, Sb, Ob)
+            graph = self._graphs.get(key)
+            if graph is None:
+                graph = self._graphs[key] = _Graph(self, Bb, Tb, Sb, Ob)
+            for buf, arr in zip((graph.tokens, graph.positions, graph.slots, graph.mask, graph.out_idx),
+                                (tokens, positions, slots, mask, out_idx)):
+                buf.copy_(torch.from_numpy(arr), non_blocking=True)
+            graph.graph.replay()
+            tok, logp = graph.out_tok, graph.out_logp
+        return tok[:B, :O].cpu().numpy(), logp[:B, :O].cpu().numpy()
+
+
+def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):
+    B, T = tokens.shape
+    S, O = mask.shape[-1], out_idx.shape[1]
+    t = np.zeros((Bb, Tb), dtype=np.int64)
+    p = np.zeros((Bb, Tb), dtype=np.int64)
+    s = np.full((Bb, Tb), trash, dtype=np.int64)
+    m = np.zeros((Bb, Tb, Sb), dtype=bool)
+    o = np.zeros((Bb, Ob), dtype=np.int64)
+    t[:B, :T], p[:B, :T], s[:B, :T], o[:B, :O] = tokens, positions, slots, out_idx
+    m[:B, :T, :S] = mask
+    # Added padding attends to column 0 only, so no attention row is empty (the caller's own padding
+    # tokens come with the trash slot and column 0 already).
+    m[:B, T:, 0] = True
+    m[B:, :, 0] = True
+    return t, p, s, m, o

@@ -1,0 +1,414 @@
+"""PaDeLLM decoding as a tree in one static KV cache row per document (torch only; no spaCy).
+
+Each document owns one row of a ``StaticLM`` cache. Its text prefix is written once; every label is a
+branch that attends to the prefix and to its own tokens only; every (label, k) mention is a branch of
+its label's branch. All branches of all documents in a batch advance together, one forward pass per
+step, and a branch that has finished (EOS, or the end of its count) simply stops feeding tokens. So:
+
+* **prefix sharing** without copying: the text's keys and values exist once per document;
+* **step 2 continues step 1's cache**: a mention branch sees its label's prompt and count in place;
+* **fewer sequential passes**: the prefix and all label prompts go in one pass (pass 1, which yields
+  every count's first token); the count's terminator and every ``<mention k>`` tag go in the next
+  (pass 2, which yields every mention's first token) — the terminator is *speculated* after the count
+  digit and verified against the model's own prediction in the same pass, so greedy output is exactly
+  what plain decoding gives; then one pass per mention token;
+* **early exit** per sequence, and rows of finished documents are compacted away so the batch shrinks.
+
+``TreeDecoder.decode`` returns the same ``DocResult`` objects as ``decoder.TwoStepDecoder`` and
+``decoder.reference_decode``; the tests check that all three agree. ``TreeDecoder.generate`` is plain
+greedy decoding of single sequences on the same engine (used by the autoregressive baselines).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction, _read_count
+from .protocol import PromptEncoder, parse_mention
+from .static_lm import StaticLM
+
+__all__ = ["TreeBatch", "TreeDecoder"]
+
+
+class TreeBatch:
+    """Bookkeeping of branches, cache columns and attention rows for one batch of rows.
+
+    ``feed(branch, ids, outputs)`` queues a chain of tokens on a branch for the next pass and returns
+    handles for the positions whose next-token prediction is wanted; ``fork(branch)`` starts a branch
+    that sees everything its parent has seen so far; ``run()`` makes one forward pass and returns
+    {handle: (token, logprob)}.
+    """
+
+    def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int):
+        self.lm = lm
+        lm.reserve(n_rows, cols_hint)
+        self.n_rows = n_rows
+        self.ncols = [0] * n_rows  # columns used per row
+        self.slot: List[Optional[int]] = list(range(n_rows))  # cache row of each row (None when done)
+        self._vis = np.zeros((max(8, 4 * n_rows), lm.cols), dtype=bool)
+        self.b_row: List[int] = []
+        self.b_pos: List[int] = []
+        self._chains: Dict[int, List[tuple]] = {}  # row -> [(branch, ids, col0, pos0, outputs, handle0)]
+        self._next_handle = 0
+        self.passes = 0
+
+    # -- branches --
+
+    def _new_branch(self, row: int, pos: int, vis: Optional[np.ndarray]) -> int:
+        b = len(self.b_row)
+        if b >= self._vis.shape[0]:
+            grown = np.zeros((2 * self._vis.shape[0], self._vis.shape[1]), dtype=bool)
+            grown[: self._vis.shape[0]] = self._vis
+            self._vis = grown
+        if vis is not None:
+            self._vis[b] = vis
+        self.b_row.append(row)
+        self.b_pos.append(pos)
+        return b
+
+    def root(self, row: int) -> int:
+        return self._new_branch(row, 0, None)
+
+    def fork(self, branch: int) -> int:
+        return self._new_branch(self.b_row[branch], self.b_pos[branch], self._vis[branch])
+
+    def forget(self, branch: int, n_last: int) -> None:
+        """Remove the branch's last ``n_last`` tokens from what it sees (a rejected speculation)."""
+        row = self.b_row[branch]
+        cols = np.nonzero(self._vis[branch, : self.ncols[row]])[0][-n_last:]
+        self._vis[branch, cols] = False
+        self.b_pos[branch] -= n_last
+
+    def feed(self, branch: int, ids: Sequence[int], outputs: Sequence[int] = ()) -> List[int]:
+        """Queue ``ids`` on ``branch``; returns one handle per index in ``outputs`` (chain positions)."""
+        row = self.b_row[branch]
+        n = len(ids)
+        col0 = self.ncols[row]
+        need = col0 + n + 1  # +1: the trash column
+        if need > self.lm.cols:
+            self._grow(need)
+        self.ncols[row] = col0 + n
+        self._vis[branch, col0 : col0 + n] = True
+        pos0 = self.b_pos[branch]
+        self.b_pos[branch] = pos0 + n
+        handles = list(range(self._next_handle, self._next_handle + len(outputs)))
+        self._next_handle += len(outputs)
+        self._chains.setdefault(row, []).append((branch, list(ids), col0, pos0, list(outputs), handles))
+        return handles
+
+    def _grow(self, need: int) -> None:
+        lm = self.lm
+        old_k, old_v, old_cols = lm.k_cache, lm.v_cache, lm.cols
+        lm.release()
+        lm.reserve(self.n_rows if old_k is None else old_k.shape[1], need)
+        if old_k is not None:
+            lm.k_cache[:, : old_k.shape[1], :, :old_cols] = old_k
+            lm.v_cache[:, : old_v.shape[1], :, :old_cols] = old_v
+        vis = np.zeros((self._vis.shape[0], lm.cols), dtype=bool)
+        vis[:, : self._vis.shape[1]] = self._vis
+        self._vis = vis
+
+    # -- one forward pass --
+
+    def _compact(self, rows: List[int]) -> None:
+        """Move the cache rows of ``rows`` (the ones still active) to the front."""
+        src = [self.slot[r] for r in rows]
+        if src == list(range(len(rows))):
+            return
+        self.lm.move_rows(src, max(self.ncols[r] for r in rows))
+        for r in range(self.n_rows):
+            self.slot[r] = None
+        for i, r in enumerate(rows):
+            self.slot[r] = i
+
+    def run(self) -> Dict[int, Tuple[int, float]]:
+        chains, self._chains = self._chains, {}
+        if not chains:
+            return {}
+        rows = sorted(chains, key=lambda r: self.slot[r])
+        B = self.slot[rows[-1]] + 1
+        if B > len(rows) and (B - len(rows)) * 4 >= B:  # a quarter or more of the slots are done
+            self._compact(rows)
+            B = len(rows)
+        lm = self.lm
+        T = max(sum(len(c[1]) for c in chains[r]) for r in rows)
+        O = max(sum(len(c[4]) for c in chains[r]) for r in rows)
+        S = max(self.ncols[r] for r in rows)
+        trash = lm.trash_col
+        tokens = np.zeros((B, T), dtype=np.int64)
+        positions = np.zeros((B, T), dtype=np.int64)
+        slots = np.full((B, T), trash, dtype=np.int64)
+        mask = np.zeros((B, T, S), dtype=bool)
+        out_idx = np.zeros((B, max(O, 1)), dtype=np.int64)
+        used = np.zeros((B, T), dtype=bool)
+        want: List[Tuple[int, int, int]] = []  # (handle, b, o)
+        one_b, one_t, one_branch = [], [], []
+        for r in rows:
+            b = self.slot[r]
+            t = 0
+            o = 0
+            for branch, ids, col0, pos0, outputs, handles in chains[r]:
+                n = len(ids)
+                tokens[b, t : t + n] = ids
+                positions[b, t : t + n] = np.arange(pos0, pos0 + n)
+                slots[b, t : t + n] = np.arange(col0, col0 + n)
+                used[b, t : t + n] = True
+                if n == 1:
+                    one_b.append(b)
+                    one_t.append(t)
+                    one_branch.append(branch)
+                else:
+                    mask[b, t : t + n, :S] = self._vis[branch, :S]
+                    mask[b, t : t + n, col0 : col0 + n] = np.tril(np.ones((n, n), dtype=bool))
+                for i, h in zip(outputs, handles):
+                    out_idx[b, o] = t + (i % n)
+                    want.append((h, b, o))
+                    o += 1
+                t += n
+        if one_b:
+            mask[one_b, one_t, :] = self._vis[one_branch, :S]
+        mask[~used, 0] = True  # padding tokens attend to column 0 only (their outputs are dropped)
+        tok, logp = lm.step(tokens, positions, slots, mask, out_idx)
+        self.passes += 1
+        return {h: (int(tok[b, o]), float(logp[b, o])) for h, b, o in want}
+
+
+@dataclass
+class _Count:
+    doc: int
+    label: str
+    branch: int
+    gen: List[int] = field(default_factory=list)
+    lp: float = 0.0
+    handle: Optional[int] = None
+    spec: Optional[List[Tuple[int, int, int]]] = None  # speculative children: (k, branch, handle)
+
+
+@dataclass
+class _Mention:
+    doc: int
+    label: str
+    k: int
+    count: _Count
+    branch: int
+    handle: int
+    ids: List[int] = field(default_factory=list)
+    lp: float = 0.0
+
+
+class TreeDecoder:
+    """Greedy PaDeLLM decoding on a StaticLM: the same results as TwoStepDecoder, in fewer passes."""
+
+    def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
+                 max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
+                 speculate: bool = True, model=None):
+        self.lm = lm
+        self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
+        self.encoder = encoder
+        self.max_count = max_count
+        self.max_count_tokens = max_count_tokens
+        self.max_mention_tokens = max_mention_tokens
+        self.max_batch_docs = max(1, max_batch_docs)
+        self.max_batch_tokens = max(1, max_batch_tokens)
+        self.stats = DecoderStats()
+        term = encoder._encode(encoder.template.count_terminator)
+        self._ends: Dict[int, bool] = {}
+        # Speculate the terminator only when it is one token that ends a count by itself.
+        self._term = term[0] if speculate and len(term) == 1 and self._ends_count(term[0]) else None
+
+    @property
+    def device(self):
+        return self.lm.device
+
+    def _ends_count(self, tok: int) -> bool:
+        if tok not in self._ends:
+            enc = self.encoder
+            self._ends[tok] = tok == enc.eos_id or enc.template.count_terminator in enc.tokenizer.decode([tok])
+        return self._ends[tok]
+
+    # -- batching --
+
+    def _chunks(self, items: Sequence[int], sizes: Sequence[int]) -> List[List[int]]:
+        chunks, cur, tokens = [], [], 0
+        for i, size in zip(items, sizes):
+            if cur and (len(cur) >= self.max_batch_docs or tokens + size > self.max_batch_tokens):
+                chunks.append(cur)
+                cur, tokens = [], 0
+            cur.append(i)
+            tokens += size
+        if cur:
+            chunks.append(cur)
+        return chunks
+
+    def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
+        results = [DocResult() for _ in requests]
+        todo = [i for i, r in enumerate(requests) if r.labels]
+        enc = self.encoder
+        prefixes = {i: enc.prefix(requests[i].text) for i in todo}
+        sizes = {i: self._estimate(prefixes[i], requests[i].labels) for i in todo}
+        for chunk in self._chunks(todo, [sizes[i] for i in todo]):
+            self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
+                               [results[i] for i in chunk], max(sizes[i] for i in chunk))
+        return results
+
+    def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
+        """Columns a document will likely use: prefix, label prompts, counts, a few short mentions."""
+        enc = self.encoder
+        return len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
+
+    def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
+        enc = self.encoder
+        tb = TreeBatch(self.lm, len(requests), cols_hint)
+        stats = self.stats
+        counts: List[_Count] = []
+        for d, (req, prefix) in enumerate(zip(requests, prefixes)):
+            root = tb.root(d)
+            tb.feed(root, prefix)
+            stats.prompt_tokens += len(prefix)
+            for label in req.labels:
+                branch = tb.fork(root)
+                ids = enc.label(label)
+                (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
+                stats.prompt_tokens += len(ids)
+                counts.append(_Count(d, label, branch, handle=h))
+        out = self._run(tb)
+        mentions: List[_Mention] = []
+        while True:
+            next_counts = []
+            for c in counts:
+                self._advance_count(tb, c, out, results, mentions, next_counts)
+            counts = next_counts
+            next_mentions = []
+            for m in mentions:
+                self._advance_mention(tb, m, out, results, next_mentions)
+            mentions = next_mentions
+            if not counts and not mentions:
+                break
+            out = self._run(tb)
+        for req, res in zip(requests, results):  # in label order, then k
+            order = {label: i for i, label in enumerate(req.labels)}
+            res.predictions.sort(key=lambda p: (order[p.label], p.k))
+
+    def _run(self, tb: TreeBatch) -> Dict[int, Tuple[int, float]]:
+        out = tb.run()
+        self.stats.forward_passes += 1
+        return out
+
+    def _feed_generated(self, tb, branch, ids, outputs):
+        self.stats.generated_tokens += len(ids)
+        return tb.feed(branch, ids, outputs)
+
+    def _advance_count(self, tb, c: _Count, out, results, mentions, next_counts) -> None:
+        enc = self.encoder
+        tok, lp = out[c.handle]
+        if c.spec is not None:
+            spec, c.spec = c.spec, None
+            if tok == self._term:  # the speculated terminator was right: its children are real
+                c.gen.append(tok)
+                c.lp += lp
+                n = self._finish_count(c, results)
+                for k, branch, handle in spec:
+                    if k <= n:
+                        mentions.append(_Mention(c.doc, c.label, k, c, branch, handle))
+                return
+            tb.forget(c.branch, 1)
+            self.stats.generated_tokens -= 1
+        c.gen.append(tok)
+        c.lp += lp
+        if self._ends_count(tok) or len(c.gen) >= self.max_count_tokens:
+            n = self._finish_count(c, results)
+            if self._ends_count(tok) and tok != enc.eos_id and n > 0:
+                # Feed the terminator and open every mention branch in the next pass.
+                self._feed_generated(tb, c.branch, [tok], ())
+                for k in range(1, n + 1):
+                    child = tb.fork(c.branch)
+                    tag = enc.mention_tag(k)
+                    (h,) = tb.feed(child, tag, outputs=[len(tag) - 1])
+                    self.stats.prompt_tokens += len(tag)
+                    mentions.append(_Mention(c.doc, c.label, k, c, child, h))
+            return
+        # The count goes on: feed its last token, and if the terminator can be speculated, the
+        # terminator and the mention tags of the count it would complete.
+        n_spec = None
+        if self._term is not None:
+            text = enc.tokenizer.decode(c.gen + [self._term], skip_special_tokens=True)
+            probe = DocResult()
+            n_spec = _read_count(text, enc, self.max_count, probe)
+            if probe.unparsable_counts or not n_spec:
+                n_spec = None
+        if n_spec is None:
+            (c.handle,) = self._feed_generated(tb, c.branch, [tok], outputs=[0])
+        else:
+            (c.handle,) = self._feed_generated(tb, c.branch, [tok, self._term], outputs=[0])
+            c.spec = []
+            for k in range(1, n_spec + 1):
+                child = tb.fork(c.branch)
+                tag = enc.mention_tag(k)
+                (h,) = tb.feed(child, tag, outputs=[len(tag) - 1])
+                self.stats.prompt_tokens += len(tag)
+                c.spec.append((k, child, h))
+        next_counts.append(c)
+
+    def _finish_count(self, c: _Count, results) -> int:
+        enc = self.encoder
+        res = results[c.doc]
+        n = _read_count(enc.tokenizer.decode(c.gen, skip_special_tokens=True), enc, self.max_count, res)
+        res.counts[c.label] = n
+        return n
+
+    def _advance_mention(self, tb, m: _Mention, out, results, next_mentions) -> None:
+        enc = self.encoder
+        tok, lp = out[m.handle]
+        m.lp += lp
+        if tok == enc.eos_id:
+            text = parse_mention(enc.tokenizer.decode(m.ids, skip_special_tokens=True))
+            results[m.doc].predictions.append(
+                MentionPrediction(m.label, m.k, text, math.exp(m.lp), results[m.doc].counts[m.label],
+                                  math.exp(m.count.lp)))
+            return
+        m.ids.append(tok)
+        if len(m.ids) >= self.max_mention_tokens:
+            results[m.doc].truncated_mentions += 1
+            return
+        (m.handle,) = self._feed_generated(tb, m.branch, [tok], outputs=[0])
+        next_mentions.append(m)
+
+    # -- plain greedy generation on the same engine --
+
+    def generate(self, prompts: Sequence[Sequence[int]], *, eos_id: int, max_new_tokens: int
+                 ) -> List[Tuple[List[int], float, bool]]:
+        """Greedy continuation of each prompt until EOS or ``max_new_tokens`` (EOS not included)."""
+        results: List[Tuple[List[int], float, bool]] = [([], 0.0, False)] * len(prompts)
+        todo = [i for i, p in enumerate(prompts) if len(p)]
+        sizes = [len(prompts[i]) + max_new_tokens for i in todo]
+        for chunk in self._chunks(todo, sizes):
+            tb = TreeBatch(self.lm, len(chunk), max(len(prompts[i]) for i in chunk) + 16)
+            live = {}
+            for d, i in enumerate(chunk):
+                branch = tb.root(d)
+                ids = list(prompts[i])
+                (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
+                self.stats.prompt_tokens += len(ids)
+                live[i] = [branch, h, [], 0.0]
+            while live:
+                out = self._run(tb)
+                for i in list(live):
+                    branch, h, ids, lp = live[i]
+                    tok, tlp = out[h]
+                    lp += tlp
+                    if tok == eos_id:
+                        results[i] = (ids, lp, True)
+                        del live[i]
+                        continue
+                    ids.append(tok)
+                    if len(ids) >= max_new_tokens:
+                        results[i] = (ids, lp, False)
+                        del live[i]
+                        continue
+                    (h,) = self._feed_generated(tb, branch, [tok], outputs=[0])
+                    live[i] = [branch, h, ids, lp]
+        return results

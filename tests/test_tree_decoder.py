@@ -1,0 +1,137 @@
+"""The static-cache tree engine gives exactly the plain decoders' greedy results, in fewer passes."""
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from spacy_padellm.decoder import DocRequest, TwoStepDecoder, reference_decode
+from spacy_padellm.loading import load_model, resolve_model
+from spacy_padellm.protocol import PromptEncoder
+from spacy_padellm.static_lm import StaticLM, bucket, static_lm_supported
+from spacy_padellm.tree_decoder import TreeBatch, TreeDecoder
+
+LIMITS = dict(max_count=5, max_mention_tokens=8)
+
+
+def _key(res):
+    preds = sorted((p.label, p.k, p.text, round(p.prob, 4), p.count, round(p.count_prob, 4)) for p in res.predictions)
+    return preds, res.counts, res.unparsable_counts, res.capped_counts, res.truncated_mentions
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model):
+    model, tokenizer = load_model(resolve_model(str(tiny_model)), device="cpu")
+    return model.eval(), PromptEncoder(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def requests():
+    reqs = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    return reqs + [DocRequest("", ["PER"]), DocRequest("Japan", []), DocRequest("Bonn and Amman .", ["LOC"])]
+
+
+def test_static_lm_matches_transformers_logits(trained):
+    model, enc = trained
+    ids = enc.prefix(tiny.SENTENCES[1][0]) + enc.label("PER")
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    lm = StaticLM.from_hf(model)
+    n = len(ids)
+    lm.reserve(1, n)
+    tok, logp = lm.step(np.array([ids]), np.arange(n)[None], np.arange(n)[None],
+                        np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
+    assert (tok[0] == ref.argmax(-1).numpy()).all()
+    np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-4)
+
+
+def test_tree_layout_equals_separate_sequences(trained):
+    """Two branches after a shared prefix, in one row, give what each full sequence gives alone."""
+    model, enc = trained
+    lm = StaticLM.from_hf(model)
+    prefix = enc.prefix(tiny.SENTENCES[0][0])
+    tb = TreeBatch(lm, 1, 200)
+    root = tb.root(0)
+    tb.feed(root, prefix)
+    handles = {}
+    for label in ("LOC", "MISC"):
+        branch = tb.fork(root)
+        ids = enc.label(label)
+        handles[label] = tb.feed(branch, ids, outputs=[len(ids) - 1])[0]
+    out = tb.run()
+    for label, h in handles.items():
+        with torch.no_grad():
+            logits = model(torch.tensor([prefix + enc.label(label)])).logits[0, -1].float()
+        assert out[h][0] == int(logits.argmax())
+
+
+@pytest.mark.parametrize("batch_docs,batch_tokens,speculate", [(64, 65536, True), (3, 65536, True), (1, 65536, False),
+                                                              (64, 8, True)])
+def test_tree_decoder_equals_plain_decoders(trained, requests, batch_docs, batch_tokens, speculate):
+    model, enc = trained
+    tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_docs=batch_docs, max_batch_tokens=batch_tokens,
+                       speculate=speculate, **LIMITS)
+    got = tree.decode(requests)
+    plain = TwoStepDecoder(model, enc, **LIMITS)
+    want = plain.decode(requests)
+    ref = reference_decode(model, enc, requests, **LIMITS)
+    assert [_key(r) for r in got] == [_key(r) for r in want] == [_key(r) for r in ref]
+    gold = {text: sorted((label, m) for m, label in mentions) for text, mentions in tiny.SENTENCES}
+    for req, res in zip(requests, got):
+        if req.text in gold:
+            assert sorted((p.label, p.text) for p in res.predictions) == gold[req.text]
+    if batch_docs == 64 and speculate:
+        # Prefix + labels in one pass, terminator + tags in the next, then one pass per mention token.
+        assert tree.stats.forward_passes < plain.stats.forward_passes
+        assert tree.stats.prompt_tokens <= plain.stats.prompt_tokens
+
+
+def test_rejected_speculation_falls_back_exactly(trained, requests):
+    """A speculated terminator the model does not predict is taken back, and results do not change."""
+    model, enc = trained
+    tree = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    tree._term = enc.eos_id  # a wrong guess: the model writes a newline after the count
+    got = tree.decode(requests)
+    want = reference_decode(model, enc, requests, **LIMITS)
+    assert [_key(r) for r in got] == [_key(r) for r in want]
+
+
+def test_tree_decoder_on_untrained_model_agrees_and_survives(tiny_base, requests):
+    model, tokenizer = load_model(resolve_model(str(tiny_base)), device="cpu")
+    enc = PromptEncoder(tokenizer)
+    got = TreeDecoder(StaticLM.from_hf(model.eval()), enc, **LIMITS).decode(requests)
+    want = reference_decode(model, enc, requests, **LIMITS)
+    assert [_key(r) for r in got] == [_key(r) for r in want]
+
+
+def test_generate_equals_one_at_a_time(trained):
+    model, enc = trained
+    tree = TreeDecoder(StaticLM.from_hf(model), enc)
+    prompts = [enc.prefix(t) + enc.label("LOC") for t, _ in tiny.SENTENCES[:4]] + [[]]
+    batched = tree.generate(prompts, eos_id=enc.eos_id, max_new_tokens=12)
+    for prompt, (ids, lp, done) in zip(prompts, batched):
+        if not prompt:
+            assert (ids, done) == ([], False)
+            continue
+        cur, total = list(prompt), 0.0
+        for _ in range(12):
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([cur])).logits[0, -1].float(), -1)
+            tok = int(logp.argmax())
+            total += float(logp[tok])
+            if tok == enc.eos_id:
+                break
+            cur.append(tok)
+        assert ids == cur[len(prompt):]
+        assert lp == pytest.approx(total, abs=1e-3)
+
+
+def test_supported_and_buckets(trained):
+    model, _ = trained
+    assert static_lm_supported(model) == (True, "")
+    assert [bucket(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+    assert bucket(3, 64) == 64
+    lm = StaticLM.from_hf(model)
+    with pytest.raises(ValueError, match="reserve"):
+        lm.step(np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64),
+                np.ones((1, 1, 1), dtype=bool), np.zeros((1, 1), dtype=np.int64))
