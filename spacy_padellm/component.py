@@ -3,6 +3,12 @@
 Data path for a batch of docs: windows (``windows.py``) -> prompts and parallel two-step decoding
 (``protocol.py``, ``decoder.py``) -> character spans (``aligner.py``) -> de-duplication and overlap
 resolution (``dedup.py``) -> ``doc.ents`` or ``doc.spans[spans_key]``.
+
+The ``decoding`` setting swaps the middle step: ``"padellm"`` (the engine), ``"reference"`` (the paper's
+reference implementation, ``model.generate`` per step, ``reference.py``) for PaDeLLM-trained models, and
+``"autoreg_struct"`` / ``"autoreg_aug"`` (the paper's autoregressive baselines, ``autoreg.py``) for
+models trained with those protocols. Everything around it (windows, alignment, de-duplication, output,
+counters) is shared.
 """
 
 
@@ -19,6 +25,7 @@ from spacy.util import minibatch
 
 from .loading import (DEFAULT_MODEL, META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model,
                       resolve_model)
+from .engine import ENGINES, make_decoder, make_static_lm
 from .output import doc_spans, write_spans
 from .protocol import PromptEncoder, Template, TemplateError, get_template
 from .scoring import score_padellm
@@ -44,6 +51,9 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "max_count": 20,
     "max_count_tokens": 4,
     "max_mention_tokens": 40,
+    "decoding": None,
+    "engine": "auto",
+    "max_new_tokens": 256,
     "max_context_tokens": 512,
     "deduplicate": True,
     "trust_remote_code": False,
@@ -52,6 +62,13 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 
 _STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions",
               "not_found", "no_free_occurrence", "duplicates_removed", "overlaps_removed")
+# Added to doc._.padellm in the autoregressive decodings (see autoreg.AutoRegResult).
+_AUTOREG_STAT_KEYS = ("unparsable_outputs", "unknown_labels", "truncated_outputs", "rewrite_mismatches")
+
+DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
+_AUTOREG = ("autoreg_struct", "autoreg_aug")
+# The decodings a model trained with a protocol (padellm.json "protocol") can be used with.
+_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autoreg_struct",), "autoreg_aug": ("autoreg_aug",)}
 
 
 @Language.factory(
@@ -75,6 +92,9 @@ def make_padellm_ner(
     max_count: int,
     max_count_tokens: int,
     max_mention_tokens: int,
+    decoding: Optional[str],
+    engine: str,
+    max_new_tokens: int,
     max_context_tokens: int,
     deduplicate: bool,
     trust_remote_code: bool,
@@ -89,14 +109,21 @@ def make_padellm_ner(
     ``spacy.require_gpu``/``prefer_gpu``); ``dtype``: auto (bf16 on CUDA, fp32 on CPU), float32,
     bfloat16, float16; ``batch_size``: docs per decoder batch; ``max_batch_rows``: sequences decoded at
     once; ``max_count``: the count cap; ``max_count_tokens``/``max_mention_tokens``: decode lengths;
-    ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label
+    ``decoding``: "padellm" (the parallel engine), "reference" (``model.generate`` per step, as the
+    paper's reference implementation; PaDeLLM-trained models), "autoreg_struct" or "autoreg_aug" (the
+    paper's autoregressive baselines, for models trained with that protocol); null: the protocol the
+    model folder records, else "padellm"; ``max_new_tokens``: output budget of the autoregressive
+    decodings (autoreg_aug: on top of the text's own token count, which its output copies);
+    ``engine``: "auto" (the static-cache tree engine with CUDA graphs where the model is Llama-family,
+    else the dynamic-cache engine), "static" or "dynamic"; ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label
     per span, the most probable.
     """
     return PaDeLLMNER(
         nlp, name, model=model, labels=labels, template=template, spans_key=spans_key, text_format=text_format,
         device=device, dtype=dtype, batch_size=batch_size, max_batch_rows=max_batch_rows, max_count=max_count,
-        max_count_tokens=max_count_tokens, max_mention_tokens=max_mention_tokens,
-        max_context_tokens=max_context_tokens, deduplicate=deduplicate, trust_remote_code=trust_remote_code,
+        max_count_tokens=max_count_tokens, max_mention_tokens=max_mention_tokens, decoding=decoding, engine=engine,
+        max_new_tokens=max_new_tokens, max_context_tokens=max_context_tokens, deduplicate=deduplicate,
+        trust_remote_code=trust_remote_code,
         scorer=scorer,
     )
 
@@ -105,7 +132,8 @@ class PaDeLLMNER(Pipe):
     """Named entity recognition with a PaDeLLM-tuned causal LM and parallel two-step decoding.
 
     Flat mode writes ``doc.ents``; nested mode (``spans_key`` set) writes every span, overlaps kept, to
-    ``doc.spans[spans_key]``. Each span's probability is ``span._.padellm_prob`` (and, in nested mode,
+    ``doc.spans[spans_key]``. ``decoding`` picks the decoder (see ``make_padellm_ner``). Each span's
+    probability is ``span._.padellm_prob`` (and, in nested mode,
     ``doc.spans[key].attrs["scores"]``); per-doc counters are in ``doc._.padellm``.
     """
 
@@ -126,6 +154,9 @@ class PaDeLLMNER(Pipe):
         max_count: int = 20,
         max_count_tokens: int = 4,
         max_mention_tokens: int = 40,
+        decoding: Optional[str] = None,
+        engine: str = "auto",
+        max_new_tokens: int = 256,
         max_context_tokens: int = 512,
         deduplicate: bool = True,
         trust_remote_code: bool = False,
@@ -136,9 +167,13 @@ class PaDeLLMNER(Pipe):
         self.lang = nlp.lang
         for key, value in (("batch_size", batch_size), ("max_batch_rows", max_batch_rows), ("max_count", max_count),
                            ("max_count_tokens", max_count_tokens), ("max_mention_tokens", max_mention_tokens),
-                           ("max_context_tokens", max_context_tokens)):
+                           ("max_new_tokens", max_new_tokens), ("max_context_tokens", max_context_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"[{name}] '{key}' must be a positive integer, got {value!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"[{name}] 'engine' must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if decoding not in (None,) + DECODINGS:
+            raise ValueError(f"[{name}] 'decoding' must be null or one of {', '.join(DECODINGS)}, got {decoding!r}")
         if text_format not in (None, "raw", "tokens"):
             raise ValueError(f"[{name}] 'text_format' must be 'raw' or 'tokens', got {text_format!r}")
         if isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels):
@@ -152,6 +187,9 @@ class PaDeLLMNER(Pipe):
             "max_count": max_count,
             "max_count_tokens": max_count_tokens,
             "max_mention_tokens": max_mention_tokens,
+            "decoding": decoding,
+            "engine": engine,
+            "max_new_tokens": max_new_tokens,
             "max_context_tokens": max_context_tokens,
             "deduplicate": deduplicate,
             "trust_remote_code": trust_remote_code,
@@ -167,6 +205,8 @@ class PaDeLLMNER(Pipe):
         if model is not None:
             self._set_source(model)
         self.template = self._build_template()
+        if self.source is not None:
+            self._check_decoding()
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -192,6 +232,44 @@ class PaDeLLMNER(Pipe):
             spec = "zh" if self.lang == "zh" else "en"
         try:
             return get_template(spec)
+        except TemplateError as err:
+            raise TemplateError(f"[{self.name}] {err}") from None
+
+    @property
+    def recorded_protocol(self) -> Optional[str]:
+        """The protocol the model was trained with, as its folder records it (None: not recorded)."""
+        return self.source.meta.get("protocol") if self.source is not None else None
+
+    @property
+    def decoding(self) -> str:
+        """The decoding in use: the configured one, else the model's protocol, else "padellm"."""
+        return self.cfg["decoding"] or self.recorded_protocol or "padellm"
+
+    def _check_decoding(self) -> None:
+        recorded = self.recorded_protocol
+        if recorded is None:
+            return
+        if recorded not in _FITS:
+            raise ModelFolderError(f"[{self.name}] the model {self.source.location} records an unknown protocol "
+                                   f"{recorded!r}; this version knows {', '.join(_FITS)}")
+        if self.decoding not in _FITS[recorded]:
+            raise ValueError(
+                f"[{self.name}] decoding '{self.decoding}' does not fit the model {self.source.location}, which was "
+                f"trained with protocol '{recorded}': use decoding " + " or ".join(f"'{d}'" for d in _FITS[recorded])
+                + " (or null, the model's own)"
+            )
+
+    def _autoreg_template(self):
+        """The autoregressive template: a name given as 'template', else the model's, else by language."""
+        from .autoreg import get_autoreg_template
+
+        spec = self._template_spec if isinstance(self._template_spec, str) else None
+        if spec is None and self.source is not None:
+            spec = self.source.meta.get("autoreg_template")
+        if spec is None:
+            spec = "zh" if self.lang == "zh" else "en"
+        try:
+            return get_autoreg_template(spec)
         except TemplateError as err:
             raise TemplateError(f"[{self.name}] {err}") from None
 
@@ -236,6 +314,7 @@ class PaDeLLMNER(Pipe):
             raise ModelFolderError(self._pending_error)
         if self.source is None:
             raise ModelFolderError(f"[{self.name}] no model: set config 'model' to a model folder, GGUF file or hub id")
+        self._check_decoding()
         if not self._labels:
             raise ValueError(
                 f"[{self.name}] no labels: give config 'labels', call nlp.initialize() with examples, "
@@ -253,21 +332,57 @@ class PaDeLLMNER(Pipe):
             self.set_model(model, tokenizer, self.source)
         return self._runtime
 
-    def set_model(self, model, tokenizer, source: Optional[ModelSource] = None) -> None:
+    def set_model(self, model, tokenizer, source: Optional[ModelSource] = None, *,
+                  generate: Optional[Callable] = None) -> None:
         """Use a model that is already loaded (the trainer evaluates this way); ``source`` says where it is
-        on disk, if anywhere, for ``to_disk``."""
-        from .decoder import TwoStepDecoder
-
+        on disk, if anywhere, for ``to_disk``, and what protocol the model was trained with. ``generate``
+        replaces the greedy engine of the autoregressive decodings (``autoreg.GenerateFn``:
+        ``generate(prompts, *, max_new_tokens) -> [(ids without EOS, sum of log-probs, EOS reached)]``)."""
         self.source = source or ModelSource(location="<in memory>", meta={"labels": list(self._labels)})
         self._pending_error = None
-        decoder = TwoStepDecoder(
-            model,
-            PromptEncoder(tokenizer, self.template),
-            max_count=self.cfg["max_count"],
-            max_count_tokens=self.cfg["max_count_tokens"],
-            max_mention_tokens=self.cfg["max_mention_tokens"],
-            max_batch_rows=self.cfg["max_batch_rows"],
-        )
+        self._check_decoding()
+        decoding = self.decoding
+        if decoding in _AUTOREG:
+            from functools import partial
+
+            from .autoreg import AutoRegDecoder, AutoRegEncoder, hf_greedy_generate
+
+            encoder = AutoRegEncoder(tokenizer, decoding, self._autoreg_template())
+            if generate is None:
+                lm = make_static_lm(model) if self.cfg["engine"] != "dynamic" else None
+                if lm is None and self.cfg["engine"] == "static":
+                    raise ValueError(f"[{self.name}] engine 'static' cannot run this model")
+                if lm is not None:  # the same static-cache engine as PaDeLLM decoding
+                    from .tree_decoder import TreeDecoder
+
+                    tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template),
+                                       max_batch_docs=self.cfg["max_batch_rows"], model=model)
+                    generate = partial(tree.generate, eos_id=encoder.eos_id)
+                else:
+                    generate = partial(hf_greedy_generate, model, eos_id=encoder.eos_id,
+                                       max_batch_rows=self.cfg["max_batch_rows"])
+            decoder: Any = AutoRegDecoder(encoder, generate, max_new_tokens=self.cfg["max_new_tokens"])
+        elif decoding == "reference":
+            from .reference import ReferenceDecoder
+
+            decoder = ReferenceDecoder(
+                model,
+                PromptEncoder(tokenizer, self.template),
+                max_count=self.cfg["max_count"],
+                max_count_tokens=self.cfg["max_count_tokens"],
+                max_mention_tokens=self.cfg["max_mention_tokens"],
+                max_batch_rows=self.cfg["max_batch_rows"],
+            )
+        else:
+            decoder = make_decoder(
+                model,
+                PromptEncoder(tokenizer, self.template),
+                engine=self.cfg["engine"],
+                max_count=self.cfg["max_count"],
+                max_count_tokens=self.cfg["max_count_tokens"],
+                max_mention_tokens=self.cfg["max_mention_tokens"],
+                max_batch_rows=self.cfg["max_batch_rows"],
+            )
         self._runtime = (model, tokenizer, decoder)
 
     @property
@@ -345,22 +460,28 @@ class PaDeLLMNER(Pipe):
                 if text.strip():
                     views.append((i, text, mapping))
         results = decoder.decode([DocRequest(text, self._labels) for _, text, _ in views]) if views else []
+        keys = _STAT_KEYS + (_AUTOREG_STAT_KEYS if self.decoding in _AUTOREG else ())
         per_doc: List[List] = [[] for _ in docs]
-        doc_stats = [{key: 0 for key in _STAT_KEYS} for _ in docs]
+        doc_stats = [{key: 0 for key in keys} for _ in docs]
         for (i, text, mapping), result in zip(views, results):
             stats = doc_stats[i]
             stats["windows"] += 1
             stats["unparsable_counts"] += result.unparsable_counts
             stats["capped_counts"] += result.capped_counts
             stats["truncated_mentions"] += result.truncated_mentions
-            preds = [(p.label, p.k, p.text, p.prob) for p in result.predictions]
+            for key in _AUTOREG_STAT_KEYS:
+                if hasattr(result, key):
+                    stats[key] = stats.get(key, 0) + getattr(result, key)
+            located, rest = _located_spans(mapping, result.predictions)
+            preds = [(p.label, p.k, p.text, p.prob) for p in rest]
+            per_doc[i].extend(located)
             per_doc[i].extend(doc_spans(text, mapping, preds, stats))
         for doc, spans, stats in zip(docs, per_doc, doc_stats):
             stats["docs"] = 1
             write_spans(doc, spans, self.spans_key, self.cfg["deduplicate"], stats)
             doc._.padellm = stats
             for key, value in stats.items():
-                self.stats[key] += value
+                self.stats[key] = self.stats.get(key, 0) + value
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, Any]:
         validate_examples = list(examples)
@@ -369,8 +490,12 @@ class PaDeLLMNER(Pipe):
     # -- serialisation ---------------------------------------------------------------------------
 
     def _meta(self) -> Dict[str, Any]:
-        return {"labels": list(self._labels), "template": self.template.to_dict(), "lang": self.lang,
-                "text_format": self.text_format}
+        protocol = self.recorded_protocol or (self.decoding if self.decoding in _AUTOREG else "padellm")
+        meta = {"labels": list(self._labels), "template": self.template.to_dict(), "lang": self.lang,
+                "text_format": self.text_format, "protocol": protocol}
+        if protocol in _AUTOREG:
+            meta["autoreg_template"] = self._autoreg_template().to_dict()
+        return meta
 
     def to_disk(self, path, *, exclude: Iterable[str] = tuple()) -> None:
         """Write cfg.json and a self-contained model folder (base, adapter, tokenizer) under ``path``."""
@@ -406,3 +531,20 @@ class PaDeLLMNER(Pipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "PaDeLLMNER":
         raise NotImplementedError(f"[{self.name}] load it with spacy.load(path), not from_bytes()")
+
+
+def _located_spans(mapping: Sequence[Tuple[int, int, int, int]], predictions: Sequence[Any]) -> Tuple[List, List]:
+    """Spans of predictions whose character offsets in the model's text are known (AutoRegAug), mapped to
+    the doc when they fall on token boundaries; the other predictions are returned for the aligner."""
+    from .aligner import AlignedSpan
+
+    to_doc_start = {m[0]: m[2] for m in mapping}
+    to_doc_end = {m[1]: m[3] for m in mapping}
+    located, rest = [], []
+    for p in predictions:
+        start, end = getattr(p, "start", None), getattr(p, "end", None)
+        if start in to_doc_start and end in to_doc_end and to_doc_start[start] < to_doc_end[end]:
+            located.append(AlignedSpan(to_doc_start[start], to_doc_end[end], p.label, p.prob, p.text, p.k))
+        else:
+            rest.append(p)
+    return located, rest

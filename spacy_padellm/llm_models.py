@@ -5,7 +5,7 @@ spacy-llm calls its model once per batch of docs with the task's prompts. A PaDe
 count of every label (round 1), then the k-th mention of every label with count n, k = 1..n (round 2).
 Both backends answer every prompt of the batch with a :class:`~spacy_padellm.llm_task.PaDeLLMResponse`.
 
-* ``spacy_padellm.Local.v1``: the project's :class:`~spacy_padellm.decoder.TwoStepDecoder` on a local
+* ``spacy_padellm.Local.v1``: the project's decoder (``engine.make_decoder``) on a local
   model folder (prefix sharing, KV-cache reuse between the rounds, batched greedy decoding), i.e. the
   engine of the ``padellm_ner`` component.
 * ``spacy_padellm.OpenAICompletions.v1``: any server speaking the OpenAI ``/v1/completions`` API (vLLM,
@@ -60,7 +60,7 @@ def _check_positive(name: str, **values: Any) -> None:
 
 
 class LocalPaDeLLM:
-    """Runs the PaDeLLM prompts of a batch through :class:`TwoStepDecoder` on a local model.
+    """Runs the PaDeLLM prompts of a batch through the project's decoder on a local model.
 
     The folder is checked when the model is built; the weights are loaded at the first call (or by
     :meth:`load`).
@@ -121,13 +121,14 @@ class LocalPaDeLLM:
         return self._runtime
 
     def decoder(self, template: Template):
-        """The TwoStepDecoder for one prompt template (one per template, built on demand)."""
+        """The PaDeLLM decoder for one prompt template (one per template, built on demand): the static
+        tree engine for Llama-family models, else the dynamic-cache TwoStepDecoder (``engine.py``)."""
         if template not in self._decoders:
-            from .decoder import TwoStepDecoder
+            from .engine import make_decoder
             from .protocol import PromptEncoder
 
             model, tokenizer = self.load()
-            self._decoders[template] = TwoStepDecoder(
+            self._decoders[template] = make_decoder(
                 model, PromptEncoder(tokenizer, template), max_count=self.max_count,
                 max_count_tokens=self.max_count_tokens, max_mention_tokens=self.max_mention_tokens,
                 max_batch_rows=self.max_batch_rows,

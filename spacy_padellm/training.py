@@ -5,10 +5,13 @@ config (see ``configs/``), checks every path and key before any long work starts
 
 * builds the (label, k) examples of the text protocol (``protocol.py``) and tokenises them with the
   same ``PromptEncoder`` the decoder uses; the loss covers the target only (count, tag, mention, EOS);
+  with ``[data] protocol = "autoreg_struct"`` or ``"autoreg_aug"`` it trains the paper's autoregressive
+  baselines instead (``autoreg.py``): one example per sentence, grouped from the same converted files;
 * trains LoRA adapters (peft) or the full model with AdamW, warm-up and cosine decay, gradient
   accumulation, length-bucketed batches, bf16 autocast on CUDA and fp32 on CPU;
-* every ``eval_every`` steps decodes the dev docs with the real two-step decoder and keeps the best
-  model folder by span F1; a checkpoint (weights, optimiser, scheduler, RNG) allows resuming;
+* every ``eval_every`` steps decodes the dev docs with the real decoder of the protocol (the two-step
+  engine, or one autoregressive output per doc) and keeps the best model folder by span F1; a
+  checkpoint (weights, optimiser, scheduler, RNG) allows resuming;
 * writes a model folder that ``padellm_ner`` loads directly, and on request a spaCy pipeline folder.
 
 Several GPUs: launch the same command with ``accelerate launch -m spacy_padellm train ...`` (or
@@ -25,12 +28,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .protocol import PromptEncoder, TrainingExample, get_template
 
-__all__ = ["TrainSettings", "load_settings", "train", "tokenize_examples", "length_bucketed_batches",
-           "read_examples", "save_model_folder", "TrainConfigError"]
+if TYPE_CHECKING:
+    from .autoreg import AutoRegEncoder, Sentence
+
+# What [data] protocol may name (autoreg.py implements the last two; it is imported when they are used,
+# since it needs torch).
+PROTOCOLS = ("padellm", "autoreg_struct", "autoreg_aug")
+
+__all__ = ["TrainSettings", "load_settings", "train", "tokenize_examples", "tokenize_sentences",
+           "length_bucketed_batches", "read_examples", "read_sentences", "save_model_folder", "TrainConfigError"]
 
 
 class TrainConfigError(ValueError):
@@ -47,6 +57,7 @@ class TrainSettings:
     pipeline: Optional[str] = None  # also write a spaCy pipeline folder here
     base_ref: Optional[Dict[str, str]] = None  # how padellm.json names the base (default: its path)
     # [data]
+    protocol: str = "padellm"  # padellm | autoreg_struct | autoreg_aug (the paper's autoregressive baselines)
     labels: List[str] = field(default_factory=list)
     lang: str = "en"
     template: Any = None
@@ -83,12 +94,21 @@ class TrainSettings:
 
     SECTIONS = {
         "paths": ("base_model", "train", "dev", "output", "pipeline", "base_ref"),
-        "data": ("labels", "lang", "template", "text_format", "max_length", "max_train_examples", "max_dev_docs"),
+        "data": ("protocol", "labels", "lang", "template", "text_format", "max_length", "max_train_examples",
+                 "max_dev_docs"),
         "training": ("method", "full_targets", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
                      "eval_batch_size"),
         "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype"),
     }
+
+    @property
+    def autoreg(self) -> bool:
+        return self.protocol in PROTOCOLS[1:]
+
+    @property
+    def template_spec(self) -> Any:
+        return self.template or ("zh" if self.lang == "zh" else "en")
 
     @property
     def effective_text_format(self) -> str:
@@ -143,6 +163,31 @@ def read_examples(path: str) -> List[TrainingExample]:
     if not examples:
         raise TrainConfigError(f"{path} holds no training examples")
     return examples
+
+
+def read_sentences(path: str) -> List["Sentence"]:
+    """Training sentences for the autoregressive protocols from a ``.padellm.jsonl`` file: its per-(label, k)
+    records grouped by text, in file order (see :func:`~spacy_padellm.autoreg.group_records`)."""
+    from .autoreg import group_records
+
+    return group_records(read_examples(path))
+
+
+def tokenize_sentences(encoder: "AutoRegEncoder", sentences: Sequence["Sentence"], labels: Sequence[str],
+                       max_length: int = 512) -> Tuple[List[Tuple[List[int], List[int]]], int]:
+    """(input ids, labels) pairs of the autoregressive protocols, labels -100 on the prompt; over-long
+    sentences are dropped. Also returns how many mentions could not be written into an AutoRegAug
+    target (not found in the text, or crossing another mention)."""
+    out = []
+    unwritable = 0
+    for sentence in sentences:
+        target, lost = encoder.target(sentence, labels)
+        unwritable += lost
+        prompt = encoder.prompt(sentence.text)
+        if len(prompt) + len(target) > max_length:
+            continue
+        out.append((prompt + target, [-100] * len(prompt) + target))
+    return out, unwritable
 
 
 def tokenize_examples(encoder: PromptEncoder, examples: Sequence[TrainingExample],
@@ -253,7 +298,19 @@ def _check_inputs(settings: TrainSettings) -> None:
             raise TrainConfigError(f"[paths] {key} = {value} is empty")
     if settings.batch_size < 1 or settings.grad_accum < 1:
         raise TrainConfigError("[training] batch_size and grad_accum must be at least 1")
-    get_template(settings.template or ("zh" if settings.lang == "zh" else "en"))
+    if settings.protocol not in PROTOCOLS:
+        import difflib
+
+        close = difflib.get_close_matches(str(settings.protocol), PROTOCOLS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise TrainConfigError(f"[data] protocol must be one of {', '.join(PROTOCOLS)}, "
+                               f"got {settings.protocol!r}{hint}")
+    if settings.autoreg:
+        from .autoreg import get_autoreg_template
+
+        get_autoreg_template(settings.template_spec)
+    else:
+        get_template(settings.template_spec)
 
 
 def _load_train_examples(settings: TrainSettings, nlp) -> Tuple[List[TrainingExample], List[str]]:
@@ -273,6 +330,28 @@ def _load_train_examples(settings: TrainSettings, nlp) -> Tuple[List[TrainingExa
     if unknown:
         raise TrainConfigError(f"Training examples use labels {unknown} that are not in [data] labels {labels}")
     return examples, list(labels)
+
+
+def _load_train_sentences(settings: TrainSettings, nlp) -> Tuple[List["Sentence"], List[str]]:
+    """Sentences for the autoregressive protocols: from a DocBin with exact spans, else grouped from the
+    ``.padellm.jsonl`` records."""
+    from .autoreg import Sentence
+
+    path = settings.train
+    if path.endswith(".spacy"):
+        from spacy.tokens import DocBin
+
+        docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        sentences = [Sentence(d.text, [(e.label_, e.text) for e in d.ents],
+                              [(e.start_char, e.end_char, e.label_) for e in d.ents]) for d in docs]
+    else:
+        sentences = read_sentences(path)
+    found = sorted({label for s in sentences for label, _ in s.mentions})
+    labels = settings.labels or found
+    unknown = sorted(set(found) - set(labels))
+    if unknown:
+        raise TrainConfigError(f"Training examples use labels {unknown} that are not in [data] labels {labels}")
+    return sentences, list(labels)
 
 
 def evaluate_pipeline(nlp, docs, batch_size: int = 64, spans_key: Optional[str] = None) -> Dict[str, Any]:
@@ -302,7 +381,12 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     from tqdm.auto import tqdm
 
     nlp = spacy.blank(settings.lang)
-    examples, labels = _load_train_examples(settings, nlp)
+    autoreg = settings.autoreg
+    examples: List[Any]
+    if autoreg:
+        examples, labels = _load_train_sentences(settings, nlp)
+    else:
+        examples, labels = _load_train_examples(settings, nlp)
     dev_docs = None
     if settings.dev:
         from spacy.tokens import DocBin
@@ -337,15 +421,28 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         torch.backends.cudnn.allow_tf32 = True
     amp_dtype = _torch_dtype(settings.dtype, device) if is_cuda else None
 
-    template = get_template(settings.template or ("zh" if settings.lang == "zh" else "en"))
     tokenizer = load_tokenizer(source)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    encoder = PromptEncoder(tokenizer, template)
-    data = tokenize_examples(encoder, examples, settings.max_length)
+    if autoreg:
+        from .autoreg import AutoRegEncoder, get_autoreg_template
+
+        template = None
+        ar_template = get_autoreg_template(settings.template_spec)
+        data, unwritable = tokenize_sentences(AutoRegEncoder(tokenizer, settings.protocol, ar_template), examples,
+                                              labels, settings.max_length)
+        if unwritable:
+            log(f"{unwritable} mention(s) could not be written into {settings.protocol} targets "
+                "(not found in the text, or crossing another mention)")
+    else:
+        template = get_template(settings.template_spec)
+        ar_template = None
+        data = tokenize_examples(PromptEncoder(tokenizer, template), examples, settings.max_length)
     if not data:
         raise TrainConfigError(f"No training example fits max_length={settings.max_length}")
-    log(f"{len(examples)} examples ({len(data)} within max_length), labels {labels}, method {settings.method}")
+    unit = "sentences" if autoreg else "examples"
+    log(f"{len(examples)} {unit} ({len(data)} within max_length), labels {labels}, protocol {settings.protocol}, "
+        f"method {settings.method}")
 
     model = load_base_model(source, torch.float32)
     if source.adapter_dir is not None:  # continue from a LoRA model folder: merge its adapter first
@@ -414,20 +511,31 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     if distributed:
         model, optimizer = accelerator.prepare(model, optimizer)
 
-    meta = {"labels": labels, "template": template.to_dict(), "lang": settings.lang,
-            "text_format": settings.effective_text_format,
+    meta = {"labels": labels, "template": template.to_dict() if template is not None else None,
+            "lang": settings.lang, "protocol": settings.protocol, "text_format": settings.effective_text_format,
             "training": {"method": settings.method, "base_model": settings.base_model, "seed": settings.seed}}
     base_ref = _base_ref(settings, source)
     meta["training"]["base_ref"] = base_ref
 
+    if ar_template is not None:
+        meta["autoreg_template"] = ar_template.to_dict()
+
     def evaluate() -> Dict[str, Any]:
+        from .loading import ModelSource
 
         model.eval()
         ner_nlp = spacy.blank(settings.lang)
-        ner = ner_nlp.add_pipe("padellm_ner", config={"labels": labels, "template": template.to_dict(),
-                                                       "text_format": settings.effective_text_format,
-                                                       "batch_size": settings.eval_batch_size})
-        ner.set_model(_unwrap(model, accelerator), tokenizer)
+        config = {"labels": labels, "text_format": settings.effective_text_format,
+                  "batch_size": settings.eval_batch_size, "decoding": settings.protocol}
+        if template is not None:
+            config["template"] = template.to_dict()
+        ner = ner_nlp.add_pipe("padellm_ner", config=config)
+        # The dev decoding is the protocol's own: the in-memory source records it like a model folder would.
+        in_memory = ModelSource(location="<in memory>", meta={k: meta[k] for k in ("labels", "protocol")
+                                                              if k in meta})
+        if ar_template is not None:
+            in_memory.meta["autoreg_template"] = ar_template.to_dict()
+        ner.set_model(_unwrap(model, accelerator), tokenizer, in_memory)
         scores = evaluate_pipeline(ner_nlp, dev_docs, settings.eval_batch_size)
         model.train()
         return scores

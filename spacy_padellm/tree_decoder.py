@@ -278,14 +278,15 @@ class TreeDecoder:
         out = self._run(tb)
         mentions: List[_Mention] = []
         while True:
-            next_counts = []
+            next_counts: List[_Count] = []
+            waiting: List[_Mention] = []  # tags fed in this round: their first token comes next pass
             for c in counts:
-                self._advance_count(tb, c, out, results, mentions, next_counts)
+                self._advance_count(tb, c, out, results, mentions, waiting, next_counts)
             counts = next_counts
-            next_mentions = []
+            next_mentions: List[_Mention] = []
             for m in mentions:
                 self._advance_mention(tb, m, out, results, next_mentions)
-            mentions = next_mentions
+            mentions = next_mentions + waiting
             if not counts and not mentions:
                 break
             out = self._run(tb)
@@ -302,7 +303,7 @@ class TreeDecoder:
         self.stats.generated_tokens += len(ids)
         return tb.feed(branch, ids, outputs)
 
-    def _advance_count(self, tb, c: _Count, out, results, mentions, next_counts) -> None:
+    def _advance_count(self, tb, c: _Count, out, results, mentions, waiting, next_counts) -> None:
         enc = self.encoder
         tok, lp = out[c.handle]
         if c.spec is not None:
@@ -329,7 +330,7 @@ class TreeDecoder:
                     tag = enc.mention_tag(k)
                     (h,) = tb.feed(child, tag, outputs=[len(tag) - 1])
                     self.stats.prompt_tokens += len(tag)
-                    mentions.append(_Mention(c.doc, c.label, k, c, child, h))
+                    waiting.append(_Mention(c.doc, c.label, k, c, child, h))
             return
         # The count goes on: feed its last token, and if the terminator can be speculated, the
         # terminator and the mention tags of the count it would complete.

@@ -80,7 +80,7 @@ def test_tree_decoder_equals_plain_decoders(trained, requests, batch_docs, batch
     for req, res in zip(requests, got):
         if req.text in gold:
             assert sorted((p.label, p.text) for p in res.predictions) == gold[req.text]
-    if batch_docs == 64 and speculate:
+    if batch_docs == 64 and batch_tokens > 1000 and speculate:
         # Prefix + labels in one pass, terminator + tags in the next, then one pass per mention token.
         assert tree.stats.forward_passes < plain.stats.forward_passes
         assert tree.stats.prompt_tokens <= plain.stats.prompt_tokens
