@@ -88,13 +88,35 @@ class Method:
     throughput: bool = False
 
 
+def _dynamic(engine):
+    from .decoder import TwoStepDecoder
+
+    return TwoStepDecoder(engine.model, engine.encoder, max_count=engine.max_count,
+                          max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
+
+
+def _generate_reference(engine):
+    from .reference import ReferenceDecoder as GenerateReference
+
+    return GenerateReference(engine.model, engine.encoder, max_count=engine.max_count,
+                             max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
+
+
 METHODS: Dict[str, Method] = {
     "padellm": Method(lambda engine: engine,
-                      "parallel two-step engine (shared prefix, KV-cache reuse, batched branches)", throughput=True),
-    "reference": Method(ReferenceDecoder.like,
-                        "reference-style decoding: each sequence alone, whole prompt re-encoded every step",
-                        slow=True),
+                      "the component's engine: tree decoding on a static KV cache with CUDA graphs (Llama-family "
+                      "models), else the dynamic-cache engine", throughput=True),
+    "padellm_dynamic": Method(_dynamic, "plain eager two-step decoder: transformers forward, dynamic KV cache, "
+                                        "prefix shared by copying, one pass per token", throughput=True),
+    "reference": Method(_generate_reference,
+                        "reference-style decoding (PaDeLLM repository): model.generate per count and per mention, "
+                        "prompt re-encoded for every sequence", slow=True),
+    "reference_nocache": Method(ReferenceDecoder.like,
+                                "each sequence alone, no KV cache at all, whole prompt re-encoded every step",
+                                slow=True),
 }
+DEFAULT_METHODS = ("padellm", "padellm_dynamic", "reference")
+PLAIN = "padellm_dynamic"  # greedy outputs of the other PaDeLLM methods are compared with this one
 
 
 class _Counting:
@@ -220,6 +242,31 @@ def _per(a: float, b: float, digits: int = 2) -> Optional[float]:
     return round(a / b, digits) if b else None
 
 
+def _floor(model, device) -> Optional[Dict[str, Any]]:
+    """Weight bytes one sequential pass must read (every parameter once; a tied embedding counts as the
+    LM head), measured device memory bandwidth (a 2 GB copy), and their ratio in ms per pass (CUDA only)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    seen, weight_bytes = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            weight_bytes += p.numel() * p.element_size()
+    x = torch.empty(int(2e9), dtype=torch.uint8, device=device)
+    x.clone()
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(10):
+        x.clone()
+    torch.cuda.synchronize(device)
+    gbps = 2 * 2e9 * 10 / (time.perf_counter() - start) / 1e9
+    del x
+    return {"weight_bytes": weight_bytes, "bandwidth_gb_per_s": round(gbps, 1),
+            "ms_per_pass": round(weight_bytes / (gbps * 1e9) * 1000, 4)}
+
+
 def _decoding_summary(d: Dict[str, int], docs: int) -> Dict[str, Any]:
     return {"docs": docs,
             "forward_passes_per_sentence": _per(d["forward_passes"], docs),
@@ -272,6 +319,8 @@ def _command(args) -> str:
             value = ",".join(str(v) for v in value)
         if value is not None and not (dest == "gpu_id" and value < 0):
             argv += [flag, str(value)]
+    for item in getattr(args, "compare", None) or []:
+        argv += ["--compare", item]
     if getattr(args, "no_progress", False):
         argv.append("--no-progress")
     return shlex.join(argv)
@@ -284,8 +333,12 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
               reference_docs: int = 50, batch_sizes: Sequence[int] = (1, 8, 32, 128), warmup: int = 3,
               methods: Optional[Sequence[str]] = None, device: Optional[str] = None, gpu_id: int = -1,
               spans_key: Optional[str] = None, lang: Optional[str] = None, progress: bool = True,
-              command: Optional[str] = None) -> Dict[str, Any]:
-    """Measure every method of ``methods`` (default: all of ``METHODS``) on the docs of ``data``."""
+              command: Optional[str] = None, compare: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """Measure every method of ``methods`` (default: ``DEFAULT_METHODS``) on the docs of ``data``.
+
+    ``compare`` adds methods that are other pipelines (name -> pipeline folder or model), such as the
+    autoregressive baselines: each runs its own component with its own model and decoding mode.
+    """
     import spacy
     import torch
     import transformers
@@ -294,10 +347,14 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
 
     from .evaluate import load_pipeline
 
-    methods = list(methods or METHODS)
+    compare = dict(compare or {})
+    methods = list(methods or DEFAULT_METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    clash = [m for m in compare if m in methods]
+    if clash:
+        raise ValueError(f"compared pipeline name(s) {clash} clash with method names")
     if not Path(data).exists():
         raise FileNotFoundError(f"no such DocBin: {data}")
     if any(b < 1 for b in batch_sizes):
@@ -309,17 +366,21 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
         except (ValueError, ImportError) as err:
             warnings.warn(f"spacy.require_gpu({gpu_id}) failed ({err}); the padellm_ner component runs on {device}")
 
-    nlp = load_pipeline(pipeline, lang, spans_key, {"device": device} if device else None)
-    _, ner = _find_component(nlp)
-    if device is not None and ner._runtime is not None:  # a saved pipeline loaded its model already
-        loaded = ner._runtime[2].device
-        if loaded != torch.device(device):
-            ner._runtime = None
-    if device is not None:
-        ner.cfg["device"] = device
-    engine = ner.decoder  # loads the model
+    def open_pipeline(path):
+        nlp = load_pipeline(path, lang, spans_key, {"device": device} if device else None)
+        _, ner = _find_component(nlp)
+        if device is not None and ner._runtime is not None:  # a saved pipeline loaded its model already
+            loaded = next(ner._runtime[0].parameters()).device
+            if loaded != torch.device(device):
+                ner._runtime = None
+        if device is not None:
+            ner.cfg["device"] = device
+        return nlp, ner, ner.decoder  # loads the model
+
+    nlp, ner, engine = open_pipeline(pipeline)
     key = spans_key or ner.spans_key
-    torch_device = engine.device
+    model = ner._runtime[0]
+    torch_device = next(model.parameters()).device
     clock = _Clock(torch_device)
 
     gold = list(DocBin().from_disk(data).get_docs(nlp.vocab))
@@ -330,34 +391,46 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     texts = [d.text for d in gold]
     n_words = sum(1 for d in gold for t in d if not t.is_space)
 
-    decoders = {name: _Counting(METHODS[name].build(engine)) for name in methods}
-    n_latency = {name: min(len(gold), reference_docs if METHODS[name].slow else latency_docs) for name in methods}
+    setups: Dict[str, Any] = {name: (nlp, ner, _Counting(METHODS[name].build(engine))) for name in methods}
+    descriptions = {name: METHODS[name].description for name in methods}
+    slow = {name: METHODS[name].slow for name in methods}
+    fast = {name: METHODS[name].throughput for name in methods}
+    for name, path in compare.items():
+        c_nlp, c_ner, c_engine = open_pipeline(path)
+        setups[name] = (c_nlp, c_ner, _Counting(c_engine))
+        descriptions[name] = f"pipeline {path} (decoding {c_ner.cfg.get('decoding') or 'from its model'})"
+        slow[name], fast[name] = False, True
+    names = list(setups)
+    n_latency = {name: min(len(gold), reference_docs if slow[name] else latency_docs) for name in names}
 
-    # Warm-up: a few docs per method (kernels, allocator, tokenizer caches), not measured.
+    # Warm-up: a few docs per method (kernels, CUDA graphs, allocator, tokenizer caches), not measured.
     n_warm = min(warmup, len(gold))
     if n_warm:
-        for name in tqdm(methods, desc="warm-up", disable=not progress):
-            with _using(ner, decoders[name]):
+        for name in tqdm(names, desc="warm-up", disable=not progress):
+            m_nlp, m_ner, counting = setups[name]
+            with _using(m_ner, counting):
                 for text in texts[:n_warm]:
-                    nlp(text)
+                    m_nlp(text)
+                if fast[name]:
+                    list(m_nlp.pipe(texts[: max(batch_sizes)], batch_size=max(batch_sizes)))
 
     # Latency at batch size 1, methods interleaved doc by doc.
-    latencies: Dict[str, List[float]] = {name: [] for name in methods}
-    latency_preds: Dict[str, List[Any]] = {name: [] for name in methods}
+    latencies: Dict[str, List[float]] = {name: [] for name in names}
+    latency_preds: Dict[str, List[Any]] = {name: [] for name in names}
     totals = {name: {"forward_passes": 0, "prompt_tokens": 0, "generated_tokens": 0, "sequences": 0, "windows": 0}
-              for name in methods}
-    peaks: Dict[str, Optional[float]] = {name: None for name in methods}
+              for name in names}
+    peaks: Dict[str, Optional[float]] = {name: None for name in names}
     bar = tqdm(total=sum(n_latency.values()), desc="latency (batch size 1)", disable=not progress)
     for i, text in enumerate(texts[: max(n_latency.values(), default=0)]):
-        for name in methods:
+        for name in names:
             if i >= n_latency[name]:
                 continue
-            counting = decoders[name]
-            with _using(ner, counting):
+            m_nlp, m_ner, counting = setups[name]
+            with _using(m_ner, counting):
                 before = _snapshot(counting)
                 clock.reset_peak()
                 start = clock.now()
-                doc = nlp(text)
+                doc = m_nlp(text)
                 seconds = clock.now() - start
                 after = _snapshot(counting)
             peak = clock.peak_mb()
@@ -372,19 +445,19 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     bar.close()
 
     # Throughput with nlp.pipe at each batch size, on all docs.
-    throughput: Dict[str, Optional[Dict[str, Any]]] = {name: None for name in methods}
+    throughput: Dict[str, Optional[Dict[str, Any]]] = {name: None for name in names}
     pipe_preds: Dict[str, List[Any]] = {}
-    for name in methods:
-        if not METHODS[name].throughput:
+    for name in names:
+        if not fast[name]:
             continue
-        counting = decoders[name]
+        m_nlp, m_ner, counting = setups[name]
         rows: Dict[str, Dict[str, Any]] = {}
         for bs in batch_sizes:
-            with _using(ner, counting):
+            with _using(m_ner, counting):
                 before = _snapshot(counting)
                 clock.reset_peak()
                 start = clock.now()
-                docs = list(tqdm(nlp.pipe(texts, batch_size=bs), total=len(texts),
+                docs = list(tqdm(m_nlp.pipe(texts, batch_size=bs), total=len(texts),
                                  desc=f"{name} nlp.pipe batch size {bs}", disable=not progress))
                 seconds = clock.now() - start
                 after = _snapshot(counting)
@@ -403,23 +476,45 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
             "batch_size": int(best_bs), "sentences_per_second": rows[best_bs]["sentences_per_second"],
             "words_per_second": rows[best_bs]["words_per_second"]}}
 
+    # The physical floor: weight bytes read per sequential pass over measured memory bandwidth.
+    floor = _floor(model, torch_device)
+
     # Accuracy, speedups and agreement.
     results: Dict[str, Any] = {}
-    for name in methods:
+    for name in names:
         preds = pipe_preds.get(name) or latency_preds[name]
+        decoding = _decoding_summary(totals[name], len(latencies[name]))
+        lat = _latency_summary(latencies[name])
+        floor_ms = None
+        if floor and decoding.get("forward_passes_per_sentence"):
+            floor_ms = round(decoding["forward_passes_per_sentence"] * floor["ms_per_pass"], 3)
         results[name] = {
-            "description": METHODS[name].description,
+            "description": descriptions[name],
             "f1": _scores(preds, gold[: len(preds)], key),
-            "latency_ms": _latency_summary(latencies[name]),
-            "decoding": _decoding_summary(totals[name], len(latencies[name])),
+            "latency_ms": lat,
+            "decoding": decoding,
             "throughput": throughput[name],
             "peak_gpu_memory_mb": peaks[name],
+            "floor_ms": floor_ms,
+            "mean_latency_over_floor": round(lat["mean"] / floor_ms, 1) if floor_ms and lat.get("mean") else None,
             "speedup_vs_reference": None,
             "agreement_with_reference": None,
+            "agreement_with_plain": None,
+            "padellm_speedup": None,
         }
+    for base, field in ((BASELINE, "agreement_with_reference"), (PLAIN, "agreement_with_plain")):
+        if base not in results:
+            continue
+        for name in names:
+            if name in compare:
+                continue  # another model: agreement is not expected
+            n = min(len(latency_preds[base]), len(latency_preds[name]))
+            if n:
+                pairs = zip(latency_preds[name][:n], latency_preds[base][:n])
+                results[name][field] = round(sum(_spans(a, key) == _spans(b, key) for a, b in pairs) / n, 4)
     if BASELINE in results:
         base_ms = latencies[BASELINE]
-        for name in methods:
+        for name in names:
             n = min(len(base_ms), len(latencies[name]))
             if not n:
                 continue
@@ -429,10 +524,15 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
                 "median_latency_ratio": round(statistics.median(base_ms[:n]) / statistics.median(mine), 2),
                 "per_doc_ratio_median": round(statistics.median(b / m for b, m in zip(base_ms[:n], mine)), 2),
             }
-            pairs = zip(latency_preds[name][:n], latency_preds[BASELINE][:n])
-            same = sum(_spans(a, key) == _spans(b, key) for a, b in pairs)
-            results[name]["agreement_with_reference"] = round(same / n, 4)
+    if "padellm" in results:
+        mine = latencies["padellm"]
+        for name in names:
+            n = min(len(mine), len(latencies[name]))
+            if n:
+                results[name]["padellm_speedup"] = round(
+                    statistics.median(latencies[name][:n]) / statistics.median(mine[:n]), 2)
     speedup = (results.get("padellm", {}).get("speedup_vs_reference") or {}).get("median_latency_ratio")
+    methods = names
 
     return {
         "command": command,
@@ -442,7 +542,7 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
         "environment": {
             "device": str(torch_device),
             "device_name": _device_name(torch_device),
-            "dtype": str(next(engine.model.parameters()).dtype).replace("torch.", ""),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "spacy": spacy.__version__,
@@ -466,6 +566,8 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
         "methods": results,
         "speedup": speedup,
         "peak_gpu_memory_mb": max((p for p in peaks.values() if p is not None), default=None),
+        "floor": floor,
+        "compare": compare,
     }
 
 
@@ -493,21 +595,29 @@ def render_markdown(report: Dict[str, Any]) -> str:
         f"- {report['timestamp']}",
         "",
         "| method | F1 docs | span F1 | string F1 | latency docs | median ms | p90 ms | mean ms | steps/sent "
-        "| gen tok/seq | gen tok/sent | prompt tok/sent | speedup | agreement | best sent/s (bs) | words/s "
-        "| peak GPU MB |",
-        "|" + "---|" * 17,
+        "| gen tok/seq | gen tok/sent | prompt tok/sent | floor ms | × floor | speedup vs reference "
+        "| padellm faster by | same as reference | same as plain | best sent/s (bs) | words/s | peak GPU MB |",
+        "|" + "---|" * 21,
     ]
+    floor = report.get("floor")
+    if floor:
+        lines.insert(-3, f"- floor: {floor['weight_bytes'] / 1e6:,.0f} MB of weights per sequential pass at "
+                         f"{floor['bandwidth_gb_per_s']:,.0f} GB/s measured = {floor['ms_per_pass']} ms per pass")
     for name, m in report["methods"].items():
         lat, dec, f1 = m["latency_ms"], m["decoding"], m["f1"]
         best = (m["throughput"] or {}).get("best") or {}
         sp = (m["speedup_vs_reference"] or {}).get("median_latency_ratio")
         agree = m["agreement_with_reference"]
+        plain = m.get("agreement_with_plain")
         lines.append(
             f"| {name} | {f1['docs']} | {_fmt(f1['span_f'], 4)} | {_fmt(f1['string_f'], 4)} | {lat['docs']} "
             f"| {_fmt(lat['median'])} | {_fmt(lat['p90'])} | {_fmt(lat['mean'])} "
             f"| {_fmt(dec['forward_passes_per_sentence'])} | {_fmt(dec['generated_tokens_per_sequence'])} "
             f"| {_fmt(dec['generated_tokens_per_sentence'])} | {_fmt(dec['prompt_tokens_per_sentence'], 1)} "
-            f"| {_fmt(sp, 2, '×')} | {_fmt(None if agree is None else 100 * agree, 1, '%')} "
+            f"| {_fmt(m.get('floor_ms'))} | {_fmt(m.get('mean_latency_over_floor'), 1)} "
+            f"| {_fmt(sp, 2, '×')} | {_fmt(m.get('padellm_speedup'), 2, '×')} "
+            f"| {_fmt(None if agree is None else 100 * agree, 1, '%')} "
+            f"| {_fmt(None if plain is None else 100 * plain, 1, '%')} "
             f"| {_fmt(best.get('sentences_per_second'))}"
             f"{'' if not best else ' (' + str(best['batch_size']) + ')'} "
             f"| {_fmt(best.get('words_per_second'), 0)} | {_fmt(m['peak_gpu_memory_mb'], 0)} |"
@@ -596,6 +706,16 @@ def _batch_sizes(text: str) -> List[int]:
     return sizes
 
 
+def _compare(items: Sequence[str]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise SystemExit(f"--compare expects NAME=PIPELINE, got {item!r}")
+        out[name.strip()] = path.strip()
+    return out
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("benchmark", help="latency, throughput and F1: the parallel engine against reference decoding")
     p.add_argument("pipeline", help="spaCy pipeline folder, PaDeLLM model folder or padellm:NAME")
@@ -607,7 +727,11 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32, 128],
                    help="nlp.pipe batch sizes for throughput (default 1,8,32,128)")
     p.add_argument("--warmup", type=int, default=3, help="docs run per method before timing (default 3)")
-    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated subset of {','.join(METHODS)} (default {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--compare", action="append", default=[], metavar="NAME=PIPELINE",
+                   help="also benchmark another pipeline or model as method NAME (e.g. autoreg_struct=PATH); "
+                        "repeatable")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:K (default: follow spaCy/thinc)")
     p.add_argument("--gpu-id", type=int, default=-1, help="like spacy evaluate: use this GPU")
     p.add_argument("--spans-key", default=None)
@@ -622,7 +746,8 @@ def run(args) -> int:
     report = benchmark(args.pipeline, args.data, max_docs=args.max_docs, latency_docs=args.latency_docs,
                        reference_docs=args.reference_docs, batch_sizes=args.batch_sizes, warmup=args.warmup,
                        methods=methods, device=args.device, gpu_id=args.gpu_id, spans_key=args.spans_key,
-                       lang=args.lang, progress=not args.no_progress, command=_command(args))
+                       lang=args.lang, progress=not args.no_progress, command=_command(args),
+                       compare=_compare(args.compare))
     table = render_markdown(report)
     print(table)
     if args.output:
