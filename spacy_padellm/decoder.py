@@ -15,16 +15,33 @@ position ids, so padding never changes a row's result.
 
 ``reference_decode`` is the plain decoder the engine must agree with: every sequence on its own,
 no cache, the whole prompt re-encoded at every step.
+
+Two options, both off by default (then the output is exactly the plain greedy one):
+
+* ``constrain_mentions``: a mention can only be a span of the document's text. Each mention step's
+  log-probs are masked to the tokens allowed by a prefix trie over the text's candidate spans
+  (``constraints.MentionTrie``; ``mention_trie_options`` are its ``build`` arguments). A mention's
+  probability stays the model's own (unrenormalised) probability of the tokens chosen.
+* ``count_bias``: a float, or a dict label -> float, added to the log-prob of the count token "0" at
+  the first count step (negative: fewer zero counts). Only the choice changes; ``count_prob`` stays
+  the model's probability of what was chosen.
+* ``dedupe_mentions``: after step 2, the mentions of a label that repeat a string more often than the
+  text holds it (``constraints.dedupe_plan``: the most probable ones keep it) are decoded again, from
+  the same step-1 cache, constrained to the text's spans less the strings already claimed; up to
+  ``dedupe_rounds`` rounds, each one batched pass over the repeats only. A mention decoded again with a
+  probability below ``dedupe_min_prob`` is dropped (forced off its string, the model mostly writes
+  fragments such as "Croci , Gianluca" with probabilities near 0).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .constraints import dedupe_plan
 from .protocol import PromptEncoder, parse_count, parse_mention
 
 __all__ = ["DocRequest", "MentionPrediction", "DocResult", "DecoderStats", "TwoStepDecoder", "reference_decode"]
@@ -55,6 +72,8 @@ class DocResult:
     unparsable_counts: int = 0  # count outputs that were not a number (taken as 0)
     capped_counts: int = 0  # counts above max_count (clipped to it)
     truncated_mentions: int = 0  # mentions that hit max_mention_tokens without EOS (dropped)
+    redecoded_mentions: int = 0  # repeats decoded again with the claimed strings excluded (dedupe_mentions)
+    redecoded_dropped: int = 0  # of those, dropped: probability below dedupe_min_prob
 
 
 @dataclass
@@ -74,6 +93,29 @@ class DecoderStats:
 def _final_logits(logits: torch.Tensor, softcap: Optional[float]) -> torch.Tensor:
     """Apply a model's final logit soft-capping (Gemma-style), if it has one."""
     return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
+CountBias = Union[float, Dict[str, float], None]
+
+
+def _count_bias_for(count_bias: CountBias, label: str) -> float:
+    """The bias for the count "0" of ``label`` (a float applies to every label; missing labels get 0)."""
+    if not count_bias:
+        return 0.0
+    if isinstance(count_bias, dict):
+        return float(count_bias.get(label, 0.0))
+    return float(count_bias)
+
+
+def _zero_count_token(encoder: PromptEncoder) -> int:
+    """The first token of the count "0" (what the count step writes first for no mentions)."""
+    return encoder.count(0)[0]
+
+
+def _build_trie(text: str, encoder: PromptEncoder, options: Optional[Dict[str, Any]]):
+    from .constraints import MentionTrie
+
+    return MentionTrie.build(text, encoder, **(options or {}))
 
 
 def _read_count(text: str, encoder: PromptEncoder, max_count: int, result: "DocResult") -> int:
@@ -162,6 +204,12 @@ class TwoStepDecoder:
         max_count_tokens: int = 4,
         max_mention_tokens: int = 40,
         max_batch_rows: int = 256,
+        constrain_mentions: bool = False,
+        count_bias: CountBias = 0.0,
+        mention_trie_options: Optional[Dict[str, Any]] = None,
+        dedupe_mentions: bool = False,
+        dedupe_rounds: int = 20,
+        dedupe_min_prob: float = 0.005,
     ):
         self.model = model
         self.encoder = encoder
@@ -169,6 +217,13 @@ class TwoStepDecoder:
         self.max_count_tokens = max_count_tokens
         self.max_mention_tokens = max_mention_tokens
         self.max_batch_rows = max(1, max_batch_rows)
+        # Off by default; plain attributes, read at every decode (they may be set after construction).
+        self.constrain_mentions = constrain_mentions
+        self.count_bias = count_bias
+        self.mention_trie_options = dict(mention_trie_options or {})
+        self.dedupe_mentions = dedupe_mentions
+        self.dedupe_rounds = dedupe_rounds
+        self.dedupe_min_prob = dedupe_min_prob
         self.base = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
@@ -266,8 +321,14 @@ class TwoStepDecoder:
         logprob = [0.0] * len(branches)
         parked: List[RowState] = []
         parked_rows: List[int] = []
+        biases = [_count_bias_for(self.count_bias, label) for _, label in branches]
         for step in range(self.max_count_tokens):
-            tokens = logp.argmax(dim=-1)
+            if step == 0 and any(biases):
+                scores = logp.clone()
+                scores[:, _zero_count_token(enc)] += torch.tensor(biases, dtype=logp.dtype, device=device)
+                tokens = scores.argmax(dim=-1)
+            else:
+                tokens = logp.argmax(dim=-1)
             tok_logp = logp.gather(1, tokens[:, None]).squeeze(1)
             keep = []
             finished_for_step2 = []
@@ -312,30 +373,94 @@ class TwoStepDecoder:
         count_state = RowState.concat(parked)
         del parked
         jobs = [(p, row, k) for p, row in enumerate(parked_rows) for k in range(1, counts[row] + 1)]
-        for start in range(0, len(jobs), self.max_batch_rows):
-            part = jobs[start : start + self.max_batch_rows]
-            idx = torch.tensor([p for p, _, _ in part], dtype=torch.long, device=device)
-            state, logp = self._forward(count_state.select(idx), [enc.mention_tag(k) for _, _, k in part])
-            outputs = self._generate_mentions(state, logp, len(part))
-            for (p, row, k), (ids, lp, done) in zip(part, outputs):
-                d, label = branches[row]
-                if not done:
-                    results[d].truncated_mentions += 1
-                    continue
-                text = parse_mention(enc.tokenizer.decode(ids, skip_special_tokens=True))
-                results[d].predictions.append(
-                    MentionPrediction(label, k, text, math.exp(lp), counts[row], math.exp(logprob[row]))
-                )
+        tries: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
+        outputs: List[Any] = [None] * len(jobs)  # (ids, log-prob, done) per job
 
-    def _generate_mentions(self, state: RowState, logp: torch.Tensor, n_rows: int):
+        def trie(d: int, exclude: Tuple[str, ...] = ()):
+            if (d, exclude) not in tries:
+                options = dict(self.mention_trie_options, exclude=exclude) if exclude else self.mention_trie_options
+                tries[(d, exclude)] = _build_trie(requests[d].text, enc, options)
+            return tries[(d, exclude)]
+
+        def run(job_ids: List[int], excluded: Optional[Dict[int, Tuple[str, ...]]] = None) -> None:
+            for start in range(0, len(job_ids), self.max_batch_rows):
+                part = job_ids[start : start + self.max_batch_rows]
+                idx = torch.tensor([jobs[j][0] for j in part], dtype=torch.long, device=device)
+                state, logp = self._forward(count_state.select(idx), [enc.mention_tag(jobs[j][2]) for j in part])
+                row_tries = None
+                if self.constrain_mentions or excluded is not None:
+                    row_tries = [trie(branches[jobs[j][1]][0], (excluded or {}).get(j, ())) for j in part]
+                for j, out in zip(part, self._generate_mentions(state, logp, len(part), row_tries)):
+                    outputs[j] = out
+
+        def text_of(j: int) -> str:
+            return parse_mention(enc.tokenizer.decode(outputs[j][0], skip_special_tokens=True))
+
+        run(list(range(len(jobs))))
+        dropped: set = set()
+        for _ in range(self.dedupe_rounds if self.dedupe_mentions else 0):
+            groups: Dict[int, List[int]] = {}
+            for j, (_, row, _) in enumerate(jobs):
+                if outputs[j][2] and j not in dropped:
+                    groups.setdefault(row, []).append(j)
+            redo: List[int] = []
+            excluded: Dict[int, Tuple[str, ...]] = {}
+            for row, group in groups.items():
+                d = branches[row][0]
+                again, exclude = dedupe_plan(requests[d].text, [(j, text_of(j), outputs[j][1]) for j in group])
+                for j in again:
+                    excluded[j] = tuple(sorted(exclude))
+                    results[d].redecoded_mentions += 1
+                redo.extend(again)
+            if not redo:
+                break
+            run(sorted(redo), excluded)
+            for j in redo:
+                if outputs[j][2] and math.exp(outputs[j][1]) < self.dedupe_min_prob:
+                    dropped.add(j)
+                    results[branches[jobs[j][1]][0]].redecoded_dropped += 1
+        for j, (p, row, k) in enumerate(jobs):
+            ids, lp, done = outputs[j]
+            d, label = branches[row]
+            if j in dropped:
+                continue
+            if not done:
+                results[d].truncated_mentions += 1
+                continue
+            results[d].predictions.append(
+                MentionPrediction(label, k, text_of(j), math.exp(lp), counts[row], math.exp(logprob[row]))
+            )
+
+    def _constrained_argmax(self, logp: torch.Tensor, active: List[int], tries, nodes) -> torch.Tensor:
+        """Greedy choice per row among the tokens its trie node allows (EOS where a candidate ends;
+        EOS alone where nothing is allowed, e.g. an empty trie)."""
+        eos = self.encoder.eos_id
+        rows: List[int] = []
+        cols: List[int] = []
+        for j, row in enumerate(active):
+            node = nodes[row]
+            ids = tries[row].allowed_ids(node) if node is not None else []
+            if not ids:
+                ids = [eos]
+            rows.extend([j] * len(ids))
+            cols.extend(ids)
+        mask = torch.full_like(logp, float("-inf"))
+        mask[torch.tensor(rows, device=logp.device), torch.tensor(cols, device=logp.device)] = 0.0
+        return (logp + mask).argmax(dim=-1)
+
+    def _generate_mentions(self, state: RowState, logp: torch.Tensor, n_rows: int, tries=None):
         eos = self.encoder.eos_id
         device = self.device
         active = torch.arange(n_rows, device=device)
         out_ids: List[List[int]] = [[] for _ in range(n_rows)]
         out_lp = [0.0] * n_rows
         done = [False] * n_rows
+        nodes = [t.root for t in tries] if tries is not None else None
         for step in range(self.max_mention_tokens):
-            tokens = logp.argmax(dim=-1)
+            if tries is None:
+                tokens = logp.argmax(dim=-1)
+            else:
+                tokens = self._constrained_argmax(logp, active.tolist(), tries, nodes)
             tok_logp = logp.gather(1, tokens[:, None]).squeeze(1)
             keep = []
             for j, (row, tok, lp) in enumerate(zip(active.tolist(), tokens.tolist(), tok_logp.tolist())):
@@ -345,6 +470,8 @@ class TwoStepDecoder:
                 else:
                     out_ids[row].append(tok)
                     keep.append(j)
+                    if nodes is not None:
+                        nodes[row] = tries[row].advance(nodes[row], tok)
             if not keep or step == self.max_mention_tokens - 1:
                 break
             sel = torch.tensor(keep, dtype=torch.long, device=device)
@@ -360,7 +487,9 @@ class TwoStepDecoder:
 
 
 @torch.inference_mode()
-def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop) -> Tuple[List[int], float, bool, int]:
+def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop, scores=None) -> Tuple[List[int], float, bool, int]:
+    """``scores(out, logp)``, when given, returns the scores to take the argmax of (the log-prob added to
+    the sequence's stays the model's own)."""
     device = next(model.parameters()).device
     out: List[int] = []
     lp = 0.0
@@ -368,7 +497,7 @@ def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop) -> Tuple[List
         logits = model(input_ids=torch.tensor([ids + out], device=device), use_cache=False).logits[0, -1].float()
         logits = _final_logits(logits, getattr(model.config, "final_logit_softcapping", None))
         logp = torch.log_softmax(logits, dim=-1)
-        tok = int(logp.argmax())
+        tok = int(logp.argmax()) if scores is None else int(scores(out, logp).argmax())
         lp += float(logp[tok])
         out.append(tok)
         if stop(tok):
@@ -385,11 +514,19 @@ def reference_decode(
     max_count_tokens: int = 4,
     max_mention_tokens: int = 40,
     stats: Optional[DecoderStats] = None,
+    constrain_mentions: bool = False,
+    count_bias: CountBias = 0.0,
+    mention_trie_options: Optional[Dict[str, Any]] = None,
+    dedupe_mentions: bool = False,
+    dedupe_rounds: int = 20,
+    dedupe_min_prob: float = 0.005,
 ) -> List[DocResult]:
     """Greedy PaDeLLM decoding of every sequence on its own, without any cache.
 
     Slow by design: it is the ground truth for the engine's tests and the reference implementation's
     cost model (the whole prompt is re-encoded for every mention and at every step).
+    ``constrain_mentions``, ``count_bias`` and ``dedupe_mentions`` are the engine's options, applied the
+    same way.
     """
     stats = stats if stats is not None else DecoderStats()
     term = encoder.template.count_terminator
@@ -398,13 +535,42 @@ def reference_decode(
     def ends_count(tok: int) -> bool:
         return tok == eos or term in encoder.tokenizer.decode([tok])
 
+    def count_scores(bias: float):
+        if not bias:
+            return None
+        zero = _zero_count_token(encoder)
+
+        def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
+            if out:
+                return logp
+            biased = logp.clone()
+            biased[zero] += bias
+            return biased
+
+        return scores
+
+    def mention_scores(trie):
+        if trie is None:
+            return None
+
+        def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
+            node = trie.walk(out)
+            ids = trie.allowed_ids(node) if node is not None else []
+            mask = torch.full_like(logp, float("-inf"))
+            mask[torch.tensor(ids or [eos], device=logp.device)] = 0.0
+            return logp + mask
+
+        return scores
+
     results = []
     for req in requests:
         res = DocResult()
         prefix = encoder.prefix(req.text)
+        trie = _build_trie(req.text, encoder, mention_trie_options) if constrain_mentions else None
         for label in req.labels:
             prompt = prefix + encoder.label(label)
-            count_ids, count_lp, _, steps = _greedy_no_cache(model, prompt, max_count_tokens, ends_count)
+            count_ids, count_lp, _, steps = _greedy_no_cache(model, prompt, max_count_tokens, ends_count,
+                                                             count_scores(_count_bias_for(count_bias, label)))
             stats.forward_passes += steps
             stats.prompt_tokens += len(prompt) * steps
             stats.generated_tokens += steps
@@ -412,16 +578,40 @@ def reference_decode(
             res.counts[label] = n
             # Mentions follow only a count that ended with its terminator (as in the engine).
             ended = ends_count(count_ids[-1]) and count_ids[-1] != eos
-            for k in range(1, (n if ended else 0) + 1):
+
+            def mention(k: int, mention_trie) -> Tuple[str, float, bool]:
                 ids = prompt + count_ids + encoder.mention_tag(k)
-                m_ids, m_lp, done, steps = _greedy_no_cache(model, ids, max_mention_tokens, lambda t: t == eos)
+                m_ids, m_lp, done, steps = _greedy_no_cache(model, ids, max_mention_tokens, lambda t: t == eos,
+                                                            mention_scores(mention_trie))
                 stats.forward_passes += steps
                 stats.prompt_tokens += len(ids) * steps
                 stats.generated_tokens += steps
+                text = parse_mention(encoder.tokenizer.decode(m_ids[:-1] if done else m_ids, skip_special_tokens=True))
+                return text, m_lp, done
+
+            ks = range(1, (n if ended else 0) + 1)
+            mentions = {k: mention(k, trie) for k in ks}
+            dropped = set()
+            for _ in range(dedupe_rounds if dedupe_mentions else 0):
+                again, exclude = dedupe_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
+                                                        if mentions[k][2] and k not in dropped])
+                if not again:
+                    break
+                options = dict(mention_trie_options or {}, exclude=tuple(sorted(exclude)))
+                redo_trie = _build_trie(req.text, encoder, options)
+                for k in again:
+                    mentions[k] = mention(k, redo_trie)
+                    res.redecoded_mentions += 1
+                    if mentions[k][2] and math.exp(mentions[k][1]) < dedupe_min_prob:
+                        dropped.add(k)
+                        res.redecoded_dropped += 1
+            for k in ks:
+                text, m_lp, done = mentions[k]
+                if k in dropped:
+                    continue
                 if not done:
                     res.truncated_mentions += 1
                     continue
-                text = parse_mention(encoder.tokenizer.decode(m_ids[:-1], skip_special_tokens=True))
                 res.predictions.append(MentionPrediction(label, k, text, math.exp(m_lp), n, math.exp(count_lp)))
         results.append(res)
     return results
