@@ -227,8 +227,6 @@ class TwoStepDecoder:
         self.base = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-        self._terminator = encoder.template.count_terminator
-        self._ends_count: Dict[int, bool] = {}
         self.stats = DecoderStats()
 
     @property
@@ -236,12 +234,6 @@ class TwoStepDecoder:
         return next(self.model.parameters()).device
 
     # -- low level --
-
-    def _ends_count_step(self, token_id: int) -> bool:
-        if token_id not in self._ends_count:
-            text = self.encoder.tokenizer.decode([token_id])
-            self._ends_count[token_id] = token_id == self.encoder.eos_id or self._terminator in text
-        return self._ends_count[token_id]
 
     def _forward(self, state: Optional[RowState], token_lists: Sequence[Sequence[int]], want_logits: bool = True):
         """Append each row's tokens (lengths may differ) and return the log-probs at each row's last token."""
@@ -335,8 +327,8 @@ class TwoStepDecoder:
             for j, (row, tok, lp) in enumerate(zip(active.tolist(), tokens.tolist(), tok_logp.tolist())):
                 generated[row].append(tok)
                 logprob[row] += lp
-                if self._ends_count_step(tok) or step == self.max_count_tokens - 1:
-                    if tok != enc.eos_id and self._ends_count_step(tok):
+                if self.encoder.ends_count(tok) or step == self.max_count_tokens - 1:
+                    if tok != enc.eos_id and self.encoder.ends_count(tok):
                         finished_for_step2.append(j)
                 else:
                     keep.append(j)
@@ -529,11 +521,8 @@ def reference_decode(
     same way.
     """
     stats = stats if stats is not None else DecoderStats()
-    term = encoder.template.count_terminator
     eos = encoder.eos_id
-
-    def ends_count(tok: int) -> bool:
-        return tok == eos or term in encoder.tokenizer.decode([tok])
+    ends_count = encoder.ends_count
 
     def count_scores(bias: float):
         if not bias:

@@ -199,6 +199,7 @@ class PromptEncoder:
         )
         self._label_cache: Dict[str, List[int]] = {}
         self._tag_cache: Dict[int, List[int]] = {}
+        self._ends_count_cache: Dict[int, bool] = {}
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -221,6 +222,14 @@ class PromptEncoder:
 
     def mention(self, mention: str) -> List[int]:
         return self._encode(mention)
+
+    def ends_count(self, token_id: int) -> bool:
+        """Whether a generated token ends a count step: EOS, or a token holding the count terminator."""
+        if token_id not in self._ends_count_cache:
+            self._ends_count_cache[token_id] = (
+                token_id == self.eos_id or self.template.count_terminator in self.tokenizer.decode([token_id])
+            )
+        return self._ends_count_cache[token_id]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 from transformers import StoppingCriteria
@@ -75,19 +75,11 @@ class ReferenceDecoder:
         self.max_batch_rows = max(1, max_batch_rows)
         tok = encoder.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else encoder.eos_id
-        self._terminator = encoder.template.count_terminator
-        self._ends_count: Dict[int, bool] = {}
         self.stats = DecoderStats()
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def _ends_count_step(self, token_id: int) -> bool:
-        if token_id not in self._ends_count:
-            text = self.encoder.tokenizer.decode([token_id])
-            self._ends_count[token_id] = token_id == self.encoder.eos_id or self._terminator in text
-        return self._ends_count[token_id]
 
     def _generate(self, prompts: Sequence[List[int]], max_new_tokens: int,
                   stop: Callable[[int], bool]) -> List[Tuple[List[int], float, bool]]:
@@ -157,7 +149,7 @@ class ReferenceDecoder:
             return res
         prefix = enc.prefix(req.text)
         prompts = [prefix + enc.label(label) for label in labels]
-        counts = self._generate(prompts, self.max_count_tokens, self._ends_count_step)
+        counts = self._generate(prompts, self.max_count_tokens, self.encoder.ends_count)
         jobs = []  # (label index, k, ids)
         count_info = []
         for li, (label, prompt, (count_ids, count_lp, _)) in enumerate(zip(labels, prompts, counts)):
@@ -165,7 +157,7 @@ class ReferenceDecoder:
             res.counts[label] = n
             count_info.append((n, count_lp))
             # Mentions follow only a count that ended with its terminator (as in the engine).
-            ended = bool(count_ids) and self._ends_count_step(count_ids[-1]) and count_ids[-1] != eos
+            ended = bool(count_ids) and self.encoder.ends_count(count_ids[-1]) and count_ids[-1] != eos
             for k in range(1, (n if ended else 0) + 1):
                 jobs.append((li, k, prompt + count_ids + enc.mention_tag(k)))
         if not jobs:

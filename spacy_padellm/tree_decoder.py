@@ -216,19 +216,12 @@ class TreeDecoder:
         self.max_batch_tokens = max(1, max_batch_tokens)
         self.stats = DecoderStats()
         term = encoder._encode(encoder.template.count_terminator)
-        self._ends: Dict[int, bool] = {}
         # Speculate the terminator only when it is one token that ends a count by itself.
-        self._term = term[0] if speculate and len(term) == 1 and self._ends_count(term[0]) else None
+        self._term = term[0] if speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
 
     @property
     def device(self):
         return self.lm.device
-
-    def _ends_count(self, tok: int) -> bool:
-        if tok not in self._ends:
-            enc = self.encoder
-            self._ends[tok] = tok == enc.eos_id or enc.template.count_terminator in enc.tokenizer.decode([tok])
-        return self._ends[tok]
 
     # -- batching --
 
@@ -320,9 +313,9 @@ class TreeDecoder:
             self.stats.generated_tokens -= 1
         c.gen.append(tok)
         c.lp += lp
-        if self._ends_count(tok) or len(c.gen) >= self.max_count_tokens:
+        if self.encoder.ends_count(tok) or len(c.gen) >= self.max_count_tokens:
             n = self._finish_count(c, results)
-            if self._ends_count(tok) and tok != enc.eos_id and n > 0:
+            if self.encoder.ends_count(tok) and tok != enc.eos_id and n > 0:
                 # Feed the terminator and open every mention branch in the next pass.
                 self._feed_generated(tb, c.branch, [tok], ())
                 for k in range(1, n + 1):

@@ -302,7 +302,7 @@ def test_untrained_model_constrained_mentions_are_substrings(tiny_base, monkeypa
 
     def run(constrained):
         dec = TwoStepDecoder(model, encoder, max_mention_tokens=30, constrain_mentions=constrained)
-        dec._ends_count_step = lambda tok: True
+        monkeypatch.setattr(dec.encoder, "ends_count", lambda tok: True)
         return dec.decode([DocRequest(t, ["PER", "LOC"]) for t in texts])
 
     plain = run(False)
