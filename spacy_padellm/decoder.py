@@ -83,11 +83,15 @@ class DecoderStats:
     forward_passes: int = 0
     prompt_tokens: int = 0  # tokens of prompts and forced tags fed to the model
     generated_tokens: int = 0
+    draft_tokens: int = 0  # tokens fed as drafts copied from the text (tree engine), verified in the same pass
+    accepted_draft_tokens: int = 0  # drafted tokens that were the model's own greedy choice
 
     def add(self, other: "DecoderStats") -> None:
         self.forward_passes += other.forward_passes
         self.prompt_tokens += other.prompt_tokens
         self.generated_tokens += other.generated_tokens
+        self.draft_tokens += other.draft_tokens
+        self.accepted_draft_tokens += other.accepted_draft_tokens
 
 
 def _final_logits(logits: torch.Tensor, softcap: Optional[float]) -> torch.Tensor:

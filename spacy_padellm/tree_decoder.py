@@ -12,6 +12,14 @@ step, and a branch that has finished (EOS, or the end of its count) simply stops
   (pass 2, which yields every mention's first token) — the terminator is *speculated* after the count
   digit and verified against the model's own prediction in the same pass, so greedy output is exactly
   what plain decoding gives; then one pass per mention token;
+* **drafts copied from the text**: a mention is almost always a span of the text, so once its first
+  token is known, the text's continuation after each occurrence of the mention-so-far (up to
+  ``max_drafts`` with different next tokens, ``draft_tokens`` tokens each) is fed as a draft branch in
+  the same pass as the confirmed token; the model's predictions verify them: the draft that starts
+  with the model's choice becomes the mention's branch, its longest agreeing prefix is kept plus the
+  model's own next token (usually the mention's EOS), and the rest is forgotten. Greedy output is unchanged; a whole mention
+  typically costs one pass after its first token instead of one per token. ``generate`` does the same
+  with n-gram lookup in the prompt (prompt-lookup decoding);
 * **early exit** per sequence, and rows of finished documents are compacted away so the batch shrinks.
 
 ``TreeDecoder.decode`` returns the same ``DocResult`` objects as ``decoder.TwoStepDecoder`` and
@@ -195,9 +203,11 @@ class _Mention:
     k: int
     count: _Count
     branch: int
-    handle: int
+    handle: int  # the prediction after the last confirmed token
     ids: List[int] = field(default_factory=list)
     lp: float = 0.0
+    # drafts fed after the last confirmed token, each on a child branch: (branch, ids, handles)
+    drafts: List[Tuple[int, List[int], List[int]]] = field(default_factory=list)
 
 
 class TreeDecoder:
@@ -205,7 +215,7 @@ class TreeDecoder:
 
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
-                 speculate: bool = True, model=None):
+                 speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -214,6 +224,8 @@ class TreeDecoder:
         self.max_mention_tokens = max_mention_tokens
         self.max_batch_docs = max(1, max_batch_docs)
         self.max_batch_tokens = max(1, max_batch_tokens)
+        self.draft_tokens = max(0, int(draft_tokens))
+        self.max_drafts = max(0, int(max_drafts))
         self.stats = DecoderStats()
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
@@ -256,6 +268,7 @@ class TreeDecoder:
     def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
         enc = self.encoder
         tb = TreeBatch(self.lm, len(requests), cols_hint)
+        self._texts = [req.text for req in requests]
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -357,25 +370,79 @@ class TreeDecoder:
     def _advance_mention(self, tb, m: _Mention, out, results, next_mentions) -> None:
         enc = self.encoder
         tok, lp = out[m.handle]
-        m.lp += lp
-        if tok == enc.eos_id:
-            text = parse_mention(enc.tokenizer.decode(m.ids, skip_special_tokens=True))
-            results[m.doc].predictions.append(
-                MentionPrediction(m.label, m.k, text, math.exp(m.lp), results[m.doc].counts[m.label],
-                                  math.exp(m.count.lp)))
-            return
-        m.ids.append(tok)
-        if len(m.ids) >= self.max_mention_tokens:
-            results[m.doc].truncated_mentions += 1
-            return
-        (m.handle,) = self._feed_generated(tb, m.branch, [tok], outputs=[0])
+        draft, handles = [], []
+        for child, d, hs in m.drafts:  # the draft (if any) that starts with the model's choice
+            if d[0] == tok:
+                m.branch, draft, handles = child, d, hs
+                break
+        m.drafts = []
+        i = 0  # (tok, lp) follows the confirmed tokens and the first i tokens of the draft
+        while True:
+            m.lp += lp
+            if tok == enc.eos_id:
+                text = parse_mention(enc.tokenizer.decode(m.ids, skip_special_tokens=True))
+                results[m.doc].predictions.append(
+                    MentionPrediction(m.label, m.k, text, math.exp(m.lp), results[m.doc].counts[m.label],
+                                      math.exp(m.count.lp)))
+                return
+            m.ids.append(tok)
+            self.stats.generated_tokens += 1
+            if len(m.ids) >= self.max_mention_tokens:
+                results[m.doc].truncated_mentions += 1
+                return
+            if i < len(draft) and draft[i] == tok:  # the drafted token was the model's choice: already fed
+                self.stats.accepted_draft_tokens += 1
+                tok, lp = out[handles[i]]
+                i += 1
+                continue
+            break
+        if i < len(draft):
+            tb.forget(m.branch, len(draft) - i)  # the rejected rest of the draft
+        (m.handle,) = tb.feed(m.branch, [tok], outputs=[0])
+        room = max(0, self.max_mention_tokens - len(m.ids) - 1)
+        for d in self._mention_drafts(self._texts[m.doc], m.ids):
+            d = d[:room]
+            if d:  # each draft on a branch of its own: the one the model agrees with replaces the mention's
+                child = tb.fork(m.branch)
+                m.drafts.append((child, d, tb.feed(child, d, outputs=list(range(len(d))))))
+                self.stats.draft_tokens += len(d)
         next_mentions.append(m)
+
+    def _mention_drafts(self, text: str, ids: List[int]) -> List[List[int]]:
+        """Up to ``max_drafts`` token sequences that would continue the mention ``ids`` if it went on as
+        the text does after one of the occurrences of the mention so far (a few words each, with
+        different first tokens); [] when the text has none."""
+        if not self.draft_tokens or not self.max_drafts:
+            return []
+        enc = self.encoder
+        so_far = enc.tokenizer.decode(ids, skip_special_tokens=True)
+        if not so_far.strip() or "\ufffd" in so_far:
+            return []
+        drafts: Dict[int, List[int]] = {}
+        start = text.find(so_far)
+        tries = 0
+        while start != -1 and tries < 4 * self.max_drafts and len(drafts) < self.max_drafts:
+            tries += 1
+            rest = text[start + len(so_far): start + len(so_far) + 12 * self.draft_tokens]
+            words = rest.split(" ")
+            rest = " ".join(words[:5]) if len(words) > 5 else rest
+            if rest:
+                full = enc.mention(so_far + rest)
+                if len(full) > len(ids) and full[: len(ids)] == ids:
+                    d = full[len(ids): len(ids) + self.draft_tokens]
+                    drafts.setdefault(d[0], d)
+            start = text.find(so_far, start + 1)
+        return list(drafts.values())
 
     # -- plain greedy generation on the same engine --
 
     def generate(self, prompts: Sequence[Sequence[int]], *, eos_id: int, max_new_tokens: int
                  ) -> List[Tuple[List[int], float, bool]]:
-        """Greedy continuation of each prompt until EOS or ``max_new_tokens`` (EOS not included)."""
+        """Greedy continuation of each prompt until EOS or ``max_new_tokens`` (EOS not included).
+
+        With ``draft_tokens`` > 0, each step also feeds a draft found by n-gram lookup in the prompt
+        (the tokens that followed the last one or two generated tokens there), verified in the same pass:
+        the output is the same, in fewer passes when the output copies the prompt."""
         results: List[Tuple[List[int], float, bool]] = [([], 0.0, False)] * len(prompts)
         todo = [i for i, p in enumerate(prompts) if len(p)]
         sizes = [len(prompts[i]) + max_new_tokens for i in todo]
@@ -387,22 +454,75 @@ class TreeDecoder:
                 ids = list(prompts[i])
                 (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
                 self.stats.prompt_tokens += len(ids)
-                live[i] = [branch, h, [], 0.0]
+                live[i] = _Sequence(branch, [h], [], _PromptLookup(ids) if self.draft_tokens else None)
             while live:
                 out = self._run(tb)
                 for i in list(live):
-                    branch, h, ids, lp = live[i]
-                    tok, tlp = out[h]
-                    lp += tlp
-                    if tok == eos_id:
-                        results[i] = (ids, lp, True)
+                    seq = live[i]
+                    done = None
+                    k = 0  # predictions[k] follows the confirmed token and the first k drafted ones
+                    while True:
+                        tok, tlp = out[seq.handles[k]]
+                        seq.lp += tlp
+                        if tok == eos_id:
+                            done = (seq.ids, seq.lp, True)
+                            break
+                        seq.ids.append(tok)
+                        self.stats.generated_tokens += 1
+                        if len(seq.ids) >= max_new_tokens:
+                            done = (seq.ids, seq.lp, False)
+                            break
+                        if k < len(seq.draft) and seq.draft[k] == tok:
+                            self.stats.accepted_draft_tokens += 1
+                            k += 1
+                            continue
+                        break
+                    if done is not None:
+                        results[i] = done
                         del live[i]
                         continue
-                    ids.append(tok)
-                    if len(ids) >= max_new_tokens:
-                        results[i] = (ids, lp, False)
-                        del live[i]
-                        continue
-                    (h,) = self._feed_generated(tb, branch, [tok], outputs=[0])
-                    live[i] = [branch, h, ids, lp]
+                    if k < len(seq.draft):
+                        tb.forget(seq.branch, len(seq.draft) - k)
+                    draft = seq.lookup.draft(seq.ids, self.draft_tokens) if seq.lookup is not None else []
+                    draft = draft[: max(0, max_new_tokens - len(seq.ids) - 1)]
+                    seq.handles = tb.feed(seq.branch, [tok] + draft, outputs=list(range(len(draft) + 1)))
+                    seq.draft = draft
+                    self.stats.draft_tokens += len(draft)
         return results
+
+
+@dataclass
+class _Sequence:
+    branch: int
+    handles: List[int]
+    ids: List[int]
+    lookup: Optional["_PromptLookup"]
+    lp: float = 0.0
+    draft: List[int] = field(default_factory=list)
+
+
+class _PromptLookup:
+    """Drafts for prompt-lookup decoding: where the last generated token(s) occur in the prompt, the
+    tokens that follow them there. Prefers a match of the last two tokens, and the first occurrence at
+    or after where the previous draft was taken from (outputs that copy the prompt move forward)."""
+
+    def __init__(self, prompt: Sequence[int]):
+        self.prompt = list(prompt)
+        self.where: Dict[int, List[int]] = {}
+        for j, t in enumerate(self.prompt):
+            self.where.setdefault(t, []).append(j)
+        self.ptr = 0
+
+    def draft(self, ids: Sequence[int], n: int) -> List[int]:
+        if not ids:
+            return []
+        cands = self.where.get(ids[-1])
+        if not cands:
+            return []
+        prompt = self.prompt
+        two = [j for j in cands if len(ids) > 1 and j > 0 and prompt[j - 1] == ids[-2]]
+        pool = two or cands
+        after = [j for j in pool if j >= self.ptr]
+        j = (after or pool)[0]
+        self.ptr = j + 1
+        return prompt[j + 1: j + 1 + n]

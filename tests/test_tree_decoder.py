@@ -135,3 +135,39 @@ def test_supported_and_buckets(trained):
     with pytest.raises(ValueError, match="reserve"):
         lm.step(np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64), np.zeros((1, 1), dtype=np.int64),
                 np.ones((1, 1, 1), dtype=bool), np.zeros((1, 1), dtype=np.int64))
+
+
+def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
+    """Mentions continue as the text does: drafted continuations are accepted, so fewer passes, same output."""
+    model, enc = trained
+    plain = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS)
+    drafted = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=8, **LIMITS)
+    want = plain.decode(requests)
+    got = drafted.decode(requests)
+    assert [_key(r) for r in got] == [_key(r) for r in want]
+    sentences = requests[: len(tiny.SENTENCES)]  # (the other docs have mentions the text does not hold)
+    plain.stats = type(plain.stats)()
+    drafted.stats = type(drafted.stats)()
+    plain.decode(sentences)
+    drafted.decode(sentences)
+    assert plain.stats.draft_tokens == 0
+    assert drafted.stats.accepted_draft_tokens > 0
+    assert drafted.stats.draft_tokens >= drafted.stats.accepted_draft_tokens
+    assert drafted.stats.forward_passes < plain.stats.forward_passes
+    assert drafted.stats.generated_tokens == plain.stats.generated_tokens
+    # a wrong draft is taken back: force one by drafting from a different text
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=8, **LIMITS)
+    wrong._mention_drafts = lambda text, ids: [enc.mention(" Zwingmann in Bonn")[:3], enc.mention("ria Cup")]
+    assert [_key(r) for r in wrong.decode(requests)] == [_key(r) for r in want]
+    assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
+
+
+def test_prompt_lookup_drafts():
+    from spacy_padellm.tree_decoder import _PromptLookup
+
+    look = _PromptLookup([5, 6, 7, 5, 8, 9])
+    assert look.draft([], 3) == []
+    assert look.draft([1], 3) == []
+    assert look.draft([4, 5], 3) == [6, 7, 5]  # first occurrence of 5
+    assert look.draft([7, 5], 2) == [8, 9]  # the two-token match wins
+    assert look.draft([9], 3) == []  # nothing follows the end of the prompt
