@@ -95,6 +95,17 @@ def _dynamic(engine):
                           max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
 
 
+def _no_drafts(engine):
+    """The component's tree engine with drafting off (one pass per mention token), on the same weights."""
+    from .tree_decoder import TreeDecoder
+
+    if not isinstance(engine, TreeDecoder):
+        raise ValueError("method padellm_nodraft needs the static tree engine (a Llama-family model, engine auto)")
+    return TreeDecoder(engine.lm, engine.encoder, max_count=engine.max_count, max_count_tokens=engine.max_count_tokens,
+                       max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
+                       max_batch_tokens=engine.max_batch_tokens, draft_tokens=0, model=engine.model)
+
+
 def _generate_reference(engine):
     from .reference import ReferenceDecoder as GenerateReference
 
@@ -106,6 +117,8 @@ METHODS: Dict[str, Method] = {
     "padellm": Method(lambda engine: engine,
                       "the component's engine: tree decoding on a static KV cache with CUDA graphs (Llama-family "
                       "models), else the dynamic-cache engine", throughput=True),
+    "padellm_nodraft": Method(_no_drafts, "the same tree engine without drafts copied from the text: one pass "
+                                          "per mention token", throughput=True),
     "padellm_dynamic": Method(_dynamic, "plain eager two-step decoder: transformers forward, dynamic KV cache, "
                                         "prefix shared by copying, one pass per token", throughput=True),
     "reference": Method(_generate_reference,
@@ -147,7 +160,8 @@ def _snapshot(counting: _Counting) -> Dict[str, int]:
     return {"forward_passes": int(getattr(s, "forward_passes", 0)),
             "prompt_tokens": int(getattr(s, "prompt_tokens", 0)),
             "generated_tokens": int(getattr(s, "generated_tokens", 0)), "sequences": counting.sequences,
-            "windows": counting.windows}
+            "windows": counting.windows, "draft_tokens": int(getattr(s, "draft_tokens", 0)),
+            "accepted_draft_tokens": int(getattr(s, "accepted_draft_tokens", 0))}
 
 
 def _delta(after: Dict[str, int], before: Dict[str, int]) -> Dict[str, int]:
@@ -274,6 +288,7 @@ def _decoding_summary(d: Dict[str, int], docs: int) -> Dict[str, Any]:
             "generated_tokens_per_sequence": _per(d["generated_tokens"], d["sequences"]),
             "generated_tokens_per_sentence": _per(d["generated_tokens"], docs),
             "prompt_tokens_per_sentence": _per(d["prompt_tokens"], docs, 1),
+            "draft_acceptance": _per(d.get("accepted_draft_tokens", 0), d.get("draft_tokens", 0)),
             "totals": d}
 
 
@@ -417,8 +432,8 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     # Latency at batch size 1, methods interleaved doc by doc.
     latencies: Dict[str, List[float]] = {name: [] for name in names}
     latency_preds: Dict[str, List[Any]] = {name: [] for name in names}
-    totals = {name: {"forward_passes": 0, "prompt_tokens": 0, "generated_tokens": 0, "sequences": 0, "windows": 0}
-              for name in names}
+    totals = {name: {"forward_passes": 0, "prompt_tokens": 0, "generated_tokens": 0, "sequences": 0, "windows": 0,
+                     "draft_tokens": 0, "accepted_draft_tokens": 0} for name in names}
     peaks: Dict[str, Optional[float]] = {name: None for name in names}
     bar = tqdm(total=sum(n_latency.values()), desc="latency (batch size 1)", disable=not progress)
     for i, text in enumerate(texts[: max(n_latency.values(), default=0)]):
