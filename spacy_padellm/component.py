@@ -12,9 +12,11 @@ counters) is shared.
 """
 
 
+import logging
+import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import srsly
 from spacy.language import Language
@@ -25,13 +27,15 @@ from spacy.util import minibatch
 
 from .loading import (DEFAULT_MODEL, META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model,
                       resolve_model)
-from .engine import ENGINES, make_decoder, make_static_lm
+from .engine import ENGINES, active_levers, make_decoder, make_static_lm
 from .output import doc_spans, write_spans
 from .protocol import PromptEncoder, Template, TemplateError, get_template
 from .scoring import score_padellm
 from .windows import make_windows, model_view, sentences_from_tokens
 
 __all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
+
+logger = logging.getLogger("spacy_padellm")
 
 if not Span.has_extension("padellm_prob"):
     Span.set_extension("padellm_prob", default=None)
@@ -53,6 +57,10 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "max_mention_tokens": 40,
     "decoding": None,
     "engine": "auto",
+    "constrain_mentions": False,
+    "count_bias": 0.0,
+    "dedupe_mentions": False,
+    "draft_tokens": 8,
     "max_new_tokens": 256,
     "max_context_tokens": 512,
     "deduplicate": True,
@@ -94,6 +102,10 @@ def make_padellm_ner(
     max_mention_tokens: int,
     decoding: Optional[str],
     engine: str,
+    constrain_mentions: bool,
+    count_bias: Union[float, Dict[str, float]],
+    dedupe_mentions: bool,
+    draft_tokens: int,
     max_new_tokens: int,
     max_context_tokens: int,
     deduplicate: bool,
@@ -115,15 +127,22 @@ def make_padellm_ner(
     model folder records, else "padellm"; ``max_new_tokens``: output budget of the autoregressive
     decodings (autoreg_aug: on top of the text's own token count, which its output copies);
     ``engine``: "auto" (the static-cache tree engine with CUDA graphs where the model is Llama-family,
-    else the dynamic-cache engine), "static" or "dynamic"; ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label
-    per span, the most probable.
+    else the dynamic-cache engine), "static" or "dynamic"; ``constrain_mentions`` (mentions limited to
+    spans of the text), ``count_bias`` (added to the log-prob of the count "0"; a float, or a dict label ->
+    float) and ``dedupe_mentions`` (a mention repeating a string more often than the text holds it is
+    decoded again): the decoding levers of the dynamic-cache engine, off by default; with one on, "auto"
+    uses that engine and "static" is an error; decodings other than "padellm" ignore them (a warning);
+    ``draft_tokens``: tokens per draft copied from the text, verified in the same pass (static engine;
+    0: off); ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one
+    label per span, the most probable.
     """
     return PaDeLLMNER(
         nlp, name, model=model, labels=labels, template=template, spans_key=spans_key, text_format=text_format,
         device=device, dtype=dtype, batch_size=batch_size, max_batch_rows=max_batch_rows, max_count=max_count,
         max_count_tokens=max_count_tokens, max_mention_tokens=max_mention_tokens, decoding=decoding, engine=engine,
-        max_new_tokens=max_new_tokens, max_context_tokens=max_context_tokens, deduplicate=deduplicate,
-        trust_remote_code=trust_remote_code,
+        constrain_mentions=constrain_mentions, count_bias=count_bias, dedupe_mentions=dedupe_mentions,
+        draft_tokens=draft_tokens, max_new_tokens=max_new_tokens, max_context_tokens=max_context_tokens,
+        deduplicate=deduplicate, trust_remote_code=trust_remote_code,
         scorer=scorer,
     )
 
@@ -156,6 +175,10 @@ class PaDeLLMNER(Pipe):
         max_mention_tokens: int = 40,
         decoding: Optional[str] = None,
         engine: str = "auto",
+        constrain_mentions: bool = False,
+        count_bias: Union[float, Dict[str, float]] = 0.0,
+        dedupe_mentions: bool = False,
+        draft_tokens: int = 8,
         max_new_tokens: int = 256,
         max_context_tokens: int = 512,
         deduplicate: bool = True,
@@ -172,6 +195,13 @@ class PaDeLLMNER(Pipe):
                 raise ValueError(f"[{name}] '{key}' must be a positive integer, got {value!r}")
         if engine not in ENGINES:
             raise ValueError(f"[{name}] 'engine' must be one of {', '.join(ENGINES)}, got {engine!r}")
+        for key, value in (("constrain_mentions", constrain_mentions), ("dedupe_mentions", dedupe_mentions)):
+            if not isinstance(value, bool):
+                raise ValueError(f"[{name}] '{key}' must be true or false, got {value!r}")
+        count_bias = _check_count_bias(name, count_bias)
+        if not isinstance(draft_tokens, int) or isinstance(draft_tokens, bool) or draft_tokens < 0:
+            raise ValueError(f"[{name}] 'draft_tokens' must be a non-negative integer (0: no drafts), "
+                             f"got {draft_tokens!r}")
         if decoding not in (None,) + DECODINGS:
             raise ValueError(f"[{name}] 'decoding' must be null or one of {', '.join(DECODINGS)}, got {decoding!r}")
         if text_format not in (None, "raw", "tokens"):
@@ -189,6 +219,10 @@ class PaDeLLMNER(Pipe):
             "max_mention_tokens": max_mention_tokens,
             "decoding": decoding,
             "engine": engine,
+            "constrain_mentions": constrain_mentions,
+            "count_bias": count_bias,
+            "dedupe_mentions": dedupe_mentions,
+            "draft_tokens": draft_tokens,
             "max_new_tokens": max_new_tokens,
             "max_context_tokens": max_context_tokens,
             "deduplicate": deduplicate,
@@ -202,11 +236,16 @@ class PaDeLLMNER(Pipe):
         self._pending_error: Optional[str] = None
         self._runtime: Optional[Tuple[Any, Any, Any]] = None  # (model, tokenizer, decoder)
         self.stats: Dict[str, int] = {key: 0 for key in _STAT_KEYS}
+        self._warned_levers = False
         if model is not None:
             self._set_source(model)
         self.template = self._build_template()
         if self.source is not None:
             self._check_decoding()
+        levers = self.levers
+        if levers and engine == "static" and self.decoding == "padellm":
+            raise ValueError(f"[{name}] the decoding levers {', '.join(levers)} are implemented by the "
+                             "dynamic-cache engine only: set 'engine' to 'dynamic' or 'auto', or turn them off")
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -272,6 +311,11 @@ class PaDeLLMNER(Pipe):
             return get_autoreg_template(spec)
         except TemplateError as err:
             raise TemplateError(f"[{self.name}] {err}") from None
+
+    @property
+    def levers(self) -> List[str]:
+        """The decoding levers that are on (``constrain_mentions``, ``count_bias``, ``dedupe_mentions``)."""
+        return active_levers(self.cfg["constrain_mentions"], self.cfg["count_bias"], self.cfg["dedupe_mentions"])
 
     @property
     def labels(self) -> Tuple[str, ...]:
@@ -342,6 +386,10 @@ class PaDeLLMNER(Pipe):
         self._pending_error = None
         self._check_decoding()
         decoding = self.decoding
+        if decoding != "padellm" and self.levers and not self._warned_levers:
+            self._warned_levers = True
+            logger.warning("[%s] the decoding levers %s apply to decoding 'padellm' only; ignored with decoding "
+                           "'%s'", self.name, ", ".join(self.levers), decoding)
         if decoding in _AUTOREG:
             from functools import partial
 
@@ -356,7 +404,8 @@ class PaDeLLMNER(Pipe):
                     from .tree_decoder import TreeDecoder
 
                     tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template),
-                                       max_batch_docs=self.cfg["max_batch_rows"], model=model)
+                                       max_batch_docs=self.cfg["max_batch_rows"],
+                                       draft_tokens=self.cfg["draft_tokens"], model=model)
                     generate = partial(tree.generate, eos_id=encoder.eos_id)
                 else:
                     generate = partial(hf_greedy_generate, model, eos_id=encoder.eos_id,
@@ -374,15 +423,22 @@ class PaDeLLMNER(Pipe):
                 max_batch_rows=self.cfg["max_batch_rows"],
             )
         else:
-            decoder = make_decoder(
-                model,
-                PromptEncoder(tokenizer, self.template),
-                engine=self.cfg["engine"],
-                max_count=self.cfg["max_count"],
-                max_count_tokens=self.cfg["max_count_tokens"],
-                max_mention_tokens=self.cfg["max_mention_tokens"],
-                max_batch_rows=self.cfg["max_batch_rows"],
-            )
+            try:
+                decoder = make_decoder(
+                    model,
+                    PromptEncoder(tokenizer, self.template),
+                    engine=self.cfg["engine"],
+                    max_count=self.cfg["max_count"],
+                    max_count_tokens=self.cfg["max_count_tokens"],
+                    max_mention_tokens=self.cfg["max_mention_tokens"],
+                    max_batch_rows=self.cfg["max_batch_rows"],
+                    constrain_mentions=self.cfg["constrain_mentions"],
+                    count_bias=self.cfg["count_bias"],
+                    dedupe_mentions=self.cfg["dedupe_mentions"],
+                    draft_tokens=self.cfg["draft_tokens"],
+                )
+            except ValueError as err:
+                raise ValueError(f"[{self.name}] {err}") from None
         self._runtime = (model, tokenizer, decoder)
 
     @property
@@ -531,6 +587,20 @@ class PaDeLLMNER(Pipe):
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "PaDeLLMNER":
         raise NotImplementedError(f"[{self.name}] load it with spacy.load(path), not from_bytes()")
+
+
+def _check_count_bias(name: str, value: Any) -> Union[float, Dict[str, float]]:
+    """``count_bias`` as a float, or a dict label -> float; a clear error for anything else."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if number(value):
+        return float(value)
+    if isinstance(value, dict) and all(isinstance(k, str) and k and number(v) for k, v in value.items()):
+        return {k: float(v) for k, v in value.items()}
+    raise ValueError(f"[{name}] 'count_bias' must be a number or a dict of label -> number (added to the "
+                     f"log-prob of the count \"0\"), got {value!r}")
 
 
 def _located_spans(mapping: Sequence[Tuple[int, int, int, int]], predictions: Sequence[Any]) -> Tuple[List, List]:
