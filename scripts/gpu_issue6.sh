@@ -45,6 +45,7 @@ DATASETS=${DATASETS:-genia weibo resume ecommerce youku}
 DEVICE=${DEVICE:-cuda}
 BUDGET=${BUDGET:-555}          # seconds for the whole script; the device call's limit is 600
 PARALLEL=${PARALLEL:-1}
+PARALLEL_EVAL=${PARALLEL_EVAL:-$PARALLEL}  # phase 2 side by side too (0: one after the other, less GPU memory)
 TRAIN_MIN=${TRAIN_MIN:-auto}   # minutes of training per dataset; auto: what the budget leaves
 STEP_S=${STEP_S:-0.35}         # assumed seconds per step (contended) to size the LR schedule
 MAX_EPOCHS=${MAX_EPOCHS:-8}
@@ -119,7 +120,7 @@ log "issue6 $TAG on $DEVICE_NAME: datasets $DATASETS; base $BASE; budget ${BUDGE
 
 # --- Phase 1: training -------------------------------------------------------------------------------
 lat_reserve=$(awk -v n="$N" -v d="$LAT_DOCS" -v w="$WARMUP" -v s="$LAT_S" 'BEGIN { printf "%d", n * (5 + (d + w) * s) + 15 }')
-eval_reserve=$(( PARALLEL ? 100 : 30 * N + 20 ))
+eval_reserve=$(( PARALLEL_EVAL ? 100 : 30 * N + 20 ))
 phase1=$(( $(left) - lat_reserve - eval_reserve - 15 ))
 if [[ $TRAIN_MIN == auto ]]; then
   per=$(( PARALLEL ? phase1 : phase1 / N ))
@@ -177,14 +178,14 @@ for ds in $DATASETS; do
   [[ -n $cap ]] && cmd+=(--max-docs "$cap")
   [[ -n ${KEY[$ds]} ]] && cmd+=(--spans-key "${KEY[$ds]}")
   echo "${cmd[*]}" > "$W/$ds.evaluate.cmd"
-  if ((PARALLEL)); then
+  if ((PARALLEL_EVAL)); then
     job "$ds" evaluate "$phase2" "$W/$ds.evaluate.log" "${cmd[@]}" &
   else
     job "$ds" evaluate "$(( $(left) - lat_reserve > 30 ? $(left) - lat_reserve : 30 ))" "$W/$ds.evaluate.log" "${cmd[@]}"
   fi
   if [[ $ds == genia ]]; then  # the same decode with de-duplication off: what dedup and flat mode remove
     acmd=(python - "$model" "$DATA/${TEST[$ds]}" sc "${cap:-0}" "$DEVICE" "$EVAL_BS" "$W/genia.dedup.json")
-    if ((PARALLEL)); then
+    if ((PARALLEL_EVAL)); then
       job genia dedup_analysis "$phase2" "$W/genia.dedup.log" "${acmd[@]}" < <(sed -n '/^# >>> dedup analysis/,/^# <<< dedup analysis/p' "$0") &
     else
       job genia dedup_analysis "$(( $(left) - lat_reserve > 30 ? $(left) - lat_reserve : 30 ))" "$W/genia.dedup.log" \

@@ -54,7 +54,7 @@ elif [[ $phase == bench ]]; then
     [[ -f /tmp/runs/$name/best/padellm.json ]] || { echo "no model for $name"; continue; }
     # the same model as a pipeline without prompt-lookup drafts
     python - "$name" <<'PY'
-import sys, spacy
+import sys, spacy, spacy_padellm
 name = sys.argv[1]
 for tag, config in (("", {}), ("_nodraft", {"draft_tokens": 0})):
     nlp = spacy.blank("en")
@@ -71,9 +71,10 @@ PY
   done
   echo "$(el) benchmark"
   timeout ${BENCH_S:-330} python -m spacy_padellm benchmark "$M" "$DATA/conll03_test.spacy" --device cuda \
-    --methods padellm,padellm_nodraft,padellm_dynamic,reference --max-docs ${BENCH_DOCS:-1000} --latency-docs 150 \
+    --methods ${METHODS:-padellm,padellm_nodraft,padellm_dynamic,reference} --max-docs ${BENCH_DOCS:-1000} --latency-docs 150 \
     --reference-docs 25 --batch-sizes 256,1024,2048 --warmup 5 "${compare[@]}" --no-progress \
     --output "$OUT/s3/bench_h100_drafts.json" 2>&1 | tail -n 30
+  [[ ${LEVERS:-1} == 0 ]] && exit 0
   echo "$(el) levers on the whole test set (dynamic engine, bf16)"
   mkdir -p corpus/conll03 && cp "$DATA"/conll03_dev.spacy "$DATA"/conll03_test.spacy corpus/conll03/
   cp docs/results/decoding_levers.json "$OUT/s3/levers_gpu.json"
