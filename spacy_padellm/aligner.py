@@ -66,18 +66,24 @@ class _Index:
     """Occurrence finder over one text, at two levels of whitespace tolerance."""
 
     def __init__(self, text: str):
-        self.levels = [normalize(text, False), normalize(text, True)]
+        self.text = text
+        self._levels: Dict[bool, Tuple[str, List[int]]] = {}  # normalised lazily: most mentions match at level 0
         self._cache: Dict[str, List[Tuple[int, int]]] = {}
+
+    def level(self, drop_spaces: bool) -> Tuple[str, List[int]]:
+        if drop_spaces not in self._levels:
+            self._levels[drop_spaces] = normalize(self.text, drop_spaces)
+        return self._levels[drop_spaces]
 
     def occurrences(self, mention: str) -> List[Tuple[int, int]]:
         if mention in self._cache:
             return self._cache[mention]
         found: List[Tuple[int, int]] = []
         for drop in (False, True):
-            norm_text, index = self.levels[drop]
             needle, _ = normalize(mention, drop)
             if not needle:
                 break
+            norm_text, index = self.level(drop)
             pos = norm_text.find(needle)
             while pos != -1:
                 found.append((index[pos], index[pos + len(needle) - 1] + 1))

@@ -282,20 +282,25 @@ class StaticLM:
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
 
+    def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
+        """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
+        return bucket(B), bucket(T), min(bucket(S, 64), self.cols), bucket(O)
+
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
              out_idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """One forward pass over rows 0..B-1 of the cache; returns (tokens, log-probs), each (B, O).
 
-        Inputs are numpy arrays of exact sizes; they are padded to the shape bucket here (padding
-        tokens write to the trash column and attend to column 0, and their outputs are dropped).
+        Inputs are numpy arrays of exact sizes, or already at their ``padded_shape``; they are padded to
+        the shape bucket here (padding tokens write to the trash column and attend to column 0, and
+        their outputs are dropped).
         """
         B, T = tokens.shape
         S, O = mask.shape[-1], out_idx.shape[1]
-        if self.k_cache is None or B > self.rows or S > self.cols - 1:
+        # (an input already at a bucket that reaches the trash column is fine: no token may attend to it)
+        if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
             raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
-        Bb, Tb, Ob = bucket(B), bucket(T), bucket(O)
-        Sb = min(bucket(S, 64), self.cols)
+        Bb, Tb, Sb, Ob = self.padded_shape(B, T, S, O)
         if (Bb, Tb, Sb, Ob) != (B, T, S, O):
             tokens, positions, slots, mask, out_idx = _pad(tokens, positions, slots, mask, out_idx,
                                                            Bb, Tb, Sb, Ob, self.trash_col)

@@ -22,6 +22,10 @@ step, and a branch that has finished (EOS, or the end of its count) simply stops
   with n-gram lookup in the prompt (prompt-lookup decoding);
 * **early exit** per sequence, and rows of finished documents are compacted away so the batch shrinks.
 
+Host-side work is kept small, since the model's passes are short: a pass is laid out with whole-array
+numpy operations (``TreeBatch.run``), the prefixes of a batch and the draft sources of a pass are each
+encoded in one tokenizer call (``_prefetch_drafts``), and decoded counts are cached.
+
 ``TreeDecoder.decode`` returns the same ``DocResult`` objects as ``decoder.TwoStepDecoder`` and
 ``decoder.reference_decode``; the tests check that all three agree. ``TreeDecoder.generate`` is plain
 greedy decoding of single sequences on the same engine (used by the autoregressive baselines).
@@ -49,6 +53,12 @@ class TreeBatch:
     handles for the positions whose next-token prediction is wanted; ``fork(branch)`` starts a branch
     that sees everything its parent has seen so far; ``run()`` makes one forward pass and returns
     {handle: (token, logprob)}.
+
+    The queue is kept flat (one entry per chain, token ids in one list), and ``run`` lays the pass out
+    with whole-array numpy operations: a row's chains go one after the other in the order they were
+    fed; each token attends to what its branch sees (``_vis``, which already holds the chain's own
+    columns) less the columns of its chain that come after it (the causal part). The arrays are built
+    at the shape bucket ``StaticLM.step`` runs, so it pads nothing.
     """
 
     def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int):
@@ -60,9 +70,22 @@ class TreeBatch:
         self._vis = np.zeros((max(8, 4 * n_rows), lm.cols), dtype=bool)
         self.b_row: List[int] = []
         self.b_pos: List[int] = []
-        self._chains: Dict[int, List[tuple]] = {}  # row -> [(branch, ids, col0, pos0, outputs, handle0)]
         self._next_handle = 0
         self.passes = 0
+        self._clear_queue()
+
+    def _clear_queue(self) -> None:
+        # one entry per queued chain: its row, branch, first cache column, first position, length
+        self._q_row: List[int] = []
+        self._q_branch: List[int] = []
+        self._q_col0: List[int] = []
+        self._q_pos0: List[int] = []
+        self._q_len: List[int] = []
+        self._q_ids: List[int] = []  # the chains' tokens, one after the other
+        # one entry per wanted output: its chain (index in the queue) and its index in the chain
+        self._q_out_chain: List[int] = []
+        self._q_out_i: List[int] = []
+        self._q_handle0 = self._next_handle  # outputs get consecutive handles in queue order
 
     # -- branches --
 
@@ -103,10 +126,19 @@ class TreeBatch:
         self._vis[branch, col0 : col0 + n] = True
         pos0 = self.b_pos[branch]
         self.b_pos[branch] = pos0 + n
-        handles = list(range(self._next_handle, self._next_handle + len(outputs)))
-        self._next_handle += len(outputs)
-        self._chains.setdefault(row, []).append((branch, list(ids), col0, pos0, list(outputs), handles))
-        return handles
+        chain = len(self._q_row)
+        self._q_row.append(row)
+        self._q_branch.append(branch)
+        self._q_col0.append(col0)
+        self._q_pos0.append(pos0)
+        self._q_len.append(n)
+        self._q_ids.extend(ids)
+        h0 = self._next_handle
+        if outputs:
+            self._q_out_chain.extend([chain] * len(outputs))
+            self._q_out_i.extend(i % n for i in outputs)
+            self._next_handle += len(outputs)
+        return list(range(h0, self._next_handle))
 
     def _grow(self, need: int) -> None:
         lm = self.lm
@@ -134,55 +166,94 @@ class TreeBatch:
             self.slot[r] = i
 
     def run(self) -> Dict[int, Tuple[int, float]]:
-        chains, self._chains = self._chains, {}
-        if not chains:
+        q_row, q_len, h0 = self._q_row, self._q_len, self._q_handle0
+        q_branch, q_col0, q_pos0, q_ids = self._q_branch, self._q_col0, self._q_pos0, self._q_ids
+        q_out_chain, q_out_i = self._q_out_chain, self._q_out_i
+        self._clear_queue()
+        if not q_row:
             return {}
-        rows = sorted(chains, key=lambda r: self.slot[r])
-        B = self.slot[rows[-1]] + 1
+        slot = self.slot
+        rows = sorted(set(q_row), key=lambda r: slot[r])
+        B = slot[rows[-1]] + 1
         if B > len(rows) and (B - len(rows)) * 4 >= B:  # a quarter or more of the slots are done
             self._compact(rows)
             B = len(rows)
         lm = self.lm
-        T = max(sum(len(c[1]) for c in chains[r]) for r in rows)
-        O = max(sum(len(c[4]) for c in chains[r]) for r in rows)
         S = max(self.ncols[r] for r in rows)
-        trash = lm.trash_col
-        tokens = np.zeros((B, T), dtype=np.int64)
-        positions = np.zeros((B, T), dtype=np.int64)
-        slots = np.full((B, T), trash, dtype=np.int64)
-        mask = np.zeros((B, T, S), dtype=bool)
-        out_idx = np.zeros((B, max(O, 1)), dtype=np.int64)
-        used = np.zeros((B, T), dtype=bool)
-        want: List[Tuple[int, int, int]] = []  # (handle, b, o)
-        one_b, one_t, one_branch = [], [], []
-        for r in rows:
-            b = self.slot[r]
-            t = 0
-            o = 0
-            for branch, ids, col0, pos0, outputs, handles in chains[r]:
-                n = len(ids)
-                tokens[b, t : t + n] = ids
-                positions[b, t : t + n] = np.arange(pos0, pos0 + n)
-                slots[b, t : t + n] = np.arange(col0, col0 + n)
-                used[b, t : t + n] = True
-                if n == 1:
-                    one_b.append(b)
-                    one_t.append(t)
-                    one_branch.append(branch)
-                else:
-                    mask[b, t : t + n, :S] = self._vis[branch, :S]
-                    mask[b, t : t + n, col0 : col0 + n] = np.tril(np.ones((n, n), dtype=bool))
-                for i, h in zip(outputs, handles):
-                    out_idx[b, o] = t + (i % n)
-                    want.append((h, b, o))
-                    o += 1
-                t += n
-        if one_b:
-            mask[one_b, one_t, :] = self._vis[one_branch, :S]
-        mask[~used, 0] = True  # padding tokens attend to column 0 only (their outputs are dropped)
+        # per token: its chain, its index in the chain, its batch row and its place in that row
+        n_c = np.array(q_len, dtype=np.int64)
+        chain = np.repeat(np.arange(len(q_len)), n_c)
+        first = np.cumsum(n_c) - n_c  # each chain's first token
+        within = np.arange(len(chain)) - first[chain]
+        b_c = np.array([slot[r] for r in q_row], dtype=np.int64)
+        tok_b = b_c[chain]
+        tok_t = _rank_within(tok_b)
+        tok_slot = np.array(q_col0, dtype=np.int64)[chain] + within
+        out_chain = np.array(q_out_chain, dtype=np.int64)
+        out_b = b_c[out_chain]
+        out_o = _rank_within(out_b)
+        out_t = tok_t[first[out_chain] + np.array(q_out_i, dtype=np.int64)]
+        T = int(tok_t.max()) + 1
+        O = int(out_o.max()) + 1 if len(out_o) else 1
+        Bb, Tb, Sb, Ob = lm.padded_shape(B, T, S, O)
+        tokens = np.zeros((Bb, Tb), dtype=np.int64)
+        positions = np.zeros((Bb, Tb), dtype=np.int64)
+        slots = np.full((Bb, Tb), lm.trash_col, dtype=np.int64)
+        mask = np.zeros((Bb * Tb, Sb), dtype=bool)
+        out_idx = np.zeros((Bb, Ob), dtype=np.int64)
+        flat = tok_b * Tb + tok_t  # each token's row of the (Bb * Tb, Sb) attention mask
+        tokens.flat[flat] = q_ids
+        positions.flat[flat] = np.array(q_pos0, dtype=np.int64)[chain] + within
+        slots.flat[flat] = tok_slot
+        # What the token's branch sees; in a chain of several tokens, token i sees the chain's columns
+        # 0..i (a lower triangle over the chain's block, set for every chain of a length at once).
+        seen = self._vis[np.array(q_branch, dtype=np.int64)[chain], :S]
+        long_chains = np.nonzero(n_c > 1)[0]
+        if len(long_chains):
+            col0 = np.array(q_col0, dtype=np.int64)
+            for n in np.unique(n_c[long_chains]).tolist():
+                i, j, tril = _block(n)
+                cs = long_chains[n_c[long_chains] == n]
+                seen[(first[cs][:, None] + i).ravel(), (col0[cs][:, None] + j).ravel()] = np.tile(tril, len(cs))
+        mask[flat, :S] = seen
+        pad = np.ones(Bb * Tb, dtype=bool)
+        pad[flat] = False
+        mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
+        mask = mask.reshape(Bb, Tb, Sb)
+        out_idx[out_b, out_o] = out_t
         tok, logp = lm.step(tokens, positions, slots, mask, out_idx)
         self.passes += 1
-        return {h: (int(tok[b, o]), float(logp[b, o])) for h, b, o in want}
+        return dict(zip(range(h0, h0 + len(out_b)), zip(tok[out_b, out_o].tolist(), logp[out_b, out_o].tolist())))
+
+
+_BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _block(n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, j <= i) over the n x n block of a chain of n tokens: token i sees the chain's column j."""
+    if n not in _BLOCKS:
+        i, j = np.indices((n, n)).reshape(2, -1)
+        _BLOCKS[n] = (i, j, j <= i)
+    return _BLOCKS[n]
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements have the same value (its place in its group)."""
+    n = len(groups)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(groups, kind="stable")
+    g = groups[order]
+    idx = np.arange(n)
+    starts = np.zeros(n, dtype=np.int64)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = g[1:] != g[:-1]
+    starts[new] = idx[new]
+    np.maximum.accumulate(starts, out=starts)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = idx - starts
+    return rank
 
 
 @dataclass
@@ -208,6 +279,7 @@ class _Mention:
     lp: float = 0.0
     # drafts fed after the last confirmed token, each on a child branch: (branch, ids, handles)
     drafts: List[Tuple[int, List[int], List[int]]] = field(default_factory=list)
+    next_tok: Optional[int] = None  # the confirmed token to feed in the next pass
 
 
 class TreeDecoder:
@@ -227,6 +299,11 @@ class TreeDecoder:
         self.draft_tokens = max(0, int(draft_tokens))
         self.max_drafts = max(0, int(max_drafts))
         self.stats = DecoderStats()
+        # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
+        # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
+        self._count_texts: Dict[Tuple[int, ...], str] = {}
+        self._so_far_texts: Dict[Tuple[int, ...], str] = {}
+        self._mention_ids: Dict[str, List[int]] = {}
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
         self._term = term[0] if speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
@@ -253,7 +330,7 @@ class TreeDecoder:
         results = [DocResult() for _ in requests]
         todo = [i for i, r in enumerate(requests) if r.labels]
         enc = self.encoder
-        prefixes = {i: enc.prefix(requests[i].text) for i in todo}
+        prefixes = dict(zip(todo, enc.prefixes([requests[i].text for i in todo])))
         sizes = {i: self._estimate(prefixes[i], requests[i].labels) for i in todo}
         for chunk in self._chunks(todo, [sizes[i] for i in todo]):
             self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
@@ -292,6 +369,7 @@ class TreeDecoder:
             next_mentions: List[_Mention] = []
             for m in mentions:
                 self._advance_mention(tb, m, out, results, next_mentions)
+            self._feed_mentions(tb, next_mentions)
             mentions = next_mentions + waiting
             if not counts and not mentions:
                 break
@@ -342,7 +420,7 @@ class TreeDecoder:
         # terminator and the mention tags of the count it would complete.
         n_spec = None
         if self._term is not None:
-            text = enc.tokenizer.decode(c.gen + [self._term], skip_special_tokens=True)
+            text = self._count_text(c.gen + [self._term])
             probe = DocResult()
             n_spec = _read_count(text, enc, self.max_count, probe)
             if probe.unparsable_counts or not n_spec:
@@ -360,10 +438,20 @@ class TreeDecoder:
                 c.spec.append((k, child, h))
         next_counts.append(c)
 
+    def _count_text(self, ids: List[int]) -> str:
+        """``tokenizer.decode(ids)`` of a count output, cached (counts are a few short token sequences)."""
+        key = tuple(ids)
+        text = self._count_texts.get(key)
+        if text is None:
+            if len(self._count_texts) >= 4096:
+                self._count_texts.clear()
+            text = self._count_texts[key] = self.encoder.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return text
+
     def _finish_count(self, c: _Count, results) -> int:
         enc = self.encoder
         res = results[c.doc]
-        n = _read_count(enc.tokenizer.decode(c.gen, skip_special_tokens=True), enc, self.max_count, res)
+        n = _read_count(self._count_text(c.gen), enc, self.max_count, res)
         res.counts[c.label] = n
         return n
 
@@ -398,15 +486,58 @@ class TreeDecoder:
             break
         if i < len(draft):
             tb.forget(m.branch, len(draft) - i)  # the rejected rest of the draft
-        (m.handle,) = tb.feed(m.branch, [tok], outputs=[0])
-        room = max(0, self.max_mention_tokens - len(m.ids) - 1)
-        for d in self._mention_drafts(self._texts[m.doc], m.ids):
-            d = d[:room]
-            if d:  # each draft on a branch of its own: the one the model agrees with replaces the mention's
-                child = tb.fork(m.branch)
-                m.drafts.append((child, d, tb.feed(child, d, outputs=list(range(len(d))))))
-                self.stats.draft_tokens += len(d)
+        m.next_tok = tok  # fed by _feed_mentions, with the drafts after it
         next_mentions.append(m)
+
+    def _feed_mentions(self, tb, mentions: List[_Mention]) -> None:
+        """Feed each going-on mention's confirmed token and its drafts (in the order of ``mentions``)."""
+        self._prefetch_drafts([(self._texts[m.doc], m.ids) for m in mentions])
+        for m in mentions:
+            (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
+            room = max(0, self.max_mention_tokens - len(m.ids) - 1)
+            for d in self._mention_drafts(self._texts[m.doc], m.ids):
+                d = d[:room]
+                if d:  # each draft on a branch of its own: the one the model agrees with replaces the mention's
+                    child = tb.fork(m.branch)
+                    m.drafts.append((child, d, tb.feed(child, d, outputs=list(range(len(d))))))
+                    self.stats.draft_tokens += len(d)
+
+    def _so_far(self, ids: List[int]) -> str:
+        """The decoded mention so far (cached for the pass)."""
+        key = tuple(ids)
+        text = self._so_far_texts.get(key)
+        if text is None:
+            text = self._so_far_texts[key] = self.encoder.tokenizer.decode(ids, skip_special_tokens=True)
+        return text
+
+    def _continuations(self, text: str, so_far: str):
+        """What follows each occurrence of ``so_far`` in ``text`` (a few words; at most 4 * max_drafts)."""
+        start = text.find(so_far)
+        tries = 0
+        while start != -1 and tries < 4 * self.max_drafts:
+            tries += 1
+            rest = text[start + len(so_far): start + len(so_far) + 12 * self.draft_tokens]
+            words = rest.split(" ")
+            yield " ".join(words[:5]) if len(words) > 5 else rest
+            start = text.find(so_far, start + 1)
+
+    def _prefetch_drafts(self, items: Sequence[Tuple[str, List[int]]]) -> None:
+        """Encode in one tokenizer call every string ``_mention_drafts`` may encode for ``items`` (text, ids)
+        this pass; it then finds them in ``_mention_ids``. Only saves time: the ids are the same."""
+        self._so_far_texts = {}
+        self._mention_ids = {}
+        if not self.draft_tokens or not self.max_drafts:
+            return
+        wanted: Dict[str, None] = {}
+        for text, ids in items:
+            so_far = self._so_far(ids)
+            if not so_far.strip() or "\ufffd" in so_far:
+                continue
+            for rest in self._continuations(text, so_far):
+                if rest:
+                    wanted[so_far + rest] = None
+        strings = list(wanted)
+        self._mention_ids = dict(zip(strings, self.encoder.mentions(strings)))
 
     def _mention_drafts(self, text: str, ids: List[int]) -> List[List[int]]:
         """Up to ``max_drafts`` token sequences that would continue the mention ``ids`` if it went on as
@@ -415,23 +546,20 @@ class TreeDecoder:
         if not self.draft_tokens or not self.max_drafts:
             return []
         enc = self.encoder
-        so_far = enc.tokenizer.decode(ids, skip_special_tokens=True)
+        so_far = self._so_far(ids)
         if not so_far.strip() or "\ufffd" in so_far:
             return []
         drafts: Dict[int, List[int]] = {}
-        start = text.find(so_far)
-        tries = 0
-        while start != -1 and tries < 4 * self.max_drafts and len(drafts) < self.max_drafts:
-            tries += 1
-            rest = text[start + len(so_far): start + len(so_far) + 12 * self.draft_tokens]
-            words = rest.split(" ")
-            rest = " ".join(words[:5]) if len(words) > 5 else rest
+        for rest in self._continuations(text, so_far):
+            if len(drafts) >= self.max_drafts:
+                break
             if rest:
-                full = enc.mention(so_far + rest)
+                full = self._mention_ids.get(so_far + rest)
+                if full is None:
+                    full = enc.mention(so_far + rest)
                 if len(full) > len(ids) and full[: len(ids)] == ids:
                     d = full[len(ids): len(ids) + self.draft_tokens]
                     drafts.setdefault(d[0], d)
-            start = text.find(so_far, start + 1)
         return list(drafts.values())
 
     # -- plain greedy generation on the same engine --

@@ -171,3 +171,91 @@ def test_prompt_lookup_drafts():
     assert look.draft([4, 5], 3) == [6, 7, 5]  # first occurrence of 5
     assert look.draft([7, 5], 2) == [8, 9]  # the two-token match wins
     assert look.draft([9], 3) == []  # nothing follows the end of the prompt
+
+
+def _loop_layout(tb, feeds, B):
+    """The pass layout built the plain way, one chain at a time (what TreeBatch.run used to do): rows by
+    slot, a row's chains in feed order, each token attending to its branch's columns and its chain's
+    earlier ones; padded to the bucket as StaticLM.step pads."""
+    from spacy_padellm.static_lm import _pad
+
+    chains = {}
+    for f in feeds:
+        chains.setdefault(f["row"], []).append(f)
+    rows = sorted(chains, key=lambda r: tb.slot[r])
+    T = max(sum(len(c["ids"]) for c in chains[r]) for r in rows)
+    O = max(sum(len(c["outputs"]) for c in chains[r]) for r in rows)
+    S = max(tb.ncols[r] for r in rows)
+    tokens, positions = np.zeros((B, T), dtype=np.int64), np.zeros((B, T), dtype=np.int64)
+    slots = np.full((B, T), tb.lm.trash_col, dtype=np.int64)
+    mask, used = np.zeros((B, T, S), dtype=bool), np.zeros((B, T), dtype=bool)
+    out_idx, want = np.zeros((B, max(O, 1)), dtype=np.int64), {}
+    for r in rows:
+        b, t, o = tb.slot[r], 0, 0
+        for c in chains[r]:
+            n = len(c["ids"])
+            tokens[b, t: t + n] = c["ids"]
+            positions[b, t: t + n] = np.arange(c["pos0"], c["pos0"] + n)
+            slots[b, t: t + n] = np.arange(c["col0"], c["col0"] + n)
+            used[b, t: t + n] = True
+            mask[b, t: t + n, :S] = c["vis"][:S]
+            mask[b, t: t + n, c["col0"]: c["col0"] + n] = np.tril(np.ones((n, n), dtype=bool))
+            for i, h in zip(c["outputs"], c["handles"]):
+                out_idx[b, o] = t + i % n
+                want[h] = (b, o)
+                o += 1
+            t += n
+    mask[~used, 0] = True
+    Bb, Tb, Sb, Ob = tb.lm.padded_shape(B, T, S, O)
+    return _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, tb.lm.trash_col), want
+
+
+def test_tree_batch_layout_equals_plain_loop(trained):
+    """The vectorised pass layout of TreeBatch.run is exactly the one built chain by chain: several rows,
+    forks, forgotten drafts, chains of one and of many tokens, outputs anywhere, rows that finish."""
+    model, _ = trained
+    lm = StaticLM.from_hf(model)
+    rng = np.random.default_rng(0)
+    tb = TreeBatch(lm, 5, 64)
+    captured = {}
+    step = lm.step
+
+    def spy(*arrays):
+        captured["arrays"] = [a.copy() for a in arrays]
+        return step(*arrays)
+
+    lm.step = spy
+    live = {r: [tb.root(r)] for r in range(5)}
+    for p in range(6):
+        feeds = []
+        if p == 4:  # rows 0 and 2 are done: 2 of 5 slots free, so the batch is compacted
+            del live[0], live[2]
+        for r, branches in live.items():
+            for _ in range(int(rng.integers(1, 4))):
+                parent = branches[int(rng.integers(len(branches)))]
+                if p > 0 and rng.random() < 0.3 and tb.b_pos[parent] > 3:
+                    tb.forget(parent, int(rng.integers(1, 3)))
+                branch = tb.fork(parent) if p > 0 else parent
+                n = int(rng.integers(1, 7)) if p > 0 else 12
+                ids = rng.integers(3, 200, n).tolist()
+                outputs = sorted(set(rng.integers(-n, n, int(rng.integers(0, 3))).tolist()))
+                f = dict(row=r, ids=ids, outputs=outputs, col0=tb.ncols[r], pos0=tb.b_pos[branch])
+                f["handles"] = tb.feed(branch, ids, outputs)
+                f["branch"] = branch
+                feeds.append(f)
+                branches.append(branch)
+        for f in feeds:  # what each branch sees when the pass runs (later forks and feeds included)
+            f["vis"] = tb._vis[f["branch"]].copy()
+        slots_before = list(tb.slot)
+        out = tb.run()
+        B = max(tb.slot[r] for r in live) + 1
+        if p == 4:
+            assert tb.slot != slots_before  # the compaction happened
+        (want_arrays, want) = _loop_layout(tb, feeds, B)
+        for got_a, want_a in zip(captured["arrays"], want_arrays):
+            assert got_a.shape == want_a.shape
+            assert (got_a == want_a).all(), (p, np.argwhere(got_a != want_a)[:5], got_a.shape)
+        tok, _ = step(*want_arrays)
+        assert set(out) == set(want)
+        for h, (b, o) in want.items():
+            assert out[h][0] == int(tok[b, o])

@@ -1,0 +1,292 @@
+"""Host-side (Python) overhead of the static tree engine, measured on the CPU without the model's cost.
+
+The real SmolLM2 tokenizer (shipped with the package) gives prompts and mentions their real token
+counts; the model is a tiny random Llama whose forward pass is replaced by a scripted *oracle*: at every
+position whose next token is wanted, the oracle returns what a perfect model would write for that
+branch (the gold count, the terminator, the gold mention's tokens, EOS). The oracle reads what each
+position sees from a shadow copy of the KV cache's token ids and the attention mask, so drafts,
+speculated terminators, compaction and row reuse all run exactly as with a real model. The oracle's own
+time is measured and subtracted, and so is the time of the KV cache's row compaction
+(``StaticLM.move_rows``: a copy on the device on a GPU, but a big one on the CPU with this tiny
+model): what remains is the host time of the engine (``TreeBatch``,
+``TreeDecoder``, ``StaticLM.step``'s padding/copies) and, for ``nlp.pipe``, of the component around it.
+
+    PYTHONPATH=. python benchmarks/host_overhead.py --docs 1024 --batch-size 512 \
+        --json benchmarks/results/host_overhead.json [--profile]
+
+``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
+a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
+engine can be checked to give identical results on this workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import json
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER_DIR = ROOT / "spacy_padellm" / "models" / "conll03-smollm2-135m"
+DATA = Path("/work/shared/data/padellm/conll03/conll03_test.jsonl")
+LABELS = ["PER", "LOC", "ORG", "MISC"]
+
+
+def load_data(path: Path, n: int) -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """(text, [(label, mention)]) of the first ``n`` sentences; each line is [text, [start, end, mention, label], ...]."""
+    out = []
+    with path.open(encoding="utf8") as f:
+        for line in f:
+            rec = json.loads(line)
+            out.append((rec[0], [(e[3], e[2]) for e in rec[1:]]))
+            if len(out) >= n:
+                break
+    return out
+
+
+def tiny_model(vocab: int, eos_id: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=eos_id, eos_token_id=eos_id, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+
+class Oracle:
+    """Stands in for ``StaticLM._forward``: gold-driven next tokens for every wanted position."""
+
+    def __init__(self, lm, enc, data):
+        self.lm = lm
+        self.enc = enc
+        self.eos = enc.eos_id
+        self.junk = enc._encode(" the")[0]  # for positions no real branch reads (rejected drafts)
+        self.label_ids = {l: tuple(enc.label(l)) for l in LABELS}
+        self.gold: Dict[tuple, Dict[str, List[List[int]]]] = {}
+        for text, mentions in data:
+            by_label: Dict[str, List[List[int]]] = {l: [] for l in LABELS}
+            for label, m in mentions:
+                by_label[label].append(enc.mention(m))
+            self.gold[tuple(enc.prefix(text))] = by_label
+        self.count_ids = {n: enc.count(n) for n in range(64)}
+        self.shadow = np.zeros((0, 0), dtype=np.int64)
+        self.row_gold: Dict[int, tuple] = {}  # cache row -> (gold by label, prefix length)
+        self.seconds = 0.0
+        self.cache_seconds = 0.0
+        self.outputs = 0
+        self._move_rows = lm.move_rows
+        lm._forward = self.forward
+        lm.move_rows = self.move_rows
+
+    def move_rows(self, src, upto_col):
+        t0 = time.perf_counter()
+        self.shadow[: len(src)] = self.shadow[src]
+        self.row_gold = {i: self.row_gold.get(s) for i, s in enumerate(src)}
+        self.seconds += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._move_rows(src, upto_col)  # the KV cache's own copy: device work on a GPU
+        self.cache_seconds += time.perf_counter() - t0
+
+    def forward(self, tokens, positions, slots, mask, out_idx):
+        t0 = time.perf_counter()
+        tokens, positions, slots, mask, out_idx = (x.numpy() for x in (tokens, positions, slots, mask, out_idx))
+        B, T = tokens.shape
+        if self.shadow.shape[0] < self.lm.rows or self.shadow.shape[1] < self.lm.cols:
+            grown = np.zeros((self.lm.rows, self.lm.cols), dtype=np.int64)
+            grown[: self.shadow.shape[0], : self.shadow.shape[1]] = self.shadow
+            self.shadow = grown
+        for b in range(B):
+            if slots[b, 0] == 0 and positions[b, 0] == 0 and mask[b, 0, 0] and mask[b, 0].sum() == 1 and T > 1 \
+                    and slots[b, 1] == 1:  # a new batch: this row starts with its document's prefix
+                # positions restart where the second label's chain begins; the first label comes before
+                L = int(np.argmax(positions[b] != np.arange(T))) - len(self.label_ids[LABELS[0]])
+                g = self.gold.get(tuple(tokens[b, :L].tolist()))
+                self.row_gold[b] = (g, L) if g is not None else None
+        self.shadow[np.arange(B)[:, None], slots] = tokens
+        O = out_idx.shape[1]
+        tok = np.full((B, O), self.junk, dtype=np.int64)
+        for b in range(B):
+            info = self.row_gold.get(b)
+            if info is None:
+                continue
+            g, L = info
+            for o in range(O):
+                t = out_idx[b, o]
+                seq = self.shadow[b, np.nonzero(mask[b, t])[0]].tolist()
+                tok[b, o] = self._next(g, seq[L:])
+        self.outputs += B * O
+        out = torch.from_numpy(tok), torch.full((B, O), -0.01, dtype=torch.float32)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def _next(self, g, seq):
+        for label, ids in self.label_ids.items():
+            if tuple(seq[: len(ids)]) == ids:
+                break
+        else:
+            return self.junk
+        tail = seq[len(ids):]
+        mentions = g[label]
+        n = len(mentions)
+        c = self.count_ids[min(n, 63)]
+        if len(tail) < len(c):
+            return c[len(tail)] if tail == c[: len(tail)] else self.junk
+        if tail[: len(c)] != c:
+            return self.junk
+        rest = tail[len(c):]
+        for k in range(min(n, 20), 0, -1):  # longest tags first ("<mention 12>" before "<mention 1>")
+            tag = self.enc.mention_tag(k)
+            if rest[: len(tag)] == tag:
+                want = mentions[k - 1] + [self.eos]
+                after = rest[len(tag):]
+                if after == want[: len(after)] and len(after) < len(want):
+                    return want[len(after)]
+                return self.junk
+        return self.junk
+
+
+def digest(results) -> str:
+    h = hashlib.sha256()
+    for res in results:
+        for p in res.predictions:
+            h.update(repr((p.label, p.k, p.text, round(p.prob, 6), p.count, round(p.count_prob, 6))).encode())
+        h.update(repr((sorted(res.counts.items()), res.unparsable_counts, res.capped_counts,
+                       res.truncated_mentions)).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def doc_digest(docs) -> str:
+    h = hashlib.sha256()
+    for doc in docs:
+        h.update(repr([(e.start_char, e.end_char, e.label_, round(e._.padellm_prob, 6)) for e in doc.ents]).encode())
+        h.update(repr(sorted(doc._.padellm.items())).encode())
+    return h.hexdigest()[:16]
+
+
+def top_functions(prof: cProfile.Profile, n: int) -> List[Dict]:
+    stats = pstats.Stats(prof)
+    rows = []
+    for (file, line, name), (cc, nc, tt, ct, _) in stats.stats.items():
+        rows.append({"function": f"{Path(file).name}:{line}({name})", "calls": nc, "tottime_s": round(tt, 4),
+                     "cumtime_s": round(ct, 4)})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:n]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--docs", type=int, default=1024)
+    p.add_argument("--batch-size", type=int, default=512, help="nlp.pipe batch size (docs per decode call)")
+    p.add_argument("--max-batch-rows", type=int, default=256, help="documents per TreeBatch")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs (the best is reported)")
+    p.add_argument("--forward", choices=("oracle", "tiny"), default="oracle")
+    p.add_argument("--profile", action="store_true", help="also profile one run of each path with cProfile")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
+    args = p.parse_args(argv)
+
+    import spacy
+    from transformers import AutoTokenizer
+
+    from spacy_padellm.decoder import DocRequest
+    from spacy_padellm.protocol import PromptEncoder
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+    enc = PromptEncoder(tok)
+    data = load_data(DATA, args.docs)
+    model = tiny_model(len(tok), tok.eos_token_id)
+
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("padellm_ner", config={"model": None, "labels": LABELS, "engine": "static",
+                                              "max_batch_rows": args.max_batch_rows, "device": "cpu",
+                                              "batch_size": args.batch_size})
+    ner.set_model(model, tok)
+    decoder = ner.decoder
+    lm = decoder.lm
+    oracle = Oracle(lm, enc, data) if args.forward == "oracle" else None
+    docs_in = [nlp.make_doc(text) for text, _ in data]
+    requests = [DocRequest(text, LABELS) for text, _ in data]
+    n = len(data)
+
+    def run_decode():
+        return decoder.decode(requests)
+
+    def run_pipe():
+        docs = [nlp.make_doc(d.text) for d in docs_in]  # fresh docs (not timed: spaCy's tokenizer)
+        t0 = time.perf_counter()
+        out = list(ner.pipe(docs, batch_size=args.batch_size))
+        return out, time.perf_counter() - t0
+
+    report: Dict = {"label": args.label, "docs": n, "batch_size": args.batch_size,
+                    "max_batch_rows": args.max_batch_rows, "forward": args.forward, "paths": {}}
+    run_decode()  # warm-up (tokenizer caches, allocations)
+    for path in ("decode", "pipe"):
+        best = None
+        for _ in range(args.repeat):
+            decoder.stats = type(decoder.stats)()
+            sub0 = oracle.seconds if oracle else 0.0
+            cache0 = oracle.cache_seconds if oracle else 0.0
+            if path == "decode":
+                t0 = time.perf_counter()
+                results = run_decode()
+                wall = time.perf_counter() - t0
+                dig = digest(results)
+            else:
+                docs, wall = run_pipe()
+                dig = doc_digest(docs)
+            model_s = (oracle.seconds - sub0) if oracle else 0.0
+            cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
+            row = {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
+                   "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / n, 4), "digest": dig,
+                   "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
+                   "accepted_draft_tokens": decoder.stats.accepted_draft_tokens,
+                   "generated_tokens": decoder.stats.generated_tokens}
+            if best is None or row["host_ms_per_doc"] < best["host_ms_per_doc"]:
+                best = row
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            run_decode() if path == "decode" else run_pipe()
+            prof.disable()
+            best["profile_top"] = top_functions(prof, args.top)
+        report["paths"][path] = best
+
+    print(f"host overhead, {n} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs per tree batch, "
+          f"forward={args.forward} {args.label}")
+    print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
+          f"{'accepted':>8}  digest")
+    for path, r in report["paths"].items():
+        print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
+              f"{r['passes']:7d} "
+              f"{r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d}  {r['digest']}")
+    for path, r in report["paths"].items():
+        if "profile_top" in r:
+            print(f"\ncProfile, {path} (tottime; the oracle's own time included):")
+            for row in r["profile_top"]:
+                print(f"  {row['tottime_s']:8.3f} {row['cumtime_s']:8.3f} {row['calls']:8d}  {row['function']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        old = json.loads(args.json.read_text()) if args.json.exists() else {}
+        runs = old.get("runs", []) if isinstance(old, dict) else []
+        runs = [r for r in runs if r.get("label") != args.label] + [report]
+        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
