@@ -155,6 +155,13 @@ def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
     assert drafted.stats.draft_tokens >= drafted.stats.accepted_draft_tokens
     assert drafted.stats.forward_passes < plain.stats.forward_passes
     assert drafted.stats.generated_tokens == plain.stats.generated_tokens
+    # a batch of more than draft_max_docs documents decodes without drafts, to the same output
+    wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=8, draft_max_docs=2, **LIMITS)
+    assert [_key(r) for r in wide.decode(requests)] == [_key(r) for r in want]
+    assert wide.stats.draft_tokens == 0
+    assert wide.generate([enc.prefix("Japan beat Syria")] * 3, eos_id=enc.eos_id, max_new_tokens=4) == \
+        plain.generate([enc.prefix("Japan beat Syria")] * 3, eos_id=enc.eos_id, max_new_tokens=4)
+    assert wide.stats.draft_tokens == 0
     # a wrong draft is taken back: force one by drafting from a different text
     wrong = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=8, **LIMITS)
     wrong._mention_drafts = lambda text, ids: [enc.mention(" Zwingmann in Bonn")[:3], enc.mention("ria Cup")]
