@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction
-from .protocol import TrainingExample
+from .protocol import TrainingExample, tokenizer_bos_ids
 
 __all__ = [
     "PROTOCOLS",
@@ -497,9 +497,10 @@ def parse_aug(output: str, text: str, labels: Sequence[str], truncated: bool = F
 
 class AutoRegEncoder:
     """Token ids of the autoregressive protocols, with the same piece discipline as PromptEncoder: the
-    prompt and the target are encoded separately, EOS is appended to the target."""
+    prompt and the target are encoded separately, EOS is appended to the target. ``bos``: as for
+    PromptEncoder (None: as the tokenizer does)."""
 
-    def __init__(self, tokenizer, protocol: str, template: Any = None):
+    def __init__(self, tokenizer, protocol: str, template: Any = None, bos: Optional[bool] = None):
         if protocol not in AUTOREG_PROTOCOLS:
             raise ValueError(f"Unknown autoregressive protocol {protocol!r}; expected one of {AUTOREG_PROTOCOLS}")
         self.tokenizer = tokenizer
@@ -508,10 +509,7 @@ class AutoRegEncoder:
         self.eos_id: int = tokenizer.eos_token_id
         if self.eos_id is None:
             raise ValueError("The tokenizer has no EOS token; the autoregressive protocols need one")
-        self.bos_ids: List[int] = (
-            [tokenizer.bos_token_id]
-            if getattr(tokenizer, "add_bos_token", False) and tokenizer.bos_token_id is not None else []
-        )
+        self.bos_ids: List[int] = tokenizer_bos_ids(tokenizer, bos)
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []

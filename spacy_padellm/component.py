@@ -386,6 +386,7 @@ class PaDeLLMNER(Pipe):
         self._pending_error = None
         self._check_decoding()
         decoding = self.decoding
+        bos = self.source.meta.get("bos")  # whether training prompts started with BOS (None: not recorded)
         if decoding != "padellm" and self.levers and not self._warned_levers:
             self._warned_levers = True
             logger.warning("[%s] the decoding levers %s apply to decoding 'padellm' only; ignored with decoding "
@@ -395,7 +396,7 @@ class PaDeLLMNER(Pipe):
 
             from .autoreg import AutoRegDecoder, AutoRegEncoder, hf_greedy_generate
 
-            encoder = AutoRegEncoder(tokenizer, decoding, self._autoreg_template())
+            encoder = AutoRegEncoder(tokenizer, decoding, self._autoreg_template(), bos)
             if generate is None:
                 lm = make_static_lm(model) if self.cfg["engine"] != "dynamic" else None
                 if lm is None and self.cfg["engine"] == "static":
@@ -403,7 +404,7 @@ class PaDeLLMNER(Pipe):
                 if lm is not None:  # the same static-cache engine as PaDeLLM decoding
                     from .tree_decoder import TreeDecoder
 
-                    tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template),
+                    tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template, bos),
                                        max_batch_docs=self.cfg["max_batch_rows"],
                                        draft_tokens=self.cfg["draft_tokens"], model=model)
                     generate = partial(tree.generate, eos_id=encoder.eos_id)
@@ -416,7 +417,7 @@ class PaDeLLMNER(Pipe):
 
             decoder = ReferenceDecoder(
                 model,
-                PromptEncoder(tokenizer, self.template),
+                PromptEncoder(tokenizer, self.template, bos),
                 max_count=self.cfg["max_count"],
                 max_count_tokens=self.cfg["max_count_tokens"],
                 max_mention_tokens=self.cfg["max_mention_tokens"],
@@ -426,7 +427,7 @@ class PaDeLLMNER(Pipe):
             try:
                 decoder = make_decoder(
                     model,
-                    PromptEncoder(tokenizer, self.template),
+                    PromptEncoder(tokenizer, self.template, bos),
                     engine=self.cfg["engine"],
                     max_count=self.cfg["max_count"],
                     max_count_tokens=self.cfg["max_count_tokens"],

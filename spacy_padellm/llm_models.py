@@ -129,7 +129,7 @@ class LocalPaDeLLM:
 
             model, tokenizer = self.load()
             self._decoders[template] = make_decoder(
-                model, PromptEncoder(tokenizer, template), max_count=self.max_count,
+                model, PromptEncoder(tokenizer, template, self.source.meta.get("bos")), max_count=self.max_count,
                 max_count_tokens=self.max_count_tokens, max_mention_tokens=self.max_mention_tokens,
                 max_batch_rows=self.max_batch_rows,
             )

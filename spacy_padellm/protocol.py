@@ -28,6 +28,7 @@ __all__ = [
     "build_examples",
     "parse_count",
     "parse_mention",
+    "tokenizer_bos_ids",
 ]
 
 _SLOTS = {"prefix": {"text"}, "label": {"label"}, "count": {"n"}, "mention": {"k"}}
@@ -182,21 +183,44 @@ def build_examples(
     return examples
 
 
+def tokenizer_bos_ids(tokenizer, bos: Optional[bool] = None) -> List[int]:
+    """The BOS id a prompt starts with: ``[bos_token_id]`` or ``[]``.
+
+    ``bos`` (what a model folder records, ``padellm.json`` "bos") decides when given. Otherwise: whether the
+    tokenizer puts BOS before a text itself (``tokenizer(text)``), or its ``add_bos_token`` says so. The
+    attribute alone is not enough: transformers 5 does not save ``add_bos_token`` (the BOS lives in
+    tokenizer.json's post-processor), so a tokenizer that adds BOS (Gemma's, as a GGUF file loads it)
+    reports False once saved with a model folder and loaded back, and prompts built from the attribute lost
+    the BOS the model was trained with.
+    """
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None or bos is False:
+        return []
+    if bos or getattr(tokenizer, "add_bos_token", False):
+        return [bos_id]
+    probe = "a"
+    with_special = list(tokenizer(probe)["input_ids"])
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    return [bos_id] if with_special[:1] == [bos_id] and plain[:1] != [bos_id] else []
+
+
 @dataclass
 class PromptEncoder:
-    """Turns protocol pieces into token ids with one tokenizer, the same way for training and decoding."""
+    """Turns protocol pieces into token ids with one tokenizer, the same way for training and decoding.
+
+    ``bos``: whether prompts start with BOS (a model folder's recorded choice); None: as the tokenizer
+    does (``tokenizer_bos_ids``)."""
 
     tokenizer: object
     template: Template = field(default_factory=Template)
+    bos: Optional[bool] = None
 
     def __post_init__(self) -> None:
         tok = self.tokenizer
         self.eos_id: int = tok.eos_token_id
         if self.eos_id is None:
             raise ValueError("The tokenizer has no EOS token; PaDeLLM needs one to end mentions")
-        self.bos_ids: List[int] = (
-            [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
-        )
+        self.bos_ids: List[int] = tokenizer_bos_ids(tok, self.bos)
         self._label_cache: Dict[str, List[int]] = {}
         self._tag_cache: Dict[int, List[int]] = {}
         self._ends_count_cache: Dict[int, bool] = {}

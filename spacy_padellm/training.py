@@ -429,15 +429,18 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
 
         template = None
         ar_template = get_autoreg_template(settings.template_spec)
-        data, unwritable = tokenize_sentences(AutoRegEncoder(tokenizer, settings.protocol, ar_template), examples,
-                                              labels, settings.max_length)
+        ar_encoder = AutoRegEncoder(tokenizer, settings.protocol, ar_template)
+        bos_ids = ar_encoder.bos_ids
+        data, unwritable = tokenize_sentences(ar_encoder, examples, labels, settings.max_length)
         if unwritable:
             log(f"{unwritable} mention(s) could not be written into {settings.protocol} targets "
                 "(not found in the text, or crossing another mention)")
     else:
         template = get_template(settings.template_spec)
         ar_template = None
-        data = tokenize_examples(PromptEncoder(tokenizer, template), examples, settings.max_length)
+        encoder = PromptEncoder(tokenizer, template)
+        bos_ids = encoder.bos_ids
+        data = tokenize_examples(encoder, examples, settings.max_length)
     if not data:
         raise TrainConfigError(f"No training example fits max_length={settings.max_length}")
     unit = "sentences" if autoreg else "examples"
@@ -513,6 +516,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
 
     meta = {"labels": labels, "template": template.to_dict() if template is not None else None,
             "lang": settings.lang, "protocol": settings.protocol, "text_format": settings.effective_text_format,
+            "bos": bool(bos_ids),  # whether the prompts started with BOS: decoding does the same
             "training": {"method": settings.method, "base_model": settings.base_model, "seed": settings.seed}}
     base_ref = _base_ref(settings, source)
     meta["training"]["base_ref"] = base_ref
@@ -531,7 +535,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
             config["template"] = template.to_dict()
         ner = ner_nlp.add_pipe("padellm_ner", config=config)
         # The dev decoding is the protocol's own: the in-memory source records it like a model folder would.
-        in_memory = ModelSource(location="<in memory>", meta={k: meta[k] for k in ("labels", "protocol")
+        in_memory = ModelSource(location="<in memory>", meta={k: meta[k] for k in ("labels", "protocol", "bos")
                                                               if k in meta})
         if ar_template is not None:
             in_memory.meta["autoreg_template"] = ar_template.to_dict()

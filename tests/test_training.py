@@ -25,6 +25,7 @@ def test_loss_falls_and_model_folder_is_complete(tiny_model):
     assert losses[-1] < losses[0] / 5
     meta = json.loads((tiny_model / "padellm.json").read_text())
     assert meta["labels"] == tiny.LABELS and meta["template"]["prefix"].startswith("text:")
+    assert meta["bos"] is False  # the tiny tokenizer adds no BOS: prompts start without one
     assert (tiny_model / "model.safetensors").exists() and (tiny_model / "tokenizer.json").exists()
 
 
@@ -141,3 +142,46 @@ def test_cli_convert_then_train_examples(tmp_path):
     assert {"text": "Japan beat Syria", "label": "LOC", "count": 2, "k": 2, "mention": "Syria"} in lines
     assert {"text": "Peter Blackburn", "label": "LOC", "count": 0, "k": 0, "mention": ""} in lines
     assert main(["convert", str(tmp_path / "nope.txt"), str(tmp_path / "out"), "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["bos-recorded", "bos-not-recorded"])
+def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, recorded):
+    """A full fine-tune saved by the trainer (save_model_folder) and loaded back by ``evaluate``
+    (load_pipeline -> padellm_ner) must be the model the trainer evaluated: the same weights and the same
+    prompt ids, so the same logits. Gemma 3 (tied embeddings, sliding-window layers) with a tokenizer that
+    adds BOS, as its GGUF file loads: transformers 5 does not save ``add_bos_token``, and prompts built from
+    that attribute lost their BOS once reloaded (dev F1 0.45 in training, test F1 0.009 from the folder).
+    ``recorded``: padellm.json says whether prompts start with BOS (new folders), or not (older ones)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from spacy_padellm.autoreg import AutoRegEncoder
+    from spacy_padellm.evaluate import load_pipeline
+    from spacy_padellm.protocol import PromptEncoder, get_template
+    from spacy_padellm.training import save_model_folder
+
+    tok = tiny.build_tokenizer(None, [t for t, _ in tiny.SENTENCES], add_bos=True)  # in memory, as the trainer's
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                              sliding_window=8, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = Gemma3ForCausalLM(config).eval()
+    template = get_template("en")
+    encoder = PromptEncoder(tok, template)
+    assert encoder.bos_ids == [tok.bos_token_id]
+    meta = {"labels": list(tiny.LABELS), "template": template.to_dict(), "lang": "en", "protocol": "padellm",
+            "text_format": "raw"}
+    if recorded:
+        meta["bos"] = True
+    folder = save_model_folder(model, tok, tmp_path / "best", meta, lora=False, base_ref={})
+
+    ner = load_pipeline(str(folder), "en", config={"device": "cpu", "dtype": "float32"}).get_pipe("padellm_ner")
+    loaded, loaded_tok, decoder = ner._ensure_loaded()
+    assert AutoRegEncoder(loaded_tok, "autoreg_struct", bos=meta.get("bos")).bos_ids == [tok.bos_token_id]
+    text = tiny.SENTENCES[1][0]
+    ids = encoder.prefix(text) + encoder.label("PER")
+    assert decoder.encoder.prefix(text) + decoder.encoder.label("PER") == ids
+    assert type(loaded) is type(model) and loaded.config.model_type == model.config.model_type
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.tensor([ids])).logits, model(torch.tensor([ids])).logits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from spacy_padellm.protocol import TEMPLATES, build_examples
 
@@ -42,17 +42,25 @@ def char_spans(text: str, mentions: Sequence[Tuple[str, str]]) -> List[Tuple[int
     return spans
 
 
-def build_tokenizer(folder: Path, corpus: Sequence[str]):
-    from tokenizers import ByteLevelBPETokenizer
+def build_tokenizer(folder: Optional[Path], corpus: Sequence[str], add_bos: bool = False):
+    """A byte-level BPE tokenizer, saved in ``folder`` (None: not saved). ``add_bos``: it puts BOS before
+    every text (post-processor and ``add_bos_token=True``), as Gemma's tokenizer loaded from a GGUF file."""
+    from tokenizers import ByteLevelBPETokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     template_text = [t.prefix + t.label + t.count + t.mention for t in TEMPLATES.values()]
     bpe.train_from_iterator(list(corpus) * 3 + template_text * 5, vocab_size=600, min_frequency=1,
                             special_tokens=["<pad>", "<s>", "</s>"])
+    kwargs = {}
+    if add_bos:
+        bpe._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+        kwargs["add_bos_token"] = True
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
-                                  pad_token="<pad>")
-    tok.save_pretrained(folder)
+                                  pad_token="<pad>", **kwargs)
+    if folder is not None:
+        tok.save_pretrained(folder)
     return tok
 
 
