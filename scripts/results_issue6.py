@@ -276,7 +276,7 @@ def commands_section(runs) -> List[str]:
         "bash scripts/prep_gpu6.sh                      # convert GENIA (90/10 split of dev) and the four Chinese sets into .gpu6/",
         "../shared/device/pack                          # spaCy wheels + the SmolLM2 GGUF; then its unpack calls",
         "# one device call, <= 600 s:  run command='bash scripts/gpu_issue6.sh' carry=['.gpu6'] timeout_s=600",
-        "python scripts/results_issue6.py issue6-smollm2-135m.tar.gz   # this page and results/issue6.json",
+        "python scripts/results_issue6.py issue6-smollm2-135m.tar.gz issue6-smollm2-135m-pair.tar.gz --append docs/results/issue6_notes.md   # this page, results/issue6.json",
         "python scripts/nested_dedup_loss.py            # CPU upper bounds, results/genia_dedup_loss.json",
         "```",
         "",
