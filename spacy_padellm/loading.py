@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
+
+logger = logging.getLogger("spacy_padellm")
 
 __all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "export_model_folder", "META_FILE",
            "DEFAULT_MODEL", "shipped_models"]
@@ -249,12 +252,49 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     # Mentions are decoded verbatim: no clean-up of spaces before punctuation ("U.S ." must stay so).
     kwargs: Dict[str, Any] = {"trust_remote_code": trust_remote_code, "clean_up_tokenization_spaces": False}
     if source.tokenizer_dir is not None:
-        return AutoTokenizer.from_pretrained(str(source.tokenizer_dir), **kwargs)
+        tok = AutoTokenizer.from_pretrained(str(source.tokenizer_dir), **kwargs)
+        return _as_saved(tok, Path(source.tokenizer_dir))
     if source.hub_id:
         return AutoTokenizer.from_pretrained(source.hub_id, **kwargs)
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     return AutoTokenizer.from_pretrained(str(source.base_dir), **kwargs)
+
+
+# Latin, digits, punctuation, CJK and accented text: where tokenizers that lost their model part differ.
+_TOKENIZER_PROBE = "text:\nJapan beat Syria 2-1 in Doha .\n\u5fae\u535a\u4e0a\u7684\u5317\u4eac\u5927\u5b66\uff1a\u5317\u4eac \u00dcn\u00efc\u00f6d\u00e9\n<num>"
+
+
+def _as_saved(tok, folder: Path):
+    """``tok`` if it encodes like the folder's own tokenizer.json, else that tokenizer.json as it is.
+
+    Some transformers versions (5.17 for Gemma 3: a Unigram model saved from a GGUF file) rebuild a
+    tokenizer class from its vocabulary instead of reading the saved tokenizer.json, and encode differently
+    from the tokenizer the model was trained with (Chinese split into single characters): a fine-tuned
+    model folder then sees token ids it never saw and decodes nothing useful. The tokenizer.json itself is
+    right, so it is what is used when the two disagree on a probe text."""
+    path = folder / "tokenizer.json"
+    if not path.exists():
+        return tok
+    try:
+        from tokenizers import Tokenizer
+
+        saved = Tokenizer.from_file(str(path)).encode(_TOKENIZER_PROBE, add_special_tokens=False).ids
+        loaded = list(tok(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"])
+    except Exception:  # not a tokenizers file, or a slow tokenizer: keep what transformers loaded
+        return tok
+    if saved == loaded:
+        return tok
+    from transformers import PreTrainedTokenizerFast
+
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+    specials = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
+                if isinstance(cfg.get(k), str)}
+    fixed = PreTrainedTokenizerFast(tokenizer_file=str(path), clean_up_tokenization_spaces=False, **specials)
+    logger.warning("spacy_padellm: the tokenizer transformers built for %s encodes differently from its "
+                   "tokenizer.json; using tokenizer.json as saved", folder)
+    return fixed
 
 
 def load_base_model(source: ModelSource, dtype, trust_remote_code: bool = False):

@@ -185,3 +185,29 @@ def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, record
     assert type(loaded) is type(model) and loaded.config.model_type == model.config.model_type
     with torch.no_grad():
         assert torch.equal(loaded(torch.tensor([ids])).logits, model(torch.tensor([ids])).logits)
+
+
+def test_saved_tokenizer_json_wins_when_transformers_rebuilds_a_different_tokenizer(tmp_path, monkeypatch):
+    """transformers 5.17 rebuilds Gemma 3's tokenizer class from its vocabulary instead of the saved
+    tokenizer.json and splits Chinese into characters; the model folder's tokenizer.json is then used."""
+    import transformers
+
+    from spacy_padellm.loading import ModelSource, _TOKENIZER_PROBE, load_tokenizer
+
+    folder = tmp_path / "tok"
+    saved = tiny.build_tokenizer(folder, [t for t, _ in tiny.SENTENCES])
+    other = tiny.build_tokenizer(None, ["completely different words", "zzz yyy xxx"])
+    src = ModelSource(location=str(folder), meta={})
+    src.tokenizer_dir = folder
+    want = saved(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+
+    # as loaded normally: transformers' tokenizer is kept (it encodes like tokenizer.json)
+    assert load_tokenizer(src)(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == want
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: other))
+    assert other(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] != want
+    fixed = load_tokenizer(src)
+    assert fixed(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == want
+    assert fixed.decode(want) == saved.decode(want)
+    assert (fixed.eos_token_id, fixed.pad_token_id, fixed.bos_token_id) == \
+        (saved.eos_token_id, saved.pad_token_id, saved.bos_token_id)
