@@ -15,7 +15,8 @@ fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
 for name, path in runs:
     history = json.load(open(path))
     loss = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    dev = sorted({h["step"]: h["dev_ents_f"] for h in history if "dev_ents_f" in h}.items())
+    dev = sorted({h["step"]: h.get("dev_f", h.get("dev_ents_f")) for h in history
+                  if "dev_f" in h or "dev_ents_f" in h}.items())
     ax_loss.plot(*zip(*loss), label=name, alpha=0.8)
     ax_f1.plot(*zip(*dev), marker="o", label=name)
 ax_loss.set(xlabel="optimizer step", ylabel="training loss (per target token)", yscale="log", title="loss")

@@ -167,10 +167,13 @@ def render(runs: List[Dict[str, Any]], loss: Optional[Dict[str, Any]]) -> str:
             "",
         ]
         if ds == "genia":
+            nested_sel = any(str(h.get("dev_metric", "")).startswith("spans_")
+                             for r in runs for h in ((r["data"].get("genia") or {}).get("history") or []))
             lines += [
-                "The trainer selects models in flat mode (`ents_f` of the held-out slice against its non-overlapping "
-                "gold `doc.ents`): it has no `spans_key` yet, so the dev column is that proxy; the test columns are "
-                "nested (`spans_sc_p/r/f`, string-level over all spans).",
+                "Model selection on the held-out slice is nested (`spans_sc_f`, `[data] spans_key`)." if nested_sel else
+                "These runs selected models in flat mode (`ents_f` of the held-out slice against its non-overlapping "
+                "gold `doc.ents`, a proxy); the trainer now selects on the nested score (`[data] spans_key = \"sc\"` "
+                "in configs/genia.cfg). The test columns are nested (`spans_sc_p/r/f`, string-level over all spans).",
                 "",
             ]
         lines += [

@@ -65,6 +65,7 @@ class TrainSettings:
     max_length: int = 512
     max_train_examples: Optional[int] = None
     max_dev_docs: Optional[int] = None
+    spans_key: Optional[str] = None  # nested data: dev decoding writes doc.spans[key], selection on spans_<key>_f
     # [training]
     method: str = "lora"  # lora | full
     full_targets: str = "all"  # method full: "all" parameters, or "linear" (decoder linear layers only,
@@ -95,7 +96,7 @@ class TrainSettings:
     SECTIONS = {
         "paths": ("base_model", "train", "dev", "output", "pipeline", "base_ref"),
         "data": ("protocol", "labels", "lang", "template", "text_format", "max_length", "max_train_examples",
-                 "max_dev_docs"),
+                 "max_dev_docs", "spans_key"),
         "training": ("method", "full_targets", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
                      "eval_batch_size"),
@@ -393,6 +394,12 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
 
         dev_docs = list(DocBin().from_disk(settings.dev).get_docs(nlp.vocab))
         dev_labels = {e.label_ for d in dev_docs for e in d.ents}
+        if settings.spans_key:
+            missing = sum(settings.spans_key not in d.spans for d in dev_docs)
+            if missing == len(dev_docs):
+                raise TrainConfigError(f"[data] spans_key = {settings.spans_key!r}, but no dev doc has that span group "
+                                       f"(convert the dev set with --spans-key {settings.spans_key})")
+            dev_labels |= {s.label_ for d in dev_docs if settings.spans_key in d.spans for s in d.spans[settings.spans_key]}
         extra = sorted(dev_labels - set(labels))
         if extra:
             raise TrainConfigError(f"The dev set has labels {extra} that the training data lacks ({labels})")
@@ -533,6 +540,8 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
                   "batch_size": settings.eval_batch_size, "decoding": settings.protocol}
         if template is not None:
             config["template"] = template.to_dict()
+        if settings.spans_key:
+            config["spans_key"] = settings.spans_key
         ner = ner_nlp.add_pipe("padellm_ner", config=config)
         # The dev decoding is the protocol's own: the in-memory source records it like a model folder would.
         in_memory = ModelSource(location="<in memory>", meta={k: meta[k] for k in ("labels", "protocol", "bos")
@@ -540,7 +549,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         if ar_template is not None:
             in_memory.meta["autoreg_template"] = ar_template.to_dict()
         ner.set_model(_unwrap(model, accelerator), tokenizer, in_memory)
-        scores = evaluate_pipeline(ner_nlp, dev_docs, settings.eval_batch_size)
+        scores = evaluate_pipeline(ner_nlp, dev_docs, settings.eval_batch_size, spans_key=settings.spans_key)
         model.train()
         return scores
 
@@ -609,10 +618,14 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
                 total_steps = step
             if dev_docs and is_main and (step % settings.eval_every == 0 or step == total_steps):
                 scores = evaluate()
-                f = scores.get("ents_f") or 0.0
-                history.append({"step": step, "dev_ents_f": f, "dev_string_f": scores.get("string_f"),
-                                "elapsed_s": round(time.time() - t0, 2)})
-                log(f"step {step}: dev ents_f {f:.4f} string_f {scores.get('string_f', 0):.4f}")
+                metric = f"spans_{settings.spans_key}_f" if settings.spans_key else "ents_f"
+                f = scores.get(metric) or 0.0
+                entry = {"step": step, "dev_f": f, "dev_metric": metric, "dev_string_f": scores.get("string_f"),
+                         "elapsed_s": round(time.time() - t0, 2)}
+                if metric == "ents_f":
+                    entry["dev_ents_f"] = f
+                history.append(entry)
+                log(f"step {step}: dev {metric} {f:.4f} string_f {scores.get('string_f', 0):.4f}")
                 if f > best["score"]:
                     best = {"score": f, "step": step, "scores": _small(scores)}
                     save_best(scores)
@@ -662,7 +675,7 @@ def _small(scores: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     if scores is None:
         return None
     keep = ("ents_p", "ents_r", "ents_f", "string_p", "string_r", "string_f", "ents_per_type")
-    return {k: scores[k] for k in keep if k in scores}
+    return {k: v for k, v in scores.items() if k in keep or (k.startswith("spans_") and k.endswith(("_p", "_r", "_f", "_per_type")))}
 
 
 def _rng_to_list(state):

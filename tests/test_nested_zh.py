@@ -235,3 +235,27 @@ def test_zh_tiny_model_end_to_end(issue6_zh, issue6_data, tmp_path):
     again = spacy.load(tmp_path / "zh_pipeline")
     assert again.tokenizer.segmenter == "char"
     assert [spans_of(d) for d in again.pipe(g.text for g in gold)] == [spans_of(g) for g in gold]
+
+
+def test_trainer_selects_nested_models_on_the_span_group(train_tiny, tiny_base, tmp_path):
+    """[data] spans_key: the dev decoding writes the span group and selection uses spans_<key>_f."""
+    import pytest
+    import tiny
+
+    from spacy_padellm.training import TrainConfigError
+
+    dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.NESTED, tiny.NESTED_LABELS, spans_key="sc")
+    model, summary = train_tiny(tmp_path / "run", tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=40,
+                                extra={"dev": str(dev), "spans_key": "sc", "eval_every": 20})
+    history = json.loads((model.parent / "history.json").read_text())
+    evals = [h for h in history if "dev_f" in h]
+    assert [h["step"] for h in evals] == [20, 40]
+    assert all(h["dev_metric"] == "spans_sc_f" and "dev_ents_f" not in h for h in evals)
+    assert summary["best"]["score"] == max(h["dev_f"] for h in evals)
+    assert "spans_sc_f" in summary["best"]["scores"]
+    meta = json.loads((model / "padellm.json").read_text())
+    assert "spans_sc_f" in meta["dev_scores"]
+    flat_dev = tiny.write_docbin(tmp_path / "flat.spacy", [("It rained all day .", [])], tiny.NESTED_LABELS)
+    with pytest.raises(TrainConfigError, match="span group"):
+        train_tiny(tmp_path / "bad", tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=1,
+                   extra={"dev": str(flat_dev), "spans_key": "sc"})
