@@ -32,24 +32,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def load_dynamic_pipeline(model: str, device: str = "cpu", **config):
-    """The pipeline built the normal way (``evaluate.load_pipeline``), on the dynamic-cache engine
-    (``decoder.TwoStepDecoder``, where the decoding levers are implemented): ``engine: "dynamic"`` where
-    the component has that setting."""
-    from spacy_padellm.component import DEFAULT_CONFIG
-    from spacy_padellm.decoder import TwoStepDecoder
-    from spacy_padellm.evaluate import load_pipeline
-
-    config = {"device": device, **config}
-    if "engine" in DEFAULT_CONFIG:
-        config["engine"] = "dynamic"
-    nlp = load_pipeline(model, config=config)
-    decoder = nlp.get_pipe("padellm_ner").decoder
-    if not isinstance(decoder, TwoStepDecoder):
-        raise SystemExit(f"the component's decoder is a {type(decoder).__name__}, not decoder.TwoStepDecoder")
-    return nlp
+from measure_decoding_levers import load_dynamic_pipeline  # noqa: E402  (one copy, beside this script)
 
 Span = Tuple[int, int, str]
 
