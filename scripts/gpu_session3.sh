@@ -31,7 +31,8 @@ train() {  # NAME PROTOCOL: a full fine-tune of the base on CoNLL03 train with t
     --data.protocol "$protocol" --data.max_dev_docs 300 --training.method full --training.lr 2e-4 \
     --training.batch_size 32 --training.epochs 2 --training.max_minutes "$MINUTES" --training.eval_every 100000 \
     --training.log_every 50 > "$OUT/s3/$name.train.log" 2>&1
-  echo "$(el) $name: exit $? $(tail -n 1 "$OUT/s3/$name.train.log" | cut -c1-200)"
+  local rc=$?
+  echo "$(el) $name: exit $rc $(tail -n 1 "$OUT/s3/$name.train.log" | cut -c1-200)"
   cp "/tmp/runs/$name/history.json" "$OUT/s3/$name.history.json" 2>/dev/null
   cp "/tmp/runs/$name/summary.json" "$OUT/s3/$name.summary.json" 2>/dev/null
 }

@@ -274,24 +274,22 @@ def _as_saved(tok, folder: Path):
     model folder then sees token ids it never saw and decodes nothing useful. The tokenizer.json itself is
     right, so it is what is used when the two disagree on a probe text."""
     path = folder / "tokenizer.json"
-    if not path.exists():
+    if not path.exists() or not getattr(tok, "is_fast", False):  # a slow tokenizer does its own processing
         return tok
     try:
         from tokenizers import Tokenizer
 
         saved = Tokenizer.from_file(str(path)).encode(_TOKENIZER_PROBE, add_special_tokens=False).ids
         loaded = list(tok(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"])
-    except Exception:  # not a tokenizers file, or a slow tokenizer: keep what transformers loaded
+    except Exception:  # not a tokenizers file: keep what transformers loaded
         return tok
     if saved == loaded:
         return tok
     from transformers import PreTrainedTokenizerFast
 
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
-    specials = {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token", "mask_token")
-                if isinstance(cfg.get(k), str)}
-    fixed = PreTrainedTokenizerFast(tokenizer_file=str(path), clean_up_tokenization_spaces=False, **specials)
+    # The generic fast class reads tokenizer.json as it is, and the folder's whole tokenizer config
+    # (special tokens, padding side, chat template).
+    fixed = PreTrainedTokenizerFast.from_pretrained(str(folder), clean_up_tokenization_spaces=False)
     logger.warning("spacy_padellm: the tokenizer transformers built for %s encodes differently from its "
                    "tokenizer.json; using tokenizer.json as saved", folder)
     return fixed

@@ -396,7 +396,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
         dev_labels = {e.label_ for d in dev_docs for e in d.ents}
         if settings.spans_key:
             missing = sum(settings.spans_key not in d.spans for d in dev_docs)
-            if missing == len(dev_docs):
+            if dev_docs and missing == len(dev_docs):
                 raise TrainConfigError(f"[data] spans_key = {settings.spans_key!r}, but no dev doc has that span group "
                                        f"(convert the dev set with --spans-key {settings.spans_key})")
             dev_labels |= {s.label_ for d in dev_docs if settings.spans_key in d.spans for s in d.spans[settings.spans_key]}
@@ -644,7 +644,10 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
                "model": str(output / "best"), "trainable_parameters": n_trainable}
     if settings.pipeline:
         nlp_out = spacy.blank(settings.lang)
-        nlp_out.add_pipe("padellm_ner", config={"model": str(output / "best")})
+        out_config = {"model": str(output / "best")}
+        if settings.spans_key:  # nested data: the pipeline writes the span group, as the model was selected
+            out_config["spans_key"] = settings.spans_key
+        nlp_out.add_pipe("padellm_ner", config=out_config)
         nlp_out.to_disk(settings.pipeline)
         summary["pipeline"] = settings.pipeline
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
