@@ -44,7 +44,7 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction
+from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction, _final_logits
 from .protocol import TrainingExample, tokenizer_bos_ids
 
 __all__ = [
@@ -693,9 +693,7 @@ def _greedy_chunk(model, prompts: List[List[int]], eos_id: int, max_new_tokens: 
     lp = [0.0] * n
     done = [False] * n
     for step in range(max_new_tokens):
-        logits = head(hidden).float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = _final_logits(head(hidden).float(), softcap)
         logp = torch.log_softmax(logits, dim=-1)
         tokens = logp.argmax(dim=-1)
         tok_lp = logp.gather(1, tokens[:, None]).squeeze(1)

@@ -198,13 +198,13 @@ class MentionTrie:
         extra: Iterable[str] = (),
         exclude: Iterable[str] = (),
     ) -> "MentionTrie":
-        """The trie of every candidate substring of ``text``, each encoded by ``encoder.mention()``
+        """The trie of every candidate substring of ``text``, each encoded as ``encoder.mention()`` does
         (a ``PromptEncoder``: the tokenisation a mention has in training targets)."""
         strings = candidate_strings(text, max_words=max_words, split_punct=split_punct, char_spans=char_spans,
                                     max_chars=max_chars, extra=extra, exclude=exclude)
         trie = cls(eos_id=encoder.eos_id)
-        for s in strings:
-            trie.add(encoder.mention(s))
+        for ids in encoder.mentions(strings):  # one tokenizer call for all (the same ids as mention())
+            trie.add(ids)
         return trie
 
     def add(self, ids: Sequence[int]) -> None:
