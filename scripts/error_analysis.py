@@ -29,7 +29,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,37 +43,21 @@ def _overlap(a: Span, b: Span) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
+def _miss_kind(span: Span, others: List[Span]) -> Optional[str]:
+    """How a span that the other side lacks relates to the other side's spans (None: to none of them)."""
+    if any((o[0], o[1]) == (span[0], span[1]) for o in others):
+        return "wrong_label"
+    over = [o for o in others if _overlap(span, o)]
+    if any(o[2] == span[2] for o in over):
+        return "wrong_boundary"
+    return "wrong_label_and_boundary" if over else None
+
+
 def classify_spans(pred: List[Span], gold: List[Span]) -> Tuple[Dict[Span, str], Dict[Span, str]]:
     """A category for every false positive and false negative (see the module doc)."""
     pred_set, gold_set = set(pred), set(gold)
-    fp: Dict[Span, str] = {}
-    for p in pred:
-        if p in gold_set:
-            continue
-        same_span = [g for g in gold if (g[0], g[1]) == (p[0], p[1])]
-        over = [g for g in gold if _overlap(p, g)]
-        if same_span:
-            fp[p] = "wrong_label"
-        elif any(g[2] == p[2] for g in over):
-            fp[p] = "wrong_boundary"
-        elif over:
-            fp[p] = "wrong_label_and_boundary"
-        else:
-            fp[p] = "spurious"
-    fn: Dict[Span, str] = {}
-    for g in gold:
-        if g in pred_set:
-            continue
-        same_span = [p for p in pred if (p[0], p[1]) == (g[0], g[1])]
-        over = [p for p in pred if _overlap(p, g)]
-        if same_span:
-            fn[g] = "wrong_label"
-        elif any(p[2] == g[2] for p in over):
-            fn[g] = "wrong_boundary"
-        elif over:
-            fn[g] = "wrong_label_and_boundary"
-        else:
-            fn[g] = "missed"
+    fp = {p: _miss_kind(p, gold) or "spurious" for p in pred if p not in gold_set}
+    fn = {g: _miss_kind(g, pred) or "missed" for g in gold if g not in pred_set}
     return fp, fn
 
 
