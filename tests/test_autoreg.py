@@ -365,12 +365,7 @@ def test_nlp_evaluate_f1_is_one(trained):
     _, (folder, _) = trained
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": str(folder), "labels": LABELS})
-    examples = []
-    for text, mentions in tiny.SENTENCES:
-        ref = nlp.make_doc(text)
-        ref.ents = [ref.char_span(s, e, label=l) for s, e, l in tiny.char_spans(text, mentions)]
-        examples.append(Example(nlp.make_doc(text), ref))
-    scores = nlp.evaluate(examples)
+    scores = nlp.evaluate(tiny.gold_examples(nlp, tiny.SENTENCES))
     assert scores["ents_f"] == 1.0 and set(scores["ents_per_type"]) == set(LABELS)
 
 

@@ -97,12 +97,7 @@ def test_save_and_load_roundtrip(nlp, tmp_path):
 
 
 def test_nlp_evaluate_f1_is_one(nlp):
-    examples = []
-    for text, mentions in tiny.SENTENCES:
-        ref = nlp.make_doc(text)
-        ref.ents = [ref.char_span(s, e, label=l) for s, e, l in tiny.char_spans(text, mentions)]
-        examples.append(Example(nlp.make_doc(text), ref))
-    scores = nlp.evaluate(examples)
+    scores = nlp.evaluate(tiny.gold_examples(nlp, tiny.SENTENCES))
     assert scores["ents_f"] == 1.0
     assert set(scores["ents_per_type"]) == {"PER", "LOC", "ORG", "MISC"}
 
@@ -125,12 +120,7 @@ def test_nested_spans_go_to_span_group(tiny_nested_model):
         got = sorted((s.start_char, s.end_char, s.label_) for s in doc.spans["sc"])
         assert got == sorted(tiny.char_spans(text, mentions))
         assert len(doc.spans["sc"].attrs["scores"]) == len(doc.spans["sc"])
-    examples = []
-    for text, mentions in tiny.NESTED:
-        ref = nlp.make_doc(text)
-        ref.spans["sc"] = [ref.char_span(s, e, label=l) for s, e, l in tiny.char_spans(text, mentions)]
-        examples.append(Example(nlp.make_doc(text), ref))
-    assert nlp.evaluate(examples)["spans_sc_f"] == 1.0
+    assert nlp.evaluate(tiny.gold_examples(nlp, tiny.NESTED, "sc"))["spans_sc_f"] == 1.0
 
 
 def test_flat_mode_on_nested_model_resolves_overlaps(tiny_nested_model):

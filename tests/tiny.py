@@ -88,6 +88,23 @@ def write_examples(path: Path, data, labels) -> Path:
     return path
 
 
+def gold_examples(nlp, data, spans_key=None):
+    """spaCy Examples of ``data``: unannotated predicted docs, references with the gold ``doc.ents`` (or the
+    span group ``spans_key``)."""
+    from spacy.training import Example
+
+    examples = []
+    for text, mentions in data:
+        ref = nlp.make_doc(text)
+        spans = [ref.char_span(s, e, label=l) for s, e, l in char_spans(text, mentions)]
+        if spans_key:
+            ref.spans[spans_key] = spans
+        else:
+            ref.ents = spans
+        examples.append(Example(nlp.make_doc(text), ref))
+    return examples
+
+
 def write_docbin(path: Path, data, labels, spans_key=None) -> Path:
     import spacy
     from spacy.tokens import DocBin, Span
