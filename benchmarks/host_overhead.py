@@ -99,10 +99,18 @@ class Oracle:
         self._move_rows(src, upto_col)  # the KV cache's own copy: device work on a GPU
         self.cache_seconds += time.perf_counter() - t0
 
-    def forward(self, tokens, positions, slots, mask, out_idx):
+    def forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
         t0 = time.perf_counter()
-        tokens, positions, slots, mask, out_idx = (x.numpy() for x in (tokens, positions, slots, mask, out_idx))
-        B, T = tokens.shape
+        arrays = (tokens, positions, slots, scatter, mask, out)
+        tokens, positions, slots, scatter, mask, out = (None if x is None else x.numpy() for x in arrays)
+        B, T, _ = mask.shape
+        # back to the (B, T) layout: token i sits at place i (dense) or scatter[i] (packed; B*T is padding)
+        place = np.arange(len(tokens)) if scatter is None else scatter
+        keep = place < B * T
+        flat = [np.zeros(B * T + 1, dtype=np.int64) for _ in range(2)] + [np.full(B * T + 1, self.lm.trash_col)]
+        for dst, src in zip(flat, (tokens, positions, slots)):
+            dst[place[keep]] = src[keep]
+        tokens, positions, slots = (a[: B * T].reshape(B, T) for a in flat)
         if self.shadow.shape[0] < self.lm.rows or self.shadow.shape[1] < self.lm.cols:
             grown = np.zeros((self.lm.rows, self.lm.cols), dtype=np.int64)
             grown[: self.shadow.shape[0], : self.shadow.shape[1]] = self.shadow
@@ -114,22 +122,24 @@ class Oracle:
                 L = int(np.argmax(positions[b] != np.arange(T))) - len(self.label_ids[LABELS[0]])
                 g = self.gold.get(tuple(tokens[b, :L].tolist()))
                 self.row_gold[b] = (g, L) if g is not None else None
-        self.shadow[np.arange(B)[:, None], slots] = tokens
-        O = out_idx.shape[1]
-        tok = np.full((B, O), self.junk, dtype=np.int64)
-        for b in range(B):
+        real = slots != self.lm.trash_col
+        self.shadow[np.nonzero(real)[0], slots[real]] = tokens[real]
+        tok = np.full(len(out), self.junk, dtype=np.int64)
+        for m, i in enumerate(out.tolist()):
+            p = int(place[i])
+            if p >= B * T:
+                continue
+            b, t = divmod(p, T)
             info = self.row_gold.get(b)
             if info is None:
                 continue
             g, L = info
-            for o in range(O):
-                t = out_idx[b, o]
-                seq = self.shadow[b, np.nonzero(mask[b, t])[0]].tolist()
-                tok[b, o] = self._next(g, seq[L:])
-        self.outputs += B * O
-        out = torch.from_numpy(tok), torch.full((B, O), -0.01, dtype=torch.float32)
+            seq = self.shadow[b, np.nonzero(mask[b, t])[0]].tolist()
+            tok[m] = self._next(g, seq[L:])
+        self.outputs += len(out)
+        result = torch.from_numpy(tok), torch.full((len(out),), -0.01, dtype=torch.float32)
         self.seconds += time.perf_counter() - t0
-        return out
+        return result
 
     def _next(self, g, seq):
         for label, ids in self.label_ids.items():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import srsly
+from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.language import Language
 from spacy.pipeline import Pipe
 from spacy.tokens import Doc, Span
@@ -484,27 +485,26 @@ class PaDeLLMNER(Pipe):
     def predict(self, docs: Sequence[Doc]):
         raise NotImplementedError("padellm_ner annotates in set_annotations; call nlp() or nlp.pipe()")
 
-    def _model_view(self, doc: Doc, start: int, end: int) -> Tuple[str, List[Tuple[int, int, int, int]]]:
+    def _model_view(self, text: str, tokens: List[Tuple[int, int]], start: int,
+                    end: int) -> Tuple[str, List[Tuple[int, int, int, int]]]:
         """The text the model sees for doc chars [start, end), and per token (model span, doc span)."""
-        tokens = [(t.idx, t.text) for t in doc if not t.is_space]
-        return model_view(doc.text, tokens, start, end, self.text_format)
+        return model_view(text, [(a, text[a:b]) for a, b in tokens], start, end, self.text_format)
 
-    def _windows(self, doc: Doc, tokenizer) -> List[Tuple[int, int]]:
-        if not doc.text.strip():
+    def _windows(self, doc: Doc, text: str, tokens: List[Tuple[int, int]], tokenizer) -> List[Tuple[int, int]]:
+        if not text.strip():
             return []
         max_len = self.cfg["max_context_tokens"]
 
-        def length(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        def length(part: str) -> int:
+            return len(tokenizer(part, add_special_tokens=False)["input_ids"])
 
-        if len(doc.text) <= max_len:  # a model token covers at least one character
-            return [(0, len(doc.text))]
+        if len(text) <= max_len:  # a model token covers at least one character
+            return [(0, len(text))]
         if doc.has_annotation("SENT_START"):
             sents = [(s.start_char, s.end_char) for s in doc.sents]
         else:
-            sents = sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
-        tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
-        return make_windows(doc.text, sents, tokens, length, max_len)
+            sents = sentences_from_tokens([(a, b, text[a:b]) for a, b in tokens])
+        return make_windows(text, sents, tokens, length, max_len)
 
     def set_annotations(self, docs: Sequence[Doc], _unused=None) -> None:
         from .decoder import DocRequest
@@ -512,8 +512,9 @@ class PaDeLLMNER(Pipe):
         _, tokenizer, decoder = self._ensure_loaded()
         views = []  # (doc index, model text, token mapping)
         for i, doc in enumerate(docs):
-            for start, end in self._windows(doc, tokenizer):
-                text, mapping = self._model_view(doc, start, end)
+            doc_text, tokens = _text_and_tokens(doc)
+            for start, end in self._windows(doc, doc_text, tokens, tokenizer):
+                text, mapping = self._model_view(doc_text, tokens, start, end)
                 if text.strip():
                     views.append((i, text, mapping))
         results = decoder.decode([DocRequest(text, self._labels) for _, text, _ in views]) if views else []
@@ -619,3 +620,10 @@ def _located_spans(mapping: Sequence[Tuple[int, int, int, int]], predictions: Se
         else:
             rest.append(p)
     return located, rest
+
+
+def _text_and_tokens(doc: Doc) -> Tuple[str, List[Tuple[int, int]]]:
+    """The doc's text and the (start, end) characters of its non-space tokens, read in one array call
+    (iterating over Token objects costs more than the rest of the component's host work)."""
+    arr = doc.to_array([IDX, LENGTH, IS_SPACE]).tolist() if len(doc) else []
+    return doc.text, [(a, a + n) for a, n, space in arr if not space]

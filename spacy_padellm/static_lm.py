@@ -74,15 +74,18 @@ class _Layer:
 class _Graph:
     """One captured shape bucket: static input buffers, outputs and the graph."""
 
-    def __init__(self, lm: "StaticLM", B: int, T: int, S: int, O: int):
+    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
+        packed, L, B, T, S, M = key
         dev = lm.device
-        self.tokens = torch.zeros((B, T), dtype=torch.long, device=dev)
-        self.positions = torch.zeros((B, T), dtype=torch.long, device=dev)
-        self.slots = torch.full((B, T), lm.trash_col, dtype=torch.long, device=dev)
+        z = lambda n: torch.zeros(n, dtype=torch.long, device=dev)  # noqa: E731
+        self.tokens, self.positions, self.rows = z(L), z(L), z(L)
+        self.slots = torch.full((L,), lm.trash_col, dtype=torch.long, device=dev)
+        self.scatter = torch.full((L,), B * T, dtype=torch.long, device=dev) if packed else None
+        self.gather = z(L) if packed else None
         self.mask = torch.zeros((B, T, S), dtype=torch.bool, device=dev)
         self.mask[..., 0] = True
-        self.out_idx = torch.zeros((B, O), dtype=torch.long, device=dev)
-        args = (self.tokens, self.positions, self.slots, self.mask, self.out_idx)
+        self.out = z(M)
+        args = (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(stream):
@@ -92,6 +95,9 @@ class _Graph:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=lm._pool):
             self.out_tok, self.out_logp = lm._forward(*args)
+
+    def inputs(self):
+        return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
 
 
 class StaticLM:
@@ -121,7 +127,11 @@ class StaticLM:
         self.v_cache: Optional[torch.Tensor] = None
         self.rows = 0
         self.cols = 0
-        self.passes = 0
+        self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
+        self.packed_passes = 0
+        self.captures = 0
+        # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
+        self.packing = True
 
     # -- construction --
 
@@ -246,15 +256,20 @@ class StaticLM:
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return w * x.to(dtype)
 
-    def _forward(self, tokens, positions, slots, mask, out_idx):
-        B, T = tokens.shape
-        S = mask.shape[-1]
+    def _forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
+        """One pass over L tokens (1-D inputs) laid out for attention as B rows x T places.
+
+        Dense (``scatter`` is None): token i is place i of the (B, T) layout. Packed: only the real tokens
+        are given; the projections and MLPs run on those alone, and each token's query is scattered to
+        its place (``scatter``; padding tokens go to a spare place B*T) for attention and its output
+        gathered back (``gather``). ``out``: which of the L tokens to read the next token at.
+        """
+        L = tokens.shape[0]
+        B, T, S = mask.shape
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
-        width = self.embed.shape[1]
-        x = F.embedding(tokens, self.embed).view(B * T, width)
-        cos = self.cos[positions].unsqueeze(2)  # (B, T, 1, D)
-        sin = self.sin[positions].unsqueeze(2)
-        rows = torch.arange(B, device=tokens.device)[:, None].expand(B, T)
+        x = F.embedding(tokens, self.embed)  # (L, width)
+        cos = self.cos[positions].unsqueeze(1)  # (L, 1, D)
+        sin = self.sin[positions].unsqueeze(1)
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
         # query rows, each with the mask of its token. The mask is made additive once per pass.
         amask = torch.zeros((B, 1, g * T, S), dtype=x.dtype, device=x.device).masked_fill_(
@@ -262,22 +277,25 @@ class StaticLM:
         half = D // 2
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.ln1)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv).view(B, T, H + 2 * Hkv, D)
-            qk, v = qkv[:, :, : H + Hkv], qkv[:, :, H + Hkv :]
+            qkv = F.linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
+            qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv :]
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin  # RoPE on q and k at once
             kc, vc = self.k_cache[i], self.v_cache[i]
-            kc[rows, :, slots] = qk[:, :, H:]
+            kc[rows, :, slots] = qk[:, H:]
             vc[rows, :, slots] = v
-            q = qk[:, :, :H].permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
+            q = qk[:, :H]
+            if scatter is not None:
+                q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
+            q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
             o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
             o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
+            if gather is not None:
+                o = o.index_select(0, gather)
             x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
             h = self._rms(x, layer.ln2)
             gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
             x = torch.addmm(x, F.silu(gate) * up, layer.wd.t())
-        x = x.view(B, T, width)
-        hidden = x.gather(1, out_idx[..., None].expand(-1, -1, width))
-        hidden = self._rms(hidden, self.norm)
+        hidden = self._rms(x.index_select(0, out), self.norm)
         logits = F.linear(hidden, self.lm_head).float()
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
@@ -297,28 +315,77 @@ class StaticLM:
         """
         B, T = tokens.shape
         S, O = mask.shape[-1], out_idx.shape[1]
-        # (an input already at a bucket that reaches the trash column is fine: no token may attend to it)
-        if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
-            raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
-        Bb, Tb, Sb, Ob = self.padded_shape(B, T, S, O)
+        Bb, Tb, Sb, Ob = self.padded_shape(B, T, S, O) if self.k_cache is not None else (B, T, S, O)
         if (Bb, Tb, Sb, Ob) != (B, T, S, O):
             tokens, positions, slots, mask, out_idx = _pad(tokens, positions, slots, mask, out_idx,
                                                            Bb, Tb, Sb, Ob, self.trash_col)
+        outputs = (np.arange(B)[:, None] * Tb + out_idx[:B, :O]).ravel()
+        tok, logp = self.run(tokens, positions, slots, mask, outputs)
+        return tok.reshape(B, O), logp.reshape(B, O)
+
+    @torch.inference_mode()
+    def run(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
+            outputs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """One forward pass; returns the (token, log-prob) predicted after each place in ``outputs``.
+
+        tokens, positions, slots: (B, T) at a ``padded_shape`` (padding tokens have the trash column as
+        slot and attend to column 0); mask: (B, T, S); outputs: flat places ``b * T + t``.
+
+        A pass whose real tokens fill less than half of the (B, T) layout runs *packed*: projections and
+        MLPs only on the real tokens, the layout only for attention. Outputs are read at their places
+        only (not at a padded (B, O) grid), so the LM head costs one row per wanted prediction.
+        """
+        B, T = tokens.shape
+        S = mask.shape[-1]
+        if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
+            raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
+        trash = self.trash_col
+        flat_slots = slots.reshape(-1)
+        real = np.flatnonzero(flat_slots != trash)
+        N, M = len(real), len(outputs)
+        Nb, Mb = bucket(N, 8), bucket(M)
+        packed = self.packing and 2 * Nb <= B * T
+        L = Nb if packed else B * T
+        out = np.zeros(Mb, dtype=np.int64)
+        if packed:
+            where = np.zeros(B * T, dtype=np.int64)
+            where[real] = np.arange(N)
+            out[:M] = where[outputs]
+            tok_in = np.zeros(L, dtype=np.int64)
+            pos_in = np.zeros(L, dtype=np.int64)
+            slot_in = np.full(L, trash, dtype=np.int64)
+            row_in = np.zeros(L, dtype=np.int64)
+            scatter = np.full(L, B * T, dtype=np.int64)
+            gather = np.zeros(L, dtype=np.int64)
+            tok_in[:N] = tokens.reshape(-1)[real]
+            pos_in[:N] = positions.reshape(-1)[real]
+            slot_in[:N] = flat_slots[real]
+            row_in[:N] = real // T
+            scatter[:N] = real
+            gather[:N] = real
+            arrays = [tok_in, pos_in, slot_in, row_in, scatter, gather, mask, out]
+        else:
+            out[:M] = outputs
+            arrays = [tokens.reshape(-1), positions.reshape(-1), flat_slots, np.repeat(np.arange(B), T), None, None,
+                      mask, out]
         self.passes += 1
+        self.packed_passes += int(packed)
+        self.last_shape = key = (int(packed), L, B, T, S, Mb)
+        self.last_bucket_tokens, self.last_real_tokens = L, N
         if not self.use_graphs:
-            t = [torch.from_numpy(a).to(self.device) for a in (tokens, positions, slots, mask, out_idx)]
+            t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
         else:
-            key = (Bb, Tb, Sb, Ob)
             graph = self._graphs.get(key)
             if graph is None:
-                graph = self._graphs[key] = _Graph(self, Bb, Tb, Sb, Ob)
-            for buf, arr in zip((graph.tokens, graph.positions, graph.slots, graph.mask, graph.out_idx),
-                                (tokens, positions, slots, mask, out_idx)):
-                buf.copy_(torch.from_numpy(arr), non_blocking=True)
+                graph = self._graphs[key] = _Graph(self, key)
+                self.captures += 1
+            for buf, arr in zip(graph.inputs(), arrays):
+                if buf is not None:
+                    buf.copy_(torch.from_numpy(np.ascontiguousarray(arr)), non_blocking=True)
             graph.graph.replay()
             tok, logp = graph.out_tok, graph.out_logp
-        return tok[:B, :O].cpu().numpy(), logp[:B, :O].cpu().numpy()
+        return tok[:M].cpu().numpy(), logp[:M].cpu().numpy()
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):

@@ -191,16 +191,13 @@ class TreeBatch:
         tok_slot = np.array(q_col0, dtype=np.int64)[chain] + within
         out_chain = np.array(q_out_chain, dtype=np.int64)
         out_b = b_c[out_chain]
-        out_o = _rank_within(out_b)
         out_t = tok_t[first[out_chain] + np.array(q_out_i, dtype=np.int64)]
         T = int(tok_t.max()) + 1
-        O = int(out_o.max()) + 1 if len(out_o) else 1
-        Bb, Tb, Sb, Ob = lm.padded_shape(B, T, S, O)
+        Bb, Tb, Sb, _ = lm.padded_shape(B, T, S, 1)
         tokens = np.zeros((Bb, Tb), dtype=np.int64)
         positions = np.zeros((Bb, Tb), dtype=np.int64)
         slots = np.full((Bb, Tb), lm.trash_col, dtype=np.int64)
         mask = np.zeros((Bb * Tb, Sb), dtype=bool)
-        out_idx = np.zeros((Bb, Ob), dtype=np.int64)
         flat = tok_b * Tb + tok_t  # each token's row of the (Bb * Tb, Sb) attention mask
         tokens.flat[flat] = q_ids
         positions.flat[flat] = np.array(q_pos0, dtype=np.int64)[chain] + within
@@ -220,10 +217,9 @@ class TreeBatch:
         pad[flat] = False
         mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
         mask = mask.reshape(Bb, Tb, Sb)
-        out_idx[out_b, out_o] = out_t
-        tok, logp = lm.step(tokens, positions, slots, mask, out_idx)
+        tok, logp = lm.run(tokens, positions, slots, mask, out_b * Tb + out_t)
         self.passes += 1
-        return dict(zip(range(h0, h0 + len(out_b)), zip(tok[out_b, out_o].tolist(), logp[out_b, out_o].tolist())))
+        return dict(zip(range(h0, h0 + len(out_b)), zip(tok.tolist(), logp.tolist())))
 
 
 _BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -338,6 +334,9 @@ class TreeDecoder:
         enc = self.encoder
         prefixes = dict(zip(todo, enc.prefixes([requests[i].text for i in todo])))
         sizes = {i: self._estimate(prefixes[i], requests[i].labels) for i in todo}
+        # Documents of like size decode together: a pass is as wide as its widest row, so a batch sorted by
+        # size wastes less of every pass on padding (results go back to their documents either way).
+        todo.sort(key=lambda i: sizes[i])
         for chunk in self._chunks(todo, [sizes[i] for i in todo]):
             self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
                                [results[i] for i in chunk], max(sizes[i] for i in chunk))
