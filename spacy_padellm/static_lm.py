@@ -6,16 +6,19 @@ spaCy. One call appends tokens to rows of a preallocated KV cache and returns th
 
     tokens, positions, slots : (B, T)   token ids, RoPE positions, cache columns they are written to
     mask                     : (B, T, S) which cache columns (of the first S) each token attends to
-    out_idx                  : (B, O)   which of the T positions to read the next token at
+    outputs                  : (M,)     which places b * T + t to read the next token at (``run``;
+                                        ``step`` takes them as (B, O) positions per row)
 
 Every token carries its own position, cache column and attention row, so a row of the cache can hold
 a *tree* of sequences: the document text once, and every label and mention branch after it, each
 branch attending only to its ancestors (the prefix sharing of PaDeLLM without copying a KV cache).
 
-On CUDA each (B, T, S, O) shape bucket is captured once as a CUDA graph and replayed, which removes
-the per-kernel launch overhead that dominates a 135M-parameter model; on the CPU the same function
-runs eagerly. Supported architectures: Llama, Mistral and Qwen2 (SmolLM2 is a Llama); other models
-use the dynamic-cache engine in ``decoder.py``.
+On CUDA each shape bucket of a pass of up to ``graph_max_tokens`` tokens is captured once as a CUDA
+graph and replayed, which removes the per-kernel launch overhead that dominates a 135M-parameter model
+at small batches; wider passes and the CPU run the same function eagerly. A pass whose real tokens fill
+at most half of its (rows x places) layout runs *packed*: projections and MLPs on the real tokens only.
+Supported architectures: Llama, Mistral and Qwen2 (SmolLM2 is a Llama); other models use the
+dynamic-cache engine in ``decoder.py``.
 """
 
 from __future__ import annotations
@@ -130,8 +133,14 @@ class StaticLM:
         self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
         self.packed_passes = 0
         self.captures = 0
+        self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
+        # CUDA graphs for passes of at most this many tokens (L). Capturing a bucket costs about 100-250 ms on
+        # an H100, which pays off for the small passes that repeat (batch-size-1 decoding, the tail of every
+        # batch) but not for the wide first passes of big batches, whose shapes rarely repeat and whose GPU
+        # time hides the eager launch overhead anyway.
+        self.graph_max_tokens = 1024
 
     # -- construction --
 
@@ -372,7 +381,8 @@ class StaticLM:
         self.packed_passes += int(packed)
         self.last_shape = key = (int(packed), L, B, T, S, Mb)
         self.last_bucket_tokens, self.last_real_tokens = L, N
-        if not self.use_graphs:
+        if not self.use_graphs or L > self.graph_max_tokens:
+            self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
         else:
