@@ -13,9 +13,9 @@ Every token carries its own position, cache column and attention row, so a row o
 a *tree* of sequences: the document text once, and every label and mention branch after it, each
 branch attending only to its ancestors (the prefix sharing of PaDeLLM without copying a KV cache).
 
-On CUDA each shape bucket of a pass of up to ``graph_max_tokens`` tokens is captured once as a CUDA
-graph and replayed, which removes the per-kernel launch overhead that dominates a 135M-parameter model
-at small batches; wider passes and the CPU run the same function eagerly. A pass whose real tokens fill
+On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` can
+send wider passes to the eager path), which removes the per-kernel launch overhead that dominates a
+135M-parameter model; on the CPU the same function runs eagerly. A pass whose real tokens fill
 at most half of its (rows x places) layout runs *packed*: projections and MLPs on the real tokens only.
 Supported architectures: Llama, Mistral and Qwen2 (SmolLM2 is a Llama); other models use the
 dynamic-cache engine in ``decoder.py``.
@@ -136,11 +136,10 @@ class StaticLM:
         self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
-        # CUDA graphs for passes of at most this many tokens (L). Capturing a bucket costs about 100-250 ms on
-        # an H100, which pays off for the small passes that repeat (batch-size-1 decoding, the tail of every
-        # batch) but not for the wide first passes of big batches, whose shapes rarely repeat and whose GPU
-        # time hides the eager launch overhead anyway.
-        self.graph_max_tokens = 1024
+        # CUDA graphs for passes of at most this many tokens (L; None: all). Capturing a bucket costs about
+        # 100-250 ms on an H100; running wide passes eager instead (1024) made nlp.pipe slower there (1338
+        # against 1503 sentences/s on CoNLL03 test), as each eager pass pays its ~600 kernel launches.
+        self.graph_max_tokens: Optional[int] = None
 
     # -- construction --
 
@@ -381,7 +380,7 @@ class StaticLM:
         self.packed_passes += int(packed)
         self.last_shape = key = (int(packed), L, B, T, S, Mb)
         self.last_bucket_tokens, self.last_real_tokens = L, N
-        if not self.use_graphs or L > self.graph_max_tokens:
+        if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
