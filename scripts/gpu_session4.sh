@@ -23,6 +23,12 @@ if [[ $phase == final ]]; then  # after the graph-size policy and max_batch_rows
     --latency-docs 100 --batch-sizes 4096 --no-profile 2>&1 | grep -v Ignoring | tail -n 3
   timeout 300 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft \
     --output "$OUT/s4/bench_h100_s4_final.json" 2>&1 | grep -v Ignoring | tail -n 20
+elif [[ $phase == rows ]]; then  # docs per tree batch: 256 against 1024, each its own process and warm-up
+  for rows in 256 1024; do
+    python -c "import spacy, spacy_padellm, sys; nlp = spacy.blank('en'); nlp.add_pipe('padellm_ner', config={'model': '$M', 'max_batch_rows': $rows}); nlp.to_disk('/tmp/p$rows')" 2>&1 | tail -n 1
+    timeout 200 python -m spacy_padellm benchmark /tmp/p$rows "$DATA" --device cuda --latency-docs 50 --batch-sizes 1024,2048,4096 \
+      --warmup 5 --no-progress --methods padellm,padellm_nodraft --output "$OUT/s4/bench_h100_s4_rows$rows.json" 2>&1 | grep -v Ignoring | grep "^| padellm"
+  done
 elif [[ $phase == new ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout 150 python scripts/gpu_profile_engine.py "$DATA" "$OUT/s4/profile_default.json" --docs 3453 \

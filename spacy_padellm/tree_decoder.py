@@ -335,10 +335,10 @@ class TreeDecoder:
         prefixes = dict(zip(todo, enc.prefixes([requests[i].text for i in todo])))
         sizes = {i: self._estimate(prefixes[i], requests[i].labels) for i in todo}
         # Documents of like size decode together: a pass is as wide as its widest row, so a batch sorted by
-        # size wastes less of every pass on padding (results go back to their documents either way). Largest
-        # first: the first chunk sizes the KV cache, and the later ones fit in it (growing the cache drops
-        # every captured CUDA graph).
-        todo.sort(key=lambda i: -sizes[i])
+        # size wastes less of every pass on padding (results go back to their documents either way). (Largest
+        # first, so that the first chunk sizes the KV cache, measured slower on the H100: 1144 against 1503
+        # sentences/s, with more CUDA-graph captures in warm runs.)
+        todo.sort(key=lambda i: sizes[i])
         for chunk in self._chunks(todo, [sizes[i] for i in todo]):
             self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
                                [results[i] for i in chunk], max(sizes[i] for i in chunk))
