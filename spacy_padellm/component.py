@@ -52,7 +52,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "device": None,
     "dtype": "auto",
     "batch_size": 32,
-    "max_batch_rows": 0,
+    "max_batch_rows": 256,
     "max_count": 20,
     "max_count_tokens": 4,
     "max_mention_tokens": 40,
@@ -121,7 +121,7 @@ def make_padellm_ner(
     as CoNLL-style training data); ``device``: "cpu", "cuda", "cuda:1" (default: follow
     ``spacy.require_gpu``/``prefer_gpu``); ``dtype``: auto (bf16 on CUDA, fp32 on CPU), float32,
     bfloat16, float16; ``batch_size``: docs per decoder batch; ``max_batch_rows``: sequences decoded at
-    once (documents for the static engine; 0, the default: 1024 on a GPU, 256 on the CPU); ``max_count``: the count cap; ``max_count_tokens``/``max_mention_tokens``: decode lengths;
+    once; ``max_count``: the count cap; ``max_count_tokens``/``max_mention_tokens``: decode lengths;
     ``decoding``: "padellm" (the parallel engine), "reference" (``model.generate`` per step, as the
     paper's reference implementation; PaDeLLM-trained models), "autoreg_struct" or "autoreg_aug" (the
     paper's autoregressive baselines, for models trained with that protocol); null: the protocol the
@@ -170,7 +170,7 @@ class PaDeLLMNER(Pipe):
         device: Optional[str] = None,
         dtype: str = "auto",
         batch_size: int = 32,
-        max_batch_rows: int = 0,
+        max_batch_rows: int = 256,
         max_count: int = 20,
         max_count_tokens: int = 4,
         max_mention_tokens: int = 40,
@@ -189,13 +189,11 @@ class PaDeLLMNER(Pipe):
         self.vocab = nlp.vocab
         self.name = name
         self.lang = nlp.lang
-        for key, value in (("batch_size", batch_size), ("max_count", max_count),
+        for key, value in (("batch_size", batch_size), ("max_batch_rows", max_batch_rows), ("max_count", max_count),
                            ("max_count_tokens", max_count_tokens), ("max_mention_tokens", max_mention_tokens),
                            ("max_new_tokens", max_new_tokens), ("max_context_tokens", max_context_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"[{name}] '{key}' must be a positive integer, got {value!r}")
-        if not isinstance(max_batch_rows, int) or max_batch_rows < 0:
-            raise ValueError(f"[{name}] 'max_batch_rows' must be a positive integer or 0 (auto), got {max_batch_rows!r}")
         if engine not in ENGINES:
             raise ValueError(f"[{name}] 'engine' must be one of {', '.join(ENGINES)}, got {engine!r}")
         for key, value in (("constrain_mentions", constrain_mentions), ("dedupe_mentions", dedupe_mentions)):
@@ -394,9 +392,7 @@ class PaDeLLMNER(Pipe):
             self._warned_levers = True
             logger.warning("[%s] the decoding levers %s apply to decoding 'padellm' only; ignored with decoding "
                            "'%s'", self.name, ", ".join(self.levers), decoding)
-        # max_batch_rows 0 (auto): 1024 on a GPU (fewer, wider passes; the token budget bounds memory), 256 on
-        # the CPU, where fp32 KV caches of 1000 piped docs took 13 GB of RAM at 256 and 21 GB at 512.
-        rows = self.cfg["max_batch_rows"] or (1024 if _model_device(model).type == "cuda" else 256)
+        rows = self.cfg["max_batch_rows"]
         if decoding in _AUTOREG:
             from functools import partial
 
@@ -633,11 +629,3 @@ def _text_and_tokens(doc: Doc) -> Tuple[str, List[Tuple[int, int]]]:
     arr = doc.to_array([IDX, LENGTH, IS_SPACE]).tolist() if len(doc) else []
     return doc.text, [(a, a + n) for a, n, space in arr if not space]
 
-
-def _model_device(model):
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration, TypeError):
-        import torch
-
-        return torch.device("cpu")

@@ -151,16 +151,6 @@ def test_engine_small_row_budget_same_result(tiny_model):
     assert [ents(d) for d in nlp.pipe([t for t, _ in tiny.SENTENCES])] == gold(tiny.SENTENCES)
 
 
-def test_row_budget_auto_is_256_on_cpu_and_negative_is_refused(tiny_model):
-    nlp = spacy.blank("en")
-    ner = nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), "device": "cpu"})
-    assert ner.cfg["max_batch_rows"] == 0  # auto
-    decoder = ner.decoder
-    assert getattr(decoder, "max_batch_docs", getattr(decoder, "max_batch_rows", None)) == 256
-    with pytest.raises(ValueError, match="'max_batch_rows' must be a positive integer or 0"):
-        spacy.blank("en").add_pipe("padellm_ner", config={"model": str(tiny_model), "max_batch_rows": -1})
-
-
 def test_untrained_model_output_is_handled(tiny_base):
     """Garbage model output (counts that are not numbers, unfindable mentions) never crashes."""
     nlp = spacy.blank("en")
