@@ -1,22 +1,21 @@
-"""Where the tree engine's time goes on the GPU: graph captures, waiting for the GPU, host work.
+"""Where the tree engine's time goes on the GPU: host layout, input copies, CUDA-graph captures, replays.
 
     python scripts/gpu_profile_engine.py DATA.spacy OUT.json [--docs 1024] [--latency-docs 100] [--config JSON]
 
-Loads the shipped default model (``padellm:conll03-smollm2-135m``) on CUDA and runs:
+Loads the shipped default model (``padellm:conll03-smollm2-135m``) on CUDA and times, with a device
+synchronisation around each part (so the parts add up; this costs a little speed):
 
 * ``nlp.pipe`` over ``--docs`` test sentences at each ``--batch-sizes``, twice (cold: graphs are
-  captured on first use of a shape bucket; warm: every bucket already captured), and with ``--eager``
-  once with CUDA graphs off;
+  captured on first use of a shape bucket; warm: every bucket already captured), and once with
+  CUDA graphs off (eager);
 * ``nlp(text)`` one sentence at a time (batch size 1) over ``--latency-docs`` sentences, after the pipe
   runs (so its buckets are mostly warm);
 
-and splits the wall time into graph captures (synchronised around each), the host's time blocked in
-``StaticLM.collect`` waiting for passes (``wait_s``), time spent queueing passes (``launch_s``: layout
-copies and replays) and the rest of the host work (``host_s``: everything but waiting and captures).
-It also counts passes, packed passes, captures and distinct buckets, and sums the real tokens against
-the tokens computed (``padding_factor``). Session 3's and the first session-4 profiles in docs/results
-came from an earlier version that synchronised around every step instead (``step_s``, ``run_host_s``,
-``other_s``). A diagnostic, not a benchmark: the numbers in docs/ come from ``python -m spacy_padellm benchmark``.
+and splits each into: time in ``TreeBatch.run`` before the step (host layout), ``StaticLM.step`` split
+into graph capture, input copies + replay + output copy, and everything else (component, tokenizer,
+alignment). It also counts passes, captures and distinct buckets, and sums the real tokens against
+the padded bucket sizes (the compute wasted on padding). A diagnostic, not a benchmark: the numbers
+in docs/ come from ``python -m spacy_padellm benchmark``.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
 
     from spacy.tokens import DocBin
 
-    from spacy_padellm import static_lm
+    from spacy_padellm import static_lm, tree_decoder
     from spacy_padellm.evaluate import load_pipeline
 
     nlp = load_pipeline(args.model, config={"device": args.device, **json.loads(args.config)})
@@ -62,9 +61,9 @@ def main(argv=None) -> int:
     buckets = Counter()
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    orig_launch = static_lm.StaticLM.launch
-    orig_collect = static_lm.StaticLM.collect
+    orig_step = static_lm.StaticLM.run
     orig_graph_init = static_lm._Graph.__init__
+    orig_run = tree_decoder.TreeBatch.run
 
     def graph_init(self, *a, **k):
         sync()
@@ -74,11 +73,12 @@ def main(argv=None) -> int:
         acc["capture_s"] += time.perf_counter() - t
         cnt["captures"] += 1
 
-    def launch(self, *arrays):
+    def step(self, tokens, positions, slots, mask, outputs, *rest, **kw):
+        sync()
         t = time.perf_counter()
         cap0 = acc["capture_s"]
-        out = orig_launch(self, *arrays)
-        acc["launch_s"] += time.perf_counter() - t - (acc["capture_s"] - cap0)
+        out = orig_step(self, tokens, positions, slots, mask, outputs, *rest, **kw)
+        acc["step_s"] += time.perf_counter() - t - (acc["capture_s"] - cap0)
         cnt["passes"] += 1
         shape = tuple(int(x) for x in getattr(self, "last_shape", ()) or ())
         buckets[shape] += 1
@@ -87,15 +87,17 @@ def main(argv=None) -> int:
         cnt["packed_passes"] += int(bool(shape and shape[0]))
         return out
 
-    def collect(self, pending):  # time the host spends waiting for the GPU
+    def run(self):
         t = time.perf_counter()
-        out = orig_collect(self, pending)
-        acc["wait_s"] += time.perf_counter() - t
+        s0, c0 = acc["step_s"], acc["capture_s"]
+        out = orig_run(self)
+        acc["run_s"] += time.perf_counter() - t
+        acc["run_host_s"] += (time.perf_counter() - t) - (acc["step_s"] - s0) - (acc["capture_s"] - c0)
         return out
 
     static_lm._Graph.__init__ = graph_init
-    static_lm.StaticLM.launch = launch
-    static_lm.StaticLM.collect = collect
+    static_lm.StaticLM.run = step
+    tree_decoder.TreeBatch.run = run
 
     def measure(fn):
         acc.clear(), cnt.clear(), buckets.clear()
@@ -106,14 +108,13 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t
         row = {"wall_s": round(wall, 4), **{k: round(v, 4) for k, v in acc.items()}, **dict(cnt),
                "distinct_buckets": len(buckets)}
-        row["host_s"] = round(wall - acc["wait_s"] - acc["capture_s"], 4)  # everything but waiting and captures
+        row["other_s"] = round(wall - acc["run_s"], 4)
         if cnt["bucket_tokens"]:
             row["padding_factor"] = round(cnt["bucket_tokens"] / max(1, cnt["real_tokens"]), 2)
         return row
 
-    report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-              "torch": torch.__version__, "docs": len(texts), "config": json.loads(args.config), "pipe": {},
-              "latency": {}}
+    report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu", "torch": torch.__version__, "docs": len(texts),
+              "config": json.loads(args.config), "pipe": {}, "latency": {}}
     lm = getattr(ner.decoder, "lm", None)
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         for phase in ("cold", "warm"):

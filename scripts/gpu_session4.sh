@@ -5,7 +5,6 @@
 #   bash scripts/gpu_session4.sh new   # where the time goes (scripts/gpu_profile_engine.py: default config and
 #                                      # 1024 docs per tree batch), then the benchmark of this code on the whole test set
 #   bash scripts/gpu_session4.sh final # the same after the CUDA-graph size policy and max_batch_rows auto
-#   bash scripts/gpu_session4.sh lanes # two tree batches in flight against one (padellm_onelane), warm throughput
 #   bash scripts/gpu_session4.sh old   # the same benchmark with the package as of commit b225919 (session 3's
 #                                      # engine), unpacked into .old/ by: git archive b225919 spacy_padellm | tar -x -C .old
 set -uo pipefail
@@ -24,12 +23,6 @@ if [[ $phase == final ]]; then  # after the graph-size policy and max_batch_rows
     --latency-docs 100 --batch-sizes 4096 --no-profile 2>&1 | grep -v Ignoring | tail -n 3
   timeout 300 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft \
     --output "$OUT/s4/bench_h100_s4_final.json" 2>&1 | grep -v Ignoring | tail -n 20
-elif [[ $phase == lanes ]]; then  # two tree batches in flight (the default on CUDA) against one
-  timeout 100 python scripts/gpu_profile_engine.py "$DATA" "$OUT/s4/profile_lanes.json" --docs 3453 \
-    --latency-docs 50 --batch-sizes 1024 --no-profile 2>&1 | grep -v Ignoring | tail -n 3 | cut -c1-600
-  timeout 400 python -m spacy_padellm benchmark "$M" "$DATA" --device cuda --latency-docs 150 --batch-sizes 256,1024,2048 \
-    --warmup 5 --no-progress --methods padellm,padellm_onelane,padellm_nodraft \
-    --output "$OUT/s4/bench_h100_s4_lanes.json" 2>&1 | grep -v Ignoring | tail -n 26
 elif [[ $phase == rows ]]; then  # docs per tree batch: 256 against 1024, each its own process and warm-up
   for rows in 256 1024; do
     python -c "import spacy, spacy_padellm, sys; nlp = spacy.blank('en'); nlp.add_pipe('padellm_ner', config={'model': '$M', 'max_batch_rows': $rows}); nlp.to_disk('/tmp/p$rows')" 2>&1 | tail -n 1

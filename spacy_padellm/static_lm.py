@@ -23,7 +23,6 @@ dynamic-cache engine in ``decoder.py``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -125,11 +124,8 @@ class StaticLM:
         self.scale = cfg.get("scale", 1.0 / math.sqrt(self.head_dim))
         self.max_positions = int(cos.shape[0])
         self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
-        self._graphs: Dict[Tuple[int, ...], _Graph] = {}
+        self._graphs: Dict[Tuple[int, int, int, int], _Graph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        # Each StaticLM issues its work on a CUDA stream of its own, so that two of them sharing weights
-        # (``twin``) can have passes in flight at once (see ``TreeDecoder``'s two lanes).
-        self.stream = torch.cuda.Stream(device=self.device) if self.device.type == "cuda" else None
         self.k_cache: Optional[torch.Tensor] = None  # (layers, rows, kv_heads, cols, head_dim)
         self.v_cache: Optional[torch.Tensor] = None
         self.rows = 0
@@ -205,17 +201,6 @@ class StaticLM:
         embed = w(vocab, hidden)
         return cls(info, embed, blocks, ones, w(vocab, hidden), emb.cos().to(dtype), emb.sin().to(dtype),
                    cuda_graphs=cuda_graphs)
-
-    def twin(self) -> "StaticLM":
-        """Another StaticLM on the same weights (no copy), with a KV cache, graphs and stream of its own."""
-        twin = StaticLM(self.cfg, self.embed, self.layers, self.norm, self.lm_head, self.cos, self.sin,
-                        cuda_graphs=self.use_graphs)
-        twin.packing, twin.graph_max_tokens = self.packing, self.graph_max_tokens
-        return twin
-
-    def on_stream(self):
-        """Context making this StaticLM's stream current (a no-op on the CPU)."""
-        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     @property
     def weight_bytes(self) -> int:
@@ -346,23 +331,9 @@ class StaticLM:
         tok, logp = self.run(tokens, positions, slots, mask, outputs)
         return tok.reshape(B, O), logp.reshape(B, O)
 
+    @torch.inference_mode()
     def run(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
             outputs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """One pass, waited for (``launch`` then ``collect``, on this StaticLM's stream); see ``launch``."""
-        with self.on_stream():
-            return self.collect(self.launch(tokens, positions, slots, mask, outputs))
-
-    @torch.inference_mode()
-    def collect(self, pending) -> Tuple[np.ndarray, np.ndarray]:
-        """Wait for a launched pass; its (tokens, log-probs) at the wanted places, as numpy arrays."""
-        tok, logp, event = pending
-        if event is not None:
-            event.synchronize()
-        return tok.numpy(), logp.numpy()
-
-    @torch.inference_mode()
-    def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
-               outputs: np.ndarray):
         """One forward pass; returns the (token, log-prob) predicted after each place in ``outputs``.
 
         tokens, positions, slots: (B, T) at a ``padded_shape`` (padding tokens have the trash column as
@@ -371,9 +342,6 @@ class StaticLM:
         A pass whose real tokens fill less than half of the (B, T) layout runs *packed*: projections and
         MLPs only on the real tokens, the layout only for attention. Outputs are read at their places
         only (not at a padded (B, O) grid), so the LM head costs one row per wanted prediction.
-
-        On CUDA the pass is only queued (on the current stream): ``collect`` waits for it, and the host is
-        free meanwhile. Returns the pending pass.
         """
         B, T = tokens.shape
         S = mask.shape[-1]
@@ -412,15 +380,9 @@ class StaticLM:
         self.packed_passes += int(packed)
         self.last_shape = key = (int(packed), L, B, T, S, Mb)
         self.last_bucket_tokens, self.last_real_tokens = L, N
-        cuda = self.device.type == "cuda"
-
-        def host(a):  # pinned memory on CUDA, so that the copy is truly asynchronous
-            t = torch.from_numpy(np.ascontiguousarray(a))
-            return t.pin_memory() if cuda else t
-
         if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
             self.eager_passes += 1
-            t = [None if a is None else host(a).to(self.device, non_blocking=True) for a in arrays]
+            t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
         else:
             graph = self._graphs.get(key)
@@ -429,18 +391,10 @@ class StaticLM:
                 self.captures += 1
             for buf, arr in zip(graph.inputs(), arrays):
                 if buf is not None:
-                    buf.copy_(host(arr), non_blocking=True)
+                    buf.copy_(torch.from_numpy(np.ascontiguousarray(arr)), non_blocking=True)
             graph.graph.replay()
             tok, logp = graph.out_tok, graph.out_logp
-        if not cuda:
-            return tok[:M], logp[:M], None
-        tok_h = torch.empty(M, dtype=tok.dtype, pin_memory=True)
-        logp_h = torch.empty(M, dtype=logp.dtype, pin_memory=True)
-        tok_h.copy_(tok[:M], non_blocking=True)
-        logp_h.copy_(logp[:M], non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        return tok_h, logp_h, event
+        return tok[:M].cpu().numpy(), logp[:M].cpu().numpy()
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):

@@ -166,26 +166,12 @@ class TreeBatch:
             self.slot[r] = i
 
     def run(self) -> Dict[int, Tuple[int, float]]:
-        """Make the queued pass and wait for it: {handle: (token, logprob)}."""
-        with self.lm.on_stream():
-            return self.collect(self.launch())
-
-    def collect(self, pending) -> Dict[int, Tuple[int, float]]:
-        """Wait for a pass from ``launch``: {handle: (token, logprob)}."""
-        if pending is None:
-            return {}
-        lm_pending, h0, n = pending
-        tok, logp = self.lm.collect(lm_pending)
-        return dict(zip(range(h0, h0 + n), zip(tok.tolist(), logp.tolist())))
-
-    def launch(self):
-        """Lay out the queued pass and start it on the device; ``collect`` gives its outputs."""
         q_row, q_len, h0 = self._q_row, self._q_len, self._q_handle0
         q_branch, q_col0, q_pos0, q_ids = self._q_branch, self._q_col0, self._q_pos0, self._q_ids
         q_out_chain, q_out_i = self._q_out_chain, self._q_out_i
         self._clear_queue()
         if not q_row:
-            return None
+            return {}
         slot = self.slot
         rows = sorted(set(q_row), key=lambda r: slot[r])
         B = slot[rows[-1]] + 1
@@ -231,9 +217,9 @@ class TreeBatch:
         pad[flat] = False
         mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
         mask = mask.reshape(Bb, Tb, Sb)
-        pending = lm.launch(tokens, positions, slots, mask, out_b * Tb + out_t)
+        tok, logp = lm.run(tokens, positions, slots, mask, out_b * Tb + out_t)
         self.passes += 1
-        return pending, h0, len(out_b)
+        return dict(zip(range(h0, h0 + len(out_b)), zip(tok.tolist(), logp.tolist())))
 
 
 _BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -298,7 +284,7 @@ class TreeDecoder:
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 lanes: Optional[int] = None, model=None):
+                 model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -314,11 +300,6 @@ class TreeDecoder:
         # ``draft_max_docs`` documents decodes without drafts (same output either way).
         self.draft_max_docs = max(0, int(draft_max_docs))
         self._drafting = True
-        # Tree batches in flight at once: with two, one batch's host work (bookkeeping, the next pass's
-        # layout) runs while the other's pass runs on the GPU; each lane has its own StaticLM (shared
-        # weights, own KV cache, graphs and stream). None: 2 on CUDA, 1 on the CPU (nothing to overlap).
-        self.lanes = (2 if lm.device.type == "cuda" else 1) if lanes is None else max(1, int(lanes))
-        self._twins: List[StaticLM] = []
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -358,71 +339,21 @@ class TreeDecoder:
         # first, so that the first chunk sizes the KV cache, measured slower on the H100: 1144 against 1503
         # sentences/s, with more CUDA-graph captures in warm runs.)
         todo.sort(key=lambda i: sizes[i])
-        jobs = [([requests[i] for i in chunk], [prefixes[i] for i in chunk], [results[i] for i in chunk],
-                 max(sizes[i] for i in chunk)) for chunk in self._chunks(todo, [sizes[i] for i in todo])]
-        if self.lanes > 1 and len(jobs) > 1:
-            self._decode_in_lanes(jobs)
-        else:
-            for job in jobs:
-                gen = self._chunk_passes(self.lm, *job)
-                try:
-                    tb = next(gen)
-                    while True:
-                        tb = gen.send(self._run(tb))
-                except StopIteration:
-                    pass
+        for chunk in self._chunks(todo, [sizes[i] for i in todo]):
+            self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
+                               [results[i] for i in chunk], max(sizes[i] for i in chunk))
         return results
-
-    def _decode_in_lanes(self, jobs) -> None:
-        """Decode tree batches ``self.lanes`` at a time, round robin: collect a lane's pass, do its host work
-        up to its next pass, start that pass, go on to the next lane (whose pass ran meanwhile)."""
-        while len(self._twins) < self.lanes - 1:
-            self._twins.append(self.lm.twin())
-        todo = iter(jobs)
-
-        def start(lm):  # [lm, generator, tree batch, pending pass] of the next job, or None
-            for job in todo:
-                gen = self._chunk_passes(lm, *job)
-                with lm.on_stream():
-                    try:
-                        tb = next(gen)
-                    except StopIteration:
-                        continue
-                    return [lm, gen, tb, tb.launch()]
-            return None
-
-        lanes = [lane for lane in (start(lm) for lm in [self.lm] + self._twins[: self.lanes - 1]) if lane]
-        while lanes:
-            for lane in list(lanes):
-                lm, gen, tb, pending = lane
-                with lm.on_stream():
-                    out = tb.collect(pending)
-                    self.stats.forward_passes += 1
-                    try:
-                        tb = gen.send(out)
-                        lane[2:] = [tb, tb.launch()]
-                        continue
-                    except StopIteration:
-                        pass
-                nxt = start(lm)
-                if nxt is None:
-                    lanes.remove(lane)
-                else:
-                    lane[:] = nxt
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
         """Columns a document will likely use: prefix, label prompts, counts, a few short mentions."""
         enc = self.encoder
         return len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
 
-    def _chunk_passes(self, lm: StaticLM, requests, prefixes, results, cols_hint: int):
-        """Decode one tree batch on ``lm``: a generator that yields its TreeBatch whenever a pass is due and
-        is sent that pass's outputs (so that a driver can interleave several batches)."""
+    def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
         enc = self.encoder
-        tb = TreeBatch(lm, len(requests), cols_hint)
-        texts = [req.text for req in requests]
-        drafting = len(requests) <= self.draft_max_docs
-        self._texts, self._drafting = texts, drafting
+        tb = TreeBatch(self.lm, len(requests), cols_hint)
+        self._texts = [req.text for req in requests]
+        self._drafting = len(requests) <= self.draft_max_docs
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -435,8 +366,7 @@ class TreeDecoder:
                 (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
                 stats.prompt_tokens += len(ids)
                 counts.append(_Count(d, label, branch, handle=h))
-        out = yield tb
-        self._texts, self._drafting = texts, drafting  # (another batch may have run in between)
+        out = self._run(tb)
         mentions: List[_Mention] = []
         while True:
             next_counts: List[_Count] = []
@@ -451,8 +381,7 @@ class TreeDecoder:
             mentions = next_mentions + waiting
             if not counts and not mentions:
                 break
-            out = yield tb
-            self._texts, self._drafting = texts, drafting
+            out = self._run(tb)
         for req, res in zip(requests, results):  # in label order, then k
             order = {label: i for i, label in enumerate(req.labels)}
             res.predictions.sort(key=lambda p: (order[p.label], p.k))

@@ -140,21 +140,6 @@ def test_packed_passes_equal_dense_ones(trained, requests):
     assert results[True] == results[False]
 
 
-@pytest.mark.parametrize("drafts", [0, 8])
-def test_two_lanes_equal_one(trained, requests, drafts):
-    """Tree batches decoded two at a time (round robin on two StaticLMs sharing weights) give exactly what
-    one at a time gives."""
-    model, enc = trained
-    lm = StaticLM.from_hf(model)
-    one = TreeDecoder(lm, enc, max_batch_docs=2, lanes=1, draft_tokens=drafts, **LIMITS)
-    two = TreeDecoder(lm, enc, max_batch_docs=2, lanes=2, draft_tokens=drafts, **LIMITS)
-    assert two.lanes == 2 and TreeDecoder(lm, enc).lanes == 1  # auto: one lane on the CPU
-    want = [_key(r) for r in one.decode(requests)]
-    assert [_key(r) for r in two.decode(requests)] == want
-    assert len(two._twins) == 1 and two._twins[0].embed is lm.embed  # weights shared, not copied
-    assert two.stats.forward_passes == one.stats.forward_passes
-
-
 def test_supported_and_buckets(trained):
     model, _ = trained
     assert static_lm_supported(model) == (True, "")
@@ -254,13 +239,13 @@ def test_tree_batch_layout_equals_plain_loop(trained):
     rng = np.random.default_rng(0)
     tb = TreeBatch(lm, 5, 64)
     captured = {}
-    launch, step = lm.launch, lm.step
+    run, step = lm.run, lm.step
 
     def spy(*arrays):
         captured["arrays"] = [a.copy() for a in arrays]
-        return launch(*arrays)
+        return run(*arrays)
 
-    lm.launch = spy
+    lm.run = spy
     live = {r: [tb.root(r)] for r in range(5)}
     for p in range(6):
         feeds = []
