@@ -11,6 +11,7 @@ cannot be found, or whose every occurrence is already taken by its label, is dro
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -39,8 +40,17 @@ class AlignStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
+_NOT_PLAIN = re.compile(r"\s\s|[^\S ]|\u03a3")  # a whitespace run, whitespace other than " ", or a capital sigma
+
+
 def normalize(text: str, drop_spaces: bool = False) -> Tuple[str, List[int]]:
     """Lower-cased text with whitespace runs collapsed (or dropped), and each char's original index."""
+    if not drop_spaces and not _NOT_PLAIN.search(text) and not text[:1].isspace() and not text[-1:].isspace():
+        # The common case at C speed: single spaces only, nothing to collapse. (Capital sigma lower-cases by
+        # context in str.lower() but not char by char, and a char that lower-cases to two changes the length.)
+        lowered = text.lower()
+        if len(lowered) == len(text):
+            return lowered, list(range(len(text)))
     chars: List[str] = []
     index: List[int] = []
     in_space = False

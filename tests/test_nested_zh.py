@@ -259,3 +259,36 @@ def test_trainer_selects_nested_models_on_the_span_group(train_tiny, tiny_base, 
     with pytest.raises(TrainConfigError, match="span group"):
         train_tiny(tmp_path / "bad", tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=1,
                    extra={"dev": str(flat_dev), "spans_key": "sc"})
+
+
+def test_normalize_fast_path_equals_char_by_char():
+    """normalize's C-speed path (single spaces only) gives what the char-by-char loop gives, on random text
+    with whitespace runs, tabs, newlines, full-width punctuation, capital sigma and a two-char lower case."""
+    import random
+
+    from spacy_padellm.aligner import normalize
+
+    def loop(text, drop):
+        chars, index, in_space = [], [], False
+        for i, ch in enumerate(text):
+            if ch.isspace():
+                if not drop and not in_space and chars:
+                    chars.append(" ")
+                    index.append(i)
+                in_space = True
+                continue
+            in_space = False
+            chars.append(ch.lower())
+            index.append(i)
+        if chars and chars[-1] == " ":
+            chars.pop()
+            index.pop()
+        return "".join(chars), index
+
+    rng = random.Random(0)
+    alphabet = "ab AB\tΣσİ日本，\n  Ü1."
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        for drop in (False, True):
+            assert normalize(text, drop) == loop(text, drop), (text, drop)
+    assert normalize("Hello World") == ("hello world", list(range(11)))

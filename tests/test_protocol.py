@@ -1,0 +1,28 @@
+"""The prompt encoder's batched encoding gives exactly what encoding text by text gives."""
+
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from spacy_padellm.protocol import PromptEncoder
+
+SHIPPED = Path(__file__).resolve().parents[1] / "spacy_padellm" / "models" / "conll03-smollm2-135m"
+TEXTS = ["EU rejects German call to boycott British lamb .", "", "  two  spaces ", "日本，东京（１２３）。",
+         "Ärzte in São Paulo 2026", "<mention 1>Japan</s>"]
+
+
+def test_batched_encoding_equals_one_at_a_time():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    assert enc._encode_many(TEXTS) == [enc._encode(t) for t in TEXTS]
+    assert enc._backend_ok  # the fast tokenizer's own encode_batch was used and agreed
+    assert enc.prefixes(TEXTS) == [enc.prefix(t) for t in TEXTS]
+
+
+def test_batched_encoding_falls_back_when_the_backend_disagrees():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    want = [enc._encode(t) for t in TEXTS]
+    real = enc._encode
+    enc._encode = lambda text: real(text) + [0]  # the wrapper now "disagrees" with the backend
+    got = enc._encode_many(TEXTS)
+    assert not enc._backend_ok
+    assert got == want  # the wrapper's own batch call, which the stand-in does not touch
