@@ -88,7 +88,7 @@ class _Graph:
         self.mask = torch.zeros((B, T, S), dtype=torch.bool, device=dev)
         self.mask[..., 0] = True
         self.out = z(M)
-        args = (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
+        args = self.inputs()
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(stream):

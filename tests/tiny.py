@@ -88,36 +88,32 @@ def write_examples(path: Path, data, labels) -> Path:
     return path
 
 
-def gold_examples(nlp, data, spans_key=None):
+def gold_doc(nlp, text, mentions, spans_key=None):
+    """A doc of ``text`` with the gold ``mentions`` as ``doc.ents`` (or as the span group ``spans_key``)."""
+    doc = nlp.make_doc(text)
+    spans = [doc.char_span(s, e, label=l) for s, e, l in char_spans(text, mentions)]
+    if spans_key:
+        doc.spans[spans_key] = spans
+    else:
+        doc.ents = spans
+    return doc
+
+
+def gold_examples(nlp, data=SENTENCES, spans_key=None):
     """spaCy Examples of ``data``: unannotated predicted docs, references with the gold ``doc.ents`` (or the
     span group ``spans_key``)."""
     from spacy.training import Example
 
-    examples = []
-    for text, mentions in data:
-        ref = nlp.make_doc(text)
-        spans = [ref.char_span(s, e, label=l) for s, e, l in char_spans(text, mentions)]
-        if spans_key:
-            ref.spans[spans_key] = spans
-        else:
-            ref.ents = spans
-        examples.append(Example(nlp.make_doc(text), ref))
-    return examples
+    return [Example(nlp.make_doc(text), gold_doc(nlp, text, mentions, spans_key)) for text, mentions in data]
 
 
 def write_docbin(path: Path, data, labels, spans_key=None) -> Path:
     import spacy
-    from spacy.tokens import DocBin, Span
+    from spacy.tokens import DocBin
 
     nlp = spacy.blank("en")
     db = DocBin(store_user_data=True)
     for text, mentions in data:
-        doc = nlp.make_doc(text)
-        spans = [doc.char_span(s, e, label=l) for s, e, l in char_spans(text, mentions)]
-        if spans_key:
-            doc.spans[spans_key] = spans
-        else:
-            doc.ents = spans
-        db.add(doc)
+        db.add(gold_doc(nlp, text, mentions, spans_key))
     db.to_disk(path)
     return path
