@@ -58,7 +58,7 @@ class TreeBatch:
     with whole-array numpy operations: a row's chains go one after the other in the order they were
     fed; each token attends to what its branch sees (``_vis``, which already holds the chain's own
     columns) less the columns of its chain that come after it (the causal part). The arrays are built
-    at the shape bucket ``StaticLM.step`` runs, so it pads nothing.
+    at the shape bucket ``StaticLM.run`` takes, so nothing is padded again.
     """
 
     def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int):
