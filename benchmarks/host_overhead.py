@@ -118,9 +118,12 @@ class Oracle:
         for b in range(B):
             if slots[b, 0] == 0 and positions[b, 0] == 0 and mask[b, 0, 0] and mask[b, 0].sum() == 1 and T > 1 \
                     and slots[b, 1] == 1:  # a new batch: this row starts with its document's prefix
-                # positions restart where the second label's chain begins; the first label comes before
-                L = int(np.argmax(positions[b] != np.arange(T))) - len(self.label_ids[LABELS[0]])
-                g = self.gold.get(tuple(tokens[b, :L].tolist()))
+                # the prefix is the longest gold prefix the row starts with, followed by the first label
+                first = self.label_ids[LABELS[0]]
+                row = tokens[b].tolist()
+                L = next((n for n in range(T - len(first), 0, -1) if tuple(row[n: n + len(first)]) == first
+                          and tuple(row[:n]) in self.gold), 0)
+                g = self.gold.get(tuple(row[:L])) if L else None
                 self.row_gold[b] = (g, L) if g is not None else None
         real = slots != self.lm.trash_col
         self.shadow[np.nonzero(real)[0], slots[real]] = tokens[real]

@@ -204,6 +204,12 @@ def tokenizer_bos_ids(tokenizer, bos: Optional[bool] = None) -> List[int]:
     return [bos_id] if with_special[:1] == [bos_id] and plain[:1] != [bos_id] else []
 
 
+# Texts the fast tokenizer's backend is checked on (against transformers' wrapper) before it is trusted.
+_BACKEND_PROBES = ("EU rejects German call to boycott British lamb .", "  two  spaces\n\tand a tab ",
+                   "Ärzte in São Paulo, 2026", "日本，东京（１２３）。", "<mention 1>Japan</s>", " leading space", "x" * 300)
+_BACKEND_CHECKS = 16
+
+
 @dataclass
 class PromptEncoder:
     """Turns protocol pieces into token ids with one tokenizer, the same way for training and decoding.
@@ -225,6 +231,7 @@ class PromptEncoder:
         self._tag_cache: Dict[int, List[int]] = {}
         self._ends_count_cache: Dict[int, bool] = {}
         self._backend_ok = True  # _encode_many may call a fast tokenizer's backend directly
+        self._backend_checks = 0  # batches whose first text was checked against the wrapper
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -233,22 +240,33 @@ class PromptEncoder:
         """``[_encode(t) for t in texts]`` in one tokenizer call (the same ids, less overhead per text).
 
         A fast tokenizer's own ``encode_batch`` is used directly: transformers' wrapper spends more time
-        converting each encoding than the tokenizer spends encoding. The first text of every batch is
-        checked against the wrapper, and any difference turns the shortcut off for good.
+        converting each encoding than the tokenizer spends encoding (about 0.4 ms a call, which was most of
+        the host time of a batch-1 sentence). Before the first use, the backend is checked against the
+        wrapper on probe texts (spaces, newlines, accents, CJK, digits, the protocol's tags), and then on the
+        first text of each of the first ``_BACKEND_CHECKS`` batches; any difference turns the shortcut off
+        for good.
         """
         if not texts:
             return []
         texts = list(texts)
         backend = getattr(self.tokenizer, "backend_tokenizer", None) if self._backend_ok else None
         if backend is not None:
+            checking = self._backend_checks < _BACKEND_CHECKS
+            probes = (self._probes() if self._backend_checks == 0 else []) + [texts[0]] if checking else []
             try:
-                ids = [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+                ids = [e.ids for e in backend.encode_batch(probes + texts, add_special_tokens=False)]
             except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
                 ids = None
-            if ids is not None and ids[0] == self._encode(texts[0]):
-                return ids
+            if ids is not None and all(ids[i] == self._encode(t) for i, t in enumerate(probes)):
+                self._backend_checks += int(checking)
+                return ids[len(probes):]
             self._backend_ok = False
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _probes(self) -> List[str]:
+        t = self.template
+        return list(_BACKEND_PROBES) + [t.prefix.format(text="Japan"), t.label.format(label="LOC"),
+                                        t.count.format(n=2) + t.mention.format(k=2) + "Syria"]
 
     def prefix(self, text: str) -> List[int]:
         return self.bos_ids + self._encode(self.template.prefix.format(text=text))

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction, _read_count
-from .protocol import PromptEncoder, parse_mention
+from .protocol import PromptEncoder, parse_count, parse_mention
 from .static_lm import StaticLM
 
 __all__ = ["TreeBatch", "TreeDecoder"]
@@ -261,6 +261,9 @@ class _Count:
     lp: float = 0.0
     handle: Optional[int] = None
     spec: Optional[List[Tuple[int, int, int]]] = None  # speculative children: (k, branch, handle)
+    # count drafts fed with the label prompt: (n, chain, branch, handles after chain[:-1], tags), each tag
+    # (k, branch, handle, its length)
+    hyps: Optional[List[Tuple[int, List[int], int, List[int], List[Tuple[int, int, int, int]]]]] = None
 
 
 @dataclass
@@ -284,7 +287,7 @@ class TreeDecoder:
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 model=None):
+                 count_drafts: int = 3, model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -300,6 +303,10 @@ class TreeDecoder:
         # ``draft_max_docs`` documents decodes without drafts (same output either way).
         self.draft_max_docs = max(0, int(draft_max_docs))
         self._drafting = True
+        # Count drafts: the counts 0 .. count_drafts - 1 (with their mention tags) are fed after every label
+        # prompt in the first pass, so a verified count yields its mentions' first tokens in that same pass.
+        # Part of drafting: off with draft_tokens=0 and for batches of more than draft_max_docs documents.
+        self.count_drafts = max(0, int(count_drafts)) if self.draft_tokens else 0
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -345,15 +352,34 @@ class TreeDecoder:
         return results
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
-        """Columns a document will likely use: prefix, label prompts, counts, a few short mentions."""
+        """Columns a document will likely use: prefix, label prompts, counts, a few short mentions, and
+        (when drafting) the count drafts and a few mention drafts."""
         enc = self.encoder
-        return len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
+        cols = len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
+        if self.draft_tokens and self.max_drafts:
+            cols += len(labels) * self._count_draft_cols() + 2 * self.max_drafts * self.draft_tokens
+        return cols
+
+    def _count_chains(self) -> List[Tuple[int, List[int]]]:
+        """(n, the count's tokens as greedy decoding writes them) for each drafted count n: the tokens of
+        the count piece, whose last token must end the count by itself."""
+        if not hasattr(self, "_chains"):
+            enc = self.encoder
+            self._chains = [(n, ids) for n, ids in ((n, enc.count(n)) for n in range(self.count_drafts))
+                            if ids and enc.ends_count(ids[-1]) and not any(enc.ends_count(t) for t in ids[:-1])
+                            and ids[-1] != enc.eos_id and parse_count(enc.decode(ids), enc.template) == n]
+        return self._chains
+
+    def _count_draft_cols(self) -> int:
+        enc = self.encoder
+        return sum(len(ids) + sum(len(enc.mention_tag(k)) for k in range(1, n + 1)) for n, ids in self._count_chains())
 
     def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
         enc = self.encoder
         tb = TreeBatch(self.lm, len(requests), cols_hint)
         self._texts = [req.text for req in requests]
         self._drafting = len(requests) <= self.draft_max_docs
+        chains = self._count_chains() if self._drafting and self.count_drafts else []
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -365,7 +391,10 @@ class TreeDecoder:
                 ids = enc.label(label)
                 (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
                 stats.prompt_tokens += len(ids)
-                counts.append(_Count(d, label, branch, handle=h))
+                c = _Count(d, label, branch, handle=h)
+                if chains:
+                    c.hyps = [self._feed_count_draft(tb, branch, n, chain) for n, chain in chains]
+                counts.append(c)
         out = self._run(tb)
         mentions: List[_Mention] = []
         while True:
@@ -395,9 +424,57 @@ class TreeDecoder:
         self.stats.generated_tokens += len(ids)
         return tb.feed(branch, ids, outputs)
 
+    def _feed_count_draft(self, tb, branch: int, n: int, chain: List[int]):
+        """Feed the count ``n`` (its tokens ``chain``) on a child of the label's branch, and the mention tags
+        k = 1..n on children of that; the predictions after the tags are the mentions' first tokens."""
+        child = tb.fork(branch)
+        handles = tb.feed(child, chain, outputs=list(range(len(chain) - 1)))
+        self.stats.draft_tokens += len(chain)
+        tags = []
+        for k in range(1, n + 1):
+            g = tb.fork(child)
+            tag = self.encoder.mention_tag(k)
+            (h,) = tb.feed(g, tag, outputs=[len(tag) - 1])
+            self.stats.draft_tokens += len(tag)  # counted as drafts: used only if the count is n
+            tags.append((k, g, h, len(tag)))
+        return n, chain, child, handles, tags
+
     def _advance_count(self, tb, c: _Count, out, results, mentions, waiting, next_counts) -> None:
-        enc = self.encoder
         tok, lp = out[c.handle]
+        if c.hyps is not None:
+            hyps, c.hyps = c.hyps, None
+            for n, chain, child, handles, tags in hyps:
+                if chain[0] != tok:
+                    continue
+                # The model wrote the drafted count's first token: confirm the rest of the chain.
+                i = 1  # chain[:i] confirmed; (tok, lp) is the prediction after chain[i - 1]
+                while True:
+                    c.gen.append(tok)
+                    c.lp += lp
+                    self.stats.accepted_draft_tokens += 1
+                    tok, lp = out[handles[i - 1]] if i < len(chain) else (None, 0.0)
+                    if i == len(chain) or tok != chain[i]:
+                        break
+                    i += 1
+                if i == len(chain):  # the whole count, terminator included: its mentions started this pass
+                    m = self._finish_count(c, results)
+                    self.stats.generated_tokens += len(chain) - (0 if m > 0 else 1)  # as if fed one by one
+                    for k, g, h, n_tag in tags:
+                        if k <= m:
+                            mentions.append(_Mention(c.doc, c.label, k, c, g, h))
+                            self.stats.accepted_draft_tokens += n_tag
+                    return
+                # The count goes on past the draft (a longer number): continue on the draft's branch.
+                c.branch = child
+                tb.forget(child, len(chain) - i)
+                self.stats.generated_tokens += i
+                self._count_token(tb, c, tok, lp, results, mentions, waiting, next_counts)
+                return
+        self._count_token(tb, c, tok, lp, results, mentions, waiting, next_counts)
+
+    def _count_token(self, tb, c: _Count, tok: int, lp: float, results, mentions, waiting, next_counts) -> None:
+        """Take the count's next token ``tok`` (predicted after everything its branch has been fed)."""
+        enc = self.encoder
         if c.spec is not None:
             spec, c.spec = c.spec, None
             if tok == self._term:  # the speculated terminator was right: its children are real

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from spacy_padellm import protocol
 from spacy_padellm.protocol import PromptEncoder
 
 SHIPPED = Path(__file__).resolve().parents[1] / "spacy_padellm" / "models" / "conll03-smollm2-135m"
@@ -26,3 +27,23 @@ def test_batched_encoding_falls_back_when_the_backend_disagrees():
     got = enc._encode_many(TEXTS)
     assert not enc._backend_ok
     assert got == want  # the wrapper's own batch call, which the stand-in does not touch
+
+
+def test_the_backend_is_checked_on_probes_then_trusted():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    calls = []
+    real = enc._encode
+    enc._encode = lambda text: calls.append(text) or real(text)
+    for i in range(40):
+        assert enc._encode_many([f"Sentence {i} in Paris ."]) == [real(f"Sentence {i} in Paris .")]
+    assert enc._backend_ok
+    # the probes once, then the first text of the first _BACKEND_CHECKS batches; none after that
+    assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
+
+
+def test_a_probe_that_disagrees_turns_the_backend_off():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    real = enc._encode
+    enc._encode = lambda text: real(text) + ([0] if "São" in text else [])  # one probe differs
+    assert enc._encode_many(["plain text"]) == [real("plain text")]
+    assert not enc._backend_ok

@@ -183,6 +183,38 @@ def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
     assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
 
 
+def test_count_drafts_start_mentions_in_the_first_pass_and_change_nothing(trained, requests):
+    """The counts 0..2 and their mention tags are fed with the label prompts: a count the model confirms
+    yields its mentions' first tokens in pass 1 (one pass fewer per document), with the same output."""
+    model, enc = trained
+    without = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
+    with_counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, **LIMITS)
+    assert [n for n, _ in with_counts._count_chains()] == [0, 1, 2]
+    want = without.decode(requests)
+    assert [_key(r) for r in with_counts.decode(requests)] == [_key(r) for r in want]
+    for text, mentions in tiny.SENTENCES:  # one document at a time: the number of passes is its latency
+        one = [DocRequest(text, tiny.LABELS)]
+        without.stats = type(without.stats)()
+        with_counts.stats = type(with_counts.stats)()
+        assert [_key(r) for r in with_counts.decode(one)] == [_key(r) for r in without.decode(one)]
+        drafted = max([sum(lab == label for _, lab in mentions) for label in tiny.LABELS]) < 3
+        # every count drafted: one pass fewer (sentence 4 has 3 LOC mentions, a count not drafted)
+        assert with_counts.stats.forward_passes == without.stats.forward_passes - int(drafted)
+        assert with_counts.stats.generated_tokens == without.stats.generated_tokens
+        assert with_counts.stats.prompt_tokens <= without.stats.prompt_tokens  # confirmed tags count as drafts
+    # a wrong count draft is taken back: "1" then a digit where the model writes the terminator, so the
+    # count goes on from the draft's branch after the first token; and a chain nobody writes
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, **LIMITS)
+    one, two = enc.count(1)[0], enc.count(2)[0]
+    wrong._chains = [(1, [one, two]), (2, [enc.eos_id, two])]
+    assert [_key(r) for r in wrong.decode(requests)] == [_key(r) for r in want]
+    # drafts off (draft_tokens=0) turns count drafts off too; so does a batch above draft_max_docs
+    assert TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS).count_drafts == 0
+    wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_max_docs=1, **LIMITS)
+    assert [_key(r) for r in wide.decode(requests)] == [_key(r) for r in want]
+    assert wide.stats.draft_tokens == 0
+
+
 def test_prompt_lookup_drafts():
     from spacy_padellm.tree_decoder import _PromptLookup
 
