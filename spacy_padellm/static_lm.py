@@ -75,20 +75,37 @@ class _Layer:
 
 
 class _Graph:
-    """One captured shape bucket: static input buffers, outputs and the graph."""
+    """One captured shape bucket: its inputs as views of one device buffer (filled by a single copy from
+    pinned host memory), its outputs as one (2, M) float64 tensor (tokens and log-probs, read back in a
+    single copy), and the graph."""
 
     def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
         packed, L, B, T, S, M = key
         dev = lm.device
-        z = lambda n: torch.zeros(n, dtype=torch.long, device=dev)  # noqa: E731
-        self.tokens, self.positions, self.rows = z(L), z(L), z(L)
-        self.slots = torch.full((L,), lm.trash_col, dtype=torch.long, device=dev)
-        self.scatter = torch.full((L,), B * T, dtype=torch.long, device=dev) if packed else None
-        self.gather = z(L) if packed else None
-        self.mask = torch.zeros((B, T, S), dtype=torch.bool, device=dev)
+        # int64 inputs first (tokens, positions, slots, rows[, scatter, gather], out), then the mask's bytes
+        sizes = [L, L, L, L] + ([L, L] if packed else []) + [M]
+        self.n_long = sum(sizes)
+        self.nbytes = 8 * self.n_long + B * T * S
+        self.staging = torch.zeros(self.nbytes, dtype=torch.uint8, device=dev)
+        longs = self.staging[: 8 * self.n_long].view(torch.int64)
+        views, at = [], 0
+        for n in sizes:
+            views.append(longs[at: at + n])
+            at += n
+        self.tokens, self.positions, self.slots, self.rows = views[:4]
+        self.scatter, self.gather = (views[4], views[5]) if packed else (None, None)
+        self.out = views[-1]
+        self.mask = self.staging[8 * self.n_long:].view(torch.bool).view(B, T, S)
+        self.slots.fill_(lm.trash_col)
+        if packed:
+            self.scatter.fill_(B * T)
         self.mask[..., 0] = True
-        self.out = z(M)
         args = self.inputs()
+        self.graph = None
+        if dev.type != "cuda":  # no capture: replay() runs the pass eagerly on the same buffers (tests)
+            self._run_eager = lambda: self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._forward(*args)]))
+            self.result = torch.zeros((2, M), dtype=torch.float64)
+            return
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(stream):
@@ -97,10 +114,17 @@ class _Graph:
         torch.cuda.current_stream(dev).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=lm._pool):
-            self.out_tok, self.out_logp = lm._forward(*args)
+            tok, logp = lm._forward(*args)
+            self.result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])  # exact for token ids
 
     def inputs(self):
         return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
+
+    def replay(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._run_eager()
 
 
 class StaticLM:
@@ -140,6 +164,9 @@ class StaticLM:
         # 100-250 ms on an H100; running wide passes eager instead (1024) made nlp.pipe slower there (1338
         # against 1503 sentences/s on CoNLL03 test), as each eager pass pays its ~600 kernel launches.
         self.graph_max_tokens: Optional[int] = None
+        # pinned host memory for a graph's inputs (one transfer per pass) and its outputs (one read back)
+        self._host_in: Optional[torch.Tensor] = None
+        self._host_out: Optional[torch.Tensor] = None
 
     # -- construction --
 
@@ -244,7 +271,7 @@ class StaticLM:
     def _forget_graphs(self) -> None:
         # A memory pool whose graphs are all gone cannot take new captures: start a fresh one.
         self._graphs.clear()
-        if self.use_graphs:
+        if self.use_graphs and self.device.type == "cuda":
             self._pool = torch.cuda.graph_pool_handle()
 
     def move_rows(self, src: List[int], upto_col: int) -> None:
@@ -389,12 +416,35 @@ class StaticLM:
             if graph is None:
                 graph = self._graphs[key] = _Graph(self, key)
                 self.captures += 1
-            for buf, arr in zip(graph.inputs(), arrays):
-                if buf is not None:
-                    buf.copy_(torch.from_numpy(np.ascontiguousarray(arr)), non_blocking=True)
-            graph.graph.replay()
-            tok, logp = graph.out_tok, graph.out_logp
+            return self._replay(graph, arrays, M)
         return tok[:M].cpu().numpy(), logp[:M].cpu().numpy()
+
+    def _replay(self, graph: _Graph, arrays, M: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one."""
+        pin = self.device.type == "cuda"
+        if self._host_in is None or self._host_in.numel() < graph.nbytes:
+            self._host_in = torch.empty(bucket(graph.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
+            self._host_in_np = self._host_in.numpy()
+        host = self._host_in_np
+        longs = host[: 8 * graph.n_long].view(np.int64)
+        at = 0
+        for arr in arrays[:-2] + arrays[-1:]:  # the int64 inputs, in the order of the graph's buffers
+            if arr is not None:
+                longs[at: at + arr.size] = arr.reshape(-1)
+                at += arr.size
+        mask = arrays[-2]
+        host[8 * graph.n_long: graph.nbytes] = mask.reshape(-1).view(np.uint8)
+        graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
+        graph.replay()
+        n = graph.result.shape[1]
+        if self._host_out is None or self._host_out.shape[1] < n:
+            self._host_out = torch.empty((2, bucket(n, 1024)), dtype=torch.float64, pin_memory=pin)
+        out = self._host_out[:, :n]
+        out.copy_(graph.result, non_blocking=True)
+        if pin:
+            torch.cuda.current_stream(self.device).synchronize()
+        res = out.numpy()
+        return res[0, :M].astype(np.int64), res[1, :M].copy()
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):

