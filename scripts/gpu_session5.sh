@@ -6,7 +6,7 @@
 #                                       # time goes per shape (scripts/gpu_pass_profile.py), benchmark of this code
 #   bash scripts/gpu_session5.sh train  # AutoRegStruct: full fine-tune of the base on CoNLL03 train, 3.5 minutes
 #                                       # (the same command as session 3's, scripts/gpu_session3.sh)
-#   bash scripts/gpu_session5.sh bench  # padellm, padellm_nodraft and the trained AutoRegStruct (with and without
+#   bash scripts/gpu_session5.sh bench  # padellm, padellm_nospan, padellm_nodraft and the trained AutoRegStruct (with and without
 #                                       # prompt-lookup drafts), whole test set, side by side in one process
 #   bash scripts/gpu_session5.sh old    # the same padellm benchmark on the package of commit fe26b40 (session 4),
 #                                       # unpacked into .old/ by: git archive fe26b40 spacy_padellm | tar -x -C .old
@@ -56,7 +56,7 @@ elif [[ $phase == bench ]]; then
   for tag in "" _nodraft; do
     [[ -d /tmp/runs/autoreg_struct$tag.pipeline ]] && compare+=(--compare "autoreg_struct$tag=/tmp/runs/autoreg_struct$tag.pipeline")
   done
-  timeout 420 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft "${compare[@]}" \
+  timeout 500 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nospan,padellm_nodraft "${compare[@]}" \
     --output "$OUT/s5/bench_h100_s5.json" 2>&1 | grep -v Ignoring | tail -n 30
   echo "$(el) done"
 elif [[ $phase == old ]]; then

@@ -106,6 +106,19 @@ def _no_drafts(engine):
                        max_batch_tokens=engine.max_batch_tokens, draft_tokens=0, model=engine.model)
 
 
+def _no_span_drafts(engine):
+    """The component's tree engine with count drafts but no span drafts (the session-5 ablation)."""
+    from .tree_decoder import TreeDecoder
+
+    if not isinstance(engine, TreeDecoder):
+        raise ValueError("method padellm_nospan needs the static tree engine (a Llama-family model, engine auto)")
+    return TreeDecoder(engine.lm, engine.encoder, max_count=engine.max_count, max_count_tokens=engine.max_count_tokens,
+                       max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
+                       max_batch_tokens=engine.max_batch_tokens, draft_tokens=engine.draft_tokens,
+                       max_drafts=engine.max_drafts, draft_max_docs=engine.draft_max_docs,
+                       count_drafts=engine.count_drafts, span_drafts=0, model=engine.model)
+
+
 def _generate_reference(engine):
     from .reference import ReferenceDecoder as GenerateReference
 
@@ -119,6 +132,8 @@ METHODS: Dict[str, Method] = {
                       "models), else the dynamic-cache engine", throughput=True),
     "padellm_nodraft": Method(_no_drafts, "the same tree engine without drafts copied from the text: one pass "
                                           "per mention token", throughput=True),
+    "padellm_nospan": Method(_no_span_drafts, "the same tree engine with count drafts but without span drafts "
+                                              "(mentions start one pass after their tags)", throughput=False),
     "padellm_dynamic": Method(_dynamic, "plain eager two-step decoder: transformers forward, dynamic KV cache, "
                                         "prefix shared by copying, one pass per token", throughput=True),
     "reference": Method(_generate_reference,

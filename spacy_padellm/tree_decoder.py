@@ -34,6 +34,7 @@ greedy decoding of single sequences on the same engine (used by the autoregressi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -140,6 +141,52 @@ class TreeBatch:
             self._next_handle += len(outputs)
         return list(range(h0, self._next_handle))
 
+    def feed_children(self, parent: int, chains: Sequence[Sequence[int]]) -> List[Tuple[int, List[int]]]:
+        """``[(b, feed(b, ids, outputs=range(len(ids)))) for b = fork(parent) per ids in chains]`` in one go
+        (drafts: many short chains on children of one branch, each wanting a prediction at every token)."""
+        n = len(chains)
+        if not n:
+            return []
+        row = self.b_row[parent]
+        pos = self.b_pos[parent]
+        lens = [len(ids) for ids in chains]
+        total = sum(lens)
+        col0 = self.ncols[row]
+        if col0 + total + 1 > self.lm.cols:
+            self._grow(col0 + total + 1)
+        b0 = len(self.b_row)
+        while b0 + n > self._vis.shape[0]:
+            grown = np.zeros((2 * self._vis.shape[0], self._vis.shape[1]), dtype=bool)
+            grown[: self._vis.shape[0]] = self._vis
+            self._vis = grown
+        vis = self._vis
+        vis[b0: b0 + n] = vis[parent]
+        starts = []
+        c = col0
+        for i, length in enumerate(lens):
+            vis[b0 + i, c: c + length] = True
+            starts.append(c)
+            c += length
+        self.ncols[row] = c
+        self.b_row.extend([row] * n)
+        self.b_pos.extend([pos + length for length in lens])
+        chain0 = len(self._q_row)
+        self._q_row.extend([row] * n)
+        self._q_branch.extend(range(b0, b0 + n))
+        self._q_col0.extend(starts)
+        self._q_pos0.extend([pos] * n)
+        self._q_len.extend(lens)
+        out = []
+        h = self._next_handle
+        for i, ids in enumerate(chains):
+            self._q_ids.extend(ids)
+            self._q_out_chain.extend([chain0 + i] * lens[i])
+            self._q_out_i.extend(range(lens[i]))
+            out.append((b0 + i, list(range(h, h + lens[i]))))
+            h += lens[i]
+        self._next_handle = h
+        return out
+
     def _grow(self, need: int) -> None:
         lm = self.lm
         old_k, old_v, old_cols = lm.k_cache, lm.v_cache, lm.cols
@@ -223,6 +270,7 @@ class TreeBatch:
 
 
 _BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_WORD = re.compile(r"\S+")
 
 
 def _block(n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,8 +310,8 @@ class _Count:
     handle: Optional[int] = None
     spec: Optional[List[Tuple[int, int, int]]] = None  # speculative children: (k, branch, handle)
     # count drafts fed with the label prompt: (n, chain, branch, handles after chain[:-1], tags), each tag
-    # (k, branch, handle, its length)
-    hyps: Optional[List[Tuple[int, List[int], int, List[int], List[Tuple[int, int, int, int]]]]] = None
+    # (k, branch, handle, its length, span drafts after it)
+    hyps: Optional[List[Tuple[int, List[int], int, List[int], List[Tuple]]]] = None
 
 
 @dataclass
@@ -287,7 +335,7 @@ class TreeDecoder:
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 count_drafts: int = 3, model=None):
+                 count_drafts: int = 3, span_drafts: int = 8, span_draft_tokens: int = 4, model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -307,6 +355,11 @@ class TreeDecoder:
         # prompt in the first pass, so a verified count yields its mentions' first tokens in that same pass.
         # Part of drafting: off with draft_tokens=0 and for batches of more than draft_max_docs documents.
         self.count_drafts = max(0, int(count_drafts)) if self.draft_tokens else 0
+        # Span drafts: after each drafted mention tag, up to ``span_drafts`` candidate mentions copied from the
+        # text (a few tokens from each capitalised word or number on), so a mention that starts there can be
+        # confirmed in pass 1 too: a sentence whose counts and mentions are all drafted decodes in one pass.
+        self.span_drafts = max(0, int(span_drafts)) if self.count_drafts else 0
+        self.span_draft_tokens = max(1, int(span_draft_tokens))
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -352,12 +405,18 @@ class TreeDecoder:
         return results
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
-        """Columns a document will likely use: prefix, label prompts, counts, a few short mentions, and
-        (when drafting) the count drafts and a few mention drafts."""
+        """Columns a document will likely use without drafts: prefix, label prompts, counts, a few short
+        mentions (what batches are cut by)."""
         enc = self.encoder
-        cols = len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
-        if self.draft_tokens and self.max_drafts:
-            cols += len(labels) * self._count_draft_cols() + 2 * self.max_drafts * self.draft_tokens
+        return len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
+
+    def _draft_cols(self, n_labels: int) -> int:
+        """Columns a document's drafts may add when its batch drafts: count drafts with their tags, span
+        drafts after each tag, a few mention drafts (so the cache is not grown mid-batch)."""
+        cols = 2 * self.max_drafts * self.draft_tokens if self.draft_tokens and self.max_drafts else 0
+        if self.count_drafts:
+            tags = sum(n for n, _ in self._count_chains())
+            cols += n_labels * (self._count_draft_cols() + tags * self.span_drafts * self.span_draft_tokens)
         return cols
 
     def _count_chains(self) -> List[Tuple[int, List[int]]]:
@@ -376,10 +435,13 @@ class TreeDecoder:
 
     def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
         enc = self.encoder
+        self._drafting = len(requests) <= self.draft_max_docs
+        if self._drafting:
+            cols_hint += self._draft_cols(max(len(req.labels) for req in requests))
         tb = TreeBatch(self.lm, len(requests), cols_hint)
         self._texts = [req.text for req in requests]
-        self._drafting = len(requests) <= self.draft_max_docs
         chains = self._count_chains() if self._drafting and self.count_drafts else []
+        spans = self._span_candidates(self._texts) if chains and self.span_drafts else [[] for _ in requests]
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -393,7 +455,7 @@ class TreeDecoder:
                 stats.prompt_tokens += len(ids)
                 c = _Count(d, label, branch, handle=h)
                 if chains:
-                    c.hyps = [self._feed_count_draft(tb, branch, n, chain) for n, chain in chains]
+                    c.hyps = [self._feed_count_draft(tb, branch, n, chain, spans[d]) for n, chain in chains]
                 counts.append(c)
         out = self._run(tb)
         mentions: List[_Mention] = []
@@ -424,9 +486,10 @@ class TreeDecoder:
         self.stats.generated_tokens += len(ids)
         return tb.feed(branch, ids, outputs)
 
-    def _feed_count_draft(self, tb, branch: int, n: int, chain: List[int]):
+    def _feed_count_draft(self, tb, branch: int, n: int, chain: List[int], spans: Sequence[List[int]] = ()):
         """Feed the count ``n`` (its tokens ``chain``) on a child of the label's branch, and the mention tags
-        k = 1..n on children of that; the predictions after the tags are the mentions' first tokens."""
+        k = 1..n on children of that; the predictions after the tags are the mentions' first tokens. After
+        each tag, every span draft on a child branch of its own (verified as a mention's drafts are)."""
         child = tb.fork(branch)
         handles = tb.feed(child, chain, outputs=list(range(len(chain) - 1)))
         self.stats.draft_tokens += len(chain)
@@ -436,8 +499,33 @@ class TreeDecoder:
             tag = self.encoder.mention_tag(k)
             (h,) = tb.feed(g, tag, outputs=[len(tag) - 1])
             self.stats.draft_tokens += len(tag)  # counted as drafts: used only if the count is n
-            tags.append((k, g, h, len(tag)))
+            drafts = [(leaf, d, hs) for d, (leaf, hs) in zip(spans, tb.feed_children(g, spans))]
+            self.stats.draft_tokens += sum(len(d) for d in spans)
+            tags.append((k, g, h, len(tag), drafts))
         return n, chain, child, handles, tags
+
+    def _span_candidates(self, texts: Sequence[str]) -> List[List[List[int]]]:
+        """Per text, up to ``span_drafts`` token sequences (``span_draft_tokens`` each, different first tokens)
+        that a mention would start with if it began at a capitalised word or a number of the text."""
+        starts = []
+        for text in texts:
+            found = []
+            for m in _WORD.finditer(text):
+                if m.group()[0].isupper() or m.group()[0].isdigit():
+                    found.append(" ".join(text[m.start():].split(" ")[:4]))
+            starts.append(found)
+        flat = [s for found in starts for s in found]
+        ids = iter(self.encoder.mentions(flat)) if flat else iter(())
+        room = max(1, min(self.span_draft_tokens, self.max_mention_tokens - 1))
+        out = []
+        for found in starts:
+            drafts: Dict[int, List[int]] = {}
+            for _ in found:
+                d = next(ids)[:room]
+                if d and len(drafts) < self.span_drafts:
+                    drafts.setdefault(d[0], d)
+            out.append(list(drafts.values()))
+        return out
 
     def _advance_count(self, tb, c: _Count, out, results, mentions, waiting, next_counts) -> None:
         tok, lp = out[c.handle]
@@ -459,9 +547,9 @@ class TreeDecoder:
                 if i == len(chain):  # the whole count, terminator included: its mentions started this pass
                     m = self._finish_count(c, results)
                     self.stats.generated_tokens += len(chain) - (0 if m > 0 else 1)  # as if fed one by one
-                    for k, g, h, n_tag in tags:
+                    for k, g, h, n_tag, drafts in tags:
                         if k <= m:
-                            mentions.append(_Mention(c.doc, c.label, k, c, g, h))
+                            mentions.append(_Mention(c.doc, c.label, k, c, g, h, drafts=drafts))
                             self.stats.accepted_draft_tokens += n_tag
                     return
                 # The count goes on past the draft (a longer number): continue on the draft's branch.
@@ -580,12 +668,10 @@ class TreeDecoder:
         for m in mentions:
             (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
             room = max(0, self.max_mention_tokens - len(m.ids) - 1)
-            for d in self._mention_drafts(self._texts[m.doc], m.ids):
-                d = d[:room]
-                if d:  # each draft on a branch of its own: the one the model agrees with replaces the mention's
-                    child = tb.fork(m.branch)
-                    m.drafts.append((child, d, tb.feed(child, d, outputs=list(range(len(d))))))
-                    self.stats.draft_tokens += len(d)
+            drafts = [d[:room] for d in self._mention_drafts(self._texts[m.doc], m.ids) if d[:room]]
+            # each draft on a branch of its own: the one the model agrees with replaces the mention's
+            m.drafts = [(child, d, hs) for d, (child, hs) in zip(drafts, tb.feed_children(m.branch, drafts))]
+            self.stats.draft_tokens += sum(len(d) for d in drafts)
 
     def _so_far(self, ids: List[int]) -> str:
         """The decoded mention so far (cached for the pass)."""

@@ -196,35 +196,49 @@ def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
     assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
 
 
-def test_count_drafts_start_mentions_in_the_first_pass_and_change_nothing(trained, requests):
-    """The counts 0..2 and their mention tags are fed with the label prompts: a count the model confirms
-    yields its mentions' first tokens in pass 1 (one pass fewer per document), with the same output."""
+def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(trained, requests):
+    """The counts 0..2 and their mention tags are fed with the label prompts, so a count the model confirms
+    yields its mentions' first tokens in pass 1 (one pass fewer); with span drafts after each tag (mentions
+    copied from the text's capitalised words), whole mentions are confirmed in pass 1 too: a sentence whose
+    counts are at most 2 decodes in one pass. Greedy output is the same either way."""
     model, enc = trained
     without = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
-    with_counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, **LIMITS)
-    assert [n for n, _ in with_counts._count_chains()] == [0, 1, 2]
-    want = without.decode(requests)
-    assert [_key(r) for r in with_counts.decode(requests)] == [_key(r) for r in want]
+    counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=0, **LIMITS)
+    spans = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)  # the defaults: count and span drafts
+    assert [n for n, _ in counts._count_chains()] == [0, 1, 2]
+    want = [_key(r) for r in without.decode(requests)]
+    assert [_key(r) for r in counts.decode(requests)] == want
+    assert [_key(r) for r in spans.decode(requests)] == want
     for text, mentions in tiny.SENTENCES:  # one document at a time: the number of passes is its latency
         one = [DocRequest(text, tiny.LABELS)]
-        without.stats = type(without.stats)()
-        with_counts.stats = type(with_counts.stats)()
-        assert [_key(r) for r in with_counts.decode(one)] == [_key(r) for r in without.decode(one)]
+        want_one = [_key(r) for r in without.decode(one)]
+        for tree in (without, counts, spans):
+            tree.stats = type(tree.stats)()
+            assert [_key(r) for r in tree.decode(one)] == want_one
         drafted = max([sum(lab == label for _, lab in mentions) for label in tiny.LABELS]) < 3
-        # every count drafted: one pass fewer (sentence 4 has 3 LOC mentions, a count not drafted)
-        assert with_counts.stats.forward_passes == without.stats.forward_passes - int(drafted)
-        assert with_counts.stats.generated_tokens == without.stats.generated_tokens
-        assert with_counts.stats.prompt_tokens <= without.stats.prompt_tokens  # confirmed tags count as drafts
-    # a wrong count draft is taken back: "1" then a digit where the model writes the terminator, so the
-    # count goes on from the draft's branch after the first token; and a chain nobody writes
-    wrong = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, **LIMITS)
+        passes = [t.stats.forward_passes for t in (without, counts, spans)]
+        # sentence 4 has 3 LOC mentions (a count not drafted); the others decode in 1 pass with span drafts
+        assert passes[1] == passes[0] - int(drafted)
+        assert passes[2] == (1 if drafted else passes[1])
+        assert counts.stats.generated_tokens == spans.stats.generated_tokens
+        assert spans.stats.prompt_tokens <= counts.stats.prompt_tokens  # confirmed tags count as drafts
+    # wrong drafts are taken back: "1" then a digit where the model writes the terminator, so the count goes
+    # on from the draft's branch after the first token; a chain nobody writes; span drafts from another text
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
     one, two = enc.count(1)[0], enc.count(2)[0]
     wrong._chains = [(1, [one, two]), (2, [enc.eos_id, two])]
-    assert [_key(r) for r in wrong.decode(requests)] == [_key(r) for r in want]
-    # drafts off (draft_tokens=0) turns count drafts off too; so does a batch above draft_max_docs
-    assert TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS).count_drafts == 0
+    assert [_key(r) for r in wrong.decode(requests)] == want
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    other = wrong._span_candidates(["Werner Zwingmann met the European Commission and Jordan"])[0]
+    assert other and all(len(d) <= wrong.span_draft_tokens for d in other)
+    wrong._span_candidates = lambda texts: [other for _ in texts]
+    assert [_key(r) for r in wrong.decode(requests)] == want
+    assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
+    # drafts off (draft_tokens=0) turns count and span drafts off too; so does a batch above draft_max_docs
+    off = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS)
+    assert off.count_drafts == 0 and off.span_drafts == 0
     wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_max_docs=1, **LIMITS)
-    assert [_key(r) for r in wide.decode(requests)] == [_key(r) for r in want]
+    assert [_key(r) for r in wide.decode(requests)] == want
     assert wide.stats.draft_tokens == 0
 
 
