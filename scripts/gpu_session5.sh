@@ -63,3 +63,7 @@ elif [[ $phase == old ]]; then
   cd .old && PYTHONPATH=/tmp/site:$PWD timeout 300 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nodraft \
     --output "$OUT/s5/bench_h100_s5_old.json" 2>&1 | grep -v Ignoring | tail -n 14
 fi
+if [[ $phase == phases ]]; then  # captures and time per phase (scripts/gpu_phases.py), with and without span drafts
+  timeout 200 python scripts/gpu_phases.py "$M" "$DATA/conll03_test.spacy" "$OUT/s5/phases.json" 2>&1 | grep -v Ignoring | tail -n 9
+  timeout 120 python scripts/gpu_phases.py "$M" "$DATA/conll03_test.spacy" "$OUT/s5/phases_nodraft.json" --config '{"draft_tokens": 0}' 2>&1 | grep -v Ignoring | tail -n 9
+fi

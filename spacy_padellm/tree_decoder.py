@@ -145,15 +145,20 @@ class TreeBatch:
         """Tokens the branch's row can still take without growing the cache."""
         return self.lm.cols - 1 - self.ncols[self.b_row[branch]]
 
+    def draft_room(self, branch: int) -> int:
+        """Tokens of drafts the branch's row can still take: a quarter of the cache's columns stays free for
+        the tokens decoding needs (confirmed tokens, tags), so drafts do not make the cache grow later."""
+        return self.room(branch) - self.lm.cols // 4
+
     def feed_children(self, parent: int, chains: Sequence[Sequence[int]]) -> List[Tuple[int, List[int], List[int]]]:
         """``[(b, ids, feed(b, ids, outputs=range(len(ids)))) for b = fork(parent) per ids in chains]`` in one
         go (drafts: short chains on children of one branch, each wanting a prediction at every token).
 
-        Drafts are optional: only the first chains that fit in the cache's columns are fed (the cache is never
+        Drafts are optional: only the first chains that fit in ``draft_room`` are fed (the cache is never
         grown for them, since growing it forgets every captured CUDA graph)."""
         row = self.b_row[parent]
         col0 = self.ncols[row]
-        room = self.room(parent)
+        room = self.draft_room(parent)
         fit = 0
         for ids in chains:
             if len(ids) > room:
@@ -797,7 +802,7 @@ class TreeDecoder:
                         tb.forget(seq.branch, len(seq.draft) - k)
                     draft = seq.lookup.draft(seq.ids, self.draft_tokens) if seq.lookup is not None else []
                     # a draft is cut to what the cache holds (growing it would forget the CUDA graphs)
-                    draft = draft[: max(0, min(max_new_tokens - len(seq.ids) - 1, tb.room(seq.branch) - 1))]
+                    draft = draft[: max(0, min(max_new_tokens - len(seq.ids) - 1, tb.draft_room(seq.branch) - 1))]
                     seq.handles = tb.feed(seq.branch, [tok] + draft, outputs=list(range(len(draft) + 1)))
                     seq.draft = draft
                     self.stats.draft_tokens += len(draft)

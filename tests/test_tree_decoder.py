@@ -249,13 +249,14 @@ def test_drafts_never_grow_the_cache(trained):
     lm = StaticLM.from_hf(model)
     tb = TreeBatch(lm, 1, 40)
     root = tb.root(0)
-    tb.feed(root, list(range(10, 10 + lm.cols - 20)))  # leaves 19 columns (one is the trash column)
-    assert tb.room(root) == 19
+    quarter = lm.cols // 4  # kept for the tokens decoding needs
+    tb.feed(root, list(range(10, 10 + lm.cols - 20 - quarter)))  # leaves 19 columns for drafts
+    assert tb.room(root) == 19 + quarter and tb.draft_room(root) == 19
     fed = tb.feed_children(root, [[1] * 8, [2] * 8, [3] * 8, [4] * 2])
     assert [ids for _, ids, _ in fed] == [[1] * 8, [2] * 8]  # the third does not fit: it and the rest are left
-    assert [len(hs) for _, _, hs in fed] == [8, 8] and tb.room(root) == 3
+    assert [len(hs) for _, _, hs in fed] == [8, 8] and tb.draft_room(root) == 3
     cols = lm.cols
-    tb.feed(root, [5] * 10)  # a needed token does grow it
+    tb.feed(root, [5] * (quarter + 10))  # needed tokens do grow it
     assert lm.cols > cols
     out = tb.run()
     assert set(out) == {h for _, _, hs in fed for h in hs}
