@@ -230,6 +230,8 @@ def main(argv=None) -> int:
                                               "batch_size": args.batch_size})
     ner.set_model(model, tok)
     decoder = ner.decoder
+    # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
+    decoder.count_drafts, decoder.span_drafts = 3, 8
     lm = decoder.lm
     oracle = Oracle(lm, enc, data) if args.forward == "oracle" else None
     docs_in = [nlp.make_doc(text) for text, _ in data]

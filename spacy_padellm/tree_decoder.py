@@ -352,7 +352,8 @@ class TreeDecoder:
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 count_drafts: int = 3, span_drafts: int = 8, span_draft_tokens: int = 4, model=None):
+                 count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 4,
+                 model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -371,6 +372,10 @@ class TreeDecoder:
         # Count drafts: the counts 0 .. count_drafts - 1 (with their mention tags) are fed after every label
         # prompt in the first pass, so a verified count yields its mentions' first tokens in that same pass.
         # Part of drafting: off with draft_tokens=0 and for batches of more than draft_max_docs documents.
+        # None: on CUDA only, where a pass costs about the same at any width; on the CPU a wider pass costs more.
+        gpu = lm.device.type == "cuda"
+        count_drafts = (3 if gpu else 0) if count_drafts is None else count_drafts
+        span_drafts = (8 if gpu else 0) if span_drafts is None else span_drafts
         self.count_drafts = max(0, int(count_drafts)) if self.draft_tokens else 0
         # Span drafts: after each drafted mention tag, up to ``span_drafts`` candidate mentions copied from the
         # text (a few tokens from each capitalised word or number on), so a mention that starts there can be

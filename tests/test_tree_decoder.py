@@ -204,7 +204,9 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     model, enc = trained
     without = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
     counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=0, **LIMITS)
-    spans = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)  # the defaults: count and span drafts
+    spans = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)  # CUDA's defaults
+    cpu = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    assert (cpu.count_drafts, cpu.span_drafts) == (0, 0)  # the CPU's defaults: a wider pass costs more there
     assert [n for n, _ in counts._count_chains()] == [0, 1, 2]
     want = [_key(r) for r in without.decode(requests)]
     assert [_key(r) for r in counts.decode(requests)] == want
@@ -224,11 +226,11 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
         assert spans.stats.prompt_tokens <= counts.stats.prompt_tokens  # confirmed tags count as drafts
     # wrong drafts are taken back: "1" then a digit where the model writes the terminator, so the count goes
     # on from the draft's branch after the first token; a chain nobody writes; span drafts from another text
-    wrong = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)
     one, two = enc.count(1)[0], enc.count(2)[0]
     wrong._chains = [(1, [one, two]), (2, [enc.eos_id, two])]
     assert [_key(r) for r in wrong.decode(requests)] == want
-    wrong = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    wrong = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)
     other = wrong._span_candidates(["Werner Zwingmann met the European Commission and Jordan"])[0]
     assert other and all(len(d) <= wrong.span_draft_tokens for d in other)
     wrong._span_candidates = lambda texts: [other for _ in texts]
@@ -237,7 +239,7 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     # drafts off (draft_tokens=0) turns count and span drafts off too; so does a batch above draft_max_docs
     off = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS)
     assert off.count_drafts == 0 and off.span_drafts == 0
-    wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_max_docs=1, **LIMITS)
+    wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_max_docs=1, count_drafts=3, span_drafts=8, **LIMITS)
     assert [_key(r) for r in wide.decode(requests)] == want
     assert wide.stats.draft_tokens == 0
 
