@@ -290,6 +290,17 @@ _BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 _WORD = re.compile(r"\S+")
 
 
+def _within(drafts: List[List[int]], budget: int) -> List[List[int]]:
+    """The first drafts whose tokens add up to at most ``budget``."""
+    out, used = [], 0
+    for d in drafts:
+        if used + len(d) > budget:
+            break
+        out.append(d)
+        used += len(d)
+    return out
+
+
 def _block(n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, j <= i) over the n x n block of a chain of n tokens: token i sees the chain's column j."""
     if n not in _BLOCKS:
@@ -353,7 +364,7 @@ class TreeDecoder:
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
                  count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 4,
-                 model=None):
+                 span_draft_budget: int = 4096, model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -382,6 +393,9 @@ class TreeDecoder:
         # confirmed in pass 1 too: a sentence whose counts and mentions are all drafted decodes in one pass.
         self.span_drafts = max(0, int(span_drafts)) if self.count_drafts else 0
         self.span_draft_tokens = max(1, int(span_draft_tokens))
+        # at most this many span-draft tokens in a batch's first pass (every one asks for a prediction, so a
+        # batch of many documents and labels would otherwise make that pass very wide)
+        self.span_draft_budget = max(0, int(span_draft_budget))
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -432,23 +446,30 @@ class TreeDecoder:
         enc = self.encoder
         return len(prefix) + sum(len(enc.label(l)) + 2 for l in labels) + 2 * (len(enc.mention_tag(1)) + 8)
 
-    def _draft_cols(self, n_labels: int) -> int:
+    def _draft_cols(self, n_labels: int, n_docs: int = 1) -> int:
         """Columns a document's drafts may add when its batch drafts: count drafts with their tags, span
         drafts after each tag, a few mention drafts (so the cache is not grown mid-batch)."""
         cols = 2 * self.max_drafts * self.draft_tokens if self.draft_tokens and self.max_drafts else 0
         if self.count_drafts:
             tags = sum(n for n, _ in self._count_chains())
-            cols += n_labels * (self._count_draft_cols() + tags * self.span_drafts * self.span_draft_tokens)
+            spans = min(n_labels * tags * self.span_drafts * self.span_draft_tokens,
+                        self.span_draft_budget // max(1, n_docs))
+            cols += n_labels * self._count_draft_cols() + spans
         return cols
 
     def _count_chains(self) -> List[Tuple[int, List[int]]]:
         """(n, the count's tokens as greedy decoding writes them) for each drafted count n: the tokens of
         the count piece, whose last token must end the count by itself."""
-        if not hasattr(self, "_chains"):
+        key = (self.count_drafts, self.max_count_tokens)
+        if getattr(self, "_chains_key", None) != key:
             enc = self.encoder
+            # a chain greedy decoding would write in full: no token before the last ends the count, and it is
+            # not longer than max_count_tokens (where plain decoding stops a count)
             self._chains = [(n, ids) for n, ids in ((n, enc.count(n)) for n in range(self.count_drafts))
-                            if ids and enc.ends_count(ids[-1]) and not any(enc.ends_count(t) for t in ids[:-1])
+                            if ids and len(ids) <= self.max_count_tokens and enc.ends_count(ids[-1])
+                            and not any(enc.ends_count(t) for t in ids[:-1])
                             and ids[-1] != enc.eos_id and parse_count(enc.decode(ids), enc.template) == n]
+            self._chains_key = key
         return self._chains
 
     def _count_draft_cols(self) -> int:
@@ -459,11 +480,15 @@ class TreeDecoder:
         enc = self.encoder
         self._drafting = len(requests) <= self.draft_max_docs
         if self._drafting:
-            cols_hint += self._draft_cols(max(len(req.labels) for req in requests))
+            cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
         tb = TreeBatch(self.lm, len(requests), cols_hint)
         self._texts = [req.text for req in requests]
         chains = self._count_chains() if self._drafting and self.count_drafts else []
         spans = self._span_candidates(self._texts) if chains and self.span_drafts else [[] for _ in requests]
+        if chains and self.span_drafts:  # the batch's budget of span-draft tokens, shared by its tags
+            n_tags = sum(n for n, _ in chains) * sum(len(req.labels) for req in requests)
+            per_tag = self.span_draft_budget // max(1, n_tags)
+            spans = [_within(found, per_tag) for found in spans]
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -553,9 +578,16 @@ class TreeDecoder:
         tok, lp = out[c.handle]
         if c.hyps is not None:
             hyps, c.hyps = c.hyps, None
-            for n, chain, child, handles, tags in hyps:
-                if chain[0] != tok:
-                    continue
+            # the drafted count whose tokens the model confirms furthest (counts may share a first token)
+            best, best_len = None, 0
+            for hyp in hyps:
+                chain, handles = hyp[1], hyp[3]
+                i = 0
+                while i < len(chain) and chain[i] == (tok if i == 0 else out[handles[i - 1]][0]):
+                    i += 1
+                if i > best_len:
+                    best, best_len = hyp, i
+            for n, chain, child, handles, tags in ([best] if best is not None else []):
                 # The model wrote the drafted count's first token: confirm the rest of the chain.
                 i = 1  # chain[:i] confirmed; (tok, lp) is the prediction after chain[i - 1]
                 while True:

@@ -236,6 +236,17 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     wrong._span_candidates = lambda texts: [other for _ in texts]
     assert [_key(r) for r in wrong.decode(requests)] == want
     assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
+    # a count longer than max_count_tokens is not drafted (plain decoding stops it there and opens no mention)
+    short = dict(LIMITS, max_count_tokens=1)
+    want_short = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **short).decode(requests)]
+    capped = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **short)
+    assert capped._count_chains() == [] and [_key(r) for r in capped.decode(requests)] == want_short
+    # the batch's span-draft budget is shared by its tags: fewer span tokens, the same output
+    small = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, span_draft_budget=60, **LIMITS)
+    assert [_key(r) for r in small.decode(requests)] == want
+    big = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)
+    big.decode(requests)
+    assert small.stats.draft_tokens < big.stats.draft_tokens
     # drafts off (draft_tokens=0) turns count and span drafts off too; so does a batch above draft_max_docs
     off = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS)
     assert off.count_drafts == 0 and off.span_drafts == 0
