@@ -90,12 +90,16 @@ class TreeBatch:
 
     # -- branches --
 
-    def _new_branch(self, row: int, pos: int, vis: Optional[np.ndarray]) -> int:
-        b = len(self.b_row)
-        if b >= self._vis.shape[0]:
+    def _room_for_branches(self, n: int) -> None:
+        """Grow ``_vis`` (doubling) until it has rows for ``n`` more branches."""
+        while len(self.b_row) + n > self._vis.shape[0]:
             grown = np.zeros((2 * self._vis.shape[0], self._vis.shape[1]), dtype=bool)
             grown[: self._vis.shape[0]] = self._vis
             self._vis = grown
+
+    def _new_branch(self, row: int, pos: int, vis: Optional[np.ndarray]) -> int:
+        b = len(self.b_row)
+        self._room_for_branches(1)
         if vis is not None:
             self._vis[b] = vis
         self.b_row.append(row)
@@ -172,10 +176,7 @@ class TreeBatch:
         pos = self.b_pos[parent]
         lens = [len(ids) for ids in chains]
         b0 = len(self.b_row)
-        while b0 + n > self._vis.shape[0]:
-            grown = np.zeros((2 * self._vis.shape[0], self._vis.shape[1]), dtype=bool)
-            grown[: self._vis.shape[0]] = self._vis
-            self._vis = grown
+        self._room_for_branches(n)
         vis = self._vis
         vis[b0: b0 + n] = vis[parent]
         starts = []
