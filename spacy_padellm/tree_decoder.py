@@ -580,26 +580,23 @@ class TreeDecoder:
         if c.hyps is not None:
             hyps, c.hyps = c.hyps, None
             # the drafted count whose tokens the model confirms furthest (counts may share a first token)
-            best, best_len = None, 0
+            best, confirmed = None, 0
             for hyp in hyps:
                 chain, handles = hyp[1], hyp[3]
                 i = 0
                 while i < len(chain) and chain[i] == (tok if i == 0 else out[handles[i - 1]][0]):
                     i += 1
-                if i > best_len:
-                    best, best_len = hyp, i
-            for n, chain, child, handles, tags in ([best] if best is not None else []):
-                # The model wrote the drafted count's first token: confirm the rest of the chain.
-                i = 1  # chain[:i] confirmed; (tok, lp) is the prediction after chain[i - 1]
-                while True:
-                    c.gen.append(tok)
-                    c.lp += lp
-                    self.stats.accepted_draft_tokens += 1
-                    tok, lp = out[handles[i - 1]] if i < len(chain) else (None, 0.0)
-                    if i == len(chain) or tok != chain[i]:
-                        break
-                    i += 1
-                if i == len(chain):  # the whole count, terminator included: its mentions started this pass
+                if i > confirmed:
+                    best, confirmed = hyp, i
+            if best is not None:
+                n, chain, child, handles, tags = best
+                # chain[:confirmed] is the model's own output: take it with its log-probs
+                c.gen.extend(chain[:confirmed])
+                c.lp += lp
+                for h in handles[: confirmed - 1]:
+                    c.lp += out[h][1]
+                self.stats.accepted_draft_tokens += confirmed
+                if confirmed == len(chain):  # the whole count, terminator included: its mentions started this pass
                     m = self._finish_count(c, results)
                     self.stats.generated_tokens += len(chain) - (0 if m > 0 else 1)  # as if fed one by one
                     for k, g, h, n_tag, drafts in tags:
@@ -607,12 +604,12 @@ class TreeDecoder:
                             mentions.append(_Mention(c.doc, c.label, k, c, g, h, drafts=drafts))
                             self.stats.accepted_draft_tokens += n_tag
                     return
-                # The count goes on past the draft (a longer number): continue on the draft's branch.
+                # The count goes on past the draft (a longer number): continue on the draft's branch with the
+                # model's token after the confirmed part.
                 c.branch = child
-                tb.forget(child, len(chain) - i)
-                self.stats.generated_tokens += i
-                self._count_token(tb, c, tok, lp, results, mentions, waiting, next_counts)
-                return
+                tb.forget(child, len(chain) - confirmed)
+                self.stats.generated_tokens += confirmed
+                tok, lp = out[handles[confirmed - 1]]
         self._count_token(tb, c, tok, lp, results, mentions, waiting, next_counts)
 
     def _count_token(self, tb, c: _Count, tok: int, lp: float, results, mentions, waiting, next_counts) -> None:
