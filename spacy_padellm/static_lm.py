@@ -82,20 +82,23 @@ class _Graph:
     def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
         packed, L, B, T, S, M = key
         dev = lm.device
-        # int64 inputs first (tokens, positions, slots, rows[, scatter, gather], out), then the mask's bytes
-        sizes = [L, L, L, L] + ([L, L] if packed else []) + [M]
-        self.n_long = sum(sizes)
-        self.nbytes = 8 * self.n_long + B * T * S
+        # The inputs in the order of inputs(), each a slice of one byte buffer: int64 ones first (8-byte
+        # aligned), the bool mask last. ``spans`` holds each one's (start, end) byte range (None: absent).
+        shapes = [(L,), (L,), (L,), (L,), (L,) if packed else None, (L,) if packed else None, (B, T, S), (M,)]
+        dtypes = [torch.int64] * 6 + [torch.bool, torch.int64]
+        order = [0, 1, 2, 3, 4, 5, 7, 6]  # the mask's bytes after every int64 input
+        self.spans: List[Optional[Tuple[int, int]]] = [None] * 8
+        at = 0
+        for i in order:
+            if shapes[i] is not None:
+                n = math.prod(shapes[i]) * (8 if dtypes[i] is torch.int64 else 1)
+                self.spans[i] = (at, at + n)
+                at += n
+        self.nbytes = at
         self.staging = torch.zeros(self.nbytes, dtype=torch.uint8, device=dev)
-        longs = self.staging[: 8 * self.n_long].view(torch.int64)
-        views, at = [], 0
-        for n in sizes:
-            views.append(longs[at: at + n])
-            at += n
-        self.tokens, self.positions, self.slots, self.rows = views[:4]
-        self.scatter, self.gather = (views[4], views[5]) if packed else (None, None)
-        self.out = views[-1]
-        self.mask = self.staging[8 * self.n_long:].view(torch.bool).view(B, T, S)
+        views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
+                 for span, dtype, shape in zip(self.spans, dtypes, shapes)]
+        self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out = views
         self.slots.fill_(lm.trash_col)
         if packed:
             self.scatter.fill_(B * T)
@@ -426,14 +429,9 @@ class StaticLM:
             self._host_in = torch.empty(bucket(graph.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
             self._host_in_np = self._host_in.numpy()
         host = self._host_in_np
-        longs = host[: 8 * graph.n_long].view(np.int64)
-        at = 0
-        for arr in arrays[:-2] + arrays[-1:]:  # the int64 inputs, in the order of the graph's buffers
-            if arr is not None:
-                longs[at: at + arr.size] = arr.reshape(-1)
-                at += arr.size
-        mask = arrays[-2]
-        host[8 * graph.n_long: graph.nbytes] = mask.reshape(-1).view(np.uint8)
+        for span, arr in zip(graph.spans, arrays):  # each input at its graph buffer's bytes
+            if span is not None:
+                host[span[0]: span[1]] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
         graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
         graph.replay()
         n = graph.result.shape[1]
