@@ -95,28 +95,28 @@ def _dynamic(engine):
                           max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
 
 
-def _no_drafts(engine):
-    """The component's tree engine with drafting off (one pass per mention token), on the same weights."""
+def _tree_variant(engine, method: str, **changes):
+    """The component's tree engine (same weights and settings) with ``changes`` to its decoding settings."""
     from .tree_decoder import TreeDecoder
 
     if not isinstance(engine, TreeDecoder):
-        raise ValueError("method padellm_nodraft needs the static tree engine (a Llama-family model, engine auto)")
-    return TreeDecoder(engine.lm, engine.encoder, max_count=engine.max_count, max_count_tokens=engine.max_count_tokens,
-                       max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
-                       max_batch_tokens=engine.max_batch_tokens, draft_tokens=0, model=engine.model)
+        raise ValueError(f"method {method} needs the static tree engine (a Llama-family model, engine auto)")
+    settings = dict(max_count=engine.max_count, max_count_tokens=engine.max_count_tokens,
+                    max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
+                    max_batch_tokens=engine.max_batch_tokens, draft_tokens=engine.draft_tokens,
+                    max_drafts=engine.max_drafts, draft_max_docs=engine.draft_max_docs,
+                    count_drafts=engine.count_drafts, span_drafts=engine.span_drafts)
+    return TreeDecoder(engine.lm, engine.encoder, model=engine.model, **{**settings, **changes})
+
+
+def _no_drafts(engine):
+    """The component's tree engine with drafting off (one pass per mention token), on the same weights."""
+    return _tree_variant(engine, "padellm_nodraft", draft_tokens=0)
 
 
 def _no_span_drafts(engine):
     """The component's tree engine with count drafts but no span drafts (the session-5 ablation)."""
-    from .tree_decoder import TreeDecoder
-
-    if not isinstance(engine, TreeDecoder):
-        raise ValueError("method padellm_nospan needs the static tree engine (a Llama-family model, engine auto)")
-    return TreeDecoder(engine.lm, engine.encoder, max_count=engine.max_count, max_count_tokens=engine.max_count_tokens,
-                       max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
-                       max_batch_tokens=engine.max_batch_tokens, draft_tokens=engine.draft_tokens,
-                       max_drafts=engine.max_drafts, draft_max_docs=engine.draft_max_docs,
-                       count_drafts=engine.count_drafts, span_drafts=0, model=engine.model)
+    return _tree_variant(engine, "padellm_nospan", span_drafts=0)
 
 
 def _generate_reference(engine):
