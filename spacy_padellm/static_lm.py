@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["StaticLM", "static_lm_supported", "bucket"]
+__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket"]
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 
@@ -361,10 +361,19 @@ class StaticLM:
         tok, logp = self.run(tokens, positions, slots, mask, outputs)
         return tok.reshape(B, O), logp.reshape(B, O)
 
-    @torch.inference_mode()
     def run(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
             outputs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """One forward pass; returns the (token, log-prob) predicted after each place in ``outputs``.
+        """One forward pass; returns the (token, log-prob) predicted after each place in ``outputs``
+        (``launch(...).result()``)."""
+        return self.launch(tokens, positions, slots, mask, outputs).result()
+
+    @torch.inference_mode()
+    def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
+               outputs: np.ndarray) -> "Pending":
+        """Start one forward pass; ``.result()`` of what it returns waits for it and gives the (token, log-prob)
+        predicted after each place in ``outputs``. On CUDA with graphs the pass is only queued, so the host
+        can lay out another StaticLM's pass (``twin``) while this one runs; the next ``launch`` on this
+        StaticLM must come after ``result()`` (they share its pinned buffers).
 
         tokens, positions, slots: (B, T) at a ``padded_shape`` (padding tokens have the trash column as
         slot and attend to column 0); mask: (B, T, S); outputs: flat places ``b * T + t``.
@@ -414,16 +423,16 @@ class StaticLM:
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
-        else:
-            graph = self._graphs.get(key)
-            if graph is None:
-                graph = self._graphs[key] = _Graph(self, key)
-                self.captures += 1
-            return self._replay(graph, arrays, M)
-        return tok[:M].cpu().numpy(), logp[:M].cpu().numpy()
+            return Pending(values=(tok[:M].cpu().numpy(), logp[:M].cpu().numpy()))
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = _Graph(self, key)
+            self.captures += 1
+        return self._replay(graph, arrays, M)
 
-    def _replay(self, graph: _Graph, arrays, M: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one."""
+    def _replay(self, graph: _Graph, arrays, M: int) -> "Pending":
+        """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one (all
+        queued on the stream; the returned Pending waits for them)."""
         pin = self.device.type == "cuda"
         if self._host_in is None or self._host_in.numel() < graph.nbytes:
             self._host_in = torch.empty(bucket(graph.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
@@ -435,14 +444,45 @@ class StaticLM:
         graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
         graph.replay()
         n = graph.result.shape[1]
-        if self._host_out is None or self._host_out.shape[1] < n:
-            self._host_out = torch.empty((2, bucket(n, 1024)), dtype=torch.float64, pin_memory=pin)
-        out = self._host_out[:, :n]
+        if self._host_out is None or self._host_out.numel() < 2 * n:
+            self._host_out = torch.empty(bucket(2 * n, 2048), dtype=torch.float64, pin_memory=pin)
+        # a contiguous pinned destination: a strided one is copied through an unpinned temporary, which
+        # waits for the pass on the host (``launch`` would block until the device is done)
+        out = self._host_out[: 2 * n].view(2, n)
         out.copy_(graph.result, non_blocking=True)
+        done = None
         if pin:
-            torch.cuda.current_stream(self.device).synchronize()
-        res = out.numpy()
-        return res[0, :M].astype(np.int64), res[1, :M].copy()
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(self.device))
+        return Pending(host=out, done=done, m=M)
+
+    def twin(self) -> "StaticLM":
+        """A StaticLM over the same weights with a KV cache, CUDA graphs and pinned buffers of its own: a pass
+        of one can be laid out on the host while the other's runs on the device (``launch``)."""
+        other = StaticLM(self.cfg, self.embed, self.layers, self.norm, self.lm_head, self.cos, self.sin,
+                         cuda_graphs=self.use_graphs)
+        other.use_graphs = self.use_graphs
+        other.packing = self.packing
+        other.graph_max_tokens = self.graph_max_tokens
+        return other
+
+
+class Pending:
+    """A launched pass: ``result()`` waits for it (once) and returns (tokens, log-probs) as numpy arrays."""
+
+    __slots__ = ("host", "done", "m", "values")
+
+    def __init__(self, host: Optional[torch.Tensor] = None, done=None, m: int = 0, values=None):
+        self.host, self.done, self.m, self.values = host, done, m, values
+
+    def result(self) -> Tuple[np.ndarray, np.ndarray]:
+        if self.values is None:
+            if self.done is not None:
+                self.done.synchronize()
+            res = self.host.numpy()
+            self.values = (res[0, : self.m].astype(np.int64), res[1, : self.m].copy())
+            self.host = self.done = None
+        return self.values
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):

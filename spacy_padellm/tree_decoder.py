@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -231,12 +232,17 @@ class TreeBatch:
             self.slot[r] = i
 
     def run(self) -> Dict[int, Tuple[int, float]]:
+        """One forward pass over everything queued: {handle: (token, logprob)}."""
+        return self.launch().result()
+
+    def launch(self) -> "_Pass":
+        """Lay out and start one forward pass over everything queued (``run`` without waiting for it)."""
         q_row, q_len, h0 = self._q_row, self._q_len, self._q_handle0
         q_branch, q_col0, q_pos0, q_ids = self._q_branch, self._q_col0, self._q_pos0, self._q_ids
         q_out_chain, q_out_i = self._q_out_chain, self._q_out_i
         self._clear_queue()
         if not q_row:
-            return {}
+            return _Pass(None, h0)
         slot = self.slot
         rows = sorted(set(q_row), key=lambda r: slot[r])
         B = slot[rows[-1]] + 1
@@ -282,9 +288,32 @@ class TreeBatch:
         pad[flat] = False
         mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
         mask = mask.reshape(Bb, Tb, Sb)
-        tok, logp = lm.run(tokens, positions, slots, mask, out_b * Tb + out_t)
+        pending = lm.launch(tokens, positions, slots, mask, out_b * Tb + out_t)
         self.passes += 1
-        return dict(zip(range(h0, h0 + len(out_b)), zip(tok.tolist(), logp.tolist())))
+        return _Pass(pending, h0)
+
+
+class _Pass:
+    """A launched pass of a TreeBatch: ``result()`` is {handle: (token, logprob)}."""
+
+    __slots__ = ("pending", "h0")
+
+    def __init__(self, pending, h0: int):
+        self.pending, self.h0 = pending, h0
+
+    def result(self) -> Dict[int, Tuple[int, float]]:
+        if self.pending is None:
+            return {}
+        tok, logp = self.pending.result()
+        return dict(zip(range(self.h0, self.h0 + len(tok)), zip(tok.tolist(), logp.tolist())))
+
+
+def _send(gen, value):
+    """``gen.send(value)``, or None when the generator has finished."""
+    try:
+        return gen.send(value)
+    except StopIteration:
+        return None
 
 
 _BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -365,7 +394,7 @@ class TreeDecoder:
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
                  count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 4,
-                 span_draft_budget: int = 4096, model=None):
+                 span_draft_budget: int = 4096, inflight_batches: Optional[int] = None, model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -380,7 +409,6 @@ class TreeDecoder:
         # on an H100, nlp.pipe at 256+ docs per batch ran 13% slower with them. So a batch of more than
         # ``draft_max_docs`` documents decodes without drafts (same output either way).
         self.draft_max_docs = max(0, int(draft_max_docs))
-        self._drafting = True
         # Count drafts: the counts 0 .. count_drafts - 1 (with their mention tags) are fed after every label
         # prompt in the first pass, so a verified count yields its mentions' first tokens in that same pass.
         # Part of drafting: off with draft_tokens=0 and for batches of more than draft_max_docs documents.
@@ -397,6 +425,11 @@ class TreeDecoder:
         # at most this many span-draft tokens in a batch's first pass (every one asks for a prediction, so a
         # batch of many documents and labels would otherwise make that pass very wide)
         self.span_draft_budget = max(0, int(span_draft_budget))
+        # Batches in flight: with 2, one batch's pass runs on the device while the host lays out the other's
+        # (each has its own KV cache, a StaticLM ``twin``). It helps only when a call has several batches
+        # (nlp.pipe) and the device runs passes asynchronously. None: 2 on CUDA, 1 elsewhere.
+        self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (2 if gpu else 1)))
+        self._lms: List[StaticLM] = [lm]
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -436,10 +469,50 @@ class TreeDecoder:
         # first, so that the first chunk sizes the KV cache, measured slower on the H100: 1144 against 1503
         # sentences/s, with more CUDA-graph captures in warm runs.)
         todo.sort(key=lambda i: sizes[i])
-        for chunk in self._chunks(todo, [sizes[i] for i in todo]):
-            self._decode_chunk([requests[i] for i in chunk], [prefixes[i] for i in chunk],
-                               [results[i] for i in chunk], max(sizes[i] for i in chunk))
+        self._drive(lambda lm, chunk=chunk: self._decode_chunk(lm, [requests[i] for i in chunk], [prefixes[i] for i in chunk],
+                                                               [results[i] for i in chunk], max(sizes[i] for i in chunk))
+                    for chunk in self._chunks(todo, [sizes[i] for i in todo]))
         return results
+
+    def _lm(self, i: int) -> StaticLM:
+        """The i-th KV cache of the batches in flight (0: ``self.lm``; the others are twins made on first use)."""
+        while len(self._lms) <= i:
+            self._lms.append(self.lm.twin())
+        return self._lms[i]
+
+    def _drive(self, jobs) -> None:
+        """Run batches, ``inflight_batches`` at a time. Each job, given a StaticLM, is a generator that yields
+        its TreeBatch whenever a pass is queued on it and is sent that pass's outputs back. With two in flight,
+        one batch's pass is launched before the other's result is waited for, so the device runs one while
+        the host lays out the other; each batch decodes exactly as it would alone."""
+        jobs = iter(jobs)
+        free = list(range(self.inflight_batches))[::-1]
+        flying = deque()
+
+        def start() -> bool:
+            for job in jobs:
+                i = free.pop()
+                gen = job(self._lm(i))
+                tb = next(gen, None)
+                if tb is None:
+                    free.append(i)
+                    continue
+                flying.append((gen, tb.launch(), i))
+                return True
+            return False
+
+        while free and start():
+            pass
+        while flying:
+            gen, launched, i = flying.popleft()
+            out = launched.result()
+            self.stats.forward_passes += 1
+            tb = _send(gen, out)
+            if tb is None:  # the batch is done
+                free.append(i)
+                start()
+            else:
+                flying.append((gen, tb.launch(), i))
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
         """Columns a document will likely use without drafts: prefix, label prompts, counts, a few short
@@ -477,15 +550,16 @@ class TreeDecoder:
         enc = self.encoder
         return sum(len(ids) + sum(len(enc.mention_tag(k)) for k in range(1, n + 1)) for n, ids in self._count_chains())
 
-    def _decode_chunk(self, requests, prefixes, results, cols_hint: int) -> None:
+    def _decode_chunk(self, lm: StaticLM, requests, prefixes, results, cols_hint: int):
+        """Decode one batch on ``lm`` (a generator for ``_drive``: yields the TreeBatch for each pass)."""
         enc = self.encoder
-        self._drafting = len(requests) <= self.draft_max_docs
-        if self._drafting:
+        drafting = len(requests) <= self.draft_max_docs
+        if drafting:
             cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
-        tb = TreeBatch(self.lm, len(requests), cols_hint)
-        self._texts = [req.text for req in requests]
-        chains = self._count_chains() if self._drafting and self.count_drafts else []
-        spans = self._span_candidates(self._texts) if chains and self.span_drafts else [[] for _ in requests]
+        tb = TreeBatch(lm, len(requests), cols_hint)
+        texts = [req.text for req in requests]
+        chains = self._count_chains() if drafting and self.count_drafts else []
+        spans = self._span_candidates(texts) if chains and self.span_drafts else [[] for _ in requests]
         if chains and self.span_drafts:  # the batch's budget of span-draft tokens, shared by its tags
             n_tags = sum(n for n, _ in chains) * sum(len(req.labels) for req in requests)
             per_tag = self.span_draft_budget // max(1, n_tags)
@@ -505,7 +579,7 @@ class TreeDecoder:
                 if chains:
                     c.hyps = [self._feed_count_draft(tb, branch, n, chain, spans[d]) for n, chain in chains]
                 counts.append(c)
-        out = self._run(tb)
+        out = yield tb
         mentions: List[_Mention] = []
         while True:
             next_counts: List[_Count] = []
@@ -516,19 +590,14 @@ class TreeDecoder:
             next_mentions: List[_Mention] = []
             for m in mentions:
                 self._advance_mention(tb, m, out, results, next_mentions)
-            self._feed_mentions(tb, next_mentions)
+            self._feed_mentions(tb, next_mentions, texts, drafting)
             mentions = next_mentions + waiting
             if not counts and not mentions:
                 break
-            out = self._run(tb)
+            out = yield tb
         for req, res in zip(requests, results):  # in label order, then k
             order = {label: i for i, label in enumerate(req.labels)}
             res.predictions.sort(key=lambda p: (order[p.label], p.k))
-
-    def _run(self, tb: TreeBatch) -> Dict[int, Tuple[int, float]]:
-        out = tb.run()
-        self.stats.forward_passes += 1
-        return out
 
     def _feed_generated(self, tb, branch, ids, outputs):
         self.stats.generated_tokens += len(ids)
@@ -714,13 +783,15 @@ class TreeDecoder:
         m.next_tok = tok  # fed by _feed_mentions, with the drafts after it
         next_mentions.append(m)
 
-    def _feed_mentions(self, tb, mentions: List[_Mention]) -> None:
-        """Feed each going-on mention's confirmed token and its drafts (in the order of ``mentions``)."""
-        self._prefetch_drafts([(self._texts[m.doc], m.ids) for m in mentions])
+    def _feed_mentions(self, tb, mentions: List[_Mention], texts: Sequence[str], drafting: bool) -> None:
+        """Feed each going-on mention's confirmed token and, when the batch drafts, its drafts (in the order
+        of ``mentions``; ``texts``: the batch's document texts)."""
+        drafting = drafting and bool(self.draft_tokens and self.max_drafts)
+        self._prefetch_drafts([(texts[m.doc], m.ids) for m in mentions] if drafting else [])
         for m in mentions:
             (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
             room = max(0, self.max_mention_tokens - len(m.ids) - 1)
-            drafts = [d[:room] for d in self._mention_drafts(self._texts[m.doc], m.ids) if d[:room]]
+            drafts = [d[:room] for d in self._mention_drafts(texts[m.doc], m.ids) if d[:room]] if drafting else []
             # each draft on a branch of its own: the one the model agrees with replaces the mention's
             m.drafts = tb.feed_children(m.branch, drafts)
             self.stats.draft_tokens += sum(len(d) for _, d, _ in m.drafts)
@@ -749,7 +820,7 @@ class TreeDecoder:
         this pass; it then finds them in ``_mention_ids``. Only saves time: the ids are the same."""
         self._so_far_texts = {}
         self._mention_ids = {}
-        if not self.draft_tokens or not self.max_drafts or not self._drafting:
+        if not self.draft_tokens or not self.max_drafts or not items:
             return
         wanted: Dict[str, None] = {}
         for text, ids in items:
@@ -766,7 +837,7 @@ class TreeDecoder:
         """Up to ``max_drafts`` token sequences that would continue the mention ``ids`` if it went on as
         the text does after one of the occurrences of the mention so far (a few words each, with
         different first tokens); [] when the text has none."""
-        if not self.draft_tokens or not self.max_drafts or not self._drafting:
+        if not self.draft_tokens or not self.max_drafts:
             return []
         enc = self.encoder
         so_far = self._so_far(ids)
@@ -797,51 +868,55 @@ class TreeDecoder:
         results: List[Tuple[List[int], float, bool]] = [([], 0.0, False)] * len(prompts)
         todo = [i for i, p in enumerate(prompts) if len(p)]
         sizes = [len(prompts[i]) + max_new_tokens for i in todo]
-        for chunk in self._chunks(todo, sizes):
-            tb = TreeBatch(self.lm, len(chunk), max(len(prompts[i]) for i in chunk) + 16)
-            live = {}
-            for d, i in enumerate(chunk):
-                branch = tb.root(d)
-                ids = list(prompts[i])
-                (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
-                self.stats.prompt_tokens += len(ids)
-                drafting = self.draft_tokens and len(chunk) <= self.draft_max_docs
-                live[i] = _Sequence(branch, [h], [], _PromptLookup(ids) if drafting else None)
-            while live:
-                out = self._run(tb)
-                for i in list(live):
-                    seq = live[i]
-                    done = None
-                    k = 0  # predictions[k] follows the confirmed token and the first k drafted ones
-                    while True:
-                        tok, tlp = out[seq.handles[k]]
-                        seq.lp += tlp
-                        if tok == eos_id:
-                            done = (seq.ids, seq.lp, True)
-                            break
-                        seq.ids.append(tok)
-                        self.stats.generated_tokens += 1
-                        if len(seq.ids) >= max_new_tokens:
-                            done = (seq.ids, seq.lp, False)
-                            break
-                        if k < len(seq.draft) and seq.draft[k] == tok:
-                            self.stats.accepted_draft_tokens += 1
-                            k += 1
-                            continue
-                        break
-                    if done is not None:
-                        results[i] = done
-                        del live[i]
-                        continue
-                    if k < len(seq.draft):
-                        tb.forget(seq.branch, len(seq.draft) - k)
-                    draft = seq.lookup.draft(seq.ids, self.draft_tokens) if seq.lookup is not None else []
-                    # a draft is cut to what the cache holds (growing it would forget the CUDA graphs)
-                    draft = draft[: max(0, min(max_new_tokens - len(seq.ids) - 1, tb.draft_room(seq.branch) - 1))]
-                    seq.handles = tb.feed(seq.branch, [tok] + draft, outputs=list(range(len(draft) + 1)))
-                    seq.draft = draft
-                    self.stats.draft_tokens += len(draft)
+        self._drive(lambda lm, chunk=chunk: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
+                    for chunk in self._chunks(todo, sizes))
         return results
+
+    def _generate_chunk(self, lm: StaticLM, chunk: List[int], prompts, results, eos_id: int, max_new_tokens: int):
+        """``generate`` for the prompts of one batch on ``lm`` (a generator for ``_drive``)."""
+        tb = TreeBatch(lm, len(chunk), max(len(prompts[i]) for i in chunk) + 16)
+        live = {}
+        for d, i in enumerate(chunk):
+            branch = tb.root(d)
+            ids = list(prompts[i])
+            (h,) = tb.feed(branch, ids, outputs=[len(ids) - 1])
+            self.stats.prompt_tokens += len(ids)
+            drafting = self.draft_tokens and len(chunk) <= self.draft_max_docs
+            live[i] = _Sequence(branch, [h], [], _PromptLookup(ids) if drafting else None)
+        while live:
+            out = yield tb
+            for i in list(live):
+                seq = live[i]
+                done = None
+                k = 0  # predictions[k] follows the confirmed token and the first k drafted ones
+                while True:
+                    tok, tlp = out[seq.handles[k]]
+                    seq.lp += tlp
+                    if tok == eos_id:
+                        done = (seq.ids, seq.lp, True)
+                        break
+                    seq.ids.append(tok)
+                    self.stats.generated_tokens += 1
+                    if len(seq.ids) >= max_new_tokens:
+                        done = (seq.ids, seq.lp, False)
+                        break
+                    if k < len(seq.draft) and seq.draft[k] == tok:
+                        self.stats.accepted_draft_tokens += 1
+                        k += 1
+                        continue
+                    break
+                if done is not None:
+                    results[i] = done
+                    del live[i]
+                    continue
+                if k < len(seq.draft):
+                    tb.forget(seq.branch, len(seq.draft) - k)
+                draft = seq.lookup.draft(seq.ids, self.draft_tokens) if seq.lookup is not None else []
+                # a draft is cut to what the cache holds (growing it would forget the CUDA graphs)
+                draft = draft[: max(0, min(max_new_tokens - len(seq.ids) - 1, tb.draft_room(seq.branch) - 1))]
+                seq.handles = tb.feed(seq.branch, [tok] + draft, outputs=list(range(len(draft) + 1)))
+                seq.draft = draft
+                self.stats.draft_tokens += len(draft)
 
 
 @dataclass

@@ -126,6 +126,30 @@ def test_generate_equals_one_at_a_time(trained):
         assert lp == pytest.approx(total, abs=1e-3)
 
 
+def test_batches_in_flight_equal_one_at_a_time(trained, requests):
+    """With two or three batches in flight (each on its own KV cache, their passes interleaved), every
+    document decodes as with one batch at a time; so does ``generate``. Batches of 2 documents, of which
+    only the single-document ones draft (counts, spans, mentions), so drafting and not drafting interleave."""
+    model, enc = trained
+    reqs = requests + [DocRequest(t, tiny.LABELS) for t, _ in reversed(tiny.SENTENCES)]
+    prompts = [enc.prefix(t) + enc.label("LOC") for t, _ in tiny.SENTENCES] + [[]]
+    got = {}
+    for n in (1, 2, 3):
+        tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_docs=2, draft_max_docs=1, count_drafts=3,
+                           span_drafts=8, inflight_batches=n, **LIMITS)
+        order = []
+        for i in range(n):  # which cache each pass runs on, in launch order
+            lm = tree._lm(i)
+            lm.launch = (lambda f, i: lambda *a: order.append(i) or f(*a))(lm.launch, i)
+        got[n] = ([_key(r) for r in tree.decode(reqs)], tree.generate(prompts, eos_id=enc.eos_id, max_new_tokens=10),
+                  tree.stats.forward_passes)
+        assert len(tree._lms) == n and sorted(set(order)) == list(range(n))
+        if n > 1:  # passes of different batches alternate
+            assert any(a != b for a, b in zip(order, order[1:]))
+    assert got[1] == got[2] == got[3]
+    assert got[1][0] == [_key(r) for r in reference_decode(model, enc, reqs, **LIMITS)]
+
+
 def test_packed_passes_equal_dense_ones(trained, requests):
     """A pass whose real tokens fill at most half of its (rows x places) layout runs its projections on the
     real tokens alone: same results as the padded layout, and it does happen in a batch of uneven docs."""
@@ -331,13 +355,13 @@ def test_tree_batch_layout_equals_plain_loop(trained):
     rng = np.random.default_rng(0)
     tb = TreeBatch(lm, 5, 64)
     captured = {}
-    run, step = lm.run, lm.step
+    launch, step = lm.launch, lm.step
 
     def spy(*arrays):
         captured["arrays"] = [a.copy() for a in arrays]
-        return run(*arrays)
+        return launch(*arrays)
 
-    lm.run = spy
+    lm.launch = spy
     live = {r: [tb.root(r)] for r in range(5)}
     for p in range(6):
         feeds = []

@@ -1,0 +1,153 @@
+"""Where a sentence's time goes at batch size 1, and what batches in flight do for nlp.pipe (diagnosis, GPU).
+
+    python scripts/gpu_anatomy.py PIPELINE DATA.spacy OUT.json [--latency-docs 150] [--warmup 100]
+
+1. Warm-up as the benchmark does it (nlp.pipe at 256 and 2048, then batch-1 docs from the end of the data).
+2. Latency anatomy: the first ``--latency-docs`` docs one at a time, with wall-clock timers around the
+   steps of the data's path (spaCy's tokenizer, prompt encoding, span candidates, count drafts, pass layout
+   and launch, the wait for the device, reading counts and mentions, alignment); per step the median and
+   mean ms per sentence. "wait" is the host blocked on the device (about the GPU time of the passes).
+3. nlp.pipe over all docs at 256 and 2048 docs per call with 1 and 2 batches in flight (twice each), with
+   the host's total wait for the device: with 2 in flight, the device runs one batch's pass while the host
+   lays out the other's, so the wait shrinks.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+import spacy
+import torch
+from spacy.tokens import DocBin
+
+import spacy_padellm  # noqa: F401
+from spacy_padellm import protocol, static_lm, tree_decoder
+
+p = argparse.ArgumentParser()
+p.add_argument("pipeline")
+p.add_argument("data")
+p.add_argument("out")
+p.add_argument("--latency-docs", type=int, default=150)
+p.add_argument("--warmup", type=int, default=100)
+p.add_argument("--config", default="{}")
+p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
+p.add_argument("--max-docs", type=int, default=0)
+args = p.parse_args()
+
+nlp = spacy.blank("en")
+nlp.add_pipe("padellm_ner", config={"model": args.pipeline, "device": args.device, **json.loads(args.config)})
+ner = nlp.get_pipe("padellm_ner")
+texts = [d.text for d in DocBin().from_disk(args.data).get_docs(nlp.vocab)]
+texts = texts[: args.max_docs] if args.max_docs else texts
+cuda = args.device.startswith("cuda")
+sync = torch.cuda.synchronize if cuda else (lambda: None)
+name = torch.cuda.get_device_name() if cuda else "cpu"
+dec = ner.decoder
+print("device", name, "docs", len(texts), "inflight", dec.inflight_batches, flush=True)
+
+acc = defaultdict(float)
+active = [False]
+
+
+def timed(owner, name, key):
+    """Wrap owner.name so its wall time adds up under ``key`` (outermost timer of a key only)."""
+    fn = getattr(owner, name)
+
+    def wrapper(*a, **k):
+        if not active[0]:
+            return fn(*a, **k)
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[key] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+timed(nlp, "make_doc", "spacy tokenizer")
+timed(protocol.PromptEncoder, "prefixes", "encode prefixes")
+timed(tree_decoder.TreeDecoder, "_span_candidates", "span candidates")
+timed(tree_decoder.TreeDecoder, "_feed_count_draft", "feed count drafts")
+timed(tree_decoder.TreeBatch, "launch", "layout + launch")
+timed(static_lm.StaticLM, "launch", "launch (staging, replay)")
+timed(static_lm.Pending, "result", "wait")
+timed(tree_decoder.TreeDecoder, "_advance_count", "read counts")
+timed(tree_decoder.TreeDecoder, "_advance_mention", "read mentions")
+timed(tree_decoder.TreeDecoder, "_feed_mentions", "feed mentions + drafts")
+timed(tree_decoder.TreeDecoder, "decode", "decode (all)")
+timed(type(ner), "set_annotations", "component (all)")
+
+report = {"device": name, "torch": torch.__version__, "docs": len(texts)}
+t0 = time.perf_counter()
+for bs in (256, 2048):
+    list(nlp.pipe(texts, batch_size=bs))
+for text in texts[-args.warmup:]:
+    nlp(text)
+print(f"warm-up {time.perf_counter() - t0:.1f} s", flush=True)
+
+# 2. latency anatomy
+rows = defaultdict(list)
+n = min(args.latency_docs, len(texts))
+for text in texts[:n]:
+    acc.clear()
+    active[0] = True
+    sync()
+    t0 = time.perf_counter()
+    nlp(text)
+    total = time.perf_counter() - t0
+    active[0] = False
+    rows["total"].append(total * 1000)
+    for key, value in acc.items():
+        rows[key].append(value * 1000)
+    for key in list(rows):
+        if key not in acc and key != "total":
+            rows[key].append(0.0)
+anatomy = {}
+for key, values in rows.items():
+    values = values + [0.0] * (n - len(values))
+    anatomy[key] = {"median_ms": round(statistics.median(values), 3), "mean_ms": round(statistics.fmean(values), 3)}
+zero = {"median_ms": 0.0, "mean_ms": 0.0}
+anatomy = {k: anatomy.get(k, zero) for k in list(anatomy) + [k for k in (
+    "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "launch (staging, replay)", "wait",
+    "read counts", "read mentions", "feed mentions + drafts", "decode (all)", "component (all)") if k not in anatomy]}
+derived = {
+    "launch layout (TreeBatch, host)": anatomy["layout + launch"]["mean_ms"] - anatomy["launch (staging, replay)"]["mean_ms"],
+    "decoder other (host)": anatomy["decode (all)"]["mean_ms"] - sum(anatomy[k]["mean_ms"] for k in (
+        "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "wait", "read counts",
+        "read mentions", "feed mentions + drafts")),
+    "component outside decode": anatomy["component (all)"]["mean_ms"] - anatomy["decode (all)"]["mean_ms"],
+    "outside the component": anatomy["total"]["mean_ms"] - anatomy["component (all)"]["mean_ms"],
+}
+report["latency"] = {"docs": n, "steps": anatomy, "derived_mean_ms": {k: round(v, 3) for k, v in derived.items()}}
+print(f"latency anatomy over {n} docs (ms per sentence)")
+for key, v in sorted(anatomy.items(), key=lambda kv: -kv[1]["mean_ms"]):
+    print(f"  {key:32} median {v['median_ms']:7.3f}  mean {v['mean_ms']:7.3f}")
+for key, v in derived.items():
+    print(f"  {key:32} mean {v:7.3f}")
+
+# 3. throughput with 1 and 2 batches in flight
+report["throughput"] = []
+for bs in (256, 2048):
+    for inflight in (1, 2, 1, 2):
+        dec.inflight_batches = inflight
+        acc.clear()
+        active[0] = True
+        sync()
+        t0 = time.perf_counter()
+        list(nlp.pipe(texts, batch_size=bs))
+        sync()
+        dt = time.perf_counter() - t0
+        active[0] = False
+        row = {"batch_size": bs, "inflight": inflight, "seconds": round(dt, 3),
+               "sentences_per_second": round(len(texts) / dt, 1), "wait_s": round(acc["wait"], 3),
+               "captures": sum(lm.captures for lm in dec._lms)}
+        report["throughput"].append(row)
+        print(json.dumps(row), flush=True)
+dec.inflight_batches = 2
+report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None
+json.dump(report, open(args.out, "w"), indent=1)
+print("peak GPU MB", report["peak_gpu_memory_mb"])
