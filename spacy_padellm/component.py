@@ -508,6 +508,12 @@ class PaDeLLMNER(Pipe):
         return make_windows(text, sents, tokens, length, max_len)
 
     def set_annotations(self, docs: Sequence[Doc], _unused=None) -> None:
+        from .decoder import gc_paused
+
+        with gc_paused():
+            self._annotate(docs)
+
+    def _annotate(self, docs: Sequence[Doc]) -> None:
         from .decoder import DocRequest
 
         _, tokenizer, decoder = self._ensure_loaded()

@@ -35,7 +35,9 @@ Two options, both off by default (then the output is exactly the plain greedy on
 
 from __future__ import annotations
 
+import gc
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -44,7 +46,7 @@ import torch
 from .constraints import dedupe_plan
 from .protocol import PromptEncoder, parse_count, parse_mention
 
-__all__ = ["DocRequest", "MentionPrediction", "DocResult", "DecoderStats", "TwoStepDecoder", "reference_decode"]
+__all__ = ["DocRequest", "MentionPrediction", "DocResult", "DecoderStats", "TwoStepDecoder", "gc_paused", "reference_decode"]
 
 
 @dataclass
@@ -74,6 +76,21 @@ class DocResult:
     truncated_mentions: int = 0  # mentions that hit max_mention_tokens without EOS (dropped)
     redecoded_mentions: int = 0  # repeats decoded again with the claimed strings excluded (dedupe_mentions)
     redecoded_dropped: int = 0  # of those, dropped: probability below dedupe_min_prob
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector for a decode call or a batch of the component (reference
+    counting still frees what the call drops): the many short-lived objects of a large batch set off collections that walk the whole heap,
+    about a fifth of nlp.pipe's host time at 2048 docs per call (benchmarks/host_overhead.py)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket"]
+__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 
@@ -60,6 +60,18 @@ def bucket(n: int, minimum: int = 1) -> int:
     """The next power of two >= max(n, minimum)."""
     n = max(int(n), minimum)
     return 1 << (n - 1).bit_length()
+
+
+FINE_FROM = 256  # above this, a single-row pass's sizes are rounded up to a multiple of it, not to a power of two
+
+
+def fine_bucket(n: int, minimum: int = 1) -> int:
+    """``bucket(n, minimum)`` up to FINE_FROM, then the next multiple of FINE_FROM // 2 (384, 512, 640, ...)."""
+    n = max(int(n), minimum)
+    if n <= FINE_FROM:
+        return bucket(n)
+    step = FINE_FROM // 2
+    return -(-n // step) * step
 
 
 @dataclass
@@ -340,6 +352,9 @@ class StaticLM:
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
+        if B <= 1:  # one row (batch size 1): finer sizes, since its wide first pass is mostly drafts (a pass of
+            # 359 tokens runs at 384, not 512); a single row has few shapes, so the extra CUDA graphs are few
+            return 1, fine_bucket(T), min(fine_bucket(S, 64), self.cols), fine_bucket(O)
         return bucket(B), bucket(T), min(bucket(S, 64), self.cols), bucket(O)
 
     @torch.inference_mode()
@@ -390,7 +405,7 @@ class StaticLM:
         flat_slots = slots.reshape(-1)
         real = np.flatnonzero(flat_slots != trash)
         N, M = len(real), len(outputs)
-        Nb, Mb = bucket(N, 8), bucket(M)
+        Nb, Mb = bucket(N, 8), (fine_bucket(M) if B == 1 else bucket(M))
         packed = self.packing and 2 * Nb <= B * T
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)

@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction, _read_count
+from .decoder import DecoderStats, DocRequest, DocResult, MentionPrediction, _read_count, gc_paused
 from .protocol import PromptEncoder, parse_count, parse_mention
 from .static_lm import StaticLM
 
@@ -462,16 +462,27 @@ class TreeDecoder:
         results = [DocResult() for _ in requests]
         todo = [i for i, r in enumerate(requests) if r.labels]
         enc = self.encoder
-        prefixes = dict(zip(todo, enc.prefixes([requests[i].text for i in todo])))
+        texts = [requests[i].text for i in todo]
+        spans: Dict[int, List[List[int]]] = {}
+        if todo and len(todo) <= self.draft_max_docs and self.count_drafts and self.span_drafts and self._count_chains():
+            # every batch drafts: the span candidates are encoded in the prefixes' tokenizer call
+            starts = [self._span_starts(t) for t in texts]
+            encoded, found = enc.prefixes_and_mentions(texts, [s for st in starts for s in st])
+            spans = dict(zip(todo, self._span_drafts_of(starts, found)))
+        else:
+            encoded = enc.prefixes(texts)
+        prefixes = dict(zip(todo, encoded))
         sizes = {i: self._estimate(prefixes[i], requests[i].labels) for i in todo}
         # Documents of like size decode together: a pass is as wide as its widest row, so a batch sorted by
         # size wastes less of every pass on padding (results go back to their documents either way). (Largest
         # first, so that the first chunk sizes the KV cache, measured slower on the H100: 1144 against 1503
         # sentences/s, with more CUDA-graph captures in warm runs.)
         todo.sort(key=lambda i: sizes[i])
-        self._drive(lambda lm, chunk=chunk: self._decode_chunk(lm, [requests[i] for i in chunk], [prefixes[i] for i in chunk],
-                                                               [results[i] for i in chunk], max(sizes[i] for i in chunk))
-                    for chunk in self._chunks(todo, [sizes[i] for i in todo]))
+        with gc_paused():
+                self._drive(lambda lm, chunk=chunk: self._decode_chunk(lm, [requests[i] for i in chunk], [prefixes[i] for i in chunk],
+                                                                   [results[i] for i in chunk], max(sizes[i] for i in chunk),
+                                                                   [spans[i] for i in chunk] if spans else None)
+                        for chunk in self._chunks(todo, [sizes[i] for i in todo]))
         return results
 
     def _lm(self, i: int) -> StaticLM:
@@ -550,8 +561,9 @@ class TreeDecoder:
         enc = self.encoder
         return sum(len(ids) + sum(len(enc.mention_tag(k)) for k in range(1, n + 1)) for n, ids in self._count_chains())
 
-    def _decode_chunk(self, lm: StaticLM, requests, prefixes, results, cols_hint: int):
-        """Decode one batch on ``lm`` (a generator for ``_drive``: yields the TreeBatch for each pass)."""
+    def _decode_chunk(self, lm: StaticLM, requests, prefixes, results, cols_hint: int, spans=None):
+        """Decode one batch on ``lm`` (a generator for ``_drive``: yields the TreeBatch for each pass); ``spans``:
+        each document's span drafts when already found (``_span_candidates``)."""
         enc = self.encoder
         drafting = len(requests) <= self.draft_max_docs
         if drafting:
@@ -559,7 +571,10 @@ class TreeDecoder:
         tb = TreeBatch(lm, len(requests), cols_hint)
         texts = [req.text for req in requests]
         chains = self._count_chains() if drafting and self.count_drafts else []
-        spans = self._span_candidates(texts) if chains and self.span_drafts else [[] for _ in requests]
+        if not (chains and self.span_drafts):
+            spans = [[] for _ in requests]
+        elif spans is None:
+            spans = self._span_candidates(texts)
         if chains and self.span_drafts:  # the batch's budget of span-draft tokens, shared by its tags
             n_tags = sum(n for n, _ in chains) * sum(len(req.labels) for req in requests)
             per_tag = self.span_draft_budget // max(1, n_tags)
@@ -624,15 +639,19 @@ class TreeDecoder:
     def _span_candidates(self, texts: Sequence[str]) -> List[List[List[int]]]:
         """Per text, up to ``span_drafts`` token sequences (``span_draft_tokens`` each, different first tokens)
         that a mention would start with if it began at a capitalised word or a number of the text."""
-        starts = []
-        for text in texts:
-            found = []
-            for m in _WORD.finditer(text):
-                if m.group()[0].isupper() or m.group()[0].isdigit():
-                    found.append(" ".join(text[m.start():].split(" ")[:4]))
-            starts.append(found)
+        starts = [self._span_starts(text) for text in texts]
         flat = [s for found in starts for s in found]
-        ids = iter(self.encoder.mentions(flat)) if flat else iter(())
+        return self._span_drafts_of(starts, self.encoder.mentions(flat) if flat else [])
+
+    @staticmethod
+    def _span_starts(text: str) -> List[str]:
+        """The text's first 4 words from each capitalised word or number on (what a mention may start with)."""
+        return [" ".join(text[m.start():].split(" ")[:4]) for m in _WORD.finditer(text)
+                if m.group()[0].isupper() or m.group()[0].isdigit()]
+
+    def _span_drafts_of(self, starts: Sequence[List[str]], encoded: Sequence[List[int]]) -> List[List[List[int]]]:
+        """The span drafts of each text from its ``starts`` and their encodings (``encoded``, all texts' in order)."""
+        ids = iter(encoded)
         room = max(1, min(self.span_draft_tokens, self.max_mention_tokens - 1))
         out = []
         for found in starts:
@@ -868,8 +887,9 @@ class TreeDecoder:
         results: List[Tuple[List[int], float, bool]] = [([], 0.0, False)] * len(prompts)
         todo = [i for i, p in enumerate(prompts) if len(p)]
         sizes = [len(prompts[i]) + max_new_tokens for i in todo]
-        self._drive(lambda lm, chunk=chunk: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
-                    for chunk in self._chunks(todo, sizes))
+        with gc_paused():
+            self._drive(lambda lm, chunk=chunk: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
+                        for chunk in self._chunks(todo, sizes))
         return results
 
     def _generate_chunk(self, lm: StaticLM, chunk: List[int], prompts, results, eos_id: int, max_new_tokens: int):

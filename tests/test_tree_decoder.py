@@ -257,9 +257,14 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     wrong = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)
     other = wrong._span_candidates(["Werner Zwingmann met the European Commission and Jordan"])[0]
     assert other and all(len(d) <= wrong.span_draft_tokens for d in other)
-    wrong._span_candidates = lambda texts: [other for _ in texts]
+    wrong._span_drafts_of = lambda starts, encoded: [other for _ in starts]
     assert [_key(r) for r in wrong.decode(requests)] == want
     assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
+    # a call of at most draft_max_docs documents encodes its span candidates with the prefixes, in one call
+    texts = [r.text for r in requests]
+    starts = [spans._span_starts(t) for t in texts]
+    prefixes, found = enc.prefixes_and_mentions(texts, [s for st in starts for s in st])
+    assert prefixes == enc.prefixes(texts) and spans._span_drafts_of(starts, found) == spans._span_candidates(texts)
     # a count longer than max_count_tokens is not drafted (plain decoding stops it there and opens no mention)
     short = dict(LIMITS, max_count_tokens=1)
     want_short = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **short).decode(requests)]
