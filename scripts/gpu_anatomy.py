@@ -35,6 +35,7 @@ p.add_argument("--warmup", type=int, default=100)
 p.add_argument("--config", default="{}")
 p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
 p.add_argument("--max-docs", type=int, default=0)
+p.add_argument("--variants", default="[{}]", help="JSON list of decoder settings for the latency part")
 args = p.parse_args()
 
 nlp = spacy.blank("en")
@@ -89,45 +90,56 @@ for text in texts[-args.warmup:]:
     nlp(text)
 print(f"warm-up {time.perf_counter() - t0:.1f} s", flush=True)
 
-# 2. latency anatomy
-rows = defaultdict(list)
+# 2. latency anatomy, per variant of the decoder's settings (the first is the component's own)
+variants = json.loads(args.variants)
+defaults = {key: getattr(dec, key) for v in variants for key in v}
+report["variants"] = []
 n = min(args.latency_docs, len(texts))
-for text in texts[:n]:
-    acc.clear()
-    active[0] = True
-    sync()
-    t0 = time.perf_counter()
-    nlp(text)
-    total = time.perf_counter() - t0
-    active[0] = False
-    rows["total"].append(total * 1000)
-    for key, value in acc.items():
-        rows[key].append(value * 1000)
-    for key in list(rows):
-        if key not in acc and key != "total":
-            rows[key].append(0.0)
-anatomy = {}
-for key, values in rows.items():
-    values = values + [0.0] * (n - len(values))
-    anatomy[key] = {"median_ms": round(statistics.median(values), 3), "mean_ms": round(statistics.fmean(values), 3)}
-zero = {"median_ms": 0.0, "mean_ms": 0.0}
-anatomy = {k: anatomy.get(k, zero) for k in list(anatomy) + [k for k in (
-    "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "launch (staging, replay)", "wait",
-    "read counts", "read mentions", "feed mentions + drafts", "decode (all)", "component (all)") if k not in anatomy]}
-derived = {
-    "launch layout (TreeBatch, host)": anatomy["layout + launch"]["mean_ms"] - anatomy["launch (staging, replay)"]["mean_ms"],
-    "decoder other (host)": anatomy["decode (all)"]["mean_ms"] - sum(anatomy[k]["mean_ms"] for k in (
-        "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "wait", "read counts",
-        "read mentions", "feed mentions + drafts")),
-    "component outside decode": anatomy["component (all)"]["mean_ms"] - anatomy["decode (all)"]["mean_ms"],
-    "outside the component": anatomy["total"]["mean_ms"] - anatomy["component (all)"]["mean_ms"],
-}
-report["latency"] = {"docs": n, "steps": anatomy, "derived_mean_ms": {k: round(v, 3) for k, v in derived.items()}}
-print(f"latency anatomy over {n} docs (ms per sentence)")
-for key, v in sorted(anatomy.items(), key=lambda kv: -kv[1]["mean_ms"]):
-    print(f"  {key:32} median {v['median_ms']:7.3f}  mean {v['mean_ms']:7.3f}")
-for key, v in derived.items():
-    print(f"  {key:32} mean {v:7.3f}")
+for variant in variants:
+    for key, value in {**defaults, **variant}.items():
+        setattr(dec, key, value)
+    for text in texts[-args.warmup:]:
+        nlp(text)
+    rows = defaultdict(list)
+    passes0 = dec.stats.forward_passes
+    for text in texts[:n]:
+        acc.clear()
+        active[0] = True
+        sync()
+        t0 = time.perf_counter()
+        nlp(text)
+        total = time.perf_counter() - t0
+        active[0] = False
+        rows["total"].append(total * 1000)
+        for key, value in acc.items():
+            rows[key].append(value * 1000)
+        for key in list(rows):
+            if key not in acc and key != "total":
+                rows[key].append(0.0)
+    anatomy = {}
+    for key, values in rows.items():
+        values = values + [0.0] * (n - len(values))
+        anatomy[key] = {"median_ms": round(statistics.median(values), 3), "mean_ms": round(statistics.fmean(values), 3)}
+    zero = {"median_ms": 0.0, "mean_ms": 0.0}
+    anatomy = {k: anatomy.get(k, zero) for k in list(anatomy) + [k for k in (
+        "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "launch (staging, replay)", "wait",
+        "read counts", "read mentions", "feed mentions + drafts", "decode (all)", "component (all)") if k not in anatomy]}
+    derived = {
+        "launch layout (TreeBatch, host)": anatomy["layout + launch"]["mean_ms"] - anatomy["launch (staging, replay)"]["mean_ms"],
+        "decoder other (host)": anatomy["decode (all)"]["mean_ms"] - sum(anatomy[k]["mean_ms"] for k in (
+            "encode prefixes", "span candidates", "feed count drafts", "layout + launch", "wait", "read counts",
+            "read mentions", "feed mentions + drafts")),
+        "component outside decode": anatomy["component (all)"]["mean_ms"] - anatomy["decode (all)"]["mean_ms"],
+        "outside the component": anatomy["total"]["mean_ms"] - anatomy["component (all)"]["mean_ms"],
+    }
+    passes = (dec.stats.forward_passes - passes0) / n
+    report["variants"].append({"settings": {**defaults, **variant}, "docs": n, "passes_per_sentence": round(passes, 3),
+                             "steps": anatomy, "derived_mean_ms": {k: round(v, 3) for k, v in derived.items()}})
+    print(f"latency anatomy over {n} docs (ms per sentence), {variant or 'defaults'}, {passes:.2f} passes/sentence")
+    for key, v in sorted(anatomy.items(), key=lambda kv: -kv[1]["mean_ms"]):
+        print(f"  {key:32} median {v['median_ms']:7.3f}  mean {v['mean_ms']:7.3f}")
+    for key, v in derived.items():
+        print(f"  {key:32} mean {v:7.3f}")
 
 # 3. throughput with 1 and 2 batches in flight
 report["throughput"] = []
@@ -147,6 +159,8 @@ for bs in (256, 2048):
                "captures": sum(lm.captures for lm in dec._lms)}
         report["throughput"].append(row)
         print(json.dumps(row), flush=True)
+for key, value in defaults.items():
+    setattr(dec, key, value)
 dec.inflight_batches = 2
 report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None
 json.dump(report, open(args.out, "w"), indent=1)

@@ -11,7 +11,7 @@
 set -uo pipefail
 phase=$1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1  # the tokenizer's parallelism is left at its default (on), as a user has it
 OUT=${OUT:-/tmp/out}
 DATA=$PWD/.gpu/data
 BASE=/tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -24,11 +24,12 @@ T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 ))s]"; }
 if [[ $phase == anatomy ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  timeout ${ANATOMY_S:-300} python scripts/gpu_anatomy.py "$M" "$DATA/conll03_test.spacy" "$OUT/s6/anatomy${TAG:-}.json" 2>&1 \
+  timeout ${ANATOMY_S:-300} python scripts/gpu_anatomy.py "$M" "$DATA/conll03_test.spacy" "$OUT/s6/anatomy${TAG:-}.json" \
+    --variants "${VARIANTS:-[{}]}" 2>&1 \
     | grep -v -E "Ignoring|it/s\]|warn" | tail -n 40
   echo "$(el) done"
 elif [[ $phase == train ]]; then
-  timeout 330 python -m spacy_padellm train configs/conll03.cfg --no-progress \
+  TOKENIZERS_PARALLELISM=false timeout 330 python -m spacy_padellm train configs/conll03.cfg --no-progress \
     --paths.base_model "$BASE" --paths.train "$DATA/conll03_train.padellm.jsonl" \
     --paths.dev "$DATA/conll03_dev.spacy" --paths.output /tmp/runs/autoreg_struct --paths.pipeline null \
     --data.protocol autoreg_struct --data.max_dev_docs 300 --training.method full --training.lr 2e-4 \
