@@ -207,6 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="timed runs (the best is reported)")
     p.add_argument("--forward", choices=("oracle", "tiny"), default="oracle")
     p.add_argument("--profile", action="store_true", help="also profile one run of each path with cProfile")
+    p.add_argument("--span-drafts", type=int, default=4, help="span drafts per tag (CUDA's default; 8 before session 6)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
     ner.set_model(model, tok)
     decoder = ner.decoder
     # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
-    decoder.count_drafts, decoder.span_drafts = 3, 8
+    decoder.count_drafts, decoder.span_drafts = 3, args.span_drafts
     lm = decoder.lm
     oracle = Oracle(lm, enc, data) if args.forward == "oracle" else None
     docs_in = [nlp.make_doc(text) for text, _ in data]

@@ -22,10 +22,11 @@ BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${
        --warmup ${WARMUP:-100} --no-progress)
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 ))s]"; }
+[[ -z ${VARIANTS:-} ]] && VARIANTS='[{}]'
 if [[ $phase == anatomy ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout ${ANATOMY_S:-300} python scripts/gpu_anatomy.py "$M" "$DATA/conll03_test.spacy" "$OUT/s6/anatomy${TAG:-}.json" \
-    --variants "${VARIANTS:-[{}]}" 2>&1 \
+    --variants "$VARIANTS" --rows "${ROWS:-256}" 2>&1 \
     | grep -v -E "Ignoring|it/s\]|warn" | tail -n 40
   echo "$(el) done"
 elif [[ $phase == train ]]; then

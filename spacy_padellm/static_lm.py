@@ -352,9 +352,10 @@ class StaticLM:
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
-        if B <= 1:  # one row (batch size 1): finer sizes, since its wide first pass is mostly drafts (a pass of
-            # 359 tokens runs at 384, not 512); a single row has few shapes, so the extra CUDA graphs are few
-            return 1, fine_bucket(T), min(fine_bucket(S, 64), self.cols), fine_bucket(O)
+        if B <= 1:  # one row (batch size 1): a finer T, since its wide first pass is mostly drafts (a pass of 359
+            # tokens runs at 384, not 512); S stays a power of two, so that few more CUDA graphs are captured
+            Tb = fine_bucket(T)
+            return 1, Tb, min(bucket(S, 64), self.cols), min(bucket(O), Tb)
         return bucket(B), bucket(T), min(bucket(S, 64), self.cols), bucket(O)
 
     @torch.inference_mode()
@@ -405,7 +406,7 @@ class StaticLM:
         flat_slots = slots.reshape(-1)
         real = np.flatnonzero(flat_slots != trash)
         N, M = len(real), len(outputs)
-        Nb, Mb = bucket(N, 8), (fine_bucket(M) if B == 1 else bucket(M))
+        Nb, Mb = bucket(N, 8), (min(bucket(M), T) if B == 1 else bucket(M))  # a row's outputs are among its T places
         packed = self.packing and 2 * Nb <= B * T
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)

@@ -228,7 +228,7 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     model, enc = trained
     without = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
     counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=0, **LIMITS)
-    spans = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)  # CUDA's defaults
+    spans = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)  # CUDA's 3 (and 4)
     cpu = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
     assert (cpu.count_drafts, cpu.span_drafts) == (0, 0)  # the CPU's defaults: a wider pass costs more there
     assert [n for n, _ in counts._count_chains()] == [0, 1, 2]
