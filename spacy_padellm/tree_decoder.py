@@ -514,18 +514,26 @@ class TreeDecoder:
                 return True
             return False
 
-        while free and start():
-            pass
-        while flying:
-            gen, launched, i = flying.popleft()
-            out = launched.result()
-            self.stats.forward_passes += 1
-            tb = _send(gen, out)
-            if tb is None:  # the batch is done
-                free.append(i)
-                start()
-            else:
-                flying.append((gen, tb.launch(), i))
+        try:
+            while free and start():
+                pass
+            while flying:
+                gen, launched, i = flying.popleft()
+                out = launched.result()
+                self.stats.forward_passes += 1
+                tb = _send(gen, out)
+                if tb is None:  # the batch is done
+                    free.append(i)
+                    start()
+                else:
+                    flying.append((gen, tb.launch(), i))
+        except BaseException:
+            for _, launched, _ in flying:  # a failing batch: let the others' queued passes finish before their
+                try:  # caches and pinned buffers are used again
+                    launched.result()
+                except Exception:  # noqa: BLE001 - the first error is the one raised
+                    pass
+            raise
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
         """Columns a document will likely use without drafts: prefix, label prompts, counts, a few short
