@@ -466,8 +466,8 @@ class TreeDecoder:
         enc = self.encoder
         texts = [requests[i].text for i in todo]
         spans: Dict[int, List[List[int]]] = {}
-        if todo and len(todo) <= self.draft_max_docs and self.count_drafts and self.span_drafts and self._count_chains():
-            # every batch drafts: the span candidates are encoded in the prefixes' tokenizer call
+        if todo and self._span_drafting(len(todo)):
+            # every batch (of at most as many docs) drafts: span candidates go in the prefixes' tokenizer call
             starts = [self._span_starts(t) for t in texts]
             encoded, found = enc.prefixes_and_mentions(texts, [s for st in starts for s in st])
             spans = dict(zip(todo, self._span_drafts_of(starts, found)))
@@ -480,12 +480,19 @@ class TreeDecoder:
         # first, so that the first chunk sizes the KV cache, measured slower on the H100: 1144 against 1503
         # sentences/s, with more CUDA-graph captures in warm runs.)
         todo.sort(key=lambda i: sizes[i])
+
+        def job(chunk):
+            return lambda lm: self._decode_chunk(lm, [requests[i] for i in chunk], [prefixes[i] for i in chunk],
+                                                 [results[i] for i in chunk], max(sizes[i] for i in chunk),
+                                                 [spans[i] for i in chunk] if spans else None)
+
         with gc_paused():
-                self._drive(lambda lm, chunk=chunk: self._decode_chunk(lm, [requests[i] for i in chunk], [prefixes[i] for i in chunk],
-                                                                   [results[i] for i in chunk], max(sizes[i] for i in chunk),
-                                                                   [spans[i] for i in chunk] if spans else None)
-                        for chunk in self._chunks(todo, [sizes[i] for i in todo]))
+            self._drive(job(chunk) for chunk in self._chunks(todo, [sizes[i] for i in todo]))
         return results
+
+    def _span_drafting(self, n_docs: int) -> bool:
+        """Whether a batch of ``n_docs`` documents feeds span drafts (after its drafted counts' tags)."""
+        return n_docs <= self.draft_max_docs and bool(self.span_drafts) and bool(self._count_chains())
 
     def _lm(self, i: int) -> StaticLM:
         """The i-th KV cache of the batches in flight (0: ``self.lm``; the others are twins made on first use)."""
@@ -580,12 +587,13 @@ class TreeDecoder:
             cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
         tb = TreeBatch(lm, len(requests), cols_hint)
         texts = [req.text for req in requests]
-        chains = self._count_chains() if drafting and self.count_drafts else []
-        if not (chains and self.span_drafts):
+        chains = self._count_chains() if drafting else []
+        if not self._span_drafting(len(requests)):
             spans = [[] for _ in requests]
-        elif spans is None:
-            spans = self._span_candidates(texts)
-        if chains and self.span_drafts:  # the batch's budget of span-draft tokens, shared by its tags
+        else:
+            if spans is None:
+                spans = self._span_candidates(texts)
+            # the batch's budget of span-draft tokens, shared by its tags
             n_tags = sum(n for n, _ in chains) * sum(len(req.labels) for req in requests)
             per_tag = self.span_draft_budget // max(1, n_tags)
             spans = [_within(found, per_tag) for found in spans]
@@ -815,7 +823,7 @@ class TreeDecoder:
     def _feed_mentions(self, tb, mentions: List[_Mention], texts: Sequence[str], drafting: bool) -> None:
         """Feed each going-on mention's confirmed token and, when the batch drafts, its drafts (in the order
         of ``mentions``; ``texts``: the batch's document texts)."""
-        drafting = drafting and bool(self.draft_tokens and self.max_drafts)
+        drafting = drafting and bool(self.draft_tokens and self.max_drafts)  # the only check: callees trust it
         self._prefetch_drafts([(texts[m.doc], m.ids) for m in mentions] if drafting else [])
         for m in mentions:
             (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
@@ -849,7 +857,7 @@ class TreeDecoder:
         this pass; it then finds them in ``_mention_ids``. Only saves time: the ids are the same."""
         self._so_far_texts = {}
         self._mention_ids = {}
-        if not self.draft_tokens or not self.max_drafts or not items:
+        if not items:
             return
         wanted: Dict[str, None] = {}
         for text, ids in items:
@@ -866,8 +874,6 @@ class TreeDecoder:
         """Up to ``max_drafts`` token sequences that would continue the mention ``ids`` if it went on as
         the text does after one of the occurrences of the mention so far (a few words each, with
         different first tokens); [] when the text has none."""
-        if not self.draft_tokens or not self.max_drafts:
-            return []
         enc = self.encoder
         so_far = self._so_far(ids)
         if not so_far.strip() or "\ufffd" in so_far:
@@ -897,9 +903,11 @@ class TreeDecoder:
         results: List[Tuple[List[int], float, bool]] = [([], 0.0, False)] * len(prompts)
         todo = [i for i, p in enumerate(prompts) if len(p)]
         sizes = [len(prompts[i]) + max_new_tokens for i in todo]
+        def job(chunk):
+            return lambda lm: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
+
         with gc_paused():
-            self._drive(lambda lm, chunk=chunk: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
-                        for chunk in self._chunks(todo, sizes))
+            self._drive(job(chunk) for chunk in self._chunks(todo, sizes))
         return results
 
     def _generate_chunk(self, lm: StaticLM, chunk: List[int], prompts, results, eos_id: int, max_new_tokens: int):
