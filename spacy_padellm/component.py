@@ -134,8 +134,9 @@ def make_padellm_ner(
     decoded again): the decoding levers of the dynamic-cache engine, off by default; with one on, "auto"
     uses that engine and "static" is an error; decodings other than "padellm" ignore them (a warning);
     ``draft_tokens``: tokens per draft copied from the text, verified in the same pass; with it the static
-    engine on CUDA also drafts counts 0-2 and candidate mentions in the first pass (0: all drafting off); ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one
-    label per span, the most probable.
+    engine on CUDA also drafts counts 0-2 and candidate mentions in the first pass (0: all drafting off);
+    ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label per
+    span, the most probable.
     """
     return PaDeLLMNER(
         nlp, name, model=model, labels=labels, template=template, spans_key=spans_key, text_format=text_format,

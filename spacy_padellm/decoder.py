@@ -81,8 +81,9 @@ class DocResult:
 @contextmanager
 def gc_paused():
     """Pause Python's cyclic garbage collector for a decode call or a batch of the component (reference
-    counting still frees what the call drops): the many short-lived objects of a large batch set off collections that walk the whole heap,
-    about a fifth of nlp.pipe's host time at 2048 docs per call (benchmarks/host_overhead.py)."""
+    counting still frees what the call drops): the many short-lived objects of a large batch set off
+    collections that walk the whole heap, about a fifth of nlp.pipe's host time at 2048 docs per call
+    (benchmarks/host_overhead.py)."""
     if not gc.isenabled():
         yield
         return

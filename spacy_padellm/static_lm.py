@@ -62,7 +62,7 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
-FINE_FROM = 256  # above this, a single-row pass's sizes are rounded up to a multiple of it, not to a power of two
+FINE_FROM = 256  # above this, a single-row pass's width is rounded up to a multiple of FINE_FROM // 2, not a power of two
 
 
 def fine_bucket(n: int, minimum: int = 1) -> int:
@@ -72,6 +72,12 @@ def fine_bucket(n: int, minimum: int = 1) -> int:
         return bucket(n)
     step = FINE_FROM // 2
     return -(-n // step) * step
+
+
+def _out_bucket(n: int, B: int, T: int) -> int:
+    """The bucket of ``n`` wanted outputs of a pass of B rows x T places: a power of two, capped by T for one row
+    (its outputs are among its T places, and T may be a finer bucket than a power of two)."""
+    return min(bucket(n), T) if B <= 1 else bucket(n)
 
 
 @dataclass
@@ -355,7 +361,7 @@ class StaticLM:
         if B <= 1:  # one row (batch size 1): a finer T, since its wide first pass is mostly drafts (a pass of 359
             # tokens runs at 384, not 512); S stays a power of two, so that few more CUDA graphs are captured
             Tb = fine_bucket(T)
-            return 1, Tb, min(bucket(S, 64), self.cols), min(bucket(O), Tb)
+            return 1, Tb, min(bucket(S, 64), self.cols), _out_bucket(O, 1, Tb)
         return bucket(B), bucket(T), min(bucket(S, 64), self.cols), bucket(O)
 
     @torch.inference_mode()
@@ -406,7 +412,7 @@ class StaticLM:
         flat_slots = slots.reshape(-1)
         real = np.flatnonzero(flat_slots != trash)
         N, M = len(real), len(outputs)
-        Nb, Mb = bucket(N, 8), (min(bucket(M), T) if B == 1 else bucket(M))  # a row's outputs are among its T places
+        Nb, Mb = bucket(N, 8), _out_bucket(M, B, T)
         packed = self.packing and 2 * Nb <= B * T
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)
