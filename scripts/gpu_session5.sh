@@ -5,7 +5,7 @@
 #   bash scripts/gpu_session5.sh probe  # engine smoke test (graphs = eager with staged inputs), where a pass's GPU
 #                                       # time goes per shape (scripts/gpu_pass_profile.py), benchmark of this code
 #   bash scripts/gpu_session5.sh train  # AutoRegStruct: full fine-tune of the base on CoNLL03 train, 3.5 minutes
-#                                       # (the same command as session 3's, scripts/gpu_session3.sh)
+#                                       # (scripts/gpu_struct.sh: session 3's command)
 #   bash scripts/gpu_session5.sh bench  # padellm, padellm_nospan, padellm_nodraft and the trained AutoRegStruct (with and without
 #                                       # prompt-lookup drafts), whole test set, side by side in one process
 #   bash scripts/gpu_session5.sh old    # the same padellm benchmark on the package of commit fe26b40 (session 4),
@@ -24,6 +24,7 @@ BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${
        --warmup ${WARMUP:-100} --no-progress)
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 ))s]"; }
+source scripts/gpu_struct.sh
 if [[ $phase == probe ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout 150 python scripts/gpu_engine_smoke.py "$OUT/s5" 2>&1 | grep -v Ignoring | grep -E "^[123]\.|graph_equals|ms_per_pass|smollm2" | head -20
@@ -34,28 +35,9 @@ if [[ $phase == probe ]]; then
     --output "$OUT/s5/bench_h100_s5_probe.json" 2>&1 | grep -v Ignoring | tail -n 14
   echo "$(el) done"
 elif [[ $phase == train ]]; then
-  timeout 330 python -m spacy_padellm train configs/conll03.cfg --no-progress \
-    --paths.base_model "$BASE" --paths.train "$DATA/conll03_train.padellm.jsonl" \
-    --paths.dev "$DATA/conll03_dev.spacy" --paths.output /tmp/runs/autoreg_struct --paths.pipeline null \
-    --data.protocol autoreg_struct --data.max_dev_docs 300 --training.method full --training.lr 2e-4 \
-    --training.batch_size 32 --training.epochs 2 --training.max_minutes ${MINUTES:-3.5} --training.eval_every 100000 \
-    --training.log_every 50 > "$OUT/s5/autoreg_struct.train.log" 2>&1
-  echo "$(el) train exit $? $(tail -n 1 "$OUT/s5/autoreg_struct.train.log" | cut -c1-300)"
-  cp /tmp/runs/autoreg_struct/history.json "$OUT/s5/conll03_s5_autoreg_struct.history.json"
-  cp /tmp/runs/autoreg_struct/summary.json "$OUT/s5/conll03_s5_autoreg_struct.summary.json"
-  python - <<'PY'
-import spacy, spacy_padellm
-for tag, config in (("", {}), ("_nodraft", {"draft_tokens": 0})):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": "/tmp/runs/autoreg_struct/best", **config})
-    nlp.to_disk(f"/tmp/runs/autoreg_struct{tag}.pipeline")
-PY
-  ls /tmp/runs
+  struct_train "$OUT/s5" conll03_s5_autoreg_struct
 elif [[ $phase == bench ]]; then
-  compare=()
-  for tag in "" _nodraft; do
-    [[ -d /tmp/runs/autoreg_struct$tag.pipeline ]] && compare+=(--compare "autoreg_struct$tag=/tmp/runs/autoreg_struct$tag.pipeline")
-  done
+  struct_compare
   timeout 500 python -m spacy_padellm "${BENCH[@]}" --methods padellm,padellm_nospan,padellm_nodraft "${compare[@]}" \
     --output "$OUT/s5/bench_h100_s5.json" 2>&1 | grep -v Ignoring | tail -n 30
   echo "$(el) done"

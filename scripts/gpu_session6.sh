@@ -5,7 +5,7 @@
 #   bash scripts/gpu_session6.sh anatomy  # where a batch-1 sentence's time goes, and nlp.pipe with 1 and 2 batches
 #                                         # in flight (scripts/gpu_anatomy.py)
 #   bash scripts/gpu_session6.sh train    # AutoRegStruct: full fine-tune of the base on CoNLL03 train, 3.5 minutes
-#                                         # (the same command as session 3's, scripts/gpu_session3.sh)
+#                                         # (scripts/gpu_struct.sh: session 3's command)
 #   bash scripts/gpu_session6.sh bench    # padellm, padellm_nospan, padellm_nodraft and the trained AutoRegStruct
 #                                         # (with and without prompt-lookup drafts), whole test set, in one process
 set -uo pipefail
@@ -22,6 +22,7 @@ BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${
        --warmup ${WARMUP:-100} --no-progress)
 T0=$(date +%s)
 el() { echo "[$(( $(date +%s) - T0 ))s]"; }
+source scripts/gpu_struct.sh
 [[ -z ${VARIANTS:-} ]] && VARIANTS='[{}]'
 if [[ $phase == anatomy ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -30,28 +31,9 @@ if [[ $phase == anatomy ]]; then
     | grep -v -E "Ignoring|it/s\]|warn" | tail -n 40
   echo "$(el) done"
 elif [[ $phase == train ]]; then
-  TOKENIZERS_PARALLELISM=false timeout 330 python -m spacy_padellm train configs/conll03.cfg --no-progress \
-    --paths.base_model "$BASE" --paths.train "$DATA/conll03_train.padellm.jsonl" \
-    --paths.dev "$DATA/conll03_dev.spacy" --paths.output /tmp/runs/autoreg_struct --paths.pipeline null \
-    --data.protocol autoreg_struct --data.max_dev_docs 300 --training.method full --training.lr 2e-4 \
-    --training.batch_size 32 --training.epochs 2 --training.max_minutes ${MINUTES:-3.5} --training.eval_every 100000 \
-    --training.log_every 50 > "$OUT/s6/autoreg_struct.train.log" 2>&1
-  echo "$(el) train exit $? $(tail -n 1 "$OUT/s6/autoreg_struct.train.log" | cut -c1-300)"
-  cp /tmp/runs/autoreg_struct/history.json "$OUT/s6/conll03_s6_autoreg_struct.history.json"
-  cp /tmp/runs/autoreg_struct/summary.json "$OUT/s6/conll03_s6_autoreg_struct.summary.json"
-  python - <<'PY'
-import spacy, spacy_padellm
-for tag, config in (("", {}), ("_nodraft", {"draft_tokens": 0})):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": "/tmp/runs/autoreg_struct/best", **config})
-    nlp.to_disk(f"/tmp/runs/autoreg_struct{tag}.pipeline")
-PY
-  ls /tmp/runs
+  struct_train "$OUT/s6" conll03_s6_autoreg_struct
 elif [[ $phase == bench ]]; then
-  compare=()
-  for tag in "" _nodraft; do
-    [[ -d /tmp/runs/autoreg_struct$tag.pipeline ]] && compare+=(--compare "autoreg_struct$tag=/tmp/runs/autoreg_struct$tag.pipeline")
-  done
+  struct_compare
   timeout ${BENCH_S:-500} python -m spacy_padellm "${BENCH[@]}" --methods ${METHODS:-padellm,padellm_nospan,padellm_nodraft} "${compare[@]}" \
     --output "$OUT/s6/bench_h100_s6${TAG:-}.json" 2>&1 | grep -v Ignoring | tail -n 30
   echo "$(el) done"
