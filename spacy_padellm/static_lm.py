@@ -297,7 +297,9 @@ class StaticLM:
 
     def move_rows(self, src: List[int], upto_col: int) -> None:
         """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
-        idx = torch.tensor(src, dtype=torch.long, device=self.device)
+        idx = torch.tensor(src, dtype=torch.long)
+        if self.device.type == "cuda":  # from pinned memory, queued: a pageable copy would wait for the device
+            idx = idx.pin_memory().to(self.device, non_blocking=True)  # (PyTorch keeps the block until it is read)
         n = len(src)
         for cache in (self.k_cache, self.v_cache):
             cache[:, :n, :, :upto_col] = cache[:, :, :, :upto_col].index_select(1, idx)

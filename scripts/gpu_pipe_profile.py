@@ -1,0 +1,119 @@
+"""Where nlp.pipe's host time goes on the GPU machine (diagnosis for issue #5's throughput target).
+
+    python scripts/gpu_pipe_profile.py PIPELINE DATA.spacy OUT.json [--batch-size 2048] [--runs 3] [--top 60]
+
+1. Warm-up: nlp.pipe over all docs twice (every CUDA-graph shape of the timed runs is captured).
+2. ``--runs`` timed runs of nlp.pipe over all docs, each with its wall time, the host's wait for the
+   device (``Pending.result``), the time inside ``TreeDecoder.decode`` and in spaCy's tokenizer, and the
+   CUDA graphs captured during the run (0 when the warm-up covered every shape).
+3. One run under cProfile: the functions with the most own time and the most cumulative time.
+"""
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import spacy
+import torch
+from spacy.tokens import DocBin
+
+import spacy_padellm  # noqa: F401
+from spacy_padellm import static_lm, tree_decoder
+
+p = argparse.ArgumentParser()
+p.add_argument("pipeline")
+p.add_argument("data")
+p.add_argument("out")
+p.add_argument("--batch-size", type=int, default=2048)
+p.add_argument("--runs", type=int, default=3)
+p.add_argument("--top", type=int, default=60)
+p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
+p.add_argument("--max-docs", type=int, default=0)
+p.add_argument("--config", default="{}", help="JSON: extra component config")
+p.add_argument("--decoder", default="{}", help="JSON: decoder attributes to set (e.g. max_batch_docs)")
+args = p.parse_args()
+
+nlp = spacy.blank("en")
+nlp.add_pipe("padellm_ner", config={"model": args.pipeline, "device": args.device, **json.loads(args.config)})
+ner = nlp.get_pipe("padellm_ner")
+texts = [d.text for d in DocBin().from_disk(args.data).get_docs(nlp.vocab)]
+texts = texts[: args.max_docs] if args.max_docs else texts
+cuda = args.device.startswith("cuda")
+sync = torch.cuda.synchronize if cuda else (lambda: None)
+dec = ner.decoder
+for key, value in json.loads(args.decoder).items():
+    setattr(dec, key, value)
+acc = defaultdict(float)
+
+
+def timed(owner, name, key):
+    fn = getattr(owner, name)
+
+    def wrapper(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[key] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+timed(nlp, "make_doc", "spacy tokenizer")
+timed(static_lm.Pending, "result", "wait")
+timed(tree_decoder.TreeDecoder, "decode", "decode")
+timed(type(ner), "set_annotations", "component")
+
+report = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__, "docs": len(texts),
+          "batch_size": args.batch_size, "decoder": {k: getattr(dec, k) for k in (
+              "max_batch_docs", "inflight_batches", "draft_max_docs", "count_drafts", "span_drafts")}}
+t0 = time.perf_counter()
+for _ in range(2):
+    list(nlp.pipe(texts, batch_size=args.batch_size))
+report["warmup_s"] = round(time.perf_counter() - t0, 2)
+print(f"warm-up {report['warmup_s']} s", flush=True)
+
+
+def captures():
+    return sum(lm.captures for lm in dec._lms)
+
+
+report["runs"] = []
+for _ in range(args.runs):
+    acc.clear()
+    c0, p0 = captures(), dec.stats.forward_passes
+    sync()
+    t0 = time.perf_counter()
+    list(nlp.pipe(texts, batch_size=args.batch_size))
+    sync()
+    dt = time.perf_counter() - t0
+    row = {"seconds": round(dt, 3), "sentences_per_second": round(len(texts) / dt, 1),
+           "captures": captures() - c0, "passes": dec.stats.forward_passes - p0,
+           **{f"{k}_s": round(v, 3) for k, v in acc.items()}}
+    row["host_ms_per_sentence"] = round(1000 * (dt - acc["wait"]) / len(texts), 4)
+    report["runs"].append(row)
+    print(json.dumps(row), flush=True)
+
+prof = cProfile.Profile()
+prof.enable()
+list(nlp.pipe(texts, batch_size=args.batch_size))
+prof.disable()
+stats = pstats.Stats(prof)
+rows = []
+for (file, line, name), (cc, nc, tt, ct, _) in stats.stats.items():
+    rows.append({"function": f"{Path(file).name}:{line}({name})", "calls": nc, "tottime_s": round(tt, 4),
+                 "cumtime_s": round(ct, 4)})
+report["profile_tottime"] = sorted(rows, key=lambda r: -r["tottime_s"])[: args.top]
+report["profile_cumtime"] = sorted(rows, key=lambda r: -r["cumtime_s"])[: args.top]
+for key in ("profile_tottime", "profile_cumtime"):
+    print(f"\n{key}:")
+    for r in report[key]:
+        print(f"  {r['tottime_s']:8.3f} {r['cumtime_s']:8.3f} {r['calls']:8d}  {r['function']}")
+Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+json.dump(report, open(args.out, "w"), indent=1)
+sys.exit(0)
