@@ -232,6 +232,8 @@ class PromptEncoder:
         self._ends_count_cache: Dict[int, bool] = {}
         self._backend_ok = True  # _encode_many may call a fast tokenizer's backend directly
         self._backend_checks = 0  # batches whose first text was checked against the wrapper
+        self._decode_ok = True  # decode_many may call the backend's decode_batch directly
+        self._decode_checks = 0
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -311,6 +313,35 @@ class PromptEncoder:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def decode_many(self, seqs: Sequence[Sequence[int]]) -> List[str]:
+        """``[decode(ids) for ids in seqs]`` in one tokenizer call.
+
+        As in ``_encode_many``, a fast tokenizer's backend (``decode_batch``) is used directly once it agrees
+        with the wrapper on the probe texts (encoded, with EOS) and then on the first sequence of each of the
+        first ``_BACKEND_CHECKS`` calls: the wrapper may post-process (``clean_up_tokenization_spaces``,
+        which transformers versions apply differently), and any difference turns the shortcut off for good.
+        """
+        if not seqs:
+            return []
+        seqs = [list(ids) for ids in seqs]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None) if self._decode_ok else None
+        if backend is not None:
+            checking = self._decode_checks < _BACKEND_CHECKS
+            probes = []
+            if checking:
+                if self._decode_checks == 0:
+                    probes = [self._encode(t) + [self.eos_id] for t in self._probes()]
+                probes.append(seqs[0])
+            try:
+                texts = backend.decode_batch(probes + seqs, skip_special_tokens=True)
+            except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
+                texts = None
+            if texts is not None and all(texts[i] == self.decode(ids) for i, ids in enumerate(probes)):
+                self._decode_checks += int(checking)
+                return texts[len(probes):]
+            self._decode_ok = False
+        return [self.decode(ids) for ids in seqs]
 
     def example(self, ex: TrainingExample) -> Tuple[List[int], List[int]]:
         """(prompt ids, target ids) of a training example; the loss covers the target only."""

@@ -140,11 +140,17 @@ class TreeBatch:
         self._q_len.append(n)
         self._q_ids.extend(ids)
         h0 = self._next_handle
-        if outputs:
-            self._q_out_chain.extend([chain] * len(outputs))
-            self._q_out_i.extend(i % n for i in outputs)
-            self._next_handle += len(outputs)
-        return list(range(h0, self._next_handle))
+        k = len(outputs)
+        if k == 1:  # the common case (a prompt, a tag, a confirmed token): one prediction
+            self._q_out_chain.append(chain)
+            self._q_out_i.append(outputs[0] % n)
+            self._next_handle = h0 + 1
+            return [h0]
+        if k:
+            self._q_out_chain.extend([chain] * k)
+            self._q_out_i.extend([i % n for i in outputs])
+            self._next_handle = h0 + k
+        return list(range(h0, h0 + k))
 
     def room(self, branch: int) -> int:
         """Tokens the branch's row can still take without growing the cache."""
@@ -161,8 +167,6 @@ class TreeBatch:
 
         Drafts are optional: only the first chains that fit in ``draft_room`` are fed (the cache is never
         grown for them, since growing it forgets every captured CUDA graph)."""
-        row = self.b_row[parent]
-        col0 = self.ncols[row]
         room = self.draft_room(parent)
         fit = 0
         for ids in chains:
@@ -171,11 +175,21 @@ class TreeBatch:
             room -= len(ids)
             fit += 1
         chains = chains[:fit]
+        return [(b, ids, hs) for (b, hs), ids in zip(self.fork_feed(parent, chains, every=True), chains)]
+
+    def fork_feed(self, parent: int, chains: Sequence[Sequence[int]], every: bool = False) -> List[Tuple[int, List[int]]]:
+        """``[(b, feed(b, ids, outputs)) for b = fork(parent) per ids in chains]`` in one go: each chain on a child
+        branch of ``parent``, wanting a prediction at every token (``every``: drafts) or at its last (tags)."""
         n = len(chains)
         if not n:
             return []
-        pos = self.b_pos[parent]
+        row = self.b_row[parent]
+        col0 = self.ncols[row]
         lens = [len(ids) for ids in chains]
+        need = col0 + sum(lens) + 1  # +1: the trash column
+        if need > self.lm.cols:
+            self._grow(need)
+        pos = self.b_pos[parent]
         b0 = len(self.b_row)
         self._room_for_branches(n)
         vis = self._vis
@@ -197,12 +211,20 @@ class TreeBatch:
         self._q_len.extend(lens)
         out = []
         h = self._next_handle
+        q_ids, q_out_chain, q_out_i = self._q_ids, self._q_out_chain, self._q_out_i
         for i, ids in enumerate(chains):
-            self._q_ids.extend(ids)
-            self._q_out_chain.extend([chain0 + i] * lens[i])
-            self._q_out_i.extend(range(lens[i]))
-            out.append((b0 + i, ids, list(range(h, h + lens[i]))))
-            h += lens[i]
+            q_ids.extend(ids)
+            length = lens[i]
+            if every:
+                q_out_chain.extend([chain0 + i] * length)
+                q_out_i.extend(range(length))
+                out.append((b0 + i, list(range(h, h + length))))
+                h += length
+            else:
+                q_out_chain.append(chain0 + i)
+                q_out_i.append(length - 1)
+                out.append((b0 + i, [h]))
+                h += 1
         self._next_handle = h
         return out
 
@@ -435,7 +457,7 @@ class TreeDecoder:
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
-        self._count_texts: Dict[Tuple[int, ...], str] = {}
+        self._count_readings: Dict[Tuple[int, ...], Tuple[int, int, int]] = {}
         self._so_far_texts: Dict[Tuple[int, ...], str] = {}
         self._mention_ids: Dict[str, List[int]] = {}
         term = encoder._encode(encoder.template.count_terminator)
@@ -621,8 +643,10 @@ class TreeDecoder:
                 self._advance_count(tb, c, out, results, mentions, waiting, next_counts)
             counts = next_counts
             next_mentions: List[_Mention] = []
+            finished: List[_Mention] = []
             for m in mentions:
-                self._advance_mention(tb, m, out, results, next_mentions)
+                self._advance_mention(tb, m, out, results, next_mentions, finished)
+            self._record_mentions(finished, results)
             self._feed_mentions(tb, next_mentions, texts, drafting)
             mentions = next_mentions + waiting
             if not counts and not mentions:
@@ -735,58 +759,58 @@ class TreeDecoder:
             self.stats.generated_tokens -= 1
         c.gen.append(tok)
         c.lp += lp
-        if self.encoder.ends_count(tok) or len(c.gen) >= self.max_count_tokens:
+        ends = enc.ends_count(tok)
+        if ends or len(c.gen) >= self.max_count_tokens:
             n = self._finish_count(c, results)
-            if self.encoder.ends_count(tok) and tok != enc.eos_id and n > 0:
+            if ends and tok != enc.eos_id and n > 0:
                 # Feed the terminator and open every mention branch in the next pass.
                 self._feed_generated(tb, c.branch, [tok], ())
-                for k in range(1, n + 1):
-                    child = tb.fork(c.branch)
-                    tag = enc.mention_tag(k)
-                    (h,) = tb.feed(child, tag, outputs=[len(tag) - 1])
-                    self.stats.prompt_tokens += len(tag)
+                tags = [enc.mention_tag(k) for k in range(1, n + 1)]
+                for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1):
                     waiting.append(_Mention(c.doc, c.label, k, c, child, h))
+                self.stats.prompt_tokens += sum(len(tag) for tag in tags)
             return
         # The count goes on: feed its last token, and if the terminator can be speculated, the
         # terminator and the mention tags of the count it would complete.
-        n_spec = None
-        if self._term is not None:
-            text = self._count_text(c.gen + [self._term])
-            probe = DocResult()
-            n_spec = _read_count(text, enc, self.max_count, probe)
-            if probe.unparsable_counts or not n_spec:
-                n_spec = None
+        n_spec = self._speculated_count(c.gen) if self._term is not None else None
         if n_spec is None:
             (c.handle,) = self._feed_generated(tb, c.branch, [tok], outputs=[0])
         else:
             (c.handle,) = self._feed_generated(tb, c.branch, [tok, self._term], outputs=[0])
-            c.spec = []
-            for k in range(1, n_spec + 1):
-                child = tb.fork(c.branch)
-                tag = enc.mention_tag(k)
-                (h,) = tb.feed(child, tag, outputs=[len(tag) - 1])
-                self.stats.prompt_tokens += len(tag)
-                c.spec.append((k, child, h))
+            tags = [enc.mention_tag(k) for k in range(1, n_spec + 1)]
+            c.spec = [(k, child, h) for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1)]
+            self.stats.prompt_tokens += sum(len(tag) for tag in tags)
         next_counts.append(c)
 
-    def _count_text(self, ids: List[int]) -> str:
-        """``tokenizer.decode(ids)`` of a count output, cached (counts are a few short token sequences)."""
-        key = tuple(ids)
-        text = self._count_texts.get(key)
-        if text is None:
-            if len(self._count_texts) >= 4096:
-                self._count_texts.clear()
-            text = self._count_texts[key] = self.encoder.tokenizer.decode(list(ids), skip_special_tokens=True)
-        return text
+    def _count_reading(self, ids: Sequence[int]) -> Tuple[int, int, int]:
+        """(count, unparsable, capped) of a count output ``ids`` as ``_read_count`` reads it, cached (counts are a
+        few short token sequences): one decode and one parse per distinct output, not per label."""
+        key = (self.max_count, *ids)
+        reading = self._count_readings.get(key)
+        if reading is None:
+            if len(self._count_readings) >= 4096:
+                self._count_readings.clear()
+            probe = DocResult()
+            text = self.encoder.tokenizer.decode(list(ids), skip_special_tokens=True)
+            n = _read_count(text, self.encoder, self.max_count, probe)
+            reading = self._count_readings[key] = (n, probe.unparsable_counts, probe.capped_counts)
+        return reading
+
+    def _speculated_count(self, gen: List[int]) -> Optional[int]:
+        """The count ``gen`` would be if the terminator came next, when it is a number above 0 (else None)."""
+        n, unparsable, _ = self._count_reading(gen + [self._term])
+        return None if unparsable or not n else n
 
     def _finish_count(self, c: _Count, results) -> int:
-        enc = self.encoder
         res = results[c.doc]
-        n = _read_count(self._count_text(c.gen), enc, self.max_count, res)
+        n, unparsable, capped = self._count_reading(c.gen)
+        res.unparsable_counts += unparsable
+        res.capped_counts += capped
         res.counts[c.label] = n
         return n
 
-    def _advance_mention(self, tb, m: _Mention, out, results, next_mentions) -> None:
+    def _advance_mention(self, tb, m: _Mention, out, results, next_mentions, finished) -> None:
+        """Take the mention's predictions of the last pass; a mention that ended (EOS) goes to ``finished``."""
         enc = self.encoder
         tok, lp = out[m.handle]
         draft, handles = [], []
@@ -799,10 +823,7 @@ class TreeDecoder:
         while True:
             m.lp += lp
             if tok == enc.eos_id:
-                text = parse_mention(enc.tokenizer.decode(m.ids, skip_special_tokens=True))
-                results[m.doc].predictions.append(
-                    MentionPrediction(m.label, m.k, text, math.exp(m.lp), results[m.doc].counts[m.label],
-                                      math.exp(m.count.lp)))
+                finished.append(m)
                 return
             m.ids.append(tok)
             self.stats.generated_tokens += 1
@@ -820,15 +841,26 @@ class TreeDecoder:
         m.next_tok = tok  # fed by _feed_mentions, with the drafts after it
         next_mentions.append(m)
 
+    def _record_mentions(self, finished: List[_Mention], results) -> None:
+        """The predictions of the mentions that ended in a pass (their texts decoded in one call)."""
+        for m, text in zip(finished, self.encoder.decode_many([m.ids for m in finished])):
+            res = results[m.doc]
+            res.predictions.append(MentionPrediction(m.label, m.k, parse_mention(text), math.exp(m.lp),
+                                                     res.counts[m.label], math.exp(m.count.lp)))
+
     def _feed_mentions(self, tb, mentions: List[_Mention], texts: Sequence[str], drafting: bool) -> None:
         """Feed each going-on mention's confirmed token and, when the batch drafts, its drafts (in the order
         of ``mentions``; ``texts``: the batch's document texts)."""
         drafting = drafting and bool(self.draft_tokens and self.max_drafts)  # the only check: callees trust it
-        self._prefetch_drafts([(texts[m.doc], m.ids) for m in mentions] if drafting else [])
+        if not drafting:
+            for m in mentions:
+                (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
+            return
+        self._prefetch_drafts([(texts[m.doc], m.ids) for m in mentions])
         for m in mentions:
             (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
             room = max(0, self.max_mention_tokens - len(m.ids) - 1)
-            drafts = [d[:room] for d in self._mention_drafts(texts[m.doc], m.ids) if d[:room]] if drafting else []
+            drafts = [d[:room] for d in self._mention_drafts(texts[m.doc], m.ids) if d[:room]]
             # each draft on a branch of its own: the one the model agrees with replaces the mention's
             m.drafts = tb.feed_children(m.branch, drafts)
             self.stats.draft_tokens += sum(len(d) for _, d, _ in m.drafts)

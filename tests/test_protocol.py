@@ -47,3 +47,26 @@ def test_a_probe_that_disagrees_turns_the_backend_off():
     enc._encode = lambda text: real(text) + ([0] if "São" in text else [])  # one probe differs
     assert enc._encode_many(["plain text"]) == [real("plain text")]
     assert not enc._backend_ok
+
+
+def _mention_outputs(enc):
+    """Token sequences as mention steps write them: text pieces, some with EOS (a special token to skip)."""
+    return [enc.mention(t) + [enc.eos_id] for t in TEXTS] + [enc.mention("Japan"), [], [enc.eos_id]]
+
+
+def test_batched_decoding_equals_one_at_a_time():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    seqs = _mention_outputs(enc)
+    assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
+    assert enc._decode_ok  # the backend's decode_batch was used and agreed
+    assert enc.decode_many([]) == []
+
+
+def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
+    # e.g. a transformers version that applies clean_up_tokenization_spaces: the wrapper's text differs
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    real = enc.decode
+    enc.decode = lambda ids: real(ids).replace(" .", ".")
+    seqs = _mention_outputs(enc)
+    assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
+    assert not enc._decode_ok
