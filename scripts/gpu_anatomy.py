@@ -73,7 +73,7 @@ def timed(owner, name, key):
 timed(nlp, "make_doc", "spacy tokenizer")
 timed(protocol.PromptEncoder, "prefixes", "encode prefixes")
 timed(tree_decoder.TreeDecoder, "_span_candidates", "span candidates")
-timed(tree_decoder.TreeDecoder, "_feed_count_draft", "feed count drafts")
+timed(tree_decoder.TreeDecoder, "_feed_count_drafts", "feed count drafts")
 timed(tree_decoder.TreeBatch, "launch", "layout + launch")
 timed(static_lm.StaticLM, "launch", "launch (staging, replay)")
 timed(static_lm.Pending, "result", "wait")

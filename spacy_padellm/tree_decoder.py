@@ -37,7 +37,7 @@ import math
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -63,13 +63,14 @@ class TreeBatch:
     at the shape bucket ``StaticLM.run`` takes, so nothing is padded again.
     """
 
-    def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int):
+    def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int, branches_hint: int = 0):
         self.lm = lm
         lm.reserve(n_rows, cols_hint)
         self.n_rows = n_rows
         self.ncols = [0] * n_rows  # columns used per row
         self.slot: List[Optional[int]] = list(range(n_rows))  # cache row of each row (None when done)
-        self._vis = np.zeros((max(8, 4 * n_rows), lm.cols), dtype=bool)
+        # what each branch sees; grown by doubling, so a good ``branches_hint`` saves copies
+        self._vis = np.zeros((max(8, 4 * n_rows, branches_hint), lm.cols), dtype=bool)
         self.b_row: List[int] = []
         self.b_pos: List[int] = []
         self._next_handle = 0
@@ -228,6 +229,36 @@ class TreeBatch:
         self._next_handle = h
         return out
 
+    def feed_subtree(self, parent: int, sub: "_Subtree") -> Tuple[int, int]:
+        """Lay down ``sub`` (a fixed tree of chains, see ``_Subtree``) under ``parent``: what forking and feeding
+        each of its chains in turn would do, in a few array operations. Returns (first branch, first handle):
+        node i is branch ``b0 + i`` and its predictions are handles ``h0 + sub.handles[i]``. The caller checks
+        that it fits (``sub.width <= draft_room(parent)``)."""
+        row = self.b_row[parent]
+        col0 = self.ncols[row]
+        pos = self.b_pos[parent]
+        n = sub.n
+        b0 = len(self.b_row)
+        self._room_for_branches(n)
+        vis = self._vis
+        vis[b0: b0 + n] = vis[parent]
+        vis[b0: b0 + n, col0: col0 + sub.width] = sub.vis
+        self.ncols[row] = col0 + sub.width
+        self.b_row.extend([row] * n)
+        self.b_pos.extend([pos + e for e in sub.pos_end])
+        chain0 = len(self._q_row)
+        self._q_row.extend([row] * n)
+        self._q_branch.extend(range(b0, b0 + n))
+        self._q_col0.extend([col0 + c for c in sub.starts])
+        self._q_pos0.extend([pos + p for p in sub.pos0])
+        self._q_len.extend(sub.lens)
+        self._q_ids.extend(sub.flat_ids)
+        self._q_out_chain.extend([chain0 + c for c in sub.out_chain])
+        self._q_out_i.extend(sub.out_i)
+        h0 = self._next_handle
+        self._next_handle = h0 + len(sub.out_i)
+        return b0, h0
+
     def _grow(self, need: int) -> None:
         lm = self.lm
         old_k, old_v, old_cols = lm.k_cache, lm.v_cache, lm.cols
@@ -295,16 +326,16 @@ class TreeBatch:
         tokens.flat[flat] = q_ids
         positions.flat[flat] = np.array(q_pos0, dtype=np.int64)[chain] + within
         slots.flat[flat] = tok_slot
-        # What the token's branch sees; in a chain of several tokens, token i sees the chain's columns
-        # 0..i (a lower triangle over the chain's block, set for every chain of a length at once).
+        # What the token's branch sees; in a chain of several tokens, token i sees the chain's columns 0..i (a
+        # lower triangle over the chain's block, written for the tokens of all such chains at once).
         seen = self._vis[np.array(q_branch, dtype=np.int64)[chain], :S]
-        long_chains = np.nonzero(n_c > 1)[0]
-        if len(long_chains):
-            col0 = np.array(q_col0, dtype=np.int64)
-            for n in np.unique(n_c[long_chains]).tolist():
-                i, j, tril = _block(n)
-                cs = long_chains[n_c[long_chains] == n]
-                seen[(first[cs][:, None] + i).ravel(), (col0[cs][:, None] + j).ravel()] = np.tile(tril, len(cs))
+        n_tok = n_c[chain]  # per token: the length of its chain
+        long_tok = np.flatnonzero(n_tok > 1)
+        if len(long_tok):
+            width = n_tok[long_tok]
+            tok = np.repeat(long_tok, width)
+            j = np.arange(len(tok)) - np.repeat(np.cumsum(width) - width, width)  # 0 .. n-1 per token
+            seen[tok, tok_slot[tok] - within[tok] + j] = j <= within[tok]
         mask[flat, :S] = seen
         pad = np.ones(Bb * Tb, dtype=bool)
         pad[flat] = False
@@ -338,7 +369,6 @@ def _send(gen, value):
         return None
 
 
-_BLOCKS: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 _WORD = re.compile(r"\S+")
 
 
@@ -351,14 +381,6 @@ def _within(drafts: List[List[int]], budget: int) -> List[List[int]]:
         out.append(d)
         used += len(d)
     return out
-
-
-def _block(n: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, j <= i) over the n x n block of a chain of n tokens: token i sees the chain's column j."""
-    if n not in _BLOCKS:
-        i, j = np.indices((n, n)).reshape(2, -1)
-        _BLOCKS[n] = (i, j, j <= i)
-    return _BLOCKS[n]
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:
@@ -380,6 +402,50 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return rank
 
 
+class _Subtree:
+    """A fixed tree of token chains fed under many branches alike (a label's count drafts, their mention tags
+    and the document's span drafts after each tag): its layout relative to the branch it goes under is worked
+    out once, and ``TreeBatch.feed_subtree`` lays it down in a few array operations.
+
+    ``add(parent, ids, outputs)`` adds a chain as a child of node ``parent`` (-1: the branch the subtree goes
+    under), wanting predictions at the chain positions ``outputs``; nodes go in the order they are added,
+    as the same ``fork``/``feed`` calls would queue them, so the pass is laid out the same way."""
+
+    def __init__(self):
+        self.parents: List[int] = []
+        self.chains: List[List[int]] = []
+        self.outputs: List[List[int]] = []
+        self.meta = None  # what the caller keeps about its nodes (``_count_subtree``: the count drafts)
+
+    def add(self, parent: int, ids: Sequence[int], outputs: Sequence[int]) -> int:
+        self.parents.append(parent)
+        self.chains.append(list(ids))
+        self.outputs.append([i % len(ids) for i in outputs])
+        return len(self.parents) - 1
+
+    def freeze(self) -> "_Subtree":
+        n = self.n = len(self.chains)
+        self.lens = [len(ids) for ids in self.chains]
+        self.starts = np.concatenate([[0], np.cumsum(self.lens)[:-1]]).astype(int).tolist() if n else []
+        self.width = sum(self.lens)
+        self.flat_ids = [t for ids in self.chains for t in ids]
+        self.vis = np.zeros((n, self.width), dtype=bool)
+        self.pos0, self.pos_end = [], []
+        for i, parent in enumerate(self.parents):
+            if parent >= 0:
+                self.vis[i] = self.vis[parent]
+            self.vis[i, self.starts[i]: self.starts[i] + self.lens[i]] = True
+            self.pos0.append(self.pos_end[parent] if parent >= 0 else 0)
+            self.pos_end.append(self.pos0[i] + self.lens[i])
+        self.out_chain = [i for i, outs in enumerate(self.outputs) for _ in outs]
+        self.out_i = [o for outs in self.outputs for o in outs]
+        self.handles, h = [], 0
+        for outs in self.outputs:
+            self.handles.append(list(range(h, h + len(outs))))
+            h += len(outs)
+        return self
+
+
 @dataclass
 class _Count:
     doc: int
@@ -389,9 +455,9 @@ class _Count:
     lp: float = 0.0
     handle: Optional[int] = None
     spec: Optional[List[Tuple[int, int, int]]] = None  # speculative children: (k, branch, handle)
-    # count drafts fed with the label prompt: (n, chain, branch, handles after chain[:-1], tags), each tag
-    # (k, branch, handle, its length, span drafts after it)
-    hyps: Optional[List[Tuple[int, List[int], int, List[int], List[Tuple]]]] = None
+    # count drafts fed with the label prompt: (n, chain, branch, handles after chain[:-1], tags), where tags()
+    # gives each tag as (k, branch, handle, its length, span drafts after it) (built only for a confirmed count)
+    hyps: Optional[List[Tuple[int, List[int], int, List[int], Callable[[], List[Tuple]]]]] = None
 
 
 @dataclass
@@ -607,7 +673,6 @@ class TreeDecoder:
         drafting = len(requests) <= self.draft_max_docs
         if drafting:
             cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
-        tb = TreeBatch(lm, len(requests), cols_hint)
         texts = [req.text for req in requests]
         chains = self._count_chains() if drafting else []
         if not self._span_drafting(len(requests)):
@@ -619,12 +684,16 @@ class TreeDecoder:
             n_tags = sum(n for n, _ in chains) * sum(len(req.labels) for req in requests)
             per_tag = self.span_draft_budget // max(1, n_tags)
             spans = [_within(found, per_tag) for found in spans]
+        # branches of pass 1 and a few more: a root and a branch per label, with each label's count drafts
+        drafted = sum(n for n, _ in chains) * (1 + max(map(len, spans), default=0)) + len(chains)
+        tb = TreeBatch(lm, len(requests), cols_hint, sum(1 + len(r.labels) * (2 + drafted) for r in requests))
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
             root = tb.root(d)
             tb.feed(root, prefix)
             stats.prompt_tokens += len(prefix)
+            sub = self._count_subtree(chains, spans[d]) if chains else None
             for label in req.labels:
                 branch = tb.fork(root)
                 ids = enc.label(label)
@@ -632,7 +701,7 @@ class TreeDecoder:
                 stats.prompt_tokens += len(ids)
                 c = _Count(d, label, branch, handle=h)
                 if chains:
-                    c.hyps = [self._feed_count_draft(tb, branch, n, chain, spans[d]) for n, chain in chains]
+                    c.hyps = self._feed_count_drafts(tb, branch, sub, chains, spans[d])
                 counts.append(c)
         out = yield tb
         mentions: List[_Mention] = []
@@ -660,6 +729,40 @@ class TreeDecoder:
         self.stats.generated_tokens += len(ids)
         return tb.feed(branch, ids, outputs)
 
+    def _count_subtree(self, chains, spans: Sequence[List[int]]) -> _Subtree:
+        """The count drafts of one label as a ``_Subtree`` (what ``_feed_count_draft`` feeds for each of
+        ``chains``, in the same order), with ``meta``: per count (n, chain, its node, [(k, tag node, tag length,
+        [(span node, span ids)])])."""
+        sub = _Subtree()
+        meta = []
+        for n, chain in chains:
+            node = sub.add(-1, chain, range(len(chain) - 1))
+            tags = []
+            for k in range(1, n + 1):
+                tag = self.encoder.mention_tag(k)
+                g = sub.add(node, tag, [len(tag) - 1])
+                tags.append((k, g, len(tag), [(sub.add(g, ids, range(len(ids))), ids) for ids in spans]))
+            meta.append((n, chain, node, tags))
+        sub.meta = meta
+        return sub.freeze()
+
+    def _feed_count_drafts(self, tb, branch: int, sub: _Subtree, chains, spans: Sequence[List[int]]):
+        """Feed a label's count drafts (``_feed_count_draft`` for each of ``chains``) on ``branch``, in one go
+        from their ``_Subtree`` when all of it fits in the row's draft room (span drafts that do not fit are
+        dropped, so then chain by chain); the hypotheses ``_advance_count`` verifies."""
+        if sub.width > tb.draft_room(branch):
+            return [self._feed_count_draft(tb, branch, n, chain, spans) for n, chain in chains]
+        b0, h0 = tb.feed_subtree(branch, sub)
+        self.stats.draft_tokens += sub.width
+        hs = sub.handles
+        hyps = []
+        for n, chain, node, tags in sub.meta:
+            def tag_branches(tags=tags):
+                return [(k, b0 + g, h0 + hs[g][0], n_tag, [(b0 + s, ids, [h0 + h for h in hs[s]]) for s, ids in drafts])
+                        for k, g, n_tag, drafts in tags]
+            hyps.append((n, chain, b0 + node, [h0 + h for h in hs[node]], tag_branches))
+        return hyps
+
     def _feed_count_draft(self, tb, branch: int, n: int, chain: List[int], spans: Sequence[List[int]] = ()):
         """Feed the count ``n`` (its tokens ``chain``) on a child of the label's branch, and the mention tags
         k = 1..n on children of that; the predictions after the tags are the mentions' first tokens. After
@@ -676,7 +779,7 @@ class TreeDecoder:
             drafts = tb.feed_children(g, spans)
             self.stats.draft_tokens += sum(len(d) for _, d, _ in drafts)
             tags.append((k, g, h, len(tag), drafts))
-        return n, chain, child, handles, tags
+        return n, chain, child, handles, lambda: tags
 
     def _span_candidates(self, texts: Sequence[str]) -> List[List[List[int]]]:
         """Per text, up to ``span_drafts`` token sequences (``span_draft_tokens`` each, different first tokens)
@@ -729,7 +832,7 @@ class TreeDecoder:
                 if confirmed == len(chain):  # the whole count, terminator included: its mentions started this pass
                     m = self._finish_count(c, results)
                     self.stats.generated_tokens += len(chain) - (0 if m > 0 else 1)  # as if fed one by one
-                    for k, g, h, n_tag, drafts in tags:
+                    for k, g, h, n_tag, drafts in tags():
                         if k <= m:
                             mentions.append(_Mention(c.doc, c.label, k, c, g, h, drafts=drafts))
                             self.stats.accepted_draft_tokens += n_tag

@@ -403,3 +403,49 @@ def test_tree_batch_layout_equals_plain_loop(trained):
         assert set(out) == set(want)
         for h, (b, o) in want.items():
             assert out[h][0] == int(tok[b, o])
+
+
+def test_count_drafts_laid_down_at_once_equal_chain_by_chain(trained):
+    """A label's count drafts (counts 0..2, their tags, the span drafts after each tag) laid down from their
+    _Subtree in one go leave the TreeBatch exactly as feeding them chain by chain does: the same branches,
+    columns, positions, queue and handles, and the same hypotheses; when the row's draft room is too small
+    for the whole subtree, it falls back to chain by chain (which drops the span drafts that do not fit)."""
+    model, enc = trained
+    dec = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=4, **LIMITS)
+    chains = dec._count_chains()
+    text = tiny.SENTENCES[0][0]
+    spans = dec._span_candidates([text])[0]
+    assert len(chains) == 3 and len(spans) >= 2
+    states = []
+    for at_once in (True, False):
+        tb = TreeBatch(StaticLM.from_hf(model), 2, 600)
+        hyps_all = []
+        for row in (0, 1):
+            root = tb.root(row)
+            tb.feed(root, enc.prefix(text))
+            for label in tiny.LABELS:
+                branch = tb.fork(root)
+                ids = enc.label(label)
+                tb.feed(branch, ids, outputs=[len(ids) - 1])
+                if at_once:
+                    hyps = dec._feed_count_drafts(tb, branch, dec._count_subtree(chains, spans), chains, spans)
+                else:
+                    hyps = [dec._feed_count_draft(tb, branch, n, chain, spans) for n, chain in chains]
+                hyps_all.append([(n, chain, child, handles, tags()) for n, chain, child, handles, tags in hyps])
+        queue = [tb._q_row, tb._q_branch, tb._q_col0, tb._q_pos0, tb._q_len, tb._q_ids, tb._q_out_chain, tb._q_out_i]
+        states.append((hyps_all, tb.b_row, tb.b_pos, tb.ncols, queue, tb._next_handle, tb._vis[: len(tb.b_row)].copy()))
+    (*got, got_vis), (*want, want_vis) = states
+    assert got == want
+    assert np.array_equal(got_vis, want_vis)
+    assert any(tags for hyps in got[0] for *_, tags in hyps)  # tags with span drafts were compared
+    # a row without room for the whole subtree: chain by chain, and the span drafts that do not fit are left
+    tb = TreeBatch(StaticLM.from_hf(model), 1, 200)
+    root = tb.root(0)
+    sub = dec._count_subtree(chains, spans)
+    cols = tb.lm.cols
+    tb.feed(root, [5] * (cols - 1 - cols // 4 - sub.width + 1))
+    assert tb.lm.cols == cols
+    assert tb.draft_room(root) == sub.width - 1
+    hyps = dec._feed_count_drafts(tb, root, sub, chains, spans)
+    fed_spans = sum(len(drafts) for *_, tags in hyps for *_, drafts in tags())
+    assert [h[0] for h in hyps] == [0, 1, 2] and fed_spans < 3 * len(spans)
