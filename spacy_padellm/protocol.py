@@ -208,6 +208,17 @@ def tokenizer_bos_ids(tokenizer, bos: Optional[bool] = None) -> List[int]:
 _BACKEND_PROBES = ("EU rejects German call to boycott British lamb .", "  two  spaces\n\tand a tab ",
                    "Ärzte in São Paulo, 2026", "日本，东京（１２３）。", "<mention 1>Japan</s>", " leading space", "x" * 300)
 _BACKEND_CHECKS = 16
+# Up to this many items, a fast tokenizer's backend is called item by item rather than with its batch method:
+# the batch methods hand the items to a thread pool (TOKENIZERS_PARALLELISM, on by default), whose start costs
+# more than a few items take (11 texts: 181 us against 105; 2 decodes: 27 us against 2).
+_SMALL_BATCH = 32
+
+
+def _backend_batch(one, batch, items: List, **kwargs) -> List:
+    """``batch(items, **kwargs)``, item by item with ``one`` for a small batch (the same results)."""
+    if len(items) <= _SMALL_BATCH:
+        return [one(item, **kwargs) for item in items]
+    return batch(items, **kwargs)
 
 
 @dataclass
@@ -256,7 +267,8 @@ class PromptEncoder:
             checking = self._backend_checks < _BACKEND_CHECKS
             probes = (self._probes() if self._backend_checks == 0 else []) + [texts[0]] if checking else []
             try:
-                ids = [e.ids for e in backend.encode_batch(probes + texts, add_special_tokens=False)]
+                ids = [e.ids for e in _backend_batch(backend.encode, backend.encode_batch, probes + texts,
+                                                     add_special_tokens=False)]
             except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
                 ids = None
             if ids is not None and all(ids[i] == self._encode(t) for i, t in enumerate(probes)):
@@ -334,7 +346,7 @@ class PromptEncoder:
                     probes = [self._encode(t) + [self.eos_id] for t in self._probes()]
                 probes.append(seqs[0])
             try:
-                texts = backend.decode_batch(probes + seqs, skip_special_tokens=True)
+                texts = _backend_batch(backend.decode, backend.decode_batch, probes + seqs, skip_special_tokens=True)
             except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
                 texts = None
             if texts is not None and all(texts[i] == self.decode(ids) for i, ids in enumerate(probes)):

@@ -229,11 +229,12 @@ class TreeBatch:
         self._next_handle = h
         return out
 
-    def feed_subtree(self, parent: int, sub: "_Subtree") -> Tuple[int, int]:
-        """Lay down ``sub`` (a fixed tree of chains, see ``_Subtree``) under ``parent``: what forking and feeding
-        each of its chains in turn would do, in a few array operations. Returns (first branch, first handle):
-        node i is branch ``b0 + i`` and its predictions are handles ``h0 + sub.handles[i]``. The caller checks
-        that it fits (``sub.width <= draft_room(parent)``)."""
+    def feed_subtree(self, parent: int, sub: "_Subtree", ids: Sequence[int]) -> Tuple[int, int]:
+        """Lay down ``sub`` (the shape of a fixed tree of chains, see ``_Subtree``) under ``parent``, its chains'
+        tokens ``ids`` one after the other in node order: what forking and feeding each chain in turn would do,
+        in a few array operations. Returns (first branch, first handle): node i is branch ``b0 + i`` and its
+        predictions are handles ``h0 + sub.handles[i]``. The caller checks that it fits (``sub.width <=
+        draft_room(parent)``)."""
         row = self.b_row[parent]
         col0 = self.ncols[row]
         pos = self.b_pos[parent]
@@ -252,7 +253,7 @@ class TreeBatch:
         self._q_col0.extend([col0 + c for c in sub.starts])
         self._q_pos0.extend([pos + p for p in sub.pos0])
         self._q_len.extend(sub.lens)
-        self._q_ids.extend(sub.flat_ids)
+        self._q_ids.extend(ids)
         self._q_out_chain.extend([chain0 + c for c in sub.out_chain])
         self._q_out_i.extend(sub.out_i)
         h0 = self._next_handle
@@ -403,32 +404,33 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
 
 
 class _Subtree:
-    """A fixed tree of token chains fed under many branches alike (a label's count drafts, their mention tags
-    and the document's span drafts after each tag): its layout relative to the branch it goes under is worked
-    out once, and ``TreeBatch.feed_subtree`` lays it down in a few array operations.
+    """The shape of a fixed tree of token chains fed under many branches alike (a label's count drafts, their
+    mention tags and a document's span drafts after each tag): its layout relative to the branch it goes
+    under is worked out once, and ``TreeBatch.feed_subtree`` lays it down, with the chains' token ids, in a
+    few array operations. It depends on the chains' lengths only, so documents whose span drafts have the
+    same lengths share one.
 
-    ``add(parent, ids, outputs)`` adds a chain as a child of node ``parent`` (-1: the branch the subtree goes
-    under), wanting predictions at the chain positions ``outputs``; nodes go in the order they are added,
-    as the same ``fork``/``feed`` calls would queue them, so the pass is laid out the same way."""
+    ``add(parent, length, outputs)`` adds a chain of ``length`` tokens as a child of node ``parent`` (-1: the
+    branch the subtree goes under), wanting predictions at the chain positions ``outputs``; nodes go in the
+    order they are added, as the same ``fork``/``feed`` calls would queue them, so the pass is laid out the
+    same way."""
 
     def __init__(self):
         self.parents: List[int] = []
-        self.chains: List[List[int]] = []
+        self.lens: List[int] = []
         self.outputs: List[List[int]] = []
         self.meta = None  # what the caller keeps about its nodes (``_count_subtree``: the count drafts)
 
-    def add(self, parent: int, ids: Sequence[int], outputs: Sequence[int]) -> int:
+    def add(self, parent: int, length: int, outputs: Sequence[int]) -> int:
         self.parents.append(parent)
-        self.chains.append(list(ids))
-        self.outputs.append([i % len(ids) for i in outputs])
+        self.lens.append(length)
+        self.outputs.append([i % length for i in outputs])
         return len(self.parents) - 1
 
     def freeze(self) -> "_Subtree":
-        n = self.n = len(self.chains)
-        self.lens = [len(ids) for ids in self.chains]
+        n = self.n = len(self.lens)
         self.starts = np.concatenate([[0], np.cumsum(self.lens)[:-1]]).astype(int).tolist() if n else []
         self.width = sum(self.lens)
-        self.flat_ids = [t for ids in self.chains for t in ids]
         self.vis = np.zeros((n, self.width), dtype=bool)
         self.pos0, self.pos_end = [], []
         for i, parent in enumerate(self.parents):
@@ -524,6 +526,7 @@ class TreeDecoder:
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
         # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
         self._count_readings: Dict[Tuple[int, ...], Tuple[int, int, int]] = {}
+        self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see _count_subtree)
         self._so_far_texts: Dict[Tuple[int, ...], str] = {}
         self._mention_ids: Dict[str, List[int]] = {}
         term = encoder._encode(encoder.template.count_terminator)
@@ -729,36 +732,53 @@ class TreeDecoder:
         self.stats.generated_tokens += len(ids)
         return tb.feed(branch, ids, outputs)
 
-    def _count_subtree(self, chains, spans: Sequence[List[int]]) -> _Subtree:
-        """The count drafts of one label as a ``_Subtree`` (what ``_feed_count_draft`` feeds for each of
-        ``chains``, in the same order), with ``meta``: per count (n, chain, its node, [(k, tag node, tag length,
-        [(span node, span ids)])])."""
-        sub = _Subtree()
-        meta = []
+    def _count_subtree(self, chains, spans: Sequence[List[int]]) -> Tuple[_Subtree, List[int]]:
+        """The count drafts of one label as a ``_Subtree`` shape (what ``_feed_count_draft`` feeds for each of
+        ``chains``, in the same order; cached by the chains' lengths) and its token ids for a document with the
+        span drafts ``spans``. The shape's ``meta``: per count (n, chain, its node, [(k, tag node, tag length,
+        [(span node, index in spans)])])."""
+        key = (tuple((n, len(chain)) for n, chain in chains), tuple(len(ids) for ids in spans))
+        sub = self._subtrees.get(key)
+        if sub is None:
+            if len(self._subtrees) >= 1024:
+                self._subtrees.clear()
+            sub = _Subtree()
+            meta = []
+            for n, chain in chains:
+                node = sub.add(-1, len(chain), range(len(chain) - 1))
+                tags = []
+                for k in range(1, n + 1):
+                    tag = self.encoder.mention_tag(k)
+                    g = sub.add(node, len(tag), [len(tag) - 1])
+                    tags.append((k, g, len(tag), [(sub.add(g, len(d), range(len(d))), j) for j, d in enumerate(spans)]))
+                meta.append((n, chain, node, tags))
+            sub.meta = meta
+            sub = self._subtrees[key] = sub.freeze()
+        span_ids = [t for d in spans for t in d]
+        ids: List[int] = []
         for n, chain in chains:
-            node = sub.add(-1, chain, range(len(chain) - 1))
-            tags = []
+            ids += chain
             for k in range(1, n + 1):
-                tag = self.encoder.mention_tag(k)
-                g = sub.add(node, tag, [len(tag) - 1])
-                tags.append((k, g, len(tag), [(sub.add(g, ids, range(len(ids))), ids) for ids in spans]))
-            meta.append((n, chain, node, tags))
-        sub.meta = meta
-        return sub.freeze()
+                ids += self.encoder.mention_tag(k)
+                ids += span_ids
+        return sub, ids
 
-    def _feed_count_drafts(self, tb, branch: int, sub: _Subtree, chains, spans: Sequence[List[int]]):
+    def _feed_count_drafts(self, tb, branch: int, subtree: Tuple[_Subtree, List[int]], chains,
+                           spans: Sequence[List[int]]):
         """Feed a label's count drafts (``_feed_count_draft`` for each of ``chains``) on ``branch``, in one go
-        from their ``_Subtree`` when all of it fits in the row's draft room (span drafts that do not fit are
-        dropped, so then chain by chain); the hypotheses ``_advance_count`` verifies."""
+        from their ``_count_subtree`` when all of it fits in the row's draft room (span drafts that do not fit
+        are dropped, so then chain by chain); the hypotheses ``_advance_count`` verifies."""
+        sub, ids = subtree
         if sub.width > tb.draft_room(branch):
             return [self._feed_count_draft(tb, branch, n, chain, spans) for n, chain in chains]
-        b0, h0 = tb.feed_subtree(branch, sub)
+        b0, h0 = tb.feed_subtree(branch, sub, ids)
         self.stats.draft_tokens += sub.width
         hs = sub.handles
         hyps = []
         for n, chain, node, tags in sub.meta:
             def tag_branches(tags=tags):
-                return [(k, b0 + g, h0 + hs[g][0], n_tag, [(b0 + s, ids, [h0 + h for h in hs[s]]) for s, ids in drafts])
+                return [(k, b0 + g, h0 + hs[g][0], n_tag,
+                         [(b0 + s, spans[j], [h0 + h for h in hs[s]]) for s, j in drafts])
                         for k, g, n_tag, drafts in tags]
             hyps.append((n, chain, b0 + node, [h0 + h for h in hs[node]], tag_branches))
         return hyps

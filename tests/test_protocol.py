@@ -70,3 +70,15 @@ def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
     seqs = _mention_outputs(enc)
     assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
     assert not enc._decode_ok
+
+
+def test_small_and_large_batches_take_either_backend_path_with_the_same_results():
+    # up to _SMALL_BATCH items the backend is called item by item (its batch methods start a thread pool)
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    many = [f"{t} {i}" for i in range(protocol._SMALL_BATCH + 5) for t in TEXTS]
+    assert len(many) > protocol._SMALL_BATCH
+    for texts in (many, many[:3]):
+        assert enc._encode_many(texts) == [enc._encode(t) for t in texts]
+        seqs = [enc.mention(t) + [enc.eos_id] for t in texts]
+        assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
+    assert enc._backend_ok and enc._decode_ok

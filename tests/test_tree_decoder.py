@@ -413,14 +413,15 @@ def test_count_drafts_laid_down_at_once_equal_chain_by_chain(trained):
     model, enc = trained
     dec = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=4, **LIMITS)
     chains = dec._count_chains()
-    text = tiny.SENTENCES[0][0]
-    spans = dec._span_candidates([text])[0]
-    assert len(chains) == 3 and len(spans) >= 2
+    texts = [text for text, _ in tiny.SENTENCES[:3]]
+    doc_spans = dec._span_candidates(texts)  # a shape per set of span lengths (cached), token ids per document
+    assert len(chains) == 3 and all(len(spans) >= 2 for spans in doc_spans)
+    assert len({tuple(map(len, spans)) for spans in doc_spans}) > 1 and len({tuple(map(tuple, s)) for s in doc_spans}) == 3
     states = []
     for at_once in (True, False):
-        tb = TreeBatch(StaticLM.from_hf(model), 2, 600)
+        tb = TreeBatch(StaticLM.from_hf(model), 3, 600)
         hyps_all = []
-        for row in (0, 1):
+        for row, (text, spans) in enumerate(zip(texts, doc_spans)):
             root = tb.root(row)
             tb.feed(root, enc.prefix(text))
             for label in tiny.LABELS:
@@ -441,11 +442,13 @@ def test_count_drafts_laid_down_at_once_equal_chain_by_chain(trained):
     # a row without room for the whole subtree: chain by chain, and the span drafts that do not fit are left
     tb = TreeBatch(StaticLM.from_hf(model), 1, 200)
     root = tb.root(0)
-    sub = dec._count_subtree(chains, spans)
+    spans = doc_spans[0]
+    sub, ids = subtree = dec._count_subtree(chains, spans)
+    assert len(ids) == sub.width
     cols = tb.lm.cols
     tb.feed(root, [5] * (cols - 1 - cols // 4 - sub.width + 1))
     assert tb.lm.cols == cols
     assert tb.draft_room(root) == sub.width - 1
-    hyps = dec._feed_count_drafts(tb, root, sub, chains, spans)
+    hyps = dec._feed_count_drafts(tb, root, subtree, chains, spans)
     fed_spans = sum(len(drafts) for *_, tags in hyps for *_, drafts in tags())
     assert [h[0] for h in hyps] == [0, 1, 2] and fed_spans < 3 * len(spans)
