@@ -31,7 +31,7 @@ source scripts/gpu_struct.sh
 if [[ $phase == anatomy ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout ${ANATOMY_S:-300} python scripts/gpu_anatomy.py "$M" "$DATA/conll03_test.spacy" "$OUT/$S/anatomy${TAG:-}.json" \
-    --variants "$VARIANTS" --rows "${ROWS:-256}" 2>&1 \
+    --variants "$VARIANTS" --rows "${ROWS:-256}" ${ANATOMY_ARGS:-} 2>&1 \
     | grep -v -E "Ignoring|it/s\]|warn" | tail -n 40
   echo "$(el) done"
 elif [[ $phase == train ]]; then
