@@ -62,6 +62,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "count_bias": 0.0,
     "dedupe_mentions": False,
     "draft_tokens": 8,
+    "inflight_batches": None,
     "max_new_tokens": 256,
     "max_context_tokens": 512,
     "deduplicate": True,
@@ -107,6 +108,7 @@ def make_padellm_ner(
     count_bias: Union[float, Dict[str, float]],
     dedupe_mentions: bool,
     draft_tokens: int,
+    inflight_batches: Optional[int],
     max_new_tokens: int,
     max_context_tokens: int,
     deduplicate: bool,
@@ -135,6 +137,9 @@ def make_padellm_ner(
     uses that engine and "static" is an error; decodings other than "padellm" ignore them (a warning);
     ``draft_tokens``: tokens per draft copied from the text, verified in the same pass; with it the static
     engine on CUDA also drafts counts 0-2 and candidate mentions in the first pass (0: all drafting off);
+    ``inflight_batches``: the static engine's batches decoded at once in ``nlp.pipe`` (the host lays out one
+    batch's pass while the device runs another's), each with a KV cache of its own (null: 4 on CUDA, 1 on
+    the CPU; 1 or 2 to save GPU memory);
     ``max_context_tokens``: the window size for long docs, in model tokens; ``deduplicate``: one label per
     span, the most probable.
     """
@@ -143,8 +148,8 @@ def make_padellm_ner(
         device=device, dtype=dtype, batch_size=batch_size, max_batch_rows=max_batch_rows, max_count=max_count,
         max_count_tokens=max_count_tokens, max_mention_tokens=max_mention_tokens, decoding=decoding, engine=engine,
         constrain_mentions=constrain_mentions, count_bias=count_bias, dedupe_mentions=dedupe_mentions,
-        draft_tokens=draft_tokens, max_new_tokens=max_new_tokens, max_context_tokens=max_context_tokens,
-        deduplicate=deduplicate, trust_remote_code=trust_remote_code,
+        draft_tokens=draft_tokens, inflight_batches=inflight_batches, max_new_tokens=max_new_tokens,
+        max_context_tokens=max_context_tokens, deduplicate=deduplicate, trust_remote_code=trust_remote_code,
         scorer=scorer,
     )
 
@@ -181,6 +186,7 @@ class PaDeLLMNER(Pipe):
         count_bias: Union[float, Dict[str, float]] = 0.0,
         dedupe_mentions: bool = False,
         draft_tokens: int = 8,
+        inflight_batches: Optional[int] = None,
         max_new_tokens: int = 256,
         max_context_tokens: int = 512,
         deduplicate: bool = True,
@@ -204,6 +210,10 @@ class PaDeLLMNER(Pipe):
         if not isinstance(draft_tokens, int) or isinstance(draft_tokens, bool) or draft_tokens < 0:
             raise ValueError(f"[{name}] 'draft_tokens' must be a non-negative integer (0: no drafts), "
                              f"got {draft_tokens!r}")
+        if inflight_batches is not None and (not isinstance(inflight_batches, int) or isinstance(inflight_batches, bool)
+                                             or inflight_batches < 1):
+            raise ValueError(f"[{name}] 'inflight_batches' must be null (4 on CUDA, 1 on the CPU) or a positive "
+                             f"integer, got {inflight_batches!r}")
         if decoding not in (None,) + DECODINGS:
             raise ValueError(f"[{name}] 'decoding' must be null or one of {', '.join(DECODINGS)}, got {decoding!r}")
         if text_format not in (None, "raw", "tokens"):
@@ -225,6 +235,7 @@ class PaDeLLMNER(Pipe):
             "count_bias": count_bias,
             "dedupe_mentions": dedupe_mentions,
             "draft_tokens": draft_tokens,
+            "inflight_batches": inflight_batches,
             "max_new_tokens": max_new_tokens,
             "max_context_tokens": max_context_tokens,
             "deduplicate": deduplicate,
@@ -409,7 +420,8 @@ class PaDeLLMNER(Pipe):
 
                     tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template, bos),
                                        max_batch_docs=rows,
-                                       draft_tokens=self.cfg["draft_tokens"], model=model)
+                                       draft_tokens=self.cfg["draft_tokens"],
+                                       inflight_batches=self.cfg.get("inflight_batches"), model=model)
                     generate = partial(tree.generate, eos_id=encoder.eos_id)
                 else:
                     generate = partial(hf_greedy_generate, model, eos_id=encoder.eos_id,
@@ -440,6 +452,7 @@ class PaDeLLMNER(Pipe):
                     count_bias=self.cfg["count_bias"],
                     dedupe_mentions=self.cfg["dedupe_mentions"],
                     draft_tokens=self.cfg["draft_tokens"],
+                    inflight_batches=self.cfg.get("inflight_batches"),
                 )
             except ValueError as err:
                 raise ValueError(f"[{self.name}] {err}") from None

@@ -42,7 +42,8 @@ def active_levers(constrain_mentions: bool = False, count_bias: CountBias = 0.0,
 def make_decoder(model, encoder: PromptEncoder, *, engine: str = "auto", max_count: int = 20,
                  max_count_tokens: int = 4, max_mention_tokens: int = 40, max_batch_rows: int = 256,
                  max_batch_tokens: int = 131072, cuda_graphs: bool = True, constrain_mentions: bool = False,
-                 count_bias: CountBias = 0.0, dedupe_mentions: bool = False, draft_tokens: int = 8):
+                 count_bias: CountBias = 0.0, dedupe_mentions: bool = False, draft_tokens: int = 8,
+                 inflight_batches: Optional[int] = None):
     """The PaDeLLM decoder for ``model``.
 
     ``engine``: "static" (tree decoding on a static KV cache, CUDA graphs on GPU; Llama, Mistral and
@@ -54,6 +55,8 @@ def make_decoder(model, encoder: PromptEncoder, *, engine: str = "auto", max_cou
     ``constrain_mentions``, ``count_bias``, ``dedupe_mentions``: the decoding levers of ``TwoStepDecoder``
     (off by default); with any of them on, "auto" uses the dynamic engine and "static" raises ValueError.
     ``draft_tokens``: the static engine's drafts copied from the text (0: off); the dynamic engine has none.
+    ``inflight_batches``: the static engine's batches decoded at once, each on a KV cache of its own (None: 4 on
+    CUDA, 1 on the CPU).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -71,7 +74,8 @@ def make_decoder(model, encoder: PromptEncoder, *, engine: str = "auto", max_cou
             from .tree_decoder import TreeDecoder
 
             return TreeDecoder(lm, encoder, max_batch_docs=max_batch_rows, max_batch_tokens=max_batch_tokens,
-                               draft_tokens=draft_tokens, model=model, **limits)
+                               draft_tokens=draft_tokens, inflight_batches=inflight_batches, model=model,
+                               **limits)
         if engine == "static":
             from .static_lm import static_lm_supported
 

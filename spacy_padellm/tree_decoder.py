@@ -517,10 +517,13 @@ class TreeDecoder:
         # at most this many span-draft tokens in a batch's first pass (every one asks for a prediction, so a
         # batch of many documents and labels would otherwise make that pass very wide)
         self.span_draft_budget = max(0, int(span_draft_budget))
-        # Batches in flight: with 2, one batch's pass runs on the device while the host lays out the other's
+        # Batches in flight: with 2 or more, one batch's pass runs on the device while the host lays out the others'
         # (each has its own KV cache, a StaticLM ``twin``). It helps only when a call has several batches
-        # (nlp.pipe) and the device runs passes asynchronously. None: 2 on CUDA, 1 elsewhere.
-        self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (2 if gpu else 1)))
+        # (nlp.pipe) and the device runs passes asynchronously. None: 4 on CUDA, 1 elsewhere. (H100, CoNLL03 test
+        # set at 2048 docs per call, means of 3 runs, scripts/gpu_pipe_profile.py: 1,666 and 1,747 sentences/s
+        # with 2, 1,755 and 1,864 with 3, 2,026 with 4 (one round). A batch's first pass is long on the device and
+        # its later ones short, so with two batches the device or the host often waits.)
+        self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (4 if gpu else 1)))
         self._lms: List[StaticLM] = [lm]
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded

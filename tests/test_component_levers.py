@@ -50,6 +50,20 @@ def test_draft_tokens_reach_the_tree_decoder(tiny_model):
         assert isinstance(decoder, TreeDecoder) and decoder.draft_tokens == expected
 
 
+def test_inflight_batches_reach_the_tree_decoders(tiny_model, tmp_path):
+    assert DEFAULT_CONFIG["inflight_batches"] is None
+    assert pipeline(tiny_model).get_pipe("padellm_ner").decoder.inflight_batches == 1  # null: 1 on the CPU
+    nlp = pipeline(tiny_model, inflight_batches=3)
+    assert nlp.get_pipe("padellm_ner").decoder.inflight_batches == 3
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("padellm_ner").decoder.inflight_batches == 3
+    assert [ents(d) for d in loaded.pipe(TEXTS, batch_size=2)] == gold(tiny.SENTENCES)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"\[padellm_ner\] 'inflight_batches'"):
+            PaDeLLMNER(spacy.blank("en"), labels=["PER"], inflight_batches=bad)
+
+
 def test_a_lever_makes_auto_use_the_dynamic_engine(tiny_model, caplog):
     with caplog.at_level(logging.INFO, logger="spacy_padellm"):
         decoder = pipeline(tiny_model, constrain_mentions=True).get_pipe("padellm_ner").decoder
