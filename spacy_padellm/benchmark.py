@@ -105,7 +105,8 @@ def _tree_variant(engine, method: str, **changes):
                     max_mention_tokens=engine.max_mention_tokens, max_batch_docs=engine.max_batch_docs,
                     max_batch_tokens=engine.max_batch_tokens, draft_tokens=engine.draft_tokens,
                     max_drafts=engine.max_drafts, draft_max_docs=engine.draft_max_docs,
-                    count_drafts=engine.count_drafts, span_drafts=engine.span_drafts)
+                    count_drafts=engine.count_drafts, span_drafts=engine.span_drafts,
+                    span_draft_tokens=engine.span_draft_tokens, inflight_batches=engine.inflight_batches)
     return TreeDecoder(engine.lm, engine.encoder, model=engine.model, **{**settings, **changes})
 
 

@@ -421,7 +421,7 @@ class PaDeLLMNER(Pipe):
                     tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template, bos),
                                        max_batch_docs=rows,
                                        draft_tokens=self.cfg["draft_tokens"],
-                                       inflight_batches=self.cfg.get("inflight_batches"), model=model)
+                                       inflight_batches=self.cfg["inflight_batches"], model=model)
                     generate = partial(tree.generate, eos_id=encoder.eos_id)
                 else:
                     generate = partial(hf_greedy_generate, model, eos_id=encoder.eos_id,
@@ -452,7 +452,7 @@ class PaDeLLMNER(Pipe):
                     count_bias=self.cfg["count_bias"],
                     dedupe_mentions=self.cfg["dedupe_mentions"],
                     draft_tokens=self.cfg["draft_tokens"],
-                    inflight_batches=self.cfg.get("inflight_batches"),
+                    inflight_batches=self.cfg["inflight_batches"],
                 )
             except ValueError as err:
                 raise ValueError(f"[{self.name}] {err}") from None

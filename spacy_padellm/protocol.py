@@ -243,16 +243,17 @@ class PromptEncoder:
         self._ends_count_cache: Dict[int, bool] = {}
         self._backend_ok = True  # _encode_many may call a fast tokenizer's backend directly
         self._backend_checks = 0  # batches whose first text was checked against the wrapper
-        self._decode_ok = True  # decode_many may call the backend's decode_batch directly
+        self._decode_ok = True  # decode_many may call the backend directly
         self._decode_checks = 0
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _encode_many(self, texts: Sequence[str]) -> List[List[int]]:
-        """``[_encode(t) for t in texts]`` in one tokenizer call (the same ids, less overhead per text).
+        """``[_encode(t) for t in texts]`` (the same ids, less overhead per text).
 
-        A fast tokenizer's own ``encode_batch`` is used directly: transformers' wrapper spends more time
+        A fast tokenizer's backend is used directly (``encode_batch``, or item by item for a small batch, see
+        ``_backend_batch``): transformers' wrapper spends more time
         converting each encoding than the tokenizer spends encoding (about 0.4 ms a call, which was most of
         the host time of a batch-1 sentence). Before the first use, the backend is checked against the
         wrapper on probe texts (spaces, newlines, accents, CJK, digits, the protocol's tags), and then on the
@@ -327,9 +328,10 @@ class PromptEncoder:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def decode_many(self, seqs: Sequence[Sequence[int]]) -> List[str]:
-        """``[decode(ids) for ids in seqs]`` in one tokenizer call.
+        """``[decode(ids) for ids in seqs]``, with less overhead per sequence.
 
-        As in ``_encode_many``, a fast tokenizer's backend (``decode_batch``) is used directly once it agrees
+        As in ``_encode_many``, a fast tokenizer's backend (``decode_batch``, or ``decode`` item by item for a
+        small batch) is used directly once it agrees
         with the wrapper on the probe texts (encoded, with EOS) and then on the first sequence of each of the
         first ``_BACKEND_CHECKS`` calls: the wrapper may post-process (``clean_up_tokenization_spaces``,
         which transformers versions apply differently), and any difference turns the shortcut off for good.

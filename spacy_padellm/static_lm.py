@@ -300,6 +300,8 @@ class StaticLM:
         idx = torch.tensor(src, dtype=torch.long)
         if self.device.type == "cuda":  # from pinned memory, queued: a pageable copy would wait for the device
             idx = idx.pin_memory().to(self.device, non_blocking=True)  # (PyTorch keeps the block until it is read)
+        elif self.device.type != "cpu":
+            idx = idx.to(self.device)
         n = len(src)
         for cache in (self.k_cache, self.v_cache):
             cache[:, :n, :, :upto_col] = cache[:, :, :, :upto_col].index_select(1, idx)

@@ -187,6 +187,8 @@ class TreeBatch:
         row = self.b_row[parent]
         col0 = self.ncols[row]
         lens = [len(ids) for ids in chains]
+        if not all(lens):
+            raise ValueError("fork_feed: an empty chain has no token to predict after")
         need = col0 + sum(lens) + 1  # +1: the trash column
         if need > self.lm.cols:
             self._grow(need)
@@ -233,8 +235,10 @@ class TreeBatch:
         """Lay down ``sub`` (the shape of a fixed tree of chains, see ``_Subtree``) under ``parent``, its chains'
         tokens ``ids`` one after the other in node order: what forking and feeding each chain in turn would do,
         in a few array operations. Returns (first branch, first handle): node i is branch ``b0 + i`` and its
-        predictions are handles ``h0 + sub.handles[i]``. The caller checks that it fits (``sub.width <=
-        draft_room(parent)``)."""
+        predictions are handles ``h0 + sub.handles[i]``. It must fit in the row's draft room (``sub.width <=
+        draft_room(parent)``; the caller checks, else ValueError)."""
+        if sub.width > self.draft_room(parent):
+            raise ValueError(f"feed_subtree: {sub.width} columns do not fit in the row's draft room")
         row = self.b_row[parent]
         col0 = self.ncols[row]
         pos = self.b_pos[parent]
@@ -526,8 +530,8 @@ class TreeDecoder:
         self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (4 if gpu else 1)))
         self._lms: List[StaticLM] = [lm]
         self.stats = DecoderStats()
-        # Host-side caches (pure functions of their keys): decoded count outputs, and per pass the decoded
-        # mentions-so-far and the encoded draft sources (see _prefetch_drafts).
+        # Host-side caches (pure functions of their keys): count readings, count-draft subtree shapes, and per
+        # drafting pass the decoded mentions-so-far and the encoded draft sources (see _prefetch_drafts).
         self._count_readings: Dict[Tuple[int, ...], Tuple[int, int, int]] = {}
         self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see _count_subtree)
         self._so_far_texts: Dict[Tuple[int, ...], str] = {}
@@ -917,8 +921,7 @@ class TreeDecoder:
             if len(self._count_readings) >= 4096:
                 self._count_readings.clear()
             probe = DocResult()
-            text = self.encoder.tokenizer.decode(list(ids), skip_special_tokens=True)
-            n = _read_count(text, self.encoder, self.max_count, probe)
+            n = _read_count(self.encoder.decode(ids), self.encoder, self.max_count, probe)
             reading = self._count_readings[key] = (n, probe.unparsable_counts, probe.capped_counts)
         return reading
 
