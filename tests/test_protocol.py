@@ -14,8 +14,9 @@ TEXTS = ["EU rejects German call to boycott British lamb .", "", "  two  spaces 
 
 def test_batched_encoding_equals_one_at_a_time():
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    assert enc.tokenizer.is_fast
     assert enc._encode_many(TEXTS) == [enc._encode(t) for t in TEXTS]
-    assert enc._backend_ok  # the fast tokenizer's own encode_batch was used and agreed
+    assert enc._backend_ok  # the fast tokenizer's backend was used and agreed
     assert enc.prefixes(TEXTS) == [enc.prefix(t) for t in TEXTS]
 
 
@@ -58,8 +59,21 @@ def test_batched_decoding_equals_one_at_a_time():
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
     seqs = _mention_outputs(enc)
     assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
-    assert enc._decode_ok  # the backend's decode_batch was used and agreed
+    assert enc._decode_ok  # the backend was used and agreed
     assert enc.decode_many([]) == []
+
+
+def test_batched_decoding_is_checked_on_probes_then_trusted():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    calls = []
+    real = enc.decode
+    enc.decode = lambda ids: calls.append(ids) or real(ids)
+    for i in range(40):
+        ids = enc.mention(f"Paris {i}") + [enc.eos_id]
+        assert enc.decode_many([ids]) == [real(ids)]
+    assert enc._decode_ok
+    # the probes once, then the first sequence of the first _BACKEND_CHECKS calls; none after that
+    assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
 
 
 def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
@@ -75,10 +89,18 @@ def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
 def test_small_and_large_batches_take_either_backend_path_with_the_same_results():
     # up to _SMALL_BATCH items the backend is called item by item (its batch methods start a thread pool)
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
-    many = [f"{t} {i}" for i in range(protocol._SMALL_BATCH + 5) for t in TEXTS]
-    assert len(many) > protocol._SMALL_BATCH
-    for texts in (many, many[:3]):
-        assert enc._encode_many(texts) == [enc._encode(t) for t in texts]
-        seqs = [enc.mention(t) + [enc.eos_id] for t in texts]
-        assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
+    enc._encode_many(["warm"]), enc.decode_many([[enc.eos_id]])  # the probes, checked once
+    paths = []
+    real = protocol._backend_batch
+    protocol._backend_batch = lambda one, batch, items, **kw: (
+        paths.append("items" if len(items) <= protocol._SMALL_BATCH else "batch") or real(one, batch, items, **kw))
+    try:
+        many = [f"{t} {i}" for i in range(protocol._SMALL_BATCH + 5) for t in TEXTS]
+        for texts in (many, many[:3]):
+            assert enc._encode_many(texts) == [enc._encode(t) for t in texts]
+            seqs = [enc.mention(t) + [enc.eos_id] for t in texts]
+            assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
+    finally:
+        protocol._backend_batch = real
+    assert paths == ["batch", "batch", "items", "items"]
     assert enc._backend_ok and enc._decode_ok

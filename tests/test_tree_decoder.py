@@ -438,7 +438,7 @@ def test_count_drafts_laid_down_at_once_equal_chain_by_chain(trained):
     (*got, got_vis), (*want, want_vis) = states
     assert got == want
     assert np.array_equal(got_vis, want_vis)
-    assert any(tags for hyps in got[0] for *_, tags in hyps)  # tags with span drafts were compared
+    assert any(drafts for hyps in got[0] for *_, tags in hyps for *_, drafts in tags)  # tags with span drafts compared
     # a row without room for the whole subtree: chain by chain, and the span drafts that do not fit are left
     tb = TreeBatch(StaticLM.from_hf(model), 1, 200)
     root = tb.root(0)
