@@ -99,8 +99,9 @@ for _ in range(args.runs):
     report["runs"].append(row)
     print(json.dumps(row), flush=True)
 
+Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 if not args.top:  # timings only
-    json.dump(report, open(args.out, "w"), indent=1)
+    Path(args.out).write_text(json.dumps(report, indent=1))
     sys.exit(0)
 prof = cProfile.Profile()
 prof.enable()
@@ -117,6 +118,5 @@ for key in ("profile_tottime", "profile_cumtime"):
     print(f"\n{key}:")
     for r in report[key]:
         print(f"  {r['tottime_s']:8.3f} {r['cumtime_s']:8.3f} {r['calls']:8d}  {r['function']}")
-Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-json.dump(report, open(args.out, "w"), indent=1)
+Path(args.out).write_text(json.dumps(report, indent=1))
 sys.exit(0)

@@ -3,8 +3,8 @@
 # calls, with .gpu (CoNLL03 train/dev/test, see docs/results-speed.md) carried; results under $OUT/$SESSION
 # (SESSION: s7 unless set; scripts/gpu_session6.sh runs this with s6):
 #
-#   bash scripts/gpu_speed.sh anatomy  # where a batch-1 sentence's time goes, and nlp.pipe with 1 and 2 batches
-#                                      # in flight (scripts/gpu_anatomy.py)
+#   bash scripts/gpu_speed.sh anatomy  # where a batch-1 sentence's time goes, and nlp.pipe with 1 and the decoder's
+#                                      # own number of batches in flight (scripts/gpu_anatomy.py)
 #   bash scripts/gpu_speed.sh train    # AutoRegStruct: full fine-tune of the base on CoNLL03 train, 3.5 minutes
 #                                      # (scripts/gpu_struct.sh: session 3's command)
 #   bash scripts/gpu_speed.sh bench    # padellm, padellm_nospan, padellm_nodraft and the trained AutoRegStruct
