@@ -12,70 +12,32 @@
    pass while the host lays out the others', so the wait shrinks.
 """
 
-import argparse
 import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 
-import spacy
 import torch
-from spacy.tokens import DocBin
 
-import spacy_padellm  # noqa: F401
+from gpu_diag import Timers, arguments, load
 from spacy_padellm import protocol, static_lm, tree_decoder
 
-p = argparse.ArgumentParser()
-p.add_argument("pipeline")
-p.add_argument("data")
-p.add_argument("out")
+p = arguments(__doc__)
 p.add_argument("--latency-docs", type=int, default=150)
 p.add_argument("--warmup", type=int, default=100)
-p.add_argument("--config", default="{}")
-p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
-p.add_argument("--max-docs", type=int, default=0)
 p.add_argument("--rows", default="256", help="docs per batch (max_batch_docs) for the throughput part, comma-separated")
 p.add_argument("--variants", default="[{}]", help="JSON list of decoder settings for the latency part")
 p.add_argument("--no-throughput", action="store_true", help="leave out part 3 (nlp.pipe)")
 args = p.parse_args()
 
-nlp = spacy.blank("en")
-nlp.add_pipe("padellm_ner", config={"model": args.pipeline, "device": args.device, **json.loads(args.config)})
-ner = nlp.get_pipe("padellm_ner")
-texts = [d.text for d in DocBin().from_disk(args.data).get_docs(nlp.vocab)]
-texts = texts[: args.max_docs] if args.max_docs else texts
-cuda = args.device.startswith("cuda")
-sync = torch.cuda.synchronize if cuda else (lambda: None)
+nlp, ner, texts, cuda, sync = load(args)
 name = torch.cuda.get_device_name() if cuda else "cpu"
 dec = ner.decoder
 print("device", name, "docs", len(texts), "inflight", dec.inflight_batches, flush=True)
 
-acc = defaultdict(float)
-depth = defaultdict(int)
-active = [False]
-
-
-def timed(owner, name, key):
-    """Wrap owner.name so its wall time adds up under ``key`` (outermost timer of a key only); a name the code
-    does not have (another version's) is left out."""
-    fn = getattr(owner, name, None)
-    if fn is None:
-        return
-
-    def wrapper(*a, **k):
-        if not active[0] or depth[key]:  # a timer of the same key is already running (nested calls)
-            return fn(*a, **k)
-        depth[key] += 1
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            acc[key] += time.perf_counter() - t0
-            depth[key] -= 1
-
-    setattr(owner, name, wrapper)
-
+timers = Timers(active=False)
+acc = timers.acc
+timed = timers.wrap
 
 timed(nlp, "make_doc", "spacy tokenizer")
 timed(protocol.PromptEncoder, "prefixes", "encode prefixes")
@@ -113,12 +75,12 @@ for variant in variants:
     passes0 = dec.stats.forward_passes
     for text in texts[:n]:
         acc.clear()
-        active[0] = True
+        timers.active = True
         sync()
         t0 = time.perf_counter()
         nlp(text)
         total = time.perf_counter() - t0
-        active[0] = False
+        timers.active = False
         rows["total"].append(total * 1000)
         for key, value in acc.items():
             rows[key].append(value * 1000)
@@ -163,13 +125,13 @@ for rows in [] if args.no_throughput else [int(r) for r in args.rows.split(",")]
         for inflight in (1, inflight0, 1, inflight0):
             dec.inflight_batches = inflight
             acc.clear()
-            active[0] = True
+            timers.active = True
             sync()
             t0 = time.perf_counter()
             list(nlp.pipe(texts, batch_size=bs))
             sync()
             dt = time.perf_counter() - t0
-            active[0] = False
+            timers.active = False
             row = {"rows": rows, "batch_size": bs, "inflight": inflight, "seconds": round(dt, 3),
                    "sentences_per_second": round(len(texts) / dt, 1), "wait_s": round(acc["wait"], 3),
                    "captures": sum(lm.captures for lm in dec._lms)}

@@ -9,60 +9,32 @@
 3. One run under cProfile: the functions with the most own time and the most cumulative time.
 """
 
-import argparse
 import cProfile
 import json
 import pstats
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import spacy
 import torch
-from spacy.tokens import DocBin
 
-import spacy_padellm  # noqa: F401
+from gpu_diag import Timers, arguments, load
 from spacy_padellm import static_lm, tree_decoder
 
-p = argparse.ArgumentParser()
-p.add_argument("pipeline")
-p.add_argument("data")
-p.add_argument("out")
+p = arguments(__doc__)
 p.add_argument("--batch-size", type=int, default=2048)
 p.add_argument("--runs", type=int, default=3)
 p.add_argument("--top", type=int, default=60, help="0: no cProfile run")
-p.add_argument("--device", default="cuda", help="cpu: a dry run of this script")
-p.add_argument("--max-docs", type=int, default=0)
-p.add_argument("--config", default="{}", help="JSON: extra component config")
 p.add_argument("--decoder", default="{}", help="JSON: decoder attributes to set (e.g. max_batch_docs)")
 args = p.parse_args()
 
-nlp = spacy.blank("en")
-nlp.add_pipe("padellm_ner", config={"model": args.pipeline, "device": args.device, **json.loads(args.config)})
-ner = nlp.get_pipe("padellm_ner")
-texts = [d.text for d in DocBin().from_disk(args.data).get_docs(nlp.vocab)]
-texts = texts[: args.max_docs] if args.max_docs else texts
-cuda = args.device.startswith("cuda")
-sync = torch.cuda.synchronize if cuda else (lambda: None)
+nlp, ner, texts, cuda, sync = load(args)
 dec = ner.decoder
 for key, value in json.loads(args.decoder).items():
     setattr(dec, key, value)
-acc = defaultdict(float)
-
-
-def timed(owner, name, key):
-    fn = getattr(owner, name)
-
-    def wrapper(*a, **k):
-        t0 = time.perf_counter()
-        try:
-            return fn(*a, **k)
-        finally:
-            acc[key] += time.perf_counter() - t0
-
-    setattr(owner, name, wrapper)
-
+timers = Timers()
+acc = timers.acc
+timed = timers.wrap
 
 timed(nlp, "make_doc", "spacy tokenizer")
 timed(static_lm.Pending, "result", "wait")
