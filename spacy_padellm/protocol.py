@@ -214,6 +214,15 @@ _BACKEND_CHECKS = 16
 _SMALL_BATCH = 32
 
 
+@dataclass
+class _Shortcut:
+    """Whether a fast tokenizer's backend may stand in for transformers' wrapper (``PromptEncoder._via_backend``),
+    and how many calls had their first item checked against the wrapper."""
+
+    ok: bool = True
+    checks: int = 0
+
+
 def _backend_batch(one, batch, items: List, **kwargs) -> List:
     """``batch(items, **kwargs)``, item by item with ``one`` for a small batch (the same results)."""
     if len(items) <= _SMALL_BATCH:
@@ -241,10 +250,9 @@ class PromptEncoder:
         self._label_cache: Dict[str, List[int]] = {}
         self._tag_cache: Dict[int, List[int]] = {}
         self._ends_count_cache: Dict[int, bool] = {}
-        self._backend_ok = True  # _encode_many may call a fast tokenizer's backend directly
-        self._backend_checks = 0  # batches whose first text was checked against the wrapper
-        self._decode_ok = True  # decode_many may call the backend directly
-        self._decode_checks = 0
+        # whether _encode_many and decode_many may call a fast tokenizer's backend directly (see _via_backend)
+        self._encoding = _Shortcut()
+        self._decoding = _Shortcut()
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -253,30 +261,41 @@ class PromptEncoder:
         """``[_encode(t) for t in texts]`` (the same ids, less overhead per text).
 
         A fast tokenizer's backend is used directly (``encode_batch``, or item by item for a small batch, see
-        ``_backend_batch``): transformers' wrapper spends more time
-        converting each encoding than the tokenizer spends encoding (about 0.4 ms a call, which was most of
-        the host time of a batch-1 sentence). Before the first use, the backend is checked against the
-        wrapper on probe texts (spaces, newlines, accents, CJK, digits, the protocol's tags), and then on the
-        first text of each of the first ``_BACKEND_CHECKS`` batches; any difference turns the shortcut off
-        for good.
+        ``_backend_batch``): transformers' wrapper spends more time converting each encoding than the tokenizer
+        spends encoding (about 0.4 ms a call, which was most of the host time of a batch-1 sentence). The
+        backend is checked against the wrapper first (``_via_backend``) on probe texts (spaces, newlines,
+        accents, CJK, digits, the protocol's tags).
         """
         if not texts:
             return []
         texts = list(texts)
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if self._backend_ok else None
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None:
-            checking = self._backend_checks < _BACKEND_CHECKS
-            probes = (self._probes() if self._backend_checks == 0 else []) + [texts[0]] if checking else []
-            try:
-                ids = [e.ids for e in _backend_batch(backend.encode, backend.encode_batch, probes + texts,
-                                                     add_special_tokens=False)]
-            except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
-                ids = None
-            if ids is not None and all(ids[i] == self._encode(t) for i, t in enumerate(probes)):
-                self._backend_checks += int(checking)
-                return ids[len(probes):]
-            self._backend_ok = False
+            ids = self._via_backend(self._encoding, texts, self._probes, self._encode, lambda items: [
+                e.ids for e in _backend_batch(backend.encode, backend.encode_batch, items, add_special_tokens=False)])
+            if ids is not None:
+                return ids
         return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    @staticmethod
+    def _via_backend(shortcut: "_Shortcut", items: List, probes, wrapper, backend_call) -> Optional[List]:
+        """``backend_call(items)`` when the backend may stand in for the wrapper, else None (then the caller uses
+        the wrapper). Before the first call the backend is checked on ``probes()``, then on the first item of each
+        of the first ``_BACKEND_CHECKS`` calls: each checked item must give what ``wrapper(item)`` gives. Any
+        difference, or an error, turns the shortcut off for good."""
+        if not shortcut.ok:
+            return None
+        checking = shortcut.checks < _BACKEND_CHECKS
+        checked = ((probes() if shortcut.checks == 0 else []) + [items[0]]) if checking else []
+        try:
+            out = backend_call(checked + items)
+        except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
+            out = None
+        if out is not None and all(out[i] == wrapper(item) for i, item in enumerate(checked)):
+            shortcut.checks += int(checking)
+            return out[len(checked):]
+        shortcut.ok = False
+        return None
 
     def _probes(self) -> List[str]:
         t = self.template
@@ -331,30 +350,20 @@ class PromptEncoder:
         """``[decode(ids) for ids in seqs]``, with less overhead per sequence.
 
         As in ``_encode_many``, a fast tokenizer's backend (``decode_batch``, or ``decode`` item by item for a
-        small batch) is used directly once it agrees
-        with the wrapper on the probe texts (encoded, with EOS) and then on the first sequence of each of the
-        first ``_BACKEND_CHECKS`` calls: the wrapper may post-process (``clean_up_tokenization_spaces``,
-        which transformers versions apply differently), and any difference turns the shortcut off for good.
+        small batch) is used directly once it agrees with the wrapper (``_via_backend``, the probe texts encoded
+        with EOS): the wrapper may post-process (``clean_up_tokenization_spaces``, which transformers versions
+        apply differently).
         """
         if not seqs:
             return []
         seqs = [list(ids) for ids in seqs]
-        backend = getattr(self.tokenizer, "backend_tokenizer", None) if self._decode_ok else None
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None:
-            checking = self._decode_checks < _BACKEND_CHECKS
-            probes = []
-            if checking:
-                if self._decode_checks == 0:
-                    probes = [self._encode(t) + [self.eos_id] for t in self._probes()]
-                probes.append(seqs[0])
-            try:
-                texts = _backend_batch(backend.decode, backend.decode_batch, probes + seqs, skip_special_tokens=True)
-            except Exception:  # noqa: BLE001 - any trouble: the wrapper's way
-                texts = None
-            if texts is not None and all(texts[i] == self.decode(ids) for i, ids in enumerate(probes)):
-                self._decode_checks += int(checking)
-                return texts[len(probes):]
-            self._decode_ok = False
+            texts = self._via_backend(
+                self._decoding, seqs, lambda: [self._encode(t) + [self.eos_id] for t in self._probes()], self.decode,
+                lambda items: _backend_batch(backend.decode, backend.decode_batch, items, skip_special_tokens=True))
+            if texts is not None:
+                return texts
         return [self.decode(ids) for ids in seqs]
 
     def example(self, ex: TrainingExample) -> Tuple[List[int], List[int]]:

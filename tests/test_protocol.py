@@ -16,7 +16,7 @@ def test_batched_encoding_equals_one_at_a_time():
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
     assert enc.tokenizer.is_fast
     assert enc._encode_many(TEXTS) == [enc._encode(t) for t in TEXTS]
-    assert enc._backend_ok  # the fast tokenizer's backend was used and agreed
+    assert enc._encoding.ok  # the fast tokenizer's backend was used and agreed
     assert enc.prefixes(TEXTS) == [enc.prefix(t) for t in TEXTS]
 
 
@@ -26,7 +26,7 @@ def test_batched_encoding_falls_back_when_the_backend_disagrees():
     real = enc._encode
     enc._encode = lambda text: real(text) + [0]  # the wrapper now "disagrees" with the backend
     got = enc._encode_many(TEXTS)
-    assert not enc._backend_ok
+    assert not enc._encoding.ok
     assert got == want  # the wrapper's own batch call, which the stand-in does not touch
 
 
@@ -37,7 +37,7 @@ def test_the_backend_is_checked_on_probes_then_trusted():
     enc._encode = lambda text: calls.append(text) or real(text)
     for i in range(40):
         assert enc._encode_many([f"Sentence {i} in Paris ."]) == [real(f"Sentence {i} in Paris .")]
-    assert enc._backend_ok
+    assert enc._encoding.ok
     # the probes once, then the first text of the first _BACKEND_CHECKS batches; none after that
     assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
 
@@ -47,7 +47,7 @@ def test_a_probe_that_disagrees_turns_the_backend_off():
     real = enc._encode
     enc._encode = lambda text: real(text) + ([0] if "São" in text else [])  # one probe differs
     assert enc._encode_many(["plain text"]) == [real("plain text")]
-    assert not enc._backend_ok
+    assert not enc._encoding.ok
 
 
 def _mention_outputs(enc):
@@ -59,7 +59,7 @@ def test_batched_decoding_equals_one_at_a_time():
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
     seqs = _mention_outputs(enc)
     assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
-    assert enc._decode_ok  # the backend was used and agreed
+    assert enc._decoding.ok  # the backend was used and agreed
     assert enc.decode_many([]) == []
 
 
@@ -71,7 +71,7 @@ def test_batched_decoding_is_checked_on_probes_then_trusted():
     for i in range(40):
         ids = enc.mention(f"Paris {i}") + [enc.eos_id]
         assert enc.decode_many([ids]) == [real(ids)]
-    assert enc._decode_ok
+    assert enc._decoding.ok
     # the probes once, then the first sequence of the first _BACKEND_CHECKS calls; none after that
     assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
 
@@ -83,7 +83,7 @@ def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
     enc.decode = lambda ids: real(ids).replace(" .", ".")
     seqs = _mention_outputs(enc)
     assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
-    assert not enc._decode_ok
+    assert not enc._decoding.ok
 
 
 def test_small_and_large_batches_take_either_backend_path_with_the_same_results():
@@ -103,4 +103,4 @@ def test_small_and_large_batches_take_either_backend_path_with_the_same_results(
     finally:
         protocol._backend_batch = real
     assert paths == ["batch", "batch", "items", "items"]
-    assert enc._backend_ok and enc._decode_ok
+    assert enc._encoding.ok and enc._decoding.ok
