@@ -1,7 +1,8 @@
-"""The prompt encoder's batched encoding gives exactly what encoding text by text gives."""
+"""The prompt encoder's batched encoding and decoding give exactly what one item at a time gives."""
 
 from pathlib import Path
 
+import pytest
 from transformers import AutoTokenizer
 
 from spacy_padellm import protocol
@@ -30,15 +31,22 @@ def test_batched_encoding_falls_back_when_the_backend_disagrees():
     assert got == want  # the wrapper's own batch call, which the stand-in does not touch
 
 
-def test_the_backend_is_checked_on_probes_then_trusted():
+@pytest.mark.parametrize("kind", ["encode", "decode"])
+def test_the_backend_is_checked_on_probes_then_trusted(kind):
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    if kind == "encode":
+        wrapper, many, shortcut = "_encode", enc._encode_many, enc._encoding
+        item = lambda i: f"Sentence {i} in Paris ."  # noqa: E731
+    else:
+        wrapper, many, shortcut = "decode", enc.decode_many, enc._decoding
+        item = lambda i: enc.mention(f"Paris {i}") + [enc.eos_id]  # noqa: E731
     calls = []
-    real = enc._encode
-    enc._encode = lambda text: calls.append(text) or real(text)
+    real = getattr(enc, wrapper)
+    setattr(enc, wrapper, lambda x: calls.append(x) or real(x))
     for i in range(40):
-        assert enc._encode_many([f"Sentence {i} in Paris ."]) == [real(f"Sentence {i} in Paris .")]
-    assert enc._encoding.ok
-    # the probes once, then the first text of the first _BACKEND_CHECKS batches; none after that
+        assert many([item(i)]) == [real(item(i))]
+    assert shortcut.ok
+    # the probes once, then the first item of the first _BACKEND_CHECKS calls; none after that
     assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
 
 
@@ -61,19 +69,6 @@ def test_batched_decoding_equals_one_at_a_time():
     assert enc.decode_many(seqs) == [enc.decode(s) for s in seqs]
     assert enc._decoding.ok  # the backend was used and agreed
     assert enc.decode_many([]) == []
-
-
-def test_batched_decoding_is_checked_on_probes_then_trusted():
-    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
-    calls = []
-    real = enc.decode
-    enc.decode = lambda ids: calls.append(ids) or real(ids)
-    for i in range(40):
-        ids = enc.mention(f"Paris {i}") + [enc.eos_id]
-        assert enc.decode_many([ids]) == [real(ids)]
-    assert enc._decoding.ok
-    # the probes once, then the first sequence of the first _BACKEND_CHECKS calls; none after that
-    assert len(calls) == len(enc._probes()) + protocol._BACKEND_CHECKS
 
 
 def test_batched_decoding_falls_back_when_the_wrapper_post_processes():
