@@ -106,7 +106,8 @@ def _tree_variant(engine, method: str, **changes):
                     max_batch_tokens=engine.max_batch_tokens, draft_tokens=engine.draft_tokens,
                     max_drafts=engine.max_drafts, draft_max_docs=engine.draft_max_docs,
                     count_drafts=engine.count_drafts, span_drafts=engine.span_drafts,
-                    span_draft_tokens=engine.span_draft_tokens, inflight_batches=engine.inflight_batches)
+                    span_draft_tokens=engine.span_draft_tokens, span_source=engine.span_source,
+                    inflight_batches=engine.inflight_batches)
     return TreeDecoder(engine.lm, engine.encoder, model=engine.model, **{**settings, **changes})
 
 
@@ -118,6 +119,11 @@ def _no_drafts(engine):
 def _no_span_drafts(engine):
     """The component's tree engine with count drafts but no span drafts (the session-5 ablation)."""
     return _tree_variant(engine, "padellm_nospan", span_drafts=0)
+
+
+def _word_span_drafts(engine):
+    """The component's tree engine with the span drafts of sessions 5-7: the next 4 tokens of each capitalised word."""
+    return _tree_variant(engine, "padellm_words", span_source="words", span_draft_tokens=4)
 
 
 def _generate_reference(engine):
@@ -135,6 +141,9 @@ METHODS: Dict[str, Method] = {
                                           "per mention token", throughput=True),
     "padellm_nospan": Method(_no_span_drafts, "the same tree engine with count drafts but without span drafts "
                                               "(mentions start one pass after their tags)", throughput=False),
+    "padellm_words": Method(_word_span_drafts, "the same tree engine with span drafts from the next 4 tokens of each "
+                                               "capitalised word (sessions 5-7) instead of runs of capitalised "
+                                               "words", throughput=False),
     "padellm_dynamic": Method(_dynamic, "plain eager two-step decoder: transformers forward, dynamic KV cache, "
                                         "prefix shared by copying, one pass per token", throughput=True),
     "reference": Method(_generate_reference,

@@ -487,8 +487,9 @@ class TreeDecoder:
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
                  max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
                  speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 4,
-                 span_draft_budget: int = 4096, inflight_batches: Optional[int] = None, model=None):
+                 count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 6,
+                 span_draft_budget: int = 4096, span_source: str = "runs", inflight_batches: Optional[int] = None,
+                 model=None):
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
@@ -514,10 +515,16 @@ class TreeDecoder:
         span_drafts = (4 if gpu else 0) if span_drafts is None else span_drafts
         self.count_drafts = max(0, int(count_drafts)) if self.draft_tokens else 0
         # Span drafts: after each drafted mention tag, up to ``span_drafts`` candidate mentions copied from the
-        # text (a few tokens from each capitalised word or number on), so a mention that starts there can be
-        # confirmed in pass 1 too: a sentence whose counts and mentions are all drafted decodes in one pass.
+        # text (runs of capitalised words and numbers, at most ``span_draft_tokens`` tokens each, see _span_starts),
+        # so a mention that starts there can be confirmed in pass 1 too: a sentence whose counts and mentions are
+        # all drafted decodes in one pass. (CPU oracle, benchmarks/host_overhead.py's workload, first 1000 test
+        # sentences: runs of up to 6 tokens decode 78% of them in one pass against 60% for the next 4 tokens of
+        # each capitalised word, with as many tokens in pass 1: 310 against 303 on average.)
         self.span_drafts = max(0, int(span_drafts)) if self.count_drafts else 0
         self.span_draft_tokens = max(1, int(span_draft_tokens))
+        if span_source not in ("runs", "words"):
+            raise ValueError(f"span_source must be 'runs' or 'words', got {span_source!r}")
+        self.span_source = span_source  # where span drafts come from (see _span_starts)
         # at most this many span-draft tokens in a batch's first pass (every one asks for a prediction, so a
         # batch of many documents and labels would otherwise make that pass very wide)
         self.span_draft_budget = max(0, int(span_draft_budget))
@@ -528,7 +535,12 @@ class TreeDecoder:
         # with 2, 1,755 and 1,864 with 3, 2,026 with 4 (one round). A batch's first pass is long on the device and
         # its later ones short, so with two batches the device or the host often waits.)
         self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (4 if gpu else 1)))
-        self._lms: List[StaticLM] = [lm]
+        # KV caches: ``lm`` and its twins (batches in flight). With CUDA graphs, calls that draft (at most
+        # draft_max_docs documents: nlp(text)) and wide calls (nlp.pipe) keep caches of their own: a drafting
+        # batch wants few rows but many columns, a wide one many rows and fewer columns, and a cache grown for
+        # one forgot every graph captured for the other (the graphs then had to be captured again in use).
+        self._pools: Dict[str, List[StaticLM]] = {"draft": [lm]}
+        self._pools["wide"] = [] if lm.use_graphs else self._pools["draft"]
         self.stats = DecoderStats()
         # Host-side caches (pure functions of their keys): count readings, count-draft subtree shapes, and per
         # drafting pass the decoded mentions-so-far and the encoded draft sources (see _prefetch_drafts).
@@ -585,20 +597,31 @@ class TreeDecoder:
                                                  [spans[i] for i in chunk] if spans else None)
 
         with gc_paused():
-            self._drive(job(chunk) for chunk in self._chunks(todo, [sizes[i] for i in todo]))
+            self._drive((job(chunk) for chunk in self._chunks(todo, [sizes[i] for i in todo])), self._pool(len(todo)))
         return results
 
     def _span_drafting(self, n_docs: int) -> bool:
         """Whether a batch of ``n_docs`` documents feeds span drafts (after its drafted counts' tags)."""
         return n_docs <= self.draft_max_docs and bool(self.span_drafts) and bool(self._count_chains())
 
-    def _lm(self, i: int) -> StaticLM:
-        """The i-th KV cache of the batches in flight (0: ``self.lm``; the others are twins made on first use)."""
-        while len(self._lms) <= i:
-            self._lms.append(self.lm.twin())
-        return self._lms[i]
+    def _lm(self, i: int, pool: str = "draft") -> StaticLM:
+        """The i-th KV cache of the batches in flight of a drafting or a wide call (``pool``; "draft" 0 is
+        ``self.lm``, the others are twins made on first use)."""
+        lms = self._pools[pool]
+        while len(lms) <= i:
+            lms.append(self.lm.twin())
+        return lms[i]
 
-    def _drive(self, jobs) -> None:
+    def _pool(self, n_docs: int) -> str:
+        """The caches a call of ``n_docs`` documents (or prompts) runs on."""
+        return "draft" if n_docs <= self.draft_max_docs else "wide"
+
+    @property
+    def _lms(self) -> List[StaticLM]:
+        """Every KV cache of the decoder, once each."""
+        return list({id(lm): lm for pool in self._pools.values() for lm in pool}.values())
+
+    def _drive(self, jobs, pool: str = "draft") -> None:
         """Run batches, ``inflight_batches`` at a time. Each job, given a StaticLM, is a generator that yields
         its TreeBatch whenever a pass is queued on it and is sent that pass's outputs back. With two in flight,
         one batch's pass is launched before the other's result is waited for, so the device runs one while
@@ -610,7 +633,7 @@ class TreeDecoder:
         def start() -> bool:
             for job in jobs:
                 i = free.pop()
-                gen = job(self._lm(i))
+                gen = job(self._lm(i, pool))
                 tb = next(gen, None)
                 if tb is None:
                     free.append(i)
@@ -815,11 +838,35 @@ class TreeDecoder:
         flat = [s for found in starts for s in found]
         return self._span_drafts_of(starts, self.encoder.mentions(flat) if flat else [])
 
-    @staticmethod
-    def _span_starts(text: str) -> List[str]:
-        """The text's first 4 words from each capitalised word or number on (what a mention may start with)."""
-        return [" ".join(text[m.start():].split(" ")[:4]) for m in _WORD.finditer(text)
-                if m.group()[0].isupper() or m.group()[0].isdigit()]
+    def _span_starts(self, text: str) -> List[str]:
+        """Where a mention of the text may start, and what it may be: at most ``2 * span_drafts`` strings to encode.
+
+        "runs" (``span_source``): each run of capitalised words or numbers (words split at whitespace), from
+        its first word to its end, at most ``span_draft_tokens`` words; runs in text order, then the same from
+        each later word of a run ("SOCCER - JAPAN GET LUCKY WIN": "SOCCER", "JAPAN GET LUCKY WIN", then "GET
+        LUCKY WIN", ...). A mention is mostly a whole run or its start ("Nadim Ladki", "German"), so a draft
+        ends where its run does and single words cost one or two tokens. "words": the text's next 4 words from
+        each capitalised word or number (sessions 5-7).
+        """
+        words = [(m.start(), m.end(), m.group()[0]) for m in _WORD.finditer(text)]
+        cap = [c.isupper() or c.isdigit() for _, _, c in words]
+        limit = 2 * self.span_drafts
+        if self.span_source == "words":
+            return [" ".join(text[start:].split(" ")[:4]) for (start, _, _), c in zip(words, cap) if c][:limit]
+        n, most = len(words), self.span_draft_tokens
+        firsts, inner = [], []
+        i = 0
+        while i < n:
+            if not cap[i]:
+                i += 1
+                continue
+            j = i
+            while j < n and cap[j]:
+                j += 1
+            for s in range(i, j):  # the run words[i:j], and its tails
+                (firsts if s == i else inner).append(text[words[s][0]: words[min(j, s + most) - 1][1]])
+            i = j
+        return (firsts + inner)[:limit]
 
     def _span_drafts_of(self, starts: Sequence[List[str]], encoded: Sequence[List[int]]) -> List[List[List[int]]]:
         """The span drafts of each text from its ``starts`` and their encodings (``encoded``, all texts' in order)."""
@@ -1068,7 +1115,7 @@ class TreeDecoder:
             return lambda lm: self._generate_chunk(lm, chunk, prompts, results, eos_id, max_new_tokens)
 
         with gc_paused():
-            self._drive(job(chunk) for chunk in self._chunks(todo, sizes))
+            self._drive((job(chunk) for chunk in self._chunks(todo, sizes)), self._pool(len(todo)))
         return results
 
     def _generate_chunk(self, lm: StaticLM, chunk: List[int], prompts, results, eos_id: int, max_new_tokens: int):

@@ -90,13 +90,16 @@ def test_drafts_side_by_side(tiny_model, tmp_path):
     """padellm (drafts copied from the text) against padellm_nodraft: same entities, fewer passes."""
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     out = tmp_path / "d.json"
-    argv = ["benchmark", str(tiny_model), str(data), "--methods", "padellm,padellm_nodraft,padellm_dynamic",
+    argv = ["benchmark", str(tiny_model), str(data), "--methods",
+            "padellm,padellm_nodraft,padellm_words,padellm_nospan,padellm_dynamic",
             "--max-docs", "6", "--latency-docs", "6", "--batch-sizes", "6", "--output", str(out), "--no-progress"]
     assert main(argv) == 0
     m = json.loads(out.read_text())["methods"]
     pad, nod = m["padellm"], m["padellm_nodraft"]
     assert pad["f1"]["span_f"] == nod["f1"]["span_f"] == 1.0
     assert pad["agreement_with_plain"] == nod["agreement_with_plain"] == 1.0
+    for ablation in ("padellm_words", "padellm_nospan"):  # span drafts of sessions 5-7, and none
+        assert m[ablation]["f1"]["span_f"] == 1.0 and m[ablation]["agreement_with_plain"] == 1.0
     assert pad["decoding"]["forward_passes_per_sentence"] < nod["decoding"]["forward_passes_per_sentence"]
     assert 0 < pad["decoding"]["draft_acceptance"] <= 1
     assert nod["decoding"]["draft_acceptance"] is None

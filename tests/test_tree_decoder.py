@@ -177,6 +177,26 @@ def test_staged_graph_inputs_equal_eager_passes(trained, requests):
     assert lm.captures > 1 and 0 < lm.packed_passes < lm.passes and lm.eager_passes == 0
 
 
+def test_drafting_and_wide_calls_keep_caches_apart(trained, requests):
+    """With CUDA graphs (the staged path, run here on the CPU), a call of a few documents (drafting) and a wide
+    call decode on KV caches of their own, so neither grows the other's cache (which would forget its graphs);
+    outputs are the same. Without graphs there is one set of caches."""
+    model, enc = trained
+    want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
+    lm = StaticLM.from_hf(model)
+    lm.use_graphs = True
+    tree = TreeDecoder(lm, enc, draft_max_docs=1, count_drafts=3, span_drafts=8, **LIMITS)
+    assert [_key(r) for r in tree.decode(requests)] == want  # wide: a twin's cache, not lm's
+    assert lm.passes == 0 and len(tree._lms) == 2
+    wide = tree._pools["wide"][0]
+    rows, cols, graphs = wide.rows, wide.cols, dict(wide._graphs)
+    assert [[_key(r) for r in tree.decode([req])] for req in requests] == [[w] for w in want]
+    assert lm.passes > 0 and (wide.rows, wide.cols, wide._graphs) == (rows, cols, graphs)
+    assert tree._lm(0, "wide") is wide and tree._lm(0, "draft") is lm
+    plain = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
+    assert plain._pools["wide"] is plain._pools["draft"] and plain._lms == [plain.lm]
+
+
 def test_supported_and_buckets(trained):
     model, _ = trained
     assert static_lm_supported(model) == (True, "")
@@ -282,6 +302,39 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     wide = TreeDecoder(StaticLM.from_hf(model), enc, draft_max_docs=1, count_drafts=3, span_drafts=8, **LIMITS)
     assert [_key(r) for r in wide.decode(requests)] == want
     assert wide.stats.draft_tokens == 0
+
+
+def test_span_drafts_come_from_runs_of_capitalised_words(trained, requests):
+    """A span draft is a run of capitalised words or numbers from its first word to the run's end (at most
+    span_draft_tokens words, then tokens): the runs in text order, then the runs' later words; at most
+    2 * span_drafts strings are encoded. "words" keeps the next 4 words of each capitalised word. Either way
+    the output is the same, and the runs decode the tiny sentences in no more passes."""
+    model, enc = trained
+    runs = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, span_draft_tokens=3, **LIMITS)
+    text = "SOCCER - JAPAN GET LUCKY WIN , said Nadim Ladki in Al Ain on 1996-08-22 ."
+    assert runs._span_starts(text) == ["SOCCER", "JAPAN GET LUCKY", "Nadim Ladki", "Al Ain", "1996-08-22",
+                                       "GET LUCKY WIN", "LUCKY WIN", "WIN", "Ladki", "Ain"]
+    # the text's own characters between a run's words (what the model copies), whatever the whitespace
+    assert runs._span_starts("  Werner\tZwingmann  met  the  European\nCommission ") == [
+        "Werner\tZwingmann", "European\nCommission", "Zwingmann", "Commission"]
+    assert runs._span_starts("no capitals here") == [] and runs._span_starts("") == []
+    runs.span_drafts = 2
+    assert runs._span_starts(text) == ["SOCCER", "JAPAN GET LUCKY", "Nadim Ladki", "Al Ain"]
+    for d in runs._span_candidates([text])[0]:
+        assert 0 < len(d) <= runs.span_draft_tokens
+    words = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, span_source="words", **LIMITS)
+    assert words._span_starts("EU rejects German call to boycott British lamb .") == [
+        "EU rejects German call", "German call to boycott", "British lamb ."]
+    with pytest.raises(ValueError, match="span_source"):
+        TreeDecoder(StaticLM.from_hf(model), enc, span_source="nouns", **LIMITS)
+    base = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
+    want = [[_key(r)] for r in base.decode(requests)]
+    runs = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)
+    for tree in (words, runs):
+        tree.stats = type(tree.stats)()
+        assert [[_key(r) for r in tree.decode([req])] for req in requests] == want
+    assert runs.stats.forward_passes <= words.stats.forward_passes
+    assert (TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).span_source, base.span_draft_tokens) == ("runs", 6)
 
 
 def test_drafts_never_grow_the_cache(trained):
