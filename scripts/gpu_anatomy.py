@@ -46,6 +46,7 @@ timed(tree_decoder.TreeDecoder, "_feed_count_drafts", "feed count drafts")
 timed(tree_decoder.TreeDecoder, "_feed_count_draft", "feed count drafts")  # before session 7: one count at a time
 timed(tree_decoder.TreeBatch, "launch", "layout + launch")
 timed(static_lm.StaticLM, "launch", "launch (staging, replay)")
+timed(static_lm._Graph, "replay", "graph replay (host side)")
 timed(static_lm.Pending, "result", "wait")
 timed(tree_decoder.TreeDecoder, "_advance_count", "read counts")
 timed(tree_decoder.TreeDecoder, "_advance_mention", "read mentions")

@@ -151,6 +151,8 @@ class _Graph:
 class StaticLM:
     """Weights of a decoder-only LM laid out for one fused pass per step, plus its static KV cache."""
 
+    all_captures = 0  # CUDA graphs captured by every StaticLM of the process (the benchmark reports them per run)
+
     def __init__(self, cfg: dict, embed: torch.Tensor, layers: List[_Layer], norm: torch.Tensor,
                  lm_head: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, cuda_graphs: bool = True):
         self.cfg = cfg
@@ -454,6 +456,7 @@ class StaticLM:
         if graph is None:
             graph = self._graphs[key] = _Graph(self, key)
             self.captures += 1
+            StaticLM.all_captures += 1
         return self._replay(graph, arrays, M)
 
     def _replay(self, graph: _Graph, arrays, M: int) -> "Pending":

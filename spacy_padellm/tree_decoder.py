@@ -548,6 +548,7 @@ class TreeDecoder:
         self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see _count_subtree)
         self._so_far_texts: Dict[Tuple[int, ...], str] = {}
         self._mention_ids: Dict[str, List[int]] = {}
+        self.speculate = speculate
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
         self._term = term[0] if speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
@@ -555,6 +556,18 @@ class TreeDecoder:
     @property
     def device(self):
         return self.lm.device
+
+    _SETTINGS = ("max_count", "max_count_tokens", "max_mention_tokens", "max_batch_docs", "max_batch_tokens",
+                 "draft_tokens", "max_drafts", "draft_max_docs", "count_drafts", "span_drafts", "span_draft_tokens",
+                 "span_draft_budget", "span_source", "inflight_batches", "speculate")
+
+    def variant(self, **changes) -> "TreeDecoder":
+        """A decoder with this one's settings but ``changes``, on the same weights and the same KV caches (so a
+        variant costs no GPU memory of its own; the two must not decode at the same time)."""
+        settings = {key: getattr(self, key) for key in self._SETTINGS}
+        other = TreeDecoder(self.lm, self.encoder, model=self.model, **{**settings, **changes})
+        other._pools = self._pools
+        return other
 
     # -- batching --
 

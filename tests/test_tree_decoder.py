@@ -197,6 +197,23 @@ def test_drafting_and_wide_calls_keep_caches_apart(trained, requests):
     assert plain._pools["wide"] is plain._pools["draft"] and plain._lms == [plain.lm]
 
 
+def test_a_variant_shares_weights_and_caches(trained, requests):
+    """TreeDecoder.variant: the same settings but the changes, on the same StaticLM and KV caches (the benchmark's
+    ablations cost no GPU memory of their own); same output."""
+    model, enc = trained
+    lm = StaticLM.from_hf(model)
+    lm.use_graphs = True
+    tree = TreeDecoder(lm, enc, draft_max_docs=1, count_drafts=3, span_drafts=8, speculate=False, **LIMITS)
+    other = tree.variant(span_drafts=0, inflight_batches=2, max_batch_docs=2)
+    assert other.lm is lm and other._pools is tree._pools and other.encoder is enc
+    changed = ("span_drafts", "inflight_batches", "max_batch_docs")
+    assert [getattr(other, k) for k in changed + ("count_drafts", "draft_max_docs", "speculate")] == [0, 2, 2, 3, 1, False]
+    assert {k: getattr(other, k) for k in TreeDecoder._SETTINGS if k not in changed} == {
+        k: getattr(tree, k) for k in TreeDecoder._SETTINGS if k not in changed}
+    assert [_key(r) for r in other.decode(requests)] == [_key(r) for r in tree.decode(requests)]
+    assert len(tree._lms) == 3  # lm, and the wide calls' caches: other's two in flight (the first is tree's too)
+
+
 def test_supported_and_buckets(trained):
     model, _ = trained
     assert static_lm_supported(model) == (True, "")
