@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from gpu_diag import Timers, arguments, load
+from gpu_diag import Timers, Variants, arguments, load, warm_pipes
 from spacy_padellm import protocol, static_lm, tree_decoder
 
 p = arguments(__doc__)
@@ -56,20 +56,17 @@ timed(type(ner), "set_annotations", "component (all)")
 
 report = {"device": name, "torch": torch.__version__, "docs": len(texts)}
 t0 = time.perf_counter()
-for bs in (256, 2048):
-    list(nlp.pipe(texts, batch_size=bs))
+warm_pipes(nlp, texts)
 for text in texts[-args.warmup:]:
     nlp(text)
 print(f"warm-up {time.perf_counter() - t0:.1f} s", flush=True)
 
 # 2. latency anatomy, per variant of the decoder's settings (the first is the component's own)
-variants = json.loads(args.variants)
-defaults = {key: getattr(dec, key) for v in variants for key in v}
+variants = Variants(dec, json.loads(args.variants))
 report["variants"] = []
 n = min(args.latency_docs, len(texts))
-for variant in variants:
-    for key, value in {**defaults, **variant}.items():
-        setattr(dec, key, value)
+for variant in variants.variants:
+    variants.use(variant)
     for text in texts[-args.warmup:]:
         nlp(text)
     rows = defaultdict(list)
@@ -105,7 +102,7 @@ for variant in variants:
         "outside the component": anatomy["total"]["mean_ms"] - anatomy["component (all)"]["mean_ms"],
     }
     passes = (dec.stats.forward_passes - passes0) / n
-    report["variants"].append({"settings": {**defaults, **variant}, "docs": n, "passes_per_sentence": round(passes, 3),
+    report["variants"].append({"settings": variants.settings(variant), "docs": n, "passes_per_sentence": round(passes, 3),
                              "steps": anatomy, "derived_mean_ms": {k: round(v, 3) for k, v in derived.items()}})
     print(f"latency anatomy over {n} docs (ms per sentence), {variant or 'defaults'}, {passes:.2f} passes/sentence")
     for key, v in sorted(anatomy.items(), key=lambda kv: -kv[1]["mean_ms"]):
@@ -139,8 +136,7 @@ for rows in [] if args.no_throughput else [int(r) for r in args.rows.split(",")]
             report["throughput"].append(row)
             print(json.dumps(row), flush=True)
 dec.max_batch_docs = rows0
-for key, value in defaults.items():
-    setattr(dec, key, value)
+variants.use({})
 dec.inflight_batches = inflight0
 report["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None
 json.dump(report, open(args.out, "w"), indent=1)

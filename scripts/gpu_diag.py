@@ -1,5 +1,6 @@
-"""What scripts/gpu_anatomy.py and scripts/gpu_pipe_profile.py share: their common arguments, the pipeline and
-test texts they load, and wall-clock timers wrapped around the functions of the data's path."""
+"""What the diagnosis scripts (gpu_anatomy.py, gpu_pipe_profile.py, gpu_variants.py) share: their common arguments,
+the pipeline and test texts they load, the benchmark's nlp.pipe warm-up, variants of the decoder's settings, and
+wall-clock timers wrapped around the functions of the data's path."""
 
 import argparse
 import json
@@ -34,6 +35,29 @@ def load(args):
     texts = texts[: args.max_docs] if args.max_docs else texts
     cuda = args.device.startswith("cuda")
     return nlp, ner, texts, cuda, (torch.cuda.synchronize if cuda else (lambda: None))
+
+
+def warm_pipes(nlp, texts) -> None:
+    """nlp.pipe over all texts at 256 and 2048 docs per call, as the benchmark's warm-up (CUDA graphs captured)."""
+    for bs in (256, 2048):
+        list(nlp.pipe(texts, batch_size=bs))
+
+
+class Variants:
+    """Settings of a decoder to switch between: each variant is a dict of decoder attributes, and every attribute
+    that any variant names goes back to its value at the start unless the variant in use sets it."""
+
+    def __init__(self, dec, variants):
+        self.dec = dec
+        self.variants = list(variants)
+        self.defaults = {key: getattr(dec, key) for v in self.variants for key in v}
+
+    def settings(self, variant) -> dict:
+        return {**self.defaults, **variant}
+
+    def use(self, variant) -> None:
+        for key, value in self.settings(variant).items():
+            setattr(self.dec, key, value)
 
 
 class Timers:

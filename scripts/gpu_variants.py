@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from gpu_diag import arguments, load
+from gpu_diag import Variants, arguments, load, warm_pipes
 from spacy_padellm import static_lm
 
 p = arguments(__doc__)
@@ -30,8 +30,8 @@ args = p.parse_args()
 nlp, ner, texts, cuda, sync = load(args)
 dec = ner.decoder
 name = torch.cuda.get_device_name() if cuda else "cpu"
-variants = json.loads(args.variants)
-defaults = {key: getattr(dec, key) for v in variants for key in v}
+switch = Variants(dec, json.loads(args.variants))
+variants = switch.variants
 print("device", name, "docs", len(texts), "variants", variants, flush=True)
 
 first_pass = []  # real tokens of each launched pass, per document call (reset per call)
@@ -47,16 +47,10 @@ def counting_launch(self, *a, **k):
 static_lm.StaticLM.launch = counting_launch
 
 
-def use(variant):
-    for key, value in {**defaults, **variant}.items():
-        setattr(dec, key, value)
-
-
 t0 = time.perf_counter()
-for bs in (256, 2048):
-    list(nlp.pipe(texts, batch_size=bs))
+warm_pipes(nlp, texts)
 for variant in variants:
-    use(variant)
+    switch.use(variant)
     for text in texts[-args.warmup:]:
         nlp(text)
 print(f"warm-up {time.perf_counter() - t0:.1f} s", flush=True)
@@ -67,7 +61,7 @@ for i, text in enumerate(texts[:n]):
     order = [(i + j) % len(variants) for j in range(len(variants))]
     ents = {}
     for v in order:
-        use(variants[v])
+        switch.use(variants[v])
         first_pass.clear()
         passes0 = dec.stats.forward_passes
         sync()
@@ -86,7 +80,7 @@ print(f"{'variant':60} {'median':>7} {'p90':>7} {'mean':>7} {'passes':>7} {'1-pa
 for variant, r in zip(variants, rows):
     ms = sorted(r["ms"])
     summary = {
-        "settings": {**defaults, **variant},
+        "settings": switch.settings(variant),
         "median_ms": round(statistics.median(ms), 3),
         "p90_ms": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 3),
         "mean_ms": round(statistics.fmean(ms), 3),

@@ -185,8 +185,6 @@ def _snapshot(counting: _Counting) -> Dict[str, int]:
 
 def _captures() -> int:
     """CUDA graphs captured so far by the process's static engines (0 without the static engine loaded)."""
-    import sys
-
     static_lm = sys.modules.get("spacy_padellm.static_lm")
     return int(static_lm.StaticLM.all_captures) if static_lm is not None else 0
 
