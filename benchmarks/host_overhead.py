@@ -216,8 +216,8 @@ def main(argv=None) -> int:
     import spacy
     from transformers import AutoTokenizer
 
-    from spacy_padellm.decoder import DocRequest
-    from spacy_padellm.protocol import PromptEncoder
+    from spacy_padellm.decoding.types import DocRequest
+    from spacy_padellm.text.protocol import PromptEncoder
 
     torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))

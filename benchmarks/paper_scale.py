@@ -40,8 +40,8 @@ SHAPES = {
 
 
 def load_sentences(path: Path, limit: int):
-    from spacy_padellm.autoreg import group_records
-    from spacy_padellm.protocol import TrainingExample
+    from spacy_padellm.baselines.autoreg import group_records
+    from spacy_padellm.text.protocol import TrainingExample
 
     records = [TrainingExample(**json.loads(line)) for line in path.open(encoding="utf8") if line.strip()]
     return group_records(records)[:limit]
@@ -70,7 +70,7 @@ def plan(sentence, labels, enc, struct_enc, aug_enc):
 
 
 def run_padellm(lm, p) -> int:
-    from spacy_padellm.tree_decoder import TreeBatch
+    from spacy_padellm.decoding.tree_decoder import TreeBatch
 
     tb = TreeBatch(lm, 1, len(p["prefix"]) + 256)
     root = tb.root(0)
@@ -105,7 +105,7 @@ def run_padellm(lm, p) -> int:
 
 
 def run_autoreg(lm, p) -> int:
-    from spacy_padellm.tree_decoder import TreeBatch
+    from spacy_padellm.decoding.tree_decoder import TreeBatch
 
     tb = TreeBatch(lm, 1, len(p["prompt"]) + len(p["target"]) + 8)
     b = tb.root(0)
@@ -140,9 +140,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from spacy_padellm.autoreg import AutoRegEncoder
-    from spacy_padellm.protocol import PromptEncoder
-    from spacy_padellm.static_lm import StaticLM
+    from spacy_padellm.baselines.autoreg import AutoRegEncoder
+    from spacy_padellm.text.protocol import PromptEncoder
+    from spacy_padellm.decoding.static_lm import StaticLM
 
     tok = load_tokenizer(args.tokenizer)
     enc = PromptEncoder(tok)

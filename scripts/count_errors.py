@@ -2,7 +2,7 @@
 (python scripts/count_errors.py; needs corpus/conll03 from `convert`)."""
 import spacy, collections, json
 from spacy.tokens import DocBin
-from spacy_padellm.decoder import DocRequest
+from spacy_padellm.decoding.types import DocRequest
 nlp = spacy.blank("en")
 ner = nlp.add_pipe("padellm_ner", config={"device": "cpu"})
 dec = ner.decoder

@@ -64,8 +64,8 @@ def classify_spans(pred: List[Span], gold: List[Span]) -> Tuple[Dict[Span, str],
 def analyse(nlp, gold_docs, batch_size: int = 32, examples_per_kind: int = 6) -> Dict[str, Any]:
     from spacy.training import Example
 
-    from spacy_padellm.aligner import _Index, align_mentions
-    from spacy_padellm.scoring import score_padellm
+    from spacy_padellm.text.align import _Index, align_mentions
+    from spacy_padellm.pipeline.scoring import score_padellm
 
     ner = nlp.get_pipe("padellm_ner")
     decoder = ner.decoder

@@ -242,9 +242,9 @@ from dataclasses import dataclass
 from spacy.tokens import DocBin
 from spacy.training import Example
 
-from spacy_padellm.dedup import deduplicate, resolve_overlaps
-from spacy_padellm.evaluate import load_pipeline
-from spacy_padellm.scoring import score_padellm, string_level_scores
+from spacy_padellm.text.overlaps import deduplicate, resolve_overlaps
+from spacy_padellm.cli.evaluate import load_pipeline
+from spacy_padellm.pipeline.scoring import score_padellm, string_level_scores
 
 model, test, key, max_docs, device, batch, output = sys.argv[1:8]
 t0 = time.time()

@@ -20,7 +20,7 @@ sys.modules["spacy_padellm"] = pkg
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from spacy_padellm.static_lm import StaticLM  # noqa: E402
+from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
 
 SHAPES = [  # (B, T, S, N real tokens, M outputs)
     (1, 64, 128, 60, 4),      # batch 1, pass 1 (prefix + labels)

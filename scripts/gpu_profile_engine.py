@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from spacy.tokens import DocBin
 
     from spacy_padellm import static_lm, tree_decoder
-    from spacy_padellm.evaluate import load_pipeline
+    from spacy_padellm.cli.evaluate import load_pipeline
 
     nlp = load_pipeline(args.model, config={"device": args.device, **json.loads(args.config)})
     ner = nlp.get_pipe("padellm_ner")

@@ -34,9 +34,9 @@ def load_dynamic_pipeline(model: str, device: str = "cpu", **config):
     """The pipeline built the normal way (``evaluate.load_pipeline``), on the dynamic-cache engine
     (``decoder.TwoStepDecoder``, where the decoding levers are implemented): ``engine: "dynamic"`` where
     the component has that setting."""
-    from spacy_padellm.component import DEFAULT_CONFIG
-    from spacy_padellm.decoder import TwoStepDecoder
-    from spacy_padellm.evaluate import load_pipeline
+    from spacy_padellm.pipeline.component import DEFAULT_CONFIG
+    from spacy_padellm.decoding.dynamic import TwoStepDecoder
+    from spacy_padellm.cli.evaluate import load_pipeline
 
     config = {"device": device, **config}
     if "engine" in DEFAULT_CONFIG:
@@ -54,7 +54,7 @@ LABELS = ["PER", "LOC", "ORG", "MISC"]
 def run_config(nlp, gold_docs, constrain: bool, bias, dedupe: bool, batch_size: int) -> Dict[str, Any]:
     from spacy.training import Example
 
-    from spacy_padellm.scoring import score_padellm, string_level_scores
+    from spacy_padellm.pipeline.scoring import score_padellm, string_level_scores
 
     ner = nlp.get_pipe("padellm_ner")
     decoder = ner.decoder

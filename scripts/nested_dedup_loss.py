@@ -5,7 +5,7 @@
 
 The spans of GENIA (``padellm/genia/genia_{split}.jsonl``, read with the project's converter into
 ``doc.spans["sc"]``) are fed, as if a model had predicted the gold exactly with equal probabilities, to
-the two post-processing steps of ``padellm_ner`` (``spacy_padellm.dedup``):
+the two post-processing steps of ``padellm_ner`` (``spacy_padellm.text.overlaps``):
 
 * ``deduplicate`` (nested and flat mode, ``deduplicate = true``): one label per character span. A span
   that is gold under several labels keeps one of them, so each extra label is a correct span lost.
@@ -17,7 +17,7 @@ the two post-processing steps of ``padellm_ner`` (``spacy_padellm.dedup``):
 Both numbers are upper bounds of what these steps can cost a perfect model; a real model loses fewer
 (it rarely predicts both labels) or more (it may keep the wrong one).
 
-The step before them, the aligner (``spacy_padellm.aligner``: the k-th mention of a label goes to the
+The step before them, the aligner (``spacy_padellm.text.align``: the k-th mention of a label goes to the
 k-th free occurrence of its string, on token boundaries), is measured the same way: the gold mentions,
 written as the model is trained to write them (per label, in reading order), are aligned back to the
 text and compared with the gold spans. ``--align`` adds the Chinese test sets (character tokens,
@@ -37,9 +37,9 @@ from typing import Any, Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from spacy_padellm.aligner import align_mentions  # noqa: E402
-from spacy_padellm.convert import doc_spans, read_docs  # noqa: E402
-from spacy_padellm.dedup import deduplicate, resolve_overlaps  # noqa: E402
+from spacy_padellm.text.align import align_mentions  # noqa: E402
+from spacy_padellm.training.convert import doc_spans, read_docs  # noqa: E402
+from spacy_padellm.text.overlaps import deduplicate, resolve_overlaps  # noqa: E402
 
 KEY = "sc"
 
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         print(f"{name} test: aligner round trip on characters recovers {a['recovered_pct']}% of {a['gold_spans']} "
               f"gold spans ({a['not_recovered']} not recovered, {a['misplaced']} misplaced)")
     report = {
-        "what": "GENIA gold spans fed as perfect predictions (equal probabilities) to spacy_padellm.dedup: "
+        "what": "GENIA gold spans fed as perfect predictions (equal probabilities) to spacy_padellm.text.overlaps: "
                 "deduplicate (one label per character span) and resolve_overlaps (flat mode). Upper bounds of "
                 "the correct spans these steps remove.",
         "command": "python scripts/nested_dedup_loss.py",

@@ -12,14 +12,13 @@ from typing import List, Optional
 
 # subcommand -> module that defines add_parser(subparsers) and sets a `func` default
 COMMANDS = {
-    "demo": "spacy_padellm.demo",
-    "convert": "spacy_padellm.cli_convert",
-    "train": "spacy_padellm.cli_train",
-    "assemble": "spacy_padellm.assemble",
-    "evaluate": "spacy_padellm.evaluate",
-    "benchmark": "spacy_padellm.benchmark",
-    "annotate": "spacy_padellm.annotate",
-    "compress": "spacy_padellm.lowrank",
+    "demo": "spacy_padellm.cli.demo",
+    "convert": "spacy_padellm.cli.convert",
+    "train": "spacy_padellm.cli.train",
+    "assemble": "spacy_padellm.cli.assemble",
+    "evaluate": "spacy_padellm.cli.evaluate",
+    "annotate": "spacy_padellm.annotate.run",
+    "compress": "spacy_padellm.training.compress",
 }
 
 

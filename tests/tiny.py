@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from spacy_padellm.protocol import TEMPLATES, build_examples
+from spacy_padellm.text.protocol import TEMPLATES, build_examples
 
 LABELS = ["PER", "LOC", "ORG", "MISC"]
 

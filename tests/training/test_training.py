@@ -1,0 +1,213 @@
+"""Training: loss falls, memorised sentences come back, LoRA works, resume, reproducibility, bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import spacy
+
+import tiny
+from spacy_padellm.__main__ import main
+from spacy_padellm.training.trainer import TrainConfigError, TrainSettings, load_settings, train
+
+
+def ents(doc):
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def gold():
+    return [[(t[s:e], l) for s, e, l in tiny.char_spans(t, m)] for t, m in tiny.SENTENCES]
+
+
+def test_loss_falls_and_model_folder_is_complete(tiny_model):
+    history = json.loads((tiny_model.parent / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0] / 5
+    meta = json.loads((tiny_model / "padellm.json").read_text())
+    assert meta["labels"] == tiny.LABELS and meta["template"]["prefix"].startswith("text:")
+    assert meta["bos"] is False  # the tiny tokenizer adds no BOS: prompts start without one
+    assert (tiny_model / "model.safetensors").exists() and (tiny_model / "tokenizer.json").exists()
+
+
+def test_lora_adapter_trains_saves_and_merges(tiny_base, tmp_path, train_tiny):
+    """LoRA on a random tiny base cannot memorise (that is what the full fine-tune tests are for), but its
+    loss falls, the adapter is saved small, and the merged model equals the unmerged PEFT model."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spacy_padellm.loading import load_model, resolve_model
+
+    model_dir, summary = train_tiny(tmp_path, tiny_base, tiny.SENTENCES, tiny.LABELS, steps=60, method="lora",
+                                    lr=1e-2, extra={"lora_r": 16, "lora_alpha": 32, "log_every": 1})
+    losses = [h["loss"] for h in json.loads((tmp_path / "model" / "history.json").read_text())]
+    assert sum(losses[-10:]) < sum(losses[:10])
+    weights = load_file(str(model_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(t.dtype == torch.bfloat16 for t in weights.values())
+    assert any(float(t.float().abs().max()) > 0 for k, t in weights.items() if "lora_B" in k)
+    assert summary["trainable_parameters"] < 60000
+    source = resolve_model(model_dir)
+    merged, tok = load_model(source)
+    unmerged, _ = load_model(source, merge_adapter=False)
+    ids = torch.tensor([tok("text:\nJapan beat Syria .\nentity type:\nLOC")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, unmerged(ids).logits, atol=1e-4)
+
+
+def test_same_seed_same_run(tiny_base, tmp_path, train_tiny):
+    _, a = train_tiny(tmp_path / "a", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12)
+    _, b = train_tiny(tmp_path / "b", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12)
+    ha = [h["loss"] for h in json.loads((tmp_path / "a" / "model" / "history.json").read_text())]
+    hb = [h["loss"] for h in json.loads((tmp_path / "b" / "model" / "history.json").read_text())]
+    assert ha == pytest.approx(hb, rel=1e-5)
+
+
+def _settings(tmp_path, base, **kw):
+    tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
+    tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
+    values = dict(base_model=str(base), train=str(tmp_path / "train.padellm.jsonl"), dev=str(tmp_path / "dev.spacy"),
+                  output=str(tmp_path / "out"), labels=list(tiny.LABELS), method="full", batch_size=8, lr=3e-3,
+                  warmup_ratio=0.0, log_every=1, device="cpu", seed=0, eval_every=5)
+    values.update(kw)
+    return TrainSettings(**values)
+
+
+def test_dev_evaluation_keeps_best_and_resume_continues(tiny_base, tmp_path):
+    first = train(_settings(tmp_path, tiny_base, max_steps=10), progress=False, log=lambda *_: None)
+    assert first["best"]["step"] in (5, 10) and first["best"]["scores"]["ents_f"] is not None
+    assert (tmp_path / "out" / "checkpoint" / "state.pt").exists()
+    logs = []
+    second = train(_settings(tmp_path, tiny_base, max_steps=15, resume=True), progress=False, log=logs.append)
+    assert any("resumed" in line and "step 10" in line for line in logs)
+    assert second["steps"] == 15
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    steps = [h["step"] for h in history if "loss" in h]
+    assert steps == sorted(steps) and steps[-1] == 15 and len(set(steps)) == len(steps)
+
+
+def test_pipeline_folder_on_request(tiny_base, tmp_path):
+    train(_settings(tmp_path, tiny_base, max_steps=2, dev=None, pipeline=str(tmp_path / "pipe")), progress=False,
+          log=lambda *_: None)
+    nlp = spacy.load(tmp_path / "pipe")
+    assert nlp.pipe_names == ["padellm_ner"]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"base_model": "/does/not/exist"}, "base_model"),
+        ({"train": "/does/not/exist.jsonl"}, "does not exist"),
+        ({"method": "qlora"}, "method must be"),
+        ({"labels": ["PER"]}, "not in \\[data\\] labels"),
+        ({"text_format": "words"}, "text_format"),
+    ],
+)
+def test_bad_settings_fail_before_work(tiny_base, tmp_path, change, message):
+    with pytest.raises(TrainConfigError, match=message):
+        train(_settings(tmp_path, tiny_base, max_steps=1, **change), progress=False, log=lambda *_: None)
+
+
+def test_empty_train_file_and_dev_labels(tiny_base, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(TrainConfigError, match="empty"):
+        train(_settings(tmp_path, tiny_base, train=str(empty)), progress=False, log=lambda *_: None)
+    tiny.write_docbin(tmp_path / "dev2.spacy", tiny.SENTENCES, tiny.LABELS)
+    with pytest.raises(TrainConfigError, match="dev set has labels"):
+        s = _settings(tmp_path, tiny_base, labels=["PER", "LOC", "ORG", "MISC"])
+        s.dev = str(tmp_path / "dev2.spacy")
+        (tmp_path / "train2.jsonl").write_text("\n".join(
+            json.dumps(ex) for ex in [{"text": "Bonn .", "label": "LOC", "count": 1, "k": 1, "mention": "Bonn"}]))
+        s.train = str(tmp_path / "train2.jsonl")
+        s.labels = []
+        train(s, progress=False, log=lambda *_: None)
+
+
+def test_config_file_misspelt_key_and_cli_error(tmp_path, capsys):
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text("[training]\nlearning_rate = 0.1\n")
+    with pytest.raises(TrainConfigError, match="Unknown key 'learning_rate'"):
+        load_settings(str(cfg))
+    assert main(["train", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "learning_rate" in err
+    settings = load_settings("configs/conll03.cfg", {"training.epochs": 1, "paths.dev": None})
+    assert settings.epochs == 1 and settings.dev is None and settings.labels == ["PER", "LOC", "ORG", "MISC"]
+
+
+def test_cli_convert_then_train_examples(tmp_path):
+    col = tmp_path / "mini.txt"
+    col.write_text("Japan\tB-LOC\nbeat\tO\nSyria\tB-LOC\n\nPeter\tB-PER\nBlackburn\tI-PER\n")
+    assert main(["convert", str(col), str(tmp_path / "out"), "--no-progress"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "out" / "mini.padellm.jsonl").read_text().splitlines()]
+    assert {"text": "Japan beat Syria", "label": "LOC", "count": 2, "k": 2, "mention": "Syria"} in lines
+    assert {"text": "Peter Blackburn", "label": "LOC", "count": 0, "k": 0, "mention": ""} in lines
+    assert main(["convert", str(tmp_path / "nope.txt"), str(tmp_path / "out"), "--no-progress"]) == 1
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["bos-recorded", "bos-not-recorded"])
+def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, recorded):
+    """A full fine-tune saved by the trainer (save_model_folder) and loaded back by ``evaluate``
+    (load_pipeline -> padellm_ner) must be the model the trainer evaluated: the same weights and the same
+    prompt ids, so the same logits. Gemma 3 (tied embeddings, sliding-window layers) with a tokenizer that
+    adds BOS, as its GGUF file loads: transformers 5 does not save ``add_bos_token``, and prompts built from
+    that attribute lost their BOS once reloaded (dev F1 0.45 in training, test F1 0.009 from the folder).
+    ``recorded``: padellm.json says whether prompts start with BOS (new folders), or not (older ones)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from spacy_padellm.baselines.autoreg import AutoRegEncoder
+    from spacy_padellm.cli.evaluate import load_pipeline
+    from spacy_padellm.text.protocol import PromptEncoder, get_template
+    from spacy_padellm.training.trainer import save_model_folder
+
+    tok = tiny.build_tokenizer(None, [t for t, _ in tiny.SENTENCES], add_bos=True)  # in memory, as the trainer's
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16,
+                              sliding_window=8, max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = Gemma3ForCausalLM(config).eval()
+    template = get_template("en")
+    encoder = PromptEncoder(tok, template)
+    assert encoder.bos_ids == [tok.bos_token_id]
+    meta = {"labels": list(tiny.LABELS), "template": template.to_dict(), "lang": "en", "protocol": "padellm",
+            "text_format": "raw"}
+    if recorded:
+        meta["bos"] = True
+    folder = save_model_folder(model, tok, tmp_path / "best", meta, lora=False, base_ref={})
+
+    ner = load_pipeline(str(folder), "en", config={"device": "cpu", "dtype": "float32"}).get_pipe("padellm_ner")
+    loaded, loaded_tok, decoder = ner._ensure_loaded()
+    assert AutoRegEncoder(loaded_tok, "autoreg_struct", bos=meta.get("bos")).bos_ids == [tok.bos_token_id]
+    text = tiny.SENTENCES[1][0]
+    ids = encoder.prefix(text) + encoder.label("PER")
+    assert decoder.encoder.prefix(text) + decoder.encoder.label("PER") == ids
+    assert type(loaded) is type(model) and loaded.config.model_type == model.config.model_type
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.tensor([ids])).logits, model(torch.tensor([ids])).logits)
+
+
+def test_saved_tokenizer_json_wins_when_transformers_rebuilds_a_different_tokenizer(tmp_path, monkeypatch):
+    """transformers 5.17 rebuilds Gemma 3's tokenizer class from its vocabulary instead of the saved
+    tokenizer.json and splits Chinese into characters; the model folder's tokenizer.json is then used."""
+    import transformers
+
+    from spacy_padellm.loading import ModelSource, _TOKENIZER_PROBE, load_tokenizer
+
+    folder = tmp_path / "tok"
+    saved = tiny.build_tokenizer(folder, [t for t, _ in tiny.SENTENCES])
+    other = tiny.build_tokenizer(None, ["completely different words", "zzz yyy xxx"])
+    src = ModelSource(location=str(folder), meta={})
+    src.tokenizer_dir = folder
+    want = saved(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+
+    # as loaded normally: transformers' tokenizer is kept (it encodes like tokenizer.json)
+    assert load_tokenizer(src)(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == want
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", classmethod(lambda cls, *a, **k: other))
+    assert other(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] != want
+    fixed = load_tokenizer(src)
+    assert fixed(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == want
+    assert fixed.decode(want) == saved.decode(want)
+    assert (fixed.eos_token_id, fixed.pad_token_id, fixed.bos_token_id) == \
+        (saved.eos_token_id, saved.pad_token_id, saved.bos_token_id)
