@@ -313,7 +313,7 @@ class PaDeLLMNER(Pipe):
 
     def _autoreg_template(self):
         """The autoregressive template: a name given as 'template', else the model's, else by language."""
-        from ..baselines.autoreg import get_autoreg_template
+        from ..baselines import get_autoreg_template
 
         spec = self._template_spec if isinstance(self._template_spec, str) else None
         if spec is None and self.source is not None:
@@ -408,7 +408,7 @@ class PaDeLLMNER(Pipe):
         if decoding in _AUTOREG:
             from functools import partial
 
-            from ..baselines.autoreg import AutoRegDecoder, AutoRegEncoder, hf_greedy_generate
+            from ..baselines import AutoRegDecoder, AutoRegEncoder, hf_greedy_generate
 
             encoder = AutoRegEncoder(tokenizer, decoding, self._autoreg_template(), bos)
             if generate is None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 from ..text.protocol import PromptEncoder, TrainingExample, get_template
 
 if TYPE_CHECKING:
-    from ..baselines.autoreg import AutoRegEncoder, Sentence
+    from ..baselines import AutoRegEncoder, Sentence
 
 # What [data] protocol may name (autoreg.py implements the last two; it is imported when they are used,
 # since it needs torch).
@@ -169,7 +169,7 @@ def read_examples(path: str) -> List[TrainingExample]:
 def read_sentences(path: str) -> List["Sentence"]:
     """Training sentences for the autoregressive protocols from a ``.padellm.jsonl`` file: its per-(label, k)
     records grouped by text, in file order (see :func:`~spacy_padellm.baselines.autoreg.group_records`)."""
-    from ..baselines.autoreg import group_records
+    from ..baselines import group_records
 
     return group_records(read_examples(path))
 
@@ -307,7 +307,7 @@ def _check_inputs(settings: TrainSettings) -> None:
         raise TrainConfigError(f"[data] protocol must be one of {', '.join(PROTOCOLS)}, "
                                f"got {settings.protocol!r}{hint}")
     if settings.autoreg:
-        from ..baselines.autoreg import get_autoreg_template
+        from ..baselines import get_autoreg_template
 
         get_autoreg_template(settings.template_spec)
     else:
@@ -336,7 +336,7 @@ def _load_train_examples(settings: TrainSettings, nlp) -> Tuple[List[TrainingExa
 def _load_train_sentences(settings: TrainSettings, nlp) -> Tuple[List["Sentence"], List[str]]:
     """Sentences for the autoregressive protocols: from a DocBin with exact spans, else grouped from the
     ``.padellm.jsonl`` records."""
-    from ..baselines.autoreg import Sentence
+    from ..baselines import Sentence
 
     path = settings.train
     if path.endswith(".spacy"):
@@ -432,7 +432,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if autoreg:
-        from ..baselines.autoreg import AutoRegEncoder, get_autoreg_template
+        from ..baselines import AutoRegEncoder, get_autoreg_template
 
         template = None
         ar_template = get_autoreg_template(settings.template_spec)
