@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_padellm {demo,convert,train,evaluate,compress,benchmark,annotate} ...``.
+"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings} ...``.
 
 Each subcommand lives in the module named for it and registers itself through ``add_parser``.
 """
@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "spacy_padellm.cli.evaluate",
     "annotate": "spacy_padellm.annotate.run",
     "compress": "spacy_padellm.training.compress",
+    "settings": "spacy_padellm.cli.settings",
 }
 
 

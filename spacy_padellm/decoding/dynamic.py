@@ -42,7 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .constraints import dedupe_plan
-from .counts import CountBias, build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
 
@@ -113,35 +114,25 @@ class RowState:
 class TwoStepDecoder:
     """Greedy PaDeLLM decoding with prefix sharing, cache reuse between the steps, and early exit."""
 
-    def __init__(
-        self,
-        model,
-        encoder: PromptEncoder,
-        *,
-        max_count: int = 20,
-        max_count_tokens: int = 4,
-        max_mention_tokens: int = 40,
-        max_batch_rows: int = 256,
-        constrain_mentions: bool = False,
-        count_bias: CountBias = 0.0,
-        mention_trie_options: Optional[Dict[str, Any]] = None,
-        dedupe_mentions: bool = False,
-        dedupe_rounds: int = 20,
-        dedupe_min_prob: float = 0.005,
-    ):
+    def __init__(self, model, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None, *,
+                 mention_trie_options: Optional[Dict[str, Any]] = None, **changes: Any):
+        """``settings`` (default ``DecodeSettings()``) with ``changes`` applied; ``mention_trie_options`` are
+        ``constraints.MentionTrie.build``'s options for the constrained mentions."""
+        s = (settings or DecodeSettings()).replace(**changes)
+        self.settings = s
         self.model = model
         self.encoder = encoder
-        self.max_count = max_count
-        self.max_count_tokens = max_count_tokens
-        self.max_mention_tokens = max_mention_tokens
-        self.max_batch_rows = max(1, max_batch_rows)
-        # Off by default; plain attributes, read at every decode (they may be set after construction).
-        self.constrain_mentions = constrain_mentions
-        self.count_bias = count_bias
+        self.max_count = s.max_count
+        self.max_count_tokens = s.max_count_tokens
+        self.max_mention_tokens = s.max_mention_tokens
+        self.max_batch_rows = s.max_batch_rows
+        # Plain attributes, read at every decode (they may be set after construction).
+        self.constrain_mentions = s.constrain_mentions
+        self.count_bias = s.count_bias
         self.mention_trie_options = dict(mention_trie_options or {})
-        self.dedupe_mentions = dedupe_mentions
-        self.dedupe_rounds = dedupe_rounds
-        self.dedupe_min_prob = dedupe_min_prob
+        self.dedupe_mentions = s.dedupe_mentions
+        self.dedupe_rounds = s.dedupe_rounds
+        self.dedupe_min_prob = s.dedupe_min_prob
         self.base = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)

@@ -4,12 +4,12 @@ For each document, step 1 calls ``model.generate`` on the whole prompt ``prefix(
 of every label (one batch) to write the mention counts; step 2 calls ``model.generate`` again on the
 whole prompt ``prefix + label_part + count + <mention k>`` of every (label, k) (one batch) to write the
 mentions. The prompt is re-encoded for every mention; the KV cache lives only inside one ``generate``
-call and nothing is shared between sequences. This is the baseline the engine in ``decoder.py``
+call and nothing is shared between sequences. This is the baseline the engines in ``dynamic.py`` and ``tree/``
 improves on (prefix sharing, cache reuse between the steps, early exit).
 
 Decoding is greedy (``do_sample=False``, one beam, no logits processors: the model's own generation
 config is set aside for the call). Batches are left-padded, as ``generate`` needs, and a sequence's
-greedy output equals decoding it alone. The results are the ``DocResult`` objects of ``decoder.py``
+greedy output equals decoding it alone. The results are the ``DocResult`` objects of ``types.py``
 and agree with ``plain.plain_decode`` (every sequence alone, no cache at all).
 """
 
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 from transformers import StoppingCriteria
 
+from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_count, parse_mention
 
@@ -57,22 +58,15 @@ class ReferenceDecoder:
     """Greedy PaDeLLM decoding with ``model.generate``, batched per document (over labels, then over
     mentions), without reusing any cache across sequences or steps."""
 
-    def __init__(
-        self,
-        model,
-        encoder: PromptEncoder,
-        *,
-        max_count: int = 20,
-        max_count_tokens: int = 4,
-        max_mention_tokens: int = 40,
-        max_batch_rows: int = 256,
-    ):
+    def __init__(self, model, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None, **changes: Any):
+        s = (settings or DecodeSettings()).replace(**changes)
+        self.settings = s
         self.model = model
         self.encoder = encoder
-        self.max_count = max_count
-        self.max_count_tokens = max_count_tokens
-        self.max_mention_tokens = max_mention_tokens
-        self.max_batch_rows = max(1, max_batch_rows)
+        self.max_count = s.max_count
+        self.max_count_tokens = s.max_count_tokens
+        self.max_mention_tokens = s.max_mention_tokens
+        self.max_batch_rows = s.max_batch_rows
         tok = encoder.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else encoder.eos_id
         self.stats = DecoderStats()

@@ -1,0 +1,251 @@
+"""Every decoding setting once: its default, type, check and meaning (no torch, no spaCy).
+
+``DecodeSettings`` is what the component's config, a saved pipeline, ``make_decoder``, every engine, the
+spacy-llm local backend, ``annotate`` and the benchmark take. A misspelt or out-of-range setting is one
+``SettingsError`` naming the setting and what it accepts. ``settings_table()`` renders the table the README
+shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+__all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "CountBias", "DecodeSettings", "SettingsError",
+           "settings_table"]
+
+DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
+AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
+ENGINES = ("auto", "static", "dynamic")
+CountBias = Union[float, Dict[str, float]]
+
+
+class SettingsError(ValueError):
+    """A setting with a misspelt name, a wrong type or a value out of range."""
+
+
+# -- checks: each returns the value to keep, or raises SettingsError ------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fail(key: str, expected: str, value: Any) -> SettingsError:
+    return SettingsError(f"'{key}' must be {expected}, got {value!r}")
+
+
+def positive(key: str, value: Any) -> int:
+    if not _is_int(value) or value < 1:
+        raise _fail(key, "a positive integer", value)
+    return value
+
+
+def non_negative(key: str, value: Any) -> int:
+    if not _is_int(value) or value < 0:
+        raise _fail(key, "a non-negative integer", value)
+    return value
+
+
+def optional(check: Callable[[str, Any], Any], meaning: str) -> Callable[[str, Any], Any]:
+    def check_optional(key: str, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return check(key, value)
+        except SettingsError:
+            raise _fail(key, f"null ({meaning}) or {_EXPECTED[check]}", value) from None
+
+    return check_optional
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "true or false", value)
+    return value
+
+
+def one_of(*choices: Optional[str]) -> Callable[[str, Any], Any]:
+    def check_choice(key: str, value: Any) -> Any:
+        if value not in choices:
+            names = ", ".join(str(c) for c in choices if c is not None)
+            raise _fail(key, ("null or one of " if None in choices else "one of ") + names, value)
+        return value
+
+    return check_choice
+
+
+def probability(key: str, value: Any) -> float:
+    if not _is_number(value) or not 0.0 <= value <= 1.0:
+        raise _fail(key, "a number from 0 to 1", value)
+    return float(value)
+
+
+def count_bias(key: str, value: Any) -> CountBias:
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, Mapping) and all(isinstance(k, str) and k and _is_number(v) for k, v in value.items()):
+        return {k: float(v) for k, v in value.items()}
+    raise _fail(key, "a number or a dict of label -> number (added to the log-prob of the count \"0\")", value)
+
+
+_EXPECTED = {positive: "a positive integer", non_negative: "a non-negative integer"}
+
+
+def _setting(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
+    kwargs = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
+    return field(metadata={"check": check, "doc": doc}, **kwargs)
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How documents are decoded. Build with keywords (``DecodeSettings(max_count=10)``), from a config
+    (``DecodeSettings.from_config(cfg)``) or from another (``settings.replace(engine="dynamic")``)."""
+
+    decoding: Optional[str] = _setting(None, one_of(None, *DECODINGS), (
+        '`"padellm"` (the parallel engine), `"reference"` (the paper\'s reference implementation: '
+        '`model.generate` per step, prompt re-encoded per mention; PaDeLLM models only), `"autoreg_struct"` / '
+        '`"autoreg_aug"` (the paper\'s autoregressive baselines, for models trained with `[data] protocol` of '
+        'that name); null: the protocol the model folder records, else `"padellm"`; a decoding that does not '
+        'fit the recorded protocol is an error'))
+    engine: str = _setting("auto", one_of(*ENGINES), (
+        '`"static"`: tree decoding on a static KV cache, CUDA graphs on GPU (Llama, Mistral, Qwen2 models: '
+        'SmolLM2 is one); `"dynamic"`: transformers\' forward with a dynamic cache (any causal LM); `"auto"`: '
+        'static where it can run. Both give the same greedy entities'))
+    batch_size: int = _setting(32, positive, "docs per decoder batch in `nlp.pipe`")
+    max_batch_rows: int = _setting(256, positive, (
+        "rows of one decoding batch: a document for the static engine (all its labels share one cache row), "
+        "a (document, label) row for the dynamic one; bounds memory"))
+    max_batch_tokens: int = _setting(131072, positive, (
+        "static engine: KV-cache cells (rows x columns) of one batch; a batch that would need more is split"),)
+    inflight_batches: Optional[int] = _setting(None, optional(positive, "4 on CUDA, 1 on the CPU"), (
+        "static engine: batches of an `nlp.pipe` call decoded at once, each on a KV cache of its own, so the "
+        "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "
+        "1 or 2 save GPU memory"))
+    max_context_tokens: int = _setting(512, positive, (
+        "longer docs are cut into sentence-aligned windows of at most this many model tokens; spans are "
+        "mapped back"))
+    max_count: int = _setting(20, positive, (
+        "count cap; larger counts are clipped and counted in `doc._.padellm`"))
+    max_count_tokens: int = _setting(4, positive, "tokens a count may take")
+    max_mention_tokens: int = _setting(40, positive, (
+        "tokens a mention may take; longer ones are dropped and counted"))
+    max_new_tokens: int = _setting(256, positive, (
+        "output budget of `autoreg_struct`; `autoreg_aug` gets the text's own token count on top (its output "
+        "copies the text); outputs cut by it are parsed as far as they go and counted"))
+    deduplicate: bool = _setting(True, boolean, "one label per span: the most probable")
+    constrain_mentions: bool = _setting(False, boolean, (
+        "decoding lever: a mention can only be a span of the text (prefix trie over its spans)"))
+    count_bias: CountBias = _setting(0.0, count_bias, (
+        'decoding lever: added to the log-prob of the count "0" (negative: fewer zero counts); a number, or a '
+        "dict label -> number"))
+    dedupe_mentions: bool = _setting(False, boolean, (
+        "decoding lever: a mention that repeats a string of its label more often than the text holds it is "
+        "decoded again, constrained to the text's spans less the strings already taken (dropped if then "
+        "improbable)"))
+    dedupe_rounds: int = _setting(20, positive, "`dedupe_mentions`: rounds of decoding repeats again")
+    dedupe_min_prob: float = _setting(0.005, probability, (
+        "`dedupe_mentions`: a mention decoded again below this probability is dropped"))
+    draft_tokens: int = _setting(8, non_negative, (
+        "static engine: tokens per draft copied from the text, verified in the same pass (same output, fewer "
+        "passes); `0` turns all drafting off"))
+    max_drafts: int = _setting(3, non_negative, (
+        "static engine: drafts per mention, each continuing another occurrence of the mention so far"),)
+    draft_max_docs: int = _setting(32, non_negative, (
+        "static engine: batches of more documents decode without drafts (drafts make every pass wider)"),)
+    count_drafts: Optional[int] = _setting(None, optional(non_negative, "3 on CUDA, 0 on the CPU"), (
+        "static engine: the counts 0 .. n-1 drafted after every label prompt in the first pass; null: 3 on "
+        "CUDA, 0 on the CPU"))
+    span_drafts: Optional[int] = _setting(None, optional(non_negative, "4 on CUDA, 0 on the CPU"), (
+        "static engine: candidate mentions copied from the text after each drafted mention tag; null: 4 on "
+        "CUDA, 0 on the CPU"))
+    span_draft_tokens: int = _setting(6, positive, "static engine: tokens per span draft")
+    span_draft_budget: int = _setting(4096, non_negative, (
+        "static engine: span-draft tokens in one batch's first pass at most"))
+    span_source: str = _setting("runs", one_of("runs", "words"), (
+        'static engine: span drafts from `"runs"` of capitalised words and numbers, or the next tokens after '
+        'each capitalised `"words"`'))
+    speculate: bool = _setting(True, boolean, (
+        "static engine: the count terminator is fed with the count digit and verified in the same pass"),)
+    cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, f.metadata["check"](f.name, getattr(self, f.name)))
+
+    # -- building --
+
+    @classmethod
+    def keys(cls) -> Tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "DecodeSettings":
+        """Settings from a mapping of some of the keys; an unknown key is an error naming the closest one."""
+        unknown = [key for key in config if key not in cls.keys()]
+        if unknown:
+            raise SettingsError(_unknown_message(unknown[0], cls.keys()))
+        return cls(**dict(config))
+
+    def replace(self, **changes: Any) -> "DecodeSettings":
+        """A copy with ``changes`` (checked like any settings)."""
+        unknown = [key for key in changes if key not in self.keys()]
+        if unknown:
+            raise SettingsError(_unknown_message(unknown[0], self.keys()))
+        return dataclasses.replace(self, **changes)
+
+    def to_config(self) -> Dict[str, Any]:
+        """Every setting as a JSON-able dict (what ``from_config`` reads back)."""
+        return {key: _plain(getattr(self, key)) for key in self.keys()}
+
+    # -- what the settings imply --
+
+    @property
+    def levers(self) -> List[str]:
+        """The decoding levers that are on (a count bias is on when any of its values is non-zero)."""
+        biases = self.count_bias.values() if isinstance(self.count_bias, dict) else [self.count_bias]
+        on = (("constrain_mentions", self.constrain_mentions), ("count_bias", any(b != 0.0 for b in biases)),
+              ("dedupe_mentions", self.dedupe_mentions))
+        return [name for name, value in on if value]
+
+    def limits(self) -> Dict[str, int]:
+        """The decode lengths every PaDeLLM decoder takes."""
+        return {"max_count": self.max_count, "max_count_tokens": self.max_count_tokens,
+                "max_mention_tokens": self.max_mention_tokens}
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _unknown_message(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown setting '{key}'{hint} (settings: {', '.join(known)})"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "`null`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value}`"
+
+
+def settings_table(extra: Iterable[Tuple[str, Any, str]] = ()) -> str:
+    """A markdown table of the settings (key, default, meaning), after the ``extra`` rows given first."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{key}` | {_cell(default)} | {doc} |" for key, default, doc in extra]
+    defaults = DecodeSettings()
+    for f in dataclasses.fields(DecodeSettings):
+        rows.append(f"| `{f.name}` | {_cell(getattr(defaults, f.name))} | {f.metadata['doc']} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,64 @@
+"""The ``padellm_ner`` config: the component's own keys (which model, which labels, where spans go) and
+every ``DecodeSettings`` key, each declared once; the factory's signature and the README's table are
+made from them."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..decoding.settings import DecodeSettings, settings_table
+from ..loading import DEFAULT_MODEL
+
+__all__ = ["COMPONENT_KEYS", "DEFAULT_CONFIG", "config_table", "with_config_signature"]
+
+# key, type, default, meaning
+COMPONENT_KEYS: Tuple[Tuple[str, Any, Any, str], ...] = (
+    ("model", Optional[str], DEFAULT_MODEL,
+     "model folder, `.gguf` file, hub id, or `padellm:NAME` (shipped)"),
+    ("labels", List[str], [],
+     "entity types; empty = the ones the model folder records (or `initialize` from examples)"),
+    ("template", Any, None,
+     '`"en"`, `"zh"` or a dict of the four pieces `prefix` `{text}`, `label` `{label}`, `count` `{n}` + '
+     "terminator, `mention` `{k}`; default: the model's"),
+    ("spans_key", Optional[str], None,
+     "nested mode: every span (overlaps kept) goes to `doc.spans[spans_key]`"),
+    ("text_format", Optional[str], None,
+     '`"raw"` (doc text) or `"tokens"` (tokens joined by single spaces, as CoNLL-style training data); '
+     "default: the model's"),
+    ("device", Optional[str], None,
+     '`"cpu"`, `"cuda"`, `"cuda:1"`; null follows `spacy.require_gpu()`/`prefer_gpu()`'),
+    ("dtype", str, "auto", "bf16 on CUDA, fp32 on CPU; or `float32`, `bfloat16`, `float16`"),
+    ("trust_remote_code", bool, False,
+     "never runs code from a model folder unless set; weights load from safetensors/GGUF only"),
+)
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    **{key: default for key, _, default, _ in COMPONENT_KEYS},
+    **DecodeSettings().to_config(),
+    "scorer": {"@scorers": "spacy_padellm.scorer.v1"},
+}
+
+
+def with_config_signature(factory):
+    """Give ``factory(nlp, name, **config)`` the signature spaCy validates a config against: one keyword
+    per config key, typed, so a misspelt key is refused by ``nlp.add_pipe`` like any other component's."""
+    params = [inspect.Parameter("nlp", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
+    annotations: Dict[str, Any] = {"name": str}
+    for key, kind, _, _ in COMPONENT_KEYS:
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=kind))
+        annotations[key] = kind
+    for key in DecodeSettings.keys():
+        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=Any))
+        annotations[key] = Any  # DecodeSettings checks the value, with a message naming what it accepts
+    params.append(inspect.Parameter("scorer", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Any]))
+    annotations["scorer"] = Optional[Any]
+    factory.__signature__ = inspect.Signature(params)
+    factory.__annotations__ = annotations
+    return factory
+
+
+def config_table() -> str:
+    """The markdown table of every config key (README: Configuration)."""
+    return settings_table(extra=[(key, default, doc) for key, _, default, doc in COMPONENT_KEYS])

@@ -1,0 +1,101 @@
+"""Decoding a batch of spaCy docs: each doc's windows in the text the model reads, one decoder call for
+all of them, and the predictions mapped back to spans of each doc with its counters."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+from spacy.attrs import IDX, IS_SPACE, LENGTH
+from spacy.tokens import Doc
+
+from ..decoding.types import DocRequest
+from ..text.align import AlignedSpan
+from ..text.windows import make_windows, model_view, sentences_from_tokens
+from .output import doc_spans, write_spans
+
+__all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs"]
+
+STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
+             "no_free_occurrence", "duplicates_removed", "overlaps_removed")
+# Added to doc._.padellm in the autoregressive decodings (see baselines.AutoRegResult).
+AUTOREG_STAT_KEYS = ("unparsable_outputs", "unknown_labels", "truncated_outputs", "rewrite_mismatches")
+
+Mapping = List[Tuple[int, int, int, int]]  # per token: (start, end) in the model's text, (start, end) in the doc
+
+
+def decode_docs(docs: Sequence[Doc], decoder, tokenizer, labels: Sequence[str], *, text_format: str,
+                max_context_tokens: int, spans_key, deduplicate: bool, autoreg: bool) -> List[Dict[str, int]]:
+    """Annotate ``docs`` in place (``doc.ents`` or ``doc.spans[spans_key]``, ``doc._.padellm``) and return
+    each doc's counters."""
+    views: List[Tuple[int, str, Mapping]] = []
+    for i, doc in enumerate(docs):
+        text, tokens = text_and_tokens(doc)
+        for start, end in doc_windows(doc, text, tokens, tokenizer, max_context_tokens):
+            view, mapping = model_view(text, [(a, text[a:b]) for a, b in tokens], start, end, text_format)
+            if view.strip():
+                views.append((i, view, mapping))
+    results = decoder.decode([DocRequest(view, labels) for _, view, _ in views]) if views else []
+    keys = STAT_KEYS + (AUTOREG_STAT_KEYS if autoreg else ())
+    per_doc: List[List[AlignedSpan]] = [[] for _ in docs]
+    doc_stats = [{key: 0 for key in keys} for _ in docs]
+    for (i, view, mapping), result in zip(views, results):
+        per_doc[i].extend(_result_spans(view, mapping, result, doc_stats[i]))
+    for doc, spans, stats in zip(docs, per_doc, doc_stats):
+        stats["docs"] = 1
+        write_spans(doc, spans, spans_key, deduplicate, stats)
+        doc._.padellm = stats
+    return doc_stats
+
+
+def _result_spans(view: str, mapping: Mapping, result: Any, stats: Dict[str, int]) -> List[AlignedSpan]:
+    """The doc spans of one window's ``DocResult``, its counters added to ``stats``."""
+    stats["windows"] += 1
+    stats["unparsable_counts"] += result.unparsable_counts
+    stats["capped_counts"] += result.capped_counts
+    stats["truncated_mentions"] += result.truncated_mentions
+    for key in AUTOREG_STAT_KEYS:
+        if hasattr(result, key):
+            stats[key] = stats.get(key, 0) + getattr(result, key)
+    located, rest = _located_spans(mapping, result.predictions)
+    preds = [(p.label, p.k, p.text, p.prob) for p in rest]
+    return located + doc_spans(view, mapping, preds, stats)
+
+
+def doc_windows(doc: Doc, text: str, tokens: List[Tuple[int, int]], tokenizer,
+                max_len: int) -> List[Tuple[int, int]]:
+    """Character windows of ``text`` of at most ``max_len`` model tokens, cut at sentence boundaries."""
+    if not text.strip():
+        return []
+
+    def length(part: str) -> int:
+        return len(tokenizer(part, add_special_tokens=False)["input_ids"])
+
+    if len(text) <= max_len:  # a model token covers at least one character
+        return [(0, len(text))]
+    if doc.has_annotation("SENT_START"):
+        sents = [(s.start_char, s.end_char) for s in doc.sents]
+    else:
+        sents = sentences_from_tokens([(a, b, text[a:b]) for a, b in tokens])
+    return make_windows(text, sents, tokens, length, max_len)
+
+
+def _located_spans(mapping: Mapping, predictions: Sequence[Any]) -> Tuple[List[AlignedSpan], List[Any]]:
+    """Spans of predictions whose character offsets in the model's text are known (AutoRegAug), mapped to
+    the doc when they fall on token boundaries; the other predictions are returned for the aligner."""
+    to_doc_start = {m[0]: m[2] for m in mapping}
+    to_doc_end = {m[1]: m[3] for m in mapping}
+    located, rest = [], []
+    for p in predictions:
+        start, end = getattr(p, "start", None), getattr(p, "end", None)
+        if start in to_doc_start and end in to_doc_end and to_doc_start[start] < to_doc_end[end]:
+            located.append(AlignedSpan(to_doc_start[start], to_doc_end[end], p.label, p.prob, p.text, p.k))
+        else:
+            rest.append(p)
+    return located, rest
+
+
+def text_and_tokens(doc: Doc) -> Tuple[str, List[Tuple[int, int]]]:
+    """The doc's text and the (start, end) characters of its non-space tokens, read in one array call
+    (iterating over Token objects costs more than the rest of the component's host work)."""
+    arr = doc.to_array([IDX, LENGTH, IS_SPACE]).tolist() if len(doc) else []
+    return doc.text, [(a, a + n) for a, n, space in arr if not space]
