@@ -21,7 +21,7 @@ candidate whose words are all words of one of them (with ``exclude={"Naoki Soma"
 ``Soma ,``, ``Naoki Soma`` and ``Naoki Soma , Norio`` is a candidate, but ``Somalia`` and
 ``Masami Soma`` are).
 
-``dedupe_plan`` is the de-duplication lever's rule, shared by the engines: which mentions of one label
+``redecode_plan`` is the de-duplication lever's rule, shared by the engines: which mentions of one label
 repeat a string more often than the text holds it, and must be decoded again with the strings already
 claimed excluded.
 
@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["MentionTrie", "candidate_strings", "needs_char_spans", "dedupe_plan"]
+__all__ = ["MentionTrie", "candidate_strings", "needs_char_spans", "redecode_plan"]
 
 _WORD_RE = re.compile(r"\S+")
 _UNIT_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -135,7 +135,7 @@ def _contains(big: str, small: str) -> bool:
     return False
 
 
-def dedupe_plan(text: str, mentions: Sequence[Tuple[object, str, float]]) -> Tuple[List[object], List[str]]:
+def redecode_plan(text: str, mentions: Sequence[Tuple[object, str, float]]) -> Tuple[List[object], List[str]]:
     """Which mentions of one (text, label) to decode again, and the strings to exclude when doing so.
 
     ``mentions`` are (key, mention string, probability), in k order. A string written more often than
@@ -145,9 +145,9 @@ def dedupe_plan(text: str, mentions: Sequence[Tuple[object, str, float]]) -> Tup
     claimed by the mentions kept. Strings that do not occur at all are left alone (the aligner drops
     them; constrained decoding never writes them).
     """
-    from ..text.align import _Index
+    from ..text.align import TextIndex
 
-    index = _Index(text)
+    index = TextIndex(text)
     by_string: Dict[str, List[Tuple[int, object, float]]] = {}
     for pos, (key, mention, prob) in enumerate(mentions):
         by_string.setdefault(mention, []).append((pos, key, prob))

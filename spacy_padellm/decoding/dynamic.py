@@ -26,7 +26,7 @@ Two options, both off by default (then the output is exactly the plain greedy on
   the first count step (negative: fewer zero counts). Only the choice changes; ``count_prob`` stays
   the model's probability of what was chosen.
 * ``dedupe_mentions``: after step 2, the mentions of a label that repeat a string more often than the
-  text holds it (``constraints.dedupe_plan``: the most probable ones keep it) are decoded again, from
+  text holds it (``constraints.redecode_plan``: the most probable ones keep it) are decoded again, from
   the same step-1 cache, constrained to the text's spans less the strings already claimed; up to
   ``dedupe_rounds`` rounds, each one batched pass over the repeats only. A mention decoded again with a
   probability below ``dedupe_min_prob`` is dropped (forced off its string, the model mostly writes
@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .constraints import dedupe_plan
+from .constraints import redecode_plan
 from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
 from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
@@ -308,7 +308,7 @@ class TwoStepDecoder:
             excluded: Dict[int, Tuple[str, ...]] = {}
             for row, group in groups.items():
                 d = branches[row][0]
-                again, exclude = dedupe_plan(requests[d].text, [(j, text_of(j), outputs[j][1]) for j in group])
+                again, exclude = redecode_plan(requests[d].text, [(j, text_of(j), outputs[j][1]) for j in group])
                 for j in again:
                     excluded[j] = tuple(sorted(exclude))
                     results[d].redecoded_mentions += 1

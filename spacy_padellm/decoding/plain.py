@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .constraints import dedupe_plan
+from .constraints import redecode_plan
 from .counts import CountBias, build_trie, count_bias_for, final_logits, read_count, zero_count_token
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
@@ -121,7 +121,7 @@ def plain_decode(
             mentions = {k: mention(k, trie) for k in ks}
             dropped = set()
             for _ in range(dedupe_rounds if dedupe_mentions else 0):
-                again, exclude = dedupe_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
+                again, exclude = redecode_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
                                                         if mentions[k][2] and k not in dropped])
                 if not again:
                     break

@@ -183,9 +183,9 @@ class StaticLM:
         self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
-        # CUDA graphs for passes of at most this many tokens (L; None: all). Capturing a bucket costs about
-        # 100-250 ms on an H100; running wide passes eager instead (1024) made nlp.pipe slower there (1338
-        # against 1503 sentences/s on CoNLL03 test), as each eager pass pays its ~600 kernel launches.
+        # CUDA graphs for passes of at most this many tokens (L; None: all). Capturing a bucket takes a
+        # while, but running wide passes eager instead made nlp.pipe slower, as each eager pass pays its
+        # hundreds of kernel launches.
         self.graph_max_tokens: Optional[int] = None
         # pinned host memory for a graph's inputs (one transfer per pass) and its outputs (one read back)
         self._host_in: Optional[torch.Tensor] = None

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc, SpanGroup
 
 from ..text.align import AlignedSpan, align_mentions
-from ..text.overlaps import deduplicate, resolve_overlaps
+from ..text.overlaps import one_label_per_span, resolve_overlaps
 
 __all__ = ["doc_spans", "write_spans"]
 
@@ -33,7 +33,7 @@ def write_spans(doc: Doc, spans: Sequence[AlignedSpan], spans_key: Optional[str]
     """De-duplicate (one label per span, the most probable) and write the spans to ``doc``."""
     spans = list(spans)
     if dedupe:
-        spans, removed = deduplicate(spans)
+        spans, removed = one_label_per_span(spans)
         stats["duplicates_removed"] = stats.get("duplicates_removed", 0) + removed
     if spans_key:
         made = [(doc.char_span(s.start, s.end, label=s.label, alignment_mode="strict"), s) for s in spans]

@@ -72,7 +72,7 @@ def normalize(text: str, drop_spaces: bool = False) -> Tuple[str, List[int]]:
     return "".join(chars), index
 
 
-class _Index:
+class TextIndex:
     """Occurrence finder over one text, at two levels of whitespace tolerance."""
 
     def __init__(self, text: str):
@@ -124,7 +124,7 @@ def align_mentions(
     occurrences on token boundaries are preferred and every span is snapped to whole tokens.
     """
     stats = AlignStats()
-    index = _Index(text)
+    index = TextIndex(text)
     starts: List[int] = []
     ends: List[int] = []
     boundary_starts: set = set()

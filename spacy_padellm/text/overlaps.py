@@ -1,4 +1,4 @@
-"""De-duplication across labels and overlap resolution for flat output (no torch, no spaCy).
+"""One label per span and overlap resolution for flat output (no torch, no spaCy).
 
 PaDeLLM asks for every label independently, so one string can come back under several labels. The
 paper keeps the most probable label for such a mention; here that is done on aligned spans (the same
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple, TypeVar
 
-__all__ = ["deduplicate", "resolve_overlaps"]
+__all__ = ["one_label_per_span", "resolve_overlaps"]
 
 S = TypeVar("S")
 
@@ -20,7 +20,7 @@ def _rank(span) -> Tuple[float, int, int]:
     return (-span.prob, -(span.end - span.start), span.start)
 
 
-def deduplicate(spans: Sequence[S]) -> Tuple[List[S], int]:
+def one_label_per_span(spans: Sequence[S]) -> Tuple[List[S], int]:
     """Keep one label per character span, the most probable; returns (spans, number removed)."""
     best: Dict[Tuple[int, int], S] = {}
     for span in spans:

@@ -5,7 +5,7 @@ import spacy
 
 import tiny
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG
-from spacy_padellm.decoding.constraints import MentionTrie, candidate_strings, dedupe_plan, needs_char_spans
+from spacy_padellm.decoding.constraints import MentionTrie, candidate_strings, redecode_plan, needs_char_spans
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
@@ -80,16 +80,16 @@ def test_candidates_exclude_claimed_strings():
 def test_dedupe_plan():
     text = "Jordan beat Syria and Jordan again in Amman ."
     # "Syria" three times, once in the text: the most probable keeps it, the others go again
-    redo, excluded = dedupe_plan(text, [(1, "Syria", 0.2), (2, "Syria", 0.9), (3, "Syria", 0.5)])
+    redo, excluded = redecode_plan(text, [(1, "Syria", 0.2), (2, "Syria", 0.9), (3, "Syria", 0.5)])
     assert redo == [1, 3] and excluded == ["Syria"]
     # "Jordan" twice is fine (two occurrences), three times is one too many
-    assert dedupe_plan(text, [(1, "Jordan", 0.5), (2, "Jordan", 0.6)]) == ([], ["Jordan"])
-    redo, excluded = dedupe_plan(text, [(1, "Jordan", 0.5), (2, "Jordan", 0.6), (3, "Jordan", 0.1)])
+    assert redecode_plan(text, [(1, "Jordan", 0.5), (2, "Jordan", 0.6)]) == ([], ["Jordan"])
+    redo, excluded = redecode_plan(text, [(1, "Jordan", 0.5), (2, "Jordan", 0.6), (3, "Jordan", 0.1)])
     assert redo == [3] and excluded == ["Jordan"]
     # strings not in the text, and unique ones, are left alone; a unique one is claimed
-    assert dedupe_plan(text, [(1, "Bonn", 0.5), (2, "Bonn", 0.6), (3, "Amman", 0.9)]) == ([], ["Amman"])
+    assert redecode_plan(text, [(1, "Bonn", 0.5), (2, "Bonn", 0.6), (3, "Amman", 0.9)]) == ([], ["Amman"])
     # ties go to the earlier mention
-    assert dedupe_plan(text, [("a", "Amman", 0.5), ("b", "Amman", 0.5)])[0] == ["b"]
+    assert redecode_plan(text, [("a", "Amman", 0.5), ("b", "Amman", 0.5)])[0] == ["b"]
 
 
 # --- the trie -------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_dedupe_engine_matches_reference_and_removes_repeats(tiny_nlp, monkeypat
     """Counts forced to 3: the memorised model repeats its mentions; decoded again, no string is written
     more often than the text holds it, and the engine agrees with the plain reference."""
     import spacy_padellm.decoding.dynamic as decoder_module
-    from spacy_padellm.text.align import _Index
+    from spacy_padellm.text.align import TextIndex
 
     decoder = tiny_nlp.get_pipe("padellm_ner").decoder
     import spacy_padellm.decoding.plain as plain_module
@@ -268,8 +268,8 @@ def test_dedupe_engine_matches_reference_and_removes_repeats(tiny_nlp, monkeypat
         for req, res in zip(requests, results):
             for label in req.labels:
                 texts = [p.text for p in res.predictions if p.label == label and p.text.strip()]
-                n += sum(max(0, texts.count(t) - len(_Index(req.text).occurrences(t)))
-                         for t in set(texts) if _Index(req.text).occurrences(t))
+                n += sum(max(0, texts.count(t) - len(TextIndex(req.text).occurrences(t)))
+                         for t in set(texts) if TextIndex(req.text).occurrences(t))
         return n
 
     plain = TwoStepDecoder(decoder.model, decoder.encoder, constrain_mentions=True).decode(requests)
