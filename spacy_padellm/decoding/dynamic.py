@@ -209,14 +209,38 @@ class TwoStepDecoder:
 
     def _decode_chunk(self, requests: Sequence[DocRequest], results: Sequence[DocResult]) -> None:
         enc = self.encoder
-        device = self.device
         # Step 0: shared prefixes, once per document.
         prefix_state, _ = self._forward(None, [enc.prefix(r.text) for r in requests], want_logits=False)
         # Step 1: one row per (document, label).
         branches = [(d, label) for d, r in enumerate(requests) for label in r.labels]
-        doc_idx = torch.tensor([d for d, _ in branches], dtype=torch.long, device=device)
+        doc_idx = torch.tensor([d for d, _ in branches], dtype=torch.long, device=self.device)
         state, logp = self._forward(prefix_state.select(doc_idx), [enc.label(label) for _, label in branches])
         del prefix_state
+        generated, logprob, parked, parked_rows = self._generate_counts(state, logp, branches)
+        del state
+        counts = self._read_counts(branches, generated, results)
+        if not parked:
+            return
+        # Step 2: one row per (document, label, k), continuing from the parked step-1 caches.
+        step2 = _MentionStep(self, requests, results, branches, RowState.concat(parked), parked_rows, counts)
+        del parked
+        step2.run()
+        for j, (p, row, k) in enumerate(step2.jobs):
+            ids, lp, done = step2.outputs[j]
+            d, label = branches[row]
+            if j in step2.dropped:
+                continue
+            if not done:
+                results[d].truncated_mentions += 1
+                continue
+            results[d].predictions.append(
+                MentionPrediction(label, k, step2.text_of(j), math.exp(lp), counts[row], math.exp(logprob[row])))
+
+    def _generate_counts(self, state: RowState, logp: torch.Tensor, branches):
+        """Step 1's greedy count of every (document, label) row: (tokens and log-prob per row, the caches
+        of the rows whose count ended with its terminator, parked for step 2, and those rows)."""
+        enc = self.encoder
+        device = self.device
         active = torch.arange(len(branches), device=device)
         generated: List[List[int]] = [[] for _ in branches]
         logprob = [0.0] * len(branches)
@@ -241,96 +265,34 @@ class TwoStepDecoder:
                         finished_for_step2.append(j)
                 else:
                     keep.append(j)
-            if finished_for_step2 or keep:
-                # The finished rows need their terminator token in the cache before step 2.
-                order = keep + finished_for_step2
-                feed = torch.tensor(order, dtype=torch.long, device=device)
-                if order != list(range(state.n_rows)):
-                    state, tokens = state.select(feed), tokens.index_select(0, feed)
-                state, logp = self._step(state, tokens)
-                rows_fed = active.index_select(0, feed)
-                n_keep = len(keep)
-                if finished_for_step2:
-                    sel = torch.arange(n_keep, n_keep + len(finished_for_step2), device=device)
-                    parked.append(state.select(sel))
-                    parked_rows.extend(rows_fed[n_keep:].tolist())
-                if not keep:
-                    break
-                sel = torch.arange(n_keep, device=device)
-                state, logp, active = state.select(sel), logp.index_select(0, sel), rows_fed[:n_keep]
-            else:
+            if not (finished_for_step2 or keep):
                 break
-        del state
-        # Counts.
+            # The finished rows need their terminator token in the cache before step 2.
+            order = keep + finished_for_step2
+            feed = torch.tensor(order, dtype=torch.long, device=device)
+            if order != list(range(state.n_rows)):
+                state, tokens = state.select(feed), tokens.index_select(0, feed)
+            state, logp = self._step(state, tokens)
+            rows_fed = active.index_select(0, feed)
+            n_keep = len(keep)
+            if finished_for_step2:
+                sel = torch.arange(n_keep, n_keep + len(finished_for_step2), device=device)
+                parked.append(state.select(sel))
+                parked_rows.extend(rows_fed[n_keep:].tolist())
+            if not keep:
+                break
+            sel = torch.arange(n_keep, device=device)
+            state, logp, active = state.select(sel), logp.index_select(0, sel), rows_fed[:n_keep]
+        return generated, logprob, parked, parked_rows
+
+    def _read_counts(self, branches, generated: List[List[int]], results: Sequence[DocResult]) -> List[int]:
         counts = [0] * len(branches)
         for row, (d, label) in enumerate(branches):
-            text = enc.tokenizer.decode(generated[row], skip_special_tokens=True)
-            n = read_count(text, enc, self.max_count, results[d])
+            text = self.encoder.tokenizer.decode(generated[row], skip_special_tokens=True)
+            n = read_count(text, self.encoder, self.max_count, results[d])
             counts[row] = n
             results[d].counts[label] = n
-        # Step 2: one row per (document, label, k), continuing from the parked step-1 caches.
-        if not parked:
-            return
-        count_state = RowState.concat(parked)
-        del parked
-        jobs = [(p, row, k) for p, row in enumerate(parked_rows) for k in range(1, counts[row] + 1)]
-        tries: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
-        outputs: List[Any] = [None] * len(jobs)  # (ids, log-prob, done) per job
-
-        def trie(d: int, exclude: Tuple[str, ...] = ()):
-            if (d, exclude) not in tries:
-                options = dict(self.mention_trie_options, exclude=exclude) if exclude else self.mention_trie_options
-                tries[(d, exclude)] = build_trie(requests[d].text, enc, options)
-            return tries[(d, exclude)]
-
-        def run(job_ids: List[int], excluded: Optional[Dict[int, Tuple[str, ...]]] = None) -> None:
-            for start in range(0, len(job_ids), self.max_batch_rows):
-                part = job_ids[start : start + self.max_batch_rows]
-                idx = torch.tensor([jobs[j][0] for j in part], dtype=torch.long, device=device)
-                state, logp = self._forward(count_state.select(idx), [enc.mention_tag(jobs[j][2]) for j in part])
-                row_tries = None
-                if self.constrain_mentions or excluded is not None:
-                    row_tries = [trie(branches[jobs[j][1]][0], (excluded or {}).get(j, ())) for j in part]
-                for j, out in zip(part, self._generate_mentions(state, logp, len(part), row_tries)):
-                    outputs[j] = out
-
-        def text_of(j: int) -> str:
-            return parse_mention(enc.tokenizer.decode(outputs[j][0], skip_special_tokens=True))
-
-        run(list(range(len(jobs))))
-        dropped: set = set()
-        for _ in range(self.dedupe_rounds if self.dedupe_mentions else 0):
-            groups: Dict[int, List[int]] = {}
-            for j, (_, row, _) in enumerate(jobs):
-                if outputs[j][2] and j not in dropped:
-                    groups.setdefault(row, []).append(j)
-            redo: List[int] = []
-            excluded: Dict[int, Tuple[str, ...]] = {}
-            for row, group in groups.items():
-                d = branches[row][0]
-                again, exclude = redecode_plan(requests[d].text, [(j, text_of(j), outputs[j][1]) for j in group])
-                for j in again:
-                    excluded[j] = tuple(sorted(exclude))
-                    results[d].redecoded_mentions += 1
-                redo.extend(again)
-            if not redo:
-                break
-            run(sorted(redo), excluded)
-            for j in redo:
-                if outputs[j][2] and math.exp(outputs[j][1]) < self.dedupe_min_prob:
-                    dropped.add(j)
-                    results[branches[jobs[j][1]][0]].redecoded_dropped += 1
-        for j, (p, row, k) in enumerate(jobs):
-            ids, lp, done = outputs[j]
-            d, label = branches[row]
-            if j in dropped:
-                continue
-            if not done:
-                results[d].truncated_mentions += 1
-                continue
-            results[d].predictions.append(
-                MentionPrediction(label, k, text_of(j), math.exp(lp), counts[row], math.exp(logprob[row]))
-            )
+        return counts
 
     def _constrained_argmax(self, logp: torch.Tensor, active: List[int], tries, nodes) -> torch.Tensor:
         """Greedy choice per row among the tokens its trie node allows (EOS where a candidate ends;
@@ -384,3 +346,74 @@ class TwoStepDecoder:
         return list(zip(out_ids, out_lp, done))
 
 
+class _MentionStep:
+    """Step 2 of one chunk: every (document, label, k) mention decoded from its parked step-1 cache, then
+    (``dedupe_mentions``) the repeats decoded again, constrained away from the strings already taken."""
+
+    def __init__(self, decoder: TwoStepDecoder, requests: Sequence[DocRequest], results: Sequence[DocResult],
+                 branches, count_state: RowState, parked_rows: List[int], counts: List[int]):
+        self.decoder = decoder
+        self.requests = requests
+        self.results = results
+        self.branches = branches
+        self.count_state = count_state
+        self.jobs = [(p, row, k) for p, row in enumerate(parked_rows) for k in range(1, counts[row] + 1)]
+        self.tries: Dict[Tuple[int, Tuple[str, ...]], Any] = {}
+        self.outputs: List[Any] = [None] * len(self.jobs)  # (ids, log-prob, done) per job
+        self.dropped: set = set()
+
+    def trie(self, d: int, exclude: Tuple[str, ...] = ()):
+        options = self.decoder.mention_trie_options
+        if (d, exclude) not in self.tries:
+            self.tries[(d, exclude)] = build_trie(self.requests[d].text, self.decoder.encoder,
+                                                  dict(options, exclude=exclude) if exclude else options)
+        return self.tries[(d, exclude)]
+
+    def text_of(self, j: int) -> str:
+        return parse_mention(self.decoder.encoder.tokenizer.decode(self.outputs[j][0], skip_special_tokens=True))
+
+    def decode(self, job_ids: List[int], excluded: Optional[Dict[int, Tuple[str, ...]]] = None) -> None:
+        dec = self.decoder
+        for start in range(0, len(job_ids), dec.max_batch_rows):
+            part = job_ids[start : start + dec.max_batch_rows]
+            idx = torch.tensor([self.jobs[j][0] for j in part], dtype=torch.long, device=dec.device)
+            state, logp = dec._forward(self.count_state.select(idx), [dec.encoder.mention_tag(self.jobs[j][2])
+                                                                        for j in part])
+            row_tries = None
+            if dec.constrain_mentions or excluded is not None:
+                row_tries = [self.trie(self.branches[self.jobs[j][1]][0], (excluded or {}).get(j, ())) for j in part]
+            for j, out in zip(part, dec._generate_mentions(state, logp, len(part), row_tries)):
+                self.outputs[j] = out
+
+    def run(self) -> None:
+        self.decode(list(range(len(self.jobs))))
+        for _ in range(self.decoder.dedupe_rounds if self.decoder.dedupe_mentions else 0):
+            redo, excluded = self._repeats()
+            if not redo:
+                break
+            self.decode(sorted(redo), excluded)
+            for j in redo:
+                if self.outputs[j][2] and math.exp(self.outputs[j][1]) < self.decoder.dedupe_min_prob:
+                    self.dropped.add(j)
+                    self._result(j).redecoded_dropped += 1
+
+    def _result(self, j: int) -> DocResult:
+        return self.results[self.branches[self.jobs[j][1]][0]]
+
+    def _repeats(self) -> Tuple[List[int], Dict[int, Tuple[str, ...]]]:
+        """The mentions to decode again (``constraints.redecode_plan``) and the strings each must avoid."""
+        groups: Dict[int, List[int]] = {}
+        for j, (_, row, _) in enumerate(self.jobs):
+            if self.outputs[j][2] and j not in self.dropped:
+                groups.setdefault(row, []).append(j)
+        redo: List[int] = []
+        excluded: Dict[int, Tuple[str, ...]] = {}
+        for row, group in groups.items():
+            d = self.branches[row][0]
+            again, exclude = redecode_plan(self.requests[d].text,
+                                           [(j, self.text_of(j), self.outputs[j][1]) for j in group])
+            for j in again:
+                excluded[j] = tuple(sorted(exclude))
+                self._result(j).redecoded_mentions += 1
+            redo.extend(again)
+        return redo, excluded

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .constraints import redecode_plan
-from .counts import CountBias, build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
 
@@ -36,110 +37,117 @@ def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop, scores=None) 
     return out, lp, False, len(out)
 
 
-def plain_decode(
-    model,
-    encoder: PromptEncoder,
-    requests: Sequence[DocRequest],
-    *,
-    max_count: int = 20,
-    max_count_tokens: int = 4,
-    max_mention_tokens: int = 40,
-    stats: Optional[DecoderStats] = None,
-    constrain_mentions: bool = False,
-    count_bias: CountBias = 0.0,
-    mention_trie_options: Optional[Dict[str, Any]] = None,
-    dedupe_mentions: bool = False,
-    dedupe_rounds: int = 20,
-    dedupe_min_prob: float = 0.005,
-) -> List[DocResult]:
+def plain_decode(model, encoder: PromptEncoder, requests: Sequence[DocRequest],
+                 settings: Optional[DecodeSettings] = None, *, stats: Optional[DecoderStats] = None,
+                 mention_trie_options: Optional[Dict[str, Any]] = None, **changes: Any) -> List[DocResult]:
     """Greedy PaDeLLM decoding of every sequence on its own, without any cache.
 
     Slow by design: it is the ground truth for the engine's tests and the reference implementation's
-    cost model (the whole prompt is re-encoded for every mention and at every step).
-    ``constrain_mentions``, ``count_bias`` and ``dedupe_mentions`` are the engine's options, applied the
-    same way.
+    cost model (the whole prompt is re-encoded for every mention and at every step). ``settings`` (with
+    ``changes``) are read as the engines read them: the decode lengths and the levers ``constrain_mentions``,
+    ``count_bias`` and ``dedupe_mentions``.
     """
-    stats = stats if stats is not None else DecoderStats()
-    eos = encoder.eos_id
-    ends_count = encoder.ends_count
+    run = _PlainRun(model, encoder, (settings or DecodeSettings()).replace(**changes),
+                    stats if stats is not None else DecoderStats(), dict(mention_trie_options or {}))
+    return [run.document(req) for req in requests]
 
-    def count_scores(bias: float):
-        if not bias:
-            return None
-        zero = zero_count_token(encoder)
 
-        def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
-            if out:
-                return logp
-            biased = logp.clone()
-            biased[zero] += bias
-            return biased
+def _count_scores(encoder: PromptEncoder, bias: float):
+    """Scores for the count's first token with ``bias`` added to the count "0" (None: no bias)."""
+    if not bias:
+        return None
+    zero = zero_count_token(encoder)
 
-        return scores
+    def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
+        if out:
+            return logp
+        biased = logp.clone()
+        biased[zero] += bias
+        return biased
 
-    def mention_scores(trie):
-        if trie is None:
-            return None
+    return scores
 
-        def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
-            node = trie.walk(out)
-            ids = trie.allowed_ids(node) if node is not None else []
-            mask = torch.full_like(logp, float("-inf"))
-            mask[torch.tensor(ids or [eos], device=logp.device)] = 0.0
-            return logp + mask
 
-        return scores
+def _mention_scores(trie, eos: int):
+    """Scores that allow only the tokens ``trie`` allows after the mention so far (EOS where nothing is)."""
+    if trie is None:
+        return None
 
-    results = []
-    for req in requests:
+    def scores(out: List[int], logp: torch.Tensor) -> torch.Tensor:
+        node = trie.walk(out)
+        ids = trie.allowed_ids(node) if node is not None else []
+        mask = torch.full_like(logp, float("-inf"))
+        mask[torch.tensor(ids or [eos], device=logp.device)] = 0.0
+        return logp + mask
+
+    return scores
+
+
+class _PlainRun:
+    def __init__(self, model, encoder: PromptEncoder, settings: DecodeSettings, stats: DecoderStats,
+                 trie_options: Dict[str, Any]):
+        self.model = model
+        self.encoder = encoder
+        self.settings = settings
+        self.stats = stats
+        self.trie_options = trie_options
+
+    def _greedy(self, ids: List[int], max_tokens: int, stop, scores) -> Tuple[List[int], float, bool]:
+        out, lp, done, steps = _greedy_no_cache(self.model, ids, max_tokens, stop, scores)
+        self.stats.forward_passes += steps
+        self.stats.prompt_tokens += len(ids) * steps
+        self.stats.generated_tokens += steps
+        return out, lp, done
+
+    def document(self, req: DocRequest) -> DocResult:
         res = DocResult()
-        prefix = encoder.prefix(req.text)
-        trie = build_trie(req.text, encoder, mention_trie_options) if constrain_mentions else None
+        prefix = self.encoder.prefix(req.text)
+        trie = build_trie(req.text, self.encoder, self.trie_options) if self.settings.constrain_mentions else None
         for label in req.labels:
-            prompt = prefix + encoder.label(label)
-            count_ids, count_lp, _, steps = _greedy_no_cache(model, prompt, max_count_tokens, ends_count,
-                                                             count_scores(count_bias_for(count_bias, label)))
-            stats.forward_passes += steps
-            stats.prompt_tokens += len(prompt) * steps
-            stats.generated_tokens += steps
-            n = read_count(encoder.tokenizer.decode(count_ids, skip_special_tokens=True), encoder, max_count, res)
-            res.counts[label] = n
-            # Mentions follow only a count that ended with its terminator (as in the engine).
-            ended = ends_count(count_ids[-1]) and count_ids[-1] != eos
+            self._label(req, res, prefix + self.encoder.label(label), label, trie)
+        return res
 
-            def mention(k: int, mention_trie) -> Tuple[str, float, bool]:
-                ids = prompt + count_ids + encoder.mention_tag(k)
-                m_ids, m_lp, done, steps = _greedy_no_cache(model, ids, max_mention_tokens, lambda t: t == eos,
-                                                            mention_scores(mention_trie))
-                stats.forward_passes += steps
-                stats.prompt_tokens += len(ids) * steps
-                stats.generated_tokens += steps
-                text = parse_mention(encoder.tokenizer.decode(m_ids[:-1] if done else m_ids, skip_special_tokens=True))
-                return text, m_lp, done
+    def _label(self, req: DocRequest, res: DocResult, prompt: List[int], label: str, trie) -> None:
+        enc, s = self.encoder, self.settings
+        count_ids, count_lp, _ = self._greedy(prompt, s.max_count_tokens, enc.ends_count,
+                                              _count_scores(enc, count_bias_for(s.count_bias, label)))
+        n = read_count(enc.tokenizer.decode(count_ids, skip_special_tokens=True), enc, s.max_count, res)
+        res.counts[label] = n
+        # Mentions follow only a count that ended with its terminator (as in the engine).
+        ended = enc.ends_count(count_ids[-1]) and count_ids[-1] != enc.eos_id
+        head = prompt + count_ids
+        ks = range(1, (n if ended else 0) + 1)
+        mentions = {k: self._mention(head, k, trie) for k in ks}
+        dropped = self._redecode_repeats(req, res, head, ks, mentions) if s.dedupe_mentions else set()
+        for k in ks:
+            text, m_lp, done = mentions[k]
+            if k in dropped:
+                continue
+            if not done:
+                res.truncated_mentions += 1
+                continue
+            res.predictions.append(MentionPrediction(label, k, text, math.exp(m_lp), n, math.exp(count_lp)))
 
-            ks = range(1, (n if ended else 0) + 1)
-            mentions = {k: mention(k, trie) for k in ks}
-            dropped = set()
-            for _ in range(dedupe_rounds if dedupe_mentions else 0):
-                again, exclude = redecode_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
-                                                        if mentions[k][2] and k not in dropped])
-                if not again:
-                    break
-                options = dict(mention_trie_options or {}, exclude=tuple(sorted(exclude)))
-                redo_trie = build_trie(req.text, encoder, options)
-                for k in again:
-                    mentions[k] = mention(k, redo_trie)
-                    res.redecoded_mentions += 1
-                    if mentions[k][2] and math.exp(mentions[k][1]) < dedupe_min_prob:
-                        dropped.add(k)
-                        res.redecoded_dropped += 1
-            for k in ks:
-                text, m_lp, done = mentions[k]
-                if k in dropped:
-                    continue
-                if not done:
-                    res.truncated_mentions += 1
-                    continue
-                res.predictions.append(MentionPrediction(label, k, text, math.exp(m_lp), n, math.exp(count_lp)))
-        results.append(res)
-    return results
+    def _mention(self, head: List[int], k: int, trie) -> Tuple[str, float, bool]:
+        eos = self.encoder.eos_id
+        m_ids, m_lp, done = self._greedy(head + self.encoder.mention_tag(k), self.settings.max_mention_tokens,
+                                         lambda t: t == eos, _mention_scores(trie, eos))
+        text = parse_mention(self.encoder.tokenizer.decode(m_ids[:-1] if done else m_ids, skip_special_tokens=True))
+        return text, m_lp, done
+
+    def _redecode_repeats(self, req: DocRequest, res: DocResult, head: List[int], ks, mentions) -> set:
+        """``dedupe_mentions``: decode repeats again away from the strings taken; the ks dropped."""
+        dropped: set = set()
+        for _ in range(self.settings.dedupe_rounds):
+            again, exclude = redecode_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
+                                                      if mentions[k][2] and k not in dropped])
+            if not again:
+                break
+            redo_trie = build_trie(req.text, self.encoder, dict(self.trie_options, exclude=tuple(sorted(exclude))))
+            for k in again:
+                mentions[k] = self._mention(head, k, redo_trie)
+                res.redecoded_mentions += 1
+                if mentions[k][2] and math.exp(mentions[k][1]) < self.settings.dedupe_min_prob:
+                    dropped.add(k)
+                    res.redecoded_dropped += 1
+        return dropped
