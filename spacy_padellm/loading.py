@@ -234,7 +234,7 @@ def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
     raise ModelFolderError(f"Model path {location!r} does not exist", missing=True)
 
 
-def _torch_dtype(dtype: str, device):
+def torch_dtype(dtype: str, device):
     import torch
 
     if dtype in (None, "auto"):
@@ -329,7 +329,7 @@ def load_model(
     import torch
 
     device = torch.device(device or "cpu")
-    torch_dtype = _torch_dtype(dtype, device)
+    torch_dtype = torch_dtype(dtype, device)
     tokenizer = load_tokenizer(source, trust_remote_code)
     model = load_base_model(source, torch_dtype, trust_remote_code)
     if source.adapter_dir is not None:
