@@ -329,16 +329,16 @@ def load_model(
     import torch
 
     device = torch.device(device or "cpu")
-    torch_dtype = torch_dtype(dtype, device)
+    weights_dtype = torch_dtype(dtype, device)
     tokenizer = load_tokenizer(source, trust_remote_code)
-    model = load_base_model(source, torch_dtype, trust_remote_code)
+    model = load_base_model(source, weights_dtype, trust_remote_code)
     if source.adapter_dir is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.adapter_dir))
         if merge_adapter:
             model = model.merge_and_unload()
-    model.to(device=device, dtype=torch_dtype)
+    model.to(device=device, dtype=weights_dtype)
     model.eval()
     return model, tokenizer
 
