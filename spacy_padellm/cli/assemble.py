@@ -8,12 +8,15 @@ adapter, tokenizer) inside, so the folder works with ``spacy.load``, ``spacy eva
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Dict, Optional
 
 
-def assemble(model: str, output: str, lang: str = None, spans_key: str = None, name: str = None) -> Path:
-    from .evaluate import load_pipeline
+def assemble(model: str, output: str, lang: str = None, spans_key: str = None, name: str = None,
+             settings: Optional[Dict[str, Any]] = None) -> Path:
+    """Write the pipeline; ``settings`` (decoding settings) go into its config.cfg."""
+    from ..pipeline.load import load_pipeline
 
-    nlp = load_pipeline(model, lang, spans_key)
+    nlp = load_pipeline(model, lang=lang, spans_key=spans_key, config=settings)
     nlp.initialize()
     meta = nlp.get_pipe("padellm_ner").source.meta
     nlp.meta["name"] = name or f"padellm_{Path(model).name}".replace("-", "_").replace(":", "_")
@@ -31,10 +34,15 @@ def add_parser(sub) -> None:
     p.add_argument("--lang", default=None)
     p.add_argument("--spans-key", default=None)
     p.add_argument("--name", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a decoding setting written into the pipeline's config (python -m spacy_padellm settings "
+                        "lists them); repeatable")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    out = assemble(args.model, args.output, args.lang, args.spans_key, args.name)
+    from ..pipeline.load import parse_settings
+
+    out = assemble(args.model, args.output, args.lang, args.spans_key, args.name, parse_settings(args.set))
     print(f"pipeline written to {out}")
     return 0

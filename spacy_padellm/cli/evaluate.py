@@ -13,35 +13,18 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 
-def load_pipeline(model: str, lang: Optional[str] = None, spans_key: Optional[str] = None,
-                  config: Optional[Dict[str, Any]] = None):
-    import spacy
-
-    from ..loading import resolve_model
-
-    path = Path(model)
-    if (path / "config.cfg").exists():
-        return spacy.load(path)
-    meta = resolve_model(model).meta  # also for padellm:NAME, not only folders given by path
-    nlp = spacy.blank(lang or meta.get("lang", "en"))
-    cfg = {"model": str(model), **(config or {})}
-    if spans_key:
-        cfg["spans_key"] = spans_key
-    nlp.add_pipe("padellm_ner", config=cfg)
-    return nlp
-
-
 def evaluate(model: str, data: str, *, max_docs: Optional[int] = None, batch_size: int = 64,
              spans_key: Optional[str] = None, lang: Optional[str] = None, device: Optional[str] = None,
-             progress: bool = True) -> Dict[str, Any]:
+             settings: Optional[Dict[str, Any]] = None, progress: bool = True) -> Dict[str, Any]:
     from spacy.tokens import DocBin
     from spacy.training import Example
     from tqdm.auto import tqdm
 
+    from ..pipeline.load import load_pipeline
     from ..pipeline.scoring import score_padellm, string_level_scores
 
-    config = {"device": device} if device else {}
-    nlp = load_pipeline(model, lang, spans_key, config)
+    config = {**(settings or {}), **({"device": device} if device else {})}
+    nlp = load_pipeline(model, lang=lang, spans_key=spans_key, config=config)
     ner = nlp.get_pipe("padellm_ner") if "padellm_ner" in nlp.pipe_names else None
     key = spans_key or (ner.spans_key if ner is not None else None)
     gold = list(DocBin().from_disk(data).get_docs(nlp.vocab))
@@ -75,6 +58,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lang", default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: follow spaCy/thinc)")
     p.add_argument("--gpu-id", type=int, default=-1, help="like spacy evaluate: use this GPU")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a decoding setting for padellm_ner (python -m spacy_padellm settings lists them); repeatable")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -84,8 +69,11 @@ def run(args) -> int:
         import spacy
 
         spacy.require_gpu(args.gpu_id)
+    from ..pipeline.load import parse_settings
+
     scores = evaluate(args.model, args.data, max_docs=args.max_docs, batch_size=args.batch_size,
-                      spans_key=args.spans_key, lang=args.lang, device=args.device, progress=not args.no_progress)
+                      spans_key=args.spans_key, lang=args.lang, device=args.device,
+                      settings=parse_settings(args.set), progress=not args.no_progress)
     keys = [k for k in ("ents_p", "ents_r", "ents_f", "string_p", "string_r", "string_f") if scores.get(k) is not None]
     print("  ".join(f"{k} {scores[k]:.4f}" for k in keys))
     for label, prf in (scores.get("ents_per_type") or {}).items():

@@ -156,7 +156,7 @@ def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, record
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from spacy_padellm.baselines.autoreg import AutoRegEncoder
-    from spacy_padellm.cli.evaluate import load_pipeline
+    from spacy_padellm.pipeline.load import load_pipeline
     from spacy_padellm.text.protocol import PromptEncoder, get_template
     from spacy_padellm.training.trainer import save_model_folder
 
@@ -176,7 +176,7 @@ def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, record
         meta["bos"] = True
     folder = save_model_folder(model, tok, tmp_path / "best", meta, lora=False, base_ref={})
 
-    ner = load_pipeline(str(folder), "en", config={"device": "cpu", "dtype": "float32"}).get_pipe("padellm_ner")
+    ner = load_pipeline(str(folder), lang="en", config={"device": "cpu", "dtype": "float32"}).get_pipe("padellm_ner")
     loaded, loaded_tok, decoder = ner._ensure_loaded()
     assert AutoRegEncoder(loaded_tok, "autoreg_struct", bos=meta.get("bos")).bos_ids == [tok.bos_token_id]
     text = tiny.SENTENCES[1][0]
