@@ -13,7 +13,7 @@ from .counts import CountBias, build_trie, count_bias_for, final_logits, read_co
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
 
-__all__ = ["plain_decode"]
+__all__ = ["plain_decode", "PlainDecoder"]
 
 
 
@@ -143,3 +143,32 @@ def plain_decode(
                 res.predictions.append(MentionPrediction(label, k, text, math.exp(m_lp), n, math.exp(count_lp)))
         results.append(res)
     return results
+
+
+class PlainDecoder:
+    """``plain_decode`` behind the engines' interface (``decode(requests)``, ``stats``, ``device``): every
+    sequence on its own, no KV cache, the whole prompt re-encoded at every step."""
+
+    def __init__(self, model, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
+                 max_mention_tokens: int = 40):
+        self.model = model
+        self.encoder = encoder
+        self.max_count = max_count
+        self.max_count_tokens = max_count_tokens
+        self.max_mention_tokens = max_mention_tokens
+        self.stats = DecoderStats()
+
+    @classmethod
+    def like(cls, engine) -> "PlainDecoder":
+        """A plain decoder with the same model, prompts and limits as ``engine``."""
+        return cls(engine.model, engine.encoder, max_count=engine.max_count,
+                   max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
+        return plain_decode(self.model, self.encoder, requests, max_count=self.max_count,
+                            max_count_tokens=self.max_count_tokens, max_mention_tokens=self.max_mention_tokens,
+                            stats=self.stats)
