@@ -16,6 +16,7 @@ in order, compares the entities with ``pipe``'s, and parses the timing line ``an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import re
@@ -175,7 +176,7 @@ def check_mode(work: Path, mode: str, pipe_ents):
     import spacy
     from spacy.tokens import DocBin
 
-    import spacy_padellm.annotate.run  # noqa: F401  (registers doc._.padellm_error)
+    importlib.import_module("spacy_padellm.annotate.run")  # registers doc._.padellm_error
 
     vocab = spacy.blank("en").vocab
     out_dir = work / f"out_{mode}"
