@@ -12,7 +12,9 @@ model): what remains is the host time of the engine (``TreeBatch``,
 ``TreeDecoder``, ``StaticLM.step``'s padding/copies) and, for ``nlp.pipe``, of the component around it.
 
     PYTHONPATH=. python benchmarks/host_overhead.py --docs 1024 --batch-size 512 \
-        --json benchmarks/results/host_overhead.json [--profile]
+        --json benchmarks/results/host_overhead.json [--profile] [--data TEST.jsonl]
+
+(``spacy project run host-overhead`` runs it on the project's data and writes metrics/host_overhead.json.)
 
 ``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
 a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
@@ -39,7 +41,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "spacy_padellm" / "models" / "conll03-smollm2-135m"
-DATA = Path("/work/shared/data/padellm/conll03/conll03_test.jsonl")
+DATA = ROOT.parent / "shared" / "data" / "padellm" / "conll03" / "conll03_test.jsonl"  # data_dir of project.yml
 LABELS = ["PER", "LOC", "ORG", "MISC"]
 
 
@@ -199,91 +201,94 @@ def top_functions(prof: cProfile.Profile, n: int) -> List[Dict]:
     return rows[:n]
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DATA, help=f"CoNLL03 test set, PaDeLLM JSONL (default {DATA})")
     p.add_argument("--docs", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=512, help="nlp.pipe batch size (docs per decode call)")
     p.add_argument("--max-batch-rows", type=int, default=256, help="documents per TreeBatch")
     p.add_argument("--repeat", type=int, default=3, help="timed runs (the best is reported)")
     p.add_argument("--forward", choices=("oracle", "tiny"), default="oracle")
     p.add_argument("--profile", action="store_true", help="also profile one run of each path with cProfile")
-    p.add_argument("--span-drafts", type=int, default=4, help="span drafts per tag (CUDA's default; 8 before session 6)")
+    p.add_argument("--span-drafts", type=int, default=4, help="span drafts per tag (default 4, as on CUDA)")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
-    args = p.parse_args(argv)
+    return p
 
-    import spacy
-    from transformers import AutoTokenizer
 
-    from spacy_padellm.decoding.types import DocRequest
-    from spacy_padellm.text.protocol import PromptEncoder
+class Workload:
+    """The component on the tiny model (the oracle's forward unless ``--forward tiny``), the data, and its
+    two timed paths: ``decode`` (the engine on all requests at once) and ``pipe`` (``ner.pipe``)."""
 
-    torch.set_num_threads(1)
-    tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
-    enc = PromptEncoder(tok)
-    data = load_data(DATA, args.docs)
-    model = tiny_model(len(tok), tok.eos_token_id)
+    def __init__(self, args):
+        import spacy
+        from transformers import AutoTokenizer
 
-    nlp = spacy.blank("en")
-    ner = nlp.add_pipe("padellm_ner", config={"model": None, "labels": LABELS, "engine": "static",
-                                              "max_batch_rows": args.max_batch_rows, "device": "cpu",
-                                              "batch_size": args.batch_size})
-    ner.set_model(model, tok)
-    decoder = ner.decoder
-    # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
-    decoder.count_drafts, decoder.span_drafts = 3, args.span_drafts
-    lm = decoder.lm
-    oracle = Oracle(lm, enc, data) if args.forward == "oracle" else None
-    docs_in = [nlp.make_doc(text) for text, _ in data]
-    requests = [DocRequest(text, LABELS) for text, _ in data]
-    n = len(data)
+        from spacy_padellm.decoding.types import DocRequest
+        from spacy_padellm.text.protocol import PromptEncoder
 
-    def run_decode():
-        return decoder.decode(requests)
+        self.args = args
+        torch.set_num_threads(1)
+        tok = AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
+        enc = PromptEncoder(tok)
+        data = load_data(args.data, args.docs)
+        model = tiny_model(len(tok), tok.eos_token_id)
+        self.nlp = spacy.blank("en")
+        self.ner = self.nlp.add_pipe("padellm_ner", config={
+            "model": None, "labels": LABELS, "engine": "static", "max_batch_rows": args.max_batch_rows,
+            "device": "cpu", "batch_size": args.batch_size})
+        self.ner.set_model(model, tok)
+        self.decoder = self.ner.decoder
+        # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
+        self.decoder.count_drafts, self.decoder.span_drafts = 3, args.span_drafts
+        self.oracle = Oracle(self.decoder.lm, enc, data) if args.forward == "oracle" else None
+        self.docs_in = [self.nlp.make_doc(text) for text, _ in data]
+        self.requests = [DocRequest(text, LABELS) for text, _ in data]
+        self.n = len(data)
 
-    def run_pipe():
-        docs = [nlp.make_doc(d.text) for d in docs_in]  # fresh docs (not timed: spaCy's tokenizer)
+    def run_decode(self):
+        return self.decoder.decode(self.requests)
+
+    def run_pipe(self):
+        docs = [self.nlp.make_doc(d.text) for d in self.docs_in]  # fresh docs (not timed: spaCy's tokenizer)
         t0 = time.perf_counter()
-        out = list(ner.pipe(docs, batch_size=args.batch_size))
+        out = list(self.ner.pipe(docs, batch_size=self.args.batch_size))
         return out, time.perf_counter() - t0
 
-    report: Dict = {"label": args.label, "docs": n, "batch_size": args.batch_size,
-                    "max_batch_rows": args.max_batch_rows, "forward": args.forward, "paths": {}}
-    run_decode()  # warm-up (tokenizer caches, allocations)
-    for path in ("decode", "pipe"):
-        best = None
-        for _ in range(args.repeat):
-            decoder.stats = type(decoder.stats)()
-            sub0 = oracle.seconds if oracle else 0.0
-            cache0 = oracle.cache_seconds if oracle else 0.0
-            if path == "decode":
-                t0 = time.perf_counter()
-                results = run_decode()
-                wall = time.perf_counter() - t0
-                dig = digest(results)
-            else:
-                docs, wall = run_pipe()
-                dig = doc_digest(docs)
-            model_s = (oracle.seconds - sub0) if oracle else 0.0
-            cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
-            row = {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
-                   "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / n, 4), "digest": dig,
-                   "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
-                   "accepted_draft_tokens": decoder.stats.accepted_draft_tokens,
-                   "generated_tokens": decoder.stats.generated_tokens}
-            if best is None or row["host_ms_per_doc"] < best["host_ms_per_doc"]:
-                best = row
-        if args.profile:
-            prof = cProfile.Profile()
-            prof.enable()
-            run_decode() if path == "decode" else run_pipe()
-            prof.disable()
-            best["profile_top"] = top_functions(prof, args.top)
-        report["paths"][path] = best
+    def timed_run(self, path: str) -> Dict:
+        """One run of ``path``: wall, model (oracle) and cache-move seconds, host ms per doc, digest, counts."""
+        oracle, decoder = self.oracle, self.decoder
+        decoder.stats = type(decoder.stats)()
+        sub0 = oracle.seconds if oracle else 0.0
+        cache0 = oracle.cache_seconds if oracle else 0.0
+        if path == "decode":
+            t0 = time.perf_counter()
+            results = self.run_decode()
+            wall = time.perf_counter() - t0
+            dig = digest(results)
+        else:
+            docs, wall = self.run_pipe()
+            dig = doc_digest(docs)
+        model_s = (oracle.seconds - sub0) if oracle else 0.0
+        cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
+        return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
+                "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
+                "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
+                "accepted_draft_tokens": decoder.stats.accepted_draft_tokens,
+                "generated_tokens": decoder.stats.generated_tokens}
 
-    print(f"host overhead, {n} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs per tree batch, "
-          f"forward={args.forward} {args.label}")
+    def profile(self, path: str, top: int) -> List[Dict]:
+        prof = cProfile.Profile()
+        prof.enable()
+        self.run_decode() if path == "decode" else self.run_pipe()
+        prof.disable()
+        return top_functions(prof, top)
+
+
+def _print(report: Dict, args) -> None:
+    print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
+          f"per tree batch, forward={args.forward} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
           f"{'accepted':>8}  digest")
     for path, r in report["paths"].items():
@@ -295,12 +300,35 @@ def main(argv=None) -> int:
             print(f"\ncProfile, {path} (tottime; the oracle's own time included):")
             for row in r["profile_top"]:
                 print(f"  {row['tottime_s']:8.3f} {row['cumtime_s']:8.3f} {row['calls']:8d}  {row['function']}")
+
+
+def _save(report: Dict, path: Path) -> None:
+    """Add ``report`` to the runs of the JSON at ``path``, replacing a run of the same label."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs = old.get("runs", []) if isinstance(old, dict) else []
+    runs = [r for r in runs if r.get("label") != report["label"]] + [report]
+    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    work = Workload(args)
+    report: Dict = {"label": args.label, "docs": work.n, "batch_size": args.batch_size,
+                    "max_batch_rows": args.max_batch_rows, "forward": args.forward, "paths": {}}
+    work.run_decode()  # warm-up (tokenizer caches, allocations)
+    for path in ("decode", "pipe"):
+        best = None
+        for _ in range(args.repeat):
+            row = work.timed_run(path)
+            if best is None or row["host_ms_per_doc"] < best["host_ms_per_doc"]:
+                best = row
+        if args.profile:
+            best["profile_top"] = work.profile(path, args.top)
+        report["paths"][path] = best
+    _print(report, args)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        old = json.loads(args.json.read_text()) if args.json.exists() else {}
-        runs = old.get("runs", []) if isinstance(old, dict) else []
-        runs = [r for r in runs if r.get("label") != args.label] + [report]
-        args.json.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+        _save(report, args.json)
     return 0
 
 

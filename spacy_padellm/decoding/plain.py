@@ -14,7 +14,7 @@ from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
 
-__all__ = ["plain_decode"]
+__all__ = ["plain_decode", "PlainDecoder"]
 
 
 
@@ -151,3 +151,27 @@ class _PlainRun:
                     dropped.add(k)
                     res.redecoded_dropped += 1
         return dropped
+
+
+class PlainDecoder:
+    """``plain_decode`` behind the engines' interface (``decode(requests)``, ``stats``, ``device``): every
+    sequence on its own, no KV cache, the whole prompt re-encoded at every step."""
+
+    def __init__(self, model, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None, **changes: Any):
+        self.model = model
+        self.encoder = encoder
+        self.settings = (settings or DecodeSettings()).replace(**changes)
+        self.stats = DecoderStats()
+
+    @classmethod
+    def like(cls, engine) -> "PlainDecoder":
+        """A plain decoder with the same model, prompts and limits as ``engine`` (levers off)."""
+        return cls(engine.model, engine.encoder, max_count=engine.max_count,
+                   max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
+        return plain_decode(self.model, self.encoder, requests, self.settings, stats=self.stats)

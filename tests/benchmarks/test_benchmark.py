@@ -1,11 +1,16 @@
-"""``python -m spacy_padellm benchmark`` on the tiny memorised model: the report's shape and its numbers."""
+"""``python benchmarks/speed.py`` on the tiny memorised model: the report's shape and its numbers."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
 import tiny
-from spacy_padellm.__main__ import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
+
+from speed import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +18,7 @@ def report(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("benchmark")
     data = tiny.write_docbin(tmp / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     out = tmp / "b.json"
-    argv = ["benchmark", str(tiny_model), str(data), "--max-docs", "6", "--latency-docs", "6",
+    argv = [str(tiny_model), str(data), "--max-docs", "6", "--latency-docs", "6",
             "--reference-docs", "3", "--batch-sizes", "1,4", "--output", str(out), "--no-progress"]
     assert main(argv) == 0
     return out, json.loads(out.read_text())
@@ -31,7 +36,7 @@ def test_outputs_written(report):
 
 def test_metadata(report):
     _, r = report
-    assert r["command"].startswith("python -m spacy_padellm benchmark ") and "--batch-sizes 1,4" in r["command"]
+    assert r["command"].startswith("python benchmarks/speed.py ") and "--batch-sizes 1,4" in r["command"]
     assert r["timestamp"] and r["environment"]["device_name"].startswith("cpu: ")
     assert r["environment"]["torch"] and r["environment"]["transformers"]
     assert r["settings"]["docs"] == 6 and r["settings"]["batch_sizes"] == [1, 4]
@@ -82,7 +87,7 @@ def test_throughput(report):
 
 def test_unknown_method_is_an_error(tiny_model, tmp_path, capsys):
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES[:1], tiny.LABELS)
-    assert main(["benchmark", str(tiny_model), str(data), "--methods", "nope", "--no-progress"]) == 1
+    assert main([str(tiny_model), str(data), "--methods", "nope", "--no-progress"]) == 1
     assert "unknown method" in capsys.readouterr().err
 
 
@@ -90,7 +95,7 @@ def test_drafts_side_by_side(tiny_model, tmp_path):
     """padellm (drafts copied from the text) against padellm_nodraft: same entities, fewer passes."""
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     out = tmp_path / "d.json"
-    argv = ["benchmark", str(tiny_model), str(data), "--methods",
+    argv = [str(tiny_model), str(data), "--methods",
             "padellm,padellm_nodraft,padellm_words,padellm_nospan,padellm_dynamic",
             "--max-docs", "6", "--latency-docs", "6", "--batch-sizes", "6", "--output", str(out), "--no-progress"]
     assert main(argv) == 0
@@ -98,7 +103,7 @@ def test_drafts_side_by_side(tiny_model, tmp_path):
     pad, nod = m["padellm"], m["padellm_nodraft"]
     assert pad["f1"]["span_f"] == nod["f1"]["span_f"] == 1.0
     assert pad["agreement_with_plain"] == nod["agreement_with_plain"] == 1.0
-    for ablation in ("padellm_words", "padellm_nospan"):  # span drafts of sessions 5-7, and none
+    for ablation in ("padellm_words", "padellm_nospan"):  # span drafts from capitalised words, and none
         assert m[ablation]["f1"]["span_f"] == 1.0 and m[ablation]["agreement_with_plain"] == 1.0
     assert pad["decoding"]["forward_passes_per_sentence"] < nod["decoding"]["forward_passes_per_sentence"]
     assert 0 < pad["decoding"]["draft_acceptance"] <= 1

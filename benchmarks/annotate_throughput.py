@@ -1,11 +1,11 @@
-"""Helpers for scripts/gpu_ray.sh: throughput of plain ``nlp.pipe`` against ``annotate`` (local and ``--ray``).
+"""Steps of benchmarks/annotate_throughput.sh: throughput of plain ``nlp.pipe`` against ``annotate`` (local and ``--ray``).
 
-    python scripts/ray_bench.py corpus   DOCBIN N TEXTS.jsonl          # N texts, the DocBin's docs repeated
-    python scripts/ray_bench.py pipe     PIPELINE TEXTS.jsonl RESULT.json ENTS.jsonl [--batch-size B]
+    python benchmarks/annotate_throughput.py corpus   DOCBIN N TEXTS.jsonl          # N texts, the DocBin's docs repeated
+    python benchmarks/annotate_throughput.py pipe     PIPELINE TEXTS.jsonl RESULT.json ENTS.jsonl [--batch-size B]
                                          [--device D] [--max-seconds S]
-    python scripts/ray_bench.py plan     RESULT.json --max-docs N --seconds S --multiple M   # prints a doc count
-    python scripts/ray_bench.py shards   TEXTS.jsonl N SHARD_DOCS DIR  # the first N texts as JSONL shards
-    python scripts/ray_bench.py report   WORK OUT_DIR                  # results.json + results.md
+    python benchmarks/annotate_throughput.py plan     RESULT.json --max-docs N --seconds S --multiple M   # prints a doc count
+    python benchmarks/annotate_throughput.py shards   TEXTS.jsonl N SHARD_DOCS DIR  # the first N texts as JSONL shards
+    python benchmarks/annotate_throughput.py report   WORK OUT_DIR                  # results.json + results.md
 
 ``pipe`` is the baseline: one process, the pipeline loaded as ``annotate`` loads it, ``nlp.pipe(texts,
 batch_size=B)``, stopped after the batch that passes ``--max-seconds``. ``report`` reads the ``annotate``
@@ -16,6 +16,7 @@ in order, compares the entities with ``pipe``'s, and parses the timing line ``an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import platform
 import re
@@ -175,7 +176,7 @@ def check_mode(work: Path, mode: str, pipe_ents):
     import spacy
     from spacy.tokens import DocBin
 
-    import spacy_padellm.annotate.run  # noqa: F401  (registers doc._.padellm_error)
+    importlib.import_module("spacy_padellm.annotate.run")  # registers doc._.padellm_error
 
     vocab = spacy.blank("en").vocab
     out_dir = work / f"out_{mode}"

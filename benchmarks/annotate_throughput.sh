@@ -2,13 +2,13 @@
 # Throughput of `python -m spacy_padellm annotate` (one process, and --ray with 1 or 2 actors) against plain
 # nlp.pipe, on the same docs, on one GPU: the table of docs/annotate.md, "Throughput on one H100".
 #
-# On the device machine, after `../shared/device/pack --pkg 'ray[data]==2.60.0'` and its unpack calls, with
-# the CoNLL03 test DocBin carried at .gpu/data/test.spacy (or conll03_test.spacy, or /tmp/data/...):
-#   bash scripts/gpu_ray.sh [OUT [DOCBIN [MODEL]]]   # < 300 s; writes OUT/ray/{results.json,results.md,log.txt}
+# On a GPU machine with `ray[data]` installed, given the CoNLL03 test DocBin (or found at
+# corpus/conll03/conll03_test.spacy, .gpu/data/test.spacy or /tmp/data/...):
+#   bash benchmarks/annotate_throughput.sh [OUT [DOCBIN [MODEL]]]   # < 300 s; writes OUT/ray/{results.json,results.md,log.txt}
 # OUT: else $OUT, else /tmp/out; DOCBIN: the sentences (else $DOCBIN, else the first of the paths below);
 # MODEL: a PaDeLLM model folder or padellm:NAME (else $MODEL, else the shipped default).
 # Locally, a smoke run on CPU with the real default model, 40 docs, Ray on the machine's CPUs:
-#   SMOKE=1 bash scripts/gpu_ray.sh
+#   SMOKE=1 bash benchmarks/annotate_throughput.sh
 # Knobs (environment): N BATCH ROWS SHARD PIPE_SECONDS MODE_SECONDS BUDGET DEVICE MODEL DOCBIN WORK RAY2
 # RAY1_ARGS RAY2_ARGS; see their defaults below.
 #
@@ -108,15 +108,15 @@ if "max_batch_rows" in block:
 else:
     print("pipeline: no max_batch_rows in the config; left as it is")
 EOF
-step corpus 30 150 python3 scripts/ray_bench.py corpus "$DOCBIN" "$N" "$WORK/texts.jsonl" || exit 1
+step corpus 30 150 python3 benchmarks/annotate_throughput.py corpus "$DOCBIN" "$N" "$WORK/texts.jsonl" || exit 1
 dev_args=(); [[ -n $DEVICE ]] && dev_args=(--device "$DEVICE")
 
 # -- (a) plain nlp.pipe, one process
-step pipe $((PIPE_SECONDS > 0 ? PIPE_SECONDS + 60 : 100000)) 110 python3 scripts/ray_bench.py pipe \
+step pipe $((PIPE_SECONDS > 0 ? PIPE_SECONDS + 60 : 100000)) 110 python3 benchmarks/annotate_throughput.py pipe \
   "$WORK/pipeline" "$WORK/texts.jsonl" "$WORK/pipe.json" "$WORK/pipe_ents.jsonl" \
   --batch-size "$BATCH" --max-seconds "$PIPE_SECONDS" "${dev_args[@]}" || exit 1
-M=$(python3 scripts/ray_bench.py plan "$WORK/pipe.json" --max-docs "$N" --seconds "$MODE_SECONDS" --multiple "$BATCH")
-python3 scripts/ray_bench.py shards "$WORK/texts.jsonl" "$M" "$SHARD" "$WORK/shards" || exit 1
+M=$(python3 benchmarks/annotate_throughput.py plan "$WORK/pipe.json" --max-docs "$N" --seconds "$MODE_SECONDS" --multiple "$BATCH")
+python3 benchmarks/annotate_throughput.py shards "$WORK/texts.jsonl" "$M" "$SHARD" "$WORK/shards" || exit 1
 mode_max=$((MODE_SECONDS < 10000 ? 2 * MODE_SECONDS + 45 : 100000))
 
 # -- (b) annotate, one process; (c) annotate --ray, one actor; (d) two actors sharing the GPU
@@ -134,7 +134,7 @@ fi
 
 # -- report
 echo "== report ($(left) s of the budget left)"
-timeout 60 python3 scripts/ray_bench.py report "$WORK" "$OUT/ray"
+timeout 60 python3 benchmarks/annotate_throughput.py report "$WORK" "$OUT/ray"
 rc=$?
 echo "gpu_ray: done in $(( $(date +%s) - T0 )) s; exit $rc; results in $OUT/ray"
 sleep 1  # let tee finish log.txt

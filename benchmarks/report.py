@@ -1,0 +1,149 @@
+"""The speed benchmark's report as a markdown table and a PNG plot (latency boxes; speedup and throughput bars)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Dict, List
+
+__all__ = ["render_markdown", "render_plot"]
+
+
+def _fmt(value, digits: int = 2, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}{suffix}"
+    return f"{value}{suffix}"
+
+
+def _header(report: Dict[str, Any]) -> List[str]:
+    env, settings = report["environment"], report["settings"]
+    lines = [
+        "## PaDeLLM-NER benchmark",
+        "",
+        f"- device: {env['device_name']} ({env['device']}, {env['dtype']}); torch {env['torch']}, "
+        f"transformers {env['transformers']}, spaCy {env['spacy']}",
+        f"- data: `{report['data']}` ({settings['docs']} docs, {settings['words']} words); "
+        f"pipeline: `{report['pipeline']}`",
+        f"- command: `{report['command']}`",
+        f"- {report['timestamp']}",
+    ]
+    floor = report.get("floor")
+    if floor:
+        lines.append(f"- floor: {floor['weight_bytes'] / 1e6:,.0f} MB of weights per sequential pass at "
+                     f"{floor['bandwidth_gb_per_s']:,.0f} GB/s measured = {floor['ms_per_pass']} ms per pass")
+    return lines + [
+        "",
+        "| method | F1 docs | span F1 | string F1 | latency docs | median ms | p90 ms | mean ms | steps/sent "
+        "| gen tok/seq | gen tok/sent | prompt tok/sent | floor ms | × floor | speedup vs reference "
+        "| padellm faster by | same as reference | same as plain | best sent/s (bs) | words/s | peak GPU MB |",
+        "|" + "---|" * 21,
+    ]
+
+
+def _method_row(name: str, m: Dict[str, Any]) -> str:
+    lat, dec, f1 = m["latency_ms"], m["decoding"], m["f1"]
+    best = (m["throughput"] or {}).get("best") or {}
+    sp = (m["speedup_vs_reference"] or {}).get("median_latency_ratio")
+    agree = m["agreement_with_reference"]
+    plain = m.get("agreement_with_plain")
+    return (
+        f"| {name} | {f1['docs']} | {_fmt(f1['span_f'], 4)} | {_fmt(f1['string_f'], 4)} | {lat['docs']} "
+        f"| {_fmt(lat['median'])} | {_fmt(lat['p90'])} | {_fmt(lat['mean'])} "
+        f"| {_fmt(dec['forward_passes_per_sentence'])} | {_fmt(dec['generated_tokens_per_sequence'])} "
+        f"| {_fmt(dec['generated_tokens_per_sentence'])} | {_fmt(dec['prompt_tokens_per_sentence'], 1)} "
+        f"| {_fmt(m.get('floor_ms'))} | {_fmt(m.get('mean_latency_over_floor'), 1)} "
+        f"| {_fmt(sp, 2, '×')} | {_fmt(m.get('padellm_speedup'), 2, '×')} "
+        f"| {_fmt(None if agree is None else 100 * agree, 1, '%')} "
+        f"| {_fmt(None if plain is None else 100 * plain, 1, '%')} "
+        f"| {_fmt(best.get('sentences_per_second'))}"
+        f"{'' if not best else ' (' + str(best['batch_size']) + ')'} "
+        f"| {_fmt(best.get('words_per_second'), 0)} | {_fmt(m['peak_gpu_memory_mb'], 0)} |"
+    )
+
+
+def _throughput_table(name: str, throughput: Dict[str, Any]) -> List[str]:
+    lines = ["", f"`nlp.pipe` throughput, {name}:", "",
+             "| batch size | sent/s | words/s | forward passes/sent | CUDA graphs captured | peak GPU MB |",
+             "|---|---|---|---|---|---|"]
+    for bs, row in throughput["batch_sizes"].items():
+        lines.append(f"| {bs} | {_fmt(row['sentences_per_second'])} | {_fmt(row['words_per_second'], 0)} "
+                     f"| {_fmt(row['forward_passes_per_sentence'])} | {row.get('graph_captures', '–')} "
+                     f"| {_fmt(row['peak_gpu_memory_mb'], 0)} |")
+    return lines
+
+
+def render_markdown(report: Dict[str, Any]) -> str:
+    lines = _header(report)
+    lines += [_method_row(name, m) for name, m in report["methods"].items()]
+    for name, m in report["methods"].items():
+        if m["throughput"]:
+            lines += _throughput_table(name, m["throughput"])
+    return "\n".join(lines) + "\n"
+
+
+def _latency_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str]) -> None:
+    import matplotlib.ticker
+
+    data = [report["methods"][n]["latency_ms"]["values"] or [float("nan")] for n in names]
+    box = ax.boxplot(data, showfliers=True, patch_artist=True)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    for patch, colour in zip(box["boxes"], colours):
+        patch.set_facecolor(colour)
+        patch.set_alpha(0.5)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    ax.set_ylabel("latency per sentence, ms (log scale)")
+    ax.set_title("Latency at batch size 1")
+    ax.grid(axis="y", which="both", alpha=0.3)
+
+
+def _speed_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str]) -> None:
+    x = list(range(len(names)))
+    width = 0.38
+    speed = [(report["methods"][n]["speedup_vs_reference"] or {}).get("median_latency_ratio") for n in names]
+    bars = ax.bar([i - width / 2 for i in x], [s or 0 for s in speed], width, color=colours[0],
+                  label="speedup vs reference (median latency)")
+    for rect, s in zip(bars, speed):
+        if s is not None:
+            ax.annotate(f"{s:.1f}×", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                        ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("speedup (×)")
+    ax.set_xticks(x, names)
+    twin = ax.twinx()
+    tput = [((report["methods"][n]["throughput"] or {}).get("best") or {}) for n in names]
+    bars2 = twin.bar([i + width / 2 for i in x], [t.get("sentences_per_second") or 0 for t in tput], width,
+                     color=colours[1], label="best nlp.pipe throughput")
+    for rect, t in zip(bars2, tput):
+        if t:
+            twin.annotate(f"{t['sentences_per_second']:.0f}/s\n(bs {t['batch_size']})",
+                          (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center", va="bottom",
+                          fontsize=8)
+    twin.set_ylabel("sentences / s")
+    ax.set_title("Speedup and throughput")
+    handles = [bars, bars2]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.08),
+              ncol=2, fontsize=8, frameon=False)
+    ax.margins(y=0.15)
+    twin.margins(y=0.2)
+
+
+def render_plot(report: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = list(report["methods"])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    _latency_panel(left, report, names, colours)
+    _speed_panel(right, report, names, colours)
+    env = report["environment"]
+    fig.suptitle(f"PaDeLLM-NER benchmark: {env['device_name']}, {report['settings']['docs']} docs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
