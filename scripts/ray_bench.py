@@ -76,7 +76,8 @@ def environment(device):
 
 def cmd_pipe(args):
     t0 = time.perf_counter()
-    from spacy_padellm.annotate.run import _resolve_device, load_annotation_pipeline
+    from spacy_padellm.annotate import load_annotation_pipeline
+    from spacy_padellm.devices import prefer_gpu_device as _resolve_device
 
     device = _resolve_device(args.device)
     nlp = load_annotation_pipeline(args.pipeline, device)
@@ -175,7 +176,7 @@ def check_mode(work: Path, mode: str, pipe_ents):
     import spacy
     from spacy.tokens import DocBin
 
-    import spacy_padellm.annotate.run  # noqa: F401  (registers doc._.padellm_error)
+    import spacy_padellm.annotate  # noqa: F401  (registers doc._.padellm_error)
 
     vocab = spacy.blank("en").vocab
     out_dir = work / f"out_{mode}"
