@@ -77,7 +77,8 @@ def environment(device):
 
 def cmd_pipe(args):
     t0 = time.perf_counter()
-    from spacy_padellm.annotate.run import _resolve_device, load_annotation_pipeline
+    from spacy_padellm.annotate import load_annotation_pipeline
+    from spacy_padellm.devices import prefer_gpu_device as _resolve_device
 
     device = _resolve_device(args.device)
     nlp = load_annotation_pipeline(args.pipeline, device)
@@ -176,7 +177,7 @@ def check_mode(work: Path, mode: str, pipe_ents):
     import spacy
     from spacy.tokens import DocBin
 
-    importlib.import_module("spacy_padellm.annotate.run")  # registers doc._.padellm_error
+    importlib.import_module("spacy_padellm.annotate")  # registers doc._.padellm_error
 
     vocab = spacy.blank("en").vocab
     out_dir = work / f"out_{mode}"

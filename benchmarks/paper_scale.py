@@ -40,7 +40,7 @@ SHAPES = {
 
 
 def load_sentences(path: Path, limit: int):
-    from spacy_padellm.baselines.autoreg import group_records
+    from spacy_padellm.baselines import group_records
     from spacy_padellm.text.protocol import TrainingExample
 
     records = [TrainingExample(**json.loads(line)) for line in path.open(encoding="utf8") if line.strip()]
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from spacy_padellm.baselines.autoreg import AutoRegEncoder
+    from spacy_padellm.baselines import AutoRegEncoder
     from spacy_padellm.text.protocol import PromptEncoder
     from spacy_padellm.decoding.static_lm import StaticLM
 

@@ -1,7 +1,7 @@
 """``python benchmarks/speed.py PIPELINE DATA.spacy``: speed and accuracy of decoding methods, side by side.
 
 PIPELINE is a spaCy pipeline folder with a ``padellm_ner`` component, a PaDeLLM model folder or
-``padellm:NAME`` (see ``spacy_padellm.cli.evaluate.load_pipeline``); DATA is a DocBin with gold entities
+``padellm:NAME`` (see ``spacy_padellm.pipeline.load.load_pipeline``); DATA is a DocBin with gold entities
 (or spans).
 
 Every method of ``methods.METHODS`` runs inside the same pipeline: its decoder is swapped into the

@@ -17,7 +17,7 @@ COMMANDS = {
     "train": "spacy_padellm.cli.train",
     "assemble": "spacy_padellm.cli.assemble",
     "evaluate": "spacy_padellm.cli.evaluate",
-    "annotate": "spacy_padellm.annotate.run",
+    "annotate": "spacy_padellm.cli.annotate",
     "compress": "spacy_padellm.training.compress",
     "settings": "spacy_padellm.cli.settings",
 }

@@ -5,7 +5,7 @@ model in one call, and gives the model's responses to ``parse_responses``. PaDeL
 generation per document (the mention count of every label, then every mention), so a prompt here is not
 a string but a structured request, :class:`PaDeLLMPrompt` (the text, the labels and the template), and
 the two rounds run inside the model (``spacy_padellm.Local.v1`` or ``spacy_padellm.OpenAICompletions.v1``,
-see ``llm_models.py``), which answers with a :class:`PaDeLLMResponse` per prompt: the (label, k, mention,
+see ``llm/models.py``), which answers with a :class:`PaDeLLMResponse` per prompt: the (label, k, mention,
 probability) predictions. Parsing them into ``doc.ents`` or ``doc.spans[spans_key]`` uses the same
 aligner, de-duplication and scorer as the ``padellm_ner`` component.
 

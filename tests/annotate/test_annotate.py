@@ -4,9 +4,6 @@ The Ray tests share one module-scoped ``ray.init(num_cpus=2)`` and are skipped w
 """
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +13,8 @@ from spacy.language import Language
 from spacy.tokens import DocBin
 
 import tiny
-from spacy_padellm.annotate import run as annotate
+from spacy_padellm.annotate.shards import InputError, find_shards
+from spacy_padellm.cli import annotate as annotate_command
 from spacy_padellm.__main__ import main
 
 TEXTS = [t for t, _ in tiny.SENTENCES]
@@ -127,15 +125,44 @@ def test_ray_output_equals_nlp_pipe(ray_local, pipeline_dir, nlp, expected, tmp_
     check_outputs(out, shards, expected, nlp.vocab)
 
 
-def test_killed_local_run_resumes_without_loss_or_duplicates(pipeline_dir, nlp, expected, tmp_path, capsys):
+class Killed(BaseException):
+    """A process killed mid-run: no ``except Exception`` sees it, so nothing is cleaned up on the way out."""
+
+
+def crash_writes(monkeypatch, after: int, crash: BaseException, half_written: bool = False) -> list:
+    """Make the run's ``write_shard`` raise ``crash`` once ``after`` shards are written (with
+    ``half_written``: while writing the next one, leaving its half-written temporary DocBin behind, as a
+    kill would). Returns the list of shards written before the crash."""
+    real = annotate_command.write_shard
+    written = []
+
+    def write_shard(shard, *args, **kwargs):
+        if len(written) == after:
+            if half_written:
+                shard.out.parent.mkdir(parents=True, exist_ok=True)
+                shard.out.with_name(f".{shard.out.name}.tmp-99999").write_bytes(b"half a DocBin")
+            raise crash
+        failures = real(shard, *args, **kwargs)
+        written.append(shard)
+        return failures
+
+    monkeypatch.setattr(annotate_command, "write_shard", write_shard)
+    return written
+
+
+def test_killed_local_run_resumes_without_loss_or_duplicates(pipeline_dir, nlp, expected, tmp_path, capsys,
+                                                             monkeypatch):
     shards = write_inputs(tmp_path / "in")
     out = tmp_path / "out"
     argv = ["annotate", str(pipeline_dir), str(tmp_path / "in"), str(out), "--no-progress"]
-    env = {**os.environ, annotate.CRASH_ENV: "1:kill"}  # SIGKILL right after the first shard is written
-    proc = subprocess.run([sys.executable, "-m", "spacy_padellm", *argv], env=env, capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    written = crash_writes(monkeypatch, 1, Killed(), half_written=True)  # killed writing the second shard
+    with pytest.raises(Killed):
+        main(argv)
+    assert [s.name for s in written] == ["a"]
     assert sorted(p.name for p in out.rglob("*.spacy")) == ["a.spacy"]
+    assert [p.name for p in out.rglob("*") if ".tmp-" in p.name] == [".c.spacy.tmp-99999"]
     first = (out / "a.spacy").stat().st_mtime_ns
+    monkeypatch.undo()
     # Restart, now asking for JSONL too: the finished shard is skipped (its JSONL comes from its DocBin).
     assert main(argv + ["--jsonl"]) == 0
     assert "1 already done" in capsys.readouterr().out
@@ -149,12 +176,12 @@ def test_ray_run_crashing_mid_way_resumes(ray_local, pipeline_dir, nlp, expected
     out = tmp_path / "out"
     argv = ["annotate", str(pipeline_dir), str(tmp_path / "in"), str(out), "--ray", "--num-workers", "1",
             "--batch-size", "2", "--no-progress"]
-    monkeypatch.setenv(annotate.CRASH_ENV, "2")
-    with pytest.raises(annotate.SimulatedCrash):
+    crash_writes(monkeypatch, 2, RuntimeError("crash after two shards"))
+    with pytest.raises(RuntimeError, match="crash after two shards"):
         main(argv)
     done = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.spacy"))
     assert len(done) == 2
-    monkeypatch.delenv(annotate.CRASH_ENV)
+    monkeypatch.undo()
     assert main(argv) == 0
     check_outputs(out, shards, expected, nlp.vocab, jsonl=False)
 
@@ -229,7 +256,7 @@ def test_shard_names_and_collisions(tmp_path):
     (tmp_path / "x" / "d.jsonl").write_text("")
     (tmp_path / "x" / "notes.md").write_text("")  # not an input format: left out of a folder
     (tmp_path / "y" / "d.txt.gz").write_bytes(b"")
-    shards = annotate.find_shards([tmp_path / "x"], tmp_path / "out")
+    shards = find_shards([tmp_path / "x"], tmp_path / "out")
     assert [(s.name, s.fmt) for s in shards] == [("d", "jsonl")]
-    with pytest.raises(annotate.InputError, match="would both be written"):
-        annotate.find_shards([tmp_path / "x", tmp_path / "y"], tmp_path / "out")
+    with pytest.raises(InputError, match="would both be written"):
+        find_shards([tmp_path / "x", tmp_path / "y"], tmp_path / "out")

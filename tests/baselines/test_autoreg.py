@@ -3,14 +3,17 @@ formats, parsers on garbage, the greedy engine, training with [data] protocol, a
 
 import json
 import random
+import re
 
 import pytest
 import spacy
 from spacy.training import Example
 
 import tiny
-from spacy_padellm.baselines.autoreg import (AUTOREG_TEMPLATES, AutoRegEncoder, Sentence, aug_target, group_records,
-                                   hf_greedy_generate, locate_mentions, parse_aug, parse_struct, struct_target)
+from spacy_padellm.baselines.decoder import AutoRegEncoder, hf_greedy_generate
+from spacy_padellm.baselines.parse import parse_aug, parse_struct
+from spacy_padellm.baselines.targets import Sentence, aug_target, group_records, locate_mentions, struct_target
+from spacy_padellm.baselines.templates import AUTOREG_TEMPLATES
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.text.protocol import TrainingExample, build_examples
@@ -120,19 +123,44 @@ def test_struct_parser_garbage_is_counted():
     assert [(label, m) for label, m, _, _ in parsed.mentions] == [("LOC", "Japan")]
 
 
+def struct_garbage_counts(output, truncated):
+    """(unparsable, unknown_labels) that parse_struct must report, by its rules: of the non-blank lines
+    (the last one dropped when truncated), one without a label separator is unparsable, one with a
+    separator that does not follow a label of LABELS is an unknown label."""
+    lines = [line for line in output.split("\n")[: -1 if truncated else None] if line.strip()]
+    no_sep = [line for line in lines if not re.search("[:：]", line)]
+    known = [line for line in lines
+             if any(re.match(rf"\s*{re.escape(label)}\s*[:：]", line) for label in LABELS)]
+    return len(no_sep), len(lines) - len(no_sep) - len(known)
+
+
 def test_parsers_never_crash_on_garbage():
     rng = random.Random(0)
     pieces = list("[]|:;：；\n LOCPERab ") + ["[ ", " | LOC ]", " | FOO ]", " | ", "LOC: ", "; ", "\x00", "é"]
+    without_closers = 0
     for _ in range(3000):
         out = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 20)))
         truncated = rng.random() < 0.5
-        for parsed in (parse_struct(out, LABELS, truncated=truncated), parse_aug(out, text, LABELS, truncated)):
-            assert parsed.unparsable >= 0 and parsed.unknown_labels >= 0
+        struct, aug = parse_struct(out, LABELS, truncated=truncated), parse_aug(out, text, LABELS, truncated)
+        assert (struct.unparsable, struct.unknown_labels) == struct_garbage_counts(out, truncated), out
+        if "|" not in out and not truncated:
+            # No closer: every opener is unmatched, literal text if that gives the input, else unparsable.
+            without_closers += 1
+            assert aug.mentions == [] and aug.unknown_labels == 0
+            assert aug.unparsable == (0 if out == text else out.count("[ ")), (out, text)
+            assert aug.text_mismatch == (text not in (out, out.replace("[ ", ""))), (out, text)
+            # The same output against the texts it can be read as: its openers are the input's brackets
+            # (nothing unparsable), or markup of mentions the model never closed (each one unparsable).
+            as_is, unclosed = parse_aug(out, out, LABELS), parse_aug(out, out.replace("[ ", ""), LABELS)
+            assert (as_is.unparsable, as_is.text_mismatch, as_is.mentions) == (0, False, []), out
+            assert (unclosed.unparsable, unclosed.text_mismatch) == (out.count("[ "), False), out
+        for parsed in (struct, aug):
             for label, mention, s, e in parsed.mentions:
                 assert label in LABELS and mention == mention.strip() and mention
                 if s is not None:
                     assert text[s:e] == mention
+    assert without_closers > 100  # the case above was checked often enough
     assert parse_struct(None, LABELS).unparsable == 1
     assert parse_aug(None, "x", LABELS).unparsable == 1
 
@@ -180,10 +208,10 @@ def test_training_ids_keep_the_piece_discipline(tiny_base):
 
 
 def test_protocol_setting_is_checked(tiny_base, tmp_path):
-    from spacy_padellm.baselines import autoreg
+    from spacy_padellm.baselines import templates
     from spacy_padellm.training import trainer as training
 
-    assert training.PROTOCOLS == autoreg.PROTOCOLS
+    assert training.PROTOCOLS == templates.PROTOCOLS
     assert load_settings(None, {"data.protocol": "autoreg_aug"}).protocol == "autoreg_aug"
     with pytest.raises(TrainConfigError, match="did you mean 'protocol'"):
         load_settings(None, {"data.protocl": "autoreg_aug"})

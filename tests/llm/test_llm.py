@@ -19,7 +19,7 @@ import spacy
 from spacy_llm.util import assemble
 
 import tiny
-from spacy_padellm.llm.models import CompletionsAPIError, CompletionsTimeout, OpenAICompletionsPaDeLLM
+from spacy_padellm.llm.openai import CompletionsAPIError, CompletionsTimeout, OpenAICompletionsPaDeLLM
 from spacy_padellm.llm.task import PaDeLLMResponse, make_padellm_task
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -180,6 +180,24 @@ def test_registered_names_resolve_through_entry_points():
 @pytest.fixture(scope="module")
 def nlp_local(tiny_model):
     return assemble(CONFIGS / "llm_local.cfg", overrides={"paths.model": str(tiny_model)})
+
+
+def test_local_options_are_checked_by_the_config(tiny_model):
+    from confection import ConfigValidationError
+    from spacy.util import registry
+
+    def build(**options):
+        return registry.resolve({"m": {"@llm_models": "spacy_padellm.Local.v1", "model": str(tiny_model),
+                                       **options}})["m"]
+
+    model = build(max_count=7, device="cpu", context_length=None)
+    assert (model.max_count, model.device, model.context_length, model.max_batch_rows) == (7, "cpu", None, 256)
+    with pytest.raises(ConfigValidationError, match="max_cout"):
+        build(max_cout=7)
+    with pytest.raises(ConfigValidationError, match="max_count"):
+        build(max_count="many")
+    with pytest.raises(ValueError, match="'max_batch_rows' must be a positive number, got 0"):
+        build(max_batch_rows=0)
 
 
 def test_local_backend_exact_entities(nlp_local):

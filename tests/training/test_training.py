@@ -155,7 +155,7 @@ def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, record
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from spacy_padellm.baselines.autoreg import AutoRegEncoder
+    from spacy_padellm.baselines import AutoRegEncoder
     from spacy_padellm.pipeline.load import load_pipeline
     from spacy_padellm.text.protocol import PromptEncoder, get_template
     from spacy_padellm.training.trainer import save_model_folder

@@ -1,0 +1,130 @@
+"""``spacy_padellm.Local.v1``: the PaDeLLM prompts of a spacy-llm batch through the project's decoder
+(``decoding.factory.make_decoder``) on a local model folder: prefix sharing, KV-cache reuse between the
+two rounds and batched greedy decoding, i.e. the engine of the ``padellm_ner`` component."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from ..devices import resolve_device
+from ..loading import ModelSource, load_model, resolve_model
+from ..text.protocol import Template, get_template
+from .options import DEFAULT_CONTEXT_LENGTH, check_positive
+from .task import PaDeLLMPrompt, PaDeLLMResponse
+
+__all__ = ["LocalPaDeLLM"]
+
+
+class LocalPaDeLLM:
+    """Runs the PaDeLLM prompts of a batch through the project's decoder on a local model.
+
+    model (str): a model folder written by spacy-padellm, a Hugging Face folder, a PEFT adapter folder,
+        a .gguf file or a hub id (see ``loading.py``); checked here, the weights are loaded at the first
+        call (or by :meth:`load`).
+    device (Optional[str]): "cpu", "cuda", "cuda:1" (default: follow spacy.require_gpu/prefer_gpu).
+    dtype (str): auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.
+    max_count (int): mention counts above it are clipped.
+    max_count_tokens, max_mention_tokens (int): generation limits of the two rounds, in model tokens.
+    max_batch_rows (int): sequences decoded at once.
+    context_length (Optional[int]): longest prompt in words before docs are sharded (null: never).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: Optional[str] = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        max_count: int = 20,
+        max_count_tokens: int = 4,
+        max_mention_tokens: int = 40,
+        max_batch_rows: int = 256,
+        context_length: Optional[int] = DEFAULT_CONTEXT_LENGTH,
+    ):
+        check_positive("spacy_padellm.Local", max_count=max_count, max_count_tokens=max_count_tokens,
+                       max_mention_tokens=max_mention_tokens, max_batch_rows=max_batch_rows)
+        if context_length is not None:
+            check_positive("spacy_padellm.Local", context_length=context_length)
+        self.source: ModelSource = resolve_model(model)
+        self.device = device
+        self.dtype = dtype
+        self.trust_remote_code = trust_remote_code
+        self.max_count = max_count
+        self.max_count_tokens = max_count_tokens
+        self.max_mention_tokens = max_mention_tokens
+        self.max_batch_rows = max_batch_rows
+        self._context_length = context_length
+        self._runtime: Optional[Tuple[Any, Any]] = None  # (model, tokenizer)
+        self._decoders: Dict[Template, Any] = {}
+        self._warned: set = set()
+        self.stats: Dict[str, int] = {"calls": 0, "prompts": 0}
+
+    @property
+    def context_length(self) -> Optional[int]:
+        """The longest prompt (in words) before spacy-llm shards a doc; None: never shard."""
+        return self._context_length
+
+    def load(self) -> Tuple[Any, Any]:
+        """(model, tokenizer), loaded on first use."""
+        if self._runtime is None:
+            self._runtime = load_model(self.source, resolve_device(self.device), self.dtype, self.trust_remote_code)
+        return self._runtime
+
+    def decoder(self, template: Template):
+        """The PaDeLLM decoder for one prompt template (one per template, built on demand): the static
+        tree engine for Llama-family models, else the dynamic-cache TwoStepDecoder (``decoding.factory``)."""
+        if template not in self._decoders:
+            from ..decoding.factory import make_decoder
+            from ..text.protocol import PromptEncoder
+
+            model, tokenizer = self.load()
+            self._decoders[template] = make_decoder(
+                model, PromptEncoder(tokenizer, template, self.source.meta.get("bos")), max_count=self.max_count,
+                max_count_tokens=self.max_count_tokens, max_mention_tokens=self.max_mention_tokens,
+                max_batch_rows=self.max_batch_rows,
+            )
+        return self._decoders[template]
+
+    def _check_prompt(self, prompt: PaDeLLMPrompt) -> None:
+        """Warn (once) about labels and templates the model was not fine-tuned with."""
+        trained = set(self.source.labels)
+        unknown = [t for t in prompt.label_texts if trained and t not in trained and t not in self._warned]
+        if unknown:
+            self._warned.update(unknown)
+            warnings.warn(f"[spacy_padellm.Local] labels {unknown} were not in the model's training labels "
+                          f"{sorted(trained)}")
+        if self.source.template and prompt.template not in self._warned:
+            self._warned.add(prompt.template)
+            trained_template = get_template(dict(self.source.template))
+            if prompt.template != trained_template:
+                warnings.warn(f"[spacy_padellm.Local] the task's prompt template {prompt.template.to_dict()} differs "
+                              f"from the one the model was fine-tuned with {trained_template.to_dict()}")
+
+    def __call__(self, prompts: Iterable[Iterable[PaDeLLMPrompt]]) -> Iterable[Iterable[PaDeLLMResponse]]:
+        from ..decoding.types import DocRequest
+
+        per_doc = [list(doc_prompts) for doc_prompts in prompts]
+        responses = [[PaDeLLMResponse() for _ in doc_prompts] for doc_prompts in per_doc]
+        groups: Dict[Template, List[Tuple[int, int, PaDeLLMPrompt]]] = {}
+        for d, doc_prompts in enumerate(per_doc):
+            for j, prompt in enumerate(doc_prompts):
+                if not prompt.is_empty:
+                    groups.setdefault(prompt.template, []).append((d, j, prompt))
+        self.stats["calls"] += 1
+        for template, items in groups.items():
+            for _, _, prompt in items:
+                self._check_prompt(prompt)
+            results = self.decoder(template).decode([DocRequest(p.text, list(p.label_texts)) for _, _, p in items])
+            for (d, j, prompt), result in zip(items, results):
+                to_label = dict(zip(prompt.label_texts, prompt.labels))
+                responses[d][j] = PaDeLLMResponse(
+                    mentions=[(to_label[p.label], p.k, p.text, p.prob) for p in result.predictions],
+                    counts={to_label[t]: n for t, n in result.counts.items()},
+                    unparsable_counts=result.unparsable_counts,
+                    capped_counts=result.capped_counts,
+                    truncated_mentions=result.truncated_mentions,
+                )
+            self.stats["prompts"] += len(items)
+        return responses
