@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "CountBias", "DecodeSettings", "SettingsError",
-           "settings_table"]
+           "settings_parameters", "settings_table"]
 
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
@@ -249,3 +251,12 @@ def settings_table(extra: Iterable[Tuple[str, Any, str]] = ()) -> str:
     for f in dataclasses.fields(DecodeSettings):
         rows.append(f"| `{f.name}` | {_cell(getattr(defaults, f.name))} | {f.metadata['doc']} |")
     return "\n".join(rows) + "\n"
+
+
+def settings_parameters() -> List[inspect.Parameter]:
+    """One keyword-only parameter per setting, typed and with its default: what a registered factory's
+    signature lists so that spaCy's config validation knows every setting (see ``pipeline.config``)."""
+    hints = typing.get_type_hints(DecodeSettings)
+    defaults = DecodeSettings()
+    return [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=_plain(getattr(defaults, key)),
+                              annotation=hints[key]) for key in DecodeSettings.keys()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from ..decoding.settings import DecodeSettings, SettingsError
 from ..devices import resolve_device
 from ..loading import ModelSource, load_model, resolve_model
 from ..text.protocol import Template, get_template
@@ -24,42 +25,37 @@ class LocalPaDeLLM:
         call (or by :meth:`load`).
     device (Optional[str]): "cpu", "cuda", "cuda:1" (default: follow spacy.require_gpu/prefer_gpu).
     dtype (str): auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.
-    max_count (int): mention counts above it are clipped.
-    max_count_tokens, max_mention_tokens (int): generation limits of the two rounds, in model tokens.
-    max_batch_rows (int): sequences decoded at once.
     context_length (Optional[int]): longest prompt in words before docs are sharded (null: never).
+    settings (DecodeSettings): how prompts are decoded, with ``changes`` (any of its keys: ``max_count``,
+        ``max_batch_rows``, ``engine``, the levers...) applied; the same settings as ``padellm_ner``'s.
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        device: Optional[str] = None,
-        dtype: str = "auto",
-        trust_remote_code: bool = False,
-        max_count: int = 20,
-        max_count_tokens: int = 4,
-        max_mention_tokens: int = 40,
-        max_batch_rows: int = 256,
-        context_length: Optional[int] = DEFAULT_CONTEXT_LENGTH,
-    ):
-        check_positive("spacy_padellm.Local", max_count=max_count, max_count_tokens=max_count_tokens,
-                       max_mention_tokens=max_mention_tokens, max_batch_rows=max_batch_rows)
+    def __init__(self, model: str, *, device: Optional[str] = None, dtype: str = "auto",
+                 trust_remote_code: bool = False, context_length: Optional[int] = DEFAULT_CONTEXT_LENGTH,
+                 settings: Optional[DecodeSettings] = None, **changes: Any):
         if context_length is not None:
             check_positive("spacy_padellm.Local", context_length=context_length)
+        try:
+            self.settings = (settings or DecodeSettings()).replace(**changes)
+        except SettingsError as err:
+            raise SettingsError(f"[spacy_padellm.Local] {err}") from None
         self.source: ModelSource = resolve_model(model)
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
-        self.max_count = max_count
-        self.max_count_tokens = max_count_tokens
-        self.max_mention_tokens = max_mention_tokens
-        self.max_batch_rows = max_batch_rows
         self._context_length = context_length
         self._runtime: Optional[Tuple[Any, Any]] = None  # (model, tokenizer)
         self._decoders: Dict[Template, Any] = {}
         self._warned: set = set()
         self.stats: Dict[str, int] = {"calls": 0, "prompts": 0}
+
+    @property
+    def max_count(self) -> int:
+        return self.settings.max_count
+
+    @property
+    def max_batch_rows(self) -> int:
+        return self.settings.max_batch_rows
 
     @property
     def context_length(self) -> Optional[int]:
@@ -80,11 +76,8 @@ class LocalPaDeLLM:
             from ..text.protocol import PromptEncoder
 
             model, tokenizer = self.load()
-            self._decoders[template] = make_decoder(
-                model, PromptEncoder(tokenizer, template, self.source.meta.get("bos")), max_count=self.max_count,
-                max_count_tokens=self.max_count_tokens, max_mention_tokens=self.max_mention_tokens,
-                max_batch_rows=self.max_batch_rows,
-            )
+            encoder = PromptEncoder(tokenizer, template, self.source.meta.get("bos"))
+            self._decoders[template] = make_decoder(model, encoder, self.settings)
         return self._decoders[template]
 
     def _check_prompt(self, prompt: PaDeLLMPrompt) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 
 from spacy_llm.registry import registry
 
+from ..decoding.settings import settings_parameters
 from .local import LocalPaDeLLM
 from .openai import CompletionsAPIError, CompletionsTimeout, OpenAICompletionsPaDeLLM
 from .options import DEFAULT_CONTEXT_LENGTH
@@ -36,16 +37,16 @@ __all__ = [
 
 @registry.llm_models("spacy_padellm.Local.v1")
 def make_local_model(model: str, **options: Any) -> LocalPaDeLLM:
-    """PaDeLLM on a local model. The options (device, dtype, max_count, ...), their defaults, checks and
-    meaning are those of :class:`~spacy_padellm.llm.local.LocalPaDeLLM`."""
+    """PaDeLLM on a local model: :class:`~spacy_padellm.llm.local.LocalPaDeLLM`'s options (device, dtype,
+    context_length, ...) and every decoding setting of ``padellm_ner`` (``max_count``, ``engine``, ...)."""
     return LocalPaDeLLM(model, **options)
 
 
-# The config is validated against the factory's signature: it is the class's, so that the options are
-# written once and a misspelt option is a config error.
-_init = inspect.signature(LocalPaDeLLM.__init__, eval_str=True)
-make_local_model.__signature__ = _init.replace(parameters=list(_init.parameters.values())[1:],  # without self
-                                               return_annotation=LocalPaDeLLM)
+# The config is validated against the factory's signature: the class's own options, then every decoding
+# setting (``DecodeSettings``), so that each is written once and a misspelt option is a config error.
+_own = [p for name, p in inspect.signature(LocalPaDeLLM.__init__, eval_str=True).parameters.items()
+        if name not in ("self", "settings", "changes")]
+make_local_model.__signature__ = inspect.Signature(_own + settings_parameters(), return_annotation=LocalPaDeLLM)
 
 
 @registry.llm_models("spacy_padellm.OpenAICompletions.v1")

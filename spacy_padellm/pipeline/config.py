@@ -5,9 +5,9 @@ made from them."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ..decoding.settings import DecodeSettings, settings_table
+from ..decoding.settings import DecodeSettings, settings_parameters, settings_table
 from ..loading import DEFAULT_MODEL
 
 __all__ = ["COMPONENT_KEYS", "DEFAULT_CONFIG", "config_table", "with_config_signature"]
@@ -42,20 +42,16 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 
 def with_config_signature(factory):
     """Give ``factory(nlp, name, **config)`` the signature spaCy validates a config against: one keyword
-    per config key, typed, so a misspelt key is refused by ``nlp.add_pipe`` like any other component's."""
+    per config key, typed, so a misspelt key or a value of the wrong type is refused by ``nlp.add_pipe`` like
+    any other component's (``DecodeSettings`` then checks ranges, with a message naming what it accepts)."""
+    kw = inspect.Parameter.KEYWORD_ONLY
     params = [inspect.Parameter("nlp", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)]
-    annotations: Dict[str, Any] = {"name": str}
-    for key, kind, _, _ in COMPONENT_KEYS:
-        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=kind))
-        annotations[key] = kind
-    for key in DecodeSettings.keys():
-        params.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=Any))
-        annotations[key] = Any  # DecodeSettings checks the value, with a message naming what it accepts
-    params.append(inspect.Parameter("scorer", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Any]))
-    annotations["scorer"] = Optional[Any]
+    params += [inspect.Parameter(key, kw, default=default, annotation=kind) for key, kind, default, _ in COMPONENT_KEYS]
+    params += settings_parameters()
+    params.append(inspect.Parameter("scorer", kw, default=None, annotation=Optional[Callable]))
     factory.__signature__ = inspect.Signature(params)
-    factory.__annotations__ = annotations
+    factory.__annotations__ = {p.name: p.annotation for p in params[1:]}
     return factory
 
 

@@ -196,7 +196,7 @@ def test_local_options_are_checked_by_the_config(tiny_model):
         build(max_cout=7)
     with pytest.raises(ConfigValidationError, match="max_count"):
         build(max_count="many")
-    with pytest.raises(ValueError, match="'max_batch_rows' must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="'max_batch_rows' must be a positive integer, got 0"):
         build(max_batch_rows=0)
 
 
