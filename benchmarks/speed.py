@@ -97,7 +97,7 @@ def _dynamic(engine):
 
 def _tree_variant(engine, method: str, **changes):
     """The component's tree engine (same weights, settings and KV caches) with ``changes`` to its decoding settings."""
-    from spacy_padellm.decoding.tree_decoder import TreeDecoder
+    from spacy_padellm.decoding.tree import TreeDecoder
 
     if not isinstance(engine, TreeDecoder):
         raise ValueError(f"method {method} needs the static tree engine (a Llama-family model, engine auto)")

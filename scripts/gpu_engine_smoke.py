@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
-from spacy_padellm.decoding.tree_decoder import TreeBatch  # noqa: E402
+from spacy_padellm.decoding.tree import TreeBatch  # noqa: E402
 
 out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/smoke")
 out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ report["graph_equals_eager"] = same
 print("2.", same)
 
 # 3. generate with graphs vs transformers greedy
-from spacy_padellm.decoding.tree_decoder import TreeDecoder  # noqa: E402
+from spacy_padellm.decoding.tree import TreeDecoder  # noqa: E402
 
 
 class _Enc:  # the bits of PromptEncoder that TreeDecoder reads

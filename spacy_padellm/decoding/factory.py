@@ -72,7 +72,7 @@ def make_decoder(model, encoder: PromptEncoder, *, engine: str = "auto", max_cou
     elif engine in ("auto", "static"):
         lm = make_static_lm(model, cuda_graphs=cuda_graphs)
         if lm is not None:
-            from .tree_decoder import TreeDecoder
+            from .tree import TreeDecoder
 
             return TreeDecoder(lm, encoder, max_batch_docs=max_batch_rows, max_batch_tokens=max_batch_tokens,
                                draft_tokens=draft_tokens, inflight_batches=inflight_batches, model=model,

@@ -416,7 +416,7 @@ class PaDeLLMNER(Pipe):
                 if lm is None and self.cfg["engine"] == "static":
                     raise ValueError(f"[{self.name}] engine 'static' cannot run this model")
                 if lm is not None:  # the same static-cache engine as PaDeLLM decoding
-                    from ..decoding.tree_decoder import TreeDecoder
+                    from ..decoding.tree import TreeDecoder
 
                     tree = TreeDecoder(lm, PromptEncoder(tokenizer, self.template, bos),
                                        max_batch_docs=rows,
