@@ -20,7 +20,8 @@ from collections import defaultdict
 import torch
 
 from gpu_diag import Timers, Variants, arguments, load, warm_pipes
-from spacy_padellm import protocol, static_lm, tree_decoder
+from spacy_padellm.decoding import static_lm, tree as tree_decoder
+from spacy_padellm.text import protocol
 
 p = arguments(__doc__)
 p.add_argument("--latency-docs", type=int, default=150)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from gpu_diag import Timers, arguments, load
-from spacy_padellm import static_lm, tree_decoder
+from spacy_padellm.decoding import static_lm, tree as tree_decoder
 
 p = arguments(__doc__)
 p.add_argument("--batch-size", type=int, default=2048)

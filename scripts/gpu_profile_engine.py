@@ -48,7 +48,7 @@ def main(argv=None) -> int:
 
     from spacy.tokens import DocBin
 
-    from spacy_padellm import static_lm, tree_decoder
+    from spacy_padellm.decoding import static_lm, tree as tree_decoder
     from spacy_padellm.cli.evaluate import load_pipeline
 
     nlp = load_pipeline(args.model, config={"device": args.device, **json.loads(args.config)})
