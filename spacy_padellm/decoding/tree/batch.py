@@ -377,7 +377,7 @@ class _Subtree:
         self.parents: List[int] = []
         self.lens: List[int] = []
         self.outputs: List[List[int]] = []
-        self.meta = None  # what the caller keeps about its nodes (``_count_subtree``: the count drafts)
+        self.meta = None  # what the caller keeps about its nodes (``drafts.count_subtree``: the count drafts)
 
     def add(self, parent: int, length: int, outputs: Sequence[int]) -> int:
         self.parents.append(parent)

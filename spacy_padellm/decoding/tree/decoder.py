@@ -312,7 +312,8 @@ class TreeDecoder(GenerateMixin):
         per_tag = self.span_draft_budget // max(1, n_tags)
         return [within_budget(found, per_tag) for found in spans]
 
-    # -- drafts (drafts.py) with this decoder's settings --
+    # -- drafts (drafts.py) with this decoder's settings, read at each call (settings may be changed on a decoder);
+    # methods, so that tests and diagnosis scripts can replace or time them --
 
     def _count_subtree(self, chains, spans: Sequence[List[int]]) -> Tuple[_Subtree, List[int]]:
         return count_subtree(self.encoder, chains, spans, self._subtrees)
