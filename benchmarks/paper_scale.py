@@ -70,7 +70,7 @@ def plan(sentence, labels, enc, struct_enc, aug_enc):
 
 
 def run_padellm(lm, p) -> int:
-    from spacy_padellm.decoding.tree_decoder import TreeBatch
+    from spacy_padellm.decoding.tree import TreeBatch
 
     tb = TreeBatch(lm, 1, len(p["prefix"]) + 256)
     root = tb.root(0)
@@ -105,7 +105,7 @@ def run_padellm(lm, p) -> int:
 
 
 def run_autoreg(lm, p) -> int:
-    from spacy_padellm.decoding.tree_decoder import TreeBatch
+    from spacy_padellm.decoding.tree import TreeBatch
 
     tb = TreeBatch(lm, 1, len(p["prompt"]) + len(p["target"]) + 8)
     b = tb.root(0)

@@ -11,7 +11,7 @@ from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.text.protocol import PromptEncoder
 from spacy_padellm.decoding.static_lm import StaticLM, bucket, static_lm_supported
-from spacy_padellm.decoding.tree_decoder import TreeBatch, TreeDecoder
+from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
 
@@ -377,7 +377,7 @@ def test_drafts_never_grow_the_cache(trained):
 
 
 def test_prompt_lookup_drafts():
-    from spacy_padellm.decoding.tree_decoder import _PromptLookup
+    from spacy_padellm.decoding.tree.drafts import _PromptLookup
 
     look = _PromptLookup([5, 6, 7, 5, 8, 9])
     assert look.draft([], 3) == []

@@ -12,7 +12,7 @@ from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.factory import active_levers, make_decoder
 from spacy_padellm.decoding.reference import ReferenceDecoder
-from spacy_padellm.decoding.tree_decoder import TreeDecoder
+from spacy_padellm.decoding.tree import TreeDecoder
 
 LEVERS = {"constrain_mentions": True, "count_bias": -1.0, "dedupe_mentions": True}
 TEXTS = [t for t, _ in tiny.SENTENCES]
