@@ -62,7 +62,7 @@ def _tree_variant(method: str, **changes) -> Callable[[Any], Any]:
     to its decoding settings."""
 
     def build(engine):
-        from spacy_padellm.decoding.tree_decoder import TreeDecoder
+        from spacy_padellm.decoding.tree import TreeDecoder
 
         if not isinstance(engine, TreeDecoder):
             raise ValueError(f"method {method} needs the static tree engine (a Llama-family model, engine auto)")

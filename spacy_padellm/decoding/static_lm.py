@@ -1,6 +1,6 @@
 """A lean forward pass of a Llama-family causal LM over a static KV cache, with CUDA graphs.
 
-This is the compute kernel of the tree decoder (``tree_decoder.py``); it knows nothing of PaDeLLM or
+This is the compute kernel of the tree decoder (``tree/``); it knows nothing of PaDeLLM or
 spaCy. One call appends tokens to rows of a preallocated KV cache and returns the greedy next token
 (and its log-probability) at chosen positions::
 

@@ -71,7 +71,7 @@ def test_tree_layout_equals_separate_sequences(trained):
                                                               (64, 8, True)])
 def test_tree_decoder_equals_plain_decoders(trained, requests, batch_docs, batch_tokens, speculate):
     model, enc = trained
-    tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_docs=batch_docs, max_batch_tokens=batch_tokens,
+    tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_rows=batch_docs, max_batch_tokens=batch_tokens,
                        speculate=speculate, **LIMITS)
     got = tree.decode(requests)
     plain = TwoStepDecoder(model, enc, **LIMITS)
@@ -137,7 +137,7 @@ def test_batches_in_flight_equal_one_at_a_time(trained, requests):
     prompts = [enc.prefix(t) + enc.label("LOC") for t, _ in tiny.SENTENCES] + [[]]
     got = {}
     for n in (1, 2, 3):
-        tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_docs=2, draft_max_docs=1, count_drafts=3,
+        tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_rows=2, draft_max_docs=1, count_drafts=3,
                            span_drafts=8, inflight_batches=n, **LIMITS)
         order = []
         for i in range(n):  # which cache each pass runs on, in launch order
@@ -206,7 +206,7 @@ def test_a_variant_shares_weights_and_caches(trained, requests):
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True
     tree = TreeDecoder(lm, enc, draft_max_docs=1, count_drafts=3, span_drafts=8, speculate=False, **LIMITS)
-    other = tree.variant(span_drafts=0, inflight_batches=2, max_batch_docs=2)
+    other = tree.variant(span_drafts=0, inflight_batches=2, max_batch_rows=2)
     assert other.lm is lm and other._pools is tree._pools and other.encoder is enc
     changed = ("span_drafts", "inflight_batches", "max_batch_docs")
     assert [getattr(other, k) for k in changed + ("count_drafts", "draft_max_docs", "speculate")] == [0, 2, 2, 3, 1, False]

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..counts import read_count
 from ..gc_pause import gc_paused
+from ..settings import DecodeSettings
 from ..static_lm import StaticLM
 from ..types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ...text.protocol import PromptEncoder, parse_mention
@@ -71,54 +72,53 @@ class _Mention:
 class TreeDecoder(GenerateMixin):
     """Greedy PaDeLLM decoding on a StaticLM: the same results as TwoStepDecoder, in fewer passes."""
 
-    def __init__(self, lm: StaticLM, encoder: PromptEncoder, *, max_count: int = 20, max_count_tokens: int = 4,
-                 max_mention_tokens: int = 40, max_batch_docs: int = 64, max_batch_tokens: int = 65536,
-                 speculate: bool = True, draft_tokens: int = 8, max_drafts: int = 3, draft_max_docs: int = 32,
-                 count_drafts: Optional[int] = None, span_drafts: Optional[int] = None, span_draft_tokens: int = 6,
-                 span_draft_budget: int = 4096, span_source: str = "runs", inflight_batches: Optional[int] = None,
-                 model=None):
+    def __init__(self, lm: StaticLM, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None, *,
+                 model=None, **changes):
+        """``settings`` (default ``DecodeSettings()``) with ``changes`` applied; ``model``: the transformers
+        model whose weights ``lm`` uses (for other decoders, e.g. the benchmark's plain one). The settings are
+        copied to plain attributes, which may be changed on a live decoder."""
+        s = (settings or DecodeSettings()).replace(**changes)
+        self.settings = s
         self.lm = lm
         self.model = model  # the transformers model whose weights ``lm`` uses (for other decoders)
         self.encoder = encoder
-        self.max_count = max_count
-        self.max_count_tokens = max_count_tokens
-        self.max_mention_tokens = max_mention_tokens
-        self.max_batch_docs = max(1, max_batch_docs)
-        self.max_batch_tokens = max(1, max_batch_tokens)
-        self.draft_tokens = max(0, int(draft_tokens))
-        self.max_drafts = max(0, int(max_drafts))
+        self.max_count = s.max_count
+        self.max_count_tokens = s.max_count_tokens
+        self.max_mention_tokens = s.max_mention_tokens
+        self.max_batch_docs = s.max_batch_rows  # a document is one cache row
+        self.max_batch_tokens = s.max_batch_tokens
+        self.draft_tokens = s.draft_tokens
+        self.max_drafts = s.max_drafts
         # Drafts cut sequential passes (latency) but make every pass wider (more tokens, more mask columns),
         # which slows wide calls (nlp.pipe) down. So a batch of more than ``draft_max_docs`` documents decodes
         # without drafts (same output either way). Measurements: docs/results-speed.md.
-        self.draft_max_docs = max(0, int(draft_max_docs))
+        self.draft_max_docs = s.draft_max_docs
         # Count drafts (drafts.py): the counts 0 .. count_drafts - 1 (with their mention tags) are fed after every
         # label prompt in the first pass, so a verified count yields its mentions' first tokens in that same pass.
         # Part of drafting: off with draft_tokens=0 and for batches of more than draft_max_docs documents.
         # None: on CUDA only, where a pass costs about the same at any width; on the CPU a wider pass costs more.
         gpu = lm.device.type == "cuda"
-        count_drafts = (3 if gpu else 0) if count_drafts is None else count_drafts
+        count_drafts = (3 if gpu else 0) if s.count_drafts is None else s.count_drafts
         # 4 span drafts per tag, not 8: a narrower first pass is faster overall, though a few more sentences then
         # take a second pass
-        span_drafts = (4 if gpu else 0) if span_drafts is None else span_drafts
-        self.count_drafts = max(0, int(count_drafts)) if self.draft_tokens else 0
+        span_drafts = (4 if gpu else 0) if s.span_drafts is None else s.span_drafts
+        self.count_drafts = count_drafts if self.draft_tokens else 0
         # Span drafts (drafts.py): after each drafted mention tag, up to ``span_drafts`` candidate mentions copied
         # from the text (``span_source``: "runs" of capitalised words and numbers, or the next "words" of each
         # such word; at most ``span_draft_tokens`` tokens each), so a mention that starts there can be confirmed
         # in pass 1 too. Runs decode more sentences in one pass than words, with as many tokens in pass 1.
-        self.span_drafts = max(0, int(span_drafts)) if self.count_drafts else 0
-        self.span_draft_tokens = max(1, int(span_draft_tokens))
-        if span_source not in ("runs", "words"):
-            raise ValueError(f"span_source must be 'runs' or 'words', got {span_source!r}")
-        self.span_source = span_source  # where span drafts come from (see drafts.span_starts)
+        self.span_drafts = span_drafts if self.count_drafts else 0
+        self.span_draft_tokens = s.span_draft_tokens
+        self.span_source = s.span_source  # where span drafts come from (see drafts.span_starts)
         # at most this many span-draft tokens in a batch's first pass (every one asks for a prediction, so a
         # batch of many documents and labels would otherwise make that pass very wide)
-        self.span_draft_budget = max(0, int(span_draft_budget))
+        self.span_draft_budget = s.span_draft_budget
         # Batches in flight (scheduler.py): with 2 or more, one batch's pass runs on the device while the host
         # lays out the others' (each has its own KV cache, a StaticLM ``twin``). It helps only when a call has
         # several batches (nlp.pipe) and the device runs passes asynchronously. None: 4 on CUDA, 1 elsewhere.
         # A batch's first pass is long on the device and its later ones short, so with two batches the device
         # or the host often waits; more keep both busy.
-        self.inflight_batches = max(1, int(inflight_batches if inflight_batches is not None else (4 if gpu else 1)))
+        self.inflight_batches = s.inflight_batches if s.inflight_batches is not None else (4 if gpu else 1)
         # KV caches: ``lm`` and its twins (batches in flight). With CUDA graphs, calls that draft (at most
         # draft_max_docs documents: nlp(text)) and wide calls (nlp.pipe) keep caches of their own: a drafting
         # batch wants few rows but many columns, a wide one many rows and fewer columns, and a cache grown for
@@ -131,24 +131,29 @@ class TreeDecoder(GenerateMixin):
         self._count_readings: Dict[Tuple[int, ...], Tuple[int, int, int]] = {}
         self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see drafts.count_subtree)
         self._drafter = MentionDrafter(encoder)
-        self.speculate = speculate
+        self.speculate = s.speculate
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
-        self._term = term[0] if speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
+        self._term = term[0] if s.speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
 
     @property
     def device(self):
         return self.lm.device
 
-    _SETTINGS = ("max_count", "max_count_tokens", "max_mention_tokens", "max_batch_docs", "max_batch_tokens",
-                 "draft_tokens", "max_drafts", "draft_max_docs", "count_drafts", "span_drafts", "span_draft_tokens",
-                 "span_draft_budget", "span_source", "inflight_batches", "speculate")
+    # attribute -> the setting it comes from
+    _SETTINGS = {"max_count": "max_count", "max_count_tokens": "max_count_tokens",
+                 "max_mention_tokens": "max_mention_tokens", "max_batch_docs": "max_batch_rows",
+                 "max_batch_tokens": "max_batch_tokens", "draft_tokens": "draft_tokens", "max_drafts": "max_drafts",
+                 "draft_max_docs": "draft_max_docs", "count_drafts": "count_drafts", "span_drafts": "span_drafts",
+                 "span_draft_tokens": "span_draft_tokens", "span_draft_budget": "span_draft_budget",
+                 "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate"}
 
     def variant(self, **changes) -> "TreeDecoder":
-        """A decoder with this one's settings but ``changes``, on the same weights and the same KV caches (so a
-        variant costs no GPU memory of its own; the two must not decode at the same time)."""
-        settings = {key: getattr(self, key) for key in self._SETTINGS}
-        other = TreeDecoder(self.lm, self.encoder, model=self.model, **{**settings, **changes})
+        """A decoder with this one's settings (as its attributes are now) but ``changes`` (settings keys), on the
+        same weights and the same KV caches (so a variant costs no GPU memory of its own; the two must not decode
+        at the same time)."""
+        current = self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()})
+        other = TreeDecoder(self.lm, self.encoder, current.replace(**changes), model=self.model)
         other._pools = self._pools
         return other
 
