@@ -6,7 +6,6 @@ written (``output``). Which model, labels, template and decoding: ``model_spec.M
 key and its meaning: ``config`` (and the README's table, made from it).
 """
 
-from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -64,11 +63,13 @@ class PaDeLLMNER(Pipe):
     def __init__(self, nlp: Language, name: str = "padellm_ner", *, settings: Optional[DecodeSettings] = None,
                  model: Optional[str] = None, labels: Sequence[str] = (), template: Any = None,
                  spans_key: Optional[str] = None, text_format: Optional[str] = None, device: Optional[str] = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, scorer: Optional[Callable] = score_padellm):
+                 dtype: str = "auto", trust_remote_code: bool = False, scorer: Optional[Callable] = score_padellm,
+                 **changes: Any):
+        """``settings`` (default ``DecodeSettings()``) with ``changes`` (any of its keys) applied."""
         self.vocab = nlp.vocab
         self.name = name
-        self.settings = settings or DecodeSettings()
         try:
+            self.settings = (settings or DecodeSettings()).replace(**changes)
             check_device_name(device)
         except ValueError as err:
             raise SettingsError(f"[{name}] {err}") from None

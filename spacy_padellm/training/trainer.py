@@ -371,7 +371,7 @@ def evaluate_pipeline(nlp, docs, batch_size: int = 64, spans_key: Optional[str] 
 def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run training; returns a summary with the best dev scores and the output paths."""
     _check_inputs(settings)
-    from ..loading import ModelFolderError, load_base_model, load_tokenizer, resolve_model, _torch_dtype
+    from ..loading import ModelFolderError, load_base_model, load_tokenizer, resolve_model, torch_dtype as _torch_dtype
 
     try:
         source = resolve_model(settings.base_model)

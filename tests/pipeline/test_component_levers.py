@@ -10,7 +10,8 @@ import spacy
 import tiny
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
-from spacy_padellm.decoding.factory import active_levers, make_decoder
+from spacy_padellm.decoding.factory import make_decoder
+from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.reference import ReferenceDecoder
 from spacy_padellm.decoding.tree import TreeDecoder
 
@@ -40,8 +41,9 @@ def levers_nlp(tiny_model):
 def test_defaults_are_off():
     assert {k: DEFAULT_CONFIG[k] for k in (*LEVERS, "draft_tokens")} == {
         "constrain_mentions": False, "count_bias": 0.0, "dedupe_mentions": False, "draft_tokens": 8}
-    assert active_levers() == [] and active_levers(count_bias={"PER": 0.0}) == []
-    assert active_levers(True, {"PER": -1}, True) == ["constrain_mentions", "count_bias", "dedupe_mentions"]
+    assert DecodeSettings().levers == [] and DecodeSettings(count_bias={"PER": 0.0}).levers == []
+    assert DecodeSettings(constrain_mentions=True, count_bias={"PER": -1}, dedupe_mentions=True).levers == [
+        "constrain_mentions", "count_bias", "dedupe_mentions"]
 
 
 def test_draft_tokens_reach_the_tree_decoder(tiny_model):
@@ -84,7 +86,7 @@ def test_levers_on_the_static_engine_are_an_error(tiny_model):
     with pytest.raises(ValueError, match=r"dedupe_mentions .*'dynamic' or 'auto'"):
         pipeline(tiny_model, engine="static", dedupe_mentions=True)
     with pytest.raises(ValueError, match=r"count_bias .*'dynamic' or 'auto'"):
-        make_decoder(None, None, engine="static", count_bias={"PER": 1.0})
+        make_decoder(None, None, DecodeSettings(engine="static", count_bias={"PER": 1.0}))
 
 
 def test_invalid_values_are_clear_errors():
