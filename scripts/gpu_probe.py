@@ -2,7 +2,8 @@
 import sys, time, torch, random
 from spacy_padellm.loading import resolve_model, load_base_model, load_tokenizer
 from spacy_padellm.text.protocol import PromptEncoder, get_template
-from spacy_padellm.training.trainer import read_examples, tokenize_examples, _collate, _target_loss
+from spacy_padellm.training.data import read_examples, tokenize_examples, collate as _collate
+from spacy_padellm.training.trainer import _target_loss
 
 base = sys.argv[1]; data = sys.argv[2]
 src = resolve_model(base)

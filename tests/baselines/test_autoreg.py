@@ -14,7 +14,8 @@ from spacy_padellm.baselines.autoreg import (AUTOREG_TEMPLATES, AutoRegEncoder, 
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.text.protocol import TrainingExample, build_examples
-from spacy_padellm.training.trainer import TrainConfigError, TrainSettings, load_settings, read_sentences, train
+from spacy_padellm.training import TrainConfigError, TrainSettings, load_settings, train
+from spacy_padellm.training.data import read_sentences
 
 LABELS = tiny.LABELS
 # One model per protocol learns the flat and the nested sentences (a label set of six).
@@ -181,7 +182,7 @@ def test_training_ids_keep_the_piece_discipline(tiny_base):
 
 def test_protocol_setting_is_checked(tiny_base, tmp_path):
     from spacy_padellm.baselines import autoreg
-    from spacy_padellm.training import trainer as training
+    from spacy_padellm.training import settings as training
 
     assert training.PROTOCOLS == autoreg.PROTOCOLS
     assert load_settings(None, {"data.protocol": "autoreg_aug"}).protocol == "autoreg_aug"

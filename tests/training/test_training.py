@@ -1,14 +1,13 @@
 """Training: loss falls, memorised sentences come back, LoRA works, resume, reproducibility, bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
 import spacy
 
 import tiny
 from spacy_padellm.__main__ import main
-from spacy_padellm.training.trainer import TrainConfigError, TrainSettings, load_settings, train
+from spacy_padellm.training import TrainConfigError, TrainSettings, load_settings, train
 
 
 def ents(doc):
@@ -158,7 +157,7 @@ def test_full_fine_tune_of_non_llama_bos_model_reloads_the_same(tmp_path, record
     from spacy_padellm.baselines.autoreg import AutoRegEncoder
     from spacy_padellm.cli.evaluate import load_pipeline
     from spacy_padellm.text.protocol import PromptEncoder, get_template
-    from spacy_padellm.training.trainer import save_model_folder
+    from spacy_padellm.training.model_folder import save_model_folder
 
     tok = tiny.build_tokenizer(None, [t for t, _ in tiny.SENTENCES], add_bos=True)  # in memory, as the trainer's
     torch.manual_seed(0)
