@@ -65,7 +65,7 @@ class _Devices:
 
 
 @dataclass
-class _Run:
+class _TrainState:
     """What the steps of one training share: set up before the loop, advanced by it."""
 
     settings: TrainSettings
@@ -125,16 +125,16 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     log(f"{len(examples)} {unit} ({len(data.items)} within max_length), labels {labels}, protocol {settings.protocol}, "
         f"method {settings.method}")
 
-    run = _Run(settings, log, devices, data, dev_docs, tokenizer, rng, Path(settings.output))
-    _build_model(run, source)
-    _build_optimizer(run)
-    _start_or_resume(run)
+    state = _TrainState(settings, log, devices, data, dev_docs, tokenizer, rng, Path(settings.output))
+    _build_model(state, source)
+    _build_optimizer(state)
+    _start_or_resume(state)
     if devices.distributed:
-        run.model, run.optimizer = devices.accelerator.prepare(run.model, run.optimizer)
-    run.base_ref = base_model_ref(settings, source)
-    run.meta = model_meta(settings, data, run.base_ref)
-    _train_loop(run, progress)
-    return _finish(run)
+        state.model, state.optimizer = devices.accelerator.prepare(state.model, state.optimizer)
+    state.base_ref = base_model_ref(settings, source)
+    state.meta = model_meta(settings, data, state.base_ref)
+    _train_loop(state, progress)
+    return _finish(state)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,20 +194,20 @@ def _load_tokenizer(source):
     return tokenizer
 
 
-def _build_model(run: _Run, source) -> None:
+def _build_model(state: _TrainState, source) -> None:
     """The base model (with a LoRA model folder's adapter merged), LoRA adapters or the parameters
     ``full_targets`` names made trainable, on the device."""
     import torch
 
     from ..loading import load_base_model
 
-    settings = run.settings
+    settings = state.settings
     model = load_base_model(source, torch.float32)
     if source.adapter_dir is not None:  # continue from a LoRA model folder: merge its adapter first
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
-    if run.lora:
+    if state.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
@@ -220,23 +220,23 @@ def _build_model(run: _Run, source) -> None:
             param.requires_grad_(name in linear)
     elif settings.full_targets != "all":
         raise TrainConfigError(f"[training] full_targets must be 'all' or 'linear', got {settings.full_targets!r}")
-    model.to(run.devices.device)
-    run.model = model
-    run.trainable = [p for p in model.parameters() if p.requires_grad]
-    run.n_trainable = sum(p.numel() for p in run.trainable)
-    run.log(f"trainable parameters: {run.n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
-            f"device {next(model.parameters()).device}, autocast {run.devices.amp_dtype}")
+    model.to(state.devices.device)
+    state.model = model
+    state.trainable = [p for p in model.parameters() if p.requires_grad]
+    state.n_trainable = sum(p.numel() for p in state.trainable)
+    state.log(f"trainable parameters: {state.n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
+            f"device {next(model.parameters()).device}, autocast {state.devices.amp_dtype}")
 
 
-def _build_optimizer(run: _Run) -> None:
+def _build_optimizer(state: _TrainState) -> None:
     """AdamW, and a schedule of linear warm-up then cosine decay over the total number of steps."""
     import torch
 
-    settings = run.settings
-    run.optimizer = torch.optim.AdamW(run.trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    settings = state.settings
+    state.optimizer = torch.optim.AdamW(state.trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     # With several processes (accelerate launch / torchrun) each takes every world-th batch of the same
     # shuffled list (same seed), and only the main process evaluates and writes.
-    batches_per_epoch = math.ceil(len(run.data.items) / settings.batch_size / run.devices.world)
+    batches_per_epoch = math.ceil(len(state.data.items) / settings.batch_size / state.devices.world)
     total_steps = settings.max_steps or max(1, math.ceil(batches_per_epoch * settings.epochs / settings.grad_accum))
     warmup = int(total_steps * settings.warmup_ratio)
 
@@ -246,93 +246,95 @@ def _build_optimizer(run: _Run) -> None:
         progress_ = (step - warmup) / max(1, total_steps - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
-    run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lr_lambda)
-    run.total_steps = total_steps
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lr_lambda)
+    state.total_steps = total_steps
 
 
-def _start_or_resume(run: _Run) -> None:
+def _start_or_resume(state: _TrainState) -> None:
     """Make the output folder; with ``resume`` and a checkpoint there, continue from it."""
-    run.output.mkdir(parents=True, exist_ok=True)
-    if run.settings.resume and has_checkpoint(run.ckpt_dir):
-        run.step, run.best, run.history = load_checkpoint(run.ckpt_dir, run.model, run.optimizer, run.scheduler,
-                                                          run.rng)
-        run.log(f"resumed from {run.ckpt_dir} at step {run.step}")
+    state.output.mkdir(parents=True, exist_ok=True)
+    if state.settings.resume and has_checkpoint(state.ckpt_dir):
+        state.step, state.best, state.history = load_checkpoint(state.ckpt_dir, state.model, state.optimizer,
+                                                                state.scheduler, state.rng)
+        state.log(f"resumed from {state.ckpt_dir} at step {state.step}")
 
 
 # --------------------------------------------------------------------------------------------------
 # The loop
 
 
-def _train_loop(run: _Run, progress: bool) -> None:
+def _train_loop(state: _TrainState, progress: bool) -> None:
     """Optimizer steps over length-bucketed batches, reshuffled every epoch, until ``total_steps`` (which a
     ``max_minutes`` limit may lower)."""
     from tqdm.auto import tqdm
 
-    settings, devices = run.settings, run.devices
-    lengths = [len(ids) for ids, _ in run.data.items]
-    run.model.train()
-    bar = tqdm(total=run.total_steps, initial=run.step, disable=not progress, desc="train", dynamic_ncols=True)
-    run.t0 = time.time()
-    while run.step < run.total_steps:
-        batches = length_bucketed_batches(lengths, settings.batch_size, run.rng)[devices.rank::devices.world]
-        run.epoch += 1
+    settings, devices = state.settings, state.devices
+    lengths = [len(ids) for ids, _ in state.data.items]
+    state.model.train()
+    bar = tqdm(total=state.total_steps, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
+    state.t0 = time.time()
+    while state.step < state.total_steps:
+        batches = length_bucketed_batches(lengths, settings.batch_size, state.rng)[devices.rank::devices.world]
+        state.epoch += 1
         for b_start in range(0, len(batches), settings.grad_accum):
-            if run.step >= run.total_steps:
+            if state.step >= state.total_steps:
                 break
-            loss_value = _optimizer_step(run, batches[b_start : b_start + settings.grad_accum])
-            _after_step(run, bar, loss_value)
+            loss_value = _optimizer_step(state, batches[b_start : b_start + settings.grad_accum])
+            _after_step(state, bar, loss_value)
     bar.close()
 
 
-def _optimizer_step(run: _Run, group: List[List[int]]) -> float:
+def _optimizer_step(state: _TrainState, group: List[List[int]]) -> float:
     """One optimizer step over a group of ``grad_accum`` batches; the loss is the mean over the group's
     target tokens. Returns its value."""
     import torch
 
-    devices, items = run.devices, run.data.items
+    devices, items = state.devices, state.data.items
     n_target = sum(sum(1 for x in items[i][1] if x != -100) for b in group for i in b)
     loss_value = 0.0
     for idx in group:
         input_ids, mask, labels_t = (t.to(devices.device) for t in collate([items[i] for i in idx],
-                                                                          run.tokenizer.pad_token_id))
+                                                                          state.tokenizer.pad_token_id))
         with torch.autocast(device_type=devices.device.type, dtype=devices.amp_dtype,
                             enabled=devices.amp_dtype is not None):
-            loss = _target_loss(run.model, input_ids, mask, labels_t, devices.distributed) / max(1, n_target)
+            loss = _target_loss(state.model, input_ids, mask, labels_t, devices.distributed) / max(1, n_target)
         if devices.distributed:
             devices.accelerator.backward(loss)
         else:
             loss.backward()
         loss_value += float(loss.detach())
-        run.tokens_seen += int(mask.sum())
-    torch.nn.utils.clip_grad_norm_(run.trainable, run.settings.max_grad_norm)
-    run.optimizer.step()
-    run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    run.step += 1
+        state.tokens_seen += int(mask.sum())
+    torch.nn.utils.clip_grad_norm_(state.trainable, state.settings.max_grad_norm)
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
     return loss_value
 
 
-def _after_step(run: _Run, bar, loss_value: float) -> None:
+def _after_step(state: _TrainState, bar, loss_value: float) -> None:
     """Progress bar, history, the ``max_minutes`` limit, and the dev evaluation when one is due."""
-    settings, step = run.settings, run.step
-    run.running = loss_value if run.running is None else 0.9 * run.running + 0.1 * loss_value
-    elapsed = time.time() - run.t0
+    settings, step = state.settings, state.step
+    state.running = loss_value if state.running is None else 0.9 * state.running + 0.1 * loss_value
+    elapsed = time.time() - state.t0
     bar.update(1)
-    bar.set_postfix(loss=f"{run.running:.4f}", tok_s=f"{run.tokens_seen / max(elapsed, 1e-9):.0f}", epoch=run.epoch)
-    run.window_loss += loss_value
-    run.window_steps += 1
-    if step % settings.log_every == 0 or step == run.total_steps:
-        run.history.append({"step": step, "loss": run.window_loss / run.window_steps,
-                            "lr": run.scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 2), "epoch": run.epoch})
-        run.window_loss, run.window_steps = 0.0, 0
+    bar.set_postfix(loss=f"{state.running:.4f}", tok_s=f"{state.tokens_seen / max(elapsed, 1e-9):.0f}",
+                    epoch=state.epoch)
+    state.window_loss += loss_value
+    state.window_steps += 1
+    if step % settings.log_every == 0 or step == state.total_steps:
+        state.history.append({"step": step, "loss": state.window_loss / state.window_steps,
+                              "lr": state.scheduler.get_last_lr()[0], "elapsed_s": round(elapsed, 2),
+                              "epoch": state.epoch})
+        state.window_loss, state.window_steps = 0.0, 0
     if settings.max_minutes is not None and elapsed > 60 * settings.max_minutes:
-        run.log(f"stopping at step {step}: max_minutes={settings.max_minutes} reached")
-        run.total_steps = step
-    eval_due = bool(run.dev_docs) and (step % settings.eval_every == 0 or step == run.total_steps)
-    if eval_due and run.devices.rank == 0:
-        _evaluate_and_keep_best(run)
-    if eval_due and run.devices.distributed:
-        run.devices.accelerator.wait_for_everyone()
+        state.log(f"stopping at step {step}: max_minutes={settings.max_minutes} reached")
+        state.total_steps = step
+    eval_due = bool(state.dev_docs) and (step % settings.eval_every == 0 or step == state.total_steps)
+    if eval_due and state.devices.rank == 0:
+        _evaluate_and_keep_best(state)
+    if eval_due and state.devices.distributed:
+        state.devices.accelerator.wait_for_everyone()
 
 
 def _target_loss(model, input_ids, mask, labels, distributed: bool):
@@ -355,35 +357,35 @@ def _target_loss(model, input_ids, mask, labels, distributed: bool):
 # Evaluation, checkpoint and the best model
 
 
-def _evaluate_and_keep_best(run: _Run) -> None:
+def _evaluate_and_keep_best(state: _TrainState) -> None:
     """Decode the dev docs, record the score, save the model folder if it is the best so far, and write
     the checkpoint."""
-    settings, step = run.settings, run.step
-    scores = _dev_scores(run)
+    settings, step = state.settings, state.step
+    scores = _dev_scores(state)
     metric = f"spans_{settings.spans_key}_f" if settings.spans_key else "ents_f"
     f = scores.get(metric) or 0.0
     entry = {"step": step, "dev_f": f, "dev_metric": metric, "dev_string_f": scores.get("string_f"),
-             "elapsed_s": round(time.time() - run.t0, 2)}
+             "elapsed_s": round(time.time() - state.t0, 2)}
     if metric == "ents_f":
         entry["dev_ents_f"] = f
-    run.history.append(entry)
-    run.log(f"step {step}: dev {metric} {f:.4f} string_f {scores.get('string_f', 0):.4f}")
-    if f > run.best["score"]:
-        run.best = {"score": f, "step": step, "scores": small_scores(scores)}
-        _save_best(run, scores)
-    save_checkpoint(run.ckpt_dir, run.devices.unwrap(run.model), run.optimizer, run.scheduler, run.step, run.rng,
-                    run.best, run.history)
+    state.history.append(entry)
+    state.log(f"step {step}: dev {metric} {f:.4f} string_f {scores.get('string_f', 0):.4f}")
+    if f > state.best["score"]:
+        state.best = {"score": f, "step": step, "scores": small_scores(scores)}
+        _save_best(state, scores)
+    save_checkpoint(state.ckpt_dir, state.devices.unwrap(state.model), state.optimizer, state.scheduler, state.step,
+                    state.rng, state.best, state.history)
 
 
-def _dev_scores(run: _Run) -> Dict[str, Any]:
+def _dev_scores(state: _TrainState) -> Dict[str, Any]:
     """Scores of the model as it is now on the dev docs, decoded by ``padellm_ner`` with the protocol's
     own decoder."""
     import spacy
 
     from ..loading import ModelSource
 
-    settings, data, meta = run.settings, run.data, run.meta
-    run.model.eval()
+    settings, data, meta = state.settings, state.data, state.meta
+    state.model.eval()
     ner_nlp = spacy.blank(settings.lang)
     config = {"labels": data.labels, "text_format": settings.effective_text_format,
               "batch_size": settings.eval_batch_size, "decoding": settings.protocol}
@@ -397,33 +399,33 @@ def _dev_scores(run: _Run) -> Dict[str, Any]:
                                                           if k in meta})
     if data.ar_template is not None:
         in_memory.meta["autoreg_template"] = data.ar_template.to_dict()
-    ner.set_model(run.devices.unwrap(run.model), run.tokenizer, in_memory)
-    scores = evaluate_pipeline(ner_nlp, run.dev_docs, settings.eval_batch_size, spans_key=settings.spans_key)
-    run.model.train()
+    ner.set_model(state.devices.unwrap(state.model), state.tokenizer, in_memory)
+    scores = evaluate_pipeline(ner_nlp, state.dev_docs, settings.eval_batch_size, spans_key=settings.spans_key)
+    state.model.train()
     return scores
 
 
-def _save_best(run: _Run, scores: Optional[Dict[str, Any]]) -> None:
-    save_model_folder(run.devices.unwrap(run.model), run.tokenizer, run.output / "best",
-                      {**run.meta, "dev_scores": small_scores(scores), "step": run.step},
-                      lora=run.lora, base_ref=run.base_ref, adapter_dtype=run.settings.adapter_dtype)
+def _save_best(state: _TrainState, scores: Optional[Dict[str, Any]]) -> None:
+    save_model_folder(state.devices.unwrap(state.model), state.tokenizer, state.output / "best",
+                      {**state.meta, "dev_scores": small_scores(scores), "step": state.step},
+                      lora=state.lora, base_ref=state.base_ref, adapter_dtype=state.settings.adapter_dtype)
 
 
-def _finish(run: _Run) -> Dict[str, Any]:
+def _finish(state: _TrainState) -> Dict[str, Any]:
     """Without dev docs save the final model as the best; write history.json, summary.json and the
     pipeline folder on request. Other processes than the main one only report their step."""
-    if run.devices.rank != 0:
-        return {"steps": run.step, "rank": run.devices.rank}
-    if not run.dev_docs:
-        run.best = {"score": None, "step": run.step, "scores": None}
-        _save_best(run, None)
-    (run.output / "history.json").write_text(json.dumps(run.history, indent=1))
-    summary = {"best": run.best, "steps": run.step, "examples": len(run.data.items),
-               "train_seconds": round(time.time() - run.t0, 1),
-               "tokens_per_second": round(run.tokens_seen / max(time.time() - run.t0, 1e-9), 1),
-               "model": str(run.output / "best"), "trainable_parameters": run.n_trainable}
-    if run.settings.pipeline:
-        write_pipeline_folder(run.settings, run.output / "best")
-        summary["pipeline"] = run.settings.pipeline
-    (run.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    if state.devices.rank != 0:
+        return {"steps": state.step, "rank": state.devices.rank}
+    if not state.dev_docs:
+        state.best = {"score": None, "step": state.step, "scores": None}
+        _save_best(state, None)
+    (state.output / "history.json").write_text(json.dumps(state.history, indent=1))
+    summary = {"best": state.best, "steps": state.step, "examples": len(state.data.items),
+               "train_seconds": round(time.time() - state.t0, 1),
+               "tokens_per_second": round(state.tokens_seen / max(time.time() - state.t0, 1e-9), 1),
+               "model": str(state.output / "best"), "trainable_parameters": state.n_trainable}
+    if state.settings.pipeline:
+        write_pipeline_folder(state.settings, state.output / "best")
+        summary["pipeline"] = state.settings.pipeline
+    (state.output / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
