@@ -19,7 +19,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def _train(tmp: Path, base: Path, data, labels, steps: int, spans_key=None, method="full", lr=3e-3, extra=None):
-    from spacy_padellm.training.trainer import TrainSettings, train
+    from spacy_padellm.training import TrainSettings, train
 
     tmp.mkdir(parents=True, exist_ok=True)
     train_path = tiny.write_examples(tmp / "train.padellm.jsonl", data, labels)
@@ -93,8 +93,7 @@ def _convert_and_train(tmp: Path, base: Path, records, lang: str, steps: int, sp
     """records -> JSONL -> `convert` -> a model trained on the converted examples; (model, DocBin, report)."""
     import json
 
-    from spacy_padellm.training.convert import convert
-    from spacy_padellm.training.trainer import TrainSettings, train
+    from spacy_padellm.training import TrainSettings, convert, train
 
     tmp.mkdir(parents=True, exist_ok=True)
     src = tmp / "data.jsonl"

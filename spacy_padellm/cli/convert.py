@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..training.convert import convert
+from ..training import convert
 
 
 def add_parser(sub) -> None:

@@ -6,7 +6,7 @@ import json
 
 from spacy.cli._util import parse_config_overrides
 
-from ..training.trainer import load_settings, train
+from ..training import load_settings, train
 
 
 def add_parser(sub) -> None:

@@ -17,7 +17,8 @@ from spacy_padellm.baselines.templates import AUTOREG_TEMPLATES
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.text.protocol import TrainingExample, build_examples
-from spacy_padellm.training.trainer import TrainConfigError, TrainSettings, load_settings, read_sentences, train
+from spacy_padellm.training import TrainConfigError, TrainSettings, load_settings, train
+from spacy_padellm.training.data import read_sentences
 
 LABELS = tiny.LABELS
 # One model per protocol learns the flat and the nested sentences (a label set of six).
@@ -209,7 +210,7 @@ def test_training_ids_keep_the_piece_discipline(tiny_base):
 
 def test_protocol_setting_is_checked(tiny_base, tmp_path):
     from spacy_padellm.baselines import templates
-    from spacy_padellm.training import trainer as training
+    from spacy_padellm.training import settings as training
 
     assert training.PROTOCOLS == templates.PROTOCOLS
     assert load_settings(None, {"data.protocol": "autoreg_aug"}).protocol == "autoreg_aug"

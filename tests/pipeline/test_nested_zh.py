@@ -242,7 +242,7 @@ def test_trainer_selects_nested_models_on_the_span_group(train_tiny, tiny_base, 
     import pytest
     import tiny
 
-    from spacy_padellm.training.trainer import TrainConfigError
+    from spacy_padellm.training import TrainConfigError
 
     dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.NESTED, tiny.NESTED_LABELS, spans_key="sc")
     model, summary = train_tiny(tmp_path / "run", tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=40,

@@ -1,0 +1,218 @@
+"""The training data: reading examples, tokenising them, and length-bucketed batches.
+
+The PaDeLLM protocol trains on (label, k) examples (``text/protocol.py``), tokenised with the same
+``PromptEncoder`` the decoder uses; the autoregressive protocols train on whole sentences
+(``baselines/autoreg.py``), grouped from the same converted files. Either way an item is a pair
+(input ids, labels) with labels -100 on the prompt, so the loss covers the target only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+
+from ..text.protocol import PromptEncoder, Template, TrainingExample, get_template
+from .settings import TrainConfigError, TrainSettings
+
+if TYPE_CHECKING:
+    from ..baselines import AutoRegEncoder, Sentence
+
+__all__ = ["read_examples", "read_sentences", "tokenize_examples", "tokenize_sentences", "length_bucketed_batches",
+           "collate", "read_train_data", "read_dev_docs", "encode_train_data", "EncodedData"]
+
+Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the prompt
+
+
+@dataclass
+class EncodedData:
+    """The tokenised training items and what the model folder must record about how they were made."""
+
+    items: List[Item]
+    labels: List[str]
+    template: Optional[Template]  # the PaDeLLM prompt template; None for the autoregressive protocols
+    ar_template: Any  # the autoregressive template; None for the PaDeLLM protocol
+    bos_ids: List[int]  # what the prompts started with
+
+
+def read_examples(path: str) -> List[TrainingExample]:
+    """Training examples from a ``.padellm.jsonl`` file written by the converter."""
+    examples = []
+    with open(path, encoding="utf8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                examples.append(TrainingExample(data["text"], data["label"], int(data["count"]), int(data["k"]),
+                                                data["mention"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise TrainConfigError(f"{path}:{line_no}: not a PaDeLLM training example ({err})") from None
+    if not examples:
+        raise TrainConfigError(f"{path} holds no training examples")
+    return examples
+
+
+def read_sentences(path: str) -> List["Sentence"]:
+    """Training sentences for the autoregressive protocols from a ``.padellm.jsonl`` file: its per-(label, k)
+    records grouped by text, in file order (see :func:`~spacy_padellm.baselines.autoreg.group_records`)."""
+    from ..baselines import group_records
+
+    return group_records(read_examples(path))
+
+
+def tokenize_sentences(encoder: "AutoRegEncoder", sentences: Sequence["Sentence"], labels: Sequence[str],
+                       max_length: int = 512) -> Tuple[List[Tuple[List[int], List[int]]], int]:
+    """(input ids, labels) pairs of the autoregressive protocols, labels -100 on the prompt; over-long
+    sentences are dropped. Also returns how many mentions could not be written into an AutoRegAug
+    target (not found in the text, or crossing another mention)."""
+    out = []
+    unwritable = 0
+    for sentence in sentences:
+        target, lost = encoder.target(sentence, labels)
+        unwritable += lost
+        prompt = encoder.prompt(sentence.text)
+        if len(prompt) + len(target) > max_length:
+            continue
+        out.append((prompt + target, [-100] * len(prompt) + target))
+    return out, unwritable
+
+
+def tokenize_examples(encoder: PromptEncoder, examples: Sequence[TrainingExample],
+                      max_length: int = 512) -> List[Tuple[List[int], List[int]]]:
+    """(input ids, labels) pairs; labels are -100 on the prompt. Over-long examples are dropped."""
+    out = []
+    for ex in examples:
+        prompt, target = encoder.example(ex)
+        if len(prompt) + len(target) > max_length:
+            continue
+        out.append((prompt + target, [-100] * len(prompt) + target))
+    return out
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
+                            bucket_factor: int = 50) -> List[List[int]]:
+    """Shuffled batches of indices of similar length (sorted within shuffled mega-batches)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: List[List[int]] = []
+    mega = batch_size * bucket_factor
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items: Sequence[Item], pad_id: int):
+    """(input ids, attention mask, labels) tensors of a batch, padded to its longest item."""
+    import torch
+
+    width = max(len(ids) for ids, _ in items)
+    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, (ids, lab) in enumerate(items):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(ids)] = 1
+    return input_ids, mask, labels
+
+
+def _read_padellm_examples(settings: TrainSettings, nlp) -> Tuple[List[TrainingExample], List[str]]:
+    """(label, k) examples for the PaDeLLM protocol: from a DocBin's entities, or a ``.padellm.jsonl`` file."""
+    path = settings.train
+    if path.endswith(".spacy"):
+        from spacy.tokens import DocBin
+
+        from .convert import docs_to_examples
+
+        docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        labels = settings.labels or sorted({e.label_ for d in docs for e in d.ents})
+        examples = docs_to_examples(docs, labels)
+    else:
+        examples = read_examples(path)
+        labels = settings.labels or sorted({e.label for e in examples})
+    unknown = sorted({e.label for e in examples} - set(labels))
+    if unknown:
+        raise TrainConfigError(f"Training examples use labels {unknown} that are not in [data] labels {labels}")
+    return examples, list(labels)
+
+
+def _read_autoreg_sentences(settings: TrainSettings, nlp) -> Tuple[List["Sentence"], List[str]]:
+    """Sentences for the autoregressive protocols: from a DocBin with exact spans, else grouped from the
+    ``.padellm.jsonl`` records."""
+    from ..baselines import Sentence
+
+    path = settings.train
+    if path.endswith(".spacy"):
+        from spacy.tokens import DocBin
+
+        docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+        sentences = [Sentence(d.text, [(e.label_, e.text) for e in d.ents],
+                              [(e.start_char, e.end_char, e.label_) for e in d.ents]) for d in docs]
+    else:
+        sentences = read_sentences(path)
+    found = sorted({label for s in sentences for label, _ in s.mentions})
+    labels = settings.labels or found
+    unknown = sorted(set(found) - set(labels))
+    if unknown:
+        raise TrainConfigError(f"Training examples use labels {unknown} that are not in [data] labels {labels}")
+    return sentences, list(labels)
+
+
+def read_train_data(settings: TrainSettings, nlp) -> Tuple[List[Any], List[str]]:
+    """(examples or sentences, labels) of the training file, as the protocol trains on them."""
+    if settings.autoreg:
+        return _read_autoreg_sentences(settings, nlp)
+    return _read_padellm_examples(settings, nlp)
+
+
+def read_dev_docs(settings: TrainSettings, nlp, labels: Sequence[str]):
+    """The gold dev docs (at most ``max_dev_docs``), or None without a dev file; their labels must be
+    among ``labels``, and a ``spans_key`` must name a span group some dev doc has."""
+    if not settings.dev:
+        return None
+    from spacy.tokens import DocBin
+
+    dev_docs = list(DocBin().from_disk(settings.dev).get_docs(nlp.vocab))
+    dev_labels = {e.label_ for d in dev_docs for e in d.ents}
+    if settings.spans_key:
+        missing = sum(settings.spans_key not in d.spans for d in dev_docs)
+        if dev_docs and missing == len(dev_docs):
+            raise TrainConfigError(f"[data] spans_key = {settings.spans_key!r}, but no dev doc has that span group "
+                                   f"(convert the dev set with --spans-key {settings.spans_key})")
+        dev_labels |= {s.label_ for d in dev_docs if settings.spans_key in d.spans for s in d.spans[settings.spans_key]}
+    extra = sorted(dev_labels - set(labels))
+    if extra:
+        raise TrainConfigError(f"The dev set has labels {extra} that the training data lacks ({labels})")
+    if settings.max_dev_docs:
+        dev_docs = dev_docs[: settings.max_dev_docs]
+    return dev_docs
+
+
+def encode_train_data(settings: TrainSettings, tokenizer, examples: Sequence[Any], labels: List[str],
+                      log: Callable[[str], None]) -> EncodedData:
+    """Tokenise the examples (or sentences) with the protocol's encoder; over-long ones are dropped and
+    none left is an error."""
+    if settings.autoreg:
+        from ..baselines import AutoRegEncoder, get_autoreg_template
+
+        template = None
+        ar_template = get_autoreg_template(settings.template_spec)
+        ar_encoder = AutoRegEncoder(tokenizer, settings.protocol, ar_template)
+        bos_ids = ar_encoder.bos_ids
+        items, unwritable = tokenize_sentences(ar_encoder, examples, labels, settings.max_length)
+        if unwritable:
+            log(f"{unwritable} mention(s) could not be written into {settings.protocol} targets "
+                "(not found in the text, or crossing another mention)")
+    else:
+        template = get_template(settings.template_spec)
+        ar_template = None
+        encoder = PromptEncoder(tokenizer, template)
+        bos_ids = encoder.bos_ids
+        items = tokenize_examples(encoder, examples, settings.max_length)
+    if not items:
+        raise TrainConfigError(f"No training example fits max_length={settings.max_length}")
+    return EncodedData(items, labels, template, ar_template, bos_ids)
