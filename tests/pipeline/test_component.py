@@ -1,4 +1,4 @@
-"""padellm_ner end to end on a tiny model memorised in the test session: what a spaCy user does."""
+"""padellm_ner end to end on a tiny model memorised by a test fixture: what a spaCy user does."""
 
 import json
 import shutil
