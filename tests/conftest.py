@@ -33,6 +33,13 @@ def _train(tmp: Path, base: Path, data, labels, steps: int, spans_key=None, meth
 
 
 @pytest.fixture(scope="session")
+def tiny_untrained(tiny_base, tmp_path_factory) -> Path:
+    """A model folder recording tiny.LABELS around the untrained tiny base: built in a second, no training.
+    For tests of wiring (configuration, errors, serialisation, counters); its output is noise."""
+    return tiny.build_untrained_model(tmp_path_factory.mktemp("tiny_untrained") / "model", tiny_base, tiny.LABELS)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_base, tmp_path_factory) -> Path:
     """A model folder that has memorised tiny.SENTENCES (full fine-tuning)."""
     model, _ = _train(tmp_path_factory.mktemp("tiny_ft"), tiny_base, tiny.SENTENCES, tiny.LABELS, steps=400)
