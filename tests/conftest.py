@@ -33,6 +33,13 @@ def _train(tmp: Path, base: Path, data, labels, steps: int, spans_key=None, meth
 
 
 @pytest.fixture(scope="session")
+def tiny_untrained(tiny_base, tmp_path_factory) -> Path:
+    """A model folder recording tiny.LABELS around the untrained tiny base: built in a second, no training.
+    For tests of wiring (configuration, errors, serialisation, counters); its output is noise."""
+    return tiny.build_untrained_model(tmp_path_factory.mktemp("tiny_untrained") / "model", tiny_base, tiny.LABELS)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_base, tmp_path_factory) -> Path:
     """A model folder that has memorised tiny.SENTENCES (full fine-tuning)."""
     model, _ = _train(tmp_path_factory.mktemp("tiny_ft"), tiny_base, tiny.SENTENCES, tiny.LABELS, steps=400)
@@ -50,11 +57,11 @@ def train_tiny():
     return _train
 
 
-# --- Issue #6: nested (GENIA-style) and Chinese data through convert -> train -> padellm_ner -------------
+# --- Nested (GENIA-style) and Chinese data through convert -> train -> padellm_ner -------------
 
 
 @pytest.fixture(scope="session")
-def issue6_data():
+def nested_zh_data():
     """Records in the PaDeLLM JSONL format: nested English with token offsets, end exclusive (as GENIA), and
     Chinese with character offsets, end inclusive (as Weibo/Resume): repeated strings, a span nested in a
     span of another label, the same string twice under one label, full-width punctuation, ASCII inside
@@ -84,9 +91,9 @@ def issue6_data():
 
 
 @pytest.fixture(scope="session")
-def issue6_base(issue6_data, tmp_path_factory) -> Path:
-    corpus = [r[0] for key in ("nested", "nested_dup", "zh") for r in issue6_data[key]]
-    return tiny.build_base_model(tmp_path_factory.mktemp("issue6_base"), corpus)
+def nested_zh_base(nested_zh_data, tmp_path_factory) -> Path:
+    corpus = [r[0] for key in ("nested", "nested_dup", "zh") for r in nested_zh_data[key]]
+    return tiny.build_base_model(tmp_path_factory.mktemp("nested_zh_base"), corpus)
 
 
 def _convert_and_train(tmp: Path, base: Path, records, lang: str, steps: int, spans_key=None):
@@ -107,13 +114,13 @@ def _convert_and_train(tmp: Path, base: Path, records, lang: str, steps: int, sp
 
 
 @pytest.fixture(scope="session")
-def issue6_nested(issue6_data, issue6_base, tmp_path_factory):
+def nested_model(nested_zh_data, nested_zh_base, tmp_path_factory):
     """A tiny model trained on the nested records (and the one with a span under two labels) after `convert`."""
-    records = issue6_data["nested"] + issue6_data["nested_dup"]
-    return _convert_and_train(tmp_path_factory.mktemp("issue6_nested"), issue6_base, records, "en", steps=300)
+    records = nested_zh_data["nested"] + nested_zh_data["nested_dup"]
+    return _convert_and_train(tmp_path_factory.mktemp("nested_model"), nested_zh_base, records, "en", steps=300)
 
 
 @pytest.fixture(scope="session")
-def issue6_zh(issue6_data, issue6_base, tmp_path_factory):
+def zh_model(nested_zh_data, nested_zh_base, tmp_path_factory):
     """A tiny model trained on the Chinese records through `convert --lang zh` and the zh template."""
-    return _convert_and_train(tmp_path_factory.mktemp("issue6_zh"), issue6_base, issue6_data["zh"], "zh", steps=300)
+    return _convert_and_train(tmp_path_factory.mktemp("zh_model"), nested_zh_base, nested_zh_data["zh"], "zh", steps=300)

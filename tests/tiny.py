@@ -80,6 +80,25 @@ def build_base_model(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path
     return folder
 
 
+def build_untrained_model(folder: Path, base: Path, labels: Sequence[str]) -> Path:
+    """A model folder as the trainer writes one after full fine-tuning (weights and tokenizer in the folder,
+    ``padellm.json`` with ``base: null``), holding the untrained ``base``: for tests of wiring, not output."""
+    import shutil
+
+    from spacy_padellm.loading import META_FILE
+    from spacy_padellm.text.protocol import tokenizer_bos_ids
+    from transformers import AutoTokenizer
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(base, folder)
+    bos = bool(tokenizer_bos_ids(AutoTokenizer.from_pretrained(str(folder))))
+    meta = {"format": "padellm-model", "version": 1, "labels": list(labels), "template": TEMPLATES["en"].to_dict(),
+            "lang": "en", "protocol": "padellm", "text_format": "raw", "bos": bos, "base": None, "adapter": None}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf8")
+    return folder
+
+
 def write_examples(path: Path, data, labels) -> Path:
     with path.open("w", encoding="utf8") as f:
         for text, mentions in data:

@@ -1,10 +1,12 @@
-"""padellm_ner end to end on a tiny model memorised in the test session: what a spaCy user does."""
+"""padellm_ner end to end on a tiny model memorised by a test fixture: what a spaCy user does.
+
+Tests of exact entities use ``tiny_model`` (trained); tests of wiring (configuration, errors, serialisation,
+counters, score keys) use ``tiny_untrained``, so a training regression does not fail them."""
 
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import spacy
@@ -32,14 +34,80 @@ def nlp(tiny_model):
     return nlp
 
 
+@pytest.fixture(scope="module")
+def wiring_nlp(tiny_untrained):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"model": str(tiny_untrained), "max_mention_tokens": 4})
+    return nlp
+
+
 def test_entry_point_factory_without_import():
     code = "import spacy; nlp = spacy.blank('en'); print(nlp.add_pipe('padellm_ner', config={'labels': ['PER']}).labels)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "('PER',)" in out.stdout
 
 
-def test_labels_come_from_model_folder(nlp):
-    assert nlp.get_pipe("padellm_ner").labels == tuple(tiny.LABELS)
+def test_labels_come_from_model_folder(wiring_nlp):
+    assert wiring_nlp.get_pipe("padellm_ner").labels == tuple(tiny.LABELS)
+
+
+STAT_KEYS = {"docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
+             "no_free_occurrence", "duplicates_removed", "overlaps_removed"}
+
+
+def test_pipe_returns_every_doc_in_order_with_counters(wiring_nlp):
+    ner = wiring_nlp.get_pipe("padellm_ner")
+    texts = [t for t, _ in tiny.SENTENCES] + ["", "  ", "Bonn ."]
+    for batch_size in (1, 4, 64):
+        before = ner.stats["docs"]
+        docs = list(wiring_nlp.pipe(texts, batch_size=batch_size))
+        assert [d.text for d in docs] == texts
+        assert ner.stats["docs"] == before + len(texts)
+        for doc in docs:
+            assert set(doc._.padellm) == STAT_KEYS
+            assert doc._.padellm["docs"] == 1
+            assert doc._.padellm["windows"] == (1 if doc.text.strip() else 0)
+            assert all(isinstance(v, int) and v >= 0 for v in doc._.padellm.values())
+            assert all(e.label_ in tiny.LABELS and 0.0 < e._.padellm_prob <= 1.0 for e in doc.ents)
+
+
+def test_score_keys(wiring_nlp, tiny_untrained):
+    scores = wiring_nlp.evaluate(tiny.gold_examples(wiring_nlp, tiny.SENTENCES))
+    assert {"ents_p", "ents_r", "ents_f", "ents_per_type"} <= set(scores)
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("ents_p", "ents_r", "ents_f"))
+    assert set(scores["ents_per_type"]) == set(tiny.LABELS)  # every gold label is missed or found
+    nested = spacy.blank("en")
+    ner = nested.add_pipe("padellm_ner", config={"model": str(tiny_untrained), "spans_key": "sc"})
+    examples = tiny.gold_examples(nested, tiny.NESTED, "sc")
+    for eg in examples:
+        eg.predicted.spans["sc"] = [eg.predicted.char_span(s.start_char, s.end_char, label=s.label_)
+                                    for s in eg.reference.spans["sc"]]
+    scores = ner.score(examples)
+    assert set(scores) == {"spans_sc_p", "spans_sc_r", "spans_sc_f", "spans_sc_per_type"}
+    assert scores["spans_sc_f"] == 1.0
+
+
+def test_config_survives_save_and_load(tiny_untrained, tmp_path):
+    config = {"model": str(tiny_untrained), "labels": ["PER", "LOC"], "spans_key": "sc", "max_count": 7,
+              "max_mention_tokens": 3, "deduplicate": False, "text_format": "tokens", "engine": "dynamic"}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config=config)
+    nlp.to_disk(tmp_path / "pipeline")
+    meta = json.loads((tmp_path / "pipeline" / "padellm_ner" / "model" / "padellm.json").read_text())
+    assert meta["labels"] == ["PER", "LOC"] and meta["text_format"] == "tokens"
+    # The saved pipeline must not depend on the original model folder.
+    shutil.copytree(tmp_path / "pipeline", tmp_path / "moved")
+    shutil.rmtree(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "moved")
+    saved = loaded.config["components"]["padellm_ner"]
+    assert {k: saved[k] for k in config if k != "model"} == {k: v for k, v in config.items() if k != "model"}
+    ner = loaded.get_pipe("padellm_ner")
+    assert ner.labels == ("PER", "LOC") and ner.spans_key == "sc" and ner.text_format == "tokens"
+    assert {k: ner.cfg[k] for k in ("max_count", "max_mention_tokens", "deduplicate", "engine")} == {
+        "max_count": 7, "max_mention_tokens": 3, "deduplicate": False, "engine": "dynamic"}
+    assert (ner.decoder.max_count, ner.decoder.max_mention_tokens) == (7, 3)
+    doc = loaded("Bonn and Japan .")
+    assert "sc" in doc.spans and doc.ents == () and doc._.padellm["docs"] == 1
 
 
 def test_call_returns_exact_entities(nlp):
@@ -171,9 +239,9 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
         nlp("text")
 
 
-def test_incomplete_model_folder_fails_at_construction(tmp_path, tiny_model):
+def test_incomplete_model_folder_fails_at_construction(tmp_path, tiny_untrained):
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_model, broken)
+    shutil.copytree(tiny_untrained, broken)
     (broken / "model.safetensors").unlink()
     with pytest.raises(ModelFolderError, match="safetensors"):
         spacy.blank("en").add_pipe("padellm_ner", config={"model": str(broken)})

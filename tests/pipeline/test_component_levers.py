@@ -1,6 +1,7 @@
 """padellm_ner's decoding levers (constrain_mentions, count_bias, dedupe_mentions) and draft_tokens as config
 keys: they reach the decoder, bad values are clear errors, and a pipeline with all three levers keeps the
-tiny model's memorised entities, also after to_disk / spacy.load."""
+tiny model's memorised entities, also after to_disk / spacy.load. Tests of wiring alone use the untrained
+model folder ``tiny_untrained``."""
 
 import logging
 
@@ -27,9 +28,9 @@ def ents(doc):
     return [(e.text, e.label_) for e in doc.ents]
 
 
-def pipeline(tiny_model, **config):
+def pipeline(model, **config):
     nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), **config})
+    nlp.add_pipe("padellm_ner", config={"model": str(model), **config})
     return nlp
 
 
@@ -46,9 +47,9 @@ def test_defaults_are_off():
         "constrain_mentions", "count_bias", "dedupe_mentions"]
 
 
-def test_draft_tokens_reach_the_tree_decoder(tiny_model):
+def test_draft_tokens_reach_the_tree_decoder(tiny_untrained):
     for config, expected in (({}, 8), ({"draft_tokens": 0}, 0)):
-        decoder = pipeline(tiny_model, **config).get_pipe("padellm_ner").decoder
+        decoder = pipeline(tiny_untrained, **config).get_pipe("padellm_ner").decoder
         assert isinstance(decoder, TreeDecoder) and decoder.draft_tokens == expected
 
 
@@ -66,25 +67,25 @@ def test_inflight_batches_reach_the_tree_decoders(tiny_model, tmp_path):
             PaDeLLMNER(spacy.blank("en"), labels=["PER"], inflight_batches=bad)
 
 
-def test_a_lever_makes_auto_use_the_dynamic_engine(tiny_model, caplog):
+def test_a_lever_makes_auto_use_the_dynamic_engine(tiny_untrained, caplog):
     with caplog.at_level(logging.INFO, logger="spacy_padellm"):
-        decoder = pipeline(tiny_model, constrain_mentions=True).get_pipe("padellm_ner").decoder
+        decoder = pipeline(tiny_untrained, constrain_mentions=True).get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TwoStepDecoder)
     assert decoder.constrain_mentions is True and not decoder.count_bias and decoder.dedupe_mentions is False
     assert "constrain_mentions" in caplog.text and "dynamic-cache engine" in caplog.text
 
 
-def test_dynamic_engine_gets_the_levers(tiny_model):
-    nlp = pipeline(tiny_model, engine="dynamic", count_bias={"PER": -1}, dedupe_mentions=True, draft_tokens=0)
+def test_dynamic_engine_gets_the_levers(tiny_untrained):
+    nlp = pipeline(tiny_untrained, engine="dynamic", count_bias={"PER": -1}, dedupe_mentions=True, draft_tokens=0)
     decoder = nlp.get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TwoStepDecoder)
     assert decoder.count_bias == {"PER": -1.0} and decoder.dedupe_mentions is True
     assert decoder.constrain_mentions is False
 
 
-def test_levers_on_the_static_engine_are_an_error(tiny_model):
+def test_levers_on_the_static_engine_are_an_error(tiny_untrained):
     with pytest.raises(ValueError, match=r"dedupe_mentions .*'dynamic' or 'auto'"):
-        pipeline(tiny_model, engine="static", dedupe_mentions=True)
+        pipeline(tiny_untrained, engine="static", dedupe_mentions=True)
     with pytest.raises(ValueError, match=r"count_bias .*'dynamic' or 'auto'"):
         make_decoder(None, None, DecodeSettings(engine="static", count_bias={"PER": 1.0}))
 

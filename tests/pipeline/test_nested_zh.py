@@ -1,4 +1,4 @@
-"""Issue #6: nested entities and Chinese through the same workflow.
+"""Nested entities and Chinese through the same workflow as flat English.
 
 Nested: gold spans with overlaps -> `convert` (doc.spans["sc"]) -> training examples -> a tiny model trained
 here -> padellm_ner with spans_key -> doc.spans["sc"] equal to the gold, spans_sc_f 1.0 from `spacy
@@ -46,11 +46,11 @@ def char_tokens(text):
 # Nested: round trip through convert, training and the component
 
 
-def test_nested_convert_keeps_every_gold_span(issue6_nested, issue6_data):
-    _, docbin, report = issue6_nested
+def test_nested_convert_keeps_every_gold_span(nested_model, nested_zh_data):
+    _, docbin, report = nested_model
     assert report.nested and report.spans_key == "sc" and report.offsets == "token-exclusive"
     docs = gold_docs(docbin, spacy.blank("en").vocab)
-    records = issue6_data["nested"] + issue6_data["nested_dup"]
+    records = nested_zh_data["nested"] + nested_zh_data["nested_dup"]
     for doc, record in zip(docs, records):
         want = sorted((label, mention) for _, _, mention, label in record[1:])
         assert sorted((s.label_, s.text) for s in doc.spans["sc"]) == want
@@ -63,11 +63,11 @@ def test_nested_convert_keeps_every_gold_span(issue6_nested, issue6_data):
     assert ("protein", 3, "IL-2 receptor") in third and ("cell_type", 1, "T cells") in third
 
 
-def test_nested_round_trip_span_group_equals_gold(issue6_nested, issue6_data):
-    model, docbin, _ = issue6_nested
+def test_nested_round_trip_span_group_equals_gold(nested_model, nested_zh_data):
+    model, docbin, _ = nested_model
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": str(model), "spans_key": "sc"})
-    gold = gold_docs(docbin, nlp.vocab)[: len(issue6_data["nested"])]
+    gold = gold_docs(docbin, nlp.vocab)[: len(nested_zh_data["nested"])]
     preds = list(nlp.pipe(d.text for d in gold))
     for pred, ref in zip(preds, gold):
         assert spans_of(pred, "sc") == spans_of(ref, "sc")
@@ -77,13 +77,13 @@ def test_nested_round_trip_span_group_equals_gold(issue6_nested, issue6_data):
     assert scores["spans_sc_f"] == 1.0 and scores["spans_sc_p"] == 1.0
 
 
-def test_nested_spacy_evaluate_cli(issue6_nested, issue6_data, tmp_path):
-    model, docbin, _ = issue6_nested
+def test_nested_spacy_evaluate_cli(nested_model, nested_zh_data, tmp_path):
+    model, docbin, _ = nested_model
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": str(model), "spans_key": "sc"})
     nlp.to_disk(tmp_path / "pipeline")
     test = tmp_path / "test.spacy"
-    DocBin(docs=gold_docs(docbin, nlp.vocab)[: len(issue6_data["nested"])]).to_disk(test)
+    DocBin(docs=gold_docs(docbin, nlp.vocab)[: len(nested_zh_data["nested"])]).to_disk(test)
     out = tmp_path / "metrics.json"
     subprocess.run([sys.executable, "-m", "spacy", "evaluate", str(tmp_path / "pipeline"), str(test), "--output", str(out)],
                    check=True, capture_output=True, cwd=Path(__file__).resolve().parents[2])
@@ -91,11 +91,11 @@ def test_nested_spacy_evaluate_cli(issue6_nested, issue6_data, tmp_path):
     assert metrics["spans_sc_f"] == 1.0
 
 
-def test_flat_mode_on_nested_predictions_resolves_overlaps(issue6_nested, issue6_data):
-    model, docbin, _ = issue6_nested
+def test_flat_mode_on_nested_predictions_resolves_overlaps(nested_model, nested_zh_data):
+    model, docbin, _ = nested_model
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": str(model)})
-    gold = gold_docs(docbin, nlp.vocab)[: len(issue6_data["nested"])]
+    gold = gold_docs(docbin, nlp.vocab)[: len(nested_zh_data["nested"])]
     removed = 0
     for ref in gold:
         doc = nlp(ref.text)
@@ -107,11 +107,11 @@ def test_flat_mode_on_nested_predictions_resolves_overlaps(issue6_nested, issue6
     assert removed >= 4
 
 
-def test_span_gold_under_two_labels_dedup_keeps_one(issue6_nested, issue6_data):
+def test_span_gold_under_two_labels_dedup_keeps_one(nested_model, nested_zh_data):
     """The one case where de-duplication removes a correct nested span: a span gold under two labels."""
-    model, docbin, _ = issue6_nested
+    model, docbin, _ = nested_model
     ref = gold_docs(docbin, spacy.blank("en").vocab)[-1]
-    assert ref.text == issue6_data["nested_dup"][0][0]
+    assert ref.text == nested_zh_data["nested_dup"][0][0]
     for dedupe in (False, True):
         nlp = spacy.blank("en")
         nlp.add_pipe("padellm_ner", config={"model": str(model), "spans_key": "sc", "deduplicate": dedupe})
@@ -192,12 +192,12 @@ def test_zh_aligner_full_width_punctuation_and_mixed_ascii():
     assert stats.not_found == 1  # 李四
 
 
-def test_zh_convert_and_written_spans_line_up(issue6_data, tmp_path):
+def test_zh_convert_and_written_spans_line_up(nested_zh_data, tmp_path):
     path = tmp_path / "zh.jsonl"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in issue6_data["zh"]), encoding="utf-8")
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in nested_zh_data["zh"]), encoding="utf-8")
     result = read_docs(path, zh_nlp())
     assert result.offsets == "char-inclusive" and result.n_skipped == 0
-    for doc, record in zip(result.docs, issue6_data["zh"]):
+    for doc, record in zip(result.docs, nested_zh_data["zh"]):
         assert [t.text for t in doc] == list(record[0])
         assert [(s.start_char, s.end_char, s.label_) for s in doc_spans(doc)] == sorted(
             (s, e + 1, label) for s, e, _, label in record[1:])
@@ -217,9 +217,9 @@ def test_zh_convert_and_written_spans_line_up(issue6_data, tmp_path):
 # Chinese: a tiny model through convert --lang zh, the zh template and padellm_ner
 
 
-def test_zh_tiny_model_end_to_end(issue6_zh, issue6_data, tmp_path):
-    model, docbin, report = issue6_zh
-    assert report.offsets == "char-inclusive" and report.labels == issue6_data["zh_labels"]
+def test_zh_tiny_model_end_to_end(zh_model, nested_zh_data, tmp_path):
+    model, docbin, report = zh_model
+    assert report.offsets == "char-inclusive" and report.labels == nested_zh_data["zh_labels"]
     meta = json.loads((model / "padellm.json").read_text(encoding="utf-8"))
     assert meta["template"] == TEMPLATES["zh"].to_dict() and meta["lang"] == "zh"
     nlp = zh_nlp()
