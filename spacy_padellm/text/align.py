@@ -64,8 +64,9 @@ def normalize(text: str, drop_spaces: bool = False) -> Tuple[str, List[int]]:
             in_space = True
             continue
         in_space = False
-        chars.append(ch.lower())
-        index.append(i)
+        lowered = ch.lower()  # one char, or several ("İ" -> "i̇"): each points back to ch
+        chars.append(lowered)
+        index.extend([i] * len(lowered))
     if chars and chars[-1] == " ":
         chars.pop()
         index.pop()

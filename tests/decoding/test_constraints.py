@@ -77,7 +77,7 @@ def test_candidates_exclude_claimed_strings():
     assert candidate_strings(text, exclude=[]) == candidate_strings(text)
 
 
-def test_dedupe_plan():
+def test_redecode_plan():
     text = "Jordan beat Syria and Jordan again in Amman ."
     # "Syria" three times, once in the text: the most probable keeps it, the others go again
     redo, excluded = redecode_plan(text, [(1, "Syria", 0.2), (2, "Syria", 0.9), (3, "Syria", 0.5)])

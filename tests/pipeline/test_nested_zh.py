@@ -279,7 +279,7 @@ def test_normalize_fast_path_equals_char_by_char():
                 continue
             in_space = False
             chars.append(ch.lower())
-            index.append(i)
+            index.extend([i] * len(ch.lower()))
         if chars and chars[-1] == " ":
             chars.pop()
             index.pop()

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from spacy_padellm.text.align import AlignedSpan
-from spacy_padellm.text.overlaps import deduplicate, resolve_overlaps
+from spacy_padellm.text.overlaps import one_label_per_span, resolve_overlaps
 
 
 def span(start, end, label, prob):
@@ -14,36 +14,36 @@ def key(spans):
     return [(s.start, s.end, s.label) for s in spans]
 
 
-# -- deduplicate --------------------------------------------------------------------------------------------
+# -- one_label_per_span --------------------------------------------------------------------------------------------
 
 
 def test_same_span_under_several_labels_keeps_the_most_probable():
     spans = [span(0, 6, "LOC", 0.6), span(0, 6, "PER", 0.9), span(0, 6, "ORG", 0.3)]
-    kept, removed = deduplicate(spans)
+    kept, removed = one_label_per_span(spans)
     assert key(kept) == [(0, 6, "PER")] and removed == 2
 
 
 def test_different_spans_are_all_kept_sorted():
     spans = [span(10, 16, "LOC", 0.2), span(0, 6, "PER", 0.9), span(0, 3, "PER", 0.1), span(0, 6, "LOC", 0.95)]
-    kept, removed = deduplicate(spans)
+    kept, removed = one_label_per_span(spans)
     assert key(kept) == [(0, 3, "PER"), (0, 6, "LOC"), (10, 16, "LOC")] and removed == 1
     assert [s.prob for s in kept] == [0.1, 0.95, 0.2]
 
 
 def test_equal_probabilities_keep_the_first():
-    kept, removed = deduplicate([span(0, 6, "LOC", 0.5), span(0, 6, "PER", 0.5)])
+    kept, removed = one_label_per_span([span(0, 6, "LOC", 0.5), span(0, 6, "PER", 0.5)])
     assert key(kept) == [(0, 6, "LOC")] and removed == 1
-    kept, _ = deduplicate([span(0, 6, "PER", 0.5), span(0, 6, "LOC", 0.5)])
+    kept, _ = one_label_per_span([span(0, 6, "PER", 0.5), span(0, 6, "LOC", 0.5)])
     assert key(kept) == [(0, 6, "PER")]
 
 
 def test_overlapping_spans_are_not_deduplicated():
-    kept, removed = deduplicate([span(0, 6, "LOC", 0.5), span(0, 7, "PER", 0.9), span(1, 6, "ORG", 0.9)])
+    kept, removed = one_label_per_span([span(0, 6, "LOC", 0.5), span(0, 7, "PER", 0.9), span(1, 6, "ORG", 0.9)])
     assert len(kept) == 3 and removed == 0
 
 
 def test_deduplicate_empty():
-    assert deduplicate([]) == ([], 0)
+    assert one_label_per_span([]) == ([], 0)
 
 
 # -- resolve_overlaps ---------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_any_object_with_start_end_prob_works_and_input_is_untouched():
     kept, removed = resolve_overlaps(spans)
     assert kept == [Plain(3, 7, 0.2)] and removed == 1
     assert spans == [Plain(0, 5, 0.1), Plain(3, 7, 0.2)]
-    assert deduplicate([Plain(0, 5, 0.1), Plain(0, 5, 0.2)]) == ([Plain(0, 5, 0.2)], 1)
+    assert one_label_per_span([Plain(0, 5, 0.1), Plain(0, 5, 0.2)]) == ([Plain(0, 5, 0.2)], 1)
 
 
 def test_resolve_overlaps_empty():
