@@ -1,6 +1,5 @@
 """text/align.py: predicted (label, k, mention, prob) triples to character spans of the text."""
 
-import pytest
 
 from spacy_padellm.text.align import AlignedSpan, AlignStats, align_mentions, normalize
 
