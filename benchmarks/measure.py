@@ -94,13 +94,16 @@ def _find_component(nlp):
     raise ValueError(f"the pipeline has no padellm_ner component (components: {nlp.pipe_names})")
 
 
-def open_pipeline(path: str, lang: Optional[str], spans_key: Optional[str], device: Optional[str]):
-    """``(nlp, padellm_ner component, its engine)``, the model loaded on ``device`` (None: as configured)."""
+def open_pipeline(path: str, lang: Optional[str], spans_key: Optional[str], device: Optional[str],
+                  settings: Optional[Dict[str, Any]] = None):
+    """``(nlp, padellm_ner component, its engine)``, the model loaded on ``device`` (None: as configured),
+    with the decoding ``settings`` given (some ``DecodeSettings`` keys)."""
     import torch
 
-    from spacy_padellm.cli.evaluate import load_pipeline
+    from spacy_padellm.pipeline.load import load_pipeline
 
-    nlp = load_pipeline(path, lang, spans_key, {"device": device} if device else None)
+    config = {**(settings or {}), **({"device": device} if device else {})}
+    nlp = load_pipeline(path, lang=lang, spans_key=spans_key, config=config)
     _, ner = _find_component(nlp)
     if device is not None and ner._runtime is not None:  # a saved pipeline loaded its model already
         loaded = next(ner._runtime[0].parameters()).device

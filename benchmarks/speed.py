@@ -31,6 +31,8 @@ from report import render_markdown, render_plot
 from results import NOTES, PIPE_WARMUP, environment, method_results, timestamp
 from timing import Clock, memory_floor
 
+from spacy_padellm.pipeline.load import parse_settings
+
 __all__ = ["benchmark", "main", "build_parser"]
 
 
@@ -38,8 +40,10 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
               reference_docs: int = 50, batch_sizes: Sequence[int] = (1, 8, 32, 128), warmup: int = 3,
               methods: Optional[Sequence[str]] = None, device: Optional[str] = None, gpu_id: int = -1,
               spans_key: Optional[str] = None, lang: Optional[str] = None, progress: bool = True,
-              command: Optional[str] = None, compare: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """Measure every method of ``methods`` (default: ``DEFAULT_METHODS``) on the docs of ``data``.
+              command: Optional[str] = None, compare: Optional[Dict[str, str]] = None,
+              settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Measure every method of ``methods`` (default: ``DEFAULT_METHODS``) on the docs of ``data``, the
+    pipeline's decoding ``settings`` changed as given (some ``DecodeSettings`` keys).
 
     ``compare`` adds methods that are other pipelines (name -> pipeline folder or model), such as the
     autoregressive baselines: each runs its own component with its own model and decoding mode.
@@ -48,7 +52,7 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     methods = list(methods or DEFAULT_METHODS)
     check_request(methods, compare, data, batch_sizes)
     device = select_device(device, gpu_id)
-    nlp, ner, engine = open_pipeline(pipeline, lang, spans_key, device)
+    nlp, ner, engine = open_pipeline(pipeline, lang, spans_key, device, settings)
     model = ner._runtime[0]
     torch_device = next(model.parameters()).device
     clock = Clock(torch_device)
@@ -80,7 +84,7 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
         "pipe_warmup_rounds": {r.name: r.pipe_rounds for r in runs if r.pipe_rounds is not None},
         "methods": [r.name for r in runs], "labels": list(ner.labels), "spans_key": key,
         "text_format": ner.text_format, "component_batch_size": ner.cfg["batch_size"],
-        "max_batch_rows": ner.cfg["max_batch_rows"],
+        "max_batch_rows": ner.cfg["max_batch_rows"], "decode_settings": ner.settings.to_config(),
     }
     speedup = (results.get("padellm", {}).get("speedup_vs_reference") or {}).get("median_latency_ratio")
     peaks = [r.peak_mb for r in runs if r.peak_mb is not None]
@@ -139,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-id", type=int, default=-1, help="like spacy evaluate: use this GPU")
     p.add_argument("--spans-key", default=None)
     p.add_argument("--lang", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_items",
+                   help="a decoding setting of the pipeline (python -m spacy_padellm settings lists them); repeatable")
     p.add_argument("--output", default=None, help="metrics JSON; a .md table and a .png plot go next to it")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -159,6 +165,8 @@ def _command(args) -> str:
             argv += [flag, str(value)]
     for item in getattr(args, "compare", None) or []:
         argv += ["--compare", item]
+    for item in getattr(args, "set_items", None) or []:
+        argv += ["--set", item]
     if getattr(args, "no_progress", False):
         argv.append("--no-progress")
     return shlex.join(argv)
@@ -179,7 +187,7 @@ def run(args) -> int:
                        reference_docs=args.reference_docs, batch_sizes=args.batch_sizes, warmup=args.warmup,
                        methods=methods, device=args.device, gpu_id=args.gpu_id, spans_key=args.spans_key,
                        lang=args.lang, progress=not args.no_progress, command=_command(args),
-                       compare=_compare(args.compare))
+                       compare=_compare(args.compare), settings=parse_settings(args.set_items))
     table = render_markdown(report)
     print(table)
     if args.output:

@@ -80,10 +80,7 @@ def build_decoder(model, encoder: PromptEncoder, settings: DecodeSettings, decod
 
     ``autoreg_encoder`` (a ``baselines.AutoRegEncoder``) is needed by the autoregressive decodings;
     ``generate`` replaces their greedy engine (``generate(prompts, *, max_new_tokens) -> [(ids without EOS,
-    sum of log-probs, EOS reached)]``)."""
-    if decoding != "padellm" and settings.levers:
-        logger.warning("spacy_padellm: the decoding levers %s apply to decoding 'padellm' only; ignored with "
-                       "decoding '%s'", ", ".join(settings.levers), decoding)
+    sum of log-probs, EOS reached)]``). The decoding levers apply to "padellm" only; the others ignore them."""
     if decoding in AUTOREG_DECODINGS:
         from ..baselines import AutoRegDecoder
 

@@ -7,6 +7,7 @@ key and its meaning: ``config`` (and the README's table, made from it).
 """
 
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -27,6 +28,8 @@ from .model_spec import ModelSpec
 from .scoring import score_padellm
 
 __all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
+
+logger = logging.getLogger("spacy_padellm")
 
 if not Span.has_extension("padellm_prob"):
     Span.set_extension("padellm_prob", default=None)
@@ -79,6 +82,7 @@ class PaDeLLMNER(Pipe):
         self.spec = ModelSpec(name, nlp.lang, labels=labels, template=template, text_format=text_format,
                               decoding=self.settings.decoding)
         self._runtime: Optional[Tuple[Any, Any, Any]] = None  # (model, tokenizer, decoder)
+        self._warned_levers = False
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
             self.spec.set_location(model)
@@ -146,6 +150,10 @@ class PaDeLLMNER(Pipe):
         from ..text.protocol import PromptEncoder
 
         self.spec.set_loaded(source)
+        if self.decoding != "padellm" and self.levers and not self._warned_levers:
+            self._warned_levers = True
+            logger.warning("[%s] the decoding levers %s apply to decoding 'padellm' only; ignored with decoding "
+                           "'%s'", self.name, ", ".join(self.levers), self.decoding)
         encoder = PromptEncoder(tokenizer, self.spec.template, self.spec.bos)
         autoreg_encoder = None
         if self.decoding in AUTOREG_DECODINGS:

@@ -108,3 +108,19 @@ def test_drafts_side_by_side(tiny_model, tmp_path):
     assert pad["decoding"]["forward_passes_per_sentence"] < nod["decoding"]["forward_passes_per_sentence"]
     assert 0 < pad["decoding"]["draft_acceptance"] <= 1
     assert nod["decoding"]["draft_acceptance"] is None
+
+
+def test_decoding_settings_reach_the_pipeline(tiny_model, tmp_path):
+    """``--set`` changes the pipeline's decoding settings; the report records them and the command."""
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "s.json"
+    argv = [str(tiny_model), str(data), "--methods", "padellm", "--max-docs", "4", "--latency-docs", "2",
+            "--batch-sizes", "4", "--set", "draft_tokens=0", "--set", "max_batch_rows=2", "--output", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    r = json.loads(out.read_text())
+    settings = r["settings"]["decode_settings"]
+    assert (settings["draft_tokens"], settings["max_batch_rows"], r["settings"]["max_batch_rows"]) == (0, 2, 2)
+    assert r["command"].endswith("--set draft_tokens=0 --set max_batch_rows=2 --no-progress")
+    assert r["methods"]["padellm"]["f1"]["span_f"] == 1.0
+    assert main([str(tiny_model), str(data), "--set", "draft_tokns=0", "--no-progress"]) == 1
