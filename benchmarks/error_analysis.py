@@ -338,7 +338,7 @@ def plot_missed(name: str, run: Dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(8.5, 3.6))
     rows = list(range(len(MISSED_KINDS)))[::-1]
     left = [0] * len(MISSED_KINDS)
     for label, counts in run["per_label"].items():
@@ -349,7 +349,7 @@ def plot_missed(name: str, run: Dict[str, Any], path: Path) -> None:
         ax.text(total, row, f" {total}", va="center", fontsize=9)
     ax.set_yticks(rows, [title for _, title in MISSED_KINDS], fontsize=9)
     ax.set_xlabel("gold mentions")
-    ax.margins(x=0.1)
+    ax.set_xlim(0, max(left + [1]) * 1.12)  # room for the totals
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     gold, tp = run["totals"].get("gold", 0), run["totals"].get("tp", 0)
     ax.set_title(f"{name}: {gold - tp} of {gold} gold mentions not found (span F1 {run['ents_f']:.4f})",
