@@ -1,0 +1,89 @@
+"""``python benchmarks/error_analysis.py`` on the tiny memorised model: numbers that can be checked by hand.
+
+tiny.SENTENCES: 6 sentences, 14 gold mentions, 6 x 4 = 24 (sentence, label) slots. Four slots hold two or
+more mentions: LOC in "Japan beat Syria ..." (2), PER in "Peter Blackburn met Jordan ..." (2), LOC in
+"Germany and Britain ... Bonn" (3) and LOC in "... Jordan and Jordan again" (2).
+"""
+
+import collections
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
+
+from error_analysis import classify_spans, main  # noqa: E402
+
+
+def _run(model, tmp, *options):
+    data = tiny.write_docbin(tmp / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp / "ea.json"
+    assert main([str(data), "--model", str(model), "--output", str(out), *options]) == 0
+    report = json.loads(out.read_text())
+    (name, run), = report["runs"].items()
+    return out, name, run
+
+
+def _totals(run):
+    """The totals, 0 for a key never counted (the JSON holds only the keys that were)."""
+    return collections.Counter(run["totals"])
+
+
+@pytest.fixture(scope="module")
+def default_run(tiny_model, tmp_path_factory):
+    return _run(tiny_model, tmp_path_factory.mktemp("error_analysis"))
+
+
+@pytest.fixture(scope="module")
+def capped_run(tiny_model, tmp_path_factory):
+    """max_count=1: every count of 2 or 3 is clipped to 1, so the mentions after the first are never asked for."""
+    return _run(tiny_model, tmp_path_factory.mktemp("error_analysis_capped"), "--set", "max_count=1")
+
+
+def test_all_found(default_run):
+    out, name, run = default_run
+    t = _totals(run)
+    assert name == "gold[:6] default" and run["docs"] == 6
+    assert run["ents_f"] == 1.0
+    assert (t["gold"], t["pred"], t["tp"]) == (14, 14, 14)
+    assert not any(v for k, v in t.items() if k.startswith(("fn_", "fp_")))
+    assert (t["count_exact"], t["count_low"], t["count_high"]) == (24, 0, 0)
+    assert (t["raw_mentions"], t["raw_aligned"], t["raw_not_found"], t["raw_no_free_occurrence"]) == (14, 14, 0, 0)
+    assert t["raw_repeated_within_label"] == 1  # "Jordan" twice under LOC, both aligned
+    assert run["per_label"]["LOC"]["gold"] == 8 and run["per_label"]["LOC"]["tp"] == 8
+    assert run["command"].startswith("python benchmarks/error_analysis.py ")
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_count_too_low_is_attributed(capped_run):
+    _, name, run = capped_run
+    t = _totals(run)
+    assert name == "gold[:6] max_count=1"
+    assert t["stage_capped_counts"] == 4
+    assert (t["count_exact"], t["count_low"], t["count_high"]) == (20, 4, 0)
+    assert t["mentions_lost_to_low_counts"] == 5  # 1 + 1 + 2 + 1
+    assert (t["gold"], t["tp"], t["fn_missed_count_low"]) == (14, 9, 5)
+    assert not any(v for k, v in t.items() if k.startswith(("fn_", "fp_")) and k != "fn_missed_count_low")
+    per_label = run["per_label"]
+    assert per_label["LOC"].get("fn_missed_count_low") == 4 and per_label["PER"].get("fn_missed_count_low") == 1
+    assert run["examples"]["fn_missed_count_low"][0]["gold"] == ["Syria", "LOC"]
+
+
+def test_classify_spans():
+    gold = [(0, 5, "LOC"), (10, 15, "PER"), (20, 30, "ORG"), (40, 45, "MISC")]
+    pred = [(0, 5, "LOC"), (10, 15, "ORG"), (20, 25, "ORG"), (40, 44, "LOC"), (50, 55, "PER")]
+    fp, fn = classify_spans(pred, gold)
+    assert fp == {(10, 15, "ORG"): "wrong_label", (20, 25, "ORG"): "wrong_boundary",
+                  (40, 44, "LOC"): "wrong_label_and_boundary", (50, 55, "PER"): "spurious"}
+    assert fn == {(10, 15, "PER"): "wrong_label", (20, 30, "ORG"): "wrong_boundary",
+                  (40, 45, "MISC"): "wrong_label_and_boundary"}
+    assert classify_spans([], [(0, 5, "LOC")]) == ({}, {(0, 5, "LOC"): "missed"})
+
+
+def test_unknown_setting_is_one_line(tmp_path, capsys):
+    assert main(["x.spacy", "--output", str(tmp_path / "x.json"), "--set", "max_cont=1"]) == 1
+    assert "max_cont" in capsys.readouterr().err
