@@ -98,9 +98,9 @@ def open_pipeline(path: str, lang: Optional[str], spans_key: Optional[str], devi
     """``(nlp, padellm_ner component, its engine)``, the model loaded on ``device`` (None: as configured)."""
     import torch
 
-    from spacy_padellm.cli.evaluate import load_pipeline
+    from spacy_padellm.pipeline.load import load_pipeline
 
-    nlp = load_pipeline(path, lang, spans_key, {"device": device} if device else None)
+    nlp = load_pipeline(path, lang=lang, spans_key=spans_key, config={"device": device} if device else None)
     _, ner = _find_component(nlp)
     if device is not None and ner._runtime is not None:  # a saved pipeline loaded its model already
         loaded = next(ner._runtime[0].parameters()).device
