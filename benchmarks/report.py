@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 __all__ = ["render_markdown", "render_plot"]
 
@@ -147,3 +149,13 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_outputs(report: Dict[str, Any], table: str, output: str, plot: Callable[[Dict[str, Any], Path], None]) -> None:
+    """``output`` (JSON), the markdown ``table`` and ``plot``'s PNG next to it."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(table)
+    plot(report, out.with_suffix(".png"))
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}", file=sys.stderr)

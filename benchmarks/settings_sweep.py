@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's spacy_padellm, not an installed one
 
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from report import write_outputs  # noqa: E402
 from results import environment, timestamp  # noqa: E402
 
 __all__ = ["parse_variant", "sweep", "render_table", "render_plot", "main", "build_parser"]
@@ -235,15 +236,6 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(report: Dict[str, Any], table: str, output: str) -> None:
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(table)
-    render_plot(report, out.with_suffix(".png"))
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}", file=sys.stderr)
-
-
 # -- command line -------------------------------------------------------------------------------------------
 
 
@@ -284,7 +276,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     table = render_table(report)
     print(table)
     if args.output:
-        write_outputs(report, table, args.output)
+        write_outputs(report, table, args.output, render_plot)
     return 0
 
 

@@ -18,16 +18,14 @@ latency ratio on the docs both decoded). Writes JSON (``--output``), a markdown 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from measure import (build_runs, check_request, load_gold, open_pipeline, select_device, time_latency,
                      time_throughput, warm_texts, warm_up)
 from methods import DEFAULT_METHODS, METHODS
-from report import render_markdown, render_plot
+from report import render_markdown, render_plot, write_outputs
 from results import NOTES, PIPE_WARMUP, environment, method_results, timestamp
 from timing import Clock, memory_floor
 
@@ -172,15 +170,6 @@ def _command(args) -> str:
     return shlex.join(argv)
 
 
-def _write(report: Dict[str, Any], table: str, output: str) -> None:
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    out.with_suffix(".md").write_text(table)
-    render_plot(report, out.with_suffix(".png"))
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}", file=sys.stderr)
-
-
 def run(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     report = benchmark(args.pipeline, args.data, max_docs=args.max_docs, latency_docs=args.latency_docs,
@@ -191,7 +180,7 @@ def run(args) -> int:
     table = render_markdown(report)
     print(table)
     if args.output:
-        _write(report, table, args.output)
+        write_outputs(report, table, args.output, render_plot)
     return 0
 
 

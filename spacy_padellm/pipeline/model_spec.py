@@ -59,27 +59,24 @@ class ModelSpec:
         self.check_decoding()
 
     def _build_template(self) -> Template:
-        spec = self.template_spec
-        if spec is None and self.source is not None and self.source.template:
-            spec = self.source.template
-        if spec is None:
-            spec = "zh" if self.lang == "zh" else "en"
-        try:
-            return get_template(spec)
-        except TemplateError as err:
-            raise TemplateError(f"[{self.name}] {err}") from None
+        """The prompt template: the one given as 'template', else the model's, else by language."""
+        recorded = self.source.template if self.source is not None else None
+        return self._template(get_template, self.template_spec, recorded)
 
     def autoreg_template(self):
         """The autoregressive template: a name given as 'template', else the model's, else by language."""
         from ..baselines import get_autoreg_template
 
-        spec = self.template_spec if isinstance(self.template_spec, str) else None
-        if spec is None and self.source is not None:
-            spec = self.source.meta.get("autoreg_template")
+        given = self.template_spec if isinstance(self.template_spec, str) else None
+        recorded = self.source.meta.get("autoreg_template") if self.source is not None else None
+        return self._template(get_autoreg_template, given, recorded)
+
+    def _template(self, build, given: Any, recorded: Any):
+        spec = given if given is not None else (recorded or None)
         if spec is None:
             spec = "zh" if self.lang == "zh" else "en"
         try:
-            return get_autoreg_template(spec)
+            return build(spec)
         except TemplateError as err:
             raise TemplateError(f"[{self.name}] {err}") from None
 
