@@ -78,9 +78,9 @@ def environment(device):
 def cmd_pipe(args):
     t0 = time.perf_counter()
     from spacy_padellm.annotate import load_annotation_pipeline
-    from spacy_padellm.devices import prefer_gpu_device as _resolve_device
+    from spacy_padellm.devices import prefer_gpu_device
 
-    device = _resolve_device(args.device)
+    device = prefer_gpu_device(args.device)
     nlp = load_annotation_pipeline(args.pipeline, device)
     ner = nlp.get_pipe("padellm_ner")
     t_loaded = time.perf_counter()
