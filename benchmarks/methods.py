@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict
 
+from spacy_padellm.decoding.settings import limits_of
+
 __all__ = ["Method", "METHODS", "DEFAULT_METHODS", "BASELINE", "PLAIN"]
 
 BASELINE = "reference"  # speedups are measured against this method
@@ -31,23 +33,18 @@ class Method:
     throughput: bool = False
 
 
-def _limits(engine) -> Dict[str, int]:
-    return {"max_count": engine.max_count, "max_count_tokens": engine.max_count_tokens,
-            "max_mention_tokens": engine.max_mention_tokens}
-
-
 def _dynamic(engine):
     """The eager two-step decoder (dynamic KV cache) on the engine's model and prompts."""
     from spacy_padellm.decoding.dynamic import TwoStepDecoder
 
-    return TwoStepDecoder(engine.model, engine.encoder, **_limits(engine))
+    return TwoStepDecoder(engine.model, engine.encoder, **limits_of(engine))
 
 
 def _generate_reference(engine):
     """The PaDeLLM repository's way of decoding: ``model.generate`` per count and per mention."""
     from spacy_padellm.decoding.reference import ReferenceDecoder
 
-    return ReferenceDecoder(engine.model, engine.encoder, **_limits(engine))
+    return ReferenceDecoder(engine.model, engine.encoder, **limits_of(engine))
 
 
 def _plain(engine):

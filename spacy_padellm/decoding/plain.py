@@ -10,7 +10,7 @@ import torch
 
 from .constraints import redecode_plan
 from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
-from .settings import DecodeSettings
+from .settings import DecodeSettings, limits_of
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
 
@@ -166,8 +166,7 @@ class PlainDecoder:
     @classmethod
     def like(cls, engine) -> "PlainDecoder":
         """A plain decoder with the same model, prompts and limits as ``engine`` (levers off)."""
-        return cls(engine.model, engine.encoder, max_count=engine.max_count,
-                   max_count_tokens=engine.max_count_tokens, max_mention_tokens=engine.max_mention_tokens)
+        return cls(engine.model, engine.encoder, **limits_of(engine))
 
     @property
     def device(self) -> torch.device:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "CountBias", "DecodeSettings", "SettingsError",
-           "settings_parameters", "settings_table"]
+           "limits_of", "settings_parameters", "settings_table"]
 
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
@@ -102,8 +102,7 @@ _EXPECTED = {positive: "a positive integer", non_negative: "a non-negative integ
 
 
 def _setting(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
-    kwargs = {"default_factory": lambda: dict(default)} if isinstance(default, dict) else {"default": default}
-    return field(metadata={"check": check, "doc": doc}, **kwargs)
+    return field(default=default, metadata={"check": check, "doc": doc})
 
 
 @dataclass(frozen=True)
@@ -191,13 +190,10 @@ class DecodeSettings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "DecodeSettings":
         """Settings from a mapping of some of the keys; an unknown key is an error naming the closest one."""
-        unknown = [key for key in config if key not in cls.keys()]
-        if unknown:
-            raise SettingsError(_unknown_message(unknown[0], cls.keys()))
-        return cls(**dict(config))
+        return cls().replace(**dict(config))
 
     def replace(self, **changes: Any) -> "DecodeSettings":
-        """A copy with ``changes`` (checked like any settings)."""
+        """A copy with ``changes`` (checked like any settings; an unknown key names the closest one)."""
         unknown = [key for key in changes if key not in self.keys()]
         if unknown:
             raise SettingsError(_unknown_message(unknown[0], self.keys()))
@@ -217,10 +213,13 @@ class DecodeSettings:
               ("dedupe_mentions", self.dedupe_mentions))
         return [name for name, value in on if value]
 
-    def limits(self) -> Dict[str, int]:
-        """The decode lengths every PaDeLLM decoder takes."""
-        return {"max_count": self.max_count, "max_count_tokens": self.max_count_tokens,
-                "max_mention_tokens": self.max_mention_tokens}
+    def check_levers(self, decoding: str = "padellm") -> None:
+        """The levers are implemented by the dynamic-cache engine only: with one on, engine "static" is an
+        error for PaDeLLM decoding (other decodings ignore the levers)."""
+        if self.levers and self.engine == "static" and decoding == "padellm":
+            raise SettingsError(f"the decoding levers {', '.join(self.levers)} are implemented by the dynamic-cache "
+                                "engine only: set 'engine' to 'dynamic' or 'auto', or turn them off")
+
 
 
 def _plain(value: Any) -> Any:
@@ -260,3 +259,9 @@ def settings_parameters() -> List[inspect.Parameter]:
     defaults = DecodeSettings()
     return [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=_plain(getattr(defaults, key)),
                               annotation=hints[key]) for key in DecodeSettings.keys()]
+
+
+def limits_of(decoder: Any) -> Dict[str, int]:
+    """The decode lengths a PaDeLLM decoder uses now (its attributes, which may be changed on a live one)."""
+    return {"max_count": decoder.max_count, "max_count_tokens": decoder.max_count_tokens,
+            "max_mention_tokens": decoder.max_mention_tokens}
