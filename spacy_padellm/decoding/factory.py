@@ -44,10 +44,8 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     dynamic cache; any causal LM), or "auto" (static where supported). With a decoding lever on, "auto"
     uses the dynamic engine and "static" is an error (the tree engine does not implement them)."""
     settings = settings or DecodeSettings()
+    settings.check_levers()
     levers = settings.levers
-    if levers and settings.engine == "static":
-        raise ValueError(f"the decoding levers {', '.join(levers)} are implemented by the dynamic-cache engine "
-                         "only: use engine 'dynamic' or 'auto', or turn them off")
     if levers and settings.engine == "auto":
         logger.info("spacy_padellm: using the dynamic-cache engine, since the static engine does not implement "
                     "the decoding levers %s", ", ".join(levers))

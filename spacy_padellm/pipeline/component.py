@@ -86,10 +86,10 @@ class PaDeLLMNER(Pipe):
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
             self.spec.set_location(model)
-        levers = self.settings.levers
-        if levers and self.settings.engine == "static" and self.decoding == "padellm":
-            raise ValueError(f"[{name}] the decoding levers {', '.join(levers)} are implemented by the "
-                             "dynamic-cache engine only: set 'engine' to 'dynamic' or 'auto', or turn them off")
+        try:
+            self.settings.check_levers(self.decoding)
+        except SettingsError as err:
+            raise SettingsError(f"[{name}] {err}") from None
 
     # -- what it decodes with --
 
