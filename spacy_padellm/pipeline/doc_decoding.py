@@ -30,8 +30,9 @@ def decode_docs(docs: Sequence[Doc], decoder, tokenizer, labels: Sequence[str], 
     views: List[Tuple[int, str, Mapping]] = []
     for i, doc in enumerate(docs):
         text, tokens = text_and_tokens(doc)
+        token_texts = [(a, text[a:b]) for a, b in tokens]
         for start, end in doc_windows(doc, text, tokens, tokenizer, max_context_tokens):
-            view, mapping = model_view(text, [(a, text[a:b]) for a, b in tokens], start, end, text_format)
+            view, mapping = model_view(text, token_texts, start, end, text_format)
             if view.strip():
                 views.append((i, view, mapping))
     results = decoder.decode([DocRequest(view, labels) for _, view, _ in views]) if views else []
