@@ -32,7 +32,7 @@ def _train(tmp: Path, base: Path, data, labels, steps: int, spans_key=None, meth
     return Path(summary["model"]), summary
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tiny_untrained(tiny_base, tmp_path_factory) -> Path:
     """A model folder recording tiny.LABELS around the untrained tiny base: built in a second, no training.
     For tests of wiring (configuration, errors, serialisation, counters); its output is noise."""
