@@ -80,14 +80,16 @@ def tokenize_sentences(encoder: "AutoRegEncoder", sentences: Sequence["Sentence"
 
 
 def tokenize_examples(encoder: PromptEncoder, examples: Sequence[TrainingExample],
-                      max_length: int = 512) -> List[Tuple[List[int], List[int]]]:
-    """(input ids, labels) pairs; labels are -100 on the prompt. Over-long examples are dropped."""
+                      max_length: int = 512, nonzero_repeat: int = 1) -> List[Tuple[List[int], List[int]]]:
+    """(input ids, labels) pairs; labels are -100 on the prompt. Over-long examples are dropped; an example
+    whose count is not 0 appears ``nonzero_repeat`` times (more weight on the counts the model under-writes)."""
     out = []
     for ex in examples:
         prompt, target = encoder.example(ex)
         if len(prompt) + len(target) > max_length:
             continue
-        out.append((prompt + target, [-100] * len(prompt) + target))
+        item = (prompt + target, [-100] * len(prompt) + target)
+        out.extend([item] * (nonzero_repeat if ex.count > 0 else 1))
     return out
 
 
@@ -212,7 +214,7 @@ def encode_train_data(settings: TrainSettings, tokenizer, examples: Sequence[Any
         ar_template = None
         encoder = PromptEncoder(tokenizer, template)
         bos_ids = encoder.bos_ids
-        items = tokenize_examples(encoder, examples, settings.max_length)
+        items = tokenize_examples(encoder, examples, settings.max_length, settings.nonzero_repeat)
     if not items:
         raise TrainConfigError(f"No training example fits max_length={settings.max_length}")
     return EncodedData(items, labels, template, ar_template, bos_ids)

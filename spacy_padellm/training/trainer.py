@@ -229,7 +229,8 @@ def _build_model(state: _TrainState, source) -> None:
 
 
 def _build_optimizer(state: _TrainState) -> None:
-    """AdamW, and a schedule of linear warm-up then cosine decay over the total number of steps."""
+    """AdamW, and a schedule of linear warm-up then cosine decay to zero when training stops: at
+    ``total_steps``, or at ``max_minutes`` if that comes first (the decay follows whichever is further on)."""
     import torch
 
     settings = state.settings
@@ -243,11 +244,19 @@ def _build_optimizer(state: _TrainState) -> None:
     def lr_lambda(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
-        progress_ = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
+        return 0.5 * (1.0 + math.cos(math.pi * _progress(state, step, warmup, total_steps)))
 
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lr_lambda)
     state.total_steps = total_steps
+
+
+def _progress(state: _TrainState, step: int, warmup: int, total_steps: int) -> float:
+    """How far the decay is, from 0 to 1: by steps, or by time under a ``max_minutes`` limit if further."""
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    minutes = state.settings.max_minutes
+    if minutes and state.t0:
+        progress = max(progress, (time.time() - state.t0) / (60 * minutes))
+    return min(1.0, progress)
 
 
 def _start_or_resume(state: _TrainState) -> None:

@@ -98,6 +98,8 @@ def test_pipeline_folder_on_request(tiny_base, tmp_path):
         ({"method": "qlora"}, "method must be"),
         ({"labels": ["PER"]}, "not in \\[data\\] labels"),
         ({"text_format": "words"}, "text_format"),
+        ({"nonzero_repeat": 0}, "nonzero_repeat"),
+        ({"nonzero_repeat": 2, "protocol": "autoreg_aug"}, "nonzero_repeat"),
     ],
 )
 def test_bad_settings_fail_before_work(tiny_base, tmp_path, change, message):
@@ -210,3 +212,31 @@ def test_saved_tokenizer_json_wins_when_transformers_rebuilds_a_different_tokeni
     assert fixed.decode(want) == saved.decode(want)
     assert (fixed.eos_token_id, fixed.pad_token_id, fixed.bos_token_id) == \
         (saved.eos_token_id, saved.pad_token_id, saved.bos_token_id)
+
+
+def test_nonzero_repeat_repeats_only_examples_with_mentions():
+    from spacy_padellm.text.protocol import PromptEncoder, TrainingExample, get_template
+    from spacy_padellm.training.data import tokenize_examples
+
+    encoder = PromptEncoder(tiny.build_tokenizer(None, [t for t, _ in tiny.SENTENCES]), get_template("en"))
+    examples = [TrainingExample("Ann met Bob.", "PER", 2, 1, "Ann"), TrainingExample("Ann met Bob.", "LOC", 0, 0, "")]
+    once = tokenize_examples(encoder, examples)
+    thrice = tokenize_examples(encoder, examples, nonzero_repeat=3)
+    assert len(once) == 2 and thrice == [once[0]] * 3 + [once[1]]
+
+
+def test_learning_rate_decays_to_zero_by_the_time_limit(monkeypatch):
+    from types import SimpleNamespace
+
+    from spacy_padellm.training import trainer
+
+    clock = [1000.0]
+    monkeypatch.setattr(trainer.time, "time", lambda: clock[0])
+    state = SimpleNamespace(settings=SimpleNamespace(max_minutes=10.0), t0=1000.0)
+    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.01)  # steps further than time
+    clock[0] += 300.0
+    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.5)  # half the time limit: half-way down
+    clock[0] += 900.0
+    assert trainer._progress(state, 10, 0, 1000) == 1.0
+    state.settings.max_minutes = None
+    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.01)
