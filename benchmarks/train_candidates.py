@@ -1,0 +1,203 @@
+"""Train several candidate models side by side on one GPU and compare them on dev.
+
+Each candidate is ``python -m spacy_padellm train CONFIG`` with its own overrides, run as its own process
+(small models leave most of a GPU idle, so several train at once at nearly full speed each). The script waits
+for all, then prints one row per candidate (its settings, steps, best dev span P/R/F1 and when it was reached),
+writes ``candidates.json`` and plots every candidate's dev F1 against training time (``candidates.png``).
+Selection is on dev only: the script never reads a test set.
+
+    python benchmarks/train_candidates.py configs/conll03.cfg --out training/candidates --max-minutes 7 \\
+        --common paths.base_model=assets/base/SmolLM2-135M-Instruct.Q4_1.gguf \\
+        --candidate r16:lora.lora_r=16 --candidate r24-nz2:lora.lora_r=24,lora.lora_alpha=48,data.nonzero_repeat=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["parse_overrides", "parse_candidate", "train_command", "collect", "render_markdown", "render_plot", "main"]
+
+# The settings a results row shows, in this order (section.key as in the config file).
+SHOWN = ("paths.base_model", "training.method", "lora.lora_r", "training.lr", "training.epochs",
+         "data.nonzero_repeat", "training.batch_size")
+
+
+def parse_overrides(text: str) -> Dict[str, str]:
+    """``section.key=value,section.key=value`` as a dict (values stay strings; ``train`` parses them)."""
+    out: Dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise SystemExit(f"not a section.key=value override: {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_candidate(text: str) -> Tuple[str, Dict[str, str]]:
+    """``NAME:section.key=value,...`` as (name, overrides); the name must be usable as a folder name."""
+    name, _, rest = text.partition(":")
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise SystemExit(f"candidate name must be letters, digits, '-', '_' or '.': {text!r}")
+    return name, parse_overrides(rest)
+
+
+def train_command(config: str, output: Path, overrides: Dict[str, str], max_minutes: Optional[float]) -> List[str]:
+    """The ``train`` command line of one candidate."""
+    cmd = [sys.executable, "-m", "spacy_padellm", "train", config, "--no-progress", "--paths.output", str(output)]
+    if max_minutes is not None:
+        cmd += ["--training.max_minutes", str(max_minutes)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", value]
+    return cmd
+
+
+def _launch(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Tuple[subprocess.Popen, float]]:
+    env = dict(os.environ)
+    if args.gpu_id is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+    procs = {}
+    for name, overrides in candidates.items():
+        out = args.out / name
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = train_command(args.config, out, overrides, args.max_minutes)
+        (out / "command.txt").write_text(" ".join(cmd) + "\n")
+        log = open(out / "train.log", "w")
+        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+    return procs
+
+
+def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[str, float]]:
+    from tqdm.auto import tqdm
+
+    done: Dict[str, Dict[str, float]] = {}
+    with tqdm(total=len(procs), desc="candidates", unit="model") as bar:
+        while len(done) < len(procs):
+            for name, (proc, start) in procs.items():
+                if name not in done and proc.poll() is not None:
+                    done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
+                    bar.update(1)
+            time.sleep(2)
+    return done
+
+
+def _adapter_mib(folder: Path) -> Optional[float]:
+    files = list(folder.glob("adapter_model.safetensors")) or list(folder.glob("model.safetensors"))
+    return round(files[0].stat().st_size / 2**20, 2) if files else None
+
+
+def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, str],
+            finished: Dict[str, Dict[str, float]]) -> List[Dict]:
+    """One record per candidate from its summary.json and history.json (a failed one keeps its log tail)."""
+    rows = []
+    for name, overrides in candidates.items():
+        folder = out / name
+        row = {"name": name, "settings": {**common, **overrides}, **finished.get(name, {})}
+        summary, history = folder / "summary.json", folder / "history.json"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            best = s["best"]
+            row.update(steps=s["steps"], examples=s["examples"], train_seconds=s["train_seconds"],
+                       best_step=best["step"], dev=(best.get("scores") or {}), dev_f=best["score"],
+                       adapter_mib=_adapter_mib(folder / "best"))
+        else:
+            log = (folder / "train.log").read_text().splitlines() if (folder / "train.log").exists() else []
+            row["error"] = "\n".join(log[-15:])
+        row["history"] = json.loads(history.read_text()) if history.exists() else []
+        rows.append(row)
+    return rows
+
+
+def _cell(row: Dict, key: str, config_defaults: Dict[str, str]) -> str:
+    value = row["settings"].get(key, config_defaults.get(key, ""))
+    return Path(value).name if key == "paths.base_model" and value else str(value)
+
+
+def render_markdown(rows: List[Dict], config_defaults: Optional[Dict[str, str]] = None) -> str:
+    """One table row per candidate, best dev span F1 first."""
+    config_defaults = config_defaults or {}
+    head = ["candidate", *(k.split(".")[1] for k in SHOWN), "steps", "best step", "dev P", "dev R", "dev span F1",
+            "adapter MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sorted(rows, key=lambda r: -(r.get("dev_f") or -1)):
+        dev = row.get("dev") or {}
+        cells = [row["name"], *(_cell(row, k, config_defaults) for k in SHOWN), row.get("steps", "failed"),
+                 row.get("best_step", "–"), _num(dev.get("ents_p")), _num(dev.get("ents_r")),
+                 _num(row.get("dev_f")), row.get("adapter_mib", "–")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def render_plot(rows: List[Dict], path: Path) -> None:
+    """Dev span F1 against training minutes, one line per candidate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plotted = 0
+    for row in rows:
+        points = [(h["elapsed_s"] / 60, h["dev_f"]) for h in row["history"] if "dev_f" in h]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=f"{row['name']} ({max(p[1] for p in points):.4f})")
+            plotted += 1
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("dev span F1")
+    ax.set_title("Candidates trained side by side on one GPU")
+    ax.grid(alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _config_defaults(config: str) -> Dict[str, str]:
+    from confection import Config
+
+    cfg = Config().from_disk(config, interpolate=False)
+    return {f"{section}.{key}": str(value) for section, values in cfg.items() for key, value in values.items()}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("config", help="the training config every candidate starts from, e.g. configs/conll03.cfg")
+    p.add_argument("--candidate", action="append", required=True, help="NAME:section.key=value,... (repeatable)")
+    p.add_argument("--common", default="", help="section.key=value,... applied to every candidate")
+    p.add_argument("--out", type=Path, default=Path("training/candidates"))
+    p.add_argument("--max-minutes", type=float, default=None, help="each candidate's training time limit")
+    p.add_argument("--gpu-id", default=None, help="the GPU every candidate trains on (CUDA_VISIBLE_DEVICES)")
+    args = p.parse_args(argv)
+    common = parse_overrides(args.common)
+    candidates = dict(parse_candidate(c) for c in args.candidate)
+    if len(candidates) != len(args.candidate):
+        raise SystemExit("candidate names must differ")
+    candidates = {name: {**common, **overrides} for name, overrides in candidates.items()}
+    finished = _wait(_launch(args, candidates))
+    rows = collect(args.out, candidates, common, finished)
+    table = render_markdown(rows, _config_defaults(args.config))
+    print(table)
+    report = {"config": args.config, "max_minutes": args.max_minutes, "command": " ".join(sys.argv),
+              "candidates": rows}
+    (args.out / "candidates.json").write_text(json.dumps(report, indent=1))
+    (args.out / "candidates.md").write_text(table + "\n")
+    render_plot(rows, args.out / "candidates.png")
+    failed = [r["name"] for r in rows if "error" in r]
+    for name in failed:
+        print(f"candidate {name} failed:\n{next(r['error'] for r in rows if r['name'] == name)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""``python benchmarks/train_candidates.py`` on the tiny base: each candidate trains with its own overrides in
+its own process, and the table, JSON and plot report what each one reached on dev."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
+
+from train_candidates import main, parse_candidate, parse_overrides, train_command  # noqa: E402
+
+CONFIG = """
+[paths]
+base_model = "{base}"
+train = "{train}"
+dev = "{dev}"
+output = "unused"
+
+[data]
+labels = {labels}
+
+[training]
+method = "full"
+batch_size = 8
+lr = 0.003
+warmup_ratio = 0.0
+eval_every = 3
+log_every = 1
+device = "cpu"
+"""
+
+
+def test_overrides_and_candidates_parse():
+    assert parse_overrides("lora.lora_r=24, data.nonzero_repeat=2,") == {"lora.lora_r": "24",
+                                                                         "data.nonzero_repeat": "2"}
+    assert parse_candidate("r24:lora.lora_r=24") == ("r24", {"lora.lora_r": "24"})
+    with pytest.raises(SystemExit, match="section.key=value"):
+        parse_overrides("lora_r=24")
+    with pytest.raises(SystemExit, match="candidate name"):
+        parse_candidate("a/b:lora.lora_r=8")
+    cmd = train_command("c.cfg", Path("out/a"), {"lora.lora_r": "8"}, 2.5)
+    assert cmd[-5:] == ["out/a", "--training.max_minutes", "2.5", "--lora.lora_r", "8"]
+
+
+def test_two_candidates_train_and_are_reported(tiny_base, tmp_path):
+    train = tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
+    dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
+    config = tmp_path / "tiny.cfg"
+    config.write_text(CONFIG.format(base=tiny_base, train=train, dev=dev, labels=json.dumps(tiny.LABELS)))
+    out = tmp_path / "candidates"
+    argv = [str(config), "--out", str(out), "--common", "training.seed=0",
+            "--candidate", "short:training.max_steps=3", "--candidate", "long:training.max_steps=6,data.nonzero_repeat=2"]
+    assert main(argv) == 0
+    report = json.loads((out / "candidates.json").read_text())
+    rows = {r["name"]: r for r in report["candidates"]}
+    assert rows["short"]["steps"] == 3 and rows["long"]["steps"] == 6
+    assert rows["long"]["settings"] == {"training.seed": "0", "training.max_steps": "6", "data.nonzero_repeat": "2"}
+    assert rows["long"]["examples"] > rows["short"]["examples"]  # the repeat reached the trainer
+    for row in rows.values():
+        assert row["returncode"] == 0 and 0.0 <= row["dev_f"] <= 1.0
+        assert [h["step"] for h in row["history"] if "dev_f" in h] == list(range(3, row["steps"] + 1, 3))
+    table = (out / "candidates.md").read_text().splitlines()
+    assert table[0].startswith("| candidate | base_model | method | lora_r |")
+    assert sum(line.startswith("| long | ") for line in table) == 1
+    assert (out / "candidates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_candidate_is_reported_with_its_log(tiny_base, tmp_path):
+    config = tmp_path / "bad.cfg"
+    config.write_text(CONFIG.format(base=tiny_base, train=tmp_path / "missing.jsonl", dev=tmp_path / "none.spacy",
+                                    labels="[]"))
+    out = tmp_path / "candidates"
+    assert main([str(config), "--out", str(out), "--candidate", "x:training.max_steps=1"]) == 1
+    row = json.loads((out / "candidates.json").read_text())["candidates"][0]
+    assert row["returncode"] != 0 and "does not exist" in row["error"]
