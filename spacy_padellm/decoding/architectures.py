@@ -129,7 +129,8 @@ def _layer(layer, gemma: bool, n_heads: int, n_kv: int) -> Layer:
                          _plus_one(att.k_norm.weight).expand(n_kv, d)]).contiguous()
     return Layer(ln1=_plus_one(layer.input_layernorm.weight), wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
                  bo=att.o_proj.bias, ln2=_plus_one(layer.pre_feedforward_layernorm.weight), wgu=wgu,
-                 wd=mlp.down_proj.weight, qk_norm=qk_norm, ln_post_attn=_plus_one(layer.post_attention_layernorm.weight),
+                 wd=mlp.down_proj.weight, qk_norm=qk_norm,
+                 ln_post_attn=_plus_one(layer.post_attention_layernorm.weight),
                  ln_post_ff=_plus_one(layer.post_feedforward_layernorm.weight), window=_window(layer))
 
 
