@@ -80,6 +80,35 @@ def build_base_model(folder: Path, corpus: Sequence[str], seed: int = 0) -> Path
     return folder
 
 
+def build_gemma_base_model(folder: Path, corpus: Sequence[str], seed: int = 0, final_softcap: float = 30.0) -> Path:
+    """A 3-layer Gemma 3 text model (sliding, full, sliding; a sliding window of 8 tokens, shorter than every
+    prompt; local and global RoPE bases apart, linear RoPE scaling on the global layers; an attention scale
+    that is not head_dim ** -0.5; final logit soft-capping) with a byte-level BPE tokenizer, saved as a
+    Hugging Face folder (safetensors). The RoPE settings go in the keyword arguments every transformers
+    version reads (``rope_theta``, ``rope_local_base_freq``, ``rope_scaling``)."""
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(folder, corpus)
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=24,
+                              max_position_embeddings=512, sliding_window=8,
+                              layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                              rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
+                              rope_scaling={"rope_type": "linear", "factor": 2.0},
+                              final_logit_softcapping=final_softcap, bos_token_id=tok.bos_token_id,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # Gemma's norm weights start at 0 (a scale of 1): give them some spread to test
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.normal_(0.0, 0.3)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def build_untrained_model(folder: Path, base: Path, labels: Sequence[str]) -> Path:
     """A model folder as the trainer writes one after full fine-tuning (weights and tokenizer in the folder,
     ``padellm.json`` with ``base: null``), holding the untrained ``base``: for tests of wiring, not output."""

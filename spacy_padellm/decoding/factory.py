@@ -32,6 +32,14 @@ def make_static_lm(model, *, cuda_graphs: bool = True):
     return StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
 
 
+def _static_error(model) -> ValueError:
+    """engine "static" asked of a model the static engine cannot run: the error naming what it lacks."""
+    from .static_lm import static_lm_supported
+
+    return ValueError(f"engine 'static' cannot run this model: {static_lm_supported(model)[1]}; "
+                      "engine 'dynamic' (or 'auto') runs it on transformers' own forward")
+
+
 def _tree_decoder(lm, encoder: PromptEncoder, settings: DecodeSettings, model):
     from .tree import TreeDecoder
 
@@ -40,7 +48,7 @@ def _tree_decoder(lm, encoder: PromptEncoder, settings: DecodeSettings, model):
 
 def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None):
     """The PaDeLLM decoder for ``model``: ``settings.engine`` "static" (tree decoding on a static KV cache,
-    CUDA graphs on GPU; Llama, Mistral and Qwen2 models), "dynamic" (transformers' own forward and a
+    CUDA graphs on GPU; Llama, Mistral, Qwen2 and Gemma 3 text models), "dynamic" (transformers' own forward and a
     dynamic cache; any causal LM), or "auto" (static where supported). With a decoding lever on, "auto"
     uses the dynamic engine and "static" is an error (the tree engine does not implement them)."""
     settings = settings or DecodeSettings()
@@ -54,9 +62,7 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
-            from .static_lm import static_lm_supported
-
-            raise ValueError(f"engine 'static' cannot run this model: {static_lm_supported(model)[1]}")
+            raise _static_error(model)
     return TwoStepDecoder(model, encoder, settings)
 
 
@@ -66,7 +72,7 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
 
     lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs) if settings.engine != "dynamic" else None
     if lm is None and settings.engine == "static":
-        raise ValueError("engine 'static' cannot run this model")
+        raise _static_error(model)
     if lm is not None:
         return partial(_tree_decoder(lm, encoder, settings, model).generate, eos_id=eos_id)
     return partial(hf_greedy_generate, model, eos_id=eos_id, max_batch_rows=settings.max_batch_rows)

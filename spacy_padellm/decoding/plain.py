@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .constraints import redecode_plan
-from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .counts import build_trie, count_bias_for, read_count, zero_count_token
 from .settings import DecodeSettings, limits_of
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
@@ -26,8 +26,8 @@ def _greedy_no_cache(model, ids: List[int], max_tokens: int, stop, scores=None) 
     out: List[int] = []
     lp = 0.0
     for _ in range(max_tokens):
+        # the causal LM's own logits: a final soft-capping (Gemma) is already applied
         logits = model(input_ids=torch.tensor([ids + out], device=device), use_cache=False).logits[0, -1].float()
-        logits = final_logits(logits, getattr(model.config, "final_logit_softcapping", None))
         logp = torch.log_softmax(logits, dim=-1)
         tok = int(logp.argmax()) if scores is None else int(scores(out, logp).argmax())
         lp += float(logp[tok])

@@ -117,9 +117,9 @@ class DecodeSettings:
         'that name); null: the protocol the model folder records, else `"padellm"`; a decoding that does not '
         'fit the recorded protocol is an error'))
     engine: str = _setting("auto", one_of(*ENGINES), (
-        '`"static"`: tree decoding on a static KV cache, CUDA graphs on GPU (Llama, Mistral, Qwen2 models: '
-        'SmolLM2 is one); `"dynamic"`: transformers\' forward with a dynamic cache (any causal LM); `"auto"`: '
-        'static where it can run. Both give the same greedy entities'))
+        '`"static"`: tree decoding on a static KV cache, CUDA graphs on GPU (Llama, Mistral, Qwen2 and Gemma 3 '
+        'text models: SmolLM2 is a Llama); `"dynamic"`: transformers\' forward with a dynamic cache (any causal '
+        'LM); `"auto"`: static where it can run. Both give the same greedy entities'))
     batch_size: int = _setting(32, positive, "docs per decoder batch in `nlp.pipe`")
     max_batch_rows: int = _setting(256, positive, (
         "rows of one decoding batch: a document for the static engine (all its labels share one cache row), "

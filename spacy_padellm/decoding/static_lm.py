@@ -17,43 +17,34 @@ On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph
 send wider passes to the eager path), which removes the per-kernel launch overhead that dominates a
 135M-parameter model; on the CPU the same function runs eagerly. A pass whose real tokens fill
 at most half of its (rows x places) layout runs *packed*: projections and MLPs on the real tokens only.
-Supported architectures: Llama, Mistral and Qwen2 (SmolLM2 is a Llama); other models use the
-dynamic-cache engine in ``decoder.py``.
+Supported architectures: Llama, Mistral, Qwen2 (SmolLM2 is a Llama) and Gemma 3 text models; what each
+family adds is read in ``architectures.py``. Other models use the dynamic-cache engine in ``dynamic.py``.
+
+Sliding-window layers (Gemma 3's local ones) need no position cache: a token attends to its ancestors only,
+one cache column per position before it, laid down in order, so the columns it attends to after a column
+count how many positions back that column is; the window keeps the last ``window`` of them.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
+from . import architectures as arch
+from .architectures import ACTIVATIONS, Layer as _Layer
+from .counts import final_logits
 
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
 
 def static_lm_supported(model) -> Tuple[bool, str]:
-    """(True, "") if ``model`` can run on StaticLM, else (False, why)."""
-    cfg = getattr(model, "config", None)
-    mtype = getattr(cfg, "model_type", None)
-    if mtype not in SUPPORTED_TYPES:
-        return False, f"model type {mtype!r} is not one of {SUPPORTED_TYPES}"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return False, f"activation {cfg.hidden_act!r} is not silu"
-    if getattr(cfg, "final_logit_softcapping", None):
-        return False, "final logit soft-capping"
-    if getattr(cfg, "use_sliding_window", False) and getattr(cfg, "sliding_window", None):
-        return False, "sliding-window attention"
-    if mtype == "mistral" and getattr(cfg, "sliding_window", None):
-        if cfg.sliding_window < getattr(cfg, "max_position_embeddings", 0):
-            return False, "sliding-window attention"
-    if hasattr(model, "peft_config"):
-        return False, "an unmerged PEFT model (merge the adapter first)"
-    return True, ""
+    """(True, "") if ``model`` can run on StaticLM, else (False, what of it the static engine does not implement)."""
+    why = arch.unsupported(model)
+    return not why, why
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -78,18 +69,6 @@ def _out_bucket(n: int, B: int, T: int) -> int:
     """The bucket of ``n`` wanted outputs of a pass of B rows x T places: a power of two, capped by T for one row
     (its outputs are among its T places, and T may be a finer bucket than a power of two)."""
     return min(bucket(n), T) if B <= 1 else bucket(n)
-
-
-@dataclass
-class _Layer:
-    ln1: torch.Tensor
-    wqkv: torch.Tensor
-    bqkv: Optional[torch.Tensor]
-    wo: torch.Tensor
-    bo: Optional[torch.Tensor]
-    ln2: torch.Tensor
-    wgu: torch.Tensor
-    wd: torch.Tensor
 
 
 class _Graph:
@@ -154,13 +133,21 @@ class StaticLM:
     all_captures = 0  # CUDA graphs captured by every StaticLM of the process (the benchmark reports them per run)
 
     def __init__(self, cfg: dict, embed: torch.Tensor, layers: List[_Layer], norm: torch.Tensor,
-                 lm_head: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, cuda_graphs: bool = True):
+                 lm_head: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, cuda_graphs: bool = True,
+                 local_rope: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
         self.cfg = cfg
         self.embed = embed
         self.layers = layers
         self.norm = norm
         self.lm_head = lm_head
         self.cos, self.sin = cos, sin  # (max_pos, head_dim)
+        self.local_rope = local_rope  # (cos, sin) of the sliding-window layers, where they have their own
+        self.windows = sorted({l.window for l in layers if l.window})
+        self.act = ACTIVATIONS[cfg.get("act", "silu")]
+        self.gemma_norm = bool(cfg.get("gemma_norm"))  # norms in float32 times (1 + weight), as Gemma's
+        scale = cfg.get("embed_scale")
+        self.embed_scale = None if scale is None else torch.tensor(scale).to(device=embed.device, dtype=embed.dtype)
+        self.final_softcap = cfg.get("final_softcap")
         self.device = embed.device
         self.dtype = embed.dtype
         self.n_heads = cfg["n_heads"]
@@ -198,34 +185,11 @@ class StaticLM:
         ok, why = static_lm_supported(model)
         if not ok:
             raise ValueError(f"StaticLM cannot run this model: {why}")
-        cfg = model.config
-        base = model.get_decoder()
-        n_heads = cfg.num_attention_heads
-        n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
-        layers = []
-        with torch.no_grad():
-            for layer in base.layers:
-                att, mlp = layer.self_attn, layer.mlp
-                qkv = [att.q_proj, att.k_proj, att.v_proj]
-                wqkv = torch.cat([p.weight for p in qkv], dim=0).contiguous()
-                bqkv = torch.cat([p.bias for p in qkv]).contiguous() if qkv[0].bias is not None else None
-                if getattr(mlp.gate_proj, "bias", None) is not None:
-                    raise ValueError("StaticLM cannot run this model: MLP biases")
-                layers.append(_Layer(
-                    ln1=layer.input_layernorm.weight, wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
-                    bo=att.o_proj.bias, ln2=layer.post_attention_layernorm.weight,
-                    wgu=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], dim=0).contiguous(),
-                    wd=mlp.down_proj.weight))
-            embed = base.embed_tokens.weight
-            max_pos = int(getattr(cfg, "max_position_embeddings", 4096) or 4096)
-            pos = torch.arange(max_pos, device=embed.device)[None]
-            cos, sin = base.rotary_emb(embed[:1][None].float(), pos)
-        info = dict(n_heads=n_heads, n_kv_heads=n_kv, head_dim=head_dim, eps=cfg.rms_norm_eps,
-                    vocab=embed.shape[0], hidden=cfg.hidden_size, layers=len(layers),
-                    scale=getattr(base.layers[0].self_attn, "scaling", 1.0 / math.sqrt(head_dim)))
-        return cls(info, embed, layers, base.norm.weight, model.get_output_embeddings().weight,
-                   cos[0].to(embed.dtype), sin[0].to(embed.dtype), cuda_graphs=cuda_graphs)
+        embed = model.get_decoder().embed_tokens.weight
+        rope = arch.rope_tables(model, embed.dtype)
+        return cls(arch.static_settings(model), embed, arch.static_layers(model), arch.final_norm(model),
+                   model.get_output_embeddings().weight, *rope[False], cuda_graphs=cuda_graphs,
+                   local_rope=rope.get(True))
 
     @classmethod
     def random(cls, *, hidden: int, layers: int, n_heads: int, n_kv_heads: int, intermediate: int, vocab: int,
@@ -257,7 +221,7 @@ class StaticLM:
         """Bytes of weights read by one forward step (embedding rows excluded, LM head included)."""
         total = self.lm_head.numel() + self.norm.numel()
         for l in self.layers:
-            for t in (l.ln1, l.wqkv, l.bqkv, l.wo, l.bo, l.ln2, l.wgu, l.wd):
+            for t in (l.ln1, l.wqkv, l.bqkv, l.wo, l.bo, l.ln2, l.wgu, l.wd, l.qk_norm, l.ln_post_attn, l.ln_post_ff):
                 if t is not None:
                     total += t.numel()
         return total * self.lm_head.element_size()
@@ -311,12 +275,38 @@ class StaticLM:
     # -- the forward pass --
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.gemma_norm:
+            return self._rms_float(x, w)
         if self.device.type == "cuda":  # one fused kernel (fp32 math inside)
             return F.rms_norm(x, (x.shape[-1],), w, self.eps)
         dtype = x.dtype  # transformers' own arithmetic, for bit-identical CPU results
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return w * x.to(dtype)
+
+    def _rms_float(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Gemma's RMSNorm: normalised in float32, times the float32 ``w`` (1 + weight; it may hold one row per
+        head), then cast back."""
+        xf = x.float()
+        if self.device.type == "cuda":
+            return (F.rms_norm(xf, (x.shape[-1],), None, self.eps) * w).to(x.dtype)
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * w).to(x.dtype)
+
+    @staticmethod
+    def _additive(mask: torch.Tensor, g: int, dtype: torch.dtype) -> torch.Tensor:
+        """The (B, T, S) mask as an additive one for g query heads per KV head: (B, 1, g * T, S)."""
+        B, T, S = mask.shape
+        return torch.zeros((B, 1, g * T, S), dtype=dtype, device=mask.device).masked_fill_(
+            ~mask[:, None, None].expand(B, 1, g, T, S).reshape(B, 1, g * T, S), float("-inf"))
+
+    @staticmethod
+    def _windowed(mask: torch.Tensor, window: int) -> torch.Tensor:
+        """The mask of a sliding-window layer: of the columns a token attends to (its ancestors, one per
+        position, in order), those fewer than ``window`` positions back, i.e. with fewer than ``window``
+        attended columns after them."""
+        m = mask.to(torch.int32)
+        after = m.sum(-1, keepdim=True) - m.cumsum(-1, dtype=torch.int32)
+        return mask & (after < window)
 
     def _forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
         """One pass over L tokens (1-D inputs) laid out for attention as B rows x T places.
@@ -330,17 +320,26 @@ class StaticLM:
         B, T, S = mask.shape
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
         x = F.embedding(tokens, self.embed)  # (L, width)
-        cos = self.cos[positions].unsqueeze(1)  # (L, 1, D)
-        sin = self.sin[positions].unsqueeze(1)
+        if self.embed_scale is not None:
+            x = x * self.embed_scale
+        # (cos, sin) of the global layers (key False) and of the sliding-window ones (True), each (L, 1, D)
+        rope = {False: (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))}
+        if self.local_rope is not None:
+            rope[True] = (self.local_rope[0][positions].unsqueeze(1), self.local_rope[1][positions].unsqueeze(1))
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
-        # query rows, each with the mask of its token. The mask is made additive once per pass.
-        amask = torch.zeros((B, 1, g * T, S), dtype=x.dtype, device=x.device).masked_fill_(
-            ~mask[:, None, None].expand(B, 1, g, T, S).reshape(B, 1, g * T, S), float("-inf"))
+        # query rows, each with the mask of its token. The mask is made additive once per pass (and once
+        # per sliding window).
+        amasks = {None: self._additive(mask, g, x.dtype)}
+        for w in self.windows:
+            amasks[w] = self._additive(self._windowed(mask, w), g, x.dtype)
         half = D // 2
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.ln1)
             qkv = F.linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
             qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv :]
+            if layer.qk_norm is not None:
+                qk = self._rms_float(qk, layer.qk_norm)
+            cos, sin = rope[layer.window is not None]
             qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin  # RoPE on q and k at once
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc[rows, :, slots] = qk[:, H:]
@@ -349,16 +348,23 @@ class StaticLM:
             if scatter is not None:
                 q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
             q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
-            o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
+            o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amasks[layer.window],
+                                               scale=self.scale)
             o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
             if gather is not None:
                 o = o.index_select(0, gather)
-            x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
+            if layer.ln_post_attn is not None:  # Gemma: the attention output is normed before the residual
+                x = x + self._rms(F.linear(o, layer.wo, layer.bo), layer.ln_post_attn)
+            else:
+                x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
             h = self._rms(x, layer.ln2)
             gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
-            x = torch.addmm(x, F.silu(gate) * up, layer.wd.t())
+            if layer.ln_post_ff is not None:  # Gemma: and so is the MLP's
+                x = x + self._rms(F.linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
+            else:
+                x = torch.addmm(x, self.act(gate) * up, layer.wd.t())
         hidden = self._rms(x.index_select(0, out), self.norm)
-        logits = F.linear(hidden, self.lm_head).float()
+        logits = final_logits(F.linear(hidden, self.lm_head).float(), self.final_softcap)
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
 
@@ -489,7 +495,7 @@ class StaticLM:
         """A StaticLM over the same weights with a KV cache, CUDA graphs and pinned buffers of its own: a pass
         of one can be laid out on the host while the other's runs on the device (``launch``)."""
         other = StaticLM(self.cfg, self.embed, self.layers, self.norm, self.lm_head, self.cos, self.sin,
-                         cuda_graphs=self.use_graphs)
+                         cuda_graphs=self.use_graphs, local_rope=self.local_rope)
         other.use_graphs = self.use_graphs
         other.packing = self.packing
         other.graph_max_tokens = self.graph_max_tokens
