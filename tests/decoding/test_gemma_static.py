@@ -19,6 +19,8 @@ from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.text.protocol import PromptEncoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
+# On a machine with CUDA the same checks run there too (fp32; the static engine with CUDA graphs).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def _key(res):
@@ -32,9 +34,14 @@ def gemma_base(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gemma_trained(gemma_base, train_tiny, tmp_path_factory):
+def gemma_folder(gemma_base, train_tiny, tmp_path_factory):
     folder, _ = train_tiny(tmp_path_factory.mktemp("gemma_ft"), gemma_base, tiny.SENTENCES, tiny.LABELS, steps=150)
-    model, tokenizer = load_model(resolve_model(str(folder)), device="cpu")
+    return folder
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def gemma_trained(gemma_folder, request):
+    model, tokenizer = load_model(resolve_model(str(gemma_folder)), device=request.param)
     return model.eval(), PromptEncoder(tokenizer)
 
 
@@ -45,8 +52,9 @@ def _static_logp(lm: StaticLM, ids):
                    np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
 
 
-def test_gemma_static_lm_matches_transformers_logits(gemma_base):
-    model, tokenizer = load_model(resolve_model(str(gemma_base)), device="cpu")
+@pytest.mark.parametrize("device", DEVICES)
+def test_gemma_static_lm_matches_transformers_logits(gemma_base, device):
+    model, tokenizer = load_model(resolve_model(str(gemma_base)), device=device)
     model.eval()
     enc = PromptEncoder(tokenizer)
     cfg = model.config
@@ -54,11 +62,11 @@ def test_gemma_static_lm_matches_transformers_logits(gemma_base):
     ids = enc.prefix(tiny.SENTENCES[3][0]) + enc.label("PER")
     assert len(ids) > 2 * cfg.sliding_window
     with torch.no_grad():
-        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        ref = torch.log_softmax(model(torch.tensor([ids], device=device)).logits[0].float(), -1).cpu()
     lm = StaticLM.from_hf(model)
     tok, logp = _static_logp(lm, ids)
     assert (tok[0] == ref.argmax(-1).numpy()).all()
-    np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-5 if device == "cpu" else 1e-4)
     # The window matters: with the local layers' window wider than the text, log-probs change past the window.
     wide = [replace(l, window=l.window and 10**6) for l in lm.layers]
     full = StaticLM(lm.cfg, lm.embed, wide, lm.norm, lm.lm_head, lm.cos, lm.sin, local_rope=lm.local_rope)
