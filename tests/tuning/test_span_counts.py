@@ -33,7 +33,8 @@ def _check(examples, key=None):
 def test_flat_counts_follow_get_ner_prf_across_tokenisations():
     vocab = spacy.blank("en").vocab
     gold = _doc(vocab, ["New", "York", "'s", "Peter", "Blackburn", "met", "Jordan", "."],
-                [(0, 2, "LOC"), (3, 5, "PER"), (6, 7, "PER")], spaces=[True, False, True, True, True, True, True, False])
+                [(0, 2, "LOC"), (3, 5, "PER"), (6, 7, "PER")],
+                spaces=[True, False, True, True, True, True, True, False])
     # predicted tokens differ ("York's" is one token); "Jordan" gets the wrong label, "met" is a false positive
     pred = _doc(vocab, ["New", "York's", "Peter", "Blackburn", "met", "Jordan", "."],
                 [(0, 2, "LOC"), (2, 4, "PER"), (4, 5, "ORG"), (5, 6, "LOC")],
