@@ -57,7 +57,7 @@ def save_pipeline(model: str, output: str, settings: Mapping[str, Any], lang=Non
 
 def render_table(report: Mapping[str, Any]) -> str:
     """One row per measured decode: variant, count bias, dev span P/R/F1 and F1 per label; * marks the choice."""
-    labels = [label for label in report["labels"]]
+    labels = report["labels"]
     head = ["variant", "count_bias", "P", "R", "F1", *labels]
     lines = [f"dev {report['dev']}: {report['docs']} docs", "", "| " + " | ".join(head) + " |",
              "|" + " --- |" * len(head)]

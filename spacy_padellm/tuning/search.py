@@ -142,10 +142,20 @@ def winner(variants: Mapping[str, Any], labels: Sequence[str]) -> Dict[str, Any]
 
 
 def padellm_component(nlp):
-    names = [name for name, pipe in nlp.pipeline if type(pipe).__name__ == "PaDeLLMNER"]
-    if len(names) != 1:
-        raise ValueError(f"tune needs a pipeline with one padellm_ner component, found {len(names)}")
-    return nlp.get_pipe(names[0])
+    from ..pipeline.component import PaDeLLMNER
+
+    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, PaDeLLMNER)]
+    if len(found) != 1:
+        raise ValueError(f"tune needs a pipeline with one padellm_ner component, found {len(found)}")
+    return found[0]
+
+
+def check_variants(ner, variants: Sequence[Variant], grid: Sequence[float]) -> None:
+    """Every variant's settings are valid with the pipeline's (``engine`` "static" with a lever is not), so a
+    bad combination stops the command before the first decode, not after some."""
+    for _, changes in variants:
+        for bias in (*grid, {label: -1.0 for label in ner.labels}):
+            ner.settings.replace(**changes, count_bias=bias).check_levers(ner.decoding)
 
 
 def load_dev(path: str, vocab, max_docs: Optional[int]) -> List[Any]:
@@ -169,6 +179,7 @@ def tune(model: str, dev: str, *, variants: Sequence[Variant], grid: Sequence[fl
     settings = dict(settings or {})
     nlp = load_pipeline(model, lang=lang, spans_key=spans_key, config=settings)
     ner = padellm_component(nlp)
+    check_variants(ner, variants, grid)
     gold = load_dev(dev, nlp.vocab, max_docs)
     base = ner.settings
     decodes = len(variants) * (len(grid) + 1)
