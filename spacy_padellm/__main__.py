@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings} ...``.
+"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings,tune} ...``.
 
 Each subcommand lives in the module named for it and registers itself through ``add_parser``.
 """
@@ -20,6 +20,7 @@ COMMANDS = {
     "annotate": "spacy_padellm.cli.annotate",
     "compress": "spacy_padellm.training.compress",
     "settings": "spacy_padellm.cli.settings",
+    "tune": "spacy_padellm.cli.tune",
 }
 
 

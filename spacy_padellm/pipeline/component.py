@@ -167,6 +167,18 @@ class PaDeLLMNER(Pipe):
             raise ValueError(f"[{self.name}] {err}") from None
         self._runtime = (model, tokenizer, decoder)
 
+    def use_settings(self, settings: DecodeSettings) -> None:
+        """Decode with ``settings`` from now on, on the weights already loaded (they load now if they were not):
+        one model measured under several settings. ``nlp.config`` and ``to_disk`` keep the settings the
+        component was built with; a pipeline saved with others is built with them (``load_pipeline``)."""
+        model, tokenizer, _ = self._ensure_loaded()
+        self.settings = settings
+        self.cfg.update(settings.to_config())
+        self.spec.configured_decoding = settings.decoding
+        self.spec.check_decoding()
+        settings.check_levers(self.decoding)
+        self.set_model(model, tokenizer, self.source)
+
     # -- spaCy API --
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
