@@ -442,7 +442,8 @@ class TreeDecoder(GenerateMixin):
                 tags = [enc.mention_tag(k) for k in range(1, n + 1)]
                 for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1):
                     waiting.append(self._open(tb, c, k, child, h, c.branch))
-                    self._steer_first(tb, c, h)
+                    if tb.levers is not None:
+                        self._steer_first(tb, c, h)
                 self.stats.prompt_tokens += sum(len(tag) for tag in tags)
             return
         # The count goes on: feed its last token, and if the terminator can be speculated, the
@@ -454,8 +455,9 @@ class TreeDecoder(GenerateMixin):
             (c.handle,) = self._feed_generated(tb, c.branch, [tok, self._term], outputs=[0])
             tags = [enc.mention_tag(k) for k in range(1, n_spec + 1)]
             c.spec = [(k, child, h) for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1)]
-            for _, _, h in c.spec:
-                self._steer_first(tb, c, h)
+            if tb.levers is not None:
+                for _, _, h in c.spec:
+                    self._steer_first(tb, c, h)
             self.stats.prompt_tokens += sum(len(tag) for tag in tags)
         next_counts.append(c)
 
@@ -552,9 +554,8 @@ class TreeDecoder(GenerateMixin):
 
     def _steer_first(self, tb, c: _Count, handle: int) -> None:
         """Hold a mention's first token (predicted at ``handle``, after its tag) to its document's trie."""
-        if tb.levers is not None:
-            trie = tb.levers.mention_trie(c.doc)
-            tb.levers.steer_mention(tb, handle, trie, trie.root if trie is not None else None)
+        trie = tb.levers.mention_trie(c.doc)
+        tb.levers.steer_mention(tb, handle, trie, trie.root if trie is not None else None)
 
     def _dedupe(self, tb, finished: List[_Mention], results) -> List[_Mention]:
         """De-duplication: the mentions that ended with EOS in a pass are handed to the batch's levers; the
