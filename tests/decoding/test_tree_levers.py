@@ -97,3 +97,17 @@ def test_tree_levers_equal_dynamic_ones(trained, requests, forced, lever, layout
     if forced and LEVERS[lever].get("dedupe_mentions"):
         assert sum(r.redecoded_mentions for r in want) > 0
 
+
+
+def test_steering_on_the_staged_graph_path(trained, requests):
+    """On CUDA a pass replays a captured graph and the steering runs after it on the graph's kept hidden
+    states; the same staging runs on the CPU without a capture: the same results as eager passes."""
+    model, enc = trained
+    lm = StaticLM.from_hf(model)
+    lm.use_graphs = True
+    levers = dict(LIMITS, **LEVERS["all"])
+    got = TreeDecoder(lm, enc, **levers).decode(requests)
+    want = TreeDecoder(StaticLM.from_hf(model), enc, **levers).decode(requests)
+    assert [_key(r) for r in got] == [_key(r) for r in want]
+    assert lm.captures > 0 and lm.eager_passes == 0
+    assert any(graph.hidden is not None for graph in lm._graphs.values())
