@@ -49,15 +49,10 @@ def _tree_decoder(lm, encoder: PromptEncoder, settings: DecodeSettings, model):
 def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None):
     """The PaDeLLM decoder for ``model``: ``settings.engine`` "static" (tree decoding on a static KV cache,
     CUDA graphs on GPU; Llama, Mistral, Qwen2 and Gemma 3 text models), "dynamic" (transformers' own forward and a
-    dynamic cache; any causal LM), or "auto" (static where supported). With a decoding lever on, "auto"
-    uses the dynamic engine and "static" is an error (the tree engine does not implement them)."""
+    dynamic cache; any causal LM), or "auto" (static where supported). Both engines implement the decoding
+    levers, with the same results."""
     settings = settings or DecodeSettings()
-    settings.check_levers()
-    levers = settings.levers
-    if levers and settings.engine == "auto":
-        logger.info("spacy_padellm: using the dynamic-cache engine, since the static engine does not implement "
-                    "the decoding levers %s", ", ".join(levers))
-    elif settings.engine in ("auto", "static"):
+    if settings.engine in ("auto", "static"):
         lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)

@@ -213,14 +213,6 @@ class DecodeSettings:
               ("dedupe_mentions", self.dedupe_mentions))
         return [name for name, value in on if value]
 
-    def check_levers(self, decoding: str = "padellm") -> None:
-        """The levers are implemented by the dynamic-cache engine only: with one on, engine "static" is an
-        error for PaDeLLM decoding (other decodings ignore the levers)."""
-        if self.levers and self.engine == "static" and decoding == "padellm":
-            raise SettingsError(f"the decoding levers {', '.join(self.levers)} are implemented by the dynamic-cache "
-                                "engine only: set 'engine' to 'dynamic' or 'auto', or turn them off")
-
-
 
 def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, dict) else value

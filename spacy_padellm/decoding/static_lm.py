@@ -76,8 +76,9 @@ class _Graph:
     pinned host memory), its outputs as one (2, M) float64 tensor (tokens and log-probs, read back in a
     single copy), and the graph."""
 
-    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
+    def __init__(self, lm: "StaticLM", key: Tuple[int, ...], steerable: bool = False):
         packed, L, B, T, S, M = key
+        self.hidden: Optional[torch.Tensor] = None  # kept when ``steerable``: the final hidden states
         dev = lm.device
         # The inputs in the order of inputs(), each a slice of one byte buffer: int64 ones first (8-byte
         # aligned), the bool mask last. ``spans`` holds each one's (start, end) byte range (None: absent).
@@ -103,7 +104,8 @@ class _Graph:
         args = self.inputs()
         self.graph = None
         if dev.type != "cuda":  # no capture: replay() runs the pass eagerly on the same buffers (tests)
-            self._run_eager = lambda: self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._forward(*args)]))
+            self._run_eager = lambda: (self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._forward(*args)])),
+                                       setattr(self, "hidden", lm.last_hidden if steerable else None))
             self.result = torch.zeros((2, M), dtype=torch.float64)
             return
         stream = torch.cuda.Stream(device=dev)
@@ -116,6 +118,8 @@ class _Graph:
         with torch.cuda.graph(self.graph, pool=lm._pool):
             tok, logp = lm._forward(*args)
             self.result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])  # exact for token ids
+        if steerable:
+            self.hidden = lm.last_hidden
 
     def inputs(self):
         return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
@@ -364,9 +368,14 @@ class StaticLM:
             else:
                 x = torch.addmm(x, self.act(gate) * up, layer.wd.t())
         hidden = self._rms(x.index_select(0, out), self.norm)
-        logits = final_logits(F.linear(hidden, self.lm_head).float(), self.final_softcap)
+        self.last_hidden = hidden  # what a steered pass reads its logits from again (``Steering``)
+        logits = self.logits(hidden)
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The float32 logits of final hidden states (the LM head, and Gemma's final soft-cap if any)."""
+        return final_logits(F.linear(hidden, self.lm_head).float(), self.final_softcap)
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
@@ -403,7 +412,7 @@ class StaticLM:
 
     @torch.inference_mode()
     def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
-               outputs: np.ndarray) -> "Pending":
+               outputs: np.ndarray, steer=None) -> "Pending":
         """Start one forward pass; ``.result()`` of what it returns waits for it and gives the (token, log-prob)
         predicted after each place in ``outputs``. On CUDA with graphs the pass is only queued, so the host
         can lay out another StaticLM's pass (``twin``) while this one runs; the next ``launch`` on this
@@ -415,6 +424,9 @@ class StaticLM:
         A pass whose real tokens fill less than half of the (B, T) layout runs *packed*: projections and
         MLPs only on the real tokens, the layout only for attention. Outputs are read at their places
         only (not at a padded (B, O) grid), so the LM head costs one row per wanted prediction.
+
+        ``steer`` (a ``tree.steering.Steering``, or None) changes the choice at some outputs after the pass, on
+        the device: ``steer.apply(lm, hidden, tokens, log-probs)`` (a graph then keeps its final hidden states).
         """
         B, T = tokens.shape
         S = mask.shape[-1]
@@ -457,15 +469,17 @@ class StaticLM:
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
+            if steer is not None:
+                steer.apply(self, self.last_hidden, tok, logp)
             return Pending(values=(tok[:M].cpu().numpy(), logp[:M].cpu().numpy()))
         graph = self._graphs.get(key)
-        if graph is None:
-            graph = self._graphs[key] = _Graph(self, key)
+        if graph is None or (steer is not None and graph.hidden is None):
+            graph = self._graphs[key] = _Graph(self, key, steerable=steer is not None)
             self.captures += 1
             StaticLM.all_captures += 1
-        return self._replay(graph, arrays, M)
+        return self._replay(graph, arrays, M, steer)
 
-    def _replay(self, graph: _Graph, arrays, M: int) -> "Pending":
+    def _replay(self, graph: _Graph, arrays, M: int, steer=None) -> "Pending":
         """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one (all
         queued on the stream; the returned Pending waits for them)."""
         pin = self.device.type == "cuda"
@@ -478,6 +492,8 @@ class StaticLM:
                 host[span[0]: span[1]] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
         graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
         graph.replay()
+        if steer is not None:
+            steer.apply(self, graph.hidden, graph.result[0], graph.result[1])
         n = graph.result.shape[1]
         if self._host_out is None or self._host_out.numel() < 2 * n:
             self._host_out = torch.empty(bucket(2 * n, 2048), dtype=torch.float64, pin_memory=pin)

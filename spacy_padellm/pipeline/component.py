@@ -86,10 +86,6 @@ class PaDeLLMNER(Pipe):
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
             self.spec.set_location(model)
-        try:
-            self.settings.check_levers(self.decoding)
-        except SettingsError as err:
-            raise SettingsError(f"[{name}] {err}") from None
 
     # -- what it decodes with --
 

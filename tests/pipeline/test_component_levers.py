@@ -11,7 +11,6 @@ import spacy
 import tiny
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
-from spacy_padellm.decoding.factory import make_decoder
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.reference import ReferenceDecoder
 from spacy_padellm.decoding.tree import TreeDecoder
@@ -67,12 +66,10 @@ def test_inflight_batches_reach_the_tree_decoders(tiny_model, tmp_path):
             PaDeLLMNER(spacy.blank("en"), labels=["PER"], inflight_batches=bad)
 
 
-def test_a_lever_makes_auto_use_the_dynamic_engine(tiny_untrained, caplog):
-    with caplog.at_level(logging.INFO, logger="spacy_padellm"):
-        decoder = pipeline(tiny_untrained, constrain_mentions=True).get_pipe("padellm_ner").decoder
-    assert isinstance(decoder, TwoStepDecoder)
+def test_a_lever_keeps_auto_on_the_static_engine(tiny_untrained):
+    decoder = pipeline(tiny_untrained, constrain_mentions=True).get_pipe("padellm_ner").decoder
+    assert isinstance(decoder, TreeDecoder)
     assert decoder.constrain_mentions is True and not decoder.count_bias and decoder.dedupe_mentions is False
-    assert "constrain_mentions" in caplog.text and "dynamic-cache engine" in caplog.text
 
 
 def test_dynamic_engine_gets_the_levers(tiny_untrained):
@@ -83,11 +80,14 @@ def test_dynamic_engine_gets_the_levers(tiny_untrained):
     assert decoder.constrain_mentions is False
 
 
-def test_levers_on_the_static_engine_are_an_error(tiny_untrained):
-    with pytest.raises(ValueError, match=r"dedupe_mentions .*'dynamic' or 'auto'"):
-        pipeline(tiny_untrained, engine="static", dedupe_mentions=True)
-    with pytest.raises(ValueError, match=r"count_bias .*'dynamic' or 'auto'"):
-        make_decoder(None, None, DecodeSettings(engine="static", count_bias={"PER": 1.0}))
+def test_static_engine_gets_the_levers(tiny_untrained):
+    nlp = pipeline(tiny_untrained, engine="static", count_bias={"PER": -1}, dedupe_mentions=True, dedupe_rounds=3)
+    decoder = nlp.get_pipe("padellm_ner").decoder
+    assert isinstance(decoder, TreeDecoder)
+    assert decoder.count_bias == {"PER": -1.0} and (decoder.dedupe_mentions, decoder.dedupe_rounds) == (True, 3)
+    assert decoder.constrain_mentions is False
+    variant = decoder.variant(constrain_mentions=True)
+    assert (variant.constrain_mentions, variant.count_bias, variant.dedupe_rounds) == (True, {"PER": -1.0}, 3)
 
 
 def test_invalid_values_are_clear_errors():
@@ -117,7 +117,7 @@ def test_levers_with_reference_decoding_are_ignored_with_one_warning(tiny_model,
 
 def test_all_levers_keep_the_memorised_entities(levers_nlp):
     decoder = levers_nlp.get_pipe("padellm_ner").decoder
-    assert isinstance(decoder, TwoStepDecoder)
+    assert isinstance(decoder, TreeDecoder)
     assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
     assert [ents(d) for d in levers_nlp.pipe(TEXTS)] == gold(tiny.SENTENCES)
 
@@ -130,6 +130,6 @@ def test_levers_survive_save_and_load(levers_nlp, tmp_path):
     ner = loaded.get_pipe("padellm_ner")
     assert {k: ner.cfg[k] for k in LEVERS} == LEVERS
     decoder = ner.decoder
-    assert isinstance(decoder, TwoStepDecoder)
+    assert isinstance(decoder, TreeDecoder)
     assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
     assert [ents(d) for d in loaded.pipe(TEXTS)] == gold(tiny.SENTENCES)

@@ -11,7 +11,9 @@ their own, verified by the model's own predictions: the output is exactly greedy
 * ``decoder.py``: ``TreeDecoder``, the passes of a batch: counts, then mentions, with speculation;
 * ``drafts.py``: what is guessed (count, span and mention drafts; prompt lookup) and how it is laid down;
 * ``scheduler.py``: batches cut from a call and kept in flight on KV caches of their own;
-* ``generate.py``: plain greedy generation on the same engine (``TreeDecoder.generate``).
+* ``generate.py``: plain greedy generation on the same engine (``TreeDecoder.generate``);
+* ``levers.py``: the decoding levers of one batch (count bias, mention constraint, de-duplication);
+* ``steering.py``: how the levers change a pass's choices on the device.
 """
 
 from .batch import TreeBatch

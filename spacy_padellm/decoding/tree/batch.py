@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..static_lm import StaticLM
+from .steering import Steering
 
 __all__ = ["TreeBatch"]
 
@@ -50,6 +51,7 @@ class TreeBatch:
         self.b_pos: List[int] = []
         self._next_handle = 0
         self.passes = 0
+        self.levers = None  # the decoding levers of the batch (``levers.BatchLevers``), set by its decoder
         self._clear_queue()
 
     def _clear_queue(self) -> None:
@@ -64,6 +66,15 @@ class TreeBatch:
         self._q_out_chain: List[int] = []
         self._q_out_i: List[int] = []
         self._q_handle0 = self._next_handle  # outputs get consecutive handles in queue order
+        self._q_steer: Optional[Steering] = None  # the decoding levers' changes to this pass's choices, by handle
+
+    @property
+    def steering(self) -> Steering:
+        """The steering of the pass being queued, by handle (``Steering.bias`` and ``allow`` of a handle that
+        ``feed`` returned for it); passes without any run as they would without levers."""
+        if self._q_steer is None:
+            self._q_steer = Steering()
+        return self._q_steer
 
     # -- branches --
 
@@ -273,6 +284,7 @@ class TreeBatch:
         q_row, q_len, h0 = self._q_row, self._q_len, self._q_handle0
         q_branch, q_col0, q_pos0, q_ids = self._q_branch, self._q_col0, self._q_pos0, self._q_ids
         q_out_chain, q_out_i = self._q_out_chain, self._q_out_i
+        steer = self._q_steer.shifted(h0) if self._q_steer else None
         self._clear_queue()
         if not q_row:
             return _Pass(None, h0)
@@ -321,7 +333,8 @@ class TreeBatch:
         pad[flat] = False
         mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
         mask = mask.reshape(Bb, Tb, Sb)
-        pending = lm.launch(tokens, positions, slots, mask, out_b * Tb + out_t)
+        args = (tokens, positions, slots, mask, out_b * Tb + out_t)
+        pending = lm.launch(*args) if steer is None else lm.launch(*args, steer=steer)
         self.passes += 1
         return _Pass(pending, h0)
 

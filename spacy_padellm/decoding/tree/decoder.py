@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..constraints import MentionTrie
 from ..counts import read_count
 from ..gc_pause import gc_paused
 from ..settings import DecodeSettings
@@ -35,6 +36,7 @@ from .batch import TreeBatch, _Subtree
 from .drafts import (MentionDrafter, count_chains, count_draft_cols, count_subtree, feed_count_draft,
                      feed_count_drafts, span_drafts_of, span_starts, within_budget)
 from .generate import GenerateMixin
+from .levers import BatchLevers, levers_on
 from .scheduler import chunks, drive
 
 __all__ = ["TreeDecoder"]
@@ -67,16 +69,19 @@ class _Mention:
     # drafts fed after the last confirmed token, each on a child branch: (branch, ids, handles)
     drafts: List[Tuple[int, List[int], List[int]]] = field(default_factory=list)
     next_tok: Optional[int] = None  # the confirmed token to feed in the next pass
+    trie: Optional[Any] = None  # the MentionTrie it is held to (levers.py; None: unconstrained)
+    node: Optional[int] = None  # its trie node after ``ids``
 
 
 class TreeDecoder(GenerateMixin):
     """Greedy PaDeLLM decoding on a StaticLM: the same results as TwoStepDecoder, in fewer passes."""
 
     def __init__(self, lm: StaticLM, encoder: PromptEncoder, settings: Optional[DecodeSettings] = None, *,
-                 model=None, **changes):
+                 model=None, mention_trie_options: Optional[Dict[str, Any]] = None, **changes):
         """``settings`` (default ``DecodeSettings()``) with ``changes`` applied; ``model``: the transformers
-        model whose weights ``lm`` uses (for other decoders, e.g. the benchmark's plain one). The settings are
-        copied to plain attributes, which may be changed on a live decoder."""
+        model whose weights ``lm`` uses (for other decoders, e.g. the benchmark's plain one);
+        ``mention_trie_options``: ``constraints.MentionTrie.build``'s options for the constrained mentions. The
+        settings are copied to plain attributes, which may be changed on a live decoder."""
         s = (settings or DecodeSettings()).replace(**changes)
         self.settings = s
         self.lm = lm
@@ -87,6 +92,13 @@ class TreeDecoder(GenerateMixin):
         self.max_mention_tokens = s.max_mention_tokens
         self.max_batch_docs = s.max_batch_rows  # a document is one cache row
         self.max_batch_tokens = s.max_batch_tokens
+        # The decoding levers (levers.py), as the dynamic engine reads them.
+        self.constrain_mentions = s.constrain_mentions
+        self.count_bias = s.count_bias
+        self.mention_trie_options = dict(mention_trie_options or {})
+        self.dedupe_mentions = s.dedupe_mentions
+        self.dedupe_rounds = s.dedupe_rounds
+        self.dedupe_min_prob = s.dedupe_min_prob
         self.draft_tokens = s.draft_tokens
         self.max_drafts = s.max_drafts
         # Drafts cut sequential passes (latency) but make every pass wider (more tokens, more mask columns),
@@ -146,14 +158,18 @@ class TreeDecoder(GenerateMixin):
                  "max_batch_tokens": "max_batch_tokens", "draft_tokens": "draft_tokens", "max_drafts": "max_drafts",
                  "draft_max_docs": "draft_max_docs", "count_drafts": "count_drafts", "span_drafts": "span_drafts",
                  "span_draft_tokens": "span_draft_tokens", "span_draft_budget": "span_draft_budget",
-                 "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate"}
+                 "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate",
+                 "constrain_mentions": "constrain_mentions", "count_bias": "count_bias",
+                 "dedupe_mentions": "dedupe_mentions", "dedupe_rounds": "dedupe_rounds",
+                 "dedupe_min_prob": "dedupe_min_prob"}
 
     def variant(self, **changes) -> "TreeDecoder":
         """A decoder with this one's settings (as its attributes are now) but ``changes`` (settings keys), on the
         same weights and the same KV caches (so a variant costs no GPU memory of its own; the two must not decode
         at the same time)."""
         current = self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()})
-        other = TreeDecoder(self.lm, self.encoder, current.replace(**changes), model=self.model)
+        other = TreeDecoder(self.lm, self.encoder, current.replace(**changes), model=self.model,
+                            mention_trie_options=self.mention_trie_options)
         other._pools = self._pools
         return other
 
@@ -266,7 +282,10 @@ class TreeDecoder(GenerateMixin):
             finished: List[_Mention] = []
             for m in mentions:
                 self._advance_mention(tb, m, out, results, next_mentions, finished)
-            self._record_mentions(finished, results)
+            if tb.levers is None or not tb.levers.dedupe:
+                self._record_mentions(finished, results)
+            else:
+                waiting += self._dedupe(tb, finished, results)
             self._feed_mentions(tb, next_mentions, texts, drafting)
             mentions = next_mentions + waiting
             if not counts and not mentions:
@@ -285,9 +304,14 @@ class TreeDecoder(GenerateMixin):
             cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
         chains = self._count_chains() if drafting else []
         spans = self._batch_spans(requests, texts, spans, chains)
+        lev = BatchLevers(self, texts) if levers_on(self) else None
+        if lev is not None and lev.constrain:  # a span draft's part that leaves the trie could never be confirmed
+            spans = [[d for d in (lev.cut(lev.trie(i), MentionTrie.root, s) for s in found) if d]
+                     for i, found in enumerate(spans)]
         # branches of pass 1 and a few more: a root and a branch per label, with each label's count drafts
         drafted = sum(n for n, _ in chains) * (1 + max(map(len, spans), default=0)) + len(chains)
         tb = TreeBatch(lm, len(requests), cols_hint, sum(1 + len(r.labels) * (2 + drafted) for r in requests))
+        tb.levers = lev
         stats = self.stats
         counts: List[_Count] = []
         for d, (req, prefix) in enumerate(zip(requests, prefixes)):
@@ -303,6 +327,10 @@ class TreeDecoder(GenerateMixin):
                 c = _Count(d, label, branch, handle=h)
                 if chains:
                     c.hyps = self._feed_count_drafts(tb, branch, sub, chains, spans[d])
+                if lev is not None:
+                    lev.steer_count(tb, h, label)
+                    for hyp in c.hyps or ():
+                        lev.steer_tags(tb, d, hyp[4]())
                 counts.append(c)
         return tb, counts
 
@@ -377,7 +405,7 @@ class TreeDecoder(GenerateMixin):
                     self.stats.generated_tokens += len(chain) - (0 if m > 0 else 1)  # as if fed one by one
                     for k, g, h, n_tag, drafts in tags():
                         if k <= m:
-                            mentions.append(_Mention(c.doc, c.label, k, c, g, h, drafts=drafts))
+                            mentions.append(self._open(tb, c, k, g, h, child, drafts))
                             self.stats.accepted_draft_tokens += n_tag
                     return
                 # The count goes on past the draft (a longer number): continue on the draft's branch with the
@@ -399,7 +427,7 @@ class TreeDecoder(GenerateMixin):
                 n = self._finish_count(c, results)
                 for k, branch, handle in spec:
                     if k <= n:
-                        mentions.append(_Mention(c.doc, c.label, k, c, branch, handle))
+                        mentions.append(self._open(tb, c, k, branch, handle, c.branch))
                 return
             tb.forget(c.branch, 1)
             self.stats.generated_tokens -= 1
@@ -413,7 +441,9 @@ class TreeDecoder(GenerateMixin):
                 self._feed_generated(tb, c.branch, [tok], ())
                 tags = [enc.mention_tag(k) for k in range(1, n + 1)]
                 for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1):
-                    waiting.append(_Mention(c.doc, c.label, k, c, child, h))
+                    waiting.append(self._open(tb, c, k, child, h, c.branch))
+                    if tb.levers is not None:
+                        self._steer_first(tb, c, h)
                 self.stats.prompt_tokens += sum(len(tag) for tag in tags)
             return
         # The count goes on: feed its last token, and if the terminator can be speculated, the
@@ -425,6 +455,9 @@ class TreeDecoder(GenerateMixin):
             (c.handle,) = self._feed_generated(tb, c.branch, [tok, self._term], outputs=[0])
             tags = [enc.mention_tag(k) for k in range(1, n_spec + 1)]
             c.spec = [(k, child, h) for k, (child, (h,)) in enumerate(tb.fork_feed(c.branch, tags), 1)]
+            if tb.levers is not None:
+                for _, _, h in c.spec:
+                    self._steer_first(tb, c, h)
             self.stats.prompt_tokens += sum(len(tag) for tag in tags)
         next_counts.append(c)
 
@@ -477,9 +510,13 @@ class TreeDecoder(GenerateMixin):
                 finished.append(m)
                 return
             m.ids.append(tok)
+            if m.trie is not None:
+                m.node = m.trie.advance(m.node, tok)
             self.stats.generated_tokens += 1
             if len(m.ids) >= self.max_mention_tokens:
                 results[m.doc].truncated_mentions += 1
+                if tb.levers is not None:
+                    tb.levers.ended(m, False)
                 return
             if i < len(draft) and draft[i] == tok:  # the drafted token was the model's choice: already fed
                 self.stats.accepted_draft_tokens += 1
@@ -494,24 +531,61 @@ class TreeDecoder(GenerateMixin):
 
     def _record_mentions(self, finished: List[_Mention], results) -> None:
         """The predictions of the mentions that ended in a pass (their texts decoded in one call)."""
-        for m, text in zip(finished, self.encoder.decode_many([m.ids for m in finished])):
+        for m, text in zip(finished, self.mention_texts(finished)):
             res = results[m.doc]
-            res.predictions.append(MentionPrediction(m.label, m.k, parse_mention(text), math.exp(m.lp),
+            res.predictions.append(MentionPrediction(m.label, m.k, text, math.exp(m.lp),
                                                      res.counts[m.label], math.exp(m.count.lp)))
+
+    def mention_texts(self, mentions: Sequence[_Mention]) -> List[str]:
+        """The mention strings of ``mentions`` (decoded in one call)."""
+        return [parse_mention(text) for text in self.encoder.decode_many([m.ids for m in mentions])]
+
+    # -- the levers (levers.py) --
+
+    def _open(self, tb, c: _Count, k: int, branch: int, handle: int, parent: Optional[int], drafts=None,
+              trie=None) -> _Mention:
+        """The mention k of count ``c`` on ``branch`` (its tag forked from ``parent``; None for a mention decoded
+        again), its first token
+        predicted at ``handle``; held to ``trie`` (default: the batch's mention trie of its document, if any)."""
+        m = _Mention(c.doc, c.label, k, c, branch, handle, drafts=drafts if drafts is not None else [])
+        if tb.levers is not None:
+            tb.levers.opened(m, parent, trie if trie is not None else tb.levers.mention_trie(c.doc))
+        return m
+
+    def _steer_first(self, tb, c: _Count, handle: int) -> None:
+        """Hold a mention's first token (predicted at ``handle``, after its tag) to its document's trie."""
+        trie = tb.levers.mention_trie(c.doc)
+        tb.levers.steer_mention(tb, handle, trie, trie.root if trie is not None else None)
+
+    def _dedupe(self, tb, finished: List[_Mention], results) -> List[_Mention]:
+        """De-duplication: the mentions that ended with EOS in a pass are handed to the batch's levers; the
+        repeats they decode again start (their tags are queued)."""
+        for m in finished:
+            tb.levers.ended(m, True)
+        return [self._open(tb, c, k, branch, h, None, trie=trie) for c, k, branch, trie, h in tb.levers.settle(tb, results)]
 
     def _feed_mentions(self, tb, mentions: List[_Mention], texts: Sequence[str], drafting: bool) -> None:
         """Feed each going-on mention's confirmed token and, when the batch drafts, its drafts (in the order
         of ``mentions``; ``texts``: the batch's document texts)."""
         drafting = drafting and bool(self.draft_tokens and self.max_drafts)  # the only check: callees trust it
+        lev = tb.levers
         if not drafting:
             for m in mentions:
                 (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
+                if lev is not None:
+                    lev.steer_mention(tb, m.handle, m.trie, m.node)
             return
         self._drafter.prefetch([(texts[m.doc], m.ids) for m in mentions], self.max_drafts, self.draft_tokens)
         for m in mentions:
             (m.handle,) = tb.feed(m.branch, [m.next_tok], outputs=[0])
             room = max(0, self.max_mention_tokens - len(m.ids) - 1)
             drafts = [d[:room] for d in self._mention_drafts(texts[m.doc], m.ids) if d[:room]]
+            if lev is not None:
+                lev.steer_mention(tb, m.handle, m.trie, m.node)
+                drafts = [d for d in (lev.cut(m.trie, m.node, d) for d in drafts) if d]
             # each draft on a branch of its own: the one the model agrees with replaces the mention's
             m.drafts = tb.feed_children(m.branch, drafts)
             self.stats.draft_tokens += sum(len(d) for _, d, _ in m.drafts)
+            if lev is not None:
+                for _, d, hs in m.drafts:
+                    lev.steer_draft(tb, hs, m.trie, m.node, d)
