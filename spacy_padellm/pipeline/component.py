@@ -172,7 +172,6 @@ class PaDeLLMNER(Pipe):
         self.cfg.update(settings.to_config())
         self.spec.configured_decoding = settings.decoding
         self.spec.check_decoding()
-        settings.check_levers(self.decoding)
         self.set_model(model, tokenizer, self.source)
 
     # -- spaCy API --

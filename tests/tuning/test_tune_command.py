@@ -83,11 +83,3 @@ def test_options_are_checked_before_loading():
     for bad in ("-1,x", "0,0"):
         with pytest.raises(ValueError):
             parse_grid(bad)
-
-
-def test_a_variant_the_engine_cannot_run_stops_before_any_decode(tiny_untrained, tmp_path, capsys):
-    dev = tiny.write_docbin(tmp_path / "dev.spacy", DEV[:2], tiny.LABELS)
-    code = main(["tune", str(tiny_untrained), str(dev), "--output", str(tmp_path / "out"), "--set", "engine=static",
-                 "--variants", "plain", "--grid", "0", "--no-progress"])
-    assert code == 1 and "dynamic-cache engine" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
