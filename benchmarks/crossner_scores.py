@@ -8,11 +8,14 @@ that both write a report of one shape::
 A row holds span P/R/F1 as ``spacy evaluate`` (``ents_p/r/f``) or ``python -m spacy_padellm evaluate`` report
 them, the number of gold test entities, and the true positives and predictions derived from them
 (``tp = r * gold``, ``pred = tp / p``), which the micro-average pools.
+
+``python benchmarks/crossner_scores.py REPORT.json [REPORT.json ...]`` prints their table side by side.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -110,3 +113,13 @@ def write_report(report: Mapping[str, Any], output: Path, extras: bool = True) -
         output.with_suffix(".md").write_text(table)
         render_plot(report, output.with_suffix(".png"))
     return table
+
+
+def main(argv: List[str]) -> int:
+    reports = [json.loads(Path(path).read_text()) for path in argv]
+    print(render_table({r["system"]: r for r in reports}), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # t
 
 from crossner import main  # noqa: E402
 from crossner_scores import averages, domain_row, render_table  # noqa: E402
+from crossner_scores import main as table_main  # noqa: E402
 
 LOWER = {"PER": "person", "LOC": "location", "ORG": "organisation", "MISC": "misc"}
 N_GOLD = sum(len(m) for _, m in tiny.SENTENCES)
@@ -103,3 +104,13 @@ def test_table_puts_reports_side_by_side():
     assert lines[0] == "| domain | spaCy ner P | spaCy ner R | spaCy ner F1 | padellm P | padellm R | padellm F1 |"
     assert lines[2] == "| ai | 50.00 | 50.00 | 50.00 |  |  |  |"
     assert lines[3] == "| micro-average | 50.00 | 50.00 | 50.00 |  |  |  |"
+
+
+def test_table_of_saved_reports(crossner_run, tmp_path, capsys):
+    _, out, report = crossner_run
+    peer = {**report, "system": "spaCy ner", "domains": {"ai": report["domains"]["ai"]}}
+    (tmp_path / "peer.json").write_text(json.dumps(peer))
+    assert table_main([str(tmp_path / "peer.json"), str(out / "crossner.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| domain | spaCy ner P |") and lines[0].endswith("| padellm F1 |")
+    assert lines[3] == "| music |  |  |  | 100.00 | 100.00 | 100.00 |"
