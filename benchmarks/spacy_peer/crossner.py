@@ -68,7 +68,8 @@ def build_report(rows: Dict[str, Dict[str, Any]], corpus: Path, out: Path, max_s
     example = DOMAINS[0]
     return {
         "system": "spaCy ner",
-        "pipeline": "spacy init config --lang en --pipeline ner --optimize efficiency (benchmarks/spacy_peer/efficiency.cfg)",
+        "pipeline": ("spacy init config --lang en --pipeline ner --optimize efficiency "
+                     "(benchmarks/spacy_peer/efficiency.cfg)"),
         "commands": [shown(train_command(corpus, out, example, max_steps, gpu_id)),
                      shown(evaluate_command(out, corpus, example, gpu_id))],
         "device": ("cpu" if gpu_id < 0 else f"gpu {gpu_id}") + f", {jobs} domain(s) at once",
