@@ -86,8 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("corpus", type=Path, help="folder of {domain}/{train,dev,test}.spacy")
     p.add_argument("out", type=Path, help="folder for the trained pipelines and evaluate JSONs")
     p.add_argument("--domains", default=",".join(DOMAINS))
-    p.add_argument("--max-steps", type=int, default=1200,
-                   help="spacy train's training.max_steps (default 1200; patience and eval_frequency: the config's)")
+    p.add_argument("--max-steps", type=int, default=4000,
+                   help="spacy train's training.max_steps (default 4000; patience and eval_frequency: the config's)")
     p.add_argument("--gpu-id", type=int, default=-1)
     p.add_argument("--jobs", type=int, default=1, help="domains trained at once (default 1)")
     p.add_argument("--output", type=Path, default=None, help="the report JSON")
