@@ -158,7 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        [_override(item) for item in args.set]
+        for item in args.set:
+            _override(item)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -68,7 +68,8 @@ def build_report(rows: Dict[str, Dict[str, Any]], corpus: Path, out: Path, max_s
     example = DOMAINS[0]
     return {
         "system": "spaCy ner",
-        "pipeline": "spacy init config --lang en --pipeline ner --optimize efficiency (benchmarks/spacy_peer/efficiency.cfg)",
+        "pipeline": ("spacy init config --lang en --pipeline ner --optimize efficiency "
+                     "(benchmarks/spacy_peer/efficiency.cfg)"),
         "commands": [shown(train_command(corpus, out, example, max_steps, gpu_id)),
                      shown(evaluate_command(out, corpus, example, gpu_id))],
         "device": ("cpu" if gpu_id < 0 else f"gpu {gpu_id}") + f", {jobs} domain(s) at once",
@@ -85,8 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("corpus", type=Path, help="folder of {domain}/{train,dev,test}.spacy")
     p.add_argument("out", type=Path, help="folder for the trained pipelines and evaluate JSONs")
     p.add_argument("--domains", default=",".join(DOMAINS))
-    p.add_argument("--max-steps", type=int, default=1200,
-                   help="spacy train's training.max_steps (default 1200; patience and eval_frequency: the config's)")
+    p.add_argument("--max-steps", type=int, default=4000,
+                   help="spacy train's training.max_steps (default 4000; patience and eval_frequency: the config's)")
     p.add_argument("--gpu-id", type=int, default=-1)
     p.add_argument("--jobs", type=int, default=1, help="domains trained at once (default 1)")
     p.add_argument("--output", type=Path, default=None, help="the report JSON")
