@@ -19,7 +19,10 @@ from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.text.protocol import PromptEncoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
-# On a machine with CUDA the same checks run there too (fp32; the static engine with CUDA graphs).
+# On a machine with CUDA the same checks run there too (fp32; the static engine with CUDA graphs). CUDA's fp32
+# matrix products are not CPU's: on an H200, transformers' own eager and SDPA forwards of this model differ from
+# its CPU forward by up to 4e-3 and 7e-3 in log-probability, and the static engine by 7e-3, so there the
+# tolerance is 1e-2 and the greedy tokens must be the same.
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -66,7 +69,7 @@ def test_gemma_static_lm_matches_transformers_logits(gemma_base, device):
     lm = StaticLM.from_hf(model)
     tok, logp = _static_logp(lm, ids)
     assert (tok[0] == ref.argmax(-1).numpy()).all()
-    np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-5 if device == "cpu" else 1e-4)
+    np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-5 if device == "cpu" else 1e-2)
     # The window matters: with the local layers' window wider than the text, log-probs change past the window.
     wide = [replace(l, window=l.window and 10**6) for l in lm.layers]
     full = StaticLM(lm.cfg, lm.embed, wide, lm.norm, lm.lm_head, lm.cos, lm.sin, local_rope=lm.local_rope)
