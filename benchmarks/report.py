@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
-__all__ = ["render_markdown", "render_plot"]
+__all__ = ["render_markdown", "render_plot", "tradeoff_points"]
 
 
 def _fmt(value, digits: int = 2, suffix: str = "") -> str:
@@ -133,6 +133,35 @@ def _speed_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str
     twin.margins(y=0.2)
 
 
+def tradeoff_points(report: Dict[str, Any]) -> List[tuple]:
+    """(method, batch-1 median ms, span F1) of every method that has both: what each setting costs."""
+    points = []
+    for name, m in report["methods"].items():
+        median, f1 = m["latency_ms"].get("median"), m["f1"].get("span_f")
+        if median is not None and f1 is not None and not (isinstance(median, float) and math.isnan(median)):
+            points.append((name, median, f1))
+    return points
+
+
+def _tradeoff_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str]) -> None:
+    for i, (name, median, f1) in enumerate(tradeoff_points(report)):
+        ax.scatter([median], [f1], color=colours[names.index(name) % len(colours)], s=40, zorder=3)
+        ax.annotate(name, (median, f1), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib_formatter())
+    ax.set_xlabel("median latency at batch size 1, ms (log scale)")
+    ax.set_ylabel("span F1")
+    ax.set_title("Accuracy against latency")
+    ax.grid(alpha=0.3, which="both")
+    ax.margins(x=0.25, y=0.2)
+
+
+def matplotlib_formatter():
+    import matplotlib.ticker
+
+    return matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+
+
 def render_plot(report: Dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -141,9 +170,10 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
 
     names = list(report["methods"])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 4.8))
     _latency_panel(left, report, names, colours)
-    _speed_panel(right, report, names, colours)
+    _speed_panel(middle, report, names, colours)
+    _tradeoff_panel(right, report, names, colours)
     env = report["environment"]
     fig.suptitle(f"PaDeLLM-NER benchmark: {env['device_name']}, {report['settings']['docs']} docs", fontsize=10)
     fig.tight_layout()

@@ -124,3 +124,13 @@ def test_decoding_settings_reach_the_pipeline(tiny_model, tmp_path):
     assert r["command"].endswith("--set draft_tokens=0 --set max_batch_rows=2 --no-progress")
     assert r["methods"]["padellm"]["f1"]["span_f"] == 1.0
     assert main([str(tiny_model), str(data), "--set", "draft_tokns=0", "--no-progress"]) == 1
+
+
+def test_tradeoff_points_are_each_methods_latency_and_f1(report):
+    from report import tradeoff_points
+
+    _, data = report
+    points = {name: (ms, f1) for name, ms, f1 in tradeoff_points(data)}
+    assert set(points) == set(data["methods"])
+    for name, (ms, f1) in points.items():
+        assert ms == data["methods"][name]["latency_ms"]["median"] and f1 == data["methods"][name]["f1"]["span_f"]
