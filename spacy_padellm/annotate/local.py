@@ -29,11 +29,13 @@ def local_device(device=None, gpu_id=None) -> str:
 def run_local(args, shards: Sequence[Shard], on_shard: ShardDone, progress: Progress) -> None:
     """Annotate ``shards`` one after the other, ``args.batch_size`` docs per ``nlp.pipe`` batch, and hand
     each to ``on_shard`` when it is done. ``args``: the ``annotate`` command's options (pipeline, device,
-    gpu_id, text_field, batch_size)."""
+    gpu_id, text_field, batch_size, on_error). Bad records are skipped (``on_error`` "skip": the shard's
+    rejects were listed when the inputs were counted) or raise :class:`.shards.InputError`."""
     nlp = load_annotation_pipeline(args.pipeline, local_device(args.device, args.gpu_id), getattr(args, "settings", None))
     for shard in shards:
         start = time.perf_counter()
-        records = list(read_shard(shard.path, shard.fmt, args.text_field, vocab=nlp.vocab))
+        skipped = [] if args.on_error == "skip" else None
+        records = list(read_shard(shard.path, shard.fmt, args.text_field, vocab=nlp.vocab, rejects=skipped))
         docs: List[Doc] = []
         step = max(args.batch_size, 1)
         for i in range(0, len(records), step):

@@ -1,7 +1,8 @@
 """Output shards: the DocBin (with user data), the optional JSONL of offsets, labels and probabilities,
-and the per-shard summary, each written under a temporary name and moved into place with
-``os.replace``, the DocBin last. A shard whose DocBin exists is finished, so a re-run skips it and a crash
-loses no finished shard; the summary tells a re-run how many of its docs failed."""
+the input records skipped as unreadable (``<name>.rejects.jsonl``, only if there are any) and the per-shard
+summary, each written under a temporary name and moved into place with ``os.replace``, the DocBin last. A
+shard whose DocBin exists is finished, so a re-run skips it and a crash loses no finished shard; the
+summary tells a re-run how many of its docs failed and how many records were rejected."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from spacy.tokens import Doc, DocBin
 
 from .pipe import ERROR_ATTR
-from .shards import InputError, Shard, read_shard
+from .shards import Reject, Shard, read_shard
 
-__all__ = ["doc_to_record", "write_shard", "finished_failures", "complete_jsonl"]
+__all__ = ["doc_to_record", "write_shard", "finished_failures", "finished_rejects", "complete_jsonl"]
 
 
 def _span_record(span) -> Dict[str, Any]:
@@ -55,10 +56,19 @@ def _jsonl_bytes(docs: Sequence[Doc], lines: Sequence[Optional[int]]) -> bytes:
                    for i, (doc, line) in enumerate(zip(docs, lines))).encode("utf8")
 
 
+def _write_rejects(shard: Shard) -> None:
+    """The shard's rejected records, one JSON object a line; no file (an earlier one removed) if none."""
+    if shard.rejects:
+        atomic_write(shard.rejects_out, "".join(json.dumps(r.record(), ensure_ascii=False) + "\n"
+                                                for r in shard.rejects).encode("utf8"))
+    elif shard.rejects_out.exists():
+        shard.rejects_out.unlink()
+
+
 def write_shard(shard: Shard, docs: Sequence[Doc], lines: Sequence[Optional[int]], *, jsonl: bool,
                 seconds: float = 0.0) -> List[Tuple[int, Optional[int], str]]:
-    """Write a finished shard (JSONL, summary, then the DocBin that marks it done); return its failures
-    as (index, line, error)."""
+    """Write a finished shard (JSONL, rejects, summary, then the DocBin that marks it done); return its
+    failures as (index, line, error)."""
     if len(docs) != shard.n_docs:
         raise RuntimeError(f"{shard.path}: {len(docs)} output docs for {shard.n_docs} input docs")
     failures = [(i, line, doc._.get(ERROR_ATTR)) for i, (doc, line) in enumerate(zip(docs, lines))
@@ -68,7 +78,9 @@ def write_shard(shard: Shard, docs: Sequence[Doc], lines: Sequence[Optional[int]
         docbin.add(doc)
     if jsonl:
         atomic_write(shard.jsonl_out, _jsonl_bytes(docs, lines))
-    summary = {"input": str(shard.path), "docs": len(docs), "failed": len(failures), "seconds": round(seconds, 3)}
+    _write_rejects(shard)
+    summary = {"input": str(shard.path), "docs": len(docs), "failed": len(failures), "rejected": len(shard.rejects),
+               "seconds": round(seconds, 3)}
     atomic_write(shard.state, json.dumps(summary).encode("utf8"))
     atomic_write(shard.out, docbin.to_bytes())
     return failures
@@ -84,6 +96,16 @@ def finished_failures(shard: Shard) -> int:
         return sum(1 for doc in DocBin().from_disk(shard.out).get_docs(Vocab()) if doc._.get(ERROR_ATTR))
 
 
+def finished_rejects(shard: Shard) -> int:
+    """Input records rejected from a shard written by an earlier run (its summary, else its rejects file)."""
+    try:
+        return int(json.loads(shard.state.read_text()).get("rejected", 0))
+    except (OSError, ValueError, AttributeError, TypeError):
+        if not shard.rejects_out.exists():
+            return 0
+        return sum(1 for line in shard.rejects_out.read_text(encoding="utf8").splitlines() if line.strip())
+
+
 def complete_jsonl(shard: Shard, text_field: str) -> None:
     """A shard finished by a run without ``--jsonl``: write its JSONL from the DocBin, not the model."""
     from spacy.vocab import Vocab
@@ -91,10 +113,8 @@ def complete_jsonl(shard: Shard, text_field: str) -> None:
     docs = list(DocBin().from_disk(shard.out).get_docs(Vocab()))
     lines: List[Optional[int]] = [None] * len(docs)
     if shard.path.exists():
-        try:
-            records = [line for line, _ in read_shard(shard.path, shard.fmt, text_field)]
-        except InputError:
-            records = None
-        if records is not None and len(records) == len(docs):
+        skipped: List[Reject] = []  # the rejects file has them already
+        records = [line for line, _ in read_shard(shard.path, shard.fmt, text_field, rejects=skipped)]
+        if len(records) == len(docs):
             lines = records
     atomic_write(shard.jsonl_out, _jsonl_bytes(docs, lines))

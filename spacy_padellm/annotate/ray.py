@@ -51,12 +51,15 @@ def _doc_table(rows):
     })
 
 
-def _read_shard_batches(batch, *, text_field: str, rows_per_block: int = 1024) -> Iterator[Any]:
+def _read_shard_batches(batch, *, text_field: str, on_error: str = "fail",
+                        rows_per_block: int = 1024) -> Iterator[Any]:
     """Ray Data reader (a task): one row (shard, path, fmt) in, that shard's docs out as Arrow tables with
-    columns shard, index, line, text and doc (Doc bytes for DocBin inputs, else empty)."""
+    columns shard, index, line, text and doc (Doc bytes for DocBin inputs, else empty). Bad records are
+    skipped (``on_error`` "skip": the driver listed them when it counted the inputs) or raise."""
     for shard_id, path, fmt in zip(*(batch.column(c).to_pylist() for c in ("shard", "path", "fmt"))):
         rows = []
-        for index, (line, item) in enumerate(read_shard(path, fmt, text_field)):
+        skipped = [] if on_error == "skip" else None
+        for index, (line, item) in enumerate(read_shard(path, fmt, text_field, rejects=skipped)):
             rows.append((shard_id, index, line, item if isinstance(item, str) else "",
                          b"" if isinstance(item, str) else item.to_bytes()))
             if len(rows) >= rows_per_block:
@@ -140,7 +143,7 @@ def _dataset(ray, args, rows: List[Dict[str, Any]], workers: Tuple[int, float, f
     except TypeError:  # Ray < 2.10
         ds = ray.data.from_items(rows, parallelism=min(len(rows), 1000))
     ds = ds.map_batches(_read_shard_batches, batch_size=1, batch_format="pyarrow",
-                        fn_kwargs={"text_field": args.text_field}, num_cpus=0.25)
+                        fn_kwargs={"text_field": args.text_field, "on_error": args.on_error}, num_cpus=0.25)
     return ds.map_batches(PipelineWorker, batch_size=args.batch_size, batch_format="pyarrow",
                           compute=ray.data.ActorPoolStrategy(size=n_workers),
                           fn_constructor_kwargs={"pipeline": str(_abs_if_local(args.pipeline)), "device": device,
@@ -151,8 +154,8 @@ def _dataset(ray, args, rows: List[Dict[str, Any]], workers: Tuple[int, float, f
 
 def run_ray(args, shards: Sequence[Shard], on_shard: ShardDone, progress: Progress) -> None:
     """Annotate ``shards`` on Ray Data and hand each to ``on_shard`` as soon as all its docs are back.
-    ``args``: the ``annotate`` command's options (pipeline, device, text_field, batch_size, ray_address,
-    ray_progress, num_workers, gpus_per_worker, cpus_per_worker)."""
+    ``args``: the ``annotate`` command's options (pipeline, device, text_field, on_error, batch_size,
+    ray_address, ray_progress, num_workers, gpus_per_worker, cpus_per_worker)."""
     ray = import_ray()
     started_here = _connect(ray, args.ray_address)
     try:

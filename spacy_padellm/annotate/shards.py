@@ -2,32 +2,58 @@
 
 Inputs are JSONL files (one JSON object a line, the text under a field), plain text files (one doc a
 line) or DocBin files, or folders holding them. Each input shard gives one output shard,
-``OUTPUT_DIR/<name>.spacy``, and optionally ``OUTPUT_DIR/<name>.jsonl`` (see :mod:`.outputs`).
+``OUTPUT_DIR/<name>.spacy``, and optionally ``OUTPUT_DIR/<name>.jsonl`` (see :mod:`.outputs`). A record
+that cannot be read (bad JSON, no text, not UTF-8) is a :class:`Reject`: it either stops the run or is
+skipped and listed in ``OUTPUT_DIR/<name>.rejects.jsonl``.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from spacy.tokens import Doc, DocBin
 
-__all__ = ["FORMATS", "InputError", "Item", "Shard", "ShardDone", "find_shards", "read_shard", "count_docs"]
+__all__ = ["FORMATS", "ON_ERROR", "InputError", "Item", "Reject", "Shard", "ShardDone", "find_shards", "read_records",
+           "read_shard", "count_docs"]
 
 STATE_DIR = ".padellm_annotate"  # per-shard summaries (docs, failures) under OUTPUT_DIR
 FORMATS = ("jsonl", "text", "docbin")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text", ".text": "text", ".spacy": "docbin",
              ".docbin": "docbin"}
 MAX_REPORTED = 10  # input errors / failed docs listed in full
+MAX_RAW = 1000  # characters of a rejected line kept in the rejects file
+ON_ERROR = ("skip", "fail")  # what an unreadable input record does: skipped into the rejects file, or stops the run
 
 Item = Union[str, Doc]  # an input doc: a text, or a Doc read from a DocBin
 
 
 class InputError(ValueError):
     """Input that cannot be annotated (bad JSON, missing text field, unreadable file), with file and line."""
+
+
+@dataclass
+class Reject:
+    """An input record that cannot be annotated: its file, line (None for a DocBin), why, and the raw line."""
+
+    path: Path
+    line: Optional[int]
+    reason: str
+    raw: Optional[str] = None
+
+    def message(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        return f"{where}: {self.reason}"
+
+    def record(self) -> Dict[str, object]:
+        """Its line in the rejects file: the raw line cut to ``MAX_RAW`` characters."""
+        raw = self.raw
+        return {"source": str(self.path), "line": self.line, "reason": self.reason,
+                "raw": raw[:MAX_RAW] if raw is not None else None,
+                "truncated": raw is not None and len(raw) > MAX_RAW}
 
 
 @dataclass
@@ -39,6 +65,7 @@ class Shard:
     name: str  # output name relative to OUTPUT_DIR, without suffix
     output_dir: Path
     n_docs: int = 0  # set by count_docs
+    rejects: List[Reject] = field(default_factory=list)  # set by count_docs when bad records are skipped
 
     @property
     def out(self) -> Path:
@@ -47,6 +74,10 @@ class Shard:
     @property
     def jsonl_out(self) -> Path:
         return self.output_dir / f"{self.name}.jsonl"
+
+    @property
+    def rejects_out(self) -> Path:
+        return self.output_dir / f"{self.name}.rejects.jsonl"
 
     @property
     def state(self) -> Path:
@@ -58,7 +89,7 @@ class Shard:
 
     def remove_temp_files(self) -> None:
         """Delete what a killed run left half-written for this shard (see :func:`.outputs.atomic_write`)."""
-        for final in (self.out, self.jsonl_out, self.state):
+        for final in (self.out, self.jsonl_out, self.rejects_out, self.state):
             if final.parent.is_dir():
                 for tmp in final.parent.glob(f".{final.name}.tmp-*"):
                     tmp.unlink()
@@ -106,15 +137,18 @@ def _files_in(root: Path, out_resolved: Path) -> List[Tuple[Path, Path]]:
 
 
 def _check_names(shards: Sequence[Shard]) -> None:
-    """No two inputs share an output, and no input is its own output."""
-    seen: Dict[str, Path] = {}
+    """No two inputs share an output, and no input is an output."""
+    seen: Dict[Path, Path] = {}
     for shard in shards:
-        if shard.name in seen:
-            raise InputError(f"{seen[shard.name]} and {shard.path} would both be written to {shard.out}; "
-                             "rename one or put them in different folders")
-        seen[shard.name] = shard.path
-        if shard.path.resolve() in (shard.out.resolve(), shard.jsonl_out.resolve()):
-            raise InputError(f"input {shard.path} is also its own output; choose another OUTPUT_DIR")
+        for out in (shard.out, shard.jsonl_out, shard.rejects_out):
+            if out in seen:
+                raise InputError(f"{seen[out]} and {shard.path} would both be written to {out}; "
+                                 "rename one or put them in different folders")
+            seen[out] = shard.path
+    outputs = {out.resolve() for out in seen}
+    for shard in shards:
+        if shard.path.resolve() in outputs:
+            raise InputError(f"input {shard.path} is also an output; choose another OUTPUT_DIR")
 
 
 def find_shards(inputs: Sequence[Union[str, Path]], output_dir: Union[str, Path],
@@ -152,59 +186,68 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _lines(path: Path) -> Iterator[Tuple[int, str]]:
+def _lines(path: Path) -> Iterator[Tuple[int, Union[str, Reject]]]:
     """(1-based line number, line without its newline), decoding UTF-8 line by line for precise errors."""
     with _open_binary(path) as f:
         for lineno, raw in enumerate(f, 1):
+            raw = raw[:-1] if raw.endswith(b"\n") else raw
             try:
-                line = raw.decode("utf8")
+                line: Union[str, Reject] = raw.decode("utf8")
             except UnicodeDecodeError as err:
-                raise InputError(f"{path}:{lineno}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-            yield lineno, line[:-1] if line.endswith("\n") else line
+                line = Reject(path, lineno, f"not UTF-8 text ({err.reason} at byte {err.start})",
+                              raw.decode("utf8", "replace"))
+            yield lineno, line
 
 
-def _jsonl_text(path: Path, lineno: int, line: str, text_field: str) -> str:
+def _jsonl_text(path: Path, lineno: int, line: str, text_field: str) -> Union[str, Reject]:
+    """The text of one JSONL record, or why there is none."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})") from None
+        return Reject(path, lineno, f"invalid JSON ({err.msg} at column {err.colno})", line)
     if not isinstance(record, dict):
-        raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        return Reject(path, lineno, f"expected a JSON object, got {type(record).__name__}", line)
     if text_field not in record:
         keys = ", ".join(sorted(record)[:8]) or "none"
-        raise InputError(f"{path}:{lineno}: no {text_field!r} field (fields: {keys}); set --text-field")
+        return Reject(path, lineno, f"no {text_field!r} field (fields: {keys}); set --text-field", line)
     text = record[text_field]
     if not isinstance(text, str):
-        raise InputError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+        return Reject(path, lineno, f"field {text_field!r} is {type(text).__name__}, not a string", line)
+    try:
+        text.encode("utf8")
+    except UnicodeEncodeError as err:  # a lone surrogate such as "\ud800"
+        return Reject(path, lineno, f"field {text_field!r} cannot be encoded as UTF-8 ({err.reason} at "
+                                    f"character {err.start})", line)
     return text
 
 
-def _docbin_docs(path: Path, vocab) -> Iterator[Doc]:
+def _docbin_docs(path: Path, vocab) -> Iterator[Union[Doc, Reject]]:
     from spacy.vocab import Vocab
 
     try:
         docbin = DocBin().from_disk(path)
     except Exception as err:  # a truncated or foreign file: msgpack/zlib errors
-        raise InputError(f"{path}: not a readable DocBin ({type(err).__name__}: {err})") from None
+        yield Reject(path, None, f"not a readable DocBin ({type(err).__name__}: {err})")
+        return
     yield from docbin.get_docs(vocab if vocab is not None else Vocab())
 
 
-def read_shard(path: Union[str, Path], fmt: str, text_field: str = "text",
-               vocab=None) -> Iterator[Tuple[Optional[int], Item]]:
-    """Yield (line number or None, text or Doc) for each doc of an input file, in order.
+def read_records(path: Union[str, Path], fmt: str, text_field: str = "text",
+                 vocab=None) -> Iterator[Tuple[Optional[int], Union[Item, Reject]]]:
+    """Yield (line number or None, text, Doc or :class:`Reject`) for each record of an input file, in order.
 
     JSONL: one doc per non-blank line; plain text: one doc per line, empty lines are empty docs (a final
-    newline ends the last line); DocBin: its docs, with ``vocab`` (default: a new one). Raises
-    :class:`InputError` naming the file and line of the first bad record.
+    newline ends the last line); DocBin: its docs, with ``vocab`` (default: a new one), or one Reject for
+    the whole file if it cannot be read.
     """
     path = Path(path)
     if fmt == "jsonl":
         for lineno, line in _lines(path):
-            if line.strip():
-                yield lineno, _jsonl_text(path, lineno, line, text_field)
+            if isinstance(line, Reject) or line.strip():
+                yield lineno, line if isinstance(line, Reject) else _jsonl_text(path, lineno, line, text_field)
     elif fmt == "text":
         for lineno, line in _lines(path):
-            yield lineno, line[:-1] if line.endswith("\r") else line
+            yield lineno, line[:-1] if isinstance(line, str) and line.endswith("\r") else line
     elif fmt == "docbin":
         for doc in _docbin_docs(path, vocab):
             yield None, doc
@@ -212,14 +255,31 @@ def read_shard(path: Union[str, Path], fmt: str, text_field: str = "text",
         raise ValueError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def count_docs(shards: Sequence[Shard], text_field: str) -> None:
-    """Read every input once before anything is processed: set ``shard.n_docs`` and report every bad
-    file and line (up to ten) in one :class:`InputError`."""
+def read_shard(path: Union[str, Path], fmt: str, text_field: str = "text", vocab=None,
+               rejects: Optional[List[Reject]] = None) -> Iterator[Tuple[Optional[int], Item]]:
+    """Yield (line number or None, text or Doc) for each good record of an input file (see
+    :func:`read_records`). A bad record raises :class:`InputError` naming its file and line, or, given a
+    ``rejects`` list, is appended to it and skipped."""
+    for lineno, item in read_records(path, fmt, text_field, vocab):
+        if not isinstance(item, Reject):
+            yield lineno, item
+        elif rejects is None:
+            raise InputError(item.message())
+        else:
+            rejects.append(item)
+
+
+def count_docs(shards: Sequence[Shard], text_field: str, on_error: str = "fail") -> None:
+    """Read every input once before anything is processed and set ``shard.n_docs``. With ``on_error``
+    "skip" the bad records go to ``shard.rejects``; with "fail" every bad file and line (the first of each
+    file, up to ten) is reported in one :class:`InputError`."""
     errors: List[str] = []
     for shard in shards:
+        shard.rejects = []
+        rejects = shard.rejects if on_error == "skip" else None
         n = 0
         try:
-            for _ in read_shard(shard.path, shard.fmt, text_field):
+            for _ in read_shard(shard.path, shard.fmt, text_field, rejects=rejects):
                 n += 1
         except InputError as err:  # the first bad record of each file
             errors.append(str(err))
@@ -228,4 +288,5 @@ def count_docs(shards: Sequence[Shard], text_field: str) -> None:
         shard.n_docs = n
     if errors:
         more = " (first ten shown)" if len(errors) >= MAX_REPORTED else ""
-        raise InputError("bad input, nothing was annotated" + more + ":\n  " + "\n  ".join(errors))
+        raise InputError("bad input, nothing was annotated" + more + ":\n  " + "\n  ".join(errors)
+                         + "\n(--on-error skip skips such records and lists them in OUTPUT_DIR/<name>.rejects.jsonl)")

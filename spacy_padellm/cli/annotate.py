@@ -15,6 +15,11 @@ unannotated, with its error message in ``doc._.padellm_error`` (a Doc extension 
 batch that raises is retried one doc at a time so that only the failing docs are marked. The run ends with the
 number of failed docs and exits non-zero if there are any, unless ``--allow-failures``.
 
+An input record that cannot be read (malformed JSON, no text field, a text that is not a string or not
+UTF-8, an unreadable DocBin) is skipped with a warning and listed in ``OUTPUT_DIR/<name>.rejects.jsonl``
+(file, line, reason, the raw line), so every input line is in an output or a rejects file; with
+``--on-error fail`` the first bad record of each file stops the run before anything is written.
+
 Locally the docs go through ``nlp.pipe`` on the GPU if there is one. With ``--ray`` (or ``--ray-address``)
 they go through Ray Data ``map_batches`` with one pipeline actor per GPU (or per CPU worker); the driver
 writes the shards, so only the inputs and the pipeline need to be visible to the workers.
@@ -32,11 +37,11 @@ from typing import List, Optional, Sequence, Tuple
 from spacy.tokens import Doc
 
 from ..annotate.local import run_local
-from ..annotate.outputs import complete_jsonl, finished_failures, write_shard
+from ..annotate.outputs import complete_jsonl, finished_failures, finished_rejects, write_shard
 from ..annotate.pipe import ERROR_ATTR
 from ..annotate.progress import Progress
 from ..annotate.ray import RayMissing, import_ray, run_ray
-from ..annotate.shards import FORMATS, MAX_REPORTED, Shard, count_docs, find_shards
+from ..annotate.shards import FORMATS, MAX_REPORTED, ON_ERROR, Shard, count_docs, find_shards
 from ..pipeline.load import parse_settings
 
 Failure = Tuple[Shard, int, Optional[int], str]  # (shard, doc index, input line, error)
@@ -54,6 +59,9 @@ def add_parser(sub) -> None:
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--input-format", choices=FORMATS, default=None,
                    help="read every input as this format (default: from the suffix; unknown suffixes are text)")
+    p.add_argument("--on-error", choices=ON_ERROR, default="skip",
+                   help="an unreadable input record (bad JSON, no text): skip it and list it in "
+                        "OUTPUT_DIR/<name>.rejects.jsonl, or fail before anything is annotated (default: skip)")
     p.add_argument("--jsonl", action="store_true",
                    help="also write OUTPUT_DIR/<name>.jsonl: offsets, labels and probabilities per doc")
     p.add_argument("--batch-size", type=int, default=64, help="docs per nlp.pipe / Ray batch (default: 64)")
@@ -111,7 +119,8 @@ def _plan(args) -> Tuple[List[Shard], List[Shard], List[Shard]]:
         finished = [s for s in finished if not finished_failures(s)]
     done_ids = {id(s) for s in finished}
     todo = [s for s in shards if id(s) not in done_ids]
-    count_docs(todo, args.text_field)  # bad input stops the run here, before the model is loaded
+    count_docs(todo, args.text_field, args.on_error)  # --on-error fail: bad input stops the run here
+    _warn_rejects(todo)
     for shard in todo:
         shard.remove_temp_files()
     if args.jsonl:
@@ -119,6 +128,14 @@ def _plan(args) -> Tuple[List[Shard], List[Shard], List[Shard]]:
             if not shard.jsonl_out.exists():
                 complete_jsonl(shard, args.text_field)
     return shards, finished, todo
+
+
+def _warn_rejects(shards: Sequence[Shard]) -> None:
+    """One warning per shard with rejected records: how many, the first, and where they are listed."""
+    for shard in shards:
+        if shard.rejects:
+            print(f"warning: skipping {len(shard.rejects)} unreadable record(s) of {shard.path} (first: "
+                  f"{shard.rejects[0].message()}); they will be listed in {shard.rejects_out}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -129,6 +146,7 @@ def run(args) -> int:
         return code
     shards, finished, todo = _plan(args)
     failed_before = sum(finished_failures(s) for s in finished)
+    rejected = sum(finished_rejects(s) for s in finished) + sum(len(s.rejects) for s in todo)
     total = sum(s.n_docs for s in todo)
     print(f"{len(shards)} shard(s): {len(finished)} already done, {len(todo)} to annotate ({total} docs)",
           file=sys.stderr)
@@ -147,8 +165,9 @@ def run(args) -> int:
             (run_ray if use_ray else run_local)(args, todo, on_shard, progress)
     finally:
         progress.close()
+    rejects = f"; {rejected} rejected input record(s) (OUTPUT_DIR/<name>.rejects.jsonl)" if rejected else ""
     print(f"annotated {total} docs in {progress.summary()}; {len(written)} shard(s) written to {Path(args.output_dir)}, "
-          f"{len(finished)} already done; {len(failures) + failed_before} failed doc(s)")
+          f"{len(finished)} already done; {len(failures) + failed_before} failed doc(s){rejects}")
     return _report_failures(failures, len(failures) + failed_before, args.allow_failures)
 
 

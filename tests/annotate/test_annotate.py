@@ -193,15 +193,15 @@ def test_malformed_input_is_reported_with_file_and_line(pipeline_dir, tmp_path, 
     (tmp_path / "notstr.jsonl").write_text('{"text": null}\n')
     out = tmp_path / "out"
     inputs = [str(tmp_path / n) for n in ("good.txt", "bad.jsonl", "nofield.jsonl", "notstr.jsonl")]
-    assert main(["annotate", str(pipeline_dir), *inputs, str(out), "--no-progress"]) == 1
+    assert main(["annotate", str(pipeline_dir), *inputs, str(out), "--on-error", "fail", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"{tmp_path / 'bad.jsonl'}:2: invalid JSON" in err
     assert f"{tmp_path / 'nofield.jsonl'}:3: no 'text' field" in err
     assert f"{tmp_path / 'notstr.jsonl'}:1: field 'text' is NoneType, not a string" in err
-    assert not list(out.rglob("*.spacy"))  # checked before anything was processed
+    assert not list(out.rglob("*"))  # checked before anything was processed: no output, no rejects
     # The right field name makes the same file fine.
     assert main(["annotate", str(pipeline_dir), str(tmp_path / "nofield.jsonl"), str(out), "--text-field", "body",
-                 "--no-progress"]) == 1
+                 "--on-error", "fail", "--no-progress"]) == 1
     assert "nofield.jsonl:1: no 'body' field" in capsys.readouterr().err
 
 
