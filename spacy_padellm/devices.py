@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["DeviceError", "check_device_name", "resolve_device", "prefer_gpu_device"]
+__all__ = ["DeviceError", "check_device_name", "check_device_available", "resolve_device", "prefer_gpu_device"]
 
 
 class DeviceError(ValueError):
@@ -22,8 +22,29 @@ def check_device_name(device: Optional[str]) -> Optional[str]:
     raise DeviceError(f"device must be null, 'cpu', 'cuda', 'cuda:K' or 'mps', got {device!r}")
 
 
+def check_device_available(device: Optional[str]) -> Optional[str]:
+    """``device`` if this machine's torch can use it (null and "cpu" always), else a ``DeviceError`` with the
+    fix. Only asks torch what is there: nothing is put on a device."""
+    import torch
+
+    device = check_device_name(device)
+    if device is None or device == "cpu":
+        return device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r}: CUDA is not available to this torch ({torch.__version__}); install a "
+                          "CUDA build of torch (https://pytorch.org/get-started/locally/), or use device 'cpu' "
+                          "(spacy.require_gpu() also needs CuPy: pip install cupy-cuda12x)")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered from 0")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("device 'mps': MPS is not available to this torch (it needs Apple silicon and macOS "
+                          "12.3 or later); use device 'cpu'")
+    return device
+
+
 def resolve_device(device: Optional[str] = None, *, gpu_id: int = -1):
-    """The ``torch.device`` to use: ``device`` if given (checked: CUDA must be available), else GPU
+    """The ``torch.device`` to use: ``device`` if given (checked: it must be available), else GPU
     ``gpu_id`` if it is 0 or more (as ``spacy evaluate --gpu-id``), else the GPU thinc's current ops are
     on, else the CPU."""
     import torch
@@ -38,13 +59,7 @@ def resolve_device(device: Optional[str] = None, *, gpu_id: int = -1):
         if getattr(ops, "device_type", "cpu") == "gpu" and torch.cuda.is_available():
             return torch.device(f"cuda:{max(0, int(getattr(ops, 'device_id', 0)))}")
         return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r}: CUDA is not available to this torch ({torch.__version__}); "
-                          "install a CUDA build of torch (https://pytorch.org) or use device 'cpu'")
-    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise DeviceError("device 'mps': MPS is not available to this torch")
+    check_device_available(device)
     if device == "cuda":
         return torch.device(f"cuda:{torch.cuda.current_device()}")
     return torch.device(device)

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from .safetensors_header import SafetensorsHeaderError, read_safetensors_header
+
 logger = logging.getLogger("spacy_padellm")
 
 __all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "export_model_folder", "META_FILE",
@@ -116,6 +118,16 @@ def _check_hf_folder(folder: Path) -> None:
         json.loads((folder / "config.json").read_text(encoding="utf8"))
     except ValueError as err:
         raise ModelFolderError(f"{folder / 'config.json'} is not valid JSON: {err}") from None
+    for weights in sorted(folder.glob("*.safetensors")):
+        _check_safetensors(weights)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A weights file's header is whole (read without its tensors), else a ModelFolderError naming it."""
+    try:
+        read_safetensors_header(path)
+    except SafetensorsHeaderError as err:
+        raise ModelFolderError(str(err)) from None
 
 
 def _check_adapter(folder: Path) -> None:
@@ -123,6 +135,7 @@ def _check_adapter(folder: Path) -> None:
         raise ModelFolderError(f"Adapter folder {folder} has no adapter_config.json")
     if not (folder / "adapter_model.safetensors").exists():
         raise ModelFolderError(f"Adapter folder {folder} has no adapter_model.safetensors")
+    _check_safetensors(folder / "adapter_model.safetensors")
 
 
 def _package_file(spec: Dict[str, str]) -> Path:

@@ -20,9 +20,10 @@ from spacy.util import minibatch
 
 from ..decoding.gc_pause import gc_paused
 from ..decoding.settings import AUTOREG_DECODINGS, DecodeSettings, SettingsError
-from ..devices import check_device_name, resolve_device
+from ..devices import DeviceError, check_device_available, check_device_name, resolve_device
 from ..loading import META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model
 from .config import DEFAULT_CONFIG, with_config_signature
+from .config_build import building_from_config
 from .doc_decoding import STAT_KEYS, decode_docs
 from .model_spec import ModelSpec
 from .scoring import score_padellm
@@ -52,7 +53,7 @@ def make_padellm_ner(nlp: Language, name: str, **config: Any) -> "PaDeLLMNER":
         decode = DecodeSettings.from_config(settings)
     except SettingsError as err:
         raise SettingsError(f"[{name}] {err}") from None
-    return PaDeLLMNER(nlp, name, settings=decode, **config)
+    return PaDeLLMNER(nlp, name, settings=decode, wait_for_disk=building_from_config(), **config)
 
 
 class PaDeLLMNER(Pipe):
@@ -67,8 +68,12 @@ class PaDeLLMNER(Pipe):
                  model: Optional[str] = None, labels: Sequence[str] = (), template: Any = None,
                  spans_key: Optional[str] = None, text_format: Optional[str] = None, device: Optional[str] = None,
                  dtype: str = "auto", trust_remote_code: bool = False, scorer: Optional[Callable] = score_padellm,
-                 **changes: Any):
-        """``settings`` (default ``DecodeSettings()``) with ``changes`` (any of its keys) applied."""
+                 wait_for_disk: bool = False, **changes: Any):
+        """``settings`` (default ``DecodeSettings()``) with ``changes`` (any of its keys) applied.
+
+        The model location (its files and safetensors headers) and the device are checked here, before any
+        weights load. ``wait_for_disk``: a model path that does not exist is left for ``from_disk`` to bring
+        (spaCy building a saved pipeline) and reported before the first doc if it does not."""
         self.vocab = nlp.vocab
         self.name = name
         try:
@@ -85,7 +90,11 @@ class PaDeLLMNER(Pipe):
         self._warned_levers = False
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
-            self.spec.set_location(model)
+            self.spec.set_location(model, wait_for_disk=wait_for_disk)
+        try:
+            check_device_available(device)
+        except DeviceError as err:
+            raise DeviceError(f"[{name}] {err}") from None
 
     # -- what it decodes with --
 

@@ -16,8 +16,9 @@ __all__ = ["ModelSpec"]
 class ModelSpec:
     """The model, labels, template and decoding of one component, checked as early as they can be.
 
-    A model location that does not exist yet is not an error at once: a saved pipeline's ``from_disk``
-    brings the model; ``check_ready`` reports it before the first doc otherwise."""
+    A model location that does not exist is an error when it is set, unless ``set_location`` is told to wait
+    for a saved pipeline's ``from_disk`` to bring the model; ``check_ready`` reports it before the first doc
+    then."""
 
     def __init__(self, name: str, lang: str, *, labels: Sequence[str] = (), template: Any = None,
                  text_format: Optional[str] = None, decoding: Optional[str] = None):
@@ -37,13 +38,14 @@ class ModelSpec:
 
     # -- the model --
 
-    def set_location(self, model: str) -> None:
-        """Resolve ``model`` (no weights are read); labels and template follow the model's unless given."""
+    def set_location(self, model: str, *, wait_for_disk: bool = False) -> None:
+        """Resolve ``model`` (no weights are read); labels and template follow the model's unless given.
+        ``wait_for_disk``: a model that is missing (not broken) is reported by ``check_ready`` instead."""
         self.pending_error = None
         try:
             self.source = resolve_model(model)
         except ModelFolderError as err:
-            if not err.missing:
+            if not (err.missing and wait_for_disk):
                 raise ModelFolderError(f"[{self.name}] {err}") from None
             self.pending_error = f"[{self.name}] {err}"
             return

@@ -396,7 +396,7 @@ def _dev_scores(state: _TrainState) -> Dict[str, Any]:
     settings, data, meta = state.settings, state.data, state.meta
     state.model.eval()
     ner_nlp = spacy.blank(settings.lang)
-    config = {"labels": data.labels, "text_format": settings.effective_text_format,
+    config = {"model": None, "labels": data.labels, "text_format": settings.effective_text_format,
               "batch_size": settings.eval_batch_size, "decoding": settings.protocol}
     if data.template is not None:
         config["template"] = data.template.to_dict()

