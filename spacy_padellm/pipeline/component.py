@@ -209,24 +209,27 @@ class PaDeLLMNER(Pipe):
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
         error_handler = self.get_error_handler()
+        first = 0  # the index of the batch's first doc in the call
         for docs in minibatch(stream, size=batch_size or self.settings.batch_size):
             self._ensure_loaded()  # configuration errors stop the run before any doc is processed
             try:
-                self.set_annotations(docs)
+                self.set_annotations(docs, first=first)
                 yield from docs
             except Exception as err:
                 error_handler(self.name, self, docs, err)
+            first += len(docs)
 
     def predict(self, docs: Sequence[Doc]):
         raise NotImplementedError("padellm_ner annotates in set_annotations; call nlp() or nlp.pipe()")
 
-    def set_annotations(self, docs: Sequence[Doc], _unused=None) -> None:
+    def set_annotations(self, docs: Sequence[Doc], _unused=None, *, first: int = 0) -> None:
+        """Decode and annotate ``docs``; ``first``: the index of ``docs[0]`` in the call (named in warnings)."""
         _, tokenizer, decoder = self._ensure_loaded()
         with gc_paused():
             per_doc = decode_docs(docs, decoder, tokenizer, self.spec.labels, text_format=self.text_format,
                                   max_context_tokens=self.settings.max_context_tokens, spans_key=self.spans_key,
                                   deduplicate=self.settings.deduplicate,
-                                  autoreg=self.decoding in AUTOREG_DECODINGS)
+                                  autoreg=self.decoding in AUTOREG_DECODINGS, first=first)
         for stats in per_doc:
             for key, value in stats.items():
                 self.stats[key] = self.stats.get(key, 0) + value

@@ -1,5 +1,6 @@
 """Decoding a batch of spaCy docs: each doc's windows in the text the model reads, one decoder call for
-all of them, and the predictions mapped back to spans of each doc with its counters."""
+all of them, and the predictions mapped back to spans of each doc with its counters. A doc that fails comes
+back without entities instead of failing its batch (``isolation``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from spacy.tokens import Doc
 from ..decoding.types import DocRequest
 from ..text.align import AlignedSpan
 from ..text.windows import make_windows, model_view, sentences_from_tokens
+from .isolation import decode_isolated, guarded, settle_failures
 from .output import doc_spans, write_spans
 
 __all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs"]
 
 STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
-             "no_free_occurrence", "duplicates_removed", "overlaps_removed")
+             "no_free_occurrence", "duplicates_removed", "overlaps_removed", "failed")
 # Added to doc._.padellm in the autoregressive decodings (see baselines.AutoRegResult).
 AUTOREG_STAT_KEYS = ("unparsable_outputs", "unknown_labels", "truncated_outputs", "rewrite_mismatches")
 
@@ -24,28 +26,45 @@ Mapping = List[Tuple[int, int, int, int]]  # per token: (start, end) in the mode
 
 
 def decode_docs(docs: Sequence[Doc], decoder, tokenizer, labels: Sequence[str], *, text_format: str,
-                max_context_tokens: int, spans_key, deduplicate: bool, autoreg: bool) -> List[Dict[str, int]]:
+                max_context_tokens: int, spans_key, deduplicate: bool, autoreg: bool,
+                first: int = 0) -> List[Dict[str, int]]:
     """Annotate ``docs`` in place (``doc.ents`` or ``doc.spans[spans_key]``, ``doc._.padellm``) and return
-    each doc's counters."""
+    each doc's counters. ``first``: the index of ``docs[0]`` in the call, for warnings about failed docs."""
+    keys = STAT_KEYS + (AUTOREG_STAT_KEYS if autoreg else ())
+    doc_stats = [{key: 0 for key in keys} for _ in docs]
+    failures: Dict[int, Exception] = {}
     views: List[Tuple[int, str, Mapping]] = []
     for i, doc in enumerate(docs):
-        text, tokens = text_and_tokens(doc)
-        token_texts = [(a, text[a:b]) for a, b in tokens]
-        for start, end in doc_windows(doc, text, tokens, tokenizer, max_context_tokens):
-            view, mapping = model_view(text, token_texts, start, end, text_format)
-            if view.strip():
-                views.append((i, view, mapping))
-    results = decoder.decode([DocRequest(view, labels) for _, view, _ in views]) if views else []
-    keys = STAT_KEYS + (AUTOREG_STAT_KEYS if autoreg else ())
+        found = guarded(failures, i, lambda: doc_views(doc, tokenizer, max_context_tokens, text_format), [])
+        views.extend((i, view, mapping) for view, mapping in found)
+    results = decode_isolated(decoder, [DocRequest(view, labels) for _, view, _ in views],
+                              [i for i, _, _ in views], failures)
     per_doc: List[List[AlignedSpan]] = [[] for _ in docs]
-    doc_stats = [{key: 0 for key in keys} for _ in docs]
     for (i, view, mapping), result in zip(views, results):
-        per_doc[i].extend(_result_spans(view, mapping, result, doc_stats[i]))
-    for doc, spans, stats in zip(docs, per_doc, doc_stats):
+        if i not in failures:
+            per_doc[i].extend(guarded(failures, i, lambda: _result_spans(view, mapping, result, doc_stats[i]), []))
+    settle_failures(failures, sorted({i for i, _, _ in views} | set(failures)), first)
+    for i, (doc, spans, stats) in enumerate(zip(docs, per_doc, doc_stats)):
+        if i in failures:
+            spans, stats = [], {key: 0 for key in keys}
+            stats["failed"] = 1
+            doc_stats[i] = stats
         stats["docs"] = 1
         write_spans(doc, spans, spans_key, deduplicate, stats)
         doc._.padellm = stats
     return doc_stats
+
+
+def doc_views(doc: Doc, tokenizer, max_context_tokens: int, text_format: str) -> List[Tuple[str, Mapping]]:
+    """The model's view of each window of ``doc`` with its token mapping (windows of blank text left out)."""
+    text, tokens = text_and_tokens(doc)
+    token_texts = [(a, text[a:b]) for a, b in tokens]
+    views = []
+    for start, end in doc_windows(doc, text, tokens, tokenizer, max_context_tokens):
+        view, mapping = model_view(text, token_texts, start, end, text_format)
+        if view.strip():
+            views.append((view, mapping))
+    return views
 
 
 def _result_spans(view: str, mapping: Mapping, result: Any, stats: Dict[str, int]) -> List[AlignedSpan]:
