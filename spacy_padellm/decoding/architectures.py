@@ -182,16 +182,18 @@ def _rope(base, x: torch.Tensor, pos: torch.Tensor, local: bool):
 
 def rope_tables(model, dtype: torch.dtype) -> Dict[bool, Tuple[torch.Tensor, torch.Tensor]]:
     """(cos, sin), each (max positions, head_dim), for the global layers (key False) and, for a model with
-    sliding-window layers, the local ones (key True)."""
+    sliding-window layers, the local ones (key True); only the kinds of layer the model has are computed."""
     cfg = model.config
     base = model.get_decoder()
     embed = base.embed_tokens.weight
     max_pos = int(getattr(cfg, "max_position_embeddings", 4096) or 4096)
     pos = torch.arange(max_pos, device=embed.device)[None]
-    kinds = [False] + ([True] if is_gemma(model) and any(_window(l) for l in base.layers) else [])
+    kinds = sorted({bool(_window(l)) for l in base.layers}) if is_gemma(model) else [False]
     tables = {}
     with torch.no_grad():
         for local in kinds:
             cos, sin = _rope(base, embed[:1][None].float(), pos, local)
             tables[local] = (cos[0].to(dtype), sin[0].to(dtype))
+    # A model of sliding-window layers only (a small Gemma 3) has no global table to build; no layer reads it.
+    tables.setdefault(False, tables[True])
     return tables
