@@ -195,5 +195,6 @@ def rope_tables(model, dtype: torch.dtype) -> Dict[bool, Tuple[torch.Tensor, tor
             cos, sin = _rope(base, embed[:1][None].float(), pos, local)
             tables[local] = (cos[0].to(dtype), sin[0].to(dtype))
     # A model of sliding-window layers only (a small Gemma 3) has no global table to build; no layer reads it.
-    tables.setdefault(False, tables[True])
+    if False not in tables:
+        tables[False] = tables[True]
     return tables
