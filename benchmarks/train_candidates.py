@@ -88,7 +88,7 @@ def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[st
 
 
 def _adapter_mib(folder: Path) -> Optional[float]:
-    files = list(folder.glob("adapter_model.safetensors")) or list(folder.glob("model.safetensors"))
+    files = list(folder.glob("**/adapter_model.safetensors")) or list(folder.glob("**/model.safetensors"))
     return round(files[0].stat().st_size / 2**20, 2) if files else None
 
 
