@@ -184,19 +184,21 @@ def _triples(results):
 
 def test_options_are_off_by_default(tiny_nlp):
     decoder = tiny_nlp.get_pipe("padellm_ner").decoder
-    assert decoder.constrain_mentions is False and not decoder.count_bias and decoder.dedupe_mentions is False
+    levers = decoder.levers
+    assert levers.constrain_mentions is False and not levers.count_bias and levers.dedupe_mentions is False
 
 
 def test_constrained_decoder_keeps_memorised_entities(tiny_nlp):
     decoder = tiny_nlp.get_pipe("padellm_ner").decoder
     texts = [t for t, _ in tiny.SENTENCES]
     plain = decoder.decode([DocRequest(t, list(tiny.LABELS)) for t in texts])
-    decoder.constrain_mentions = True
+    levers = decoder.levers
+    decoder.levers = levers.replace(constrain_mentions=True)
     try:
         constrained = decoder.decode([DocRequest(t, list(tiny.LABELS)) for t in texts])
         assert [ents(d) for d in tiny_nlp.pipe(texts)] == gold(tiny.SENTENCES)
     finally:
-        decoder.constrain_mentions = False
+        decoder.levers = levers
     assert _triples(constrained) == _triples(plain)
     for a, b in zip(plain, constrained):
         assert sorted(p.prob for p in a.predictions) == pytest.approx(sorted(p.prob for p in b.predictions), rel=1e-5)
