@@ -4,6 +4,7 @@ import pytest
 import spacy
 
 import tiny
+from tiny import ents, gold
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG
 from spacy_padellm.decoding.constraints import MentionTrie, candidate_strings, redecode_plan, needs_char_spans
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
@@ -18,14 +19,6 @@ def encoder(tmp_path_factory):
     corpus = [t for t, _ in tiny.SENTENCES] + [t for t, _ in tiny.NESTED] + ["我在北京工作。上海很大。"]
     tok = tiny.build_tokenizer(tmp_path_factory.mktemp("tok"), corpus)
     return PromptEncoder(tok, TEMPLATES["en"])
-
-
-def ents(doc):
-    return [(e.text, e.label_) for e in doc.ents]
-
-
-def gold(data):
-    return [[(text[s:e], label) for s, e, label in tiny.char_spans(text, mentions)] for text, mentions in data]
 
 
 # --- candidates -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import spacy
 
 import tiny
+from tiny import ents, gold, pipeline
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.settings import DecodeSettings
@@ -17,20 +18,6 @@ from spacy_padellm.decoding.tree import TreeDecoder
 
 LEVERS = {"constrain_mentions": True, "count_bias": -1.0, "dedupe_mentions": True}
 TEXTS = [t for t, _ in tiny.SENTENCES]
-
-
-def gold(data):
-    return [[(text[s:e], label) for s, e, label in tiny.char_spans(text, mentions)] for text, mentions in data]
-
-
-def ents(doc):
-    return [(e.text, e.label_) for e in doc.ents]
-
-
-def pipeline(model, **config):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(model), **config})
-    return nlp
 
 
 @pytest.fixture(scope="module")
