@@ -207,11 +207,10 @@ class DecodeSettings:
 
     @property
     def levers(self) -> List[str]:
-        """The decoding levers that are on (a count bias is on when any of its values is non-zero)."""
-        biases = self.count_bias.values() if isinstance(self.count_bias, dict) else [self.count_bias]
-        on = (("constrain_mentions", self.constrain_mentions), ("count_bias", any(b != 0.0 for b in biases)),
-              ("dedupe_mentions", self.dedupe_mentions))
-        return [name for name, value in on if value]
+        """The decoding levers that are on (``levers.Levers.on``)."""
+        from .levers import Levers
+
+        return Levers.of(self).on
 
 
 def _plain(value: Any) -> Any:
