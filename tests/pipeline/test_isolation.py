@@ -24,10 +24,8 @@ def spans_of(doc):
 
 @pytest.fixture(scope="module")
 def nlp(tiny_model):
-    """Windows of 256 text tokens: the tiny model has 512 positions, and a window of 512 text tokens plus its
-    prompt runs past them (the window limit counts the text only)."""
     nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), "max_context_tokens": 256})
+    nlp.add_pipe("padellm_ner", config={"model": str(tiny_model)})
     return nlp
 
 
