@@ -131,8 +131,13 @@ class DecodeSettings:
         "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "
         "1 or 2 save GPU memory"))
     max_context_tokens: int = _setting(512, positive, (
-        "longer docs are cut into sentence-aligned windows of at most this many model tokens; spans are "
-        "mapped back"))
+        "model tokens of a window's longest sequence: the prompt with the window's text and the longest output "
+        "the decoding may write (for `padellm`: a label, a count, a mention tag and `max_mention_tokens`); "
+        "longer docs are cut into sentence-aligned windows that fit; at most the model's positions"))
+    window_sentences: Optional[int] = _setting(1, optional(positive, "as many as fit `max_context_tokens`"), (
+        "sentences a window holds at most (a sentence longer than `max_context_tokens` is cut at tokens); spans "
+        "are mapped back to the doc. Models trained on single sentences (the shipped ones) count the mentions "
+        "of one sentence well and fall short on several; null: as many as fit `max_context_tokens`"))
     max_count: int = _setting(20, positive, (
         "count cap; larger counts are clipped and counted in `doc._.padellm`"))
     max_count_tokens: int = _setting(4, positive, "tokens a count may take")

@@ -23,9 +23,7 @@ def spans_of(doc):
 
 @pytest.fixture(scope="module")
 def nlp(tiny_model):
-    """Windows of 256 text tokens: the tiny model has 512 positions, and a window of 512 text tokens plus its
-    prompt runs past them (the window limit counts the text only)."""
-    return tiny.pipeline(tiny_model, max_context_tokens=256)
+    return tiny.pipeline(tiny_model)
 
 
 @pytest.fixture(scope="module")
