@@ -338,7 +338,8 @@ def load_model(
     trust_remote_code: bool = False,
     merge_adapter: bool = True,
 ) -> Tuple[Any, Any]:
-    """(model in eval mode on ``device``, tokenizer) for a resolved source; a LoRA adapter is merged."""
+    """(model in eval mode on ``device``, its parameters needing no gradient, tokenizer) for a resolved source;
+    a LoRA adapter is merged."""
     import torch
 
     device = torch.device(device or "cpu")
@@ -353,6 +354,7 @@ def load_model(
             model = model.merge_and_unload()
     model.to(device=device, dtype=weights_dtype)
     model.eval()
+    model.requires_grad_(False)  # for inference: the static engine then shares the weights it fuses
     return model, tokenizer
 
 
