@@ -1,5 +1,6 @@
-"""The static engine's KV cache stays within ``max_cache_mb`` whatever the number of documents, with the same
-results; widening a cache keeps what its rows hold."""
+"""The static engine's memory: its KV cache stays within ``max_cache_mb`` whatever the number of documents,
+with the same results; widening a cache keeps what its rows hold; a model loaded for inference shares the
+weights the engine fuses."""
 
 import pytest
 import torch
@@ -90,3 +91,23 @@ def test_reserve_does_not_keep_a_union_past_the_cap(base):
     lm.max_cells = None
     lm.reserve(64, 100)
     assert (lm.rows, lm.cols) == (64, 256)
+
+
+def test_an_inference_model_shares_the_fused_weights(tiny_base):
+    model, tokenizer = load_model(resolve_model(str(tiny_base)), device="cpu")
+    ids = torch.tensor([tokenizer("Japan beat Syria .")["input_ids"]])
+    with torch.no_grad():
+        before = model(ids).logits
+    lm = StaticLM.from_hf(model)
+    attn = model.model.layers[0].self_attn
+    assert attn.q_proj.weight.data_ptr() == lm.layers[0].wqkv.data_ptr()
+    assert attn.k_proj.weight.data_ptr() == lm.layers[0].wqkv[attn.q_proj.weight.shape[0]:].data_ptr()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
+
+
+def test_a_model_in_training_keeps_its_own_weights(tiny_base):
+    model, _ = load_model(resolve_model(str(tiny_base)), device="cpu")
+    model.requires_grad_(True)
+    lm = StaticLM.from_hf(model)
+    assert model.model.layers[0].self_attn.q_proj.weight.data_ptr() != lm.layers[0].wqkv.data_ptr()
