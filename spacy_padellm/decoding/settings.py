@@ -131,8 +131,9 @@ class DecodeSettings:
         "static engine: KV-cache cells (rows x columns) of one batch; a batch that would need more is split"),)
     max_cache_mb: Optional[int] = _setting(None, optional(positive, "1024 on the CPU, no cap on CUDA"), (
         "static engine: MiB of KV cache per batch in flight, whatever the number of docs: a batch takes no "
-        "more documents than fit at its estimated width (documents that decode longer widen it past that for "
-        "their rows still decoding; such a cache is freed when the call ends); null: 1024 on the CPU, no cap on CUDA"))
+        "more documents than fit at twice their estimated width (documents that decode longer still widen it "
+        "past that for their rows still decoding; such a cache is freed when the call ends); null: 1024 on the "
+        "CPU, no cap on CUDA"))
     inflight_batches: Optional[int] = _setting(None, optional(positive, "4 on CUDA, 1 on the CPU"), (
         "static engine: batches of an `nlp.pipe` call decoded at once, each on a KV cache of its own, so the "
         "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "

@@ -193,10 +193,12 @@ class TreeDecoder(GenerateMixin):
 
     def _fits(self, n_docs: int, widest: int, n_labels: int) -> bool:
         """Whether a batch of ``n_docs`` documents, the widest ``widest`` columns before drafts, gets a KV cache
-        within ``max_cache_mb`` (its rows and columns rounded as ``StaticLM.reserve`` rounds them)."""
+        within ``max_cache_mb`` (its rows and columns rounded as ``StaticLM.reserve`` rounds them) with room to
+        double its columns: documents often decode more mentions than estimated, and a cache is widened by
+        doubling, for every row still decoding (at the mention tags, every row)."""
         if n_labels and n_docs <= self.draft_max_docs:
             widest += self._draft_cols(n_labels, n_docs)
-        return bucket(n_docs) * bucket(widest + 1, 64) <= self._max_cells
+        return 2 * bucket(n_docs) * bucket(widest + 1, 64) <= self._max_cells
 
     def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
         """Greedy PaDeLLM results of ``requests``, one per request in order (predictions in label order, then k)."""
