@@ -8,7 +8,7 @@ import torch
 import tiny
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.static_lm import StaticLM
-from spacy_padellm.decoding.tree import TreeDecoder
+from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 from spacy_padellm.decoding.tree.scheduler import chunks
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.loading import load_model, resolve_model
@@ -111,3 +111,35 @@ def test_a_model_in_training_keeps_its_own_weights(tiny_base):
     model.requires_grad_(True)
     lm = StaticLM.from_hf(model)
     assert model.model.layers[0].self_attn.q_proj.weight.data_ptr() != lm.layers[0].wqkv.data_ptr()
+
+
+def _three_passes(lm, enc):
+    """A batch of 8 rows: all prefixes, then one token on rows 1-7 (row 0 done), then a chain on row 5 long
+    enough to widen the cache, with a token on rows 1 and 7; every pass's predictions."""
+    tb = TreeBatch(lm, 8, 40)
+    texts = [text for text, _ in tiny.SENTENCES * 2][:8]
+    roots = [tb.root(r) for r in range(8)]
+    for root, text in zip(roots, texts):
+        ids = enc.prefix(text)[:30]
+        tb.feed(root, ids, outputs=[len(ids) - 1])
+    out = [tb.run()]
+    for r in range(1, 8):
+        tb.feed(roots[r], [5], outputs=[0])
+    out.append(tb.run())
+    tb.feed(roots[5], list(range(5, 105)), outputs=[0, 99])
+    for r in (1, 7):
+        tb.feed(roots[r], [6], outputs=[0])
+    out.append(tb.run())
+    return out
+
+
+def test_widening_a_batch_keeps_its_predictions(base):
+    model, enc = base
+    free = StaticLM.from_hf(model)
+    want = _three_passes(free, enc)
+    capped = StaticLM.from_hf(model)
+    capped.max_cells = 10 ** 9  # a cap: widening keeps the rows of the last pass only
+    got = _three_passes(capped, enc)
+    assert got == want
+    assert free.rows == 8 and free.cols == capped.cols > 64  # widened from 64 columns
+    assert capped.rows == 8 and capped.k_cache[0].shape[0] == 8  # 7 rows of the last pass, moved to the front

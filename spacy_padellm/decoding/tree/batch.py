@@ -255,6 +255,8 @@ class TreeBatch:
         lm = self.lm
         if lm.k_cache is None:
             lm.reserve(self.n_rows, need)
+        elif lm.max_cells is None:  # no memory cap: every row is kept, so the next batch may reuse the cache
+            lm.widen(need)
         else:  # only the rows of the last pass can still feed tokens: moved to the front, they alone are kept
             live = sorted(self._live, key=lambda r: self.slot[r])
             self._compact(live)
