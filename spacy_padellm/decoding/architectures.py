@@ -113,14 +113,26 @@ def _window(layer) -> Optional[int]:
     return getattr(layer.self_attn, "sliding_window", None) or None
 
 
+def _fused(params: List[torch.nn.Parameter]) -> torch.Tensor:
+    """``params`` concatenated along their first dimension. Parameters that need no gradient (a model loaded
+    for inference) become views of the result, so their weights are held once, not twice."""
+    fused = torch.cat(list(params), dim=0).contiguous()
+    if not any(p.requires_grad for p in params):
+        start = 0
+        for p in params:
+            p.data = fused[start: start + p.shape[0]]
+            start += p.shape[0]
+    return fused
+
+
 def _layer(layer, gemma: bool, n_heads: int, n_kv: int) -> Layer:
     att, mlp = layer.self_attn, layer.mlp
     qkv = [att.q_proj, att.k_proj, att.v_proj]
-    wqkv = torch.cat([p.weight for p in qkv], dim=0).contiguous()
-    bqkv = torch.cat([p.bias for p in qkv]).contiguous() if qkv[0].bias is not None else None
+    wqkv = _fused([p.weight for p in qkv])
+    bqkv = _fused([p.bias for p in qkv]) if qkv[0].bias is not None else None
     if getattr(mlp.gate_proj, "bias", None) is not None:
         raise ValueError("StaticLM cannot run this model: MLP biases")
-    wgu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], dim=0).contiguous()
+    wgu = _fused([mlp.gate_proj.weight, mlp.up_proj.weight])
     if not gemma:
         return Layer(ln1=layer.input_layernorm.weight, wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
                      bo=att.o_proj.bias, ln2=layer.post_attention_layernorm.weight, wgu=wgu, wd=mlp.down_proj.weight)

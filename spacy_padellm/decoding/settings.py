@@ -120,12 +120,20 @@ class DecodeSettings:
         '`"static"`: tree decoding on a static KV cache, CUDA graphs on GPU (Llama, Mistral, Qwen2 and Gemma 3 '
         'text models: SmolLM2 is a Llama); `"dynamic"`: transformers\' forward with a dynamic cache (any causal '
         'LM); `"auto"`: static where it can run. Both give the same greedy entities'))
-    batch_size: int = _setting(32, positive, "docs per decoder batch in `nlp.pipe`")
+    batch_size: int = _setting(32, positive, (
+        "docs per decoder call when the component's `pipe` is given no batch size; `nlp.pipe` always gives its "
+        "own (`batch_size=`, else `nlp.batch_size`, 1000); memory is bounded by `max_cache_mb` and `max_batch_rows`, "
+        "not by it"))
     max_batch_rows: int = _setting(256, positive, (
         "rows of one decoding batch: a document for the static engine (all its labels share one cache row), "
         "a (document, label) row for the dynamic one; bounds memory"))
     max_batch_tokens: int = _setting(131072, positive, (
         "static engine: KV-cache cells (rows x columns) of one batch; a batch that would need more is split"),)
+    max_cache_mb: Optional[int] = _setting(None, optional(positive, "1024 on the CPU, no cap on CUDA"), (
+        "static engine: MiB of KV cache per batch in flight, whatever the number of docs: a batch takes no "
+        "more documents than fit at twice their estimated width (documents that decode longer still widen it "
+        "past that for their rows still decoding; such a cache is freed when the call ends); null: 1024 on the "
+        "CPU, no cap on CUDA"))
     inflight_batches: Optional[int] = _setting(None, optional(positive, "4 on CUDA, 1 on the CPU"), (
         "static engine: batches of an `nlp.pipe` call decoded at once, each on a KV cache of its own, so the "
         "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "

@@ -164,8 +164,12 @@ class StaticLM:
         self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
         self._graphs: Dict[Tuple[int, int, int, int], _Graph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        self.k_cache: Optional[torch.Tensor] = None  # (layers, rows, kv_heads, cols, head_dim)
-        self.v_cache: Optional[torch.Tensor] = None
+        # one (rows, kv_heads, cols, head_dim) tensor per layer, so that widening copies a layer at a time
+        self.k_cache: Optional[List[torch.Tensor]] = None
+        self.v_cache: Optional[List[torch.Tensor]] = None
+        # KV-cache cells (rows x columns) that ``reserve`` keeps within when it can (None: no cap): a cache
+        # grown for one batch is not kept at that size for the next if both together would pass it
+        self.max_cells: Optional[int] = None
         self.rows = 0
         self.cols = 0
         self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
@@ -233,6 +237,11 @@ class StaticLM:
     # -- the KV cache --
 
     @property
+    def cell_bytes(self) -> int:
+        """Bytes of one KV-cache cell (a row's column): keys and values of every layer."""
+        return 2 * len(self.layers) * self.n_kv * self.head_dim * self.embed.element_size()
+
+    @property
     def trash_col(self) -> int:
         """The last cache column: padding tokens write there and no real token ever attends to it."""
         return self.cols - 1
@@ -246,12 +255,34 @@ class StaticLM:
         rows, cols = bucket(rows), bucket(cols + 1, 64)
         if self.k_cache is not None and rows <= self.rows and cols <= self.cols:
             return
-        rows, cols = max(rows, self.rows), max(cols, self.cols)
+        union = max(rows, self.rows), max(cols, self.cols)
+        if self.max_cells is None or union[0] * union[1] <= self.max_cells:
+            rows, cols = union
         self.k_cache = self.v_cache = None
         self._forget_graphs()
-        shape = (len(self.layers), rows, self.n_kv, cols, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.k_cache, self.v_cache = self._zeros(rows, cols), self._zeros(rows, cols)
+        self.rows, self.cols = rows, cols
+
+    def _zeros(self, rows: int, cols: int) -> List[torch.Tensor]:
+        return [torch.zeros((rows, self.n_kv, cols, self.head_dim), dtype=self.dtype, device=self.device)
+                for _ in self.layers]
+
+    def widen(self, cols: int, rows: Optional[int] = None) -> None:
+        """Make the cache hold at least ``cols`` columns (one kept as the trash column), keeping what its first
+        ``rows`` rows hold (default: all; the others are dropped): each layer is copied into its wider tensor in
+        turn, so the old cache is never held whole next to the new one. Captured graphs are forgotten."""
+        cols = bucket(cols + 1, 64)
+        rows = self.rows if rows is None else min(bucket(rows), self.rows)
+        if self.k_cache is None or cols <= self.cols:
+            return
+        self._forget_graphs()
+        old = self.cols
+        for cache in (self.k_cache, self.v_cache):
+            for i, layer in enumerate(cache):
+                wide = torch.zeros((rows, self.n_kv, cols, self.head_dim), dtype=self.dtype, device=self.device)
+                wide[:, :, :old] = layer[:rows]
+                cache[i] = wide
+                del layer
         self.rows, self.cols = rows, cols
 
     def release(self) -> None:
@@ -274,7 +305,8 @@ class StaticLM:
             idx = idx.to(self.device)
         n = len(src)
         for cache in (self.k_cache, self.v_cache):
-            cache[:, :n, :, :upto_col] = cache[:, :, :, :upto_col].index_select(1, idx)
+            for layer in cache:
+                layer[:n, :, :upto_col] = layer[:, :, :upto_col].index_select(0, idx)
 
     # -- the forward pass --
 
@@ -515,6 +547,7 @@ class StaticLM:
         other.use_graphs = self.use_graphs
         other.packing = self.packing
         other.graph_max_tokens = self.graph_max_tokens
+        other.max_cells = self.max_cells
         return other
 
 

@@ -19,6 +19,7 @@ from spacy.training import Example, validate_get_examples
 from spacy.util import minibatch
 
 from ..decoding.gc_pause import gc_paused
+from ..decoding.heap import trim_heap
 from ..decoding.settings import AUTOREG_DECODINGS, DecodeSettings, SettingsError
 from ..devices import DeviceError, check_device_available, check_device_name, resolve_device
 from ..loading import META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model
@@ -155,6 +156,7 @@ class PaDeLLMNER(Pipe):
             device = resolve_device(self.cfg["device"])
             model, tokenizer = load_model(self.spec.source, device, self.cfg["dtype"], self.cfg["trust_remote_code"])
             self.set_model(model, tokenizer, self.spec.source)
+            trim_heap()  # the temporaries of loading (de-quantised GGUF tensors, weights fused by the engine)
         return self._runtime
 
     def set_model(self, model, tokenizer, source: Optional[ModelSource] = None, *,

@@ -45,6 +45,7 @@ class TreeBatch:
         self.n_rows = n_rows
         self.ncols = [0] * n_rows  # columns used per row
         self.slot: List[Optional[int]] = list(range(n_rows))  # cache row of each row (None when done)
+        self._live: List[int] = list(range(n_rows))  # the rows of the last pass: the only ones that may feed again
         # what each branch sees; grown by doubling, so a good ``branches_hint`` saves copies
         self._vis = np.zeros((max(8, 4 * n_rows, branches_hint), lm.cols), dtype=bool)
         self.b_row: List[int] = []
@@ -252,12 +253,14 @@ class TreeBatch:
 
     def _grow(self, need: int) -> None:
         lm = self.lm
-        old_k, old_v, old_cols = lm.k_cache, lm.v_cache, lm.cols
-        lm.release()
-        lm.reserve(self.n_rows if old_k is None else old_k.shape[1], need)
-        if old_k is not None:
-            lm.k_cache[:, : old_k.shape[1], :, :old_cols] = old_k
-            lm.v_cache[:, : old_v.shape[1], :, :old_cols] = old_v
+        if lm.k_cache is None:
+            lm.reserve(self.n_rows, need)
+        elif lm.max_cells is None:  # no memory cap: every row is kept, so the next batch may reuse the cache
+            lm.widen(need)
+        else:  # only the rows of the last pass can still feed tokens: moved to the front, they alone are kept
+            live = sorted(self._live, key=lambda r: self.slot[r])
+            self._compact(live)
+            lm.widen(need, rows=len(live))
         vis = np.zeros((self._vis.shape[0], lm.cols), dtype=bool)
         vis[:, : self._vis.shape[1]] = self._vis
         self._vis = vis
@@ -290,6 +293,7 @@ class TreeBatch:
             return _Pass(None, h0)
         slot = self.slot
         rows = sorted(set(q_row), key=lambda r: slot[r])
+        self._live = rows
         B = slot[rows[-1]] + 1
         if B > len(rows) and (B - len(rows)) * 4 >= B:  # a quarter or more of the slots are done
             self._compact(rows)

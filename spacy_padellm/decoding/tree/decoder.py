@@ -28,9 +28,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..constraints import MentionTrie
 from ..counts import read_count
 from ..gc_pause import gc_paused
+from ..heap import trim_heap
 from ..levers import Levers
 from ..settings import DecodeSettings
-from ..static_lm import StaticLM
+from ..static_lm import StaticLM, bucket
 from ..types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ...text.protocol import PromptEncoder, parse_mention
 from .batch import TreeBatch, _Subtree
@@ -127,6 +128,9 @@ class TreeDecoder(GenerateMixin):
         # A batch's first pass is long on the device and its later ones short, so with two batches the device
         # or the host often waits; more keep both busy.
         self.inflight_batches = s.inflight_batches if s.inflight_batches is not None else (4 if gpu else 1)
+        # MiB of KV cache per batch in flight (None: no cap): what bounds a call's memory, whatever its number of
+        # documents (see ``_fits`` and ``_drive``). The CPU's default leaves most of a laptop's memory free.
+        self.max_cache_mb = s.max_cache_mb if s.max_cache_mb is not None else (None if gpu else 1024)
         # KV caches: ``lm`` and its twins (batches in flight). With CUDA graphs, calls that draft (at most
         # draft_max_docs documents: nlp(text)) and wide calls (nlp.pipe) keep caches of their own: a drafting
         # batch wants few rows but many columns, a wide one many rows and fewer columns, and a cache grown for
@@ -154,7 +158,8 @@ class TreeDecoder(GenerateMixin):
                  "max_batch_tokens": "max_batch_tokens", "draft_tokens": "draft_tokens", "max_drafts": "max_drafts",
                  "draft_max_docs": "draft_max_docs", "count_drafts": "count_drafts", "span_drafts": "span_drafts",
                  "span_draft_tokens": "span_draft_tokens", "span_draft_budget": "span_draft_budget",
-                 "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate"}
+                 "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate",
+                 "max_cache_mb": "max_cache_mb"}
 
     def variant(self, **changes) -> "TreeDecoder":
         """A decoder with this one's settings (as its attributes are now) but ``changes`` (settings keys), on the
@@ -169,9 +174,25 @@ class TreeDecoder(GenerateMixin):
 
     # -- batches and KV caches --
 
-    def _chunks(self, items: Sequence[int], sizes: Sequence[int]) -> List[List[int]]:
-        """``items`` cut into batches by ``max_batch_docs`` and ``max_batch_tokens`` (``scheduler.chunks``)."""
-        return chunks(items, sizes, self.max_batch_docs, self.max_batch_tokens)
+    def _chunks(self, items: Sequence[int], sizes: Sequence[int], n_labels: int = 0) -> List[List[int]]:
+        """``items`` cut into batches by ``max_batch_docs``, ``max_batch_tokens`` and ``max_cache_mb``
+        (``scheduler.chunks``; ``n_labels``: the most labels of a document, whose drafts widen a drafting batch)."""
+        fits = None if self._max_cells is None else (lambda n, widest: self._fits(n, widest, n_labels))
+        return chunks(items, sizes, self.max_batch_docs, self.max_batch_tokens, fits)
+
+    @property
+    def _max_cells(self) -> Optional[int]:
+        """KV-cache cells (rows x columns) that ``max_cache_mb`` holds, or None without a cap."""
+        return None if self.max_cache_mb is None else self.max_cache_mb * 2 ** 20 // self.lm.cell_bytes
+
+    def _fits(self, n_docs: int, widest: int, n_labels: int) -> bool:
+        """Whether a batch of ``n_docs`` documents, the widest ``widest`` columns before drafts, gets a KV cache
+        within ``max_cache_mb`` (its rows and columns rounded as ``StaticLM.reserve`` rounds them) with room to
+        double its columns: documents often decode more mentions than estimated, and a cache is widened by
+        doubling, for every row still decoding (at the mention tags, every row)."""
+        if n_labels and n_docs <= self.draft_max_docs:
+            widest += self._draft_cols(n_labels, n_docs)
+        return 2 * bucket(n_docs) * bucket(widest + 1, 64) <= self._max_cells
 
     def decode(self, requests: Sequence[DocRequest]) -> List[DocResult]:
         """Greedy PaDeLLM results of ``requests``, one per request in order (predictions in label order, then k)."""
@@ -200,7 +221,9 @@ class TreeDecoder(GenerateMixin):
                                                  [spans[i] for i in chunk] if spans else None)
 
         with gc_paused():
-            self._drive((job(chunk) for chunk in self._chunks(todo, [sizes[i] for i in todo])), self._pool(len(todo)))
+            n_labels = max((len(requests[i].labels) for i in todo), default=0)
+            self._drive((job(chunk) for chunk in self._chunks(todo, [sizes[i] for i in todo], n_labels)),
+                        self._pool(len(todo)))
         return results
 
     def _span_drafting(self, n_docs: int) -> bool:
@@ -213,6 +236,7 @@ class TreeDecoder(GenerateMixin):
         lms = self._pools[pool]
         while len(lms) <= i:
             lms.append(self.lm.twin())
+        lms[i].max_cells = self._max_cells
         return lms[i]
 
     def _pool(self, n_docs: int) -> str:
@@ -225,8 +249,17 @@ class TreeDecoder(GenerateMixin):
         return list({id(lm): lm for pool in self._pools.values() for lm in pool}.values())
 
     def _drive(self, jobs, pool: str = "draft") -> None:
-        """Run batch jobs ``inflight_batches`` at a time on the caches of ``pool`` (``scheduler.drive``)."""
-        drive(jobs, lambda i: self._lm(i, pool), self.inflight_batches, self.stats)
+        """Run batch jobs ``inflight_batches`` at a time on the caches of ``pool`` (``scheduler.drive``); then free
+        the caches a batch widened past ``max_cache_mb``, so that no more than it is kept between calls."""
+        try:
+            drive(jobs, lambda i: self._lm(i, pool), self.inflight_batches, self.stats)
+        finally:
+            cap = self._max_cells
+            wide = [lm for lm in self._lms if cap is not None and lm.rows * lm.cols > cap]
+            for lm in wide:
+                lm.release()
+            if wide:
+                trim_heap()
 
     def _estimate(self, prefix: List[int], labels: Sequence[str]) -> int:
         """Columns a document will likely use without drafts: prefix, label prompts, counts, a few short

@@ -10,22 +10,26 @@ and the device runs passes asynchronously). Each batch decodes exactly as it wou
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterable, List, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence
 
 from ..static_lm import StaticLM
 from ..types import DecoderStats
 
 
-def chunks(items: Sequence[int], sizes: Sequence[int], max_docs: int, max_tokens: int) -> List[List[int]]:
-    """``items`` cut, in order, into batches of at most ``max_docs`` items and ``max_tokens`` summed sizes (an
-    item larger than that alone gets a batch of its own)."""
-    out, cur, tokens = [], [], 0
+def chunks(items: Sequence[int], sizes: Sequence[int], max_docs: int, max_tokens: int,
+           fits: Optional[Callable[[int, int], bool]] = None) -> List[List[int]]:
+    """``items`` cut, in order, into batches of at most ``max_docs`` items and ``max_tokens`` summed sizes, and,
+    given ``fits(n, widest)`` (whether a batch of n items whose largest size is ``widest`` fits in memory),
+    batches that fit (an item too large for any of that alone gets a batch of its own)."""
+    out, cur, tokens, widest = [], [], 0, 0
     for i, size in zip(items, sizes):
-        if cur and (len(cur) >= max_docs or tokens + size > max_tokens):
+        if cur and (len(cur) >= max_docs or tokens + size > max_tokens
+                    or (fits is not None and not fits(len(cur) + 1, max(widest, size)))):
             out.append(cur)
-            cur, tokens = [], 0
+            cur, tokens, widest = [], 0, 0
         cur.append(i)
         tokens += size
+        widest = max(widest, size)
     if cur:
         out.append(cur)
     return out

@@ -1,0 +1,127 @@
+"""The de-quantised weights of a GGUF base model, kept as safetensors so that later loads skip de-quantising.
+
+transformers de-quantises a GGUF file tensor by tensor in Python each time it loads one, which takes most of a
+model's load time. The first load of a file writes the result (``config.json`` and ``model.safetensors``, as
+``save_pretrained`` writes them) into a cache folder; a later load of the same file in the same dtype with the
+same transformers version reads that instead. An entry is keyed by the GGUF file's resolved path, size and
+modification time, the dtype and the transformers version; writing an entry removes the entries of an older
+version of the same file.
+
+The cache folder is ``$SPACY_PADELLM_CACHE`` if set (``off``: no cache), else ``$XDG_CACHE_HOME/spacy_padellm``,
+else ``~/.cache/spacy_padellm``; entries go in its ``gguf/`` folder. Nothing is ever written next to the GGUF
+file (it may be inside an installed package). A folder that cannot be written, or a disk without room for the
+weights, means the model loads from the GGUF file as before; an entry that cannot be read is written again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+__all__ = ["CACHE_ENV", "cache_root", "entry_folder", "load_cached", "store"]
+
+logger = logging.getLogger("spacy_padellm")
+
+CACHE_ENV = "SPACY_PADELLM_CACHE"
+MARKER = "padellm-gguf.json"  # written last: an entry without it is incomplete
+_OFF = ("off", "0", "false", "no", "none")
+
+
+def cache_root() -> Optional[Path]:
+    """The folder holding the ``gguf/`` entries, or None when the cache is turned off."""
+    where = os.environ.get(CACHE_ENV)
+    if where is not None:
+        return None if where.strip().lower() in _OFF or not where.strip() else Path(where).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spacy_padellm"
+
+
+def _source(gguf: Path, dtype: Any) -> Dict[str, Any]:
+    """What an entry is keyed by: the file as it is now, the dtype, the transformers version."""
+    import transformers
+
+    stat = gguf.stat()
+    return {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "dtype": str(dtype), "transformers": transformers.__version__}
+
+
+def entry_folder(gguf: Path, dtype: Any) -> Optional[Path]:
+    """Where the entry of ``gguf`` loaded in ``dtype`` is (or would be); None when the cache is off."""
+    root = cache_root()
+    if root is None:
+        return None
+    key = hashlib.sha256(json.dumps(_source(gguf, dtype), sort_keys=True).encode("utf8")).hexdigest()[:24]
+    return root / "gguf" / f"{gguf.stem}-{key}"
+
+
+def load_cached(gguf: Path, dtype: Any, trust_remote_code: bool = False):
+    """The model of ``gguf`` in ``dtype`` from its cache entry, or None (no cache, no entry, or an unreadable
+    one: it is removed, to be written again)."""
+    folder = entry_folder(gguf, dtype)
+    if folder is None or not (folder / MARKER).is_file():
+        return None
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, use_safetensors=True,
+                                                    trust_remote_code=trust_remote_code)
+    except Exception as err:  # noqa: BLE001 - a broken entry is replaced, never fatal
+        logger.warning("spacy_padellm: the cached weights of %s in %s cannot be read (%s: %s); loading the GGUF "
+                       "file", gguf, folder, type(err).__name__, err)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
+def store(model, gguf: Path, dtype: Any) -> Optional[Path]:
+    """Write ``model`` (just de-quantised from ``gguf`` in ``dtype``) as the file's cache entry; the entry's
+    folder, or None where it could not be written (the reason is logged at info level)."""
+    folder = entry_folder(gguf, dtype)
+    if folder is None or (folder / MARKER).is_file():
+        return None
+    try:
+        return _write(model, folder, _source(gguf, dtype))
+    except Exception as err:  # noqa: BLE001 - without a cache the model still loads, from the GGUF file
+        logger.info("spacy_padellm: not caching the de-quantised %s in %s: %s", gguf, folder, err)
+        return None
+
+
+def _write(model, folder: Path, source: Dict[str, Any]) -> Optional[Path]:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    free = shutil.disk_usage(folder.parent).free
+    if free < 2 * size:
+        raise OSError(f"{free >> 20} MiB free, {size >> 20} MiB of weights")
+    tmp = Path(tempfile.mkdtemp(prefix=".writing-", dir=folder.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's folder is its owner's only; the cache folder may be shared
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / MARKER).write_text(json.dumps(source, indent=1) + "\n", encoding="utf8")
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (folder / MARKER).is_file():  # another process wrote it first
+            return folder
+        raise
+    _remove_older(folder, source)
+    logger.info("spacy_padellm: cached the de-quantised weights of %s in %s", source["gguf"], folder)
+    return folder
+
+
+def _remove_older(kept: Path, source: Dict[str, Any]) -> None:
+    """Remove the entries of the same file (dtype, transformers version) whose size or modification time differ."""
+    for marker in kept.parent.glob(f"*/{MARKER}"):
+        if marker.parent == kept:
+            continue
+        try:
+            other = json.loads(marker.read_text(encoding="utf8"))
+        except (OSError, ValueError):
+            continue
+        same = all(other.get(key) == source[key] for key in ("gguf", "dtype", "transformers"))
+        if same and (other.get("size"), other.get("mtime_ns")) != (source["size"], source["mtime_ns"]):
+            shutil.rmtree(marker.parent, ignore_errors=True)

@@ -1,0 +1,145 @@
+"""The static engine's memory: its KV cache stays within ``max_cache_mb`` whatever the number of documents,
+with the same results; widening a cache keeps what its rows hold; a model loaded for inference shares the
+weights the engine fuses."""
+
+import pytest
+import torch
+
+import tiny
+from spacy_padellm.decoding.settings import DecodeSettings
+from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
+from spacy_padellm.decoding.tree.scheduler import chunks
+from spacy_padellm.decoding.types import DocRequest
+from spacy_padellm.loading import load_model, resolve_model
+from spacy_padellm.text.protocol import PromptEncoder
+
+LIMITS = dict(max_count=5, max_mention_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def base(tiny_base):
+    model, tokenizer = load_model(resolve_model(str(tiny_base)), device="cpu")
+    return model, PromptEncoder(tokenizer)
+
+
+def _key(res):
+    return sorted((p.label, p.k, p.text, round(p.prob, 5)) for p in res.predictions), res.counts
+
+
+def _reserved(lm, monkeypatch):
+    """The (rows, cols) of every cache ``lm`` and its twins allocate."""
+    sizes = []
+    reserve = StaticLM.reserve
+
+    def spy(self, rows, cols):
+        reserve(self, rows, cols)
+        sizes.append((self.rows, self.cols))
+
+    monkeypatch.setattr(StaticLM, "reserve", spy)
+    return sizes
+
+
+def test_a_memory_cap_cuts_batches_and_keeps_results(base, monkeypatch):
+    model, enc = base
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES] * 8
+    want = TreeDecoder(StaticLM.from_hf(model), enc, max_cache_mb=None, **LIMITS).decode(requests)
+    lm = StaticLM.from_hf(model)
+    capped = TreeDecoder(lm, enc, max_cache_mb=1, **LIMITS)
+    sizes = _reserved(lm, monkeypatch)
+    got = capped.decode(requests)
+    assert [_key(r) for r in got] == [_key(r) for r in want]
+    cap = 2 ** 20 // lm.cell_bytes
+    assert len(sizes) > 1 and all(rows * cols <= cap for rows, cols in sizes)
+    assert lm.k_cache is None or lm.rows * lm.cols <= cap  # what is kept between calls
+
+
+def test_the_cap_defaults_to_1024_mib_on_the_cpu(base):
+    model, enc = base
+    assert TreeDecoder(StaticLM.from_hf(model), enc).max_cache_mb == 1024
+    assert DecodeSettings().max_cache_mb is None
+
+
+def test_chunks_close_a_batch_that_would_not_fit():
+    fits = lambda n, widest: n * widest <= 100  # noqa: E731
+    assert chunks(list(range(6)), [10, 20, 30, 40, 50, 200], 64, 10**6, fits) == [[0, 1, 2], [3, 4], [5]]
+    assert chunks(list(range(3)), [10, 20, 30], 64, 10**6) == [[0, 1, 2]]
+
+
+def test_widening_keeps_the_first_rows_and_what_they_hold(base):
+    model, _ = base
+    lm = StaticLM.from_hf(model)
+    lm.reserve(4, 60)
+    for cache in (lm.k_cache, lm.v_cache):
+        for layer in cache:
+            layer.copy_(torch.randn_like(layer))
+    before = [layer[:2].clone() for layer in lm.k_cache + lm.v_cache]
+    lm.widen(200, rows=2)
+    assert (lm.rows, lm.cols) == (2, 256)
+    for old, layer in zip(before, lm.k_cache + lm.v_cache):
+        assert layer.shape == (2, lm.n_kv, 256, lm.head_dim)
+        assert torch.equal(layer[:, :, :64], old) and not layer[:, :, 64:].any()
+
+
+def test_reserve_does_not_keep_a_union_past_the_cap(base):
+    model, _ = base
+    lm = StaticLM.from_hf(model)
+    lm.max_cells = 64 * 256 - 1
+    lm.reserve(64, 100)  # 64 x 128
+    lm.reserve(2, 200)  # 64 x 256 would pass the cap: 2 x 256 alone
+    assert (lm.rows, lm.cols) == (2, 256)
+    lm.max_cells = None
+    lm.reserve(64, 100)
+    assert (lm.rows, lm.cols) == (64, 256)
+
+
+def test_an_inference_model_shares_the_fused_weights(tiny_base):
+    model, tokenizer = load_model(resolve_model(str(tiny_base)), device="cpu")
+    ids = torch.tensor([tokenizer("Japan beat Syria .")["input_ids"]])
+    with torch.no_grad():
+        before = model(ids).logits
+    lm = StaticLM.from_hf(model)
+    attn = model.model.layers[0].self_attn
+    assert attn.q_proj.weight.data_ptr() == lm.layers[0].wqkv.data_ptr()
+    assert attn.k_proj.weight.data_ptr() == lm.layers[0].wqkv[attn.q_proj.weight.shape[0]:].data_ptr()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
+
+
+def test_a_model_in_training_keeps_its_own_weights(tiny_base):
+    model, _ = load_model(resolve_model(str(tiny_base)), device="cpu")
+    model.requires_grad_(True)
+    lm = StaticLM.from_hf(model)
+    assert model.model.layers[0].self_attn.q_proj.weight.data_ptr() != lm.layers[0].wqkv.data_ptr()
+
+
+def _three_passes(lm, enc):
+    """A batch of 8 rows: all prefixes, then one token on rows 1-7 (row 0 done), then a chain on row 5 long
+    enough to widen the cache, with a token on rows 1 and 7; every pass's predictions."""
+    tb = TreeBatch(lm, 8, 40)
+    texts = [text for text, _ in tiny.SENTENCES * 2][:8]
+    roots = [tb.root(r) for r in range(8)]
+    for root, text in zip(roots, texts):
+        ids = enc.prefix(text)[:30]
+        tb.feed(root, ids, outputs=[len(ids) - 1])
+    out = [tb.run()]
+    for r in range(1, 8):
+        tb.feed(roots[r], [5], outputs=[0])
+    out.append(tb.run())
+    tb.feed(roots[5], list(range(5, 105)), outputs=[0, 99])
+    for r in (1, 7):
+        tb.feed(roots[r], [6], outputs=[0])
+    out.append(tb.run())
+    return out
+
+
+def test_widening_a_batch_keeps_its_predictions(base):
+    model, enc = base
+    free = StaticLM.from_hf(model)
+    want = _three_passes(free, enc)
+    capped = StaticLM.from_hf(model)
+    capped.max_cells = 10 ** 9  # a cap: widening keeps the rows of the last pass only
+    got = _three_passes(capped, enc)
+    assert got == want
+    assert free.rows == 8 and free.cols == capped.cols > 64  # widened from 64 columns
+    assert capped.rows == 8 and capped.k_cache[0].shape[0] == 8  # 7 rows of the last pass, moved to the front
