@@ -10,6 +10,7 @@ from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.text.protocol import PromptEncoder
+from spacy_padellm.decoding.segments import Segments, plan
 from spacy_padellm.decoding.static_lm import StaticLM, bucket, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
@@ -159,11 +160,42 @@ def test_packed_passes_equal_dense_ones(trained, requests):
     results = {}
     for packing in (False, True):
         lm = StaticLM.from_hf(model)
-        lm.packing = packing
+        lm.packing, lm.segmented = packing, False
         tree = TreeDecoder(lm, enc, **LIMITS)
         results[packing] = [_key(r) for r in tree.decode(requests)]
         assert (lm.packed_passes > 0) == packing
     assert results[True] == results[False]
+
+
+def test_segmented_passes_equal_the_full_layout(trained, requests):
+    """On the CPU a pass runs on its real tokens alone, its attention in segments of rows of like width (no
+    shape buckets): the same results as the full (rows x places) layout, with fewer attention cells."""
+    model, enc = trained
+    results, cells = {}, {}
+    for segmented in (False, True):
+        lm = StaticLM.from_hf(model)
+        lm.segmented = segmented
+        tree = TreeDecoder(lm, enc, **LIMITS)
+        results[segmented] = [_key(r) for r in tree.decode(requests)]
+        assert (lm.packed_passes == 0) == segmented and lm.eager_passes == lm.passes
+    assert results[True] == results[False]
+
+
+def test_segments_leave_out_padding():
+    """Rows are cut where a wide row would pad the others; rows that feed nothing are left out."""
+    places = np.array([2, 2, 30, 2, 0, 0, 2])
+    cols = np.array([50, 50, 60, 50, 0, 0, 50])
+    assert plan(places, cols, cost=100) == [(0, 2), (2, 3), (3, 4), (6, 7)]
+    assert plan(places, cols, cost=10 ** 9) == [(0, 7)]
+    assert plan(np.array([0, 0]), np.array([0, 0])) == []
+    slots = np.array([[0, 1, 9], [5, 9, 9]])
+    mask = np.zeros((2, 3, 8), dtype=bool)
+    mask[0, :2, :2] = mask[1, 0, :6] = True
+    mask[..., 0] = True
+    seg = Segments(slots, mask, trash=9, cost=0)
+    assert seg.real.tolist() == [0, 1, 3] and seg.rows.tolist() == [0, 0, 1]
+    assert [p[:4] for p in seg.parts] == [(0, 1, 2, 2), (1, 2, 1, 6)] and seg.cells == 10
+    assert seg.place.tolist() == [0, 1, 2]
 
 
 def test_staged_graph_inputs_equal_eager_passes(trained, requests):
