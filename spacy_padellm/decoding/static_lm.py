@@ -270,6 +270,12 @@ class StaticLM:
         if self.use_graphs and self.device.type == "cuda":
             self._pool = torch.cuda.graph_pool_handle()
 
+    @property
+    def compacts(self) -> bool:
+        """Whether a batch moves its active cache rows to the front as rows finish (``TreeBatch``): not when segmented,
+        where a row that feeds nothing costs a pass nothing, and moving the cache's rows would cost a copy of it."""
+        return not (self.segmented and not self.use_graphs)
+
     def move_rows(self, src: List[int], upto_col: int) -> None:
         """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
         idx = torch.tensor(src, dtype=torch.long)
