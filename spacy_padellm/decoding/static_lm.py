@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
+from .quantize import linear, quantize_layers
 from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
@@ -228,12 +229,20 @@ class StaticLM:
     @property
     def weight_bytes(self) -> int:
         """Bytes of weights read by one forward step (embedding rows excluded, LM head included)."""
-        total = self.lm_head.numel() + self.norm.numel()
+        total = _nbytes(self.lm_head) + _nbytes(self.norm)
         for l in self.layers:
             for t in (l.ln1, l.wqkv, l.bqkv, l.wo, l.bo, l.ln2, l.wgu, l.wd, l.qk_norm, l.ln_post_attn, l.ln_post_ff):
                 if t is not None:
-                    total += t.numel()
-        return total * self.lm_head.element_size()
+                    total += _nbytes(t)
+        return total
+
+    def quantize(self, method: str) -> None:
+        """Run the decoder layers' matrices as ``method`` (``quantize.QUANTIZATIONS``: "int8", on the CPU);
+        twins made after this share the quantized weights."""
+        if self.device.type != "cpu":
+            raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
+                             "set quantize to null")
+        self.layers = quantize_layers(self.layers, method)
 
     # -- the KV cache --
 
@@ -352,7 +361,7 @@ class StaticLM:
         half = D // 2
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.ln1)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
+            qkv = linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
             qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv :]
             if layer.qk_norm is not None:
                 qk = self._rms_float(qk, layer.qk_norm)
@@ -367,15 +376,15 @@ class StaticLM:
             else:
                 o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
             if layer.ln_post_attn is not None:  # Gemma: the attention output is normed before the residual
-                x = x + self._rms(F.linear(o, layer.wo, layer.bo), layer.ln_post_attn)
+                x = x + self._rms(linear(o, layer.wo, layer.bo), layer.ln_post_attn)
             else:
-                x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
+                x = _add_linear(x, o, layer.wo, layer.bo)
             h = self._rms(x, layer.ln2)
-            gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
+            gate, up = linear(h, layer.wgu).chunk(2, dim=-1)
             if layer.ln_post_ff is not None:  # Gemma: and so is the MLP's
-                x = x + self._rms(F.linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
+                x = x + self._rms(linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
             else:
-                x = torch.addmm(x, self.act(gate) * up, layer.wd.t())
+                x = _add_linear(x, self.act(gate) * up, layer.wd, None)
         hidden = self._rms(x.index_select(0, out), self.norm)
         self.last_hidden = hidden  # what a steered pass reads its logits from again (``Steering``)
         logits = self.logits(hidden)
@@ -578,6 +587,17 @@ class Pending:
             self.values = (res[0, : self.m].astype(np.int64), res[1, : self.m].copy())
             self.host = self.done = None
         return self.values
+
+
+def _nbytes(weight) -> int:
+    return weight.nbytes if not isinstance(weight, torch.Tensor) else weight.numel() * weight.element_size()
+
+
+def _add_linear(x: torch.Tensor, y: torch.Tensor, weight, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x + linear(y, weight, bias): one ``addmm`` for a float weight without bias (transformers' arithmetic)."""
+    if bias is None and isinstance(weight, torch.Tensor):
+        return torch.addmm(x, y, weight.t())
+    return x + linear(y, weight, bias)
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):
