@@ -255,6 +255,8 @@ class Workload:
             "device": "cpu", "batch_size": args.batch_size, **parse_settings(args.set_items)})
         self.ner.set_model(model, tok)
         self.decoder = self.ner.decoder
+        # the GPU's layout, run eagerly: the oracle reads each pass as (B, T) places (scatter), as a graph gets it
+        self.decoder.lm.segmented = False
         # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
         self.decoder.count_drafts, self.decoder.span_drafts = 3, args.span_drafts
         self.oracle = Oracle(self.decoder.lm, enc, data) if args.forward == "oracle" else None

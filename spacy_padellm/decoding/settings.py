@@ -16,12 +16,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "CountBias", "DecodeSettings", "SettingsError",
+__all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "QUANTIZATIONS", "CountBias", "DecodeSettings", "SettingsError",
            "limits_of", "settings_parameters", "settings_table"]
 
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
 ENGINES = ("auto", "static", "dynamic")
+QUANTIZATIONS = ("int8",)  # what ``quantize`` takes (``decoding.quantize`` implements them)
 CountBias = Union[float, Dict[str, float]]
 
 
@@ -189,6 +190,10 @@ class DecodeSettings:
     speculate: bool = _setting(True, boolean, (
         "static engine: the count terminator is fed with the count digit and verified in the same pass"),)
     cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
+    quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
+        'static engine on the CPU: `"int8"` runs the attention projections and the MLP\'s gate and up projections '
+        "in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized per call): "
+        "faster, not exact (docs/results-speed.md); null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -8,6 +8,7 @@ import tiny
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
+from spacy_padellm.decoding.segments import Segments, plan
 from spacy_padellm.decoding.static_lm import StaticLM, bucket, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
@@ -150,11 +151,43 @@ def test_packed_passes_equal_dense_ones(tiny_trained, requests):
     results = {}
     for packing in (False, True):
         lm = StaticLM.from_hf(model)
-        lm.packing = packing
+        lm.packing, lm.segmented = packing, False
         tree = TreeDecoder(lm, enc, **LIMITS)
         results[packing] = [_key(r) for r in tree.decode(requests)]
         assert (lm.packed_passes > 0) == packing
     assert results[True] == results[False]
+
+
+def test_segmented_passes_equal_the_full_layout(tiny_trained, requests):
+    """On the CPU a pass runs on its real tokens alone, its attention in segments of rows of like width (no
+    shape buckets, no compaction): the same results as the full (rows x places) layout."""
+    model, enc = tiny_trained
+    results = {}
+    for segmented in (False, True):
+        lm = StaticLM.from_hf(model)
+        lm.segmented = segmented
+        tree = TreeDecoder(lm, enc, **LIMITS)
+        results[segmented] = [_key(r) for r in tree.decode(requests)]
+        assert (lm.packed_passes == 0) == segmented and lm.eager_passes == lm.passes
+        assert lm.compacts != segmented  # finished rows cost a segmented pass nothing: they stay where they are
+    assert results[True] == results[False]
+
+
+def test_segments_leave_out_padding():
+    """Rows are cut where a wide row would pad the others; rows that feed nothing are left out."""
+    places = np.array([2, 2, 30, 2, 0, 0, 2])
+    cols = np.array([50, 50, 60, 50, 0, 0, 50])
+    assert plan(places, cols, cost=100) == [(0, 2), (2, 3), (3, 4), (6, 7)]
+    assert plan(places, cols, cost=10 ** 9) == [(0, 7)]
+    assert plan(np.array([0, 0]), np.array([0, 0])) == []
+    slots = np.array([[0, 1, 9], [5, 9, 9]])
+    mask = np.zeros((2, 3, 8), dtype=bool)
+    mask[0, :2, :2] = mask[1, 0, :6] = True
+    mask[..., 0] = True
+    seg = Segments(slots, mask, trash=9, cost=0)
+    assert seg.real.tolist() == [0, 1, 3] and seg.rows.tolist() == [0, 0, 1]
+    assert [p[:4] for p in seg.parts] == [(0, 1, 2, 2), (1, 2, 1, 6)] and seg.cells == 10
+    assert seg.place.tolist() == [0, 1, 2]
 
 
 def test_staged_graph_inputs_equal_eager_passes(tiny_trained, requests):
@@ -420,6 +453,7 @@ def test_tree_batch_layout_equals_plain_loop(tiny_trained):
     forks, forgotten drafts, chains of one and of many tokens, outputs anywhere, rows that finish."""
     model, _ = tiny_trained
     lm = StaticLM.from_hf(model)
+    lm.segmented = False  # the GPU's layout, which compacts rows as they finish
     rng = np.random.default_rng(0)
     tb = TreeBatch(lm, 5, 64)
     captured = {}
