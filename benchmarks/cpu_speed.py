@@ -115,7 +115,10 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
 
         def annotate(texts, decoder=decoder):
             with using(ner, decoder):
-                return list(nlp.pipe(texts))
+                docs = list(nlp.pipe(texts))
+            for lm in decoder._lms:  # its KV caches go (GBs in fp32 at 256 rows), so that variants fit in memory
+                lm.release()
+            return docs
 
         out.append(Contender(name, description, annotate))
     info = {"model": model, "engine": type(engine).__name__, "dtype": str(next(weights.parameters()).dtype),
