@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/cpu_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DATA, help=f"CoNLL03 test set, PaDeLLM JSONL (default {DATA})")
     p.add_argument("--docs", type=int, default=500, help="the first N sentences (default 500)")
-    p.add_argument("--chunk", type=int, default=250, help="sentences per nlp.pipe call (default 250)")
+    p.add_argument("--chunk", type=int, default=125, help="sentences per nlp.pipe call (default 125)")
     p.add_argument("--model", default="padellm:conll03-smollm2-135m")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
