@@ -139,10 +139,11 @@ class DecodeSettings:
         "static engine: batches of an `nlp.pipe` call decoded at once, each on a KV cache of its own, so the "
         "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "
         "1 or 2 save GPU memory"))
-    max_context_tokens: int = _setting(512, positive, (
+    max_context_tokens: Optional[int] = _setting(None, optional(positive, "the model's positions, at most 512"), (
         "model tokens of a window's longest sequence: the prompt with the window's text and the longest output "
         "the decoding may write (for `padellm`: a label, a count, a mention tag and `max_mention_tokens`); "
-        "longer docs are cut into sentence-aligned windows that fit; at most the model's positions"))
+        "longer docs are cut into sentence-aligned windows that fit; at most the model's positions; null: the "
+        "model's positions, at most 512"))
     window_sentences: Optional[int] = _setting(1, optional(positive, "as many as fit `max_context_tokens`"), (
         "sentences a window holds at most (a sentence longer than `max_context_tokens` is cut at tokens); spans "
         "are mapped back to the doc. Models trained on single sentences (the shipped ones) count the mentions "

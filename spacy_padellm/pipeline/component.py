@@ -93,7 +93,8 @@ class PaDeLLMNER(Pipe):
         self.spec = ModelSpec(name, nlp.lang, labels=labels, template=template, text_format=text_format,
                               decoding=self.settings.decoding)
         self._runtime: Optional[Tuple[Any, Any, Any]] = None  # (model, tokenizer, decoder)
-        self._encoders: Tuple[Any, Any] = (None, None)  # (PromptEncoder, AutoRegEncoder or None) of the runtime
+        # (PromptEncoder, AutoRegEncoder or None, the model's positions or None) of the runtime
+        self._encoders: Tuple[Any, Any, Optional[int]] = (None, None, None)
         self._budget: Optional[Tuple[Tuple[str, ...], WindowBudget]] = None  # (labels, their window budget)
         self._warned_levers = False
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
@@ -183,9 +184,9 @@ class PaDeLLMNER(Pipe):
                                     generate=generate)
         except ValueError as err:
             raise ValueError(f"[{self.name}] {err}") from None
-        self._encoders, self._budget = (encoder, autoreg_encoder), None
+        self._encoders, self._budget = (encoder, autoreg_encoder, model_positions(model)), None
         try:
-            check_context(self.window_budget(), model_positions(model))
+            check_context(self.window_budget(), self._encoders[2])
         except SettingsError as err:
             raise SettingsError(f"[{self.name}] {err}") from None
         self._runtime = (model, tokenizer, decoder)
@@ -194,8 +195,9 @@ class PaDeLLMNER(Pipe):
         """What a window of a doc may hold with the current labels and settings (see ``context``)."""
         labels = tuple(self.spec.labels)
         if self._budget is None or self._budget[0] != labels:
-            encoder, autoreg_encoder = self._encoders
-            self._budget = (labels, window_budget(self.decoding, encoder, labels, self.settings, autoreg_encoder))
+            encoder, autoreg_encoder, positions = self._encoders
+            self._budget = (labels, window_budget(self.decoding, encoder, labels, self.settings, autoreg_encoder,
+                                                  positions))
         return self._budget[1]
 
     def use_settings(self, settings: DecodeSettings) -> None:

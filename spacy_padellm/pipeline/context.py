@@ -38,10 +38,18 @@ class WindowBudget:
         return 0 if self.surely_fits(text) else self.length(text)
 
 
+# ``max_context_tokens`` when it is null and the model does not cap it lower.
+DEFAULT_CONTEXT_TOKENS = 512
+
+
 def window_budget(decoding: str, encoder: Any, labels: Sequence[str], settings: DecodeSettings,
-                  autoreg_encoder: Any = None) -> WindowBudget:
+                  autoreg_encoder: Any = None, positions: Optional[int] = None) -> WindowBudget:
+    """The budget of ``settings``; a null ``max_context_tokens`` is the model's ``positions``, at most 512."""
     length = window_length(decoding, encoder, labels, settings, autoreg_encoder)
-    return WindowBudget(length, settings.max_context_tokens, settings.window_sentences, length(""))
+    max_tokens = settings.max_context_tokens
+    if max_tokens is None:
+        max_tokens = min(DEFAULT_CONTEXT_TOKENS, positions or DEFAULT_CONTEXT_TOKENS)
+    return WindowBudget(length, max_tokens, settings.window_sentences, length(""))
 
 
 def window_length(decoding: str, encoder: Any, labels: Sequence[str], settings: DecodeSettings,

@@ -54,12 +54,24 @@ def test_autoregressive_lengths_add_the_output_budget():
     assert aug.length("a b c") == 3 + 3 + 3 + 100  # its output copies the text
 
 
+def test_unset_max_context_tokens_is_the_models_positions_at_most_512(encoder):
+    def max_tokens(positions, **settings):
+        return window_budget("padellm", encoder, tiny.LABELS, DecodeSettings(**settings), None, positions).max_tokens
+
+    assert max_tokens(256) == 256 and max_tokens(8192) == 512 and max_tokens(None) == 512
+    assert max_tokens(8192, max_context_tokens=2048) == 2048
+    check_context(window_budget("padellm", encoder, tiny.LABELS, DecodeSettings(), None, 256), 256)
+
+
 def test_check_context(encoder):
     budget = window_budget("padellm", encoder, tiny.LABELS, DecodeSettings())
     check_context(budget, 512)
     check_context(budget, None)
     with pytest.raises(SettingsError, match="more than the 256 positions the model has; set it to 256 or less"):
         check_context(budget, 256)
+    explicit = window_budget("padellm", encoder, tiny.LABELS, DecodeSettings(max_context_tokens=512), None, 256)
+    with pytest.raises(SettingsError, match="'max_context_tokens' is 512, more than the 256 positions"):
+        check_context(explicit, 256)
     small = window_budget("padellm", encoder, tiny.LABELS, DecodeSettings(max_context_tokens=budget.overhead))
     with pytest.raises(SettingsError, match=f"take {budget.overhead} tokens without any text"):
         check_context(small, 512)
