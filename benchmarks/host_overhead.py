@@ -89,8 +89,19 @@ class Oracle:
         self.cache_seconds = 0.0
         self.outputs = 0
         self._move_rows = lm.move_rows
+        self.vocab = len(enc.tokenizer)
         lm._forward = self.forward
         lm.move_rows = self.move_rows
+        lm.logits = self.logits
+
+    def logits(self, hidden):
+        """The LM head as the decoding levers call it again on a pass's outputs (``Steering``): the oracle's token
+        of each output (kept in ``last_hidden``) first, every other token 10 nats below."""
+        t0 = time.perf_counter()
+        out = torch.full((len(hidden), self.vocab), -10.0)
+        out[torch.arange(len(hidden)), hidden[:, 0].long()] = 0.0
+        self.seconds += time.perf_counter() - t0
+        return out
 
     def move_rows(self, src, upto_col):
         t0 = time.perf_counter()
@@ -143,6 +154,7 @@ class Oracle:
             tok[m] = self._next(g, seq[L:])
         self.outputs += len(out)
         result = torch.from_numpy(tok), torch.full((len(out),), -0.01, dtype=torch.float32)
+        self.lm.last_hidden = result[0].float()[:, None]
         self.seconds += time.perf_counter() - t0
         return result
 
@@ -214,6 +226,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. before/after)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_items",
+                   help="a decoding setting (e.g. constrain_mentions=true: the levers' host time); repeatable")
     return p
 
 
@@ -226,6 +240,7 @@ class Workload:
         from transformers import AutoTokenizer
 
         from spacy_padellm.decoding.types import DocRequest
+        from spacy_padellm.pipeline.load import parse_settings
         from spacy_padellm.text.protocol import PromptEncoder
 
         self.args = args
@@ -237,9 +252,11 @@ class Workload:
         self.nlp = spacy.blank("en")
         self.ner = self.nlp.add_pipe("padellm_ner", config={
             "model": None, "labels": LABELS, "engine": "static", "max_batch_rows": args.max_batch_rows,
-            "device": "cpu", "batch_size": args.batch_size})
+            "device": "cpu", "batch_size": args.batch_size, **parse_settings(args.set_items)})
         self.ner.set_model(model, tok)
         self.decoder = self.ner.decoder
+        # the GPU's layout, run eagerly: the oracle reads each pass as (B, T) places (scatter), as a graph gets it
+        self.decoder.lm.segmented = False
         # decode as on CUDA: count and span drafts for batches of at most draft_max_docs (off by default on the CPU)
         self.decoder.count_drafts, self.decoder.span_drafts = 3, args.span_drafts
         self.oracle = Oracle(self.decoder.lm, enc, data) if args.forward == "oracle" else None
@@ -288,7 +305,7 @@ class Workload:
 
 def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
-          f"per tree batch, forward={args.forward} {args.label}")
+          f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
           f"{'accepted':>8}  digest")
     for path, r in report["paths"].items():
@@ -314,7 +331,7 @@ def _save(report: Dict, path: Path) -> None:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     work = Workload(args)
-    report: Dict = {"label": args.label, "docs": work.n, "batch_size": args.batch_size,
+    report: Dict = {"label": args.label, "docs": work.n, "batch_size": args.batch_size, "settings": args.set_items,
                     "max_batch_rows": args.max_batch_rows, "forward": args.forward, "paths": {}}
     work.run_decode()  # warm-up (tokenizer caches, allocations)
     for path in ("decode", "pipe"):

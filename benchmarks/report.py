@@ -104,20 +104,28 @@ def _latency_panel(ax, report: Dict[str, Any], names: List[str], colours: List[s
 
 
 def _speed_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str]) -> None:
+    """Speedup over the reference decoder (when one was timed) and the best ``nlp.pipe`` throughput per method."""
     x = list(range(len(names)))
-    width = 0.38
     speed = [(report["methods"][n]["speedup_vs_reference"] or {}).get("median_latency_ratio") for n in names]
-    bars = ax.bar([i - width / 2 for i in x], [s or 0 for s in speed], width, color=colours[0],
-                  label="speedup vs reference (median latency)")
-    for rect, s in zip(bars, speed):
-        if s is not None:
-            ax.annotate(f"{s:.1f}×", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
-                        ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("speedup (×)")
+    has_speedup = any(s is not None for s in speed)
+    width = 0.38 if has_speedup else 0.6
+    handles = []
+    if has_speedup:
+        bars = ax.bar([i - width / 2 for i in x], [s or 0 for s in speed], width, color=colours[0],
+                      label="speedup vs reference (median latency)")
+        for rect, s in zip(bars, speed):
+            if s is not None:
+                ax.annotate(f"{s:.1f}×", (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                            ha="center", va="bottom", fontsize=9)
+        ax.set_ylabel("speedup (×)")
+        handles.append(bars)
+        twin = ax.twinx()
+    else:  # no reference decoder timed: throughput alone, on the panel's own axis
+        twin = ax
     ax.set_xticks(x, names)
-    twin = ax.twinx()
     tput = [((report["methods"][n]["throughput"] or {}).get("best") or {}) for n in names]
-    bars2 = twin.bar([i + width / 2 for i in x], [t.get("sentences_per_second") or 0 for t in tput], width,
+    bars2 = twin.bar([i + width / 2 if has_speedup else i for i in x],
+                     [t.get("sentences_per_second") or 0 for t in tput], width,
                      color=colours[1], label="best nlp.pipe throughput")
     for rect, t in zip(bars2, tput):
         if t:
@@ -125,8 +133,8 @@ def _speed_panel(ax, report: Dict[str, Any], names: List[str], colours: List[str
                           (rect.get_x() + rect.get_width() / 2, rect.get_height()), ha="center", va="bottom",
                           fontsize=8)
     twin.set_ylabel("sentences / s")
-    ax.set_title("Speedup and throughput")
-    handles = [bars, bars2]
+    ax.set_title("Speedup and throughput" if has_speedup else "Throughput")
+    handles.append(bars2)
     ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.08),
               ncol=2, fontsize=8, frameon=False)
     ax.margins(y=0.15)

@@ -60,6 +60,18 @@ def tiny_model(tiny_base, tmp_path_factory) -> Path:
     return model
 
 
+@pytest.fixture(scope="module")
+def tiny_trained(tiny_model):
+    """``tiny_model`` loaded on the CPU for decoders: (the model in eval mode, its ``PromptEncoder``)."""
+    return tiny.load_for_decoding(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def wiring_nlp(tiny_untrained):
+    """A pipeline on ``tiny_untrained`` (mentions of at most 4 tokens): for tests of wiring, not output."""
+    return tiny.pipeline(tiny_untrained, max_mention_tokens=4)
+
+
 @pytest.fixture(scope="session")
 def tiny_nested_model(tiny_base, tmp_path_factory) -> Path:
     model, _ = _train(tmp_path_factory.mktemp("tiny_nested"), tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=200)

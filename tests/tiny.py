@@ -175,12 +175,40 @@ def build_untrained_model(folder: Path, base: Path, labels: Sequence[str]) -> Pa
     return folder
 
 
+def load_for_decoding(folder: Path, device: str = "cpu"):
+    """The model of ``folder`` in eval mode on ``device`` and its ``PromptEncoder``: what a decoder is built on."""
+    from spacy_padellm.loading import load_model, resolve_model
+    from spacy_padellm.text.protocol import PromptEncoder
+
+    model, tokenizer = load_model(resolve_model(str(folder)), device=device)
+    return model.eval(), PromptEncoder(tokenizer)
+
+
 def write_examples(path: Path, data, labels) -> Path:
     with path.open("w", encoding="utf8") as f:
         for text, mentions in data:
             for ex in build_examples(text, [(label, m) for m, label in mentions], labels):
                 f.write(json.dumps(ex.to_dict()) + "\n")
     return path
+
+
+def pipeline(model, **config):
+    """A blank English pipeline with ``padellm_ner`` on the model folder ``model`` and the other ``config`` keys."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"model": str(model), **config})
+    return nlp
+
+
+def ents(doc):
+    """A doc's entities as (text, label), in order."""
+    return [(e.text, e.label_) for e in doc.ents]
+
+
+def gold(data):
+    """What ``ents`` gives for each sentence of ``data`` when every gold mention is found."""
+    return [[(text[s:e], label) for s, e, label in char_spans(text, mentions)] for text, mentions in data]
 
 
 def gold_doc(nlp, text, mentions, spans_key=None):

@@ -16,7 +16,8 @@ position ids, so padding never changes a row's result.
 ``plain_decode`` is the plain decoder the engine must agree with: every sequence on its own,
 no cache, the whole prompt re-encoded at every step.
 
-Two options, both off by default (then the output is exactly the plain greedy one):
+The decoding levers (``decoder.levers``, a ``levers.Levers``), all off by default (then the output is exactly
+the plain greedy one):
 
 * ``constrain_mentions``: a mention can only be a span of the document's text. Each mention step's
   log-probs are masked to the tokens allowed by a prefix trie over the text's candidate spans
@@ -42,7 +43,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .constraints import redecode_plan
-from .counts import build_trie, count_bias_for, final_logits, read_count, zero_count_token
+from .counts import count_bias_for, final_logits, read_count, zero_count_token
+from .levers import Levers
 from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
@@ -126,13 +128,7 @@ class TwoStepDecoder:
         self.max_count_tokens = s.max_count_tokens
         self.max_mention_tokens = s.max_mention_tokens
         self.max_batch_rows = s.max_batch_rows
-        # Plain attributes, read at every decode (they may be set after construction).
-        self.constrain_mentions = s.constrain_mentions
-        self.count_bias = s.count_bias
-        self.mention_trie_options = dict(mention_trie_options or {})
-        self.dedupe_mentions = s.dedupe_mentions
-        self.dedupe_rounds = s.dedupe_rounds
-        self.dedupe_min_prob = s.dedupe_min_prob
+        self.levers = Levers.of(s, mention_trie_options)  # read at every decode (it may be replaced)
         self.base = model.get_decoder()
         self.lm_head = model.get_output_embeddings()
         self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
@@ -246,7 +242,7 @@ class TwoStepDecoder:
         logprob = [0.0] * len(branches)
         parked: List[RowState] = []
         parked_rows: List[int] = []
-        biases = [count_bias_for(self.count_bias, label) for _, label in branches]
+        biases = [count_bias_for(self.levers.count_bias, label) for _, label in branches]
         for step in range(self.max_count_tokens):
             if step == 0 and any(biases):
                 scores = logp.clone()
@@ -353,6 +349,7 @@ class _MentionStep:
     def __init__(self, decoder: TwoStepDecoder, requests: Sequence[DocRequest], results: Sequence[DocResult],
                  branches, count_state: RowState, parked_rows: List[int], counts: List[int]):
         self.decoder = decoder
+        self.levers = decoder.levers
         self.requests = requests
         self.results = results
         self.branches = branches
@@ -363,10 +360,8 @@ class _MentionStep:
         self.dropped: set = set()
 
     def trie(self, d: int, exclude: Tuple[str, ...] = ()):
-        options = self.decoder.mention_trie_options
         if (d, exclude) not in self.tries:
-            self.tries[(d, exclude)] = build_trie(self.requests[d].text, self.decoder.encoder,
-                                                  dict(options, exclude=exclude) if exclude else options)
+            self.tries[(d, exclude)] = self.levers.trie(self.requests[d].text, self.decoder.encoder, exclude)
         return self.tries[(d, exclude)]
 
     def text_of(self, j: int) -> str:
@@ -380,20 +375,21 @@ class _MentionStep:
             state, logp = dec._forward(self.count_state.select(idx), [dec.encoder.mention_tag(self.jobs[j][2])
                                                                         for j in part])
             row_tries = None
-            if dec.constrain_mentions or excluded is not None:
+            if self.levers.constrain_mentions or excluded is not None:
                 row_tries = [self.trie(self.branches[self.jobs[j][1]][0], (excluded or {}).get(j, ())) for j in part]
             for j, out in zip(part, dec._generate_mentions(state, logp, len(part), row_tries)):
                 self.outputs[j] = out
 
     def run(self) -> None:
         self.decode(list(range(len(self.jobs))))
-        for _ in range(self.decoder.dedupe_rounds if self.decoder.dedupe_mentions else 0):
+        levers = self.levers
+        for _ in range(levers.dedupe_rounds if levers.dedupe_mentions else 0):
             redo, excluded = self._repeats()
             if not redo:
                 break
             self.decode(sorted(redo), excluded)
             for j in redo:
-                if self.outputs[j][2] and math.exp(self.outputs[j][1]) < self.decoder.dedupe_min_prob:
+                if self.outputs[j][2] and math.exp(self.outputs[j][1]) < levers.dedupe_min_prob:
                     self.dropped.add(j)
                     self._result(j).redecoded_dropped += 1
 

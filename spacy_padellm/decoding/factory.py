@@ -21,15 +21,26 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
                  "autoreg_aug": ("autoreg_aug",)}
 
 
-def make_static_lm(model, *, cuda_graphs: bool = True):
-    """A StaticLM over ``model``'s weights, or None (with the reason logged) if it cannot run it."""
+def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None):
+    """A StaticLM over ``model``'s weights (``quantize``d if given), or None (with the reason logged) if it
+    cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
     ok, why = static_lm_supported(model)
     if not ok:
         logger.info("spacy_padellm: static engine unavailable (%s); using the dynamic-cache engine", why)
         return None
-    return StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
+    lm = StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
+    if quantize is not None:
+        lm.quantize(quantize)
+    return lm
+
+
+def _static_only(settings: DecodeSettings, what: str) -> None:
+    """``quantize`` runs on the static engine only: an error for ``what`` (another engine or decoding)."""
+    if settings.quantize is not None:
+        raise ValueError(f"quantize {settings.quantize!r} runs on the static engine only, not with {what}; "
+                         "set quantize to null")
 
 
 def _static_error(model) -> ValueError:
@@ -53,11 +64,12 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     levers, with the same results."""
     settings = settings or DecodeSettings()
     if settings.engine in ("auto", "static"):
-        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs)
+        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
             raise _static_error(model)
+    _static_only(settings, "the dynamic engine")
     return TwoStepDecoder(model, encoder, settings)
 
 
@@ -65,11 +77,14 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
     """Greedy generation for the autoregressive baselines: the static engine's where it runs."""
     from ..baselines import hf_greedy_generate
 
-    lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs) if settings.engine != "dynamic" else None
+    lm = None
+    if settings.engine != "dynamic":
+        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize)
     if lm is None and settings.engine == "static":
         raise _static_error(model)
     if lm is not None:
         return partial(_tree_decoder(lm, encoder, settings, model).generate, eos_id=eos_id)
+    _static_only(settings, "the dynamic engine")
     return partial(hf_greedy_generate, model, eos_id=eos_id, max_batch_rows=settings.max_batch_rows)
 
 
@@ -88,6 +103,8 @@ def build_decoder(model, encoder: PromptEncoder, settings: DecodeSettings, decod
         return AutoRegDecoder(autoreg_encoder, generate, max_new_tokens=settings.max_new_tokens)
     if decoding == "reference":
         from .reference import ReferenceDecoder
+
+        _static_only(settings, "decoding 'reference'")
 
         return ReferenceDecoder(model, encoder, settings)
     return make_decoder(model, encoder, settings)

@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .constraints import redecode_plan
-from .counts import build_trie, count_bias_for, read_count, zero_count_token
+from .counts import count_bias_for, read_count, zero_count_token
+from .levers import Levers
 from .settings import DecodeSettings, limits_of
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import PromptEncoder, parse_mention
@@ -48,7 +49,7 @@ def plain_decode(model, encoder: PromptEncoder, requests: Sequence[DocRequest],
     ``count_bias`` and ``dedupe_mentions``.
     """
     run = _PlainRun(model, encoder, (settings or DecodeSettings()).replace(**changes),
-                    stats if stats is not None else DecoderStats(), dict(mention_trie_options or {}))
+                    stats if stats is not None else DecoderStats(), mention_trie_options)
     return [run.document(req) for req in requests]
 
 
@@ -85,12 +86,12 @@ def _mention_scores(trie, eos: int):
 
 class _PlainRun:
     def __init__(self, model, encoder: PromptEncoder, settings: DecodeSettings, stats: DecoderStats,
-                 trie_options: Dict[str, Any]):
+                 trie_options: Optional[Dict[str, Any]]):
         self.model = model
         self.encoder = encoder
         self.settings = settings
+        self.levers = Levers.of(settings, trie_options)
         self.stats = stats
-        self.trie_options = trie_options
 
     def _greedy(self, ids: List[int], max_tokens: int, stop, scores) -> Tuple[List[int], float, bool]:
         out, lp, done, steps = _greedy_no_cache(self.model, ids, max_tokens, stop, scores)
@@ -102,7 +103,7 @@ class _PlainRun:
     def document(self, req: DocRequest) -> DocResult:
         res = DocResult()
         prefix = self.encoder.prefix(req.text)
-        trie = build_trie(req.text, self.encoder, self.trie_options) if self.settings.constrain_mentions else None
+        trie = self.levers.trie(req.text, self.encoder) if self.levers.constrain_mentions else None
         for label in req.labels:
             self._label(req, res, prefix + self.encoder.label(label), label, trie)
         return res
@@ -110,7 +111,7 @@ class _PlainRun:
     def _label(self, req: DocRequest, res: DocResult, prompt: List[int], label: str, trie) -> None:
         enc, s = self.encoder, self.settings
         count_ids, count_lp, _ = self._greedy(prompt, s.max_count_tokens, enc.ends_count,
-                                              _count_scores(enc, count_bias_for(s.count_bias, label)))
+                                              _count_scores(enc, count_bias_for(self.levers.count_bias, label)))
         n = read_count(enc.tokenizer.decode(count_ids, skip_special_tokens=True), enc, s.max_count, res)
         res.counts[label] = n
         # Mentions follow only a count that ended with its terminator (as in the engine).
@@ -118,7 +119,7 @@ class _PlainRun:
         head = prompt + count_ids
         ks = range(1, (n if ended else 0) + 1)
         mentions = {k: self._mention(head, k, trie) for k in ks}
-        dropped = self._redecode_repeats(req, res, head, ks, mentions) if s.dedupe_mentions else set()
+        dropped = self._redecode_repeats(req, res, head, ks, mentions) if self.levers.dedupe_mentions else set()
         for k in ks:
             text, m_lp, done = mentions[k]
             if k in dropped:
@@ -138,16 +139,17 @@ class _PlainRun:
     def _redecode_repeats(self, req: DocRequest, res: DocResult, head: List[int], ks, mentions) -> set:
         """``dedupe_mentions``: decode repeats again away from the strings taken; the ks dropped."""
         dropped: set = set()
-        for _ in range(self.settings.dedupe_rounds):
+        levers = self.levers
+        for _ in range(levers.dedupe_rounds):
             again, exclude = redecode_plan(req.text, [(k, mentions[k][0], mentions[k][1]) for k in ks
                                                       if mentions[k][2] and k not in dropped])
             if not again:
                 break
-            redo_trie = build_trie(req.text, self.encoder, dict(self.trie_options, exclude=tuple(sorted(exclude))))
+            redo_trie = levers.trie(req.text, self.encoder, tuple(sorted(exclude)))
             for k in again:
                 mentions[k] = self._mention(head, k, redo_trie)
                 res.redecoded_mentions += 1
-                if mentions[k][2] and math.exp(mentions[k][1]) < self.settings.dedupe_min_prob:
+                if mentions[k][2] and math.exp(mentions[k][1]) < levers.dedupe_min_prob:
                     dropped.add(k)
                     res.redecoded_dropped += 1
         return dropped

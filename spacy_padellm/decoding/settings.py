@@ -16,12 +16,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "CountBias", "DecodeSettings", "SettingsError",
+__all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "QUANTIZATIONS", "CountBias", "DecodeSettings", "SettingsError",
            "limits_of", "settings_parameters", "settings_table"]
 
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
 ENGINES = ("auto", "static", "dynamic")
+QUANTIZATIONS = ("int8",)  # what ``quantize`` takes (``decoding.quantize`` implements them)
 CountBias = Union[float, Dict[str, float]]
 
 
@@ -139,8 +140,13 @@ class DecodeSettings:
         "host lays out one batch's pass while the device runs another's; null: 4 on CUDA, 1 on the CPU; "
         "1 or 2 save GPU memory"))
     max_context_tokens: int = _setting(512, positive, (
-        "longer docs are cut into sentence-aligned windows of at most this many model tokens; spans are "
-        "mapped back"))
+        "model tokens of a window's longest sequence: the prompt with the window's text and the longest output "
+        "the decoding may write (for `padellm`: a label, a count, a mention tag and `max_mention_tokens`); "
+        "longer docs are cut into sentence-aligned windows that fit; at most the model's positions"))
+    window_sentences: Optional[int] = _setting(1, optional(positive, "as many as fit `max_context_tokens`"), (
+        "sentences a window holds at most (a sentence longer than `max_context_tokens` is cut at tokens); spans "
+        "are mapped back to the doc. Models trained on single sentences (the shipped ones) count the mentions "
+        "of one sentence well and fall short on several; null: as many as fit `max_context_tokens`"))
     max_count: int = _setting(20, positive, (
         "count cap; larger counts are clipped and counted in `doc._.padellm`"))
     max_count_tokens: int = _setting(4, positive, "tokens a count may take")
@@ -184,6 +190,10 @@ class DecodeSettings:
     speculate: bool = _setting(True, boolean, (
         "static engine: the count terminator is fed with the count digit and verified in the same pass"),)
     cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
+    quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
+        'static engine on the CPU: `"int8"` runs the attention projections and the MLP\'s gate and up projections '
+        "in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized per call): "
+        "faster, not exact (docs/results-speed.md); null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -215,11 +225,10 @@ class DecodeSettings:
 
     @property
     def levers(self) -> List[str]:
-        """The decoding levers that are on (a count bias is on when any of its values is non-zero)."""
-        biases = self.count_bias.values() if isinstance(self.count_bias, dict) else [self.count_bias]
-        on = (("constrain_mentions", self.constrain_mentions), ("count_bias", any(b != 0.0 for b in biases)),
-              ("dedupe_mentions", self.dedupe_mentions))
-        return [name for name, value in on if value]
+        """The decoding levers that are on (``levers.Levers.on``)."""
+        from .levers import Levers
+
+        return Levers.of(self).on
 
 
 def _plain(value: Any) -> Any:

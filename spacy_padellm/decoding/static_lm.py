@@ -15,8 +15,9 @@ branch attending only to its ancestors (the prefix sharing of PaDeLLM without co
 
 On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` can
 send wider passes to the eager path), which removes the per-kernel launch overhead that dominates a
-135M-parameter model; on the CPU the same function runs eagerly. A pass whose real tokens fill
-at most half of its (rows x places) layout runs *packed*: projections and MLPs on the real tokens only.
+135M-parameter model. A pass whose real tokens fill at most half of its (rows x places) layout runs *packed*:
+projections and MLPs on the real tokens only. On the CPU the same function runs eagerly, with no shape buckets,
+always on the real tokens only, and attention in segments of rows of like width (``segments.py``).
 Supported architectures: Llama, Mistral, Qwen2 (SmolLM2 is a Llama) and Gemma 3 text models; what each
 family adds is read in ``architectures.py``. Other models use the dynamic-cache engine in ``dynamic.py``.
 
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
+from .quantize import linear, quantize_layers
+from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
@@ -180,6 +183,9 @@ class StaticLM:
         self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
+        # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
+        # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
+        self.segmented = self.device.type == "cpu"
         # CUDA graphs for passes of at most this many tokens (L; None: all). Capturing a bucket takes a
         # while, but running wide passes eager instead made nlp.pipe slower, as each eager pass pays its
         # hundreds of kernel launches.
@@ -229,12 +235,20 @@ class StaticLM:
     @property
     def weight_bytes(self) -> int:
         """Bytes of weights read by one forward step (embedding rows excluded, LM head included)."""
-        total = self.lm_head.numel() + self.norm.numel()
+        total = _nbytes(self.lm_head) + _nbytes(self.norm)
         for l in self.layers:
             for t in (l.ln1, l.wqkv, l.bqkv, l.wo, l.bo, l.ln2, l.wgu, l.wd, l.qk_norm, l.ln_post_attn, l.ln_post_ff):
                 if t is not None:
-                    total += t.numel()
-        return total * self.lm_head.element_size()
+                    total += _nbytes(t)
+        return total
+
+    def quantize(self, method: str) -> None:
+        """Run the decoder layers' matrices as ``method`` (``quantize.QUANTIZATIONS``: "int8", on the CPU);
+        twins made after this share the quantized weights."""
+        if self.device.type != "cpu":
+            raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
+                             "set quantize to null")
+        self.layers = quantize_layers(self.layers, method)
 
     # -- the KV cache --
 
@@ -298,6 +312,12 @@ class StaticLM:
         if self.use_graphs and self.device.type == "cuda":
             self._pool = torch.cuda.graph_pool_handle()
 
+    @property
+    def compacts(self) -> bool:
+        """Whether a batch moves its active cache rows to the front as rows finish (``TreeBatch``): not when segmented,
+        where a row that feeds nothing costs a pass nothing, and moving the cache's rows would cost a copy of it."""
+        return not (self.segmented and not self.use_graphs)
+
     def move_rows(self, src: List[int], upto_col: int) -> None:
         """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
         idx = torch.tensor(src, dtype=torch.long)
@@ -346,16 +366,18 @@ class StaticLM:
         after = m.sum(-1, keepdim=True) - m.cumsum(-1, dtype=torch.int32)
         return mask & (after < window)
 
-    def _forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
+    def _forward(self, tokens, positions, slots, rows, scatter, gather, mask, out, segments=None):
         """One pass over L tokens (1-D inputs) laid out for attention as B rows x T places.
 
         Dense (``scatter`` is None): token i is place i of the (B, T) layout. Packed: only the real tokens
         are given; the projections and MLPs run on those alone, and each token's query is scattered to
         its place (``scatter``; padding tokens go to a spare place B*T) for attention and its output
-        gathered back (``gather``). ``out``: which of the L tokens to read the next token at.
+        gathered back (``gather``). Segmented (``segments``, a prepared ``segments.Segments``; ``mask`` is
+        None): the real tokens only, attending in the segments' layout. ``out``: which of the L tokens to
+        read the next token at.
         """
         L = tokens.shape[0]
-        B, T, S = mask.shape
+        B, T, S = mask.shape if mask is not None else (0, 0, 0)
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
         x = F.embedding(tokens, self.embed)  # (L, width)
         if self.embed_scale is not None:
@@ -367,13 +389,13 @@ class StaticLM:
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
         # query rows, each with the mask of its token. The mask is made additive once per pass (and once
         # per sliding window).
-        amasks = {None: self._additive(mask, g, x.dtype)}
-        for w in self.windows:
+        amasks = {None: None} if mask is None else {None: self._additive(mask, g, x.dtype)}
+        for w in self.windows if mask is not None else ():
             amasks[w] = self._additive(self._windowed(mask, w), g, x.dtype)
         half = D // 2
         for i, layer in enumerate(self.layers):
             h = self._rms(x, layer.ln1)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
+            qkv = linear(h, layer.wqkv, layer.bqkv).view(L, H + 2 * Hkv, D)
             qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv :]
             if layer.qk_norm is not None:
                 qk = self._rms_float(qk, layer.qk_norm)
@@ -383,24 +405,20 @@ class StaticLM:
             kc[rows, :, slots] = qk[:, H:]
             vc[rows, :, slots] = v
             q = qk[:, :H]
-            if scatter is not None:
-                q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
-            q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
-            o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amasks[layer.window],
-                                               scale=self.scale)
-            o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
-            if gather is not None:
-                o = o.index_select(0, gather)
+            if segments is not None:
+                o = segments.attend(q, kc, vc, layer.window, self.scale)
+            else:
+                o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
             if layer.ln_post_attn is not None:  # Gemma: the attention output is normed before the residual
-                x = x + self._rms(F.linear(o, layer.wo, layer.bo), layer.ln_post_attn)
+                x = x + self._rms(linear(o, layer.wo, layer.bo), layer.ln_post_attn)
             else:
-                x = torch.addmm(x, o, layer.wo.t()) if layer.bo is None else x + F.linear(o, layer.wo, layer.bo)
+                x = _add_linear(x, o, layer.wo, layer.bo)
             h = self._rms(x, layer.ln2)
-            gate, up = F.linear(h, layer.wgu).chunk(2, dim=-1)
+            gate, up = linear(h, layer.wgu).chunk(2, dim=-1)
             if layer.ln_post_ff is not None:  # Gemma: and so is the MLP's
-                x = x + self._rms(F.linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
+                x = x + self._rms(linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
             else:
-                x = torch.addmm(x, self.act(gate) * up, layer.wd.t())
+                x = _add_linear(x, self.act(gate) * up, layer.wd, None)
         hidden = self._rms(x.index_select(0, out), self.norm)
         self.last_hidden = hidden  # what a steered pass reads its logits from again (``Steering``)
         if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
@@ -416,12 +434,25 @@ class StaticLM:
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
 
+    def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
+        """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S
+        columns of its cache (``_forward``: dense, or packed with ``scatter``/``gather``)."""
+        H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
+        if scatter is not None:
+            q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
+        q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
+        o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
+        o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
+        return o if gather is None else o.index_select(0, gather)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The float32 logits of final hidden states (the LM head, and Gemma's final soft-cap if any)."""
         return final_logits(F.linear(hidden, self.lm_head).float(), self.final_softcap)
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
+        if self.segmented and not self.use_graphs:  # no buckets: eager passes run at their own shapes
+            return B, T, min(S, self.cols), O
         if B <= 1:  # one row (batch size 1): a finer T, since its wide first pass is mostly drafts (a pass of 359
             # tokens runs at 384, not 512); S stays a power of two, so that few more CUDA graphs are captured
             Tb = fine_bucket(T)
@@ -475,6 +506,8 @@ class StaticLM:
         S = mask.shape[-1]
         if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
             raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
+        if self.segmented and not self.use_graphs:
+            return self._launch_segmented(tokens, positions, slots, mask, outputs, steer)
         trash = self.trash_col
         flat_slots = slots.reshape(-1)
         real = np.flatnonzero(flat_slots != trash)
@@ -522,6 +555,25 @@ class StaticLM:
             StaticLM.all_captures += 1
         return self._replay(graph, arrays, M, steer)
 
+    def _launch_segmented(self, tokens, positions, slots, mask, outputs, steer) -> "Pending":
+        """One eager pass on the real tokens alone, attention in segments of rows (``segments.Segments``)."""
+        B, T = tokens.shape
+        seg = Segments(slots, mask, self.trash_col)
+        seg.prepare(self.device, self.dtype, self.group, self.windows, self._windowed)
+        where = np.zeros(B * T, dtype=np.int64)
+        where[seg.real] = np.arange(len(seg.real))
+        arrays = [a.reshape(-1)[seg.real] for a in (tokens, positions, slots)] + [seg.rows, where[outputs]]
+        t = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
+        self.passes += 1
+        self.eager_passes += 1
+        N = len(seg.real)
+        self.last_shape = (2, N, B, T, mask.shape[-1], len(outputs))
+        self.last_bucket_tokens, self.last_real_tokens = N, N
+        tok, logp = self._forward(t[0], t[1], t[2], t[3], None, None, None, t[4], segments=seg)
+        if steer is not None:
+            steer.apply(self, self.last_hidden, tok, logp)
+        return Pending(values=(tok.cpu().numpy(), logp.cpu().numpy()))
+
     def _replay(self, graph: _Graph, arrays, M: int, steer=None) -> "Pending":
         """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one (all
         queued on the stream; the returned Pending waits for them)."""
@@ -557,6 +609,7 @@ class StaticLM:
                          cuda_graphs=self.use_graphs, local_rope=self.local_rope)
         other.use_graphs = self.use_graphs
         other.packing = self.packing
+        other.segmented = self.segmented
         other.graph_max_tokens = self.graph_max_tokens
         other.max_cells = self.max_cells
         return other
@@ -578,6 +631,17 @@ class Pending:
             self.values = (res[0, : self.m].astype(np.int64), res[1, : self.m].copy())
             self.host = self.done = None
         return self.values
+
+
+def _nbytes(weight) -> int:
+    return weight.nbytes if not isinstance(weight, torch.Tensor) else weight.numel() * weight.element_size()
+
+
+def _add_linear(x: torch.Tensor, y: torch.Tensor, weight, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """x + linear(y, weight, bias): one ``addmm`` for a float weight without bias (transformers' arithmetic)."""
+    if bias is None and isinstance(weight, torch.Tensor):
+        return torch.addmm(x, y, weight.t())
+    return x + linear(y, weight, bias)
 
 
 def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):

@@ -35,7 +35,7 @@ from spacy_llm.registry import registry
 from spacy_llm.ty import ShardMapper
 from spacy_llm.util import split_labels
 
-from ..pipeline.output import doc_spans, write_spans
+from ..pipeline.output import check_alignment_mode, doc_spans, write_spans
 from ..text.protocol import Template, TemplateError, get_template
 from ..pipeline.scoring import score_padellm
 from ..text.windows import make_windows, model_view, sentences_from_tokens
@@ -49,7 +49,7 @@ if not Doc.has_extension("padellm"):
 
 #: Per-doc counters written to ``doc._.padellm`` (the same keys as the ``padellm_ner`` component).
 STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions",
-             "not_found", "no_free_occurrence", "duplicates_removed", "overlaps_removed")
+             "not_found", "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed")
 
 _TEXT_FORMATS = ("raw", "tokens")
 
@@ -141,9 +141,14 @@ class PaDeLLMTask:
         deduplicate: bool = True,
         shard_mapper: Optional[ShardMapper] = None,
         scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+        alignment_mode: str = "strict",
     ):
         if text_format not in _TEXT_FORMATS:
             raise ValueError(f"[spacy_padellm.NER] 'text_format' must be 'raw' or 'tokens', got {text_format!r}")
+        try:
+            self._alignment_mode = check_alignment_mode(alignment_mode)
+        except ValueError as err:
+            raise ValueError(f"[spacy_padellm.NER] {err}") from None
         if isinstance(labels, str) or not all(isinstance(x, str) and x.strip() for x in labels):
             raise ValueError(f"[spacy_padellm.NER] 'labels' must be a list of non-empty strings, got {labels!r}")
         try:
@@ -313,7 +318,7 @@ class PaDeLLMTask:
             stats["unparsable_counts"] += response.unparsable_counts
             stats["capped_counts"] += response.capped_counts
             stats["truncated_mentions"] += response.truncated_mentions
-            spans = doc_spans(text, mapping, response.mentions, stats)
+            spans = doc_spans(text, mapping, response.mentions, stats, self._alignment_mode)
         write_spans(doc, spans, self._spans_key, self._deduplicate, stats)
 
     def _fuse(self, shards: List[Doc]) -> Doc:
@@ -368,6 +373,7 @@ class PaDeLLMTask:
             "spans_key": self._spans_key,
             "text_format": self._text_format,
             "deduplicate": self._deduplicate,
+            "alignment_mode": self._alignment_mode,
         }
 
     def set_cfg(self, cfg: Dict[str, Any]) -> None:
@@ -379,6 +385,7 @@ class PaDeLLMTask:
         self._spans_key = cfg.get("spans_key", self._spans_key)
         self._text_format = cfg.get("text_format", self._text_format)
         self._deduplicate = cfg.get("deduplicate", self._deduplicate)
+        self._alignment_mode = cfg.get("alignment_mode", self._alignment_mode)
         self._check_label_texts()
 
     def to_bytes(self, *, exclude: Tuple[str, ...] = tuple()) -> bytes:
@@ -407,6 +414,7 @@ def make_padellm_task(
     deduplicate: bool = True,
     shard_mapper: Optional[ShardMapper] = None,
     scorer: Optional[Callable[..., Dict[str, Any]]] = None,
+    alignment_mode: str = "strict",
 ) -> PaDeLLMTask:
     """PaDeLLM-NER task for the ``llm`` component; pair it with a ``spacy_padellm.*`` model.
 
@@ -425,9 +433,12 @@ def make_padellm_task(
     shard_mapper (Optional[ShardMapper]): how to split docs longer than the model's context length
         (default: whole sentences, measured with spacy-llm's word count estimate).
     scorer (Optional[Callable]): scorer (default: ``spacy_padellm.scorer.v1``).
+    alignment_mode (str): a mention that does not fall on token boundaries is dropped and counted in
+        ``doc._.padellm["misaligned"]`` ("strict"), cut to the tokens inside it ("contract") or widened to the
+        tokens it touches ("expand"), as spaCy's ``Doc.char_span`` modes.
     """
     return PaDeLLMTask(
         labels=split_labels(labels), template=template, label_definitions=label_definitions,
         description=description, spans_key=spans_key, text_format=text_format, deduplicate=deduplicate,
-        shard_mapper=shard_mapper, scorer=scorer,
+        shard_mapper=shard_mapper, scorer=scorer, alignment_mode=alignment_mode,
     )

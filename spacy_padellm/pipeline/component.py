@@ -1,9 +1,9 @@
 """The ``padellm_ner`` spaCy component: the spaCy API over a decoder.
 
-A batch of docs goes: windows and the model's view of each (``doc_decoding``), one decoder call (chosen
-by ``decoding.factory.build_decoder`` from ``DecodeSettings``), spans mapped back, de-duplicated and
-written (``output``). Which model, labels, template and decoding: ``model_spec.ModelSpec``. Every config
-key and its meaning: ``config`` (and the README's table, made from it).
+A batch of docs goes: windows and the model's view of each (``doc_decoding``, within the budget of
+``context``), one decoder call (chosen by ``decoding.factory.build_decoder`` from ``DecodeSettings``), spans
+mapped back, de-duplicated and written (``output``). Which model, labels, template and decoding:
+``model_spec.ModelSpec``. Every config key and its meaning: ``config`` (and the README's table, made from it).
 """
 
 
@@ -25,8 +25,10 @@ from ..devices import DeviceError, check_device_available, check_device_name, re
 from ..loading import META_FILE, ModelFolderError, ModelSource, export_model_folder, load_model
 from .config import DEFAULT_CONFIG, with_config_signature
 from .config_build import building_from_config
+from .context import WindowBudget, check_context, model_positions, window_budget
 from .doc_decoding import STAT_KEYS, decode_docs
 from .model_spec import ModelSpec
+from .output import check_alignment_mode
 from .scoring import score_padellm
 
 __all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
@@ -67,8 +69,9 @@ class PaDeLLMNER(Pipe):
 
     def __init__(self, nlp: Language, name: str = "padellm_ner", *, settings: Optional[DecodeSettings] = None,
                  model: Optional[str] = None, labels: Sequence[str] = (), template: Any = None,
-                 spans_key: Optional[str] = None, text_format: Optional[str] = None, device: Optional[str] = None,
-                 dtype: str = "auto", trust_remote_code: bool = False, scorer: Optional[Callable] = score_padellm,
+                 spans_key: Optional[str] = None, text_format: Optional[str] = None,
+                 alignment_mode: str = "strict", device: Optional[str] = None, dtype: str = "auto",
+                 trust_remote_code: bool = False, scorer: Optional[Callable] = score_padellm,
                  wait_for_disk: bool = False, **changes: Any):
         """``settings`` (default ``DecodeSettings()``) with ``changes`` (any of its keys) applied.
 
@@ -80,14 +83,18 @@ class PaDeLLMNER(Pipe):
         try:
             self.settings = (settings or DecodeSettings()).replace(**changes)
             check_device_name(device)
+            check_alignment_mode(alignment_mode)
         except ValueError as err:
             raise SettingsError(f"[{name}] {err}") from None
-        self.cfg: Dict[str, Any] = {"spans_key": spans_key, "device": device, "dtype": dtype,
-                                    "trust_remote_code": trust_remote_code, **self.settings.to_config()}
+        self.cfg: Dict[str, Any] = {"spans_key": spans_key, "alignment_mode": alignment_mode, "device": device,
+                                    "dtype": dtype, "trust_remote_code": trust_remote_code,
+                                    **self.settings.to_config()}
         self.scorer = scorer
         self.spec = ModelSpec(name, nlp.lang, labels=labels, template=template, text_format=text_format,
                               decoding=self.settings.decoding)
         self._runtime: Optional[Tuple[Any, Any, Any]] = None  # (model, tokenizer, decoder)
+        self._encoders: Tuple[Any, Any] = (None, None)  # (PromptEncoder, AutoRegEncoder or None) of the runtime
+        self._budget: Optional[Tuple[Tuple[str, ...], WindowBudget]] = None  # (labels, their window budget)
         self._warned_levers = False
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
@@ -114,6 +121,10 @@ class PaDeLLMNER(Pipe):
     @property
     def spans_key(self) -> Optional[str]:
         return self.cfg["spans_key"]
+
+    @property
+    def alignment_mode(self) -> str:
+        return self.cfg["alignment_mode"]
 
     @property
     def source(self) -> Optional[ModelSource]:
@@ -172,7 +183,20 @@ class PaDeLLMNER(Pipe):
                                     generate=generate)
         except ValueError as err:
             raise ValueError(f"[{self.name}] {err}") from None
+        self._encoders, self._budget = (encoder, autoreg_encoder), None
+        try:
+            check_context(self.window_budget(), model_positions(model))
+        except SettingsError as err:
+            raise SettingsError(f"[{self.name}] {err}") from None
         self._runtime = (model, tokenizer, decoder)
+
+    def window_budget(self) -> WindowBudget:
+        """What a window of a doc may hold with the current labels and settings (see ``context``)."""
+        labels = tuple(self.spec.labels)
+        if self._budget is None or self._budget[0] != labels:
+            encoder, autoreg_encoder = self._encoders
+            self._budget = (labels, window_budget(self.decoding, encoder, labels, self.settings, autoreg_encoder))
+        return self._budget[1]
 
     def use_settings(self, settings: DecodeSettings) -> None:
         """Decode with ``settings`` from now on, on the weights already loaded (they load now if they were not):
@@ -212,25 +236,37 @@ class PaDeLLMNER(Pipe):
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
         error_handler = self.get_error_handler()
         first = 0  # the index of the batch's first doc in the call
+        warned = False
         for docs in minibatch(stream, size=batch_size or self.settings.batch_size):
             self._ensure_loaded()  # configuration errors stop the run before any doc is processed
             try:
                 self.set_annotations(docs, first=first)
+                warned = warned or self._warn_capped(docs, first)
                 yield from docs
             except Exception as err:
                 error_handler(self.name, self, docs, err)
             first += len(docs)
+
+    def _warn_capped(self, docs: Sequence[Doc], first: int) -> bool:
+        """Warn (once per ``pipe`` call: the caller keeps the answer) when a count above ``max_count`` was
+        clipped in ``docs``: those mentions are lost."""
+        capped = [first + i for i, doc in enumerate(docs) if (doc._.padellm or {}).get("capped_counts")]
+        if capped:
+            logger.warning("[%s] a mention count above max_count=%d was clipped (doc %d of this call, "
+                           "doc._.padellm['capped_counts']): the mentions beyond it are lost; lower "
+                           "'window_sentences' or raise 'max_count'", self.name, self.settings.max_count, capped[0])
+        return bool(capped)
 
     def predict(self, docs: Sequence[Doc]):
         raise NotImplementedError("padellm_ner annotates in set_annotations; call nlp() or nlp.pipe()")
 
     def set_annotations(self, docs: Sequence[Doc], _unused=None, *, first: int = 0) -> None:
         """Decode and annotate ``docs``; ``first``: the index of ``docs[0]`` in the call (named in warnings)."""
-        _, tokenizer, decoder = self._ensure_loaded()
+        _, _, decoder = self._ensure_loaded()
         with gc_paused():
-            per_doc = decode_docs(docs, decoder, tokenizer, self.spec.labels, text_format=self.text_format,
-                                  max_context_tokens=self.settings.max_context_tokens, spans_key=self.spans_key,
-                                  deduplicate=self.settings.deduplicate,
+            per_doc = decode_docs(docs, decoder, self.spec.labels, budget=self.window_budget(),
+                                  text_format=self.text_format, spans_key=self.spans_key,
+                                  deduplicate=self.settings.deduplicate, alignment_mode=self.alignment_mode,
                                   autoreg=self.decoding in AUTOREG_DECODINGS, first=first)
         for stats in per_doc:
             for key, value in stats.items():

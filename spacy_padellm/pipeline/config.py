@@ -23,6 +23,11 @@ COMPONENT_KEYS: Tuple[Tuple[str, Any, Any, str], ...] = (
      "terminator, `mention` `{k}`; default: the model's"),
     ("spans_key", Optional[str], None,
      "nested mode: every span (overlaps kept) goes to `doc.spans[spans_key]`"),
+    ("alignment_mode", str, "strict",
+     'a mention that does not start and end on spaCy token boundaries (`"Japan"` inside the one token '
+     '`"東京でJapanとSyriaが"`): `"strict"` drops it and counts it in `doc._.padellm["misaligned"]`; '
+     '`"contract"` keeps the tokens wholly inside it, `"expand"` widens it to the tokens it touches (as spaCy\'s '
+     '`Doc.char_span` modes)'),
     ("text_format", Optional[str], None,
      '`"raw"` (doc text) or `"tokens"` (tokens joined by single spaces, as CoNLL-style training data); '
      "default: the model's"),

@@ -1,6 +1,6 @@
-"""Decoding a batch of spaCy docs: each doc's windows in the text the model reads, one decoder call for
-all of them, and the predictions mapped back to spans of each doc with its counters. A doc that fails comes
-back without entities instead of failing its batch (``isolation``)."""
+"""Decoding a batch of spaCy docs: each doc's windows in the text the model reads (within a ``WindowBudget``,
+see ``context``), one decoder call for all of them, and the predictions mapped back to spans of each doc with
+its counters. A doc that fails comes back without entities instead of failing its batch (``isolation``)."""
 
 from __future__ import annotations
 
@@ -12,37 +12,40 @@ from spacy.tokens import Doc
 from ..decoding.types import DocRequest
 from ..text.align import AlignedSpan
 from ..text.windows import make_windows, model_view, sentences_from_tokens
+from .context import WindowBudget
 from .isolation import decode_isolated, guarded, settle_failures
 from .output import doc_spans, write_spans
 
 __all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs"]
 
 STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
-             "no_free_occurrence", "duplicates_removed", "overlaps_removed", "failed")
+             "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed")
 # Added to doc._.padellm in the autoregressive decodings (see baselines.AutoRegResult).
 AUTOREG_STAT_KEYS = ("unparsable_outputs", "unknown_labels", "truncated_outputs", "rewrite_mismatches")
 
 Mapping = List[Tuple[int, int, int, int]]  # per token: (start, end) in the model's text, (start, end) in the doc
 
 
-def decode_docs(docs: Sequence[Doc], decoder, tokenizer, labels: Sequence[str], *, text_format: str,
-                max_context_tokens: int, spans_key, deduplicate: bool, autoreg: bool,
+def decode_docs(docs: Sequence[Doc], decoder, labels: Sequence[str], *, budget: WindowBudget, text_format: str,
+                spans_key, deduplicate: bool, alignment_mode: str, autoreg: bool,
                 first: int = 0) -> List[Dict[str, int]]:
     """Annotate ``docs`` in place (``doc.ents`` or ``doc.spans[spans_key]``, ``doc._.padellm``) and return
-    each doc's counters. ``first``: the index of ``docs[0]`` in the call, for warnings about failed docs."""
+    each doc's counters. ``alignment_mode``: for mentions that do not fall on the doc's token boundaries (see
+    ``text.align``). ``first``: the index of ``docs[0]`` in the call, for warnings about failed docs."""
     keys = STAT_KEYS + (AUTOREG_STAT_KEYS if autoreg else ())
     doc_stats = [{key: 0 for key in keys} for _ in docs]
     failures: Dict[int, Exception] = {}
     views: List[Tuple[int, str, Mapping]] = []
     for i, doc in enumerate(docs):
-        found = guarded(failures, i, lambda: doc_views(doc, tokenizer, max_context_tokens, text_format), [])
+        found = guarded(failures, i, lambda: doc_views(doc, budget, text_format), [])
         views.extend((i, view, mapping) for view, mapping in found)
     results = decode_isolated(decoder, [DocRequest(view, labels) for _, view, _ in views],
                               [i for i, _, _ in views], failures)
     per_doc: List[List[AlignedSpan]] = [[] for _ in docs]
     for (i, view, mapping), result in zip(views, results):
         if i not in failures:
-            per_doc[i].extend(guarded(failures, i, lambda: _result_spans(view, mapping, result, doc_stats[i]), []))
+            per_doc[i].extend(guarded(failures, i, lambda: _result_spans(view, mapping, result, alignment_mode,
+                                                                         doc_stats[i]), []))
     settle_failures(failures, sorted({i for i, _, _ in views} | set(failures)), first)
     for i, (doc, spans, stats) in enumerate(zip(docs, per_doc, doc_stats)):
         if i in failures:
@@ -55,19 +58,20 @@ def decode_docs(docs: Sequence[Doc], decoder, tokenizer, labels: Sequence[str], 
     return doc_stats
 
 
-def doc_views(doc: Doc, tokenizer, max_context_tokens: int, text_format: str) -> List[Tuple[str, Mapping]]:
+def doc_views(doc: Doc, budget: WindowBudget, text_format: str) -> List[Tuple[str, Mapping]]:
     """The model's view of each window of ``doc`` with its token mapping (windows of blank text left out)."""
     text, tokens = text_and_tokens(doc)
     token_texts = [(a, text[a:b]) for a, b in tokens]
     views = []
-    for start, end in doc_windows(doc, text, tokens, tokenizer, max_context_tokens):
+    for start, end in doc_windows(doc, text, tokens, budget):
         view, mapping = model_view(text, token_texts, start, end, text_format)
         if view.strip():
             views.append((view, mapping))
     return views
 
 
-def _result_spans(view: str, mapping: Mapping, result: Any, stats: Dict[str, int]) -> List[AlignedSpan]:
+def _result_spans(view: str, mapping: Mapping, result: Any, alignment_mode: str,
+                  stats: Dict[str, int]) -> List[AlignedSpan]:
     """The doc spans of one window's ``DocResult``, its counters added to ``stats``."""
     stats["windows"] += 1
     stats["unparsable_counts"] += result.unparsable_counts
@@ -78,25 +82,21 @@ def _result_spans(view: str, mapping: Mapping, result: Any, stats: Dict[str, int
             stats[key] = stats.get(key, 0) + getattr(result, key)
     located, rest = _located_spans(mapping, result.predictions)
     preds = [(p.label, p.k, p.text, p.prob) for p in rest]
-    return located + doc_spans(view, mapping, preds, stats)
+    return located + doc_spans(view, mapping, preds, stats, alignment_mode)
 
 
-def doc_windows(doc: Doc, text: str, tokens: List[Tuple[int, int]], tokenizer,
-                max_len: int) -> List[Tuple[int, int]]:
-    """Character windows of ``text`` of at most ``max_len`` model tokens, cut at sentence boundaries."""
+def doc_windows(doc: Doc, text: str, tokens: List[Tuple[int, int]], budget: WindowBudget) -> List[Tuple[int, int]]:
+    """Character windows of ``text`` within ``budget``, cut at sentence boundaries (the doc's own sentences
+    when it has them, else sentence-final punctuation)."""
     if not text.strip():
         return []
-
-    def length(part: str) -> int:
-        return len(tokenizer(part, add_special_tokens=False)["input_ids"])
-
-    if len(text) <= max_len:  # a model token covers at least one character
-        return [(0, len(text))]
     if doc.has_annotation("SENT_START"):
         sents = [(s.start_char, s.end_char) for s in doc.sents]
     else:
         sents = sentences_from_tokens([(a, b, text[a:b]) for a, b in tokens])
-    return make_windows(text, sents, tokens, length, max_len)
+    if len(sents) <= (budget.max_sentences or len(sents)) and budget.surely_fits(text):
+        return [(0, len(text))]
+    return make_windows(text, sents, tokens, budget.measure, budget.max_tokens, budget.max_sentences)
 
 
 def _located_spans(mapping: Mapping, predictions: Sequence[Any]) -> Tuple[List[AlignedSpan], List[Any]]:

@@ -4,8 +4,11 @@ The model writes mentions as strings. The k-th mention of a label goes to the k-
 of that string in reading order, so "Jordan ... Jordan" predicted twice under one label gives two
 distinct spans. Matching tolerates differences of case and whitespace (first with whitespace runs
 collapsed, then with whitespace ignored altogether); occurrences that start and end on token
-boundaries are preferred, and a span that cuts a token is expanded to whole tokens. A mention that
-cannot be found, or whose every occurrence is already taken by its label, is dropped and counted.
+boundaries are preferred. When a mention occurs only across token boundaries (``"Japan"`` inside the
+one token ``"東京でJapanとSyriaが"``), the alignment mode decides, as spaCy's ``Doc.char_span`` modes do:
+``"strict"`` drops it, ``"contract"`` keeps the tokens wholly inside it, ``"expand"`` widens it to the
+tokens it touches. A mention that cannot be found, that cannot be aligned, or whose every occurrence is
+already taken by its label, is dropped and counted.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["AlignedSpan", "AlignStats", "align_mentions", "normalize"]
+__all__ = ["ALIGNMENT_MODES", "AlignedSpan", "AlignStats", "align_mentions", "normalize"]
+
+ALIGNMENT_MODES = ("strict", "contract", "expand")
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,10 @@ class AlignStats:
     not_found: int = 0  # the string does not occur in the text
     no_free_occurrence: int = 0  # every occurrence already holds a mention of this label
     empty: int = 0  # empty mention strings
+    misaligned: int = 0  # every occurrence cuts a token, and the alignment mode cannot make it whole
 
     def add(self, other: "AlignStats") -> None:
-        for name in ("aligned", "not_found", "no_free_occurrence", "empty"):
+        for name in ("aligned", "not_found", "no_free_occurrence", "empty", "misaligned"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -114,16 +120,39 @@ def _snap(start: int, end: int, starts: Sequence[int], ends: Sequence[int]) -> T
     return new_start, new_end
 
 
+def _contract(start: int, end: int, starts: Sequence[int], ends: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """Contract [start, end) to the tokens wholly inside it (starts and ends sorted); None if there are none."""
+    i = bisect.bisect_left(starts, start)
+    j = bisect.bisect_right(ends, end) - 1
+    if i == len(starts) or j < 0 or starts[i] >= ends[j]:
+        return None
+    return starts[i], ends[j]
+
+
+def _off_bounds(occ: List[Tuple[int, int]], mode: str, starts: Sequence[int],
+                ends: Sequence[int]) -> List[Tuple[int, int]]:
+    """The spans ``mode`` makes of occurrences that cut a token (none in "strict" mode)."""
+    if mode == "expand":
+        return list(dict.fromkeys(_snap(s, e, starts, ends) for s, e in occ))
+    if mode == "contract":
+        return list(dict.fromkeys(c for c in (_contract(s, e, starts, ends) for s, e in occ) if c))
+    return []
+
+
 def align_mentions(
     text: str,
     predictions: Iterable[Tuple[str, int, str, float]],
     token_offsets: Optional[Sequence[Tuple[int, int]]] = None,
+    mode: str = "expand",
 ) -> Tuple[List[AlignedSpan], AlignStats]:
     """Character spans for (label, k, mention, prob) predictions, in reading order.
 
     ``token_offsets`` are the (start, end) character offsets of the text's tokens; when given,
-    occurrences on token boundaries are preferred and every span is snapped to whole tokens.
+    occurrences on token boundaries are preferred and every span is made of whole tokens, by ``mode``
+    (one of ``ALIGNMENT_MODES``) when the mention occurs only across token boundaries.
     """
+    if mode not in ALIGNMENT_MODES:
+        raise ValueError(f"alignment mode must be one of {', '.join(ALIGNMENT_MODES)}, got {mode!r}")
     stats = AlignStats()
     index = TextIndex(text)
     starts: List[int] = []
@@ -151,7 +180,10 @@ def align_mentions(
                 continue
             if token_offsets:
                 on_bounds = [o for o in occ if o[0] in boundary_starts and o[1] in boundary_ends]
-                occ = on_bounds or list(dict.fromkeys(_snap(s, e, starts, ends) for s, e in occ))
+                occ = on_bounds or _off_bounds(occ, mode, starts, ends)
+                if not occ:
+                    stats.misaligned += 1
+                    continue
             free = [o for o in occ if o not in used]
             if not free:
                 stats.no_free_occurrence += 1

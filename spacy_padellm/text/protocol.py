@@ -19,6 +19,8 @@ import string
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .chunks import ChunkedEncoder
+
 __all__ = [
     "Template",
     "TEMPLATES",
@@ -253,6 +255,7 @@ class PromptEncoder:
         # whether _encode_many and decode_many may call a fast tokenizer's backend directly (see _via_backend)
         self._encoding = _Shortcut()
         self._decoding = _Shortcut()
+        self._mention_chunks = ChunkedEncoder(self._encode_many)
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -332,8 +335,9 @@ class PromptEncoder:
         return self._encode(mention)
 
     def mentions(self, mentions: Sequence[str]) -> List[List[int]]:
-        """``[mention(m) for m in mentions]``, encoded in one batch."""
-        return self._encode_many(mentions)
+        """``[mention(m) for m in mentions]``: in one batch, or joined from the cached ids of their whitespace
+        chunks once that is checked to give the same ids (``chunks``)."""
+        return self._mention_chunks.encode(mentions)
 
     def ends_count(self, token_id: int) -> bool:
         """Whether a generated token ends a count step: EOS, or a token holding the count terminator."""

@@ -1,14 +1,14 @@
 """Split a long text into sentence-aligned windows that fit the model's context (no torch, no spaCy).
 
 Units (sentences, or tokens of a sentence that is itself too long) are packed greedily into windows
-whose length, measured by ``length_fn`` (model tokens), stays within ``max_len``. Each window is a
-(start, end) character range of the original text, so spans found in a window map back by adding its
-start.
+whose length, measured by ``length_fn`` (model tokens), stays within ``max_len``, and that hold at most
+``max_sentences`` units when it is given. Each window is a (start, end) character range of the original
+text, so spans found in a window map back by adding its start.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 __all__ = ["make_windows", "model_view", "sentences_from_tokens", "SENTENCE_END"]
 
@@ -42,11 +42,13 @@ def make_windows(
     tokens: Sequence[Tuple[int, int]],
     length_fn: Callable[[str], int],
     max_len: int,
+    max_sentences: Optional[int] = None,
 ) -> List[Tuple[int, int]]:
-    """Windows of whole sentences, each at most ``max_len`` by ``length_fn`` when possible."""
+    """Windows of whole sentences, each at most ``max_len`` by ``length_fn`` when possible and of at most
+    ``max_sentences`` sentences (None: as many as fit)."""
     if not text.strip():
         return []
-    if length_fn(text) <= max_len:
+    if (max_sentences is None or len(sentences) <= max_sentences) and length_fn(text) <= max_len:
         return [(0, len(text))]
     units: List[Tuple[int, int]] = []
     for sent in sentences:
@@ -55,15 +57,15 @@ def make_windows(
         else:
             units.append(sent)
     windows: List[Tuple[int, int]] = []
-    cur_start, cur_end = None, None
+    cur_start, cur_end, held = None, None, 0
     for start, end in units:
         if cur_start is None:
-            cur_start, cur_end = start, end
-        elif length_fn(text[cur_start:end]) <= max_len:
-            cur_end = end
+            cur_start, cur_end, held = start, end, 1
+        elif (max_sentences is None or held < max_sentences) and length_fn(text[cur_start:end]) <= max_len:
+            cur_end, held = end, held + 1
         else:
             windows.append((cur_start, cur_end))
-            cur_start, cur_end = start, end
+            cur_start, cur_end, held = start, end, 1
     if cur_start is not None:
         windows.append((cur_start, cur_end))
     return [w for w in windows if text[w[0]:w[1]].strip()]

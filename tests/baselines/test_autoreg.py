@@ -417,8 +417,7 @@ def test_nested_spans_go_to_span_group(trained):
 def test_long_doc_is_windowed_and_mapped_back(trained):
     _, (folder, _) = trained
     nlp = spacy.blank("en")
-    # 12 tokens: every sentence fits (at most 10 tokens), no two do (at least 15): one sentence a window.
-    nlp.add_pipe("padellm_ner", config={"model": str(folder), "labels": LABELS, "max_context_tokens": 12})
+    nlp.add_pipe("padellm_ner", config={"model": str(folder), "labels": LABELS})  # one sentence a window
     text = " ".join(t for t, _ in tiny.SENTENCES)
     doc = nlp(text)
     assert doc._.padellm["windows"] == len(tiny.SENTENCES)

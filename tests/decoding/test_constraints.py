@@ -4,6 +4,7 @@ import pytest
 import spacy
 
 import tiny
+from tiny import ents, gold
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG
 from spacy_padellm.decoding.constraints import MentionTrie, candidate_strings, redecode_plan, needs_char_spans
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
@@ -18,14 +19,6 @@ def encoder(tmp_path_factory):
     corpus = [t for t, _ in tiny.SENTENCES] + [t for t, _ in tiny.NESTED] + ["我在北京工作。上海很大。"]
     tok = tiny.build_tokenizer(tmp_path_factory.mktemp("tok"), corpus)
     return PromptEncoder(tok, TEMPLATES["en"])
-
-
-def ents(doc):
-    return [(e.text, e.label_) for e in doc.ents]
-
-
-def gold(data):
-    return [[(text[s:e], label) for s, e, label in tiny.char_spans(text, mentions)] for text, mentions in data]
 
 
 # --- candidates -----------------------------------------------------------------------------------
@@ -184,19 +177,21 @@ def _triples(results):
 
 def test_options_are_off_by_default(tiny_nlp):
     decoder = tiny_nlp.get_pipe("padellm_ner").decoder
-    assert decoder.constrain_mentions is False and not decoder.count_bias and decoder.dedupe_mentions is False
+    levers = decoder.levers
+    assert levers.constrain_mentions is False and not levers.count_bias and levers.dedupe_mentions is False
 
 
 def test_constrained_decoder_keeps_memorised_entities(tiny_nlp):
     decoder = tiny_nlp.get_pipe("padellm_ner").decoder
     texts = [t for t, _ in tiny.SENTENCES]
     plain = decoder.decode([DocRequest(t, list(tiny.LABELS)) for t in texts])
-    decoder.constrain_mentions = True
+    levers = decoder.levers
+    decoder.levers = levers.replace(constrain_mentions=True)
     try:
         constrained = decoder.decode([DocRequest(t, list(tiny.LABELS)) for t in texts])
         assert [ents(d) for d in tiny_nlp.pipe(texts)] == gold(tiny.SENTENCES)
     finally:
-        decoder.constrain_mentions = False
+        decoder.levers = levers
     assert _triples(constrained) == _triples(plain)
     for a, b in zip(plain, constrained):
         assert sorted(p.prob for p in a.predictions) == pytest.approx(sorted(p.prob for p in b.predictions), rel=1e-5)

@@ -8,8 +8,7 @@ import tiny
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
-from spacy_padellm.loading import load_model, resolve_model
-from spacy_padellm.text.protocol import PromptEncoder
+from spacy_padellm.decoding.segments import Segments, plan
 from spacy_padellm.decoding.static_lm import StaticLM, bucket, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
@@ -22,19 +21,13 @@ def _key(res):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model):
-    model, tokenizer = load_model(resolve_model(str(tiny_model)), device="cpu")
-    return model.eval(), PromptEncoder(tokenizer)
-
-
-@pytest.fixture(scope="module")
 def requests():
     reqs = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
     return reqs + [DocRequest("", ["PER"]), DocRequest("Japan", []), DocRequest("Bonn and Amman .", ["LOC"])]
 
 
-def test_static_lm_matches_transformers_logits(trained):
-    model, enc = trained
+def test_static_lm_matches_transformers_logits(tiny_trained):
+    model, enc = tiny_trained
     ids = enc.prefix(tiny.SENTENCES[1][0]) + enc.label("PER")
     with torch.no_grad():
         ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
@@ -47,9 +40,9 @@ def test_static_lm_matches_transformers_logits(trained):
     np.testing.assert_allclose(logp[0], ref.max(-1).values.numpy(), atol=1e-4)
 
 
-def test_tree_layout_equals_separate_sequences(trained):
+def test_tree_layout_equals_separate_sequences(tiny_trained):
     """Two branches after a shared prefix, in one row, give what each full sequence gives alone."""
-    model, enc = trained
+    model, enc = tiny_trained
     lm = StaticLM.from_hf(model)
     prefix = enc.prefix(tiny.SENTENCES[0][0])
     tb = TreeBatch(lm, 1, 200)
@@ -69,8 +62,8 @@ def test_tree_layout_equals_separate_sequences(trained):
 
 @pytest.mark.parametrize("batch_docs,batch_tokens,speculate", [(64, 65536, True), (3, 65536, True), (1, 65536, False),
                                                               (64, 8, True)])
-def test_tree_decoder_equals_plain_decoders(trained, requests, batch_docs, batch_tokens, speculate):
-    model, enc = trained
+def test_tree_decoder_equals_plain_decoders(tiny_trained, requests, batch_docs, batch_tokens, speculate):
+    model, enc = tiny_trained
     tree = TreeDecoder(StaticLM.from_hf(model), enc, max_batch_rows=batch_docs, max_batch_tokens=batch_tokens,
                        speculate=speculate, **LIMITS)
     got = tree.decode(requests)
@@ -88,9 +81,9 @@ def test_tree_decoder_equals_plain_decoders(trained, requests, batch_docs, batch
         assert tree.stats.prompt_tokens <= plain.stats.prompt_tokens
 
 
-def test_rejected_speculation_falls_back_exactly(trained, requests):
+def test_rejected_speculation_falls_back_exactly(tiny_trained, requests):
     """A speculated terminator the model does not predict is taken back, and results do not change."""
-    model, enc = trained
+    model, enc = tiny_trained
     tree = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
     tree._term = enc.eos_id  # a wrong guess: the model writes a newline after the count
     got = tree.decode(requests)
@@ -99,15 +92,14 @@ def test_rejected_speculation_falls_back_exactly(trained, requests):
 
 
 def test_tree_decoder_on_untrained_model_agrees_and_survives(tiny_base, requests):
-    model, tokenizer = load_model(resolve_model(str(tiny_base)), device="cpu")
-    enc = PromptEncoder(tokenizer)
-    got = TreeDecoder(StaticLM.from_hf(model.eval()), enc, **LIMITS).decode(requests)
+    model, enc = tiny.load_for_decoding(tiny_base)
+    got = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)
     want = plain_decode(model, enc, requests, **LIMITS)
     assert [_key(r) for r in got] == [_key(r) for r in want]
 
 
-def test_generate_equals_one_at_a_time(trained):
-    model, enc = trained
+def test_generate_equals_one_at_a_time(tiny_trained):
+    model, enc = tiny_trained
     tree = TreeDecoder(StaticLM.from_hf(model), enc)
     prompts = [enc.prefix(t) + enc.label("LOC") for t, _ in tiny.SENTENCES[:4]] + [[]]
     batched = tree.generate(prompts, eos_id=enc.eos_id, max_new_tokens=12)
@@ -128,11 +120,11 @@ def test_generate_equals_one_at_a_time(trained):
         assert lp == pytest.approx(total, abs=1e-3)
 
 
-def test_batches_in_flight_equal_one_at_a_time(trained, requests):
+def test_batches_in_flight_equal_one_at_a_time(tiny_trained, requests):
     """With two or three batches in flight (each on its own KV cache, their passes interleaved), every
     document decodes as with one batch at a time; so does ``generate``. Batches of 2 documents, of which
     only the single-document ones draft (counts, spans, mentions), so drafting and not drafting interleave."""
-    model, enc = trained
+    model, enc = tiny_trained
     reqs = requests + [DocRequest(t, tiny.LABELS) for t, _ in reversed(tiny.SENTENCES)]
     prompts = [enc.prefix(t) + enc.label("LOC") for t, _ in tiny.SENTENCES] + [[]]
     got = {}
@@ -152,25 +144,57 @@ def test_batches_in_flight_equal_one_at_a_time(trained, requests):
     assert got[1][0] == [_key(r) for r in plain_decode(model, enc, reqs, **LIMITS)]
 
 
-def test_packed_passes_equal_dense_ones(trained, requests):
+def test_packed_passes_equal_dense_ones(tiny_trained, requests):
     """A pass whose real tokens fill at most half of its (rows x places) layout runs its projections on the
     real tokens alone: same results as the padded layout, and it does happen in a batch of uneven docs."""
-    model, enc = trained
+    model, enc = tiny_trained
     results = {}
     for packing in (False, True):
         lm = StaticLM.from_hf(model)
-        lm.packing = packing
+        lm.packing, lm.segmented = packing, False
         tree = TreeDecoder(lm, enc, **LIMITS)
         results[packing] = [_key(r) for r in tree.decode(requests)]
         assert (lm.packed_passes > 0) == packing
     assert results[True] == results[False]
 
 
-def test_staged_graph_inputs_equal_eager_passes(trained, requests):
+def test_segmented_passes_equal_the_full_layout(tiny_trained, requests):
+    """On the CPU a pass runs on its real tokens alone, its attention in segments of rows of like width (no
+    shape buckets, no compaction): the same results as the full (rows x places) layout."""
+    model, enc = tiny_trained
+    results = {}
+    for segmented in (False, True):
+        lm = StaticLM.from_hf(model)
+        lm.segmented = segmented
+        tree = TreeDecoder(lm, enc, **LIMITS)
+        results[segmented] = [_key(r) for r in tree.decode(requests)]
+        assert (lm.packed_passes == 0) == segmented and lm.eager_passes == lm.passes
+        assert lm.compacts != segmented  # finished rows cost a segmented pass nothing: they stay where they are
+    assert results[True] == results[False]
+
+
+def test_segments_leave_out_padding():
+    """Rows are cut where a wide row would pad the others; rows that feed nothing are left out."""
+    places = np.array([2, 2, 30, 2, 0, 0, 2])
+    cols = np.array([50, 50, 60, 50, 0, 0, 50])
+    assert plan(places, cols, cost=100) == [(0, 2), (2, 3), (3, 4), (6, 7)]
+    assert plan(places, cols, cost=10 ** 9) == [(0, 7)]
+    assert plan(np.array([0, 0]), np.array([0, 0])) == []
+    slots = np.array([[0, 1, 9], [5, 9, 9]])
+    mask = np.zeros((2, 3, 8), dtype=bool)
+    mask[0, :2, :2] = mask[1, 0, :6] = True
+    mask[..., 0] = True
+    seg = Segments(slots, mask, trash=9, cost=0)
+    assert seg.real.tolist() == [0, 1, 3] and seg.rows.tolist() == [0, 0, 1]
+    assert [p[:4] for p in seg.parts] == [(0, 1, 2, 2), (1, 2, 1, 6)] and seg.cells == 10
+    assert seg.place.tolist() == [0, 1, 2]
+
+
+def test_staged_graph_inputs_equal_eager_passes(tiny_trained, requests):
     """On CUDA a pass's inputs are written into one pinned buffer, copied in one transfer into the graph's
     buffers (views of one device tensor) and its tokens and log-probs read back as one tensor. The same
     staging runs on the CPU without a capture: identical results to plain eager passes, packed and dense."""
-    model, enc = trained
+    model, enc = tiny_trained
     want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True  # the staged path; on the CPU _Graph runs the pass on its buffers instead of a capture
@@ -179,11 +203,11 @@ def test_staged_graph_inputs_equal_eager_passes(trained, requests):
     assert lm.captures > 1 and 0 < lm.packed_passes < lm.passes and lm.eager_passes == 0
 
 
-def test_drafting_and_wide_calls_keep_caches_apart(trained, requests):
+def test_drafting_and_wide_calls_keep_caches_apart(tiny_trained, requests):
     """With CUDA graphs (the staged path, run here on the CPU), a call of a few documents (drafting) and a wide
     call decode on KV caches of their own, so neither grows the other's cache (which would forget its graphs);
     outputs are the same. Without graphs there is one set of caches."""
-    model, enc = trained
+    model, enc = tiny_trained
     want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True
@@ -199,10 +223,10 @@ def test_drafting_and_wide_calls_keep_caches_apart(trained, requests):
     assert plain._pools["wide"] is plain._pools["draft"] and plain._lms == [plain.lm]
 
 
-def test_a_variant_shares_weights_and_caches(trained, requests):
+def test_a_variant_shares_weights_and_caches(tiny_trained, requests):
     """TreeDecoder.variant: the same settings but the changes, on the same StaticLM and KV caches (the benchmark's
     ablations cost no GPU memory of their own); same output."""
-    model, enc = trained
+    model, enc = tiny_trained
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True
     tree = TreeDecoder(lm, enc, draft_max_docs=1, count_drafts=3, span_drafts=8, speculate=False, **LIMITS)
@@ -216,8 +240,8 @@ def test_a_variant_shares_weights_and_caches(trained, requests):
     assert len(tree._lms) == 3  # lm, and the wide calls' caches: other's two in flight (the first is tree's too)
 
 
-def test_supported_and_buckets(trained):
-    model, _ = trained
+def test_supported_and_buckets(tiny_trained):
+    model, _ = tiny_trained
     assert static_lm_supported(model) == (True, "")
     assert [bucket(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
     assert bucket(3, 64) == 64
@@ -227,9 +251,9 @@ def test_supported_and_buckets(trained):
                 np.ones((1, 1, 1), dtype=bool), np.zeros((1, 1), dtype=np.int64))
 
 
-def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
+def test_drafts_from_the_text_save_passes_and_change_nothing(tiny_trained, requests):
     """Mentions continue as the text does: drafted continuations are accepted, so fewer passes, same output."""
-    model, enc = trained
+    model, enc = tiny_trained
     plain = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=0, **LIMITS)
     drafted = TreeDecoder(StaticLM.from_hf(model), enc, draft_tokens=8, **LIMITS)
     want = plain.decode(requests)
@@ -259,12 +283,12 @@ def test_drafts_from_the_text_save_passes_and_change_nothing(trained, requests):
     assert wrong.stats.draft_tokens > wrong.stats.accepted_draft_tokens
 
 
-def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(trained, requests):
+def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(tiny_trained, requests):
     """The counts 0..2 and their mention tags are fed with the label prompts, so a count the model confirms
     yields its mentions' first tokens in pass 1 (one pass fewer); with span drafts after each tag (mentions
     copied from the text's capitalised words), whole mentions are confirmed in pass 1 too: a sentence whose
     counts are at most 2 decodes in one pass. Greedy output is the same either way."""
-    model, enc = trained
+    model, enc = tiny_trained
     without = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=0, **LIMITS)
     counts = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=0, **LIMITS)
     spans = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, **LIMITS)  # CUDA's 3 (and 4)
@@ -323,12 +347,12 @@ def test_count_and_span_drafts_decode_a_sentence_in_one_pass_and_change_nothing(
     assert wide.stats.draft_tokens == 0
 
 
-def test_span_drafts_come_from_runs_of_capitalised_words(trained, requests):
+def test_span_drafts_come_from_runs_of_capitalised_words(tiny_trained, requests):
     """A span draft is a run of capitalised words or numbers from its first word to the run's end (at most
     span_draft_tokens words, then tokens): the runs in text order, then the runs' later words; at most
     2 * span_drafts strings are encoded. "words" keeps the next 4 words of each capitalised word. Either way
     the output is the same, and the runs decode the tiny sentences in no more passes."""
-    model, enc = trained
+    model, enc = tiny_trained
     runs = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=8, span_draft_tokens=3, **LIMITS)
     text = "SOCCER - JAPAN GET LUCKY WIN , said Nadim Ladki in Al Ain on 1996-08-22 ."
     assert runs._span_starts(text) == ["SOCCER", "JAPAN GET LUCKY", "Nadim Ladki", "Al Ain", "1996-08-22",
@@ -356,10 +380,10 @@ def test_span_drafts_come_from_runs_of_capitalised_words(trained, requests):
     assert (TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).span_source, base.span_draft_tokens) == ("runs", 6)
 
 
-def test_drafts_never_grow_the_cache(trained):
+def test_drafts_never_grow_the_cache(tiny_trained):
     """Growing the KV cache forgets every captured CUDA graph, so drafts (optional) are fed only as far as
     the cache's columns go; the tokens a decode needs still grow it."""
-    model, enc = trained
+    model, enc = tiny_trained
     lm = StaticLM.from_hf(model)
     tb = TreeBatch(lm, 1, 40)
     root = tb.root(0)
@@ -424,11 +448,12 @@ def _loop_layout(tb, feeds, B):
     return _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, tb.lm.trash_col), want
 
 
-def test_tree_batch_layout_equals_plain_loop(trained):
+def test_tree_batch_layout_equals_plain_loop(tiny_trained):
     """The vectorised pass layout of TreeBatch.run is exactly the one built chain by chain: several rows,
     forks, forgotten drafts, chains of one and of many tokens, outputs anywhere, rows that finish."""
-    model, _ = trained
+    model, _ = tiny_trained
     lm = StaticLM.from_hf(model)
+    lm.segmented = False  # the GPU's layout, which compacts rows as they finish
     rng = np.random.default_rng(0)
     tb = TreeBatch(lm, 5, 64)
     captured = {}
@@ -477,12 +502,12 @@ def test_tree_batch_layout_equals_plain_loop(trained):
             assert out[h][0] == int(tok[b, o])
 
 
-def test_count_drafts_laid_down_at_once_equal_chain_by_chain(trained):
+def test_count_drafts_laid_down_at_once_equal_chain_by_chain(tiny_trained):
     """A label's count drafts (counts 0..2, their tags, the span drafts after each tag) laid down from their
     _Subtree in one go leave the TreeBatch exactly as feeding them chain by chain does: the same branches,
     columns, positions, queue and handles, and the same hypotheses; when the row's draft room is too small
     for the whole subtree, it falls back to chain by chain (which drops the span drafts that do not fit)."""
-    model, enc = trained
+    model, enc = tiny_trained
     dec = TreeDecoder(StaticLM.from_hf(model), enc, count_drafts=3, span_drafts=4, **LIMITS)
     chains = dec._count_chains()
     texts = [text for text, _ in tiny.SENTENCES[:3]]

@@ -10,8 +10,6 @@ from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.tree import TreeDecoder
 from spacy_padellm.decoding.types import DocRequest
-from spacy_padellm.loading import load_model, resolve_model
-from spacy_padellm.text.protocol import PromptEncoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
 NOVEL = ["Bonn and Japan .", "Syria met Britain in Amman on Thursday .", "Jordan", "Peter said it rained .",
@@ -47,12 +45,6 @@ def _probs(res):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_model):
-    model, tokenizer = load_model(resolve_model(str(tiny_model)), device="cpu")
-    return model.eval(), PromptEncoder(tokenizer)
-
-
-@pytest.fixture(scope="module")
 def requests():
     texts = NOVEL + [t for t, _ in tiny.SENTENCES]
     return [DocRequest(t, list(tiny.LABELS)) for t in texts] + [DocRequest("", ["PER"]), DocRequest("Japan", [])]
@@ -73,8 +65,8 @@ def forced(request, monkeypatch):
 _DYNAMIC = {}  # (forced, lever) -> the dynamic engine's results, shared by the layouts
 
 
-def _decode_both(trained, requests, forced, lever, layout):
-    model, enc = trained
+def _decode_both(tiny_trained, requests, forced, lever, layout):
+    model, enc = tiny_trained
     tree = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS, **LEVERS[lever], **layout)
     if (forced, lever) not in _DYNAMIC:
         _DYNAMIC[(forced, lever)] = TwoStepDecoder(model, enc, **LIMITS, **LEVERS[lever]).decode(requests)
@@ -83,26 +75,26 @@ def _decode_both(trained, requests, forced, lever, layout):
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("lever", list(LEVERS))
-def test_tree_levers_equal_dynamic_ones(trained, requests, forced, lever, layout):
+def test_tree_levers_equal_dynamic_ones(tiny_trained, requests, forced, lever, layout):
     if forced and LAYOUTS[layout].get("count_drafts"):
         pytest.skip("a drafted count is taken as the count it drafts, which a forced count is not")
-    got, want = _decode_both(trained, requests, forced, lever, LAYOUTS[layout])
+    got, want = _decode_both(tiny_trained, requests, forced, lever, LAYOUTS[layout])
     assert [_key(r) for r in got] == [_key(r) for r in want]
     for a, b in zip(got, want):
         assert _probs(a) == pytest.approx(_probs(b), abs=2e-4)
     # the lever changes the output here: the count bias the model's counts, the others the forced counts' mentions
     if lever.startswith("bias") != forced:
-        off = TwoStepDecoder(trained[0], trained[1], **LIMITS).decode(requests)
+        off = TwoStepDecoder(tiny_trained[0], tiny_trained[1], **LIMITS).decode(requests)
         assert [_key(r) for r in want] != [_key(r) for r in off]
     if forced and LEVERS[lever].get("dedupe_mentions"):
         assert sum(r.redecoded_mentions for r in want) > 0
 
 
 
-def test_steering_on_the_staged_graph_path(trained, requests):
+def test_steering_on_the_staged_graph_path(tiny_trained, requests):
     """On CUDA a pass replays a captured graph and the steering runs after it on the graph's kept hidden
     states; the same staging runs on the CPU without a capture: the same results as eager passes."""
-    model, enc = trained
+    model, enc = tiny_trained
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True
     levers = dict(LIMITS, **LEVERS["all"])

@@ -9,6 +9,7 @@ import pytest
 import spacy
 
 import tiny
+from tiny import ents, gold, pipeline
 from spacy_padellm.pipeline.component import DEFAULT_CONFIG, PaDeLLMNER
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.settings import DecodeSettings
@@ -17,20 +18,6 @@ from spacy_padellm.decoding.tree import TreeDecoder
 
 LEVERS = {"constrain_mentions": True, "count_bias": -1.0, "dedupe_mentions": True}
 TEXTS = [t for t, _ in tiny.SENTENCES]
-
-
-def gold(data):
-    return [[(text[s:e], label) for s, e, label in tiny.char_spans(text, mentions)] for text, mentions in data]
-
-
-def ents(doc):
-    return [(e.text, e.label_) for e in doc.ents]
-
-
-def pipeline(model, **config):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(model), **config})
-    return nlp
 
 
 @pytest.fixture(scope="module")
@@ -69,25 +56,28 @@ def test_inflight_batches_reach_the_tree_decoders(tiny_model, tmp_path):
 def test_a_lever_keeps_auto_on_the_static_engine(tiny_untrained):
     decoder = pipeline(tiny_untrained, constrain_mentions=True).get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TreeDecoder)
-    assert decoder.constrain_mentions is True and not decoder.count_bias and decoder.dedupe_mentions is False
+    levers = decoder.levers
+    assert levers.constrain_mentions is True and not levers.count_bias and levers.dedupe_mentions is False
 
 
 def test_dynamic_engine_gets_the_levers(tiny_untrained):
     nlp = pipeline(tiny_untrained, engine="dynamic", count_bias={"PER": -1}, dedupe_mentions=True, draft_tokens=0)
     decoder = nlp.get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TwoStepDecoder)
-    assert decoder.count_bias == {"PER": -1.0} and decoder.dedupe_mentions is True
-    assert decoder.constrain_mentions is False
+    levers = decoder.levers
+    assert levers.count_bias == {"PER": -1.0} and levers.dedupe_mentions is True
+    assert levers.constrain_mentions is False
 
 
 def test_static_engine_gets_the_levers(tiny_untrained):
     nlp = pipeline(tiny_untrained, engine="static", count_bias={"PER": -1}, dedupe_mentions=True, dedupe_rounds=3)
     decoder = nlp.get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TreeDecoder)
-    assert decoder.count_bias == {"PER": -1.0} and (decoder.dedupe_mentions, decoder.dedupe_rounds) == (True, 3)
-    assert decoder.constrain_mentions is False
-    variant = decoder.variant(constrain_mentions=True)
-    assert (variant.constrain_mentions, variant.count_bias, variant.dedupe_rounds) == (True, {"PER": -1.0}, 3)
+    levers = decoder.levers
+    assert levers.count_bias == {"PER": -1.0} and (levers.dedupe_mentions, levers.dedupe_rounds) == (True, 3)
+    assert levers.constrain_mentions is False
+    levers = decoder.variant(constrain_mentions=True).levers
+    assert (levers.constrain_mentions, levers.count_bias, levers.dedupe_rounds) == (True, {"PER": -1.0}, 3)
 
 
 def test_invalid_values_are_clear_errors():
@@ -118,7 +108,8 @@ def test_levers_with_reference_decoding_are_ignored_with_one_warning(tiny_model,
 def test_all_levers_keep_the_memorised_entities(levers_nlp):
     decoder = levers_nlp.get_pipe("padellm_ner").decoder
     assert isinstance(decoder, TreeDecoder)
-    assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
+    levers = decoder.levers
+    assert (levers.constrain_mentions, levers.count_bias, levers.dedupe_mentions) == (True, -1.0, True)
     assert [ents(d) for d in levers_nlp.pipe(TEXTS)] == gold(tiny.SENTENCES)
 
 
@@ -131,5 +122,6 @@ def test_levers_survive_save_and_load(levers_nlp, tmp_path):
     assert {k: ner.cfg[k] for k in LEVERS} == LEVERS
     decoder = ner.decoder
     assert isinstance(decoder, TreeDecoder)
-    assert (decoder.constrain_mentions, decoder.count_bias, decoder.dedupe_mentions) == (True, -1.0, True)
+    levers = decoder.levers
+    assert (levers.constrain_mentions, levers.count_bias, levers.dedupe_mentions) == (True, -1.0, True)
     assert [ents(d) for d in loaded.pipe(TEXTS)] == gold(tiny.SENTENCES)

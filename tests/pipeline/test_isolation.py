@@ -6,7 +6,6 @@ as the README advises."""
 import logging
 
 import pytest
-import spacy
 
 import tiny
 from adversarial import random_texts
@@ -24,18 +23,7 @@ def spans_of(doc):
 
 @pytest.fixture(scope="module")
 def nlp(tiny_model):
-    """Windows of 256 text tokens: the tiny model has 512 positions, and a window of 512 text tokens plus its
-    prompt runs past them (the window limit counts the text only)."""
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), "max_context_tokens": 256})
-    return nlp
-
-
-@pytest.fixture(scope="module")
-def wiring_nlp(tiny_untrained):
-    nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": str(tiny_untrained), "max_mention_tokens": 4})
-    return nlp
+    return tiny.pipeline(tiny_model)
 
 
 @pytest.fixture(scope="module")

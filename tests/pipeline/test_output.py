@@ -25,35 +25,52 @@ def test_doc_spans_maps_the_tokens_view_back_to_doc_offsets():
     assert text == "Jordan met Jordan in Amman ."
     stats = {}
     got = doc_spans(text, mapping, [("PER", 1, "Jordan", 0.9), ("PER", 2, "Jordan", 0.8), ("LOC", 1, "Amman", 0.7)],
-                    stats)
+                    stats, "strict")
     assert [(s.start, s.end, s.label, s.prob, s.k) for s in got] == [
         (0, 6, "PER", 0.9, 1), (12, 18, "PER", 0.8, 2), (22, 27, "LOC", 0.7, 1)]
     assert [DOC_TEXT[s.start:s.end] for s in got] == ["Jordan", "Jordan", "Amman"]
-    assert stats == {"not_found": 0, "no_free_occurrence": 0}
+    assert stats == {"not_found": 0, "no_free_occurrence": 0, "misaligned": 0}
 
 
 def test_doc_spans_maps_a_window_of_the_raw_view_back_to_doc_offsets():
     text, mapping = view("raw", 13, len(DOC_TEXT))  # "ordan in Amman .": the cut token is not in the mapping
     assert text == "ordan in Amman ."
-    got = doc_spans(text, mapping, [("LOC", 1, "Amman", 0.7), ("LOC", 2, "in Amman", 0.5)], {})
+    got = doc_spans(text, mapping, [("LOC", 1, "Amman", 0.7), ("LOC", 2, "in Amman", 0.5)], {}, "strict")
     assert [(s.start, s.end, s.label) for s in got] == [(19, 27, "LOC"), (22, 27, "LOC")]
     assert [s.mention for s in got] == ["in Amman", "Amman"]
 
 
-def test_doc_spans_snaps_a_cut_token_to_the_whole_token():
+def test_doc_spans_drops_or_widens_a_mention_cutting_a_token_by_the_alignment_mode():
     text, mapping = view("tokens")
-    got = doc_spans(text, mapping, [("LOC", 1, "Amma", 0.7)], {})
-    assert [(s.start, s.end) for s in got] == [(22, 27)]
+    stats = {}
+    assert doc_spans(text, mapping, [("LOC", 1, "Amma", 0.7)], stats, "strict") == []
+    assert stats["misaligned"] == 1
+    assert doc_spans(text, mapping, [("LOC", 1, "Amma", 0.7)], stats, "contract") == []
+    assert stats["misaligned"] == 2
+    got = doc_spans(text, mapping, [("LOC", 1, "Amma", 0.7)], stats, "expand")
+    assert [(s.start, s.end) for s in got] == [(22, 27)] and stats["misaligned"] == 2
+    got = doc_spans(text, mapping, [("LOC", 1, "in Amma", 0.7)], stats, "contract")  # "in" lies inside it
+    assert [(s.start, s.end) for s in got] == [(19, 21)]
+
+
+def test_doc_spans_maps_a_mention_inside_a_token_of_a_cjk_run():
+    doc = NLP.make_doc("東京でJapanとSyriaが。")  # two tokens: the run and "。"
+    text, mapping = model_view(doc.text, [(t.idx, t.text) for t in doc], 0, len(doc.text), "raw")
+    preds = [("LOC", 1, "Japan", 0.9), ("LOC", 2, "Syria", 0.8)]
+    stats = {}
+    assert doc_spans(text, mapping, preds, stats, "strict") == [] and stats["misaligned"] == 2
+    got = doc_spans(text, mapping, preds, stats, "expand")
+    assert [(s.start, s.end, s.label) for s in got] == [(0, 15, "LOC")]
 
 
 def test_doc_spans_adds_to_the_counters():
     text, mapping = view("tokens")
     stats = {"not_found": 2, "no_free_occurrence": 1, "windows": 1}
     got = doc_spans(text, mapping, [("PER", 1, "Bonn", 0.9), ("PER", 2, "  ", 0.9), ("LOC", 1, "Amman", 0.9),
-                                    ("LOC", 2, "Amman", 0.9)], stats)
+                                    ("LOC", 2, "Amman", 0.9), ("LOC", 3, "Amma", 0.9)], stats, "strict")
     assert len(got) == 1
     # not_found counts empty mentions too
-    assert stats == {"not_found": 4, "no_free_occurrence": 2, "windows": 1}
+    assert stats == {"not_found": 4, "no_free_occurrence": 2, "misaligned": 1, "windows": 1}
 
 
 # -- write_spans --------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """text/align.py: predicted (label, k, mention, prob) triples to character spans of the text."""
 
+import pytest
 
 from spacy_padellm.text.align import AlignedSpan, AlignStats, align_mentions, normalize
 
@@ -14,8 +15,8 @@ def tokens_of(text):
     return out
 
 
-def spans(text, preds, tokens=None):
-    found, stats = align_mentions(text, preds, tokens)
+def spans(text, preds, tokens=None, mode="expand"):
+    found, stats = align_mentions(text, preds, tokens, mode)
     return [(s.start, s.end, s.label, text[s.start:s.end]) for s in found], stats
 
 
@@ -111,6 +112,44 @@ def test_occurrences_that_snap_to_one_span_are_one_occurrence():
     got, stats = spans(text, [("X", 1, "ab", 0.9), ("X", 2, "ab", 0.8)], tokens)
     assert got == [(0, 4, "X", "abab")]
     assert stats == AlignStats(aligned=1, no_free_occurrence=1)
+
+
+def test_alignment_modes_on_a_mention_inside_a_token():
+    text = "東京でJapanとSyriaが。"
+    tokens = [(0, 15), (15, 16)]  # spaCy's English tokenizer: one token for the run, one for "。"
+    preds = [("LOC", 1, "Japan", 0.9), ("LOC", 2, "Syria", 0.8)]
+    got, stats = spans(text, preds, tokens, "strict")
+    assert got == [] and stats == AlignStats(misaligned=2)
+    got, stats = spans(text, preds, tokens, "contract")  # no token lies inside either mention
+    assert got == [] and stats == AlignStats(misaligned=2)
+    got, stats = spans(text, preds, tokens, "expand")  # both widen to the one token: one span
+    assert got == [(0, 15, "LOC", "東京でJapanとSyriaが")] and stats == AlignStats(aligned=1, no_free_occurrence=1)
+
+
+def test_alignment_modes_on_a_mention_cutting_tokens():
+    text = "The Ladkis met Peter Blackburnes ."
+    tokens = tokens_of(text)
+    pred = [("PER", 1, "Peter Blackburn", 0.9)]
+    assert spans(text, pred, tokens, "strict") == ([], AlignStats(misaligned=1))
+    assert spans(text, pred, tokens, "contract") == ([(15, 20, "PER", "Peter")], AlignStats(aligned=1))
+    assert spans(text, pred, tokens, "expand") == ([(15, 32, "PER", "Peter Blackburnes")], AlignStats(aligned=1))
+
+
+def test_every_mode_prefers_an_occurrence_on_token_boundaries():
+    text = "Jordanian troops left Jordan ."
+    for mode in ("strict", "contract", "expand"):
+        got, stats = spans(text, [("LOC", 1, "Jordan", 0.9)], tokens_of(text), mode)
+        assert got == [(22, 28, "LOC", "Jordan")] and stats.misaligned == 0
+
+
+def test_strict_and_contract_apply_only_with_tokens():
+    got, stats = spans("東京でJapan", [("LOC", 1, "Japan", 0.9)], None, "strict")
+    assert got == [(3, 8, "LOC", "Japan")] and stats.misaligned == 0
+
+
+def test_unknown_alignment_mode_is_an_error():
+    with pytest.raises(ValueError, match="strict, contract, expand"):
+        align_mentions("a", [], [(0, 1)], "nearest")
 
 
 # -- repeated mentions and reading order --------------------------------------------------------------------

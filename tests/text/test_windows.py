@@ -63,6 +63,22 @@ def test_sentences_are_packed_greedily():
     assert make_windows(text, sents, [], len, 16) == [(0, 11), (12, 17)]
 
 
+def test_max_sentences_bounds_the_sentences_of_a_window():
+    text = "Aa b. Cc d. Ee f."
+    sents = [(0, 5), (6, 11), (12, 17)]
+    assert make_windows(text, sents, [], len, 100, max_sentences=1) == sents
+    assert make_windows(text, sents, [], len, 100, max_sentences=2) == [(0, 11), (12, 17)]
+    assert make_windows(text, sents, [], len, 100, max_sentences=3) == [(0, 17)]
+    assert make_windows(text, sents, [], len, 10, max_sentences=2) == sents  # the length still bounds it
+    assert make_windows(text, sents, [], len, 100) == [(0, 17)]
+
+
+def test_pieces_of_a_long_sentence_count_as_sentences():
+    text = "aaa bbb ccc ddd . e ."
+    toks = [t[:2] for t in tokens_of(text)]
+    assert make_windows(text, [(0, 17), (18, 21)], toks, len, 8, max_sentences=1) == [(0, 7), (8, 15), (16, 17), (18, 21)]
+
+
 def test_length_is_measured_by_length_fn():
     text = "a b c . d e . f g h i ."
     toks = tokens_of(text)

@@ -5,7 +5,8 @@ its parent's tokens as they were when it was forked, plus its own: a document's 
 root, and everything decoded after it forks from there, so the text's keys and values exist once per
 document (prefix sharing without copying). A rejected guess is taken back by ``forget``-ting its columns.
 All branches of all rows advance together in one forward pass; a row whose branches no longer feed tokens
-drops out, and the cache rows still in use are compacted to the front when enough have finished.
+drops out, and the cache rows still in use are compacted to the front when enough have finished (not on the
+CPU's segmented layout, where a row that feeds nothing costs a pass nothing: ``StaticLM.compacts``).
 
 Host-side work is kept small, since the model's passes are short: the queue of a pass is kept flat and
 ``TreeBatch.launch`` lays the pass out with whole-array numpy operations; a fixed tree of chains fed under
@@ -295,7 +296,7 @@ class TreeBatch:
         rows = sorted(set(q_row), key=lambda r: slot[r])
         self._live = rows
         B = slot[rows[-1]] + 1
-        if B > len(rows) and (B - len(rows)) * 4 >= B:  # a quarter or more of the slots are done
+        if self.lm.compacts and B > len(rows) and (B - len(rows)) * 4 >= B:  # a quarter or more of the slots are done
             self._compact(rows)
             B = len(rows)
         lm = self.lm

@@ -29,6 +29,7 @@ from ..constraints import MentionTrie
 from ..counts import read_count
 from ..gc_pause import gc_paused
 from ..heap import trim_heap
+from ..levers import Levers
 from ..settings import DecodeSettings
 from ..static_lm import StaticLM, bucket
 from ..types import DecoderStats, DocRequest, DocResult, MentionPrediction
@@ -37,7 +38,7 @@ from .batch import TreeBatch, _Subtree
 from .drafts import (MentionDrafter, count_chains, count_draft_cols, count_subtree, feed_count_draft,
                      feed_count_drafts, span_drafts_of, span_starts, within_budget)
 from .generate import GenerateMixin
-from .levers import BatchLevers, levers_on
+from .levers import BatchLevers
 from .scheduler import chunks, drive
 
 __all__ = ["TreeDecoder"]
@@ -82,7 +83,8 @@ class TreeDecoder(GenerateMixin):
         """``settings`` (default ``DecodeSettings()``) with ``changes`` applied; ``model``: the transformers
         model whose weights ``lm`` uses (for other decoders, e.g. the benchmark's plain one);
         ``mention_trie_options``: ``constraints.MentionTrie.build``'s options for the constrained mentions. The
-        settings are copied to plain attributes, which may be changed on a live decoder."""
+        settings are copied to plain attributes and the levers to ``levers`` (a ``Levers``), which may be changed
+        on a live decoder."""
         s = (settings or DecodeSettings()).replace(**changes)
         self.settings = s
         self.lm = lm
@@ -93,13 +95,7 @@ class TreeDecoder(GenerateMixin):
         self.max_mention_tokens = s.max_mention_tokens
         self.max_batch_docs = s.max_batch_rows  # a document is one cache row
         self.max_batch_tokens = s.max_batch_tokens
-        # The decoding levers (levers.py), as the dynamic engine reads them.
-        self.constrain_mentions = s.constrain_mentions
-        self.count_bias = s.count_bias
-        self.mention_trie_options = dict(mention_trie_options or {})
-        self.dedupe_mentions = s.dedupe_mentions
-        self.dedupe_rounds = s.dedupe_rounds
-        self.dedupe_min_prob = s.dedupe_min_prob
+        self.levers = Levers.of(s, mention_trie_options)  # the decoding levers (levers.py), read at every decode
         self.draft_tokens = s.draft_tokens
         self.max_drafts = s.max_drafts
         # Drafts cut sequential passes (latency) but make every pass wider (more tokens, more mask columns),
@@ -163,18 +159,16 @@ class TreeDecoder(GenerateMixin):
                  "draft_max_docs": "draft_max_docs", "count_drafts": "count_drafts", "span_drafts": "span_drafts",
                  "span_draft_tokens": "span_draft_tokens", "span_draft_budget": "span_draft_budget",
                  "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate",
-                 "max_cache_mb": "max_cache_mb",
-                 "constrain_mentions": "constrain_mentions", "count_bias": "count_bias",
-                 "dedupe_mentions": "dedupe_mentions", "dedupe_rounds": "dedupe_rounds",
-                 "dedupe_min_prob": "dedupe_min_prob"}
+                 "max_cache_mb": "max_cache_mb"}
 
     def variant(self, **changes) -> "TreeDecoder":
         """A decoder with this one's settings (as its attributes are now) but ``changes`` (settings keys), on the
         same weights and the same KV caches (so a variant costs no GPU memory of its own; the two must not decode
         at the same time)."""
-        current = self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()})
+        current = self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()},
+                                        **self.levers.settings())
         other = TreeDecoder(self.lm, self.encoder, current.replace(**changes), model=self.model,
-                            mention_trie_options=self.mention_trie_options)
+                            mention_trie_options=self.levers.trie_options)
         other._pools = self._pools
         return other
 
@@ -304,6 +298,7 @@ class TreeDecoder(GenerateMixin):
         texts = [req.text for req in requests]
         tb, counts = self._first_pass(lm, requests, prefixes, cols_hint, texts, spans, drafting)
         out = yield tb
+        dedupe = tb.levers is not None and tb.levers.levers.dedupe_mentions
         mentions: List[_Mention] = []
         while True:
             next_counts: List[_Count] = []
@@ -315,10 +310,10 @@ class TreeDecoder(GenerateMixin):
             finished: List[_Mention] = []
             for m in mentions:
                 self._advance_mention(tb, m, out, results, next_mentions, finished)
-            if tb.levers is None or not tb.levers.dedupe:
-                self._record_mentions(finished, results)
-            else:
+            if dedupe:
                 waiting += self._dedupe(tb, finished, results)
+            else:
+                self._record_mentions(finished, results)
             self._feed_mentions(tb, next_mentions, texts, drafting)
             mentions = next_mentions + waiting
             if not counts and not mentions:
@@ -337,8 +332,9 @@ class TreeDecoder(GenerateMixin):
             cols_hint += self._draft_cols(max(len(req.labels) for req in requests), len(requests))
         chains = self._count_chains() if drafting else []
         spans = self._batch_spans(requests, texts, spans, chains)
-        lev = BatchLevers(self, texts) if levers_on(self) else None
-        if lev is not None and lev.constrain:  # a span draft's part that leaves the trie could never be confirmed
+        lev = BatchLevers(self, texts) if self.levers.on else None
+        if lev is not None and lev.levers.constrain_mentions:
+            # a span draft's part that leaves the trie could never be confirmed
             spans = [[d for d in (lev.cut(lev.trie(i), MentionTrie.root, s) for s in found) if d]
                      for i, found in enumerate(spans)]
         # branches of pass 1 and a few more: a root and a branch per label, with each label's count drafts

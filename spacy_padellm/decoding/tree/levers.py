@@ -19,16 +19,9 @@ import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..constraints import MentionTrie, redecode_plan
-from ..counts import build_trie, count_bias_for, zero_count_token
+from ..counts import count_bias_for, zero_count_token
 
-__all__ = ["BatchLevers", "levers_on"]
-
-
-def levers_on(decoder) -> bool:
-    """Whether any lever of ``decoder`` (its plain attributes, read at every call) is on."""
-    bias = decoder.count_bias
-    return bool(decoder.constrain_mentions or decoder.dedupe_mentions
-                or any((bias.values() if isinstance(bias, dict) else [bias])))
+__all__ = ["BatchLevers"]
 
 
 class _Group:
@@ -47,18 +40,13 @@ class _Group:
 
 
 class BatchLevers:
-    """The levers of one batch of ``texts``, with the decoder's settings as they are when the batch starts."""
+    """The levers of one batch of ``texts``, with the decoder's levers as they are when the batch starts."""
 
     def __init__(self, decoder, texts: Sequence[str]):
         self.decoder = decoder
         self.encoder = decoder.encoder
         self.texts = texts
-        self.constrain = decoder.constrain_mentions
-        self.count_bias = decoder.count_bias
-        self.dedupe = decoder.dedupe_mentions
-        self.rounds = decoder.dedupe_rounds
-        self.min_prob = decoder.dedupe_min_prob
-        self.options = dict(decoder.mention_trie_options)
+        self.levers = decoder.levers  # a ``Levers`` (frozen: the batch keeps these)
         self.zero = zero_count_token(self.encoder)
         self._tries: Dict[Tuple[int, Tuple[str, ...]], MentionTrie] = {}
         self._groups: Dict[Tuple[int, str], _Group] = {}
@@ -70,13 +58,12 @@ class BatchLevers:
         """The mention trie of document ``doc``'s text, less ``exclude`` (built once per batch)."""
         key = (doc, exclude)
         if key not in self._tries:
-            options = dict(self.options, exclude=exclude) if exclude else self.options
-            self._tries[key] = build_trie(self.texts[doc], self.encoder, options)
+            self._tries[key] = self.levers.trie(self.texts[doc], self.encoder, exclude)
         return self._tries[key]
 
     def mention_trie(self, doc: int) -> Optional[MentionTrie]:
         """The trie a first decoding of a mention of ``doc`` is held to (None: unconstrained)."""
-        return self.trie(doc) if self.constrain else None
+        return self.trie(doc) if self.levers.constrain_mentions else None
 
     def cut(self, trie: Optional[MentionTrie], node: Optional[int], draft: Sequence[int]) -> List[int]:
         """The part of ``draft`` the trie allows after ``node`` (all of it when unconstrained)."""
@@ -93,7 +80,7 @@ class BatchLevers:
     # -- steering (by handle, on the pass being queued) --
 
     def steer_count(self, tb, handle: int, label: str) -> None:
-        bias = count_bias_for(self.count_bias, label)
+        bias = count_bias_for(self.levers.count_bias, label)
         if bias:
             tb.steering.bias(handle, self.zero, bias)
 
@@ -132,7 +119,7 @@ class BatchLevers:
         count's; None for a mention decoded again, whose count's group exists)."""
         m.trie = trie
         m.node = trie.root if trie is not None else None
-        if self.dedupe:
+        if self.levers.dedupe_mentions:
             group = self._groups.get((m.doc, m.label))
             if group is None:
                 group = self._groups[(m.doc, m.label)] = _Group(parent)
@@ -140,7 +127,7 @@ class BatchLevers:
 
     def ended(self, m, done: bool) -> None:
         """Mention ``m`` ended: with EOS (``done``) or cut at ``max_mention_tokens``."""
-        if not self.dedupe:
+        if not self.levers.dedupe_mentions:
             return
         group = self._groups[(m.doc, m.label)]
         group.latest[m.k] = m
@@ -162,13 +149,13 @@ class BatchLevers:
             res = results[any_m.doc]
             for k in group.redo:
                 m = group.latest[k]
-                if group.ended[k] and math.exp(m.lp) < self.min_prob:
+                if group.ended[k] and math.exp(m.lp) < self.levers.dedupe_min_prob:
                     group.dropped.add(k)
                     res.redecoded_dropped += 1
             group.redo = []
             kept = [k for k in sorted(group.latest) if group.ended[k] and k not in group.dropped]
             redo, exclude = [], ()
-            if group.rounds < self.rounds:
+            if group.rounds < self.levers.dedupe_rounds:
                 texts = self.decoder.mention_texts([group.latest[k] for k in kept])
                 redo, claimed = redecode_plan(self.texts[any_m.doc],
                                               [(k, t, group.latest[k].lp) for k, t in zip(kept, texts)])

@@ -1,0 +1,66 @@
+"""int8 weights for the static engine on the CPU (the ``quantize`` setting).
+
+The attention projections and the MLP's gate and up projections of every decoder layer (after a LoRA adapter
+has been merged into them) are quantized to int8 once, symmetric per output channel, and run as dynamically
+quantized matrix products: each call quantizes its activations to 7 bits with one range of their own (PyTorch's
+quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them on x86; 8 bits overflow the
+kernels' 16-bit sums there). The MLP's down projection, the embedding, the norms and the LM head stay in
+float32, so the log-probabilities that choose every token are computed at full precision from the last hidden
+state. It is not exact: entities can change (docs/results-speed.md has the F1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .architectures import Layer
+from .settings import QUANTIZATIONS
+
+__all__ = ["QUANTIZATIONS", "Int8Weight", "linear", "quantize_layers"]
+
+# The matrices of a layer that are quantized. Not the MLP's down projection: its inputs (gate x up) carry outlier
+# activations that one 8-bit range per pass cannot hold (quantized too, half of 48 CoNLL03 test sentences changed
+# entities on SmolLM2-135M; without it, 5).
+_WEIGHTS = ("wqkv", "wo", "wgu")
+
+
+class Int8Weight:
+    """A (out, in) float weight as int8 per output channel, packed for PyTorch's dynamic quantized linear."""
+
+    def __init__(self, weight: torch.Tensor):
+        if not hasattr(torch.ops.quantized, "linear_dynamic"):
+            raise ValueError("quantize 'int8' needs PyTorch's quantized CPU kernels (torch.ops.quantized."
+                             "linear_dynamic), which this build of torch does not have")
+        w = weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127.5).clamp_min(1e-12).double()
+        with warnings.catch_warnings():  # quantized tensors are deprecated; the packed kernels are not
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(w, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(q, None)
+        self.shape = tuple(weight.shape)
+        self.nbytes = w.numel() + 8 * len(scale)
+
+    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # reduce_range: 7-bit activations, as quantize_dynamic runs them on x86 (no overflow in the int16 sums)
+        y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        return y if bias is None else y + bias
+
+
+def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear`` for a float weight or an ``Int8Weight``."""
+    if isinstance(weight, torch.Tensor):
+        return F.linear(x, weight, bias)
+    return weight.linear(x, bias)
+
+
+def quantize_layers(layers: List[Layer], method: str) -> List[Layer]:
+    """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``)."""
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    return [dataclasses.replace(layer, **{name: Int8Weight(getattr(layer, name)) for name in _WEIGHTS})
+            for layer in layers]

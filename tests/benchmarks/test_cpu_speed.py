@@ -1,0 +1,62 @@
+"""``python benchmarks/cpu_speed.py`` on the tiny memorised model: gold read from PaDeLLM JSONL, every variant scored."""
+
+import json
+import sys
+from pathlib import Path
+
+import tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
+
+from cpu_speed import load_conll03, main, span_f1  # noqa: E402
+
+
+def _jsonl(path: Path) -> Path:
+    """tiny.SENTENCES as CoNLL03 PaDeLLM JSONL: token offsets, end inclusive."""
+    lines = []
+    for text, mentions in tiny.SENTENCES:
+        tokens = text.split(" ")
+        rec, used = [text], set()
+        for mention, label in mentions:  # a repeated mention: its next occurrence
+            words = mention.split(" ")
+            start = next(i for i in range(len(tokens)) if tokens[i: i + len(words)] == words and i not in used)
+            used.add(start)
+            rec.append([start, start + len(words) - 1, mention, label])
+        lines.append(json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n", encoding="utf8")
+    return path
+
+
+def test_gold_spans_and_scores(tmp_path):
+    gold = load_conll03(_jsonl(tmp_path / "t.jsonl"), 100)
+    assert len(gold) == len(tiny.SENTENCES)
+    for (text, spans), (_, mentions) in zip(gold, tiny.SENTENCES):
+        assert sorted((text[s:e], label) for s, e, label in spans) == sorted(mentions)
+
+    class Ent:
+        def __init__(self, start, end, label):
+            self.start_char, self.end_char, self.label_ = start, end, label
+
+    class Doc:
+        def __init__(self, ents):
+            self.ents = ents
+
+    first = gold[0][1]
+    preds = [Doc([Ent(*first[0]), Ent(0, 1, "PER")])] + [Doc([]) for _ in gold[1:]]
+    n_gold = sum(len(spans) for _, spans in gold)
+    assert span_f1(preds, gold) == {"p": 0.5, "r": round(1 / n_gold, 4),
+                                    "f": round(2 * 0.5 * (1 / n_gold) / (0.5 + 1 / n_gold), 4)}
+
+
+def test_variants_side_by_side(tiny_model, tmp_path):
+    out = tmp_path / "cpu.json"
+    assert main(["--model", str(tiny_model), "--data", str(_jsonl(tmp_path / "t.jsonl")), "--docs", "6",
+                 "--chunk", "4", "--variants", "bucketed,fp32,int8", "--output", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert list(results) == ["bucketed", "fp32", "int8"] and report["docs"] == 6 and report["baseline"] == "bucketed"
+    assert all(r["sentences"] == 6 and r["sentences_per_s"] > 0 for r in results.values())
+    assert results["fp32"]["span"] == results["bucketed"]["span"] and results["fp32"]["span"]["f"] > 0.9
+    assert results["bucketed"]["speedup"] == 1.0
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert main(["--variants", "fp64"]) == 1

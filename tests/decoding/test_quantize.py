@@ -1,0 +1,78 @@
+"""``quantize`` "int8": the static engine's layer matrices in int8 on the CPU, close to float32, refused elsewhere."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tiny
+from spacy_padellm.decoding.factory import build_decoder
+from spacy_padellm.decoding.quantize import Int8Weight, linear, quantize_layers
+from spacy_padellm.decoding.settings import DecodeSettings, SettingsError
+from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.decoding.types import DocRequest
+from spacy_padellm.loading import load_model, resolve_model
+from spacy_padellm.text.protocol import PromptEncoder
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model):
+    model, tokenizer = load_model(resolve_model(str(tiny_model)), device="cpu")
+    return model.eval(), PromptEncoder(tokenizer)
+
+
+def test_int8_linear_is_close_to_float():
+    torch.manual_seed(0)
+    w, x, b = torch.randn(96, 64) * 0.05, torch.randn(7, 64), torch.randn(96)
+    q = Int8Weight(w)
+    want = F.linear(x, w, b)
+    err = (linear(x, q, b) - want).abs().max() / want.abs().max()
+    assert err < 0.03
+    assert torch.equal(linear(x, w, b), want)  # a float weight is F.linear itself
+    assert q.shape == (96, 64) and q.nbytes < w.numel() * 4 // 3
+
+
+def test_quantize_replaces_the_layer_matrices_only(trained):
+    model, _ = trained
+    lm = StaticLM.from_hf(model)
+    before = lm.weight_bytes
+    layers = lm.layers
+    lm.quantize("int8")
+    assert lm.layers is not layers and all(isinstance(l.wqkv, Int8Weight) and isinstance(l.wgu, Int8Weight)
+                                           and l.wd is m.wd for l, m in zip(lm.layers, layers))
+    assert all(l.ln1 is m.ln1 for l, m in zip(lm.layers, layers)) and isinstance(lm.lm_head, torch.Tensor)
+    assert lm.weight_bytes < before
+    assert lm.twin().layers is lm.layers
+    with pytest.raises(ValueError, match="unknown quantization"):
+        quantize_layers(layers, "int4")
+
+
+def test_int8_decoding_finds_the_same_entities(trained):
+    """On the tiny trained model, int8 weights decode the training sentences' entities as float32 does."""
+    model, enc = trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    limits = DecodeSettings(max_count=5, max_mention_tokens=8)
+    got = {}
+    for quantize in (None, "int8"):
+        decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
+        got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
+        probs = [p.prob for r in decoder.decode(requests) for p in r.predictions]
+        assert all(0.0 < p <= 1.0 for p in probs)
+    assert got["int8"] == got[None]
+    assert isinstance(decoder.lm.layers[0].wo, Int8Weight)
+
+
+def test_quantize_needs_the_static_engine_on_the_cpu(trained):
+    model, enc = trained
+    with pytest.raises(SettingsError, match="quantize"):
+        DecodeSettings(quantize="int4")
+    for settings, decoding in ((DecodeSettings(quantize="int8", engine="dynamic"), "padellm"),
+                               (DecodeSettings(quantize="int8"), "reference")):
+        with pytest.raises(ValueError, match="static engine only"):
+            build_decoder(model, enc, settings, decoding)
+    lm = StaticLM.random(hidden=32, layers=1, n_heads=2, n_kv_heads=1, intermediate=64, vocab=50, device="cpu",
+                         dtype=torch.float32)
+    lm.device = torch.device("meta")  # stands for a GPU: only the device type is read
+    with pytest.raises(ValueError, match="CPU only"):
+        lm.quantize("int8")
+    assert np.isfinite(lm.weight_bytes)
