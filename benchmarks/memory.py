@@ -156,10 +156,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def write_run(path: Path, run: Dict[str, Any]) -> None:
     """Add ``run`` to the JSON's ``runs``, replacing a run of the same label (so runs of two versions of the
     code can sit side by side)."""
-    runs = json.loads(path.read_text(encoding="utf8")).get("runs", []) if path.exists() else []
-    runs = [r for r in runs if r.get("label") != run["label"] or run["label"] is None] + [run]
+    report = json.loads(path.read_text(encoding="utf8")) if path.exists() else {}
+    runs = [r for r in report.get("runs", []) if r.get("label") != run["label"] or run["label"] is None]
+    report["runs"] = runs + [run]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n", encoding="utf8")
+    path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf8")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 transformers de-quantises a GGUF file tensor by tensor in Python each time it loads one, which takes most of a
 model's load time. The first load of a file writes the result (``config.json`` and ``model.safetensors``, as
 ``save_pretrained`` writes them) into a cache folder; a later load of the same file in the same dtype with the
-same transformers version reads that instead. An entry is keyed by the GGUF file's resolved path, size and
-modification time, the dtype and the transformers version; writing an entry removes the entries of an older
-version of the same file.
+same transformers version reads that instead. An entry is keyed by the GGUF file's size, modification time and a
+hash of 16 pieces of its bytes, the dtype and the transformers version, not by its path: the copy of the file in
+a pipeline saved with ``nlp.to_disk`` (which keeps the modification time) uses the same entry. Writing an entry
+removes the entries written for an older version of the file at the same path.
 
 The cache folder is ``$SPACY_PADELLM_CACHE`` if set (``off``: no cache), else ``$XDG_CACHE_HOME/spacy_padellm``,
 else ``~/.cache/spacy_padellm``; entries go in its ``gguf/`` folder. Nothing is ever written next to the GGUF
@@ -30,6 +31,7 @@ logger = logging.getLogger("spacy_padellm")
 
 CACHE_ENV = "SPACY_PADELLM_CACHE"
 MARKER = "padellm-gguf.json"  # written last: an entry without it is incomplete
+SAMPLE_PIECES = 16  # pieces of 64 KiB of a GGUF file hashed into its key
 _OFF = ("off", "0", "false", "no", "none")
 
 
@@ -42,13 +44,27 @@ def cache_root() -> Optional[Path]:
     return Path(base) / "spacy_padellm"
 
 
+def _sample(gguf: Path, pieces: int = SAMPLE_PIECES, piece: int = 1 << 16) -> str:
+    """A hash of ``pieces`` evenly spaced pieces of the file, its first and last bytes among them (reads about
+    1 MiB whatever the file's size)."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for i in range(pieces):
+            f.seek(max(0, size - piece) * i // (pieces - 1))
+            digest.update(f.read(piece))
+    return digest.hexdigest()
+
+
 def _source(gguf: Path, dtype: Any) -> Dict[str, Any]:
-    """What an entry is keyed by: the file as it is now, the dtype, the transformers version."""
+    """What an entry is keyed by: the file's size, modification time and sampled bytes (not its path, so that a
+    copy that keeps its modification time, such as the one ``nlp.to_disk`` writes, shares the entry), the dtype
+    and the transformers version; and the path that wrote it (to find the entries of older versions)."""
     import transformers
 
     stat = gguf.stat()
     return {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "dtype": str(dtype), "transformers": transformers.__version__}
+            "sample": _sample(gguf), "dtype": str(dtype), "transformers": transformers.__version__}
 
 
 def entry_folder(gguf: Path, dtype: Any) -> Optional[Path]:
@@ -56,8 +72,9 @@ def entry_folder(gguf: Path, dtype: Any) -> Optional[Path]:
     root = cache_root()
     if root is None:
         return None
-    key = hashlib.sha256(json.dumps(_source(gguf, dtype), sort_keys=True).encode("utf8")).hexdigest()[:24]
-    return root / "gguf" / f"{gguf.stem}-{key}"
+    keyed = {k: v for k, v in _source(gguf, dtype).items() if k != "gguf"}
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode("utf8")).hexdigest()[:24]
+    return root / "gguf" / key
 
 
 def load_cached(gguf: Path, dtype: Any, trust_remote_code: bool = False):
@@ -114,7 +131,7 @@ def _write(model, folder: Path, source: Dict[str, Any]) -> Optional[Path]:
 
 
 def _remove_older(kept: Path, source: Dict[str, Any]) -> None:
-    """Remove the entries of the same file (dtype, transformers version) whose size or modification time differ."""
+    """Remove the entries written for the same path (dtype, transformers version) from a file that has changed."""
     for marker in kept.parent.glob(f"*/{MARKER}"):
         if marker.parent == kept:
             continue
@@ -123,5 +140,5 @@ def _remove_older(kept: Path, source: Dict[str, Any]) -> None:
         except (OSError, ValueError):
             continue
         same = all(other.get(key) == source[key] for key in ("gguf", "dtype", "transformers"))
-        if same and (other.get("size"), other.get("mtime_ns")) != (source["size"], source["mtime_ns"]):
+        if same and any(other.get(key) != source[key] for key in ("size", "mtime_ns", "sample")):
             shutil.rmtree(marker.parent, ignore_errors=True)

@@ -52,6 +52,14 @@ def test_second_load_reads_the_cache_with_the_same_weights(gguf_file, cache, mon
         assert torch.equal(first(ids).logits, second(ids).logits)
 
 
+def test_a_copy_that_keeps_its_modification_time_shares_the_entry(gguf_file, cache, tmp_path, monkeypatch):
+    load_base_model(resolve_model(str(gguf_file)), torch.float32)
+    copy = shutil.copy2(gguf_file, tmp_path / "base.gguf")  # as nlp.to_disk copies a GGUF base
+    _never_dequantised(monkeypatch)
+    load_base_model(resolve_model(str(copy)), torch.float32)
+    assert len(_entries(cache)) == 1
+
+
 def test_each_dtype_has_its_own_entry(gguf_file, cache):
     source = resolve_model(str(gguf_file))
     load_base_model(source, torch.float32)

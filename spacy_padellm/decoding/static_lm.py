@@ -56,6 +56,8 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
+LOGIT_ROWS = 128  # on the CPU, a pass's logits are computed this many predictions at a time
+
 FINE_FROM = 256  # above this, a single-row pass's width is rounded up to a multiple of FINE_FROM // 2, not a power of two
 
 
@@ -419,6 +421,15 @@ class StaticLM:
                 x = _add_linear(x, self.act(gate) * up, layer.wd, None)
         hidden = self._rms(x.index_select(0, out), self.norm)
         self.last_hidden = hidden  # what a steered pass reads its logits from again (``Steering``)
+        if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
+            return self._greedy(hidden)
+        # On the CPU in blocks of rows: a pass that wants many predictions (every mention tag of a batch) would
+        # otherwise hold a vocabulary-wide row of logits, and its exponentials, for each of them at once.
+        parts = [self._greedy(hidden[i: i + LOGIT_ROWS]) for i in range(0, hidden.shape[0], LOGIT_ROWS)]
+        return torch.cat([tok for tok, _ in parts]), torch.cat([logp for _, logp in parts])
+
+    def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The argmax token after each final hidden state, and its log-probability."""
         logits = self.logits(hidden)
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
