@@ -23,6 +23,7 @@ def assemble(model: str, output: str, lang: str = None, spans_key: str = None, n
     nlp.meta["description"] = "PaDeLLM-NER (parallel decoding LLM NER) built with spacy-padellm"
     if meta.get("dev_scores"):
         nlp.meta["performance"] = meta["dev_scores"]
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(output)
     return Path(output)
 

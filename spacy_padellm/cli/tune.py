@@ -49,6 +49,7 @@ def save_pipeline(model: str, output: str, settings: Mapping[str, Any], lang=Non
     from .assemble import assemble
     from ..pipeline.load import load_pipeline
 
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     if (Path(model) / "config.cfg").exists():
         load_pipeline(model, config=settings).to_disk(output)
         return Path(output)

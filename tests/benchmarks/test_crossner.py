@@ -51,7 +51,8 @@ def crossner_run(tiny_base, tmp_path_factory):
     argv = ["--base", str(tiny_base), "--data", str(tmp / "raw"), "--out", str(out), "--gpu-id", "-1",
             "--max-minutes", "5", "--domains", "ai,music,politics",
             "--set", "training.method=full", "--set", "training.max_steps=300", "--set", "training.batch_size=16",
-            "--set", "training.lr=0.003", "--set", "training.warmup_ratio=0", "--set", "training.eval_every=150"]
+            "--set", "training.lr=0.003", "--set", "training.warmup_ratio=0", "--set", "training.eval_every=150",
+            "--candidate", "fast", "--candidate", "slow=training.lr=0.00001,training.max_steps=150", "--tune"]
     code = main(argv)
     return code, out, json.loads((out / "crossner.json").read_text())
 
@@ -68,8 +69,24 @@ def test_each_domain_is_converted_trained_and_scored(crossner_run):
         assert row["p"] == row["r"] == row["f"] == 1.0  # the tiny sentences memorised
         assert row["tp"] == row["pred"] == N_GOLD
         assert row["steps"] == 300 and row["best_step"] in (150, 300)
-        assert json.loads((out / "training" / domain / "best" / "padellm.json").read_text())["labels"] == labels
+        assert json.loads((out / "training" / "fast" / domain / "best" / "padellm.json").read_text())["labels"] == labels
+        assert row["tuned_dev_f"] == 1.0 and row["variant"] and set(row["count_bias"]) <= set(labels)
+        assert report["untuned"]["domains"][domain]["f"] == 1.0
     assert report["average"]["micro"] == {"p": 1.0, "r": 1.0, "f": 1.0}
+
+
+def test_candidates_train_at_once_and_the_best_on_dev_is_scored(crossner_run):
+    """Both candidates train on every domain; the one that memorised dev is chosen; only it reaches the test
+    split (metrics hold one plain and one tuned score per domain, nothing of the other candidate)."""
+    _, out, report = crossner_run
+    fast, slow = report["candidates"]["fast"], report["candidates"]["slow"]
+    assert set(fast["dev_f"]) == set(slow["dev_f"]) == {"ai", "music"}
+    assert fast["mean_dev_f"] == 1.0 > slow["mean_dev_f"] and report["chosen"] == "fast"
+    assert "training.max_steps=150" in slow["overrides"] and "training.lr=0.003" in slow["overrides"]
+    assert (out / "training" / "slow" / "ai" / "summary.json").exists()
+    assert sorted(p.name for p in (out / "metrics").iterdir()) == [
+        "ai.test.json", "ai.tuned.test.json", "music.test.json", "music.tuned.test.json"]
+    assert (out / "tuned" / "ai" / "tune.json").exists()
 
 
 def test_failures_and_outputs_are_reported(crossner_run):
