@@ -127,6 +127,29 @@ def _model_view(doc: Doc, text_format: str) -> Tuple[str, List[Tuple[int, int, i
     return model_view(doc.text, tokens, start, end, text_format)
 
 
+def _check_window_sentences(value: Optional[int]) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"[spacy_padellm.NER] 'window_sentences' must be null or a positive integer, got {value!r}")
+    return value
+
+
+def _sentences(doc: Doc) -> List[Tuple[int, int]]:
+    """The doc's sentences as character offsets: ``doc.sents`` when set, else sentence-final punctuation."""
+    if doc.has_annotation("SENT_START"):
+        return [(s.start_char, s.end_char) for s in doc.sents]
+    return sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
+
+
+def _slices(doc: Doc, starts: Sequence[int]) -> List[Doc]:
+    """``doc`` cut before the tokens that begin at the character offsets ``starts``: consecutive token slices
+    covering it (the doc itself when there is nothing to cut)."""
+    first_token = {t.idx: t.i for t in doc}
+    bounds = sorted({0} | {first_token[start] for start in starts if start in first_token}) + [len(doc)]
+    if len(bounds) == 2:
+        return [doc]
+    return [doc[a:b].as_doc(copy_user_data=True) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 class PaDeLLMTask:
     """PaDeLLM-NER as a spacy-llm task (a sharding, labelled, scorable, serialisable task)."""
 
@@ -142,6 +165,7 @@ class PaDeLLMTask:
         shard_mapper: Optional[ShardMapper] = None,
         scorer: Optional[Callable[..., Dict[str, Any]]] = None,
         alignment_mode: str = "strict",
+        window_sentences: Optional[int] = 1,
     ):
         if text_format not in _TEXT_FORMATS:
             raise ValueError(f"[spacy_padellm.NER] 'text_format' must be 'raw' or 'tokens', got {text_format!r}")
@@ -149,6 +173,7 @@ class PaDeLLMTask:
             self._alignment_mode = check_alignment_mode(alignment_mode)
         except ValueError as err:
             raise ValueError(f"[spacy_padellm.NER] {err}") from None
+        self._window_sentences = _check_window_sentences(window_sentences)
         if isinstance(labels, str) or not all(isinstance(x, str) and x.strip() for x in labels):
             raise ValueError(f"[spacy_padellm.NER] 'labels' must be a list of non-empty strings, got {labels!r}")
         try:
@@ -244,10 +269,18 @@ class PaDeLLMTask:
                 + template.count.format(n=99) + template.mention.format(k=99))
 
     def _shards(self, doc: Doc, i_doc: int, context_length: Optional[int]) -> List[Doc]:
-        """The doc itself, or shards of whole sentences whose longest prompt fits ``context_length`` words.
+        """The doc itself, or shards of whole sentences: at most ``window_sentences`` sentences each, and each
+        with a longest prompt that fits ``context_length`` words.
 
         The shards are consecutive token slices covering the whole doc, so they fuse back into its text.
         """
+        if not doc.text.strip():
+            return [doc]
+        groups = _slices(doc, [start for start, _ in _sentences(doc)[::self._window_sentences or len(doc) + 1]])
+        return [shard for group in groups for shard in self._fitting(group, i_doc, context_length)]
+
+    def _fitting(self, doc: Doc, i_doc: int, context_length: Optional[int]) -> List[Doc]:
+        """The doc itself, or shards of whole sentences whose longest prompt fits ``context_length`` words."""
         if context_length is None or not doc.text.strip():
             return [doc]
         if self._shard_mapper is not None:
@@ -259,16 +292,9 @@ class PaDeLLMTask:
 
         if length(doc.text) <= context_length:
             return [doc]
-        if doc.has_annotation("SENT_START"):
-            sents = [(s.start_char, s.end_char) for s in doc.sents]
-        else:
-            sents = sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
         tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
-        windows = make_windows(doc.text, sents, tokens, length, context_length)
-        first_token = {t.idx: t.i for t in doc}
-        starts = sorted({0} | {first_token[start] for start, _ in windows[1:] if start in first_token})
-        bounds = starts + [len(doc)]
-        return [doc[a:b].as_doc(copy_user_data=True) for a, b in zip(bounds, bounds[1:]) if b > a]
+        windows = make_windows(doc.text, _sentences(doc), tokens, length, context_length)
+        return _slices(doc, [start for start, _ in windows])
 
     def generate_prompts(
         self, docs: Iterable[Doc], context_length: Optional[int] = None
@@ -374,6 +400,7 @@ class PaDeLLMTask:
             "text_format": self._text_format,
             "deduplicate": self._deduplicate,
             "alignment_mode": self._alignment_mode,
+            "window_sentences": self._window_sentences,
         }
 
     def set_cfg(self, cfg: Dict[str, Any]) -> None:
@@ -386,6 +413,7 @@ class PaDeLLMTask:
         self._text_format = cfg.get("text_format", self._text_format)
         self._deduplicate = cfg.get("deduplicate", self._deduplicate)
         self._alignment_mode = cfg.get("alignment_mode", self._alignment_mode)
+        self._window_sentences = cfg.get("window_sentences", self._window_sentences)
         self._check_label_texts()
 
     def to_bytes(self, *, exclude: Tuple[str, ...] = tuple()) -> bytes:
@@ -415,6 +443,7 @@ def make_padellm_task(
     shard_mapper: Optional[ShardMapper] = None,
     scorer: Optional[Callable[..., Dict[str, Any]]] = None,
     alignment_mode: str = "strict",
+    window_sentences: Optional[int] = 1,
 ) -> PaDeLLMTask:
     """PaDeLLM-NER task for the ``llm`` component; pair it with a ``spacy_padellm.*`` model.
 
@@ -436,9 +465,11 @@ def make_padellm_task(
     alignment_mode (str): a mention that does not fall on token boundaries is dropped and counted in
         ``doc._.padellm["misaligned"]`` ("strict"), cut to the tokens inside it ("contract") or widened to the
         tokens it touches ("expand"), as spaCy's ``Doc.char_span`` modes.
+    window_sentences (Optional[int]): sentences a shard holds at most (1: each sentence asked about alone, as
+        the shipped models were trained; null: as many as fit the model's ``context_length``).
     """
     return PaDeLLMTask(
         labels=split_labels(labels), template=template, label_definitions=label_definitions,
         description=description, spans_key=spans_key, text_format=text_format, deduplicate=deduplicate,
-        shard_mapper=shard_mapper, scorer=scorer, alignment_mode=alignment_mode,
+        shard_mapper=shard_mapper, scorer=scorer, alignment_mode=alignment_mode, window_sentences=window_sentences,
     )

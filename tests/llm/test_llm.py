@@ -231,6 +231,23 @@ def test_long_doc_is_sharded_by_sentence_and_fused(tiny_model):
     assert ents(doc) == [pair for sent in gold(tiny.SENTENCES) for pair in sent]
 
 
+def test_shards_hold_window_sentences_sentences(tiny_model):
+    """One sentence a shard by default, as the component's windows, whatever the context length; null packs
+    sentences up to the context length. The tiny model memorised its sentences alone: one a shard, it finds
+    their entities in the joined text."""
+    text = " ".join(TEXTS)
+    n_sents = len(TEXTS)  # each ends with " ."
+    for task, windows in (({}, n_sents), ({"window_sentences": 2}, (n_sents + 1) // 2), ({"window_sentences": None}, 1)):
+        nlp = local_nlp(tiny_model, task=task, model={"context_length": 10_000})
+        doc = nlp(text)
+        assert doc.text == text and doc._.padellm["windows"] == windows, task
+        if not task:
+            assert ents(doc) == [pair for sent in gold(tiny.SENTENCES) for pair in sent]
+    assert make_padellm_task(window_sentences=None).get_cfg()["window_sentences"] is None
+    with pytest.raises(ValueError, match="'window_sentences' must be null or a positive integer, got 0"):
+        make_padellm_task(window_sentences=0)
+
+
 def test_nested_mode_writes_span_group(tiny_model):
     nlp = local_nlp(tiny_model, task={"spans_key": "sc"})
     doc = nlp(TEXTS[1])
