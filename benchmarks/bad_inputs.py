@@ -112,7 +112,12 @@ def case_surrogate_in_pipe(nlp, tmp: Path) -> Outcome:
             f", then raised {error_text(error)}"
     else:
         failed = [i for i, d in enumerate(docs) if (d._.padellm or {}).get("failed")]
-        text += f"; docs marked failed: {failed or 'none'}"
+        replaced = [i for i, d in enumerate(docs) if (d._.padellm or {}).get("replaced")]
+        keys = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in docs]
+        same = keys == [[(e.start_char, e.end_char, e.label_) for e in nlp(t).ents] for t in texts]
+        text += (f"; docs marked failed: {failed or 'none'}; docs with characters replaced by U+FFFD: "
+                 f"{replaced or 'none'}; " + ("the same spans as `nlp()` one text at a time" if same else
+                                              "**spans that differ from `nlp()` one text at a time**"))
     return text, {"yielded": len(docs), "given": len(texts), "raised": type(error).__name__ if error else None}
 
 

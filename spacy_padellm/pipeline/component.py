@@ -29,11 +29,14 @@ from .context import WindowBudget, check_context, model_positions, window_budget
 from .doc_decoding import STAT_KEYS, decode_docs
 from .model_spec import ModelSpec
 from .output import check_alignment_mode
+from .safe_text import guard_tokenizer
 from .scoring import score_padellm
 
 __all__ = ["PaDeLLMNER", "make_padellm_ner", "DEFAULT_CONFIG"]
 
 logger = logging.getLogger("spacy_padellm")
+
+_NAMED = 20  # the docs a warning names at most
 
 if not Span.has_extension("padellm_prob"):
     Span.set_extension("padellm_prob", default=None)
@@ -50,13 +53,16 @@ if not Doc.has_extension("padellm"):
 @with_config_signature
 def make_padellm_ner(nlp: Language, name: str, **config: Any) -> "PaDeLLMNER":
     """Build ``padellm_ner``; the config keys and their meaning are in ``pipeline/config.py`` (and the
-    README's table): the component's own keys, then every ``DecodeSettings`` key."""
+    README's table): the component's own keys, then every ``DecodeSettings`` key. ``nlp.tokenizer`` is wrapped
+    so that a text UTF-8 cannot hold is cleaned instead of failing (``safe_text``)."""
     settings = {key: config.pop(key) for key in DecodeSettings.keys() if key in config}
     try:
         decode = DecodeSettings.from_config(settings)
     except SettingsError as err:
         raise SettingsError(f"[{name}] {err}") from None
-    return PaDeLLMNER(nlp, name, settings=decode, wait_for_disk=building_from_config(), **config)
+    component = PaDeLLMNER(nlp, name, settings=decode, wait_for_disk=building_from_config(), **config)
+    guard_tokenizer(nlp)
+    return component
 
 
 class PaDeLLMNER(Pipe):
@@ -233,21 +239,43 @@ class PaDeLLMNER(Pipe):
         self._ensure_loaded()
 
     def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc], batch_size=1)))
+        docs = self.pipe([doc], batch_size=1)
+        try:
+            return next(iter(docs))
+        finally:
+            docs.close()  # the call's warnings now
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: Optional[int] = None) -> Iterator[Doc]:
         error_handler = self.get_error_handler()
         first = 0  # the index of the batch's first doc in the call
         warned = False
-        for docs in minibatch(stream, size=batch_size or self.settings.batch_size):
-            self._ensure_loaded()  # configuration errors stop the run before any doc is processed
-            try:
-                self.set_annotations(docs, first=first)
-                warned = warned or self._warn_capped(docs, first)
-                yield from docs
-            except Exception as err:
-                error_handler(self.name, self, docs, err)
-            first += len(docs)
+        replaced: List[int] = []  # the docs of the call whose text had characters replaced
+        try:
+            for docs in minibatch(stream, size=batch_size or self.settings.batch_size):
+                self._ensure_loaded()  # configuration errors stop the run before any doc is processed
+                try:
+                    self.set_annotations(docs, first=first)
+                    warned = warned or self._warn_capped(docs, first)
+                    replaced += [first + i for i, doc in enumerate(docs) if doc._.padellm["replaced"]]
+                    yield from docs
+                except Exception as err:
+                    error_handler(self.name, self, docs, err)
+                first += len(docs)
+        finally:
+            self._warn_replaced(replaced)
+
+    def _warn_replaced(self, replaced: Sequence[int]) -> None:
+        """Warn once per ``pipe`` call, when it ends, naming the docs (their index in the call) whose text had
+        characters UTF-8 cannot hold, replaced by U+FFFD before tokenizing (``safe_text``)."""
+        if not replaced:
+            return
+        named = ", ".join(map(str, replaced[:_NAMED]))
+        if len(replaced) > _NAMED:
+            named += f" and {len(replaced) - _NAMED} more"
+        plural = "s" if len(replaced) > 1 else ""
+        logger.warning("[%s] %d doc%s had characters UTF-8 cannot hold (lone surrogates), replaced by U+FFFD "
+                       "(doc._.padellm['replaced']): doc%s %s of this call", self.name, len(replaced), plural,
+                       plural, named)
 
     def _warn_capped(self, docs: Sequence[Doc], first: int) -> bool:
         """Warn (once per ``pipe`` call: the caller keeps the answer) when a count above ``max_count`` was

@@ -15,11 +15,12 @@ from ..text.windows import make_windows, model_view, sentences_from_tokens
 from .context import WindowBudget
 from .isolation import decode_isolated, guarded, settle_failures
 from .output import doc_spans, write_spans
+from .safe_text import replaced_count
 
 __all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs"]
 
 STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
-             "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed")
+             "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed", "replaced")
 # Added to doc._.padellm in the autoregressive decodings (see baselines.AutoRegResult).
 AUTOREG_STAT_KEYS = ("unparsable_outputs", "unknown_labels", "truncated_outputs", "rewrite_mismatches")
 
@@ -53,6 +54,7 @@ def decode_docs(docs: Sequence[Doc], decoder, labels: Sequence[str], *, budget: 
             stats["failed"] = 1
             doc_stats[i] = stats
         stats["docs"] = 1
+        stats["replaced"] = replaced_count(doc)
         write_spans(doc, spans, spans_key, deduplicate, stats)
         doc._.padellm = stats
     return doc_stats

@@ -36,7 +36,7 @@ def test_labels_come_from_model_folder(wiring_nlp):
 
 
 STAT_KEYS = {"docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
-             "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed"}
+             "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed", "replaced"}
 
 
 def test_pipe_returns_every_doc_in_order_with_counters(wiring_nlp):

@@ -1,24 +1,31 @@
 """padellm_ner on adversarial texts (tests/adversarial.py): no input breaks a batch, every doc comes back in
-order with its spans inside it, and ``nlp.pipe`` gives what ``nlp`` gives one doc at a time. spaCy's own
-tokenizer rejects lone surrogates before any component runs, so texts go through ``text.encodable`` first,
-as the README advises."""
+order with its spans inside it, and ``nlp.pipe`` gives what ``nlp`` gives one doc at a time. The texts go in
+raw: those holding lone surrogates, which spaCy's own tokenizer rejects, come back with each one replaced by
+U+FFFD, counted in ``doc._.padellm["replaced"]`` and named in one warning per call."""
 
 import logging
 
 import pytest
+import spacy
 
 import tiny
 from adversarial import random_texts
 from spacy_padellm.text.encodable import encodable
 
-RAW = ([t for t, _ in tiny.SENTENCES] + ["\ud800", "Bonn \udc80 Berlin .", "Jordan " * 30, "", " \n "]
-       + random_texts(7, 30, max_pieces=6))
-TEXTS = [encodable(t)[0] for t in RAW]
+TEXTS = ([t for t, _ in tiny.SENTENCES] + ["\ud800", "Bonn \udc80 Berlin .", "Jordan " * 30, "", " \n "]
+         + random_texts(7, 30, max_pieces=6))
+CLEANED = [encodable(t) for t in TEXTS]  # (the text the doc holds, the characters replaced)
+REPLACED = [i for i, (_, n) in enumerate(CLEANED) if n]
+WARNING = "UTF-8 cannot hold"
 
 
 def spans_of(doc):
     return ([(e.start, e.end, e.label_) for e in doc.ents],
             {key: [(s.start, s.end, s.label_) for s in group] for key, group in doc.spans.items()})
+
+
+def replaced_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if WARNING in r.getMessage()]
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +39,22 @@ def singles(nlp):
 
 
 def test_single_docs_come_back_with_spans_inside(singles):
-    for text, doc in zip(TEXTS, singles):
+    assert REPLACED, "the texts hold lone surrogates"
+    for (text, replaced), doc in zip(CLEANED, singles):
         assert doc.text == text
         assert all(0 <= e.start_char < e.end_char <= len(text) for e in doc.ents)
-        assert doc._.padellm["failed"] == 0
+        assert doc._.padellm["failed"] == 0 and doc._.padellm["replaced"] == replaced
 
 
-def test_spacy_rejects_lone_surrogates_before_any_component(nlp):
-    """Why texts are cleaned first (the README says so): ``make_doc`` raises, no component can help."""
-    assert any("\ud800" <= c <= "\udfff" for t in RAW for c in t)
+def test_lone_surrogates_are_replaced_not_raised(nlp, caplog):
+    """spaCy's own tokenizer rejects them before any component runs; the pipeline does not."""
     with pytest.raises(UnicodeEncodeError):
-        nlp.make_doc("Bonn \ud800")
-    doc = nlp("Bonn " + encodable("\ud800")[0])
-    assert doc.text == "Bonn \ufffd" and doc._.padellm["failed"] == 0
+        spacy.blank("en").make_doc("Bonn \ud800")
+    with caplog.at_level(logging.WARNING, logger="spacy_padellm"):
+        doc = nlp("Bonn \ud800")
+    assert doc.text == "Bonn \ufffd" and doc._.padellm["replaced"] == 1 and doc._.padellm["failed"] == 0
+    assert replaced_warnings(caplog) == ["[padellm_ner] 1 doc had characters UTF-8 cannot hold (lone surrogates), "
+                                         "replaced by U+FFFD (doc._.padellm['replaced']): doc 0 of this call"]
 
 
 def test_known_sentences_still_found(singles):
@@ -54,11 +64,31 @@ def test_known_sentences_still_found(singles):
 
 
 @pytest.mark.parametrize("batch_size", [3, 16, 64])
-def test_pipe_equals_one_at_a_time(nlp, singles, batch_size):
-    docs = list(nlp.pipe(TEXTS, batch_size=batch_size))
-    assert [d.text for d in docs] == TEXTS
+def test_pipe_equals_one_at_a_time(nlp, singles, batch_size, caplog):
+    with caplog.at_level(logging.WARNING, logger="spacy_padellm"):
+        docs = list(nlp.pipe(TEXTS, batch_size=batch_size))
+    assert [d.text for d in docs] == [text for text, _ in CLEANED]
     assert [spans_of(d) for d in docs] == [spans_of(d) for d in singles]
     assert [d._.padellm for d in docs] == [d._.padellm for d in singles]
+    assert [d._.padellm["replaced"] for d in docs] == [n for _, n in CLEANED]
+    [warning] = replaced_warnings(caplog)
+    assert warning.endswith(f"docs {', '.join(map(str, REPLACED))} of this call")
+
+
+def test_one_warning_names_every_doc_replaced(wiring_nlp, caplog):
+    texts = ["Bonn .", "\ud800", "Japan .", "Smith .", "", "a \udc80 b \udfff"]
+    with caplog.at_level(logging.WARNING, logger="spacy_padellm"):
+        docs = list(wiring_nlp.pipe(texts, batch_size=4))
+    assert [d.text for d in docs] == [encodable(t)[0] for t in texts]
+    assert [d._.padellm["replaced"] for d in docs] == [0, 1, 0, 0, 0, 2]
+    assert replaced_warnings(caplog) == ["[padellm_ner] 2 docs had characters UTF-8 cannot hold (lone surrogates), "
+                                         "replaced by U+FFFD (doc._.padellm['replaced']): docs 1, 5 of this call"]
+
+
+def test_clean_texts_warn_nothing(wiring_nlp, caplog):
+    with caplog.at_level(logging.WARNING, logger="spacy_padellm"):
+        docs = list(wiring_nlp.pipe(["Bonn .", "東京で \ufffd"]))
+    assert [d._.padellm["replaced"] for d in docs] == [0, 0] and not replaced_warnings(caplog)
 
 
 def _failing_decoder(ner, marker):
