@@ -310,7 +310,28 @@ def render_markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> str
              f"spacy-padellm {meta['version']}, {meta['time']}; rows and details: `{meta['json']}`.", "",
              "| input | outcome |", "| --- | --- |"]
     lines += [f"| {md_cell(r['input'])} | {md_cell(r['outcome'])} |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + memory_note()) + "\n"
+
+
+def memory_note(path: Path = ROOT / "benchmarks" / "results" / "memory.json") -> List[str]:
+    """Memory and load time, which take a process per size, from the last ``benchmarks/memory.py`` run (not
+    measured by this script); nothing when that file is missing."""
+    if not path.exists():
+        return []
+    runs = json.loads(path.read_text())["runs"]
+    before, after = runs[0], runs[-1]
+    cells = [f"{b['docs']} sentences: {_peak(b)} → {_peak(a)}" for b, a in zip(before["rows"], after["rows"])]
+    return ["", "Memory, from `python benchmarks/memory.py` (`spacy project run memory`; "
+            f"[{os.path.relpath(path, ROOT / 'docs')}]({os.path.relpath(path, ROOT / 'docs')})), not this script: "
+            f"peak of one `nlp.pipe` call, {before['label']} → {after['label']} `max_cache_mb`: " + "; ".join(cells)
+            + "."]
+
+
+def _peak(row: Dict[str, Any]) -> str:
+    peak = row.get("call_peak_mb")
+    if isinstance(peak, (int, float)):
+        return f"{peak / 1000:.1f} GB"
+    return "killed out of memory" if row.get("killed_by_signal") else "-"
 
 
 def build_parser() -> argparse.ArgumentParser:

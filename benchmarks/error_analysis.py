@@ -169,8 +169,26 @@ def dropped_kind(tally: Tally, mention: str, text: str, index) -> str:
     return "raw_not_found"
 
 
-def count_raw_mentions(tally: Tally, doc, text: str, result, gold: Sequence[Span]) -> None:
-    """One window's decoder output: written, aligned, dropped (and why), truncated, repeated."""
+def window_offsets(doc, texts: Sequence[str]) -> List[Optional[List[Tuple[int, int]]]]:
+    """For each window text of ``doc`` (in order), the offsets of the doc's tokens inside it, relative to it:
+    the token boundaries the component aligned with; None where the window is not a slice of the doc's text
+    (the model saw another view of it, as with text_format "tokens")."""
+    tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
+    found, cursor = [], 0
+    for text in texts:
+        start = doc.text.find(text, cursor) if text else -1
+        if start < 0:
+            found.append(None)
+            continue
+        end, cursor = start + len(text), start + len(text)
+        found.append([(a - start, b - start) for a, b in tokens if start <= a and b <= end])
+    return found
+
+
+def count_raw_mentions(tally: Tally, doc, text: str, result, gold: Sequence[Span],
+                       offsets: Optional[Sequence[Tuple[int, int]]], mode: str) -> None:
+    """One window's decoder output: written, aligned (on the window's token ``offsets`` by the component's
+    alignment ``mode``), dropped (and why), truncated, repeated."""
     from spacy_padellm.text.align import TextIndex, align_mentions
 
     tally.add("raw_mentions", len(result.predictions) + result.truncated_mentions)
@@ -182,9 +200,8 @@ def count_raw_mentions(tally: Tally, doc, text: str, result, gold: Sequence[Span
         by_label[p.label].append(p.text)
     for label, texts in by_label.items():
         tally.add("raw_repeated_within_label", len(texts) - len(set(texts)), label=label)
-    # Token boundaries are known when the model saw the doc's own text (text_format "raw", or CoNLL-style text).
-    offsets = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space] if text == doc.text else None
-    aligned, _ = align_mentions(text, [(p.label, p.k, p.text, p.prob) for p in result.predictions], offsets)
+    aligned, _ = align_mentions(text, [(p.label, p.k, p.text, p.prob) for p in result.predictions], offsets,
+                                mode if offsets is not None else "expand")
     kept = {(s.label, s.k) for s in aligned}
     index = TextIndex(text)
     for p in result.predictions:
@@ -226,7 +243,7 @@ def count_final_spans(tally: Tally, doc, pred: Sequence[Span], gold: Sequence[Sp
                       pred=[(doc.text[s:e], label) for s, e, label in pred if overlap((s, e, label), span)])
 
 
-def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]]) -> None:
+def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]], mode: str = "strict") -> None:
     """Every stage of one doc: the component's counters, counts, raw mentions, final spans."""
     stats = doc._.padellm or {}
     for key in STAGE_KEYS:
@@ -239,8 +256,9 @@ def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]]) -> 
     for _, result in views:
         pred_count.update(result.counts)
     count_slots(tally, doc, gold_count, pred_count)
-    for text, result in views:
-        count_raw_mentions(tally, doc, text, result, gold)
+    offsets = window_offsets(doc, [text for text, _ in views])
+    for (text, result), window_tokens in zip(views, offsets):
+        count_raw_mentions(tally, doc, text, result, gold, window_tokens, mode)
     count_final_spans(tally, doc, pred, gold, pred_count, gold_count)
 
 
@@ -254,7 +272,7 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
     preds, views, seconds = run_pipeline(nlp, gold_docs)
     tally = Tally(ner.labels, examples_per_kind)
     for gold_doc, doc, doc_views in zip(gold_docs, preds, views):
-        count_doc(tally, gold_doc, doc, doc_views)
+        count_doc(tally, gold_doc, doc, doc_views, ner.alignment_mode)
     scores = score_padellm([Example(p, g) for p, g in zip(preds, gold_docs)])
     settings = ner.settings
     return {

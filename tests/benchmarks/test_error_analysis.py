@@ -16,7 +16,7 @@ import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
 
-from error_analysis import classify_spans, main  # noqa: E402
+from error_analysis import classify_spans, main, window_offsets  # noqa: E402
 
 
 def _run(model, tmp, *options):
@@ -87,3 +87,16 @@ def test_classify_spans():
 def test_unknown_setting_is_one_line(tmp_path, capsys):
     assert main(["x.spacy", "--output", str(tmp_path / "x.json"), "--set", "max_cont=1"]) == 1
     assert "max_cont" in capsys.readouterr().err
+
+
+def test_window_offsets_are_the_tokens_inside_each_window():
+    """Raw mentions are aligned per window on the tokens the component aligned with (windows of one sentence:
+    a window is not the doc's text); a window the doc's text does not hold has none."""
+    import spacy
+
+    doc = spacy.blank("en")("Japan won . Syria lost .")
+    assert window_offsets(doc, ["Japan won .", "Syria lost ."]) == [[(0, 5), (6, 9), (10, 11)],
+                                                                   [(0, 5), (6, 10), (11, 12)]]
+    assert window_offsets(doc, ["Japan won .", "Japan  won"]) == [[(0, 5), (6, 9), (10, 11)], None]
+    repeated = spacy.blank("en")("Go . Go .")
+    assert window_offsets(repeated, ["Go .", "Go ."]) == [[(0, 2), (3, 4)], [(0, 2), (3, 4)]]
