@@ -38,7 +38,8 @@ from spacy_llm.util import split_labels
 from ..pipeline.output import check_alignment_mode, doc_spans, write_spans
 from ..text.protocol import Template, TemplateError, get_template
 from ..pipeline.scoring import score_padellm
-from ..text.windows import make_windows, model_view, sentences_from_tokens
+from ..text.windows import model_view
+from .shards import check_window_sentences, shard_doc
 
 __all__ = ["PaDeLLMPrompt", "PaDeLLMResponse", "PaDeLLMTask", "make_padellm_task", "STAT_KEYS"]
 
@@ -127,29 +128,6 @@ def _model_view(doc: Doc, text_format: str) -> Tuple[str, List[Tuple[int, int, i
     return model_view(doc.text, tokens, start, end, text_format)
 
 
-def _check_window_sentences(value: Optional[int]) -> Optional[int]:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"[spacy_padellm.NER] 'window_sentences' must be null or a positive integer, got {value!r}")
-    return value
-
-
-def _sentences(doc: Doc) -> List[Tuple[int, int]]:
-    """The doc's sentences as character offsets: ``doc.sents`` when set, else sentence-final punctuation."""
-    if doc.has_annotation("SENT_START"):
-        return [(s.start_char, s.end_char) for s in doc.sents]
-    return sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
-
-
-def _slices(doc: Doc, starts: Sequence[int]) -> List[Doc]:
-    """``doc`` cut before the tokens that begin at the character offsets ``starts``: consecutive token slices
-    covering it (the doc itself when there is nothing to cut)."""
-    first_token = {t.idx: t.i for t in doc}
-    bounds = sorted({0} | {first_token[start] for start in starts if start in first_token}) + [len(doc)]
-    if len(bounds) == 2:
-        return [doc]
-    return [doc[a:b].as_doc(copy_user_data=True) for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
 class PaDeLLMTask:
     """PaDeLLM-NER as a spacy-llm task (a sharding, labelled, scorable, serialisable task)."""
 
@@ -173,7 +151,7 @@ class PaDeLLMTask:
             self._alignment_mode = check_alignment_mode(alignment_mode)
         except ValueError as err:
             raise ValueError(f"[spacy_padellm.NER] {err}") from None
-        self._window_sentences = _check_window_sentences(window_sentences)
+        self._window_sentences = check_window_sentences(window_sentences)
         if isinstance(labels, str) or not all(isinstance(x, str) and x.strip() for x in labels):
             raise ValueError(f"[spacy_padellm.NER] 'labels' must be a list of non-empty strings, got {labels!r}")
         try:
@@ -269,32 +247,9 @@ class PaDeLLMTask:
                 + template.count.format(n=99) + template.mention.format(k=99))
 
     def _shards(self, doc: Doc, i_doc: int, context_length: Optional[int]) -> List[Doc]:
-        """The doc itself, or shards of whole sentences: at most ``window_sentences`` sentences each, and each
-        with a longest prompt that fits ``context_length`` words.
-
-        The shards are consecutive token slices covering the whole doc, so they fuse back into its text.
-        """
-        if not doc.text.strip():
-            return [doc]
-        groups = _slices(doc, [start for start, _ in _sentences(doc)[::self._window_sentences or len(doc) + 1]])
-        return [shard for group in groups for shard in self._fitting(group, i_doc, context_length)]
-
-    def _fitting(self, doc: Doc, i_doc: int, context_length: Optional[int]) -> List[Doc]:
-        """The doc itself, or shards of whole sentences whose longest prompt fits ``context_length`` words."""
-        if context_length is None or not doc.text.strip():
-            return [doc]
-        if self._shard_mapper is not None:
-            render = lambda shard, i_shard, i, n_shards: self._longest_prompt(shard.text)  # noqa: E731
-            return list(self._shard_mapper(doc, i_doc, context_length, render))
-
-        def length(text: str) -> int:
-            return int(len(self._longest_prompt(text).split()) * 1.1)  # spacy-llm's estimate and buffer
-
-        if length(doc.text) <= context_length:
-            return [doc]
-        tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
-        windows = make_windows(doc.text, _sentences(doc), tokens, length, context_length)
-        return _slices(doc, [start for start, _ in windows])
+        """``doc`` cut into shards of whole sentences (see ``llm.shards``)."""
+        return shard_doc(doc, i_doc, self._window_sentences, context_length, self._longest_prompt,
+                         self._shard_mapper)
 
     def generate_prompts(
         self, docs: Iterable[Doc], context_length: Optional[int] = None
