@@ -48,6 +48,7 @@ def test_the_reported_score_is_what_evaluating_the_saved_pipeline_gives(tuned):
     dev, out, report = tuned
     scores = evaluate(str(out), str(dev), batch_size=4, progress=False)
     assert scores["docs"] == report["docs"] == len(DEV)
+    assert scores["load_seconds"] > 0 and scores["seconds"] > 0  # the weights' load is timed apart
     best = report["best"]
     assert (scores["ents_p"], scores["ents_r"], scores["ents_f"]) == (best["p"], best["r"], best["f"])
     for label, prf in scores["ents_per_type"].items():
