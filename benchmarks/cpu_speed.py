@@ -7,7 +7,8 @@ span writing are the same and only decoding differs. Variants (``VARIANTS``):
 * ``bucketed``: the layout CUDA graphs need (shape buckets, rows x places padded to the widest row), run eagerly:
   how the CPU decoded before the segmented layout;
 * ``fp32``: the CPU's layout (``decoding/segments.py``), float32 weights: the default;
-* ``int8``: the same with ``quantize`` "int8".
+* ``int8``: the same with ``quantize`` "int8" (smoothed by the activation ranges the model folder ships, if any);
+* ``int8-unsmoothed``: ``quantize`` "int8" without the ranges (the int8 of before).
 
 The first ``--docs`` sentences of the CoNLL03 test set (PaDeLLM JSONL) are cut into chunks of ``--chunk`` sentences;
 each chunk is one ``nlp.pipe`` call per variant, the variants' order rotating from chunk to chunk, so that machine
@@ -37,7 +38,9 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "bucketed": ("fp32, the GPU's bucketed layout run eagerly (the CPU before)", {}, {"segmented": False}),
     "fp32": ("fp32, segmented layout (default)", {}, {}),
     "int8": ("int8 weights (`quantize` \"int8\"), segmented layout", {"quantize": "int8"}, {}),
+    "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8"}, {}),
 }
+UNSMOOTHED = ("int8-unsmoothed",)  # built without the model's activation ranges
 
 
 # -- data and scores --
@@ -109,7 +112,11 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
     out = []
     for name in names:
         description, changes, attributes = VARIANTS[name]
+        ranges = getattr(weights, "padellm_int8_ranges", None)
+        if name in UNSMOOTHED:
+            weights.padellm_int8_ranges = None
         decoder = build_decoder(weights, engine.encoder, ner.settings.replace(**changes), "padellm")
+        weights.padellm_int8_ranges = ranges
         for key, value in attributes.items():
             setattr(decoder.lm, key, value)
 

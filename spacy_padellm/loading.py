@@ -50,6 +50,7 @@ __all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "ex
            "DEFAULT_MODEL", "shipped_models"]
 
 META_FILE = "padellm.json"
+RANGES_FILE = "int8_ranges.safetensors"  # activation ranges for quantize "int8" (decoding/calibration.py)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -87,6 +88,7 @@ class ModelSource:
     adapter_dir: Optional[Path] = None
     tokenizer_dir: Optional[Path] = None  # None: the base's tokenizer
     meta: Dict[str, Any] = field(default_factory=dict)
+    int8_ranges: Optional[Path] = None  # activation ranges for quantize "int8" (decoding/calibration.py)
 
     @property
     def labels(self) -> List[str]:
@@ -210,6 +212,8 @@ def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
             if not isinstance(meta, dict) or meta.get("format") != "padellm-model":
                 raise ModelFolderError(f"{meta_path} is not a PaDeLLM model description")
             source.meta = meta
+            if (folder / RANGES_FILE).exists():
+                source.int8_ranges = folder / RANGES_FILE
             if _has_tokenizer(folder):
                 source.tokenizer_dir = folder
             if meta.get("adapter"):
@@ -366,6 +370,10 @@ def load_model(
     model.to(device=device, dtype=weights_dtype)
     model.eval()
     model.requires_grad_(False)  # for inference: the static engine then shares the weights it fuses
+    if source.int8_ranges is not None:  # what quantize "int8" smooths by (decoding/factory.py)
+        from .decoding.calibration import load_ranges
+
+        model.padellm_int8_ranges = load_ranges(source.int8_ranges)
     return model, tokenizer
 
 
@@ -404,6 +412,8 @@ def export_model_folder(
         meta["adapter"] = "adapter"
     else:
         meta["adapter"] = None
+    if source.int8_ranges is not None:
+        shutil.copy2(source.int8_ranges, dest / RANGES_FILE)
     if source.tokenizer_dir is not None and source.tokenizer_dir != source.base_dir:
         for item in Path(source.tokenizer_dir).iterdir():
             if item.is_file() and (item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges",

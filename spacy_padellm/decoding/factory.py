@@ -22,8 +22,8 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
 
 
 def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None):
-    """A StaticLM over ``model``'s weights (``quantize``d if given), or None (with the reason logged) if it
-    cannot run it."""
+    """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
+    folder shipped, ``model.padellm_int8_ranges``, if any), or None (with the reason logged) if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
     ok, why = static_lm_supported(model)
@@ -32,7 +32,11 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
         return None
     lm = StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
     if quantize is not None:
-        lm.quantize(quantize)
+        ranges = getattr(model, "padellm_int8_ranges", None)
+        if ranges is None:
+            logger.info("spacy_padellm: quantize %r without activation ranges (none in the model folder): "
+                        "not smoothed", quantize)
+        lm.quantize(quantize, ranges)
     return lm
 
 

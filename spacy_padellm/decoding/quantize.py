@@ -6,20 +6,22 @@ quantized matrix products: each call quantizes its activations to 7 bits with on
 quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them on x86; 8 bits overflow the
 kernels' 16-bit sums there). The MLP's down projection, the embedding, the norms and the LM head stay in
 float32, so the log-probabilities that choose every token are computed at full precision from the last hidden
-state. It is not exact: entities can change (docs/results-speed.md has the F1).
+state. It is not exact: entities can change (docs/results-speed.md has the F1). Given the activation ranges a
+model folder ships (``calibration.py``), the matrices after a norm are smoothed first (``smoothing.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .architectures import Layer
 from .settings import QUANTIZATIONS
+from .smoothing import SMOOTH_ALPHA, smooth_layer
 
 __all__ = ["QUANTIZATIONS", "Int8Weight", "linear", "quantize_layers"]
 
@@ -58,9 +60,17 @@ def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torc
     return weight.linear(x, bias)
 
 
-def quantize_layers(layers: List[Layer], method: str) -> List[Layer]:
-    """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``)."""
+Ranges = Sequence[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] = None) -> List[Layer]:
+    """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); smoothed first
+    by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
     if method not in QUANTIZATIONS:
         raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if ranges is not None:
+        if len(ranges) != len(layers):
+            raise ValueError(f"int8 ranges for {len(ranges)} layers, but the model has {len(layers)}")
+        layers = [smooth_layer(l, a, b, SMOOTH_ALPHA) for l, (a, b) in zip(layers, ranges)]
     return [dataclasses.replace(layer, **{name: Int8Weight(getattr(layer, name)) for name in _WEIGHTS})
             for layer in layers]

@@ -242,13 +242,14 @@ class StaticLM:
                     total += _nbytes(t)
         return total
 
-    def quantize(self, method: str) -> None:
-        """Run the decoder layers' matrices as ``method`` (``quantize.QUANTIZATIONS``: "int8", on the CPU);
-        twins made after this share the quantized weights."""
+    def quantize(self, method: str, ranges=None) -> None:
+        """Run the decoder layers' matrices as ``method`` (``quantize.QUANTIZATIONS``: "int8", on the CPU),
+        smoothed by activation ``ranges`` if given (``quantize.quantize_layers``); twins made after this share
+        the quantized weights."""
         if self.device.type != "cpu":
             raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
                              "set quantize to null")
-        self.layers = quantize_layers(self.layers, method)
+        self.layers = quantize_layers(self.layers, method, ranges)
 
     # -- the KV cache --
 
