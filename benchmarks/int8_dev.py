@@ -41,15 +41,19 @@ def decode(nlp, ner, decoder, texts):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--calib", type=int, default=200)
-    p.add_argument("--stride", type=int, default=70)
-    p.add_argument("--dev", type=int, default=250)
-    p.add_argument("--alphas", default="0.5,0.8")
-    p.add_argument("--variants", default="fp32,int8,int8-wo32,smooth")
+    p = argparse.ArgumentParser(prog="python benchmarks/int8_dev.py", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=CONLL,
+                   help=f"folder of conll03_train.jsonl and conll03_dev.jsonl, PaDeLLM JSONL (default {CONLL})")
+    p.add_argument("--calib", type=int, default=200, help="training sentences the ranges are measured on")
+    p.add_argument("--stride", type=int, default=70, help="every N-th training sentence")
+    p.add_argument("--dev", type=int, default=250, help="the first N dev sentences")
+    p.add_argument("--alphas", default="0.5,0.8", help="SmoothQuant migration strengths, comma-separated")
+    p.add_argument("--variants", default="fp32,int8,int8-wo32,smooth", help="comma-separated; the first is the "
+                   "reference of the 'same entities' share")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ranges", type=Path, default=Path("/tmp/int8_ranges.pt"))
-    p.add_argument("--output", type=Path, default=None)
+    p.add_argument("--ranges", type=Path, default=Path("metrics/int8_calibration.pt"),
+                   help="the measured ranges, kept between runs (measured again when missing)")
+    p.add_argument("--output", type=Path, default=None, help="JSON of the scores and entities")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import spacy
@@ -66,9 +70,10 @@ def main() -> None:
     if args.ranges.exists():
         ranges = torch.load(args.ranges)
     else:
-        train = load_conll03(CONLL / "conll03_train.jsonl", args.calib * args.stride)[:: args.stride]
+        train = load_conll03(args.data / "conll03_train.jsonl", args.calib * args.stride)[:: args.stride]
         start = time.perf_counter()
         ranges = calibrate(nlp, ner, decoder, [t for t, _ in train])
+        args.ranges.parent.mkdir(parents=True, exist_ok=True)
         torch.save(ranges, args.ranges)
         print(f"calibrated on {len(train)} train sentences in {time.perf_counter() - start:.0f}s", flush=True)
     top = [float(a.max() / a.median()) for a, _ in ranges]
@@ -89,7 +94,7 @@ def main() -> None:
             for a in map(float, args.alphas.split(",")):
                 variants[f"smooth-{a}"] = lambda a=a: int8([smooth_layer(l, r1, r2, a)
                                                            for l, (r1, r2) in zip(base, ranges)])
-    gold = load_conll03(CONLL / "conll03_dev.jsonl", args.dev)
+    gold = load_conll03(args.data / "conll03_dev.jsonl", args.dev)
     texts = [t for t, _ in gold]
     out, ref = {}, None
     for name, make in variants.items():
