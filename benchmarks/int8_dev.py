@@ -21,9 +21,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_speed import ROOT, load_conll03, span_f1  # noqa: E402
 from instrument import using  # noqa: E402
-from int8_calibrate import calibrate  # noqa: E402
 
 CONLL = ROOT.parent / "shared" / "data" / "padellm" / "conll03"
+
+
+def calibrate(nlp, ner, decoder, texts):
+    """Per layer (wqkv, wgu) input ranges while ``decoder`` (fp32, swapped into ``ner``) decodes ``texts``."""
+    from spacy_padellm.decoding.calibration import recording_decoder
+
+    with using(ner, decoder), recording_decoder(decoder) as recs:
+        list(nlp.pipe(texts))
+        return [(a.max, b.max) for a, b in recs]
 
 
 def set_layers(decoder, layers):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings,tune} ...``.
+"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings,tune,calibrate} ...``.
 
 Each subcommand lives in the module named for it and registers itself through ``add_parser``.
 """
@@ -21,6 +21,7 @@ COMMANDS = {
     "compress": "spacy_padellm.training.compress",
     "settings": "spacy_padellm.cli.settings",
     "tune": "spacy_padellm.cli.tune",
+    "calibrate": "spacy_padellm.cli.calibrate",
 }
 
 

@@ -10,7 +10,7 @@ from typing import Iterator, List, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Recorder", "recording", "save_ranges", "load_ranges"]
+__all__ = ["Recorder", "recording", "recording_decoder", "save_ranges", "load_ranges"]
 
 
 class Recorder:
@@ -37,6 +37,31 @@ def recording(lm) -> Iterator[List[Tuple[Recorder, Recorder]]]:
         yield recs
     finally:
         lm.layers = saved
+
+
+@contextlib.contextmanager
+def recording_decoder(decoder) -> Iterator[List[Tuple[Recorder, Recorder]]]:
+    """``recording`` for a static tree decoder: every KV cache it decodes on (``decoder.lm`` and the caches
+    of batches in flight) runs the recording layers while open, and its own layers again after."""
+    from .static_lm import StaticLM
+
+    lm = getattr(decoder, "lm", None)
+    if (not isinstance(lm, StaticLM) or lm.device.type != "cpu" or lm.dtype != torch.float32
+            or not all(isinstance(layer.wqkv, torch.Tensor) for layer in lm.layers)):
+        raise ValueError("activation ranges are measured by the static engine on the CPU in float32; load the "
+                         "model with device 'cpu' and dtype 'float32' (engine 'auto' or 'static', quantize null)")
+    caches = decoder._lms
+    with recording(lm) as recs:
+        for cache in caches:
+            cache.layers = lm.layers
+        try:
+            yield recs
+        finally:
+            for cache in caches:
+                cache.layers = lm.layers  # ``recording`` restores lm's own layers when it closes
+    for cache in caches:
+        cache.layers = lm.layers
+        cache.release()
 
 
 def save_ranges(ranges: List[Tuple[torch.Tensor, torch.Tensor]], path) -> None:

@@ -193,8 +193,10 @@ class DecodeSettings:
     cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine on the CPU: `"int8"` runs the attention projections and the MLP\'s gate and up projections '
-        "in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized per call): "
-        "faster, not exact (docs/results-speed.md); null: the model's own weights"))
+        "in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized per call), "
+        "smoothed first by the activation ranges the model folder ships (`int8_ranges.safetensors`; the shipped "
+        "model has them; `python -m spacy_padellm calibrate` writes them): faster, not exact "
+        "(docs/results-speed.md); null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -89,3 +89,34 @@ def test_ranges_travel_with_the_model_folder(tiny_model, tmp_path):
     assert len(model.padellm_int8_ranges) == 2
     out = export_model_folder(source, tmp_path / "out", source.meta)
     assert (out / RANGES_FILE).read_bytes() == (folder / RANGES_FILE).read_bytes()
+
+
+def test_calibrate_command_writes_the_ranges_a_pipeline_then_smooths_by(tiny_model, tmp_path):
+    """``python -m spacy_padellm calibrate FOLDER TRAIN.jsonl``: ranges measured on the training texts, written
+    into the folder; a pipeline on that folder loads them, and int8 then gives the float32 entities."""
+    import json
+
+    import spacy
+
+    from spacy_padellm.__main__ import main
+    from spacy_padellm.cli.calibrate import training_texts
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "entities": []}) + "\n" for t, _ in tiny.SENTENCES))
+    assert training_texts(str(train), 3) == [t for t, _ in tiny.SENTENCES][::2][:3]
+    assert main(["calibrate", str(folder), str(train), "--no-progress"]) == 0
+    ranges = load_ranges(folder / RANGES_FILE)
+    assert ranges and all(bool((a > 0).all()) and bool((b > 0).all()) for a, b in ranges)
+
+    def ents(quantize):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("padellm_ner", config={"model": str(folder), "device": "cpu", "dtype": "float32",
+                                            "quantize": quantize})
+        return [[(e.text, e.label_) for e in doc.ents] for doc in nlp.pipe([t for t, _ in tiny.SENTENCES])]
+
+    assert ents("int8") == ents(None)
+    assert resolve_model(str(folder)).int8_ranges == folder / RANGES_FILE
+    assert main(["calibrate", str(tmp_path), str(train)]) == 1  # not a model folder: an error line, no file
+    assert not (tmp_path / RANGES_FILE).exists()

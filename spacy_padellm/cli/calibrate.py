@@ -1,0 +1,88 @@
+"""``python -m spacy_padellm calibrate MODEL TRAIN``: the activation ranges ``quantize`` "int8" smooths by,
+written into a PaDeLLM model folder.
+
+int8 on the CPU (``decoding/quantize.py``) is smoothed (SmoothQuant, ``decoding/smoothing.py``) by the largest
+input magnitude per channel of every layer's attention and MLP input projections while the model decodes real
+text. They are measured here, once, by decoding ``--sentences`` training texts spread over TRAIN (a ``.spacy``
+DocBin or PaDeLLM JSONL; training text, never dev or test) in float32 on the CPU, and saved as
+``int8_ranges.safetensors`` in the model folder, which loads them with the model (``assemble`` and
+``nlp.to_disk`` copy them). A folder without them runs int8 unsmoothed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["calibrate", "training_texts"]
+
+
+def training_texts(path: str, n: int) -> List[str]:
+    """``n`` distinct texts spread evenly over a ``.spacy`` DocBin or a JSONL file of ``{"text": ...}`` lines (the
+    PaDeLLM JSONL, or the training examples ``convert`` writes, which repeat their sentence)."""
+    path = Path(path)
+    if path.suffix == ".spacy":
+        import spacy
+        from spacy.tokens import DocBin
+
+        texts = [doc.text for doc in DocBin().from_disk(path).get_docs(spacy.blank("xx").vocab)]
+    else:
+        with path.open(encoding="utf8") as f:
+            texts = [json.loads(line)["text"] for line in f if line.strip()]
+    texts = [t for t in dict.fromkeys(texts) if t.strip()]  # training examples repeat their sentence
+    if not texts:
+        raise ValueError(f"{path} holds no text")
+    stride = max(1, len(texts) // n)
+    return texts[::stride][:n]
+
+
+def model_folder(model: str) -> Path:
+    """The PaDeLLM model folder ``model`` names (a folder, or ``padellm:NAME`` for a shipped one)."""
+    from ..loading import META_FILE, SHIPPED_DIR, SHIPPED_PREFIX
+
+    folder = SHIPPED_DIR / model[len(SHIPPED_PREFIX):] if model.startswith(SHIPPED_PREFIX) else Path(model)
+    if not (folder / META_FILE).exists():
+        raise ValueError(f"{model} is not a PaDeLLM model folder (no {META_FILE}); give the folder train wrote")
+    return folder
+
+
+def calibrate(model: str, data: str, sentences: int = 200, output: Optional[str] = None,
+              progress: bool = True) -> Path:
+    """Measure ``model``'s activation ranges on ``sentences`` texts of ``data`` and write them; the file's path."""
+    import spacy
+    from tqdm.auto import tqdm
+
+    from ..decoding.calibration import recording_decoder, save_ranges
+    from ..loading import RANGES_FILE
+
+    target = Path(output) if output else model_folder(model) / RANGES_FILE
+    texts = training_texts(data, sentences)
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("padellm_ner", config={"model": model, "device": "cpu", "dtype": "float32",
+                                               "quantize": None, "engine": "static"})
+    with recording_decoder(ner.decoder) as recs:
+        for _ in tqdm(nlp.pipe(texts), total=len(texts), desc="calibrate", disable=not progress):
+            pass
+        ranges = [(a.max, b.max) for a, b in recs]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_ranges(ranges, target)
+    return target
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("calibrate", help="measure the activation ranges int8 smooths by, into a model folder")
+    p.add_argument("model", help="PaDeLLM model folder (from train) or padellm:NAME")
+    p.add_argument("data", help="training text: a .spacy DocBin or PaDeLLM JSONL (never dev or test)")
+    p.add_argument("--sentences", type=int, default=200, help="texts decoded, spread over the data (default 200)")
+    p.add_argument("--output", default=None, help="default: int8_ranges.safetensors in the model folder")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    path = calibrate(args.model, args.data, args.sentences, args.output, not args.no_progress)
+    print(f"activation ranges written to {path} ({time.perf_counter() - start:.0f} s)")
+    return 0
