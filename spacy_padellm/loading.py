@@ -188,69 +188,81 @@ def resolve_model(location: Union[str, os.PathLike]) -> ModelSource:
     """Check a model location without loading weights; raises ModelFolderError saying what is wrong."""
     location = str(location)
     if location.startswith(SHIPPED_PREFIX):
-        name = location[len(SHIPPED_PREFIX):]
-        if name not in shipped_models():
-            raise ModelFolderError(f"No shipped model {name!r}; shipped: {shipped_models()}")
-        source = resolve_model(SHIPPED_DIR / name)
-        source.location = location
-        return source
+        return _resolve_shipped(location)
     path = Path(location).expanduser()
-    source = ModelSource(location=location)
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelFolderError(f"{path} is a file but not a .gguf model; give a model folder or a .gguf file")
-        source.base_dir, source.gguf_file = path.parent.resolve(), path.name
-        return source
+        return ModelSource(location=location, base_dir=path.parent.resolve(), gguf_file=path.name)
     if path.is_dir():
-        folder = path.resolve()
-        meta_path = folder / META_FILE
-        if meta_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf8"))
-            except ValueError as err:
-                raise ModelFolderError(f"{meta_path} is not valid JSON: {err}") from None
-            if not isinstance(meta, dict) or meta.get("format") != "padellm-model":
-                raise ModelFolderError(f"{meta_path} is not a PaDeLLM model description")
-            source.meta = meta
-            if (folder / RANGES_FILE).exists():
-                source.int8_ranges = folder / RANGES_FILE
-            if _has_tokenizer(folder):
-                source.tokenizer_dir = folder
-            if meta.get("adapter"):
-                source.adapter_dir = folder / meta["adapter"]
-                _check_adapter(source.adapter_dir)
-            _resolve_base(meta.get("base"), folder, source)
-            return source
-        if (folder / "adapter_config.json").exists():
-            _check_adapter(folder)
-            cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf8"))
-            base = cfg.get("base_model_name_or_path")
-            if not base:
-                raise ModelFolderError(f"{folder / 'adapter_config.json'} names no base_model_name_or_path")
-            inner = resolve_model(base)
-            inner.adapter_dir = folder
-            inner.location = location
-            if _has_tokenizer(folder):
-                inner.tokenizer_dir = folder
-            return inner
-        if (folder / "config.json").exists():
-            _check_hf_folder(folder)
-            source.base_dir = folder
-            return source
-        ggufs = sorted(folder.glob("*.gguf"))
-        if len(ggufs) == 1:
-            source.base_dir, source.gguf_file = folder, ggufs[0].name
-            return source
-        if len(ggufs) > 1:
-            raise ModelFolderError(f"{folder} holds several .gguf files; give the path of one")
-        raise ModelFolderError(
-            f"{folder} is not a model folder: expected {META_FILE}, config.json with *.safetensors, "
-            "adapter_config.json, or a .gguf file"
-        )
+        return _resolve_folder(location, path.resolve())
     if _HUB_ID.match(location) and not location.startswith((".", "~")):
-        source.hub_id = location
-        return source
+        return ModelSource(location=location, hub_id=location)
     raise ModelFolderError(f"Model path {location!r} does not exist", missing=True)
+
+
+def _resolve_shipped(location: str) -> ModelSource:
+    name = location[len(SHIPPED_PREFIX):]
+    if name not in shipped_models():
+        raise ModelFolderError(f"No shipped model {name!r}; shipped: {shipped_models()}")
+    source = resolve_model(SHIPPED_DIR / name)
+    source.location = location
+    return source
+
+
+def _resolve_folder(location: str, folder: Path) -> ModelSource:
+    """A PaDeLLM model folder, a LoRA adapter folder, a Hugging Face folder or a folder of one GGUF file."""
+    if (folder / META_FILE).exists():
+        return _resolve_padellm_folder(location, folder)
+    if (folder / "adapter_config.json").exists():
+        return _resolve_adapter_folder(location, folder)
+    if (folder / "config.json").exists():
+        _check_hf_folder(folder)
+        return ModelSource(location=location, base_dir=folder)
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name)
+    if len(ggufs) > 1:
+        raise ModelFolderError(f"{folder} holds several .gguf files; give the path of one")
+    raise ModelFolderError(
+        f"{folder} is not a model folder: expected {META_FILE}, config.json with *.safetensors, "
+        "adapter_config.json, or a .gguf file"
+    )
+
+
+def _resolve_padellm_folder(location: str, folder: Path) -> ModelSource:
+    """A folder ``train`` or ``export_model_folder`` wrote: padellm.json names the base, the adapter and more."""
+    meta_path = folder / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf8"))
+    except ValueError as err:
+        raise ModelFolderError(f"{meta_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != "padellm-model":
+        raise ModelFolderError(f"{meta_path} is not a PaDeLLM model description")
+    source = ModelSource(location=location, meta=meta)
+    if (folder / RANGES_FILE).exists():
+        source.int8_ranges = folder / RANGES_FILE
+    if _has_tokenizer(folder):
+        source.tokenizer_dir = folder
+    if meta.get("adapter"):
+        source.adapter_dir = folder / meta["adapter"]
+        _check_adapter(source.adapter_dir)
+    _resolve_base(meta.get("base"), folder, source)
+    return source
+
+
+def _resolve_adapter_folder(location: str, folder: Path) -> ModelSource:
+    """A peft adapter folder: its base is what ``base_model_name_or_path`` names."""
+    _check_adapter(folder)
+    cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf8"))
+    base = cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelFolderError(f"{folder / 'adapter_config.json'} names no base_model_name_or_path")
+    source = resolve_model(base)
+    source.adapter_dir, source.location = folder, location
+    if _has_tokenizer(folder):
+        source.tokenizer_dir = folder
+    return source
 
 
 def torch_dtype(dtype: str, device):
