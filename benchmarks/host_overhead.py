@@ -125,7 +125,8 @@ class Oracle:
             dst[place[keep]] = src[keep]
         tokens, positions, slots = (a[: B * T].reshape(B, T) for a in flat)
         if self.shadow.shape[0] < self.lm.rows or self.shadow.shape[1] < self.lm.cols:
-            grown = np.zeros((self.lm.rows, self.lm.cols), dtype=np.int64)
+            grown = np.zeros((max(self.lm.rows, self.shadow.shape[0]), max(self.lm.cols, self.shadow.shape[1])),
+                             dtype=np.int64)  # never smaller: ``widen`` may keep fewer rows than before
             grown[: self.shadow.shape[0], : self.shadow.shape[1]] = self.shadow
             self.shadow = grown
         for b in range(B):

@@ -34,6 +34,7 @@ engine then decides: mask the full distribution, force EOS when ``eos_ok``, or d
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["MentionTrie", "candidate_strings", "needs_char_spans", "redecode_plan"]
@@ -67,13 +68,15 @@ def needs_char_spans(text: str) -> bool:
     return False
 
 
-def _runs(units: Sequence[Tuple[int, int]], word_of: Sequence[int], max_words: int) -> Iterable[Tuple[int, int]]:
-    """(start, end) of runs of consecutive units that cover at most ``max_words`` words."""
-    for i in range(len(units)):
-        for j in range(i, len(units)):
-            if word_of[j] - word_of[i] >= max_words:
-                break
-            yield units[i][0], units[j][1]
+def _run_texts(text: str, units: Sequence[Tuple[int, int]], word_of: Sequence[int], max_words: int) -> List[str]:
+    """The text of each run of consecutive ``units`` that covers at most ``max_words`` words (``word_of``: each
+    unit's word, non-decreasing), by start then end."""
+    ends = [end for _, end in units]
+    out: List[str] = []
+    for i, (start, _) in enumerate(units):
+        stop = bisect_left(word_of, word_of[i] + max_words, i)
+        out.extend([text[start:end] for end in ends[i:stop]])
+    return out
 
 
 def candidate_strings(
@@ -88,6 +91,9 @@ def candidate_strings(
 ) -> List[str]:
     """The candidate mention strings of ``text`` (see the module doc), de-duplicated, in a stable order."""
     found: Dict[str, None] = {}
+    # in a text whose only inner whitespace is single spaces, no run of units (never empty, never with whitespace at
+    # either end) collapses to another string: ``put`` adds them as they are
+    collapses = " ".join(text.split()) != text.strip()
 
     def add(s: str) -> None:
         if s and not s[0].isspace() and not s[-1].isspace():
@@ -97,8 +103,9 @@ def candidate_strings(
                 found[collapsed] = None
 
     words = [(m.start(), m.end()) for m in _WORD_RE.finditer(text)]
-    for start, end in _runs(words, list(range(len(words))), max_words):
-        add(text[start:end])
+    put = add if collapses else found.setdefault
+    for s in _run_texts(text, words, range(len(words)), max_words):
+        put(s)
     if split_punct:
         units: List[Tuple[int, int]] = []
         word_of: List[int] = []
@@ -106,8 +113,8 @@ def candidate_strings(
             for m in _UNIT_RE.finditer(text, ws, we):
                 units.append((m.start(), m.end()))
                 word_of.append(w)
-        for start, end in _runs(units, word_of, max_words):
-            add(text[start:end])
+        for s in _run_texts(text, units, word_of, max_words):
+            put(s)
     if char_spans is None:
         char_spans = needs_char_spans(text)
     if char_spans:
@@ -203,24 +210,45 @@ class MentionTrie:
         strings = candidate_strings(text, max_words=max_words, split_punct=split_punct, char_spans=char_spans,
                                     max_chars=max_chars, extra=extra, exclude=exclude)
         trie = cls(eos_id=encoder.eos_id)
-        for ids in encoder.mentions(strings):  # one tokenizer call for all (the same ids as mention())
-            trie.add(ids)
+        trie.add_all(encoder.mentions(strings))  # one tokenizer call for all (the same ids as mention())
         return trie
 
     def add(self, ids: Sequence[int]) -> None:
         """Add one sequence (empty sequences are ignored: a mention has at least one token)."""
-        if not ids:
-            return
+        if ids:
+            self._end(self._insert(0, ids))
+
+    def add_all(self, sequences: Iterable[Sequence[int]]) -> None:
+        """``add`` each of ``sequences`` in turn; one that extends the sequence before it (a run of words one word
+        longer) goes on from the node where that one ended instead of walking its prefix again."""
+        prev: List[int] = []
         node = 0
+        for ids in sequences:
+            ids = ids if type(ids) is list else list(ids)
+            n = len(prev)
+            if n and len(ids) > n and ids[:n] == prev:
+                node = self._insert(node, ids[n:])
+            elif ids:
+                node = self._insert(0, ids)
+            else:
+                continue
+            self._end(node)
+            prev = ids
+
+    def _insert(self, node: int, ids: Sequence[int]) -> int:
+        """The node after ``ids`` from ``node``, adding the nodes missing on the way."""
+        children, ends = self._children, self._ends
         for tok in ids:
             tok = int(tok)
-            nxt = self._children[node].get(tok)
+            nxt = children[node].get(tok)
             if nxt is None:
-                nxt = len(self._children)
-                self._children[node][tok] = nxt
-                self._children.append({})
-                self._ends.append(False)
+                nxt = children[node][tok] = len(children)
+                children.append({})
+                ends.append(False)
             node = nxt
+        return node
+
+    def _end(self, node: int) -> None:
         if not self._ends[node]:
             self._ends[node] = True
             self.n_sequences += 1

@@ -15,6 +15,7 @@ string is encoded whole, as before.
 from __future__ import annotations
 
 import re
+from itertools import chain
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["ChunkedEncoder", "CHUNK_PROBES", "CHECKED_CALLS", "chunks_of"]
@@ -34,8 +35,9 @@ MAX_CACHED_CHUNKS = 200_000
 def chunks_of(text: str) -> Optional[List[str]]:
     """``text`` cut before each run of whitespace that precedes a word; None when it ends with whitespace
     (the chunks could not hold it)."""
-    chunks = _CHUNK_RE.findall(text)
-    return chunks if sum(map(len, chunks)) == len(text) else None
+    if text[-1:].isspace():
+        return None
+    return _CHUNK_RE.findall(text)  # the chunks cover a text that does not end with whitespace
 
 
 class ChunkedEncoder:
@@ -70,7 +72,8 @@ class ChunkedEncoder:
         self._cache({c for chunks in chunked if chunks for c in chunks})
         whole_ids = iter(self._encode_many(whole)) if whole else iter(())
         ids = self._ids
-        return [next(whole_ids) if chunks is None else [t for c in chunks for t in ids[c]] for chunks in chunked]
+        return [next(whole_ids) if chunks is None else list(chain.from_iterable(map(ids.__getitem__, chunks)))
+                for chunks in chunked]
 
     def _cache(self, chunks: set) -> None:
         """Encode the ``chunks`` not cached yet (the cache starts again when it would grow too large)."""

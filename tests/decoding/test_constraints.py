@@ -108,6 +108,22 @@ def test_trie_accepts_exactly_the_encoded_candidates(encoder):
     assert trie.advance(trie.root, encoder.eos_id) is None
 
 
+def test_add_all_builds_the_trie_add_builds(encoder):
+    """Sequences that extend the one before them go on from its node: the same nodes, in the same order."""
+    text = "EU rejects German call to boycott British lamb .  New York-based Mc\tDonald's"
+    seqs = encoder.mentions(candidate_strings(text)) + [[], [5, 6], (5, 6, 7), [5, 6, 7], [5]]
+    one, all_ = MentionTrie(), MentionTrie()
+    for ids in seqs:
+        one.add(ids)
+    all_.add_all(seqs)
+    assert (all_._children, all_._ends, len(all_)) == (one._children, one._ends, len(one))
+
+
+def test_candidates_collapse_only_where_the_text_has_other_whitespace():
+    assert candidate_strings("a  b c") == ["a", "a  b", "a b", "a  b c", "a b c", "b", "b c", "c"]
+    assert candidate_strings("a b c") == ["a", "a b", "a b c", "b", "b c", "c"]
+
+
 def test_trie_prefix_is_not_an_end(encoder):
     text = "Werner Zwingmann in Bonn"
     trie = MentionTrie.build(text, encoder, split_punct=False)

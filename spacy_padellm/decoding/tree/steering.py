@@ -63,20 +63,55 @@ class Steering:
         where[outs] = np.arange(len(outs))
         rows = torch.from_numpy(outs).to(dev)
         logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
-        scores = logp
-        if self._allow_out:
-            allow_rows = torch.from_numpy(where[np.array(self._allow_out, dtype=np.int64)]).to(dev)
-            allow_toks = torch.tensor(self._allow_tok, dtype=torch.long, device=dev)
-            restricted = torch.zeros(len(outs), dtype=torch.bool, device=dev)
-            restricted[allow_rows] = True
-            mask = torch.zeros_like(logp).masked_fill_(restricted[:, None], float("-inf"))
-            mask[allow_rows, allow_toks] = 0.0
-            scores = logp + mask
-        if self._bias_out:
-            bias_rows = torch.from_numpy(where[np.array(self._bias_out, dtype=np.int64)]).to(dev)
-            bias_toks = torch.tensor(self._bias_tok, dtype=torch.long, device=dev)
-            scores = scores.clone() if scores is logp else scores
-            scores[bias_rows, bias_toks] += torch.tensor(self._bias_val, dtype=logp.dtype, device=dev)
-        chosen = scores.argmax(dim=-1)
+        allow_rows = where[np.array(self._allow_out, dtype=np.int64)]
+        allow_toks = np.array(self._allow_tok, dtype=np.int64)
+        bias_rows = where[np.array(self._bias_out, dtype=np.int64)]
+        biased = np.zeros(len(outs), dtype=bool)
+        biased[bias_rows] = True
+        chosen = torch.zeros(len(outs), dtype=torch.long, device=dev)
+        only_allowed = ~biased[allow_rows]  # rows held to allowed tokens: their argmax over those alone
+        if only_allowed.any():
+            allowed_argmax(logp, allow_rows[only_allowed], allow_toks[only_allowed], chosen)
+        if len(bias_rows):  # biased rows: a copy of their log-probs, changed and searched whole
+            dense = np.flatnonzero(biased)
+            local = np.full(len(outs), -1, dtype=np.int64)
+            local[dense] = np.arange(len(dense))
+            allowed = ~only_allowed
+            scores = _changed(logp.index_select(0, torch.from_numpy(dense).to(dev)), local[allow_rows[allowed]],
+                              allow_toks[allowed], local[bias_rows], self._bias_tok, self._bias_val)
+            chosen[torch.from_numpy(dense).to(dev)] = scores.argmax(dim=-1)
         tokens[rows] = chosen.to(tokens.dtype)
         logps[rows] = logp.gather(1, chosen[:, None]).squeeze(1).to(logps.dtype)
+
+
+def allowed_argmax(logp: torch.Tensor, rows: np.ndarray, toks: np.ndarray, chosen: torch.Tensor) -> None:
+    """``chosen[r]`` for each row ``r`` of ``rows``: the argmax of ``logp[r]`` with every token but its ``toks``
+    at -inf (the lowest id among equal best ones; token 0 where all its allowed log-probs are -inf or NaN, as the
+    argmax of such a row gives), from the allowed log-probs alone."""
+    dev, (n, vocab) = logp.device, logp.shape
+    r, t = torch.from_numpy(rows).to(dev), torch.from_numpy(toks).to(dev)
+    vals = logp[r, t]
+    best = torch.full((n,), float("-inf"), dtype=logp.dtype, device=dev).scatter_reduce_(0, r, vals, "amax")
+    ties = torch.where(vals == best[r], t, vocab)
+    first = torch.full((n,), vocab, dtype=torch.long, device=dev).scatter_reduce_(0, r, ties, "amin")
+    picked = torch.where(torch.isfinite(best), first, 0)
+    held = torch.from_numpy(np.unique(rows)).to(dev)
+    chosen[held] = picked[held]
+
+
+def _changed(scores: torch.Tensor, allow_rows: np.ndarray, allow_toks: np.ndarray, bias_rows: np.ndarray,
+             bias_toks: List[int], bias_vals: List[float]) -> torch.Tensor:
+    """``scores`` (a copy, changed in place) with the tokens not allowed in a row that has allowed ones at -inf,
+    and the biases added."""
+    dev = scores.device
+    if len(allow_rows):
+        r, t = torch.from_numpy(allow_rows).to(dev), torch.from_numpy(allow_toks).to(dev)
+        restricted = torch.zeros(len(scores), dtype=torch.bool, device=dev)
+        restricted[r] = True
+        mask = torch.zeros_like(scores).masked_fill_(restricted[:, None], float("-inf"))
+        mask[r, t] = 0.0
+        scores += mask
+    bias_toks_t = torch.tensor(bias_toks, dtype=torch.long, device=dev)
+    scores[torch.from_numpy(bias_rows).to(dev), bias_toks_t] += torch.tensor(bias_vals, dtype=scores.dtype,
+                                                                             device=dev)
+    return scores
