@@ -51,17 +51,15 @@ def recording_decoder(decoder) -> Iterator[List[Tuple[Recorder, Recorder]]]:
         raise ValueError("activation ranges are measured by the static engine on the CPU in float32; load the "
                          "model with device 'cpu' and dtype 'float32' (engine 'auto' or 'static', quantize null)")
     caches = decoder._lms
-    with recording(lm) as recs:
+    try:
+        with recording(lm) as recs:
+            for cache in caches:
+                cache.layers = lm.layers
+            yield recs
+    finally:  # ``recording`` has restored lm's own layers: the caches take them again
         for cache in caches:
             cache.layers = lm.layers
-        try:
-            yield recs
-        finally:
-            for cache in caches:
-                cache.layers = lm.layers  # ``recording`` restores lm's own layers when it closes
-    for cache in caches:
-        cache.layers = lm.layers
-        cache.release()
+            cache.release()
 
 
 def save_ranges(ranges: List[Tuple[torch.Tensor, torch.Tensor]], path) -> None:

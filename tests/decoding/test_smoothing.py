@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tiny
-from spacy_padellm.decoding.calibration import load_ranges, recording, save_ranges
+from spacy_padellm.decoding.calibration import load_ranges, recording, recording_decoder, save_ranges
 from spacy_padellm.decoding.factory import build_decoder
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.quantize import Int8Weight, quantize_layers
@@ -62,6 +62,20 @@ def test_calibration_records_and_smoothing_is_exact_in_float32(trained):
             [[(l, t) for l, t, _ in r] for r in want]
     finally:
         del model.padellm_int8_ranges
+
+
+def test_recording_decoder_gives_every_cache_its_layers_back_even_on_an_error(trained):
+    model, enc = trained
+    settings = DecodeSettings(max_count=5, max_mention_tokens=8, inflight_batches=2, max_batch_rows=2)
+    decoder = build_decoder(model, enc, settings, "padellm")
+    decoder.decode([DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES])  # batches on two caches
+    assert len(decoder._lms) == 2
+    base = decoder.lm.layers
+    with pytest.raises(RuntimeError, match="stop"):
+        with recording_decoder(decoder):
+            assert all(cache.layers is decoder.lm.layers is not base for cache in decoder._lms)
+            raise RuntimeError("stop")
+    assert all(cache.layers is base for cache in decoder._lms) and decoder.lm.layers is base
 
 
 def test_quantize_layers_smooths_by_the_ranges():
