@@ -70,11 +70,13 @@ def _source(gguf: Path, dtype: Any) -> Dict[str, Any]:
 def entry_folder(gguf: Path, dtype: Any) -> Optional[Path]:
     """Where the entry of ``gguf`` loaded in ``dtype`` is (or would be); None when the cache is off."""
     root = cache_root()
-    if root is None:
-        return None
-    keyed = {k: v for k, v in _source(gguf, dtype).items() if k != "gguf"}
-    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode("utf8")).hexdigest()[:24]
-    return root / "gguf" / key
+    return None if root is None else _folder(root, _source(gguf, dtype))
+
+
+def _folder(root: Path, source: Dict[str, Any]) -> Path:
+    """The entry folder of ``source`` (what ``_source`` says of a file) in the cache ``root``."""
+    keyed = {k: v for k, v in source.items() if k != "gguf"}
+    return root / "gguf" / hashlib.sha256(json.dumps(keyed, sort_keys=True).encode("utf8")).hexdigest()[:24]
 
 
 def load_cached(gguf: Path, dtype: Any, trust_remote_code: bool = False):
@@ -98,11 +100,15 @@ def load_cached(gguf: Path, dtype: Any, trust_remote_code: bool = False):
 def store(model, gguf: Path, dtype: Any) -> Optional[Path]:
     """Write ``model`` (just de-quantised from ``gguf`` in ``dtype``) as the file's cache entry; the entry's
     folder, or None where it could not be written (the reason is logged at info level)."""
-    folder = entry_folder(gguf, dtype)
-    if folder is None or (folder / MARKER).is_file():
+    root = cache_root()
+    if root is None:
+        return None
+    source = _source(gguf, dtype)  # the file's sample read once, for both the key and the marker
+    folder = _folder(root, source)
+    if (folder / MARKER).is_file():
         return None
     try:
-        return _write(model, folder, _source(gguf, dtype))
+        return _write(model, folder, source)
     except Exception as err:  # noqa: BLE001 - without a cache the model still loads, from the GGUF file
         logger.info("spacy_padellm: not caching the de-quantised %s in %s: %s", gguf, folder, err)
         return None
