@@ -13,7 +13,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
 
-from ..text.windows import make_windows, sentences_from_tokens
+from ..pipeline.doc_decoding import doc_sentences, text_and_tokens
+from ..text.windows import make_windows
 
 __all__ = ["check_window_sentences", "shard_doc"]
 
@@ -49,16 +50,14 @@ def _fitting(doc: Doc, i_doc: int, context_length: Optional[int], longest_prompt
 
     if length(doc.text) <= context_length:
         return [doc]
-    tokens = [(t.idx, t.idx + len(t)) for t in doc if not t.is_space]
-    windows = make_windows(doc.text, sentences(doc), tokens, length, context_length)
+    text, tokens = text_and_tokens(doc)
+    windows = make_windows(text, doc_sentences(doc, text, tokens), tokens, length, context_length)
     return slices(doc, [start for start, _ in windows])
 
 
 def sentences(doc: Doc) -> List[Tuple[int, int]]:
-    """The doc's sentences as character offsets: ``doc.sents`` when set, else sentence-final punctuation."""
-    if doc.has_annotation("SENT_START"):
-        return [(s.start_char, s.end_char) for s in doc.sents]
-    return sentences_from_tokens([(t.idx, t.idx + len(t), t.text) for t in doc if not t.is_space])
+    """The doc's sentences as character offsets (``pipeline.doc_decoding.doc_sentences``)."""
+    return doc_sentences(doc, *text_and_tokens(doc))
 
 
 def slices(doc: Doc, starts: Sequence[int]) -> List[Doc]:

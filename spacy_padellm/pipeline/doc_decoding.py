@@ -17,7 +17,7 @@ from .isolation import decode_isolated, guarded, settle_failures
 from .output import doc_spans, write_spans
 from .safe_text import replaced_count
 
-__all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs"]
+__all__ = ["STAT_KEYS", "AUTOREG_STAT_KEYS", "decode_docs", "doc_sentences", "text_and_tokens"]
 
 STAT_KEYS = ("docs", "windows", "unparsable_counts", "capped_counts", "truncated_mentions", "not_found",
              "no_free_occurrence", "misaligned", "duplicates_removed", "overlaps_removed", "failed", "replaced")
@@ -92,13 +92,18 @@ def doc_windows(doc: Doc, text: str, tokens: List[Tuple[int, int]], budget: Wind
     when it has them, else sentence-final punctuation)."""
     if not text.strip():
         return []
-    if doc.has_annotation("SENT_START"):
-        sents = [(s.start_char, s.end_char) for s in doc.sents]
-    else:
-        sents = sentences_from_tokens([(a, b, text[a:b]) for a, b in tokens])
+    sents = doc_sentences(doc, text, tokens)
     if len(sents) <= (budget.max_sentences or len(sents)) and budget.surely_fits(text):
         return [(0, len(text))]
     return make_windows(text, sents, tokens, budget.measure, budget.max_tokens, budget.max_sentences)
+
+
+def doc_sentences(doc: Doc, text: str, tokens: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """The (start, end) characters of ``doc``'s sentences: its own when it has them (a sentencizer, a parser),
+    else cut after sentence-final punctuation among its non-space ``tokens`` (``text_and_tokens``)."""
+    if doc.has_annotation("SENT_START"):
+        return [(s.start_char, s.end_char) for s in doc.sents]
+    return sentences_from_tokens([(a, b, text[a:b]) for a, b in tokens])
 
 
 def _located_spans(mapping: Mapping, predictions: Sequence[Any]) -> Tuple[List[AlignedSpan], List[Any]]:
