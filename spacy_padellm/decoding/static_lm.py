@@ -314,10 +314,15 @@ class StaticLM:
             self._pool = torch.cuda.graph_pool_handle()
 
     @property
+    def runs_segmented(self) -> bool:
+        """Whether passes run eagerly in segments (``segmented``, and no CUDA graphs, which need fixed shapes)."""
+        return self.segmented and not self.use_graphs
+
+    @property
     def compacts(self) -> bool:
         """Whether a batch moves its active cache rows to the front as rows finish (``TreeBatch``): not when segmented,
         where a row that feeds nothing costs a pass nothing, and moving the cache's rows would cost a copy of it."""
-        return not (self.segmented and not self.use_graphs)
+        return not self.runs_segmented
 
     def move_rows(self, src: List[int], upto_col: int) -> None:
         """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
@@ -452,7 +457,7 @@ class StaticLM:
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
-        if self.segmented and not self.use_graphs:  # no buckets: eager passes run at their own shapes
+        if self.runs_segmented:  # no buckets: eager passes run at their own shapes
             return B, T, min(S, self.cols), O
         if B <= 1:  # one row (batch size 1): a finer T, since its wide first pass is mostly drafts (a pass of 359
             # tokens runs at 384, not 512); S stays a power of two, so that few more CUDA graphs are captured
@@ -507,7 +512,7 @@ class StaticLM:
         S = mask.shape[-1]
         if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
             raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
-        if self.segmented and not self.use_graphs:
+        if self.runs_segmented:
             return self._launch_segmented(tokens, positions, slots, mask, outputs, steer)
         trash = self.trash_col
         flat_slots = slots.reshape(-1)
