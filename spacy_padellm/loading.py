@@ -89,6 +89,7 @@ class ModelSource:
     tokenizer_dir: Optional[Path] = None  # None: the base's tokenizer
     meta: Dict[str, Any] = field(default_factory=dict)
     int8_ranges: Optional[Path] = None  # activation ranges for quantize "int8" (decoding/calibration.py)
+    folder: Optional[Path] = None  # the PaDeLLM model folder (padellm.json inside), when the location is one
 
     @property
     def labels(self) -> List[str]:
@@ -239,7 +240,7 @@ def _resolve_padellm_folder(location: str, folder: Path) -> ModelSource:
         raise ModelFolderError(f"{meta_path} is not valid JSON: {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != "padellm-model":
         raise ModelFolderError(f"{meta_path} is not a PaDeLLM model description")
-    source = ModelSource(location=location, meta=meta)
+    source = ModelSource(location=location, meta=meta, folder=folder)
     if (folder / RANGES_FILE).exists():
         source.int8_ranges = folder / RANGES_FILE
     if _has_tokenizer(folder):

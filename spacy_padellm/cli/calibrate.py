@@ -40,10 +40,10 @@ def training_texts(path: str, n: int) -> List[str]:
 
 def model_folder(model: str) -> Path:
     """The PaDeLLM model folder ``model`` names (a folder, or ``padellm:NAME`` for a shipped one)."""
-    from ..loading import META_FILE, SHIPPED_DIR, SHIPPED_PREFIX
+    from ..loading import META_FILE, resolve_model
 
-    folder = SHIPPED_DIR / model[len(SHIPPED_PREFIX):] if model.startswith(SHIPPED_PREFIX) else Path(model)
-    if not (folder / META_FILE).exists():
+    folder = resolve_model(model).folder
+    if folder is None:
         raise ValueError(f"{model} is not a PaDeLLM model folder (no {META_FILE}); give the folder train wrote")
     return folder
 
