@@ -42,8 +42,9 @@ def evaluate(model: str, data: str, *, max_docs: Optional[int] = None, batch_siz
     scores = score_padellm(examples, spans_key=key)
     scores.update(string_level_scores(examples, key))
     n_words = sum(len(d) for d in gold)
-    scores.update({"docs": len(gold), "load_seconds": round(load_seconds, 3), "seconds": round(seconds, 3), "docs_per_second": round(len(gold) / seconds, 2),
-                   "words_per_second": round(n_words / seconds, 1), "batch_size": batch_size,
+    scores.update({"docs": len(gold), "load_seconds": round(load_seconds, 3), "seconds": round(seconds, 3),
+                   "docs_per_second": round(len(gold) / seconds, 2), "words_per_second": round(n_words / seconds, 1),
+                   "batch_size": batch_size,
                    "model": str(model), "data": str(data)})
     if ner is not None:
         scores["component_stats"] = dict(ner.stats)
