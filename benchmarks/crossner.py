@@ -26,11 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,9 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared CrossNER scores
 
 from crossner_scores import DOMAINS, averages, count_gold, domain_row, render_table, write_report  # noqa: E402
-
-Commands = Dict[str, List[str]]
-
+from stages import Commands, override as _override, process_env, run_stage as _stage, shown  # noqa: E402
 
 def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Commands:
     return {d: ["-m", "spacy_padellm", "convert", *(str(data / d / f"{s}.txt") for s in ("train", "dev", "test")),
@@ -82,45 +76,6 @@ def parse_candidate(text: str) -> Tuple[str, List[str]]:
     return name, overrides
 
 
-def _override(item: str) -> List[str]:
-    """``section.key=value`` as the two arguments ``--section.key value`` of ``train``."""
-    key, sep, value = item.partition("=")
-    if not sep or "." not in key:
-        raise ValueError(f"--set takes section.key=value, got {item!r}")
-    return [f"--{key.strip()}", value.strip()]
-
-
-def run_parallel(stage: str, commands: Commands, logs: Path, env: Mapping[str, str]) -> Dict[str, int]:
-    """Start every command at once (``python`` being this interpreter), each logging to
-    ``logs/{domain}.{stage}.log``; their return codes once all have ended."""
-    logs.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for domain, args in commands.items():
-        log = open(logs / f"{domain}.{stage}.log", "w")
-        procs[domain] = (subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                          env=dict(env), cwd=ROOT), log)
-    codes = {}
-    for domain, (proc, log) in procs.items():
-        codes[domain] = proc.wait()
-        log.close()
-    return codes
-
-
-def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
-    """This environment for the subprocesses: on a GPU, only that one visible; on the CPU, the cores shared out
-    (``OMP_NUM_THREADS``, unless set) so that parallel processes do not fight over them."""
-    env = dict(os.environ)
-    if gpu_id >= 0:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
-    else:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_parallel)))
-    return env
-
-
-def shown(args: Sequence[str]) -> str:
-    return shlex.join(["python", *args])
-
-
 def domain_result(domain: str, corpus: Path, training: Path, metrics: Path, suffix: str = "test") -> Dict[str, Any]:
     """The test row of one domain, with what its training reported (best dev F1 and step, steps run)."""
     scores = json.loads((metrics / f"{domain}.{suffix}.json").read_text())
@@ -137,18 +92,6 @@ def tuned_result(domain: str, corpus: Path, training: Path, metrics: Path, tuned
     best = json.loads((tuned / domain / "tune.json").read_text())["best"]
     row.update({"tuned_dev_f": best["f"], "variant": best["variant"], "count_bias": best["count_bias"]})
     return row
-
-
-def _stage(name: str, commands: Commands, logs: Path, env: Mapping[str, str], failed: Dict[str, str]) -> float:
-    """Run a stage for the domains that have not failed; record the new failures; its wall seconds."""
-    start = time.perf_counter()
-    todo = {d: c for d, c in commands.items() if d not in failed}
-    print(f"{name}: {', '.join(todo)}", file=sys.stderr, flush=True)
-    for domain, code in run_parallel(name, todo, logs, env).items():
-        if code != 0:
-            failed[domain] = f"{name} exited with {code}; see {logs / f'{domain}.{name}.log'}"
-            print(f"{domain}: {failed[domain]}", file=sys.stderr, flush=True)
-    return time.perf_counter() - start
 
 
 def dev_scores(training: Path, domains: Sequence[str], failed: Mapping[str, str]) -> Dict[str, float]:

@@ -149,11 +149,33 @@ def _package_file(spec: Dict[str, str]) -> Path:
     if found is None or not found.submodule_search_locations:
         raise ModelFolderError(f"The base model comes from the Python package {spec['package']!r}: {hint}",
                                missing=True)
+    if spec.get("assemble"):
+        return _assembled_file(spec, hint)
     path = Path(list(found.submodule_search_locations)[0]) / spec["file"]
     if not path.exists():
         raise ModelFolderError(f"{path} is missing from the package {spec['package']!r}; reinstall it: {hint}",
                                missing=True)
     return path
+
+
+_ASSEMBLED: Dict[str, Path] = {}
+
+
+def _assembled_file(spec: Dict[str, str], hint: str) -> Path:
+    """The file a package builds from chunk packages with its ``spec["assemble"]`` function (which writes it
+    once, checks it and returns its path): Gemma 3 270M is too large for one PyPI package. Once per process."""
+    key = f"{spec['package']}:{spec['assemble']}"
+    if key not in _ASSEMBLED:
+        module = importlib.import_module(spec["package"])
+        try:
+            path = Path(getattr(module, spec["assemble"])())
+        except (OSError, ValueError, ImportError) as err:
+            raise ModelFolderError(f"The package {spec['package']!r} could not assemble the base model ({err}); "
+                                   f"reinstall it: {hint}", missing=True) from None
+        if spec.get("file") and path.name != spec["file"]:
+            raise ModelFolderError(f"The package {spec['package']!r} assembled {path.name}, not {spec['file']}")
+        _ASSEMBLED[key] = path
+    return _ASSEMBLED[key]
 
 
 def _resolve_base(base: Any, folder: Path, source: ModelSource) -> None:

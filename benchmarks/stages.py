@@ -1,0 +1,72 @@
+"""Stages of subprocesses run side by side: one ``python -m spacy_padellm ...`` per dataset (or domain), all
+at once on one GPU (small models leave most of it idle), each logging to its own file.
+
+Shared by ``benchmarks/crossner.py`` and ``benchmarks/nested_chinese.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence
+
+__all__ = ["Commands", "override", "run_parallel", "run_stage", "process_env", "shown"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+Commands = Dict[str, List[str]]
+
+
+def override(item: str) -> List[str]:
+    """``section.key=value`` as the two arguments ``--section.key value`` of ``train``."""
+    key, sep, value = item.partition("=")
+    if not sep or "." not in key:
+        raise ValueError(f"--set takes section.key=value, got {item!r}")
+    return [f"--{key.strip()}", value.strip()]
+
+
+def run_parallel(stage: str, commands: Commands, logs: Path, env: Mapping[str, str]) -> Dict[str, int]:
+    """Start every command at once (``python`` being this interpreter), each logging to
+    ``logs/{domain}.{stage}.log``; their return codes once all have ended."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = {}
+    for domain, args in commands.items():
+        log = open(logs / f"{domain}.{stage}.log", "w")
+        procs[domain] = (subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(env), cwd=ROOT), log)
+    codes = {}
+    for domain, (proc, log) in procs.items():
+        codes[domain] = proc.wait()
+        log.close()
+    return codes
+
+
+def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
+    """This environment for the subprocesses: on a GPU, only that one visible; on the CPU, the cores shared out
+    (``OMP_NUM_THREADS``, unless set) so that parallel processes do not fight over them."""
+    env = dict(os.environ)
+    if gpu_id >= 0:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
+    else:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_parallel)))
+    return env
+
+
+def shown(args: Sequence[str]) -> str:
+    return shlex.join(["python", *args])
+
+
+def run_stage(name: str, commands: Commands, logs: Path, env: Mapping[str, str], failed: Dict[str, str]) -> float:
+    """Run a stage for the domains that have not failed; record the new failures; its wall seconds."""
+    start = time.perf_counter()
+    todo = {d: c for d, c in commands.items() if d not in failed}
+    print(f"{name}: {', '.join(todo)}", file=sys.stderr, flush=True)
+    for domain, code in run_parallel(name, todo, logs, env).items():
+        if code != 0:
+            failed[domain] = f"{name} exited with {code}; see {logs / f'{domain}.{name}.log'}"
+            print(f"{domain}: {failed[domain]}", file=sys.stderr, flush=True)
+    return time.perf_counter() - start
