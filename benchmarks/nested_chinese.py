@@ -117,7 +117,7 @@ def _scores(path: Path, spec: DataSet) -> Dict[str, Any]:
     scores = json.loads(path.read_text())
     row = {k: round(100 * float(scores.get(f"{spec.metric}_{k}") or 0.0), 2) for k in ("p", "r", "f")}
     row.update({f"string_{k}": round(100 * float(scores.get(f"string_{k}") or 0.0), 2) for k in ("p", "r", "f")})
-    row["docs"] = scores.get("docs")
+    row["docs"], row["docs_per_second"] = scores.get("docs"), scores.get("docs_per_second")
     return row
 
 
@@ -152,14 +152,14 @@ def _adapter_mib(folder: Path) -> Optional[float]:
 
 def render_markdown(rows: Mapping[str, Mapping[str, Any]]) -> str:
     head = ("| set | steps | train s | dev F1 | decoding (chosen on dev) | span P | span R | **span F1** | "
-            "**string F1** | paper F1 (7B) | halfway | batch-1 ms |")
-    lines = [head, "|" + "---|" * 12]
+            "**string F1** | paper F1 (7B) | halfway | test docs/s | batch-1 ms |")
+    lines = [head, "|" + "---|" * 13]
     for name, r in rows.items():
         t = r["test"]
         halfway = "" if r.get("previous_f") is None else f"{(r['previous_f'] + r['paper_f']) / 2:.1f}"
         lines.append(f"| {name} | {r['steps']} | {r['train_seconds']:.0f} | {r['dev_f']:.2f} | {r['chosen']} | "
                      f"{t['p']:.2f} | {t['r']:.2f} | **{t['f']:.2f}** | **{t['string_f']:.2f}** | {r['paper_f']:.2f} | "
-                     f"{halfway} | {r.get('batch1_ms') or ''} |")
+                     f"{halfway} | {t.get('docs_per_second') or ''} | {r.get('batch1_ms') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -183,6 +183,15 @@ def render_plot(out: Path, names: Sequence[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def report_rows(args: argparse.Namespace, names: Sequence[str], failed: Mapping[str, str]) -> Dict[str, Any]:
+    """The rows of the sets in ``names`` that did not fail, read from OUT's training summaries and metrics."""
+    out: Path = args.out.resolve()
+    rows = {name: set_row(SETS[name], out, args.tune) for name in names if name not in failed}
+    for name, row in rows.items():
+        row["previous_f"] = args.previous.get(name)
+    return rows
 
 
 def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
@@ -213,9 +222,7 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
             {name: model}, corpus, metrics, device, "batch1", ["--batch-size", "1", "--max-docs",
                                                                 str(args.latency_docs)]), logs, env, {})
             for name, model in models.items() if name not in failed)
-    rows = {s.name: set_row(s, out, args.tune) for s in sets if s.name not in failed}
-    for name, row in rows.items():
-        row["previous_f"] = args.previous.get(name)
+    rows = report_rows(args, [s.name for s in sets], failed)
     return {"command": command, "base": args.base, "overrides": list(args.set), "max_minutes": args.max_minutes,
             "device": device if args.gpu_id < 0 else f"cuda (GPU {args.gpu_id}), {len(sets)} trainings at once",
             "commands": {"train": shown(next(iter(trains.values()))) if trains else None},
@@ -244,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="also tune the decoding on dev and score the tuned pipelines")
     p.add_argument("--tune-docs", type=int, default=None, help="tune on the first N dev docs (default: all)")
     p.add_argument("--latency-docs", type=int, default=100, help="batch-1 timing on this many test docs (0: none)")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the report again from what OUT holds (e.g. after copying it back)")
     p.add_argument("--previous", type=_previous, default={},
                    help="earlier string F1 per set (set=F1,...) for the halfway-to-the-paper column")
     return p
@@ -262,7 +271,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = run(args, shown(["benchmarks/nested_chinese.py", *argv]))
+    if args.report_only:
+        report = json.loads((args.out / "nested_chinese.json").read_text()) if (
+            args.out / "nested_chinese.json").exists() else {"command": None, "failed": {}}
+        report["sets"] = report_rows(args, [n for n in args.sets.split(",") if n], report.get("failed", {}))
+    else:
+        report = run(args, shown(["benchmarks/nested_chinese.py", *argv]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "nested_chinese.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
     table = render_markdown(report["sets"])

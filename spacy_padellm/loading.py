@@ -243,8 +243,9 @@ def _resolve_folder(location: str, folder: Path) -> ModelSource:
         _check_hf_folder(folder)
         return ModelSource(location=location, base_dir=folder)
     ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) == 1:
-        return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name)
+    if len(ggufs) == 1:  # with tokenizer files beside it, they are the tokenizer (not the GGUF's own reading)
+        return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name,
+                           tokenizer_dir=folder if _has_tokenizer(folder) else None)
     if len(ggufs) > 1:
         raise ModelFolderError(f"{folder} holds several .gguf files; give the path of one")
     raise ModelFolderError(
@@ -265,13 +266,24 @@ def _resolve_padellm_folder(location: str, folder: Path) -> ModelSource:
     source = ModelSource(location=location, meta=meta, folder=folder)
     if (folder / RANGES_FILE).exists():
         source.int8_ranges = folder / RANGES_FILE
-    if _has_tokenizer(folder):
+    if meta.get("tokenizer"):
+        source.tokenizer_dir = _shared_tokenizer(folder, meta["tokenizer"])
+    elif _has_tokenizer(folder):
         source.tokenizer_dir = folder
     if meta.get("adapter"):
         source.adapter_dir = folder / meta["adapter"]
         _check_adapter(source.adapter_dir)
     _resolve_base(meta.get("base"), folder, source)
     return source
+
+
+def _shared_tokenizer(folder: Path, relative: str) -> Path:
+    """The tokenizer folder padellm.json names (``"tokenizer": "../tokenizers/NAME"``): models that share a
+    base's tokenizer ship it once."""
+    path = (folder / relative).resolve()
+    if not _has_tokenizer(path):
+        raise ModelFolderError(f"{folder / META_FILE} names the tokenizer folder {path}, which holds no tokenizer")
+    return path
 
 
 def _resolve_adapter_folder(location: str, folder: Path) -> ModelSource:
@@ -429,6 +441,7 @@ def export_model_folder(
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     meta = dict(meta)
+    meta.pop("tokenizer", None)  # the tokenizer's files are copied in below
     meta.update({"format": "padellm-model", "version": 1})
     if source.gguf_file:
         shutil.copy2(Path(source.base_dir) / source.gguf_file, dest / "base.gguf")

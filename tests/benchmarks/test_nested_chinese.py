@@ -74,7 +74,7 @@ def test_both_sets_are_trained_tuned_and_scored(nested_chinese_run):
 def test_report_files_and_halfway_column(nested_chinese_run):
     _, out, report = nested_chinese_run
     md = (out / "nested_chinese.md").read_text().splitlines()
-    assert md[0].startswith("| set | steps |") and len(md) == 4
+    assert md[0].startswith("| set | steps |") and md[0].endswith("| test docs/s | batch-1 ms |") and len(md) == 4
     assert md[2].startswith("| genia | 300 |") and f"| {(63.1 + 77.66) / 2:.1f} |" in md[2]
     assert (out / "nested_chinese.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "--training.max_minutes 5.0" in report["commands"]["train"]
@@ -92,3 +92,14 @@ def test_genia_split_keeps_the_last_tenth_for_selection(tmp_path):
 def test_unknown_set_is_an_error(tmp_path, capsys):
     assert main(["--base", "x", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--sets", "genia,msra"]) == 2
     assert "unknown set(s) ['msra']" in capsys.readouterr().err
+
+
+def test_report_only_writes_the_report_again_from_out(nested_chinese_run, capsys):
+    _, out, report = nested_chinese_run
+    (out / "nested_chinese.md").unlink()
+    assert main(["--base", "x", "--data", "unused", "--out", str(out), "--sets", "genia,resume", "--tune",
+                 "--report-only", "--previous", "genia=63.1"]) == 0
+    again = json.loads((out / "nested_chinese.json").read_text())
+    assert again["command"] == report["command"] and again["sets"]["genia"]["test"] == report["sets"]["genia"]["test"]
+    assert again["sets"]["resume"]["previous_f"] is None  # as given this time
+    assert (out / "nested_chinese.md").read_text().splitlines()[2].startswith("| genia | 300 |")
