@@ -10,7 +10,8 @@ leaves most of a GPU idle):
    ``python -m spacy_padellm convert`` of each set's three splits into OUT/corpus/{set}/ (GENIA with every span
    in ``doc.spans["sc"]``, the Chinese sets segmented into characters);
 2. ``python -m spacy_padellm train`` with the set's config (configs/genia.cfg, configs/zh.cfg) and the ``--set``
-   overrides, stopped after ``--max-minutes``, into OUT/training/{set}/ (the best dev F1 kept: ``spans_sc_f`` for
+   overrides, stopped after ``--max-minutes`` (the model folders name the base by its path unless a ``--set
+   paths.base_ref=...`` names it otherwise), into OUT/training/{set}/ (the best dev F1 kept: ``spans_sc_f`` for
    GENIA, ``ents_f`` for the others);
 3. with ``--tune``: ``python -m spacy_padellm tune`` on the dev split (a count bias per label and the decoding
    levers) into OUT/tuned/{set}/; the tuned pipeline is reported when its dev F1 beats the plain model's;
@@ -95,7 +96,7 @@ def train_commands(sets: Sequence[DataSet], base: str, corpus: Path, training: P
                      "--paths.train", str(corpus / s.name / f"{s.splits[0]}.padellm.jsonl"),
                      "--paths.dev", str(corpus / s.name / f"{s.splits[1]}.spacy"),
                      "--paths.output", str(training / s.name), "--training.device", device,
-                     "--training.max_minutes", str(max_minutes), *extra] for s in sets}
+                     "--training.max_minutes", str(max_minutes), "--paths.base_ref", "null", *extra] for s in sets}
 
 
 def tune_commands(sets: Sequence[DataSet], training: Path, corpus: Path, tuned: Path, gpu_id: int,

@@ -356,8 +356,9 @@ def _as_saved(tok, folder: Path):
     # The generic fast class reads tokenizer.json as it is, and the folder's whole tokenizer config
     # (special tokens, padding side, chat template).
     fixed = PreTrainedTokenizerFast.from_pretrained(str(folder), clean_up_tokenization_spaces=False)
-    logger.warning("spacy_padellm: the tokenizer transformers built for %s encodes differently from its "
-                   "tokenizer.json; using tokenizer.json as saved", folder)
+    # Not a problem to warn about: the folder's tokenizer.json is what the model was trained with.
+    logger.info("spacy_padellm: the tokenizer transformers built for %s encodes differently from its "
+                "tokenizer.json; using tokenizer.json as saved", folder)
     return fixed
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .data import EncodedData
-from .settings import TrainSettings
+from .settings import TrainConfigError, TrainSettings
 
 __all__ = ["save_model_folder", "base_model_ref", "model_meta", "write_pipeline_folder"]
 
@@ -17,6 +17,12 @@ __all__ = ["save_model_folder", "base_model_ref", "model_meta", "write_pipeline_
 def base_model_ref(settings: TrainSettings, source) -> Dict[str, str]:
     """How ``padellm.json`` names the base model: ``[paths] base_ref``, else its hub id, GGUF file or folder."""
     if settings.base_ref:
+        named = settings.base_ref.get("file")
+        if named and source.gguf_file and named != source.gguf_file:
+            raise TrainConfigError(
+                f"[paths] base_ref names the base file {named!r}, but the model trains from {source.gguf_file!r}: "
+                "the model folder would name the wrong base. Give the matching base_ref, or "
+                "--paths.base_ref null to name the base by its path")
         return dict(settings.base_ref)
     if source.hub_id:
         return {"hub": source.hub_id}

@@ -36,6 +36,7 @@ from .data import EncodedData, collate, encode_train_data, length_bucketed_batch
 from .evaluation import evaluate_pipeline, small_scores
 from .model_folder import base_model_ref, model_meta, save_model_folder, write_pipeline_folder
 from .settings import TrainConfigError, TrainSettings, check_inputs
+from .tokenizer_check import split_whole_words
 
 __all__ = ["train"]
 
@@ -109,6 +110,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     """Run training; returns a summary with the best dev scores and the output paths."""
     check_inputs(settings)
     source = _resolve_base(settings)
+    base_ref = base_model_ref(settings, source)  # a base_ref naming another base fails here, before any work
     import spacy
 
     nlp = spacy.blank(settings.lang)
@@ -119,7 +121,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     if settings.max_train_examples and len(examples) > settings.max_train_examples:
         examples = rng.sample(examples, settings.max_train_examples)
     devices = _set_up_devices(settings)
-    tokenizer = _load_tokenizer(source)
+    tokenizer = _load_tokenizer(source, log)
     data = encode_train_data(settings, tokenizer, examples, labels, log)
     unit = "sentences" if settings.autoreg else "examples"
     log(f"{len(examples)} {unit} ({len(data.items)} within max_length), labels {labels}, protocol {settings.protocol}, "
@@ -131,7 +133,7 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     _start_or_resume(state)
     if devices.distributed:
         state.model, state.optimizer = devices.accelerator.prepare(state.model, state.optimizer)
-    state.base_ref = base_model_ref(settings, source)
+    state.base_ref = base_ref
     state.meta = model_meta(settings, data, state.base_ref)
     _train_loop(state, progress)
     return _finish(state)
@@ -185,12 +187,17 @@ def _set_up_devices(settings: TrainSettings) -> _Devices:
     return _Devices(accelerator, device, amp_dtype)
 
 
-def _load_tokenizer(source):
+def _load_tokenizer(source, log: Callable[[str], None]):
     from ..loading import load_tokenizer
 
     tokenizer = load_tokenizer(source)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    split = split_whole_words(tokenizer)
+    if len(split) >= 2:
+        log(f"warning: the tokenizer splits words its vocabulary holds whole ({', '.join(split)}), unlike the "
+            "tokenizer the base was pre-trained with; transformers' reading of a GGUF file's tokenizer differs "
+            "between versions. Give the base as a folder holding the GGUF file and the model's own tokenizer.json")
     return tokenizer
 
 

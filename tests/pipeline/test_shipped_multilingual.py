@@ -87,3 +87,13 @@ def test_nested_model_on_40_dev_sentences(tmp_path):
     scores = _dev_scores(tmp_path, "genia-gemma3-270m", tmp_path / "split" / "genia_dev10.jsonl", lang="en",
                          spans_key="sc")
     assert scores["spans_sc_f"] >= 0.55
+
+
+def test_readme_block_of_these_models_runs_as_written(capsys):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Chinese and nested models"):]
+    block = section[section.index("```python") + len("```python"):section.index("```\n", section.index("```python") + 9)]
+    exec(compile(block, str(REPO / "README.md"), "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.splitlines()
+    expected = [line[2:] for line in block.splitlines() if line.startswith("# [")]
+    assert printed == expected
