@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared CrossNER scores
 
 from crossner_scores import DOMAINS, averages, count_gold, domain_row, render_table, write_report  # noqa: E402
-from stages import Commands, override as _override, process_env, run_stage as _stage, shown  # noqa: E402
+from stages import Commands, override, process_env, run_stage, shown  # noqa: E402
 
 def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Commands:
     return {d: ["-m", "spacy_padellm", "convert", *(str(data / d / f"{s}.txt") for s in ("train", "dev", "test")),
@@ -43,7 +43,7 @@ def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Comman
 
 def train_commands(config: Path, base: str, corpus: Path, training: Path, device: str, max_minutes: float,
                    overrides: Sequence[str], domains: Sequence[str]) -> Commands:
-    extra = [part for item in overrides for part in _override(item)]
+    extra = [part for item in overrides for part in override(item)]
     return {d: ["-m", "spacy_padellm", "train", str(config), "--no-progress", "--paths.base_model", base,
                 "--paths.train", str(corpus / d / "train.padellm.jsonl"), "--paths.dev", str(corpus / d / "dev.spacy"),
                 "--paths.output", str(training / d), "--paths.base_ref", "null", "--training.device", device,
@@ -60,6 +60,7 @@ def evaluate_commands(models: Mapping[str, Path], corpus: Path, metrics: Path, d
 
 def tune_commands(models: Mapping[str, Path], corpus: Path, tuned: Path, gpu_id: int) -> Commands:
     """Choose each domain's count bias per label and decoding levers on its dev split (never the test split)."""
+    gpu_id = 0 if gpu_id >= 0 else -1  # process_env leaves the chosen GPU visible as device 0
     return {d: ["-m", "spacy_padellm", "tune", str(model), str(corpus / d / "dev.spacy"), "--output", str(tuned / d),
                 "--gpu-id", str(gpu_id), "--no-progress"] for d, model in models.items()}
 
@@ -72,7 +73,7 @@ def parse_candidate(text: str) -> Tuple[str, List[str]]:
         raise ValueError(f"--candidate takes NAME=section.key=value[,section.key=value], got {text!r}")
     overrides = [item.strip() for item in rest.split(",") if item.strip()]
     for item in overrides:
-        _override(item)
+        override(item)
     return name, overrides
 
 
@@ -116,7 +117,7 @@ def train_candidates(args: argparse.Namespace, candidates: Sequence[Tuple[str, L
                                 args.max_minutes, [*args.set, *overrides], domains)
         commands.update({f"{name}.{d}": c for d, c in trains.items() if d not in failed})
     train_failed: Dict[str, str] = {}
-    seconds = _stage("train", commands, out / "logs", env, train_failed)
+    seconds = run_stage("train", commands, out / "logs", env, train_failed)
     report, failures = {}, {}
     for name, overrides in candidates:
         failures[name] = {d: train_failed[f"{name}.{d}"] for d in domains if f"{name}.{d}" in train_failed}
@@ -135,14 +136,15 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     device = "cpu" if args.gpu_id < 0 else "cuda"
     env = process_env(args.gpu_id, len(domains) * len(candidates))
     failed: Dict[str, str] = {}
-    seconds = {"convert": _stage("convert", convert_commands(args.data.resolve(), corpus, domains), logs, env, failed)}
+    converts = convert_commands(args.data.resolve(), corpus, domains)
+    seconds = {"convert": run_stage("convert", converts, logs, env, failed)}
     report, failures, seconds["train"], train_command = train_candidates(args, candidates, corpus, out, device,
                                                                          domains, env, failed)
     chosen = choose(report)
     failed.update({d: why for d, why in failures[chosen].items() if d not in failed})
     training = out / "training" / chosen
     models = {d: training / d / "best" for d in domains if d not in failed}
-    seconds["evaluate"] = _stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed)
+    seconds["evaluate"] = run_stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed)
     rows = {d: domain_result(d, corpus, training, metrics) for d in domains if d not in failed}
     result = {"system": "padellm", "command": command, "train_command": train_command,
               "config": str(args.config), "base": args.base, "max_minutes": args.max_minutes,
@@ -150,9 +152,9 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
                                                        f"{len(domains) * len(candidates)} trainings at once",
               "candidates": report, "chosen": chosen}
     if args.tune:
-        seconds["tune"] = _stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed)
+        seconds["tune"] = run_stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed)
         pipelines = {d: tuned / d for d in domains if d not in failed}
-        seconds["evaluate_tuned"] = _stage("evaluate_tuned", evaluate_commands(pipelines, corpus, metrics, device,
+        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", evaluate_commands(pipelines, corpus, metrics, device,
                                                                                "tuned.test"), logs, env, failed)
         result["untuned"] = {"domains": rows, "average": averages(rows)}
         rows = {d: tuned_result(d, corpus, training, metrics, tuned) for d in domains if d not in failed}
@@ -188,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         for item in args.set:
-            _override(item)
+            override(item)
         for item in args.candidate:
             parse_candidate(item)
     except ValueError as err:

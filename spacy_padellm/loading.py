@@ -166,10 +166,12 @@ def _assembled_file(spec: Dict[str, str], hint: str) -> Path:
     once, checks it and returns its path): Gemma 3 270M is too large for one PyPI package. Once per process."""
     key = f"{spec['package']}:{spec['assemble']}"
     if key not in _ASSEMBLED:
-        module = importlib.import_module(spec["package"])
         try:
-            path = Path(getattr(module, spec["assemble"])())
-        except (OSError, ValueError, ImportError) as err:
+            path = Path(getattr(importlib.import_module(spec["package"]), spec["assemble"])())
+        except FileExistsError as err:  # a file of another checksum where the assembled one goes
+            raise ModelFolderError(f"The package {spec['package']!r} could not assemble the base model: {err}. "
+                                   "Delete that file (an interrupted assembly leaves one) and load again") from None
+        except (OSError, ValueError, ImportError, AttributeError) as err:
             raise ModelFolderError(f"The package {spec['package']!r} could not assemble the base model ({err}); "
                                    f"reinstall it: {hint}", missing=True) from None
         if spec.get("file") and path.name != spec["file"]:
@@ -244,8 +246,9 @@ def _resolve_folder(location: str, folder: Path) -> ModelSource:
         return ModelSource(location=location, base_dir=folder)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:  # with tokenizer files beside it, they are the tokenizer (not the GGUF's own reading)
+        beside = any((folder / name).exists() for name in ("tokenizer.json", "tokenizer.model"))
         return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name,
-                           tokenizer_dir=folder if _has_tokenizer(folder) else None)
+                           tokenizer_dir=folder if beside else None)
     if len(ggufs) > 1:
         raise ModelFolderError(f"{folder} holds several .gguf files; give the path of one")
     raise ModelFolderError(
@@ -463,7 +466,7 @@ def export_model_folder(
         meta["adapter"] = None
     if source.int8_ranges is not None:
         shutil.copy2(source.int8_ranges, dest / RANGES_FILE)
-    if source.tokenizer_dir is not None and source.tokenizer_dir != source.base_dir:
+    if source.tokenizer_dir is not None and (source.gguf_file or source.tokenizer_dir != source.base_dir):
         for item in Path(source.tokenizer_dir).iterdir():
             if item.is_file() and (item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges",
                                                           "added_tokens", "chat_template"))):

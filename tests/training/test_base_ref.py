@@ -31,3 +31,10 @@ def test_a_reference_to_another_file_is_an_error():
 def test_without_a_reference_the_base_is_named_by_its_path():
     assert base_model_ref(TrainSettings(base_ref=None), _gguf("b.gguf", "/m")) == {"gguf": "/m/b.gguf"}
     assert base_model_ref(TrainSettings(base_ref=None), ModelSource(location="org/m", hub_id="org/m")) == {"hub": "org/m"}
+
+
+def test_a_reference_to_a_file_when_training_from_a_folder_is_an_error():
+    settings = TrainSettings(base_model="my/hf-folder", base_ref=SMOL)
+    with pytest.raises(TrainConfigError, match="names the base file 'SmolLM2-135M-Instruct.Q4_1.gguf', but the "
+                                               "model trains from '/my/hf-folder'"):
+        base_model_ref(settings, ModelSource(location="my/hf-folder", base_dir="/my/hf-folder"))
