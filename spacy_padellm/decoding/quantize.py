@@ -4,9 +4,10 @@ The attention projections and the MLP's gate and up projections of every decoder
 has been merged into them) are quantized to int8 once, symmetric per output channel, and run as dynamically
 quantized matrix products: each call quantizes its activations to 7 bits with one range of their own (PyTorch's
 quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them on x86; 8 bits overflow the
-kernels' 16-bit sums there). The MLP's down projection, the embedding, the norms and the LM head stay in
-float32, so the log-probabilities that choose every token are computed at full precision from the last hidden
-state. It is not exact: entities can change (docs/results-speed.md has the F1). Given the activation ranges a
+kernels' 16-bit sums there). The MLP's down projection, the embedding and the norms stay in float32; so does the
+LM head under "int8", so that the log-probabilities that choose every token are computed at full precision from
+the last hidden state, while "int8-head" quantizes it too (per output row, like the others): with Gemma 3's
+262k-entry vocabulary it is the largest matrix a token passes through. It is not exact: entities can change (docs/results-speed.md has the F1). Given the activation ranges a
 model folder ships (``calibration.py``), the matrices after a norm are smoothed first (``smoothing.py``).
 """
 
@@ -23,7 +24,7 @@ from .architectures import Layer
 from .settings import QUANTIZATIONS
 from .smoothing import SMOOTH_ALPHA, smooth_layer
 
-__all__ = ["QUANTIZATIONS", "Int8Weight", "linear", "quantize_layers"]
+__all__ = ["QUANTIZATIONS", "Int8Weight", "linear", "quantize_layers", "quantize_head"]
 
 # The matrices of a layer that are quantized. Not the MLP's down projection: its inputs (gate x up) carry outlier
 # activations that one 8-bit range per pass cannot hold (quantized too, half of 48 CoNLL03 test sentences changed
@@ -74,3 +75,10 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
         layers = [smooth_layer(l, a, b, SMOOTH_ALPHA) for l, (a, b) in zip(layers, ranges)]
     return [dataclasses.replace(layer, **{name: Int8Weight(getattr(layer, name)) for name in _WEIGHTS})
             for layer in layers]
+
+
+def quantize_head(lm_head: torch.Tensor, method: str):
+    """The LM head as ``method`` runs it: int8 under "int8-head", else unchanged."""
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    return Int8Weight(lm_head) if method == "int8-head" and isinstance(lm_head, torch.Tensor) else lm_head

@@ -22,7 +22,7 @@ __all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "QUANTIZATIONS", "CountB
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
 ENGINES = ("auto", "static", "dynamic")
-QUANTIZATIONS = ("int8",)  # what ``quantize`` takes (``decoding.quantize`` implements them)
+QUANTIZATIONS = ("int8", "int8-head")  # what ``quantize`` takes (``decoding.quantize`` implements them)
 CountBias = Union[float, Dict[str, float]]
 
 
@@ -196,7 +196,9 @@ class DecodeSettings:
         "in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized per call), "
         "smoothed first by the activation ranges the model folder ships (`int8_ranges.safetensors`; the shipped "
         "model has them; `python -m spacy_padellm calibrate` writes them): faster, not exact "
-        "(docs/results-speed.md); null: the model's own weights"))
+        '(docs/results-speed.md); `"int8-head"`: the same and the output layer (LM head) in int8 too, which pays '
+        "with a large vocabulary (Gemma 3: 262k entries, docs/results-nested-chinese.md); null: the model's own "
+        "weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

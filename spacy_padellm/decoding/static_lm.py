@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
-from .quantize import linear, quantize_layers
+from .quantize import linear, quantize_head, quantize_layers
 from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
@@ -243,13 +243,15 @@ class StaticLM:
         return total
 
     def quantize(self, method: str, ranges=None) -> None:
-        """Run the decoder layers' matrices as ``method`` (``quantize.QUANTIZATIONS``: "int8", on the CPU),
+        """Run the decoder layers' matrices (and under "int8-head" the LM head) as ``method``
+        (``quantize.QUANTIZATIONS``, on the CPU),
         smoothed by activation ``ranges`` if given (``quantize.quantize_layers``); twins made after this share
         the quantized weights."""
         if self.device.type != "cpu":
             raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
                              "set quantize to null")
         self.layers = quantize_layers(self.layers, method, ranges)
+        self.lm_head = quantize_head(self.lm_head, method)
 
     # -- the KV cache --
 
@@ -453,7 +455,7 @@ class StaticLM:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The float32 logits of final hidden states (the LM head, and Gemma's final soft-cap if any)."""
-        return final_logits(F.linear(hidden, self.lm_head).float(), self.final_softcap)
+        return final_logits(linear(hidden, self.lm_head).float(), self.final_softcap)
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""

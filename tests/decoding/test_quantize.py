@@ -1,4 +1,5 @@
-"""``quantize`` "int8": the static engine's layer matrices in int8 on the CPU, close to float32, refused elsewhere."""
+"""``quantize`` "int8" (the static engine's layer matrices) and "int8-head" (the LM head too) on the CPU, close to
+float32, refused elsewhere."""
 
 import numpy as np
 import pytest
@@ -53,13 +54,27 @@ def test_int8_decoding_finds_the_same_entities(trained):
     requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
     limits = DecodeSettings(max_count=5, max_mention_tokens=8)
     got = {}
-    for quantize in (None, "int8"):
+    for quantize in (None, "int8", "int8-head"):
         decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
         got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
         probs = [p.prob for r in decoder.decode(requests) for p in r.predictions]
         assert all(0.0 < p <= 1.0 for p in probs)
-    assert got["int8"] == got[None]
-    assert isinstance(decoder.lm.layers[0].wo, Int8Weight)
+    assert got["int8"] == got[None] and got["int8-head"] == got[None]
+    assert isinstance(decoder.lm.layers[0].wo, Int8Weight) and isinstance(decoder.lm.lm_head, Int8Weight)
+
+
+def test_int8_head_quantizes_the_lm_head_too(trained):
+    """"int8-head": the layers as "int8" does and the output layer too; the (tied) embedding stays float."""
+    model, _ = trained
+    lm, head_too = StaticLM.from_hf(model), StaticLM.from_hf(model)
+    lm.quantize("int8")
+    head_too.quantize("int8-head")
+    assert isinstance(head_too.lm_head, Int8Weight) and isinstance(head_too.embed, torch.Tensor)
+    assert head_too.lm_head.shape == tuple(lm.lm_head.shape) and head_too.weight_bytes < lm.weight_bytes
+    assert head_too.twin().lm_head is head_too.lm_head
+    hidden = torch.randn(3, lm.lm_head.shape[1])
+    want = lm.logits(hidden)
+    assert ((head_too.logits(hidden) - want).abs().max() / want.abs().max()) < 0.05
 
 
 def test_quantize_needs_the_static_engine_on_the_cpu(trained):
