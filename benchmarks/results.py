@@ -46,11 +46,11 @@ def _decoding_summary(d: Dict[str, int], docs: int) -> Dict[str, Any]:
 def _scores(preds, gold, spans_key: Optional[str]) -> Dict[str, Any]:
     from spacy.training import Example
 
-    from spacy_padellm.pipeline.scoring import score_padellm, string_level_scores
+    from spacy_padellm.pipeline.scoring import score_padellm, score_prefix, string_level_scores
 
     examples = [Example(p, g) for p, g in zip(preds, gold)]
     span = score_padellm(examples, spans_key=spans_key)
-    prefix = f"spans_{spans_key}" if spans_key else "ents"
+    prefix = score_prefix(spans_key)
     string = string_level_scores(examples, spans_key)
     out = {"docs": len(examples), "span_metric": f"{prefix}_f"}
     for k in ("p", "r", "f"):

@@ -123,11 +123,11 @@ def score(preds: Sequence[Any], gold: Sequence[Any], spans_key: Optional[str]) -
     """Span P/R/F1, per-type scores and string-level P/R/F1 of ``preds`` against ``gold``."""
     from spacy.training import Example
 
-    from spacy_padellm.pipeline.scoring import score_padellm, string_level_scores
+    from spacy_padellm.pipeline.scoring import score_padellm, score_prefix, string_level_scores
 
     examples = [Example(p, g) for p, g in zip(preds, gold)]
     span = score_padellm(examples, spans_key=spans_key)
-    prefix = f"spans_{spans_key}" if spans_key else "ents"
+    prefix = score_prefix(spans_key)
     strings = string_level_scores(examples, spans_key)
     out = {f"span_{k}": span.get(f"{prefix}_{k}") for k in ("p", "r", "f")}
     out["per_type"] = span.get(f"{prefix}_per_type") or {}

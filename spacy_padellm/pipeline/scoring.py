@@ -8,11 +8,16 @@ from spacy.scorer import PRFScore, Scorer, get_ner_prf
 from spacy.training import Example
 from spacy.util import registry
 
-__all__ = ["score_padellm", "make_scorer", "string_level_prf", "gold_spans"]
+__all__ = ["score_padellm", "score_prefix", "make_scorer", "string_level_prf", "gold_spans"]
 
 
 def gold_spans(doc, spans_key: Optional[str] = None):
     return list(doc.spans.get(spans_key, [])) if spans_key else list(doc.ents)
+
+
+def score_prefix(spans_key: Optional[str] = None) -> str:
+    """The prefix of the span scores' keys: ``ents`` in flat mode, ``spans_<key>`` in nested mode."""
+    return f"spans_{spans_key}" if spans_key else "ents"
 
 
 def score_padellm(examples: Iterable[Example], spans_key: Optional[str] = None, **kwargs) -> Dict[str, Any]:
@@ -21,7 +26,7 @@ def score_padellm(examples: Iterable[Example], spans_key: Optional[str] = None, 
         return get_ner_prf(examples, **kwargs)
     return Scorer.score_spans(
         examples,
-        f"spans_{spans_key}",
+        score_prefix(spans_key),
         getter=lambda doc, attr: doc.spans.get(spans_key, []),
         has_annotation=lambda doc: spans_key in doc.spans,
         allow_overlap=True,

@@ -376,9 +376,11 @@ def _target_loss(model, input_ids, mask, labels, distributed: bool):
 def _evaluate_and_keep_best(state: _TrainState) -> None:
     """Decode the dev docs, record the score, save the model folder if it is the best so far, and write
     the checkpoint."""
+    from ..pipeline.scoring import score_prefix
+
     settings, step = state.settings, state.step
     scores = _dev_scores(state)
-    metric = f"spans_{settings.spans_key}_f" if settings.spans_key else "ents_f"
+    metric = f"{score_prefix(settings.spans_key)}_f"
     f = scores.get(metric) or 0.0
     entry = {"step": step, "dev_f": f, "dev_metric": metric, "dev_string_f": scores.get("string_f"),
              "elapsed_s": round(time.time() - state.t0, 2)}

@@ -58,7 +58,7 @@ def measure(nlp, ner, gold: Sequence[Any], batch_size: int, bar) -> Dict[str, An
     ``spacy evaluate``) and per-label counts, P, R and F1."""
     from spacy.training import Example
 
-    from ..pipeline.scoring import score_padellm
+    from ..pipeline.scoring import score_padellm, score_prefix
 
     start = time.perf_counter()
     preds = []
@@ -67,7 +67,7 @@ def measure(nlp, ner, gold: Sequence[Any], batch_size: int, bar) -> Dict[str, An
         bar.update(1)
     seconds = time.perf_counter() - start
     examples = [Example(p, g) for p, g in zip(preds, gold)]
-    prefix = f"spans_{ner.spans_key}" if ner.spans_key else "ents"
+    prefix = score_prefix(ner.spans_key)
     scores = score_padellm(examples, spans_key=ner.spans_key)
     counts = label_counts(examples, ner.labels, ner.spans_key)
     return {"p": scores[f"{prefix}_p"] or 0.0, "r": scores[f"{prefix}_r"] or 0.0, "f": scores[f"{prefix}_f"] or 0.0,
