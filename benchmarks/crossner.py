@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared CrossNER scores
 
 from crossner_scores import DOMAINS, averages, count_gold, domain_row, render_table, write_report  # noqa: E402
-from stages import Commands, override, process_env, run_stage, shown  # noqa: E402
+from stages import Commands, add_arguments, override, process_env, run_stage, shown, visible_gpu_id  # noqa: E402
+
 
 def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Commands:
     return {d: ["-m", "spacy_padellm", "convert", *(str(data / d / f"{s}.txt") for s in ("train", "dev", "test")),
@@ -60,9 +61,8 @@ def evaluate_commands(models: Mapping[str, Path], corpus: Path, metrics: Path, d
 
 def tune_commands(models: Mapping[str, Path], corpus: Path, tuned: Path, gpu_id: int) -> Commands:
     """Choose each domain's count bias per label and decoding levers on its dev split (never the test split)."""
-    gpu_id = 0 if gpu_id >= 0 else -1  # process_env leaves the chosen GPU visible as device 0
     return {d: ["-m", "spacy_padellm", "tune", str(model), str(corpus / d / "dev.spacy"), "--output", str(tuned / d),
-                "--gpu-id", str(gpu_id), "--no-progress"] for d, model in models.items()}
+                "--gpu-id", str(visible_gpu_id(gpu_id)), "--no-progress"] for d, model in models.items()}
 
 
 def parse_candidate(text: str) -> Tuple[str, List[str]]:
@@ -154,8 +154,8 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     if args.tune:
         seconds["tune"] = run_stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed)
         pipelines = {d: tuned / d for d in domains if d not in failed}
-        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", evaluate_commands(pipelines, corpus, metrics, device,
-                                                                               "tuned.test"), logs, env, failed)
+        tuned_evaluations = evaluate_commands(pipelines, corpus, metrics, device, "tuned.test")
+        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", tuned_evaluations, logs, env, failed)
         result["untuned"] = {"domains": rows, "average": averages(rows)}
         rows = {d: tuned_result(d, corpus, training, metrics, tuned) for d in domains if d not in failed}
     result.update({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "domains": rows,
@@ -165,15 +165,9 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/crossner.py", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="base model: a GGUF file, Hugging Face folder or hub id")
-    p.add_argument("--data", type=Path, required=True, help="the CrossNER folder of {domain}/{train,dev,test}.txt")
-    p.add_argument("--out", type=Path, required=True, help="folder for the corpus, models, logs and the report")
-    p.add_argument("--gpu-id", type=int, default=0, help="the GPU all domains share; -1: CPU")
-    p.add_argument("--max-minutes", type=float, default=20.0, help="training time limit per domain (default 20)")
+    add_arguments(p, "the CrossNER folder of {domain}/{train,dev,test}.txt", "domain")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "crossner.cfg")
     p.add_argument("--domains", default=",".join(DOMAINS))
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a training config override, e.g. training.epochs=20; repeatable")
     p.add_argument("--candidate", action="append", default=[], metavar="NAME=SECTION.KEY=VALUE[,...]",
                    help="a training candidate with overrides of its own (on top of --set); repeatable: all train at "
                         "once and the best mean dev span F1 is scored on test (default: one, without overrides)")

@@ -35,7 +35,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stages import ROOT, Commands, override, process_env, run_stage, shown  # noqa: E402
+from stages import ROOT, Commands, add_arguments, override, process_env, run_stage, shown, visible_gpu_id  # noqa: E402
+
+from spacy_padellm.pipeline.scoring import score_prefix  # noqa: E402
 
 __all__ = ["SETS", "PAPER_F1", "split_genia", "main"]
 
@@ -52,7 +54,7 @@ class DataSet:
 
     @property
     def metric(self) -> str:
-        return f"spans_{self.spans_key}" if self.spans_key else "ents"
+        return score_prefix(self.spans_key)
 
 
 SETS: Dict[str, DataSet] = {
@@ -101,10 +103,9 @@ def train_commands(sets: Sequence[DataSet], base: str, corpus: Path, training: P
 def tune_commands(sets: Sequence[DataSet], training: Path, corpus: Path, tuned: Path, gpu_id: int,
                   max_docs: Optional[int]) -> Commands:
     limit = ["--max-docs", str(max_docs)] if max_docs else []
-    gpu_id = 0 if gpu_id >= 0 else -1  # process_env leaves the chosen GPU visible as device 0
     return {s.name: ["-m", "spacy_padellm", "tune", str(training / s.name / "best"),
                      str(corpus / s.name / f"{s.splits[1]}.spacy"), "--output", str(tuned / s.name),
-                     "--gpu-id", str(gpu_id), *limit, *_scoring(s), "--no-progress"] for s in sets}
+                     "--gpu-id", str(visible_gpu_id(gpu_id)), *limit, *_scoring(s), "--no-progress"] for s in sets}
 
 
 def evaluate_commands(models: Mapping[str, Path], corpus: Path, metrics: Path, device: str, suffix: str,
@@ -260,14 +261,8 @@ def _previous(text: str) -> Dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/nested_chinese.py", description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="base model: a GGUF file, Hugging Face folder or hub id")
-    p.add_argument("--data", type=Path, required=True, help="folder of {set}/{set}_{split}.jsonl")
-    p.add_argument("--out", type=Path, required=True, help="folder for the corpus, models, logs and the report")
+    add_arguments(p, "folder of {set}/{set}_{split}.jsonl", "set")
     p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
-    p.add_argument("--gpu-id", type=int, default=0, help="the GPU all sets share; -1: CPU")
-    p.add_argument("--max-minutes", type=float, default=20.0, help="training time limit per set (default 20)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="a training config override for every set, e.g. training.method=lora; repeatable")
     p.add_argument("--tune", action="store_true", help="also tune the decoding on dev and score the tuned pipelines")
     p.add_argument("--tune-docs", type=int, default=None, help="tune on the first N dev docs (default: all)")
     p.add_argument("--latency-docs", type=int, default=100, help="batch-1 timing on this many test docs (0: none)")

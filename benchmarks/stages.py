@@ -6,6 +6,7 @@ Shared by ``benchmarks/crossner.py`` and ``benchmarks/nested_chinese.py``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
 
-__all__ = ["Commands", "override", "run_parallel", "run_stage", "process_env", "shown"]
+__all__ = ["Commands", "add_arguments", "override", "run_parallel", "run_stage", "process_env", "visible_gpu_id",
+           "shown"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +56,23 @@ def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
     else:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_parallel)))
     return env
+
+
+def visible_gpu_id(gpu_id: int) -> int:
+    """The ``--gpu-id`` a subprocess of ``process_env(gpu_id, ...)`` takes: the chosen GPU is its device 0."""
+    return 0 if gpu_id >= 0 else -1
+
+
+def add_arguments(p: argparse.ArgumentParser, data_help: str, unit: str) -> None:
+    """The arguments every script of stages takes: base model, data, output folder, GPU, time limit per
+    ``unit`` (a domain, a set) and training config overrides."""
+    p.add_argument("--base", required=True, help="base model: a GGUF file, Hugging Face folder or hub id")
+    p.add_argument("--data", type=Path, required=True, help=data_help)
+    p.add_argument("--out", type=Path, required=True, help="folder for the corpus, models, logs and the report")
+    p.add_argument("--gpu-id", type=int, default=0, help=f"the GPU all {unit}s share; -1: CPU")
+    p.add_argument("--max-minutes", type=float, default=20.0, help=f"training time limit per {unit} (default 20)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"a training config override for every {unit}, e.g. training.epochs=20; repeatable")
 
 
 def shown(args: Sequence[str]) -> str:
