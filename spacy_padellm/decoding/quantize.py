@@ -7,8 +7,9 @@ quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them o
 kernels' 16-bit sums there). The MLP's down projection, the embedding and the norms stay in float32; so does the
 LM head under "int8", so that the log-probabilities that choose every token are computed at full precision from
 the last hidden state, while "int8-head" quantizes it too (per output row, like the others): with Gemma 3's
-262k-entry vocabulary it is the largest matrix a token passes through. It is not exact: entities can change (docs/results-speed.md has the F1). Given the activation ranges a
-model folder ships (``calibration.py``), the matrices after a norm are smoothed first (``smoothing.py``).
+262k-entry vocabulary it is the largest matrix a token passes through. It is not exact: entities can change
+(docs/results-speed.md has the F1). Given the activation ranges a model folder ships (``calibration.py``), the
+matrices after a norm are smoothed first (``smoothing.py``).
 """
 
 from __future__ import annotations
@@ -64,11 +65,15 @@ def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torc
 Ranges = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 
 
+def _check(method: str) -> None:
+    if method not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+
+
 def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] = None) -> List[Layer]:
     """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); smoothed first
     by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
-    if method not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    _check(method)
     if ranges is not None:
         if len(ranges) != len(layers):
             raise ValueError(f"int8 ranges for {len(ranges)} layers, but the model has {len(layers)}")
@@ -79,6 +84,5 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
 
 def quantize_head(lm_head: torch.Tensor, method: str):
     """The LM head as ``method`` runs it: int8 under "int8-head", else unchanged."""
-    if method not in QUANTIZATIONS:
-        raise ValueError(f"unknown quantization {method!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    _check(method)
     return Int8Weight(lm_head) if method == "int8-head" and isinstance(lm_head, torch.Tensor) else lm_head

@@ -244,9 +244,8 @@ class StaticLM:
 
     def quantize(self, method: str, ranges=None) -> None:
         """Run the decoder layers' matrices (and under "int8-head" the LM head) as ``method``
-        (``quantize.QUANTIZATIONS``, on the CPU),
-        smoothed by activation ``ranges`` if given (``quantize.quantize_layers``); twins made after this share
-        the quantized weights."""
+        (``quantize.QUANTIZATIONS``, on the CPU), smoothed by activation ``ranges`` if given
+        (``quantize.quantize_layers``); twins made after this share the quantized weights."""
         if self.device.type != "cpu":
             raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
                              "set quantize to null")
