@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from . import gguf_cache
+from . import gguf_cache, packed_tokenizer
 from .safetensors_header import SafetensorsHeaderError, read_safetensors_header
 
 logger = logging.getLogger("spacy_padellm")
@@ -51,7 +51,7 @@ __all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "ex
 
 META_FILE = "padellm.json"
 RANGES_FILE = "int8_ranges.safetensors"  # activation ranges for quantize "int8" (decoding/calibration.py)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+TOKENIZER_FILES = ("tokenizer.json", packed_tokenizer.PACKED, "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -246,7 +246,8 @@ def _resolve_folder(location: str, folder: Path) -> ModelSource:
         return ModelSource(location=location, base_dir=folder)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:  # with tokenizer files beside it, they are the tokenizer (not the GGUF's own reading)
-        beside = any((folder / name).exists() for name in ("tokenizer.json", "tokenizer.model"))
+        beside = any((folder / name).exists()
+                     for name in ("tokenizer.json", packed_tokenizer.PACKED, "tokenizer.model"))
         return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name,
                            tokenizer_dir=folder if beside else None)
     if len(ggufs) > 1:
@@ -321,8 +322,8 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool = False):
     # Mentions are decoded verbatim: no clean-up of spaces before punctuation ("U.S ." must stay so).
     kwargs: Dict[str, Any] = {"trust_remote_code": trust_remote_code, "clean_up_tokenization_spaces": False}
     if source.tokenizer_dir is not None:
-        tok = AutoTokenizer.from_pretrained(str(source.tokenizer_dir), **kwargs)
-        return _as_saved(tok, Path(source.tokenizer_dir))
+        folder = packed_tokenizer.unpacked(Path(source.tokenizer_dir))
+        return _as_saved(AutoTokenizer.from_pretrained(str(folder), **kwargs), folder)
     if source.hub_id:
         return AutoTokenizer.from_pretrained(source.hub_id, **kwargs)
     if source.gguf_file:
