@@ -8,7 +8,8 @@ span writing are the same and only decoding differs. Variants (``VARIANTS``):
   how the CPU decoded before the segmented layout;
 * ``fp32``: the CPU's layout (``decoding/segments.py``), float32 weights: the default;
 * ``int8``: the same with ``quantize`` "int8" (smoothed by the activation ranges the model folder ships, if any);
-* ``int8-unsmoothed``: ``quantize`` "int8" without the ranges (the int8 of before).
+* ``int8-unsmoothed``: ``quantize`` "int8" without the ranges (the int8 of before);
+* ``int8-head``: ``quantize`` "int8-head": as ``int8``, and the output layer (LM head) in int8 too.
 
 The first ``--docs`` sentences of the CoNLL03 test set (PaDeLLM JSONL) are cut into chunks of ``--chunk`` sentences;
 each chunk is one ``nlp.pipe`` call per variant, the variants' order rotating from chunk to chunk, so that machine
@@ -39,6 +40,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "fp32": ("fp32, segmented layout (default)", {}, {}),
     "int8": ("int8 weights (`quantize` \"int8\"), segmented layout", {"quantize": "int8"}, {}),
     "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8"}, {}),
+    "int8-head": ("int8 weights and LM head (`quantize` \"int8-head\")", {"quantize": "int8-head"}, {}),
 }
 UNSMOOTHED = ("int8-unsmoothed",)  # built without the model's activation ranges
 
@@ -198,7 +200,7 @@ def render_markdown(report: Dict[str, Any]) -> str:
     env = report["environment"]
     lines = [f"nlp.pipe on the CPU ({env['cpu']}, {env['torch_threads']} torch threads), first "
              f"{report['docs']} CoNLL03 test sentences, chunks of {report['chunk']}", "",
-             "| variant | sentences/s | × bucketed | span F1 | P | R |", "| --- | --- | --- | --- | --- | --- |"]
+             f"| variant | sentences/s | × {report['baseline']} | span F1 | P | R |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in report["results"].items():
         span = r.get("span") or {}
         f1 = f"{span['f']:.4f}" if span else "–"
