@@ -5,13 +5,15 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from spacy_padellm.packed_tokenizer import unpacked
 from spacy_padellm.training.tokenizer_check import PROBE_WORDS, split_whole_words
 
 MODELS = Path(__file__).resolve().parents[2] / "spacy_padellm" / "models"
 
 
 def test_a_tokenizer_that_splits_whole_words_is_flagged():
-    tok = PreTrainedTokenizerFast(tokenizer_file=str(MODELS / "tokenizers" / "gemma3-270m" / "tokenizer.json"))
+    folder = unpacked(MODELS / "tokenizers" / "gemma3-270m")  # shipped as tokenizer.json.gz
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
     assert "\u2581expression" in tok.get_vocab()
     assert tok.tokenize(" expression") != ["\u2581expression"]
     assert split_whole_words(tok) == list(PROBE_WORDS)
