@@ -51,7 +51,9 @@ __all__ = ["ModelSource", "ModelFolderError", "resolve_model", "load_model", "ex
 
 META_FILE = "padellm.json"
 RANGES_FILE = "int8_ranges.safetensors"  # activation ranges for quantize "int8" (decoding/calibration.py)
-TOKENIZER_FILES = ("tokenizer.json", packed_tokenizer.PACKED, "tokenizer.model", "vocab.json", "tokenizer_config.json")
+# A tokenizer's model (what makes files beside a GGUF file its tokenizer), then all that marks a tokenizer folder.
+_TOKENIZER_MODELS = ("tokenizer.json", packed_tokenizer.PACKED, "tokenizer.model")
+TOKENIZER_FILES = (*_TOKENIZER_MODELS, "vocab.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -246,8 +248,7 @@ def _resolve_folder(location: str, folder: Path) -> ModelSource:
         return ModelSource(location=location, base_dir=folder)
     ggufs = sorted(folder.glob("*.gguf"))
     if len(ggufs) == 1:  # with tokenizer files beside it, they are the tokenizer (not the GGUF's own reading)
-        beside = any((folder / name).exists()
-                     for name in ("tokenizer.json", packed_tokenizer.PACKED, "tokenizer.model"))
+        beside = any((folder / name).exists() for name in _TOKENIZER_MODELS)
         return ModelSource(location=location, base_dir=folder, gguf_file=ggufs[0].name,
                            tokenizer_dir=folder if beside else None)
     if len(ggufs) > 1:

@@ -15,8 +15,6 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
-
 from . import gguf_cache
 
 __all__ = ["PACKED", "is_packed", "unpacked", "pack"]
@@ -72,7 +70,7 @@ def _write(folder: Path, target: Path) -> Path:
     return target
 
 
-def pack(source: Path, target: Path, readme: Optional[str] = None) -> Path:
+def pack(source: Path, target: Path) -> Path:
     """Copy the tokenizer folder ``source`` to ``target`` with ``tokenizer.json`` gzip-compressed."""
     target.mkdir(parents=True, exist_ok=True)
     for item in Path(source).iterdir():
@@ -81,6 +79,4 @@ def pack(source: Path, target: Path, readme: Optional[str] = None) -> Path:
                 shutil.copyfileobj(src, dst)
         elif item.is_file():
             shutil.copy2(item, target / item.name)
-    if readme is not None:
-        (target / "README.md").write_text(readme, encoding="utf8")
     return target
