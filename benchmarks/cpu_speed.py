@@ -200,7 +200,8 @@ def render_markdown(report: Dict[str, Any]) -> str:
     env = report["environment"]
     lines = [f"nlp.pipe on the CPU ({env['cpu']}, {env['torch_threads']} torch threads), first "
              f"{report['docs']} CoNLL03 test sentences, chunks of {report['chunk']}", "",
-             f"| variant | sentences/s | × {report['baseline']} | span F1 | P | R |", "| --- | --- | --- | --- | --- | --- |"]
+             f"| variant | sentences/s | × {report['baseline']} | span F1 | P | R |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for name, r in report["results"].items():
         span = r.get("span") or {}
         f1 = f"{span['f']:.4f}" if span else "–"

@@ -1,30 +1,14 @@
 """Tokenizer folders that ship tokenizer.json gzip-compressed (``packed_tokenizer``), as the shipped Gemma 3
 models' shared tokenizer does."""
 
-import json
 import shutil
 
 import spacy
 
 import tiny
 from spacy_padellm import packed_tokenizer
-from spacy_padellm.loading import META_FILE, load_tokenizer, resolve_model
-
-
-def _packed_model(model, root):
-    """A copy of ``model`` whose tokenizer lives in root/models/tokenizers/t with tokenizer.json compressed."""
-    folder, shared = root / "models" / "m", root / "models" / "tokenizers" / "t"
-    shutil.copytree(model, folder)
-    loose = root / "loose"
-    loose.mkdir()
-    for item in list(folder.iterdir()):
-        if item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens", "chat_template")):
-            shutil.move(str(item), loose / item.name)
-    packed_tokenizer.pack(loose, shared)
-    meta = json.loads((folder / META_FILE).read_text())
-    meta["tokenizer"] = "../tokenizers/t"
-    (folder / META_FILE).write_text(json.dumps(meta))
-    return folder, shared, loose
+from spacy_padellm.loading import load_tokenizer, resolve_model
+from test_shared_tokenizer import _entities, _with_shared_tokenizer
 
 
 def test_pack_then_unpack_gives_the_same_bytes_once(tmp_path, monkeypatch):
@@ -33,7 +17,7 @@ def test_pack_then_unpack_gives_the_same_bytes_once(tmp_path, monkeypatch):
     src.mkdir()
     (src / "tokenizer.json").write_text('{"model": "x"}' * 1000)
     (src / "tokenizer_config.json").write_text("{}")
-    packed = packed_tokenizer.pack(src, tmp_path / "packed", readme="# t\n")
+    packed = packed_tokenizer.pack(src, tmp_path / "packed")
     assert not (packed / "tokenizer.json").exists() and packed_tokenizer.is_packed(packed)
     assert (packed / packed_tokenizer.PACKED).stat().st_size < (src / "tokenizer.json").stat().st_size
     first = packed_tokenizer.unpacked(packed)
@@ -55,15 +39,17 @@ def test_cache_turned_off_unpacks_into_a_temporary_folder(tmp_path, monkeypatch)
 
 def test_a_model_with_a_packed_shared_tokenizer_gives_the_same_entities_and_saves(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("SPACY_PADELLM_CACHE", str(tmp_path / "cache"))
-    folder, shared, loose = _packed_model(tiny_model, tmp_path)
+    folder, shared = _with_shared_tokenizer(tiny_model, tmp_path)
+    shutil.move(str(shared), tmp_path / "loose")
+    packed_tokenizer.pack(tmp_path / "loose", shared)
     source = resolve_model(str(folder))
-    assert source.tokenizer_dir == shared.resolve()
+    assert source.tokenizer_dir == shared.resolve() and packed_tokenizer.is_packed(shared)
     text = tiny.SENTENCES[0][0]
-    assert load_tokenizer(source)(text)["input_ids"] == load_tokenizer(resolve_model(str(tiny_model)))(text)["input_ids"]
+    expected_ids = load_tokenizer(resolve_model(str(tiny_model)))(text)["input_ids"]
+    assert load_tokenizer(source)(text)["input_ids"] == expected_ids
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": str(folder), "device": "cpu"})
     expected = [[(m, label) for m, label in mentions] for _, mentions in tiny.SENTENCES]
-    assert [[(e.text, e.label_) for e in doc.ents] for doc in nlp.pipe([t for t, _ in tiny.SENTENCES])] == expected
+    assert _entities(nlp) == expected
     nlp.to_disk(tmp_path / "pipeline")
-    again = spacy.load(tmp_path / "pipeline")
-    assert [[(e.text, e.label_) for e in doc.ents] for doc in again.pipe([t for t, _ in tiny.SENTENCES])] == expected
+    assert _entities(spacy.load(tmp_path / "pipeline")) == expected
