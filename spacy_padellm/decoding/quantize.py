@@ -1,15 +1,21 @@
-"""int8 weights for the static engine on the CPU (the ``quantize`` setting).
+"""Reduced-precision weights for the static engine on the CPU (the ``quantize`` setting).
 
-The attention projections and the MLP's gate and up projections of every decoder layer (after a LoRA adapter
-has been merged into them) are quantized to int8 once, symmetric per output channel, and run as dynamically
-quantized matrix products: each call quantizes its activations to 7 bits with one range of their own (PyTorch's
-quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them on x86; 8 bits overflow the
-kernels' 16-bit sums there). The MLP's down projection, the embedding and the norms stay in float32; so does the
+"bf16": every matrix of the decoder layers and the LM head is kept in bfloat16, and each product casts its input to
+bfloat16 (the result stays bfloat16 until it joins the float32 residual stream, or, for the LM head, the float32
+logits); the static engine keeps its KV cache and runs attention in bfloat16 too. The residual stream, the norms,
+RoPE and the logits stay in float32. On a CPU with bfloat16 matrix instructions (Intel AMX, AVX512-BF16) the
+products run several times faster than in float32; without them they run slower, and a warning says so. It is not
+exact: entities can change (docs/results-speed.md has the F1).
+
+"int8": the attention projections and the MLP's gate and up projections of every decoder layer (after a LoRA
+adapter has been merged into them) are quantized to int8 once, symmetric per output channel, and run as
+dynamically quantized matrix products: each call quantizes its activations to 7 bits with one range of their own
+(PyTorch's quantized CPU kernels, as ``torch.ao.quantization.quantize_dynamic`` runs them on x86; 8 bits overflow
+the kernels' 16-bit sums there). The MLP's down projection, the embedding and the norms stay in float32; so does the
 LM head under "int8", so that the log-probabilities that choose every token are computed at full precision from
 the last hidden state, while "int8-head" quantizes it too (per output row, like the others): with Gemma 3's
-262k-entry vocabulary it is the largest matrix a token passes through. It is not exact: entities can change
-(docs/results-speed.md has the F1). Given the activation ranges a model folder ships (``calibration.py``), the
-matrices after a norm are smoothed first (``smoothing.py``).
+262k-entry vocabulary it is the largest matrix a token passes through. Given the activation ranges a model folder
+ships (``calibration.py``), the matrices after a norm are smoothed first (``smoothing.py``).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from .architectures import Layer
 from .settings import QUANTIZATIONS
 from .smoothing import SMOOTH_ALPHA, smooth_layer
 
-__all__ = ["QUANTIZATIONS", "Int8Weight", "linear", "quantize_layers", "quantize_head"]
+__all__ = ["QUANTIZATIONS", "Bf16Weight", "Int8Weight", "cpu_has_bf16", "linear", "quantize_layers", "quantize_head"]
 
-# The matrices of a layer that are quantized. Not the MLP's down projection: its inputs (gate x up) carry outlier
+# The matrices of a layer that int8 quantizes. Not the MLP's down projection: its inputs (gate x up) carry outlier
 # activations that one 8-bit range per pass cannot hold (quantized too, half of 48 CoNLL03 test sentences changed
 # entities on SmolLM2-135M; without it, 5).
 _WEIGHTS = ("wqkv", "wo", "wgu")
+_BF16_WEIGHTS = ("wqkv", "wo", "wgu", "wd")  # bf16: all of them
 
 
 class Int8Weight:
@@ -55,8 +62,28 @@ class Int8Weight:
         return y if bias is None else y + bias
 
 
+class Bf16Weight:
+    """A (out, in) float weight kept in bfloat16; its products take their input in bfloat16 and give bfloat16."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight.detach().to(torch.bfloat16)
+        self.shape = tuple(weight.shape)
+        self.nbytes = self.weight.numel() * 2
+
+    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = F.linear(x.to(torch.bfloat16), self.weight)
+        return y if bias is None else y + bias
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX512-BF16)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
 def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` for a float weight or an ``Int8Weight``."""
+    """``F.linear`` for a float weight, an ``Int8Weight`` or a ``Bf16Weight``."""
     if isinstance(weight, torch.Tensor):
         return F.linear(x, weight, bias)
     return weight.linear(x, bias)
@@ -71,9 +98,12 @@ def _check(method: str) -> None:
 
 
 def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] = None) -> List[Layer]:
-    """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); smoothed first
-    by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
+    """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); for int8, smoothed
+    first by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
     _check(method)
+    if method == "bf16":  # exact enough without smoothing: bfloat16 keeps a range per value
+        return [dataclasses.replace(layer, **{name: Bf16Weight(getattr(layer, name)) for name in _BF16_WEIGHTS})
+                for layer in layers]
     if ranges is not None:
         if len(ranges) != len(layers):
             raise ValueError(f"int8 ranges for {len(ranges)} layers, but the model has {len(layers)}")
@@ -83,6 +113,8 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
 
 
 def quantize_head(lm_head: torch.Tensor, method: str):
-    """The LM head as ``method`` runs it: int8 under "int8-head", else unchanged."""
+    """The LM head as ``method`` runs it: bfloat16 under "bf16", int8 under "int8-head", else unchanged."""
     _check(method)
-    return Int8Weight(lm_head) if method == "int8-head" and isinstance(lm_head, torch.Tensor) else lm_head
+    if not isinstance(lm_head, torch.Tensor):
+        return lm_head
+    return {"bf16": Bf16Weight, "int8-head": Int8Weight}.get(method, lambda w: w)(lm_head)

@@ -22,7 +22,7 @@ __all__ = ["DECODINGS", "ENGINES", "AUTOREG_DECODINGS", "QUANTIZATIONS", "CountB
 DECODINGS = ("padellm", "reference", "autoreg_struct", "autoreg_aug")
 AUTOREG_DECODINGS = ("autoreg_struct", "autoreg_aug")
 ENGINES = ("auto", "static", "dynamic")
-QUANTIZATIONS = ("int8", "int8-head")  # what ``quantize`` takes (``decoding.quantize`` implements them)
+QUANTIZATIONS = ("int8", "int8-head", "bf16")  # what ``quantize`` takes (``decoding.quantize`` implements them)
 CountBias = Union[float, Dict[str, float]]
 
 
@@ -197,8 +197,9 @@ class DecodeSettings:
         "smoothed first by the activation ranges the model folder ships (`int8_ranges.safetensors`; the shipped "
         "model has them; `python -m spacy_padellm calibrate` writes them): faster, not exact "
         '(docs/results-speed.md); `"int8-head"`: the same and the output layer (LM head) in int8 too, which pays '
-        "with a large vocabulary (Gemma 3: 262k entries, docs/results-nested-chinese.md); null: the model's own "
-        "weights"))
+        "with a large vocabulary (Gemma 3: 262k entries, docs/results-nested-chinese.md); `\"bf16\"`: every matrix "
+        "(the LM head too) in bfloat16, the rest in float32: the fastest on a CPU with bfloat16 matrix instructions "
+        "(Intel AMX or AVX512-BF16), slower on one without; null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -1,5 +1,5 @@
-"""``quantize`` "int8" (the static engine's layer matrices) and "int8-head" (the LM head too) on the CPU, close to
-float32, refused elsewhere."""
+"""``quantize`` "int8" (the static engine's layer matrices), "int8-head" (the LM head too) and "bf16" (every matrix
+in bfloat16) on the CPU, close to float32, refused elsewhere."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import tiny
 from spacy_padellm.decoding.factory import build_decoder
-from spacy_padellm.decoding.quantize import Int8Weight, linear, quantize_layers
+from spacy_padellm.decoding import quantize as quantize_module
+from spacy_padellm.decoding.quantize import Bf16Weight, Int8Weight, linear, quantize_layers
 from spacy_padellm.decoding.settings import DecodeSettings, SettingsError
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.types import DocRequest
@@ -75,6 +76,48 @@ def test_int8_head_quantizes_the_lm_head_too(trained):
     hidden = torch.randn(3, lm.lm_head.shape[1])
     want = lm.logits(hidden)
     assert ((head_too.logits(hidden) - want).abs().max() / want.abs().max()) < 0.05
+
+
+def test_bf16_linear_is_close_to_float():
+    torch.manual_seed(0)
+    w, x, b = torch.randn(96, 64) * 0.05, torch.randn(7, 64), torch.randn(96)
+    half = Bf16Weight(w)
+    y = linear(x, half, b)
+    want = F.linear(x, w, b)
+    assert y.dtype == torch.float32 and ((y - want).abs().max() / want.abs().max()) < 0.02  # a float bias: float out
+    assert linear(x, half).dtype == torch.bfloat16  # else bfloat16, cast where it meets float32
+    assert half.shape == (96, 64) and half.nbytes == w.numel() * 2
+
+
+def test_bf16_keeps_every_matrix_in_bfloat16_and_finds_the_same_entities(trained):
+    """"bf16": the four matrices of every layer, the LM head and the KV cache in bfloat16, norms, embedding and
+    logits in float32; on the tiny trained model it decodes the training sentences' entities as float32 does."""
+    model, enc = trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    limits = DecodeSettings(max_count=5, max_mention_tokens=8)
+    got = {}
+    for quantize in (None, "bf16"):
+        decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
+        got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
+    assert got["bf16"] == got[None] and sum(map(len, got[None])) > 0
+    lm = decoder.lm
+    assert all(isinstance(getattr(l, name), Bf16Weight) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
+    assert isinstance(lm.lm_head, Bf16Weight) and lm.embed.dtype == torch.float32
+    assert lm.layers[0].ln1.dtype == torch.float32 and lm.k_cache[0].dtype == torch.bfloat16
+    assert lm.twin().dtype == torch.bfloat16 and lm.cell_bytes * 2 == StaticLM.from_hf(model).cell_bytes
+    assert lm.row_block == lm.twin().row_block > 0 and StaticLM.from_hf(model).row_block is None
+    hidden = torch.randn(3, lm.embed.shape[1])
+    want = StaticLM.from_hf(model).logits(hidden)
+    assert lm.logits(hidden).dtype == torch.float32
+    assert ((lm.logits(hidden) - want).abs().max() / want.abs().max()) < 0.02
+
+
+def test_bf16_warns_on_a_cpu_without_bfloat16_instructions(trained, monkeypatch):
+    model, _ = trained
+    monkeypatch.setattr("spacy_padellm.decoding.static_lm.cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no bfloat16 matrix instructions"):
+        StaticLM.from_hf(model).quantize("bf16")
+    assert isinstance(quantize_module.cpu_has_bf16(), bool)
 
 
 def test_quantize_needs_the_static_engine_on_the_cpu(trained):

@@ -173,6 +173,19 @@ def test_segmented_passes_equal_the_full_layout(tiny_trained, requests):
     assert results[True] == results[False]
 
 
+def test_passes_in_blocks_of_tokens_equal_whole_passes(tiny_trained, requests):
+    """A pass's projections and MLPs may run on ``row_block`` tokens at a time (as "bf16" does on the CPU): the
+    same entities and probabilities as whole passes, in both CPU layouts."""
+    model, enc = tiny_trained
+    for segmented in (False, True):
+        results = {}
+        for rows in (None, 3):
+            lm = StaticLM.from_hf(model)
+            lm.segmented, lm.row_block = segmented, rows
+            results[rows] = [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)]
+        assert results[3] == results[None] and any(r[0] for r in results[3])
+
+
 def test_segments_leave_out_padding():
     """Rows are cut where a wide row would pad the others; rows that feed nothing are left out."""
     places = np.array([2, 2, 30, 2, 0, 0, 2])
