@@ -51,10 +51,10 @@ def test_gold_spans_and_scores(tmp_path):
 def test_variants_side_by_side(tiny_model, tmp_path):
     out = tmp_path / "cpu.json"
     assert main(["--model", str(tiny_model), "--data", str(_jsonl(tmp_path / "t.jsonl")), "--docs", "6",
-                 "--chunk", "4", "--variants", "bucketed,fp32,int8", "--output", str(out), "--no-progress"]) == 0
+                 "--chunk", "4", "--variants", "bucketed,fp32,int8,bf16", "--output", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     results = report["results"]
-    assert list(results) == ["bucketed", "fp32", "int8"] and report["docs"] == 6 and report["baseline"] == "bucketed"
+    assert list(results) == ["bucketed", "fp32", "int8", "bf16"] and report["docs"] == 6 and report["baseline"] == "bucketed"
     assert all(r["sentences"] == 6 and r["sentences_per_s"] > 0 for r in results.values())
     assert results["fp32"]["span"] == results["bucketed"]["span"] and results["fp32"]["span"]["f"] > 0.9
     assert results["bucketed"]["speedup"] == 1.0
