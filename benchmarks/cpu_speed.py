@@ -10,7 +10,8 @@ span writing are the same and only decoding differs. Variants (``VARIANTS``):
 * ``int8``: the same with ``quantize`` "int8" (smoothed by the activation ranges the model folder ships, if any);
 * ``int8-unsmoothed``: ``quantize`` "int8" without the ranges (the int8 of before);
 * ``int8-head``: ``quantize`` "int8-head": as ``int8``, and the output layer (LM head) in int8 too;
-* ``bf16``: ``quantize`` "bf16": every matrix in bfloat16, the rest in float32 (fast where the CPU has AMX).
+* ``bf16``: ``quantize`` "bf16": every matrix and the KV cache in bfloat16, the residual stream and norms in float32
+  (fast where the CPU has AMX).
 
 The first ``--docs`` sentences of the CoNLL03 test set (PaDeLLM JSONL) are cut into chunks of ``--chunk`` sentences;
 each chunk is one ``nlp.pipe`` call per variant, the variants' order rotating from chunk to chunk, so that machine
@@ -42,7 +43,7 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "int8": ("int8 weights (`quantize` \"int8\"), segmented layout", {"quantize": "int8"}, {}),
     "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8"}, {}),
     "int8-head": ("int8 weights and LM head (`quantize` \"int8-head\")", {"quantize": "int8-head"}, {}),
-    "bf16": ("bf16 matrices (`quantize` \"bf16\")", {"quantize": "bf16"}, {}),
+    "bf16": ("bf16 matrices and KV cache (`quantize` \"bf16\")", {"quantize": "bf16"}, {}),
 }
 UNSMOOTHED = ("int8-unsmoothed",)  # built without the model's activation ranges
 

@@ -1,11 +1,11 @@
 """Reduced-precision weights for the static engine on the CPU (the ``quantize`` setting).
 
 "bf16": every matrix of the decoder layers and the LM head is kept in bfloat16, and each product casts its input to
-bfloat16 (the result stays bfloat16 until it joins the float32 residual stream, or, for the LM head, the float32
-logits); the static engine keeps its KV cache and runs attention in bfloat16 too. The residual stream, the norms,
-RoPE and the logits stay in float32. On a CPU with bfloat16 matrix instructions (Intel AMX, AVX512-BF16) the
-products run several times faster than in float32; without them they run slower, and a warning says so. It is not
-exact: entities can change (docs/results-speed.md has the F1).
+bfloat16 (the result stays bfloat16 until it joins the float32 residual stream; the LM head's logits are bfloat16
+values, cast to float32 before the softmax); the static engine keeps its KV cache and runs attention in bfloat16
+too. The residual stream, the norms, RoPE and the softmax stay in float32. On a CPU with Intel AMX the products ran
+several times faster than in float32 (docs/results-speed.md); on one without bfloat16 matrix instructions
+(AVX512-BF16 or AMX) they run slower, and a warning says so. It is not exact: entities can change.
 
 "int8": the attention projections and the MLP's gate and up projections of every decoder layer (after a LoRA
 adapter has been merged into them) are quantized to int8 once, symmetric per output channel, and run as
@@ -63,7 +63,8 @@ class Int8Weight:
 
 
 class Bf16Weight:
-    """A (out, in) float weight kept in bfloat16; its products take their input in bfloat16 and give bfloat16."""
+    """A (out, in) float weight kept in bfloat16; its products take their input in bfloat16 and give bfloat16 (float32
+    when a float32 bias is added)."""
 
     def __init__(self, weight: torch.Tensor):
         self.weight = weight.detach().to(torch.bfloat16)
@@ -76,7 +77,9 @@ class Bf16Weight:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX512-BF16)."""
+    """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX512-BF16). The checks are private
+    ``torch.cpu._is_*`` functions of recent PyTorch releases; where they are missing the answer is False (at worst a
+    needless warning, never an error)."""
     cpu = getattr(torch, "cpu", None)
     checks = [getattr(cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(check() for check in checks if check is not None)

@@ -198,9 +198,9 @@ class DecodeSettings:
         "model has them; `python -m spacy_padellm calibrate` writes them): faster, not exact "
         '(docs/results-speed.md); `"int8-head"`: the same and the output layer (LM head) in int8 too, which pays '
         "with a large vocabulary (Gemma 3: 262k entries, docs/results-nested-chinese.md); `\"bf16\"`: every matrix "
-        "(the LM head too) and the KV cache in bfloat16, the residual stream, norms and logits in float32: the "
-        "fastest on a CPU with bfloat16 matrix instructions (Intel AMX or AVX512-BF16), slower on one without; "
-        "null: the model's own weights"))
+        "(the LM head too) and the KV cache in bfloat16, the residual stream, norms and softmax in float32: the "
+        "fastest on a CPU with Intel AMX (measured: docs/results-speed.md), slower on one without bfloat16 matrix "
+        "instructions; null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -57,6 +57,7 @@ def test_variants_side_by_side(tiny_model, tmp_path):
     assert list(results) == ["bucketed", "fp32", "int8", "bf16"] and report["docs"] == 6 and report["baseline"] == "bucketed"
     assert all(r["sentences"] == 6 and r["sentences_per_s"] > 0 for r in results.values())
     assert results["fp32"]["span"] == results["bucketed"]["span"] and results["fp32"]["span"]["f"] > 0.9
+    assert results["bf16"]["span"]["f"] > 0.9
     assert results["bucketed"]["speedup"] == 1.0
     assert out.with_suffix(".png").stat().st_size > 0
     assert main(["--variants", "fp64"]) == 1

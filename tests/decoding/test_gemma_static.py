@@ -105,6 +105,25 @@ def test_gemma_static_engine_equals_dynamic_and_plain(gemma_trained, requests, d
     assert sum(len(r.predictions) for r in got) >= len(tiny.SENTENCES)
 
 
+def test_gemma_in_blocks_of_tokens_and_in_bf16(gemma_folder, requests):
+    """On the CPU, Gemma 3's layers (q/k norms, post-norms, sliding windows, their own RoPE) in blocks of 3 tokens
+    give the same results as whole passes in both CPU layouts; and "bf16" finds float32's entities."""
+    model, tokenizer = load_model(resolve_model(str(gemma_folder)), device="cpu")
+    model, enc = model.eval(), PromptEncoder(tokenizer)
+    for segmented in (False, True):
+        results = {}
+        for rows in (None, 3):
+            lm = StaticLM.from_hf(model)
+            lm.segmented, lm.row_block = segmented, rows
+            results[rows] = [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)]
+        assert results[3] == results[None]
+    fp32 = make_decoder(model, enc, DecodeSettings(engine="static", **LIMITS)).decode(requests)
+    bf16 = make_decoder(model, enc, DecodeSettings(engine="static", quantize="bf16", **LIMITS))
+    assert bf16.lm.dtype == torch.bfloat16
+    assert [_entities(r) for r in bf16.decode(requests)] == [_entities(r) for r in fp32]
+    assert sum(len(r.predictions) for r in fp32) >= len(tiny.SENTENCES)
+
+
 def test_unsupported_models_are_named(gemma_base, caplog):
     """What the static engine lacks is named: by the check, in the log line of engine "auto", and in the
     error of engine "static"."""

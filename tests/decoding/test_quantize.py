@@ -1,6 +1,8 @@
 """``quantize`` "int8" (the static engine's layer matrices), "int8-head" (the LM head too) and "bf16" (every matrix
 in bfloat16) on the CPU, close to float32, refused elsewhere."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,6 @@ import torch.nn.functional as F
 
 import tiny
 from spacy_padellm.decoding.factory import build_decoder
-from spacy_padellm.decoding import quantize as quantize_module
 from spacy_padellm.decoding.quantize import Bf16Weight, Int8Weight, linear, quantize_layers
 from spacy_padellm.decoding.settings import DecodeSettings, SettingsError
 from spacy_padellm.decoding.static_lm import StaticLM
@@ -45,6 +46,7 @@ def test_quantize_replaces_the_layer_matrices_only(trained):
     assert all(l.ln1 is m.ln1 for l, m in zip(lm.layers, layers)) and isinstance(lm.lm_head, torch.Tensor)
     assert lm.weight_bytes < before
     assert lm.twin().layers is lm.layers
+    assert lm.dtype == torch.float32 and lm.row_block is None  # int8 passes are never cut into blocks
     with pytest.raises(ValueError, match="unknown quantization"):
         quantize_layers(layers, "int4")
 
@@ -117,7 +119,10 @@ def test_bf16_warns_on_a_cpu_without_bfloat16_instructions(trained, monkeypatch)
     monkeypatch.setattr("spacy_padellm.decoding.static_lm.cpu_has_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no bfloat16 matrix instructions"):
         StaticLM.from_hf(model).quantize("bf16")
-    assert isinstance(quantize_module.cpu_has_bf16(), bool)
+    monkeypatch.setattr("spacy_padellm.decoding.static_lm.cpu_has_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        StaticLM.from_hf(model).quantize("bf16")
 
 
 def test_quantize_needs_the_static_engine_on_the_cpu(trained):
