@@ -1,0 +1,74 @@
+"""A GGUF base written as a folder with its tokenizer files beside it, checked to use whole-word pieces.
+
+transformers builds a GGUF file's tokenizer anew on every load, and versions differ: 5.17 reads Gemma 3's into a
+tokenizer that splits English words into single characters, 5.25 into Gemma's byte-level BPE
+(``tokenizer_check.py``). A folder holding the GGUF file and tokenizer files is a base whose tokenizer is those files
+(``loading.resolve_model``), so a model trained from it, and every pipeline made from that model, segments text the
+same way under any transformers version. ``write_base_folder`` writes such a folder with the tokenizer this
+transformers reads, and refuses when that tokenizer splits words its own vocabulary holds whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Union
+
+from .tokenizer_check import split_whole_words
+
+__all__ = ["write_base_folder"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def write_base_folder(gguf: PathLike, folder: PathLike, tokenizer=None, copy: bool = False) -> Path:
+    """Write ``folder``: the GGUF file ``gguf`` (a symbolic link to it, or a copy with ``copy``) and the files of
+    ``tokenizer`` (default: the tokenizer transformers reads from ``gguf``). Raises ``ValueError`` when that
+    tokenizer splits whole-word pieces of its vocabulary (nothing is written then)."""
+    gguf, folder = Path(gguf).expanduser().resolve(), Path(folder).expanduser()
+    if gguf.suffix != ".gguf" or not gguf.is_file():
+        raise ValueError(f"{gguf} is not a .gguf file")
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    split = split_whole_words(tokenizer)
+    if split:
+        import transformers
+
+        raise ValueError(
+            f"transformers {transformers.__version__} reads {gguf.name}'s tokenizer so that it splits words its "
+            f"vocabulary holds whole ({', '.join(split)}); write the folder with a transformers version that reads "
+            "it right (Gemma 3: 5.25 or newer), then train from the folder on any version")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / gguf.name
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    if copy:
+        shutil.copyfile(gguf, target)
+    else:
+        target.symlink_to(gguf)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def _main(argv: Optional[list] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m spacy_padellm.training.base_folder", description=__doc__.splitlines()[0])
+    p.add_argument("gguf", help="the base's .gguf file")
+    p.add_argument("folder", help="the folder to write")
+    p.add_argument("--copy", action="store_true", help="copy the GGUF file instead of linking to it")
+    args = p.parse_args(argv)
+    try:
+        folder = write_base_folder(args.gguf, args.folder, copy=args.copy)
+    except ValueError as err:
+        print(f"error: {err}")
+        return 1
+    print(f"{folder}: {Path(args.gguf).name} and its tokenizer files (train with --paths.base_model {folder})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
