@@ -184,6 +184,23 @@ def load_for_decoding(folder: Path, device: str = "cpu"):
     return model.eval(), PromptEncoder(tokenizer)
 
 
+def whole_and_in_blocks(model, enc, requests, key, **limits):
+    """For each CPU layout of the static engine (the full one, then segments), ``key`` of every result decoded with
+    whole passes and with each pass's projections and MLPs in blocks of 3 tokens (``StaticLM.row_block``)."""
+    from spacy_padellm.decoding.static_lm import StaticLM
+    from spacy_padellm.decoding.tree import TreeDecoder
+
+    out = []
+    for segmented in (False, True):
+        results = []
+        for rows in (None, 3):
+            lm = StaticLM.from_hf(model)
+            lm.segmented, lm.row_block = segmented, rows
+            results.append([key(r) for r in TreeDecoder(lm, enc, **limits).decode(requests)])
+        out.append(tuple(results))
+    return out
+
+
 def write_examples(path: Path, data, labels) -> Path:
     with path.open("w", encoding="utf8") as f:
         for text, mentions in data:

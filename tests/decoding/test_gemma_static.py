@@ -110,13 +110,8 @@ def test_gemma_in_blocks_of_tokens_and_in_bf16(gemma_folder, requests):
     give the same results as whole passes in both CPU layouts; and "bf16" finds float32's entities."""
     model, tokenizer = load_model(resolve_model(str(gemma_folder)), device="cpu")
     model, enc = model.eval(), PromptEncoder(tokenizer)
-    for segmented in (False, True):
-        results = {}
-        for rows in (None, 3):
-            lm = StaticLM.from_hf(model)
-            lm.segmented, lm.row_block = segmented, rows
-            results[rows] = [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)]
-        assert results[3] == results[None]
+    for whole, blocks in tiny.whole_and_in_blocks(model, enc, requests, _key, **LIMITS):
+        assert blocks == whole
     fp32 = make_decoder(model, enc, DecodeSettings(engine="static", **LIMITS)).decode(requests)
     bf16 = make_decoder(model, enc, DecodeSettings(engine="static", quantize="bf16", **LIMITS))
     assert bf16.lm.dtype == torch.bfloat16

@@ -177,13 +177,8 @@ def test_passes_in_blocks_of_tokens_equal_whole_passes(tiny_trained, requests):
     """A pass's projections and MLPs may run on ``row_block`` tokens at a time (as "bf16" does on the CPU): the
     same entities and probabilities as whole passes, in both CPU layouts."""
     model, enc = tiny_trained
-    for segmented in (False, True):
-        results = {}
-        for rows in (None, 3):
-            lm = StaticLM.from_hf(model)
-            lm.segmented, lm.row_block = segmented, rows
-            results[rows] = [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)]
-        assert results[3] == results[None] and any(r[0] for r in results[3])
+    for whole, blocks in tiny.whole_and_in_blocks(model, enc, requests, _key, **LIMITS):
+        assert blocks == whole and any(r[0] for r in blocks)
 
 
 def test_segments_leave_out_padding():
