@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from .tokenizer_check import split_whole_words
 
@@ -53,22 +53,16 @@ def write_base_folder(gguf: PathLike, folder: PathLike, tokenizer=None, copy: bo
     return folder
 
 
-def _main(argv: Optional[list] = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m spacy_padellm.training.base_folder", description=__doc__.splitlines()[0])
+def add_parser(sub) -> None:
+    p = sub.add_parser("base-folder", help="write a GGUF base as a folder with the tokenizer files transformers "
+                                           "reads for it (refused if they split whole words)")
     p.add_argument("gguf", help="the base's .gguf file")
     p.add_argument("folder", help="the folder to write")
     p.add_argument("--copy", action="store_true", help="copy the GGUF file instead of linking to it")
-    args = p.parse_args(argv)
-    try:
-        folder = write_base_folder(args.gguf, args.folder, copy=args.copy)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 1
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    folder = write_base_folder(args.gguf, args.folder, copy=args.copy)
     print(f"{folder}: {Path(args.gguf).name} and its tokenizer files (train with --paths.base_model {folder})")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

@@ -9,7 +9,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 import tiny
 from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.packed_tokenizer import unpacked
-from spacy_padellm.training.base_folder import _main, write_base_folder
+from spacy_padellm.__main__ import main
+from spacy_padellm.training.base_folder import write_base_folder
 
 MODELS = Path(__file__).resolve().parents[2] / "spacy_padellm" / "models"
 
@@ -40,5 +41,5 @@ def test_a_tokenizer_that_splits_whole_words_is_refused(gguf, tmp_path, capsys):
     assert not (tmp_path / "base").exists()
     with pytest.raises(ValueError, match="not a .gguf file"):
         write_base_folder(tmp_path / "missing.gguf", tmp_path / "base")
-    assert _main([str(tmp_path / "missing.gguf"), str(tmp_path / "base")]) == 1
-    assert "not a .gguf file" in capsys.readouterr().out
+    assert main(["base-folder", str(tmp_path / "missing.gguf"), str(tmp_path / "base")]) == 1
+    assert "not a .gguf file" in capsys.readouterr().err
