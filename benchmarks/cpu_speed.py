@@ -18,7 +18,9 @@ each chunk is one ``nlp.pipe`` call per variant, the variants' order rotating fr
 noise hits them alike. Sentences/s is a variant's sentences over its summed seconds; span F1 is spaCy's (exact span
 and label, micro) over all its sentences. ``--peer`` adds a spaCy pipeline (its ``ner``) timed the same way;
 ``--peer-untrained`` times spaCy's efficiency ``ner`` config with untrained weights instead (speed only: a
-transition-based ``ner`` takes the same steps whatever its weights). Writes JSON (``--output``) and a PNG next to it.
+transition-based ``ner`` takes the same steps whatever its weights); ``--peer-encoder`` times the encoder anchor
+(``encoder_anchor.py``: RoBERTa-base's token classifier, random weights, speed only) in float32 and, on a CPU with
+bfloat16 matrix instructions, in bfloat16, tokenising with the pipeline's tokenizer. Writes JSON (``--output``) and a PNG next to it.
 """
 
 from __future__ import annotations
@@ -88,10 +90,10 @@ def span_f1(preds: Sequence[Any], gold: Sequence[Tuple[str, List[Tuple[int, int,
 
 class Contender:
     """One thing timed: a name, a description, and a call that annotates texts (``nlp.pipe``), with its seconds,
-    sentences and predictions so far."""
+    sentences and predictions so far; ``scored``: whether its predictions get an F1 (not for untrained peers)."""
 
-    def __init__(self, name: str, description: str, annotate: Callable[[List[str]], List[Any]]):
-        self.name, self.description, self.annotate = name, description, annotate
+    def __init__(self, name: str, description: str, annotate: Callable[[List[str]], List[Any]], scored: bool = True):
+        self.name, self.description, self.annotate, self.scored = name, description, annotate, scored
         self.seconds, self.docs, self.preds = 0.0, 0, []
 
     def run(self, texts: List[str]) -> None:
@@ -115,6 +117,8 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
     ner = nlp.add_pipe("padellm_ner", config={"model": model, "device": "cpu"})
     weights, _, engine = ner._ensure_loaded()
     out = []
+    info = {"model": model, "engine": type(engine).__name__, "dtype": str(next(weights.parameters()).dtype),
+            "settings": ner.settings.to_config(), "tokenizer": ner._ensure_loaded()[1]}
     for name in names:
         description, changes, attributes = VARIANTS[name]
         ranges = getattr(weights, "padellm_int8_ranges", None)
@@ -133,8 +137,6 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
             return docs
 
         out.append(Contender(name, description, annotate))
-    info = {"model": model, "engine": type(engine).__name__, "dtype": str(next(weights.parameters()).dtype),
-            "settings": ner.settings.to_config()}
     return out, info
 
 
@@ -153,7 +155,21 @@ def peer_contender(path: Optional[str], untrained: bool) -> Optional[Contender]:
         nlp.get_pipe("ner").add_label(label)
     nlp.initialize()
     return Contender("spacy_ner_untrained", "spaCy ner, efficiency config, untrained weights (speed only)",
-                     lambda texts: list(nlp.pipe(texts)))
+                     lambda texts: list(nlp.pipe(texts)), scored=False)
+
+
+def encoder_contenders(tokenizer, batch_size: int) -> List[Contender]:
+    """The encoder anchor in float32, and in bfloat16 where the CPU has bfloat16 matrix instructions."""
+    from encoder_anchor import EncoderAnchor
+
+    from spacy_padellm.decoding.quantize import cpu_has_bf16
+
+    out = []
+    for dtype, short in (("float32", "fp32"), ("bfloat16", "bf16"))[: 2 if cpu_has_bf16() else 1]:
+        anchor = EncoderAnchor(tokenizer, "cpu", dtype)
+        out.append(Contender(f"roberta_base_{short}", f"{anchor.description}, {dtype}, batch {batch_size} "
+                             "(speed only)", lambda texts, a=anchor: a.tag(texts, batch_size), scored=False))
+    return out
 
 
 def rotate(contenders: List[Contender], chunks: List[List[str]], progress: bool) -> None:
@@ -193,7 +209,7 @@ def results(contenders: List[Contender], gold, baseline: str) -> Dict[str, Any]:
         rate = c.docs / c.seconds
         row = {"description": c.description, "sentences": c.docs, "seconds": round(c.seconds, 2),
                "sentences_per_s": round(rate, 3), "speedup": round(rate / base_rate, 2) if base_rate else None}
-        if not c.name.endswith("untrained"):
+        if c.scored:
             row["span"] = span_f1(c.preds, gold)
         out[c.name] = row
     return out
@@ -252,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peer", default=None, help="a trained spaCy pipeline with ner to time alongside")
     p.add_argument("--peer-untrained", action="store_true",
                    help="time spaCy's efficiency ner config with untrained weights (speed only)")
+    p.add_argument("--peer-encoder", action="store_true",
+                   help="time the encoder anchor: RoBERTa-base's token classifier, random weights (speed only)")
+    p.add_argument("--encoder-batch-size", type=int, default=16, help="the anchor's batch size (default 16)")
     p.add_argument("--output", type=Path, default=None, help="metrics JSON; a .png plot goes next to it")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -271,6 +290,8 @@ def run(args) -> Dict[str, Any]:
     contenders, info = padellm_contenders(args.model, names)
     peer = peer_contender(args.peer, args.peer_untrained)
     contenders += [peer] if peer else []
+    tokenizer = info.pop("tokenizer")
+    contenders += encoder_contenders(tokenizer, args.encoder_batch_size) if args.peer_encoder else []
     for c in contenders:  # warm-up, not timed
         c.annotate(texts[-8:])
     chunks = [texts[i: i + args.chunk] for i in range(0, len(texts), args.chunk)]

@@ -76,12 +76,27 @@ def _throughput_table(name: str, throughput: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _anchor_lines(report: Dict[str, Any]) -> List[str]:
+    anchor = report.get("anchor")
+    if not anchor:
+        return []
+    best, lat = anchor["best"], anchor["latency_ms"]
+    lines = ["", f"Encoder anchor: {anchor['model']}, {anchor['dtype']}, the same texts on the same device: best "
+                 f"{_fmt(best['sentences_per_second'], 0)} sent/s (batch size {best['batch_size']}), batch-1 median "
+                 f"{_fmt(lat['median'])} ms (p90 {_fmt(lat['p90'])} ms, {lat['docs']} docs); padellm's best "
+                 f"`nlp.pipe` throughput is {_fmt(report.get('padellm_vs_anchor'), 3, '×')} the anchor's.", "",
+             "| anchor batch size | sent/s |", "|---|---|"]
+    lines += [f"| {bs} | {_fmt(row['sentences_per_second'], 0)} |" for bs, row in anchor["batch_sizes"].items()]
+    return lines
+
+
 def render_markdown(report: Dict[str, Any]) -> str:
     lines = _header(report)
     lines += [_method_row(name, m) for name, m in report["methods"].items()]
     for name, m in report["methods"].items():
         if m["throughput"]:
             lines += _throughput_table(name, m["throughput"])
+    lines += _anchor_lines(report)
     return "\n".join(lines) + "\n"
 
 

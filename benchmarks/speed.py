@@ -12,7 +12,9 @@ Per method: span- and string-level F1, per-sentence latency at batch size 1 (``n
 time, the methods interleaved doc by doc so that machine noise hits them alike), sequential forward
 passes and tokens per sentence (``DecoderStats`` deltas), ``nlp.pipe`` throughput at several batch sizes
 (methods with ``throughput=True``), peak GPU memory on CUDA, and the speedup over ``reference`` (median
-latency ratio on the docs both decoded). Writes JSON (``--output``), a markdown table and a PNG next to it.
+latency ratio on the docs both decoded). ``--anchor`` also times an encoder on the same texts and device
+(``encoder_anchor.py``: RoBERTa-base's token classifier, random weights, bf16 on CUDA) at its own batch sizes, and
+states padellm's best throughput as a fraction of the encoder's. Writes JSON (``--output``), a markdown table and a PNG next to it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
+from encoder_anchor import EncoderAnchor, time_anchor
 from measure import (build_runs, check_request, load_gold, open_pipeline, select_device, time_latency,
                      time_throughput, warm_texts, warm_up)
 from methods import DEFAULT_METHODS, METHODS
@@ -39,12 +42,15 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
               methods: Optional[Sequence[str]] = None, device: Optional[str] = None, gpu_id: int = -1,
               spans_key: Optional[str] = None, lang: Optional[str] = None, progress: bool = True,
               command: Optional[str] = None, compare: Optional[Dict[str, str]] = None,
-              settings: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              settings: Optional[Dict[str, Any]] = None, anchor_batch_sizes: Sequence[int] = (),
+              anchor_tokenizer: Optional[str] = None) -> Dict[str, Any]:
     """Measure every method of ``methods`` (default: ``DEFAULT_METHODS``) on the docs of ``data``, the
     pipeline's decoding ``settings`` changed as given (some ``DecodeSettings`` keys).
 
     ``compare`` adds methods that are other pipelines (name -> pipeline folder or model), such as the
-    autoregressive baselines: each runs its own component with its own model and decoding mode.
+    autoregressive baselines: each runs its own component with its own model and decoding mode. Given
+    ``anchor_batch_sizes``, the encoder anchor is timed too (tokenised by ``anchor_tokenizer``, a tokenizer folder,
+    or the pipeline's tokenizer).
     """
     compare = dict(compare or {})
     methods = list(methods or DEFAULT_METHODS)
@@ -69,6 +75,7 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     for run in runs:
         if run.measures_throughput:
             time_throughput(run, texts, n_words, batch_sizes, clock, progress)
+    anchor = _time_anchor(ner, torch_device, texts, anchor_batch_sizes, anchor_tokenizer, latency_docs, clock)
     floor = memory_floor(model, torch_device)  # weight bytes read per sequential pass over memory bandwidth
 
     key = spans_key or ner.spans_key
@@ -89,7 +96,31 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
     return {"command": command, "timestamp": timestamp(), "pipeline": str(pipeline), "data": str(data),
             "environment": environment(model, torch_device), "settings": settings, "notes": NOTES,
             "methods": results, "speedup": speedup, "peak_gpu_memory_mb": max(peaks, default=None),
-            "floor": floor, "compare": compare}
+            "floor": floor, "compare": compare, "anchor": anchor,
+            "padellm_vs_anchor": _fraction_of_anchor(results, anchor)}
+
+
+def _time_anchor(ner, device, texts: Sequence[str], batch_sizes: Sequence[int], tokenizer: Optional[str],
+                 latency_docs: int, clock: Clock) -> Optional[Dict[str, Any]]:
+    """The encoder anchor's throughput and batch-1 latency on ``texts`` (None without batch sizes)."""
+    if not batch_sizes:
+        return None
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    else:
+        tok = ner._ensure_loaded()[1]
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return time_anchor(EncoderAnchor(tok, str(device), dtype), texts, batch_sizes, latency_docs, clock.now)
+
+
+def _fraction_of_anchor(results: Dict[str, Any], anchor: Optional[Dict[str, Any]]) -> Optional[float]:
+    """padellm's best ``nlp.pipe`` sentences/s over the anchor's best."""
+    best = ((results.get("padellm") or {}).get("throughput") or {}).get("best")
+    if not anchor or not best:
+        return None
+    return round(best["sentences_per_second"] / anchor["best"]["sentences_per_second"], 3)
 
 
 # --- Command line --------------------------------------------------------------------------------
@@ -143,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_items",
                    help="a decoding setting of the pipeline (python -m spacy_padellm settings lists them); repeatable")
+    p.add_argument("--anchor", type=_batch_sizes, default=None, metavar="BATCH_SIZES",
+                   help="also time the encoder anchor (RoBERTa-base token classifier, random weights) at these "
+                        "batch sizes, e.g. 64,256,1024")
+    p.add_argument("--anchor-tokenizer", default=None,
+                   help="tokenizer folder for the anchor (default: the pipeline's tokenizer)")
     p.add_argument("--output", default=None, help="metrics JSON; a .md table and a .png plot go next to it")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -155,7 +191,7 @@ def _command(args) -> str:
                        ("--reference-docs", "reference_docs"), ("--batch-sizes", "batch_sizes"),
                        ("--warmup", "warmup"), ("--methods", "methods"), ("--device", "device"),
                        ("--gpu-id", "gpu_id"), ("--spans-key", "spans_key"), ("--lang", "lang"),
-                       ("--output", "output")):
+                       ("--anchor", "anchor"), ("--anchor-tokenizer", "anchor_tokenizer"), ("--output", "output")):
         value = getattr(args, dest, None)
         if isinstance(value, (list, tuple)):
             value = ",".join(str(v) for v in value)
@@ -176,7 +212,8 @@ def run(args) -> int:
                        reference_docs=args.reference_docs, batch_sizes=args.batch_sizes, warmup=args.warmup,
                        methods=methods, device=args.device, gpu_id=args.gpu_id, spans_key=args.spans_key,
                        lang=args.lang, progress=not args.no_progress, command=_command(args),
-                       compare=_compare(args.compare), settings=parse_settings(args.set_items))
+                       compare=_compare(args.compare), settings=parse_settings(args.set_items),
+                       anchor_batch_sizes=args.anchor or (), anchor_tokenizer=args.anchor_tokenizer)
     table = render_markdown(report)
     print(table)
     if args.output:

@@ -61,3 +61,25 @@ def test_variants_side_by_side(tiny_model, tmp_path):
     assert results["bucketed"]["speedup"] == 1.0
     assert out.with_suffix(".png").stat().st_size > 0
     assert main(["--variants", "fp64"]) == 1
+
+
+def test_encoder_anchor_is_timed_alongside_without_a_score(tiny_model, tmp_path, monkeypatch):
+    import encoder_anchor
+    from test_encoder_anchor import TINY_SHAPE
+
+    from spacy_padellm.decoding import quantize
+
+    monkeypatch.setattr(encoder_anchor, "ROBERTA_BASE", TINY_SHAPE)
+    for bf16 in (False, True):
+        monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: bf16)
+        out = tmp_path / f"cpu{bf16}.json"
+        assert main(["--model", str(tiny_model), "--data", str(_jsonl(tmp_path / "t.jsonl")), "--docs", "6",
+                     "--chunk", "3", "--variants", "fp32", "--peer-encoder", "--encoder-batch-size", "2",
+                     "--output", str(out), "--no-progress"]) == 0
+        results = json.loads(out.read_text())["results"]
+        anchors = ["roberta_base_fp32", "roberta_base_bf16"][: 2 if bf16 else 1]
+        assert list(results) == ["fp32"] + anchors
+        for name in anchors:
+            assert results[name]["sentences"] == 6 and "span" not in results[name]
+            assert "2 layers of 32" in results[name]["description"]
+        assert results["fp32"]["span"]["f"] > 0.9
