@@ -260,3 +260,47 @@ def test_shard_names_and_collisions(tmp_path):
     assert [(s.name, s.fmt) for s in shards] == [("d", "jsonl")]
     with pytest.raises(InputError, match="would both be written"):
         find_shards([tmp_path / "x", tmp_path / "y"], tmp_path / "out")
+
+
+def _worker_pids() -> list:
+    """The pids of the live pipeline actors (Ray titles an actor's process after its class, which Ray Data names
+    after ``PipelineWorker``)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if "PipelineWorker" in " ".join(proc.info["cmdline"] or ()) and proc.status() != psutil.STATUS_ZOMBIE:
+            pids.append(proc.info["pid"])
+    return sorted(pids)
+
+
+def test_ray_actor_killed_mid_run_is_replaced_and_loses_no_doc(ray_local, pipeline_dir, nlp, tmp_path):
+    """One of two pipeline actors is killed (SIGKILL) once the first shard is written: Ray restarts it and
+    runs its batches again; every doc is in the output once, in order, annotated as nlp.pipe annotates it."""
+    import os
+    import signal
+    import threading
+    import time
+
+    (tmp_path / "in").mkdir()
+    shards = {}
+    for i in range(24):  # 24 shards of 24 docs, 2 docs a batch: far more batches than run before the kill
+        texts = [TEXTS[(i + j) % len(TEXTS)] for j in range(24)]
+        (tmp_path / "in" / f"s{i:02d}.txt").write_text("\n".join(texts) + "\n", encoding="utf8")
+        shards[f"s{i:02d}"] = texts
+    out = tmp_path / "out"
+    argv = ["annotate", str(pipeline_dir), str(tmp_path / "in"), str(out), "--ray", "--num-workers", "2",
+            "--cpus-per-worker", "0.5", "--batch-size", "2", "--no-progress"]
+    result = {}
+    run = threading.Thread(target=lambda: result.setdefault("code", main(argv)))
+    run.start()
+    deadline = time.monotonic() + 300
+    while not list(out.glob("*.spacy")) and run.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = _worker_pids()
+    written_at_kill = len(list(out.glob("*.spacy")))
+    assert len(before) == 2 and 1 <= written_at_kill < len(shards)
+    os.kill(before[0], signal.SIGKILL)
+    run.join(timeout=300)
+    assert not run.is_alive() and result["code"] == 0
+    check_outputs(out, shards, {t: ents(d) for t, d in zip(TEXTS, nlp.pipe(TEXTS))}, nlp.vocab, jsonl=False)
