@@ -16,9 +16,10 @@ config (see ``configs/`` and ``settings.py``), checks every path and key before 
 * writes a model folder that ``padellm_ner`` loads directly, and on request a spaCy pipeline folder
   (``model_folder.py``).
 
-Several GPUs: launch the same command with ``accelerate launch -m spacy_padellm train ...`` (or
-``torchrun``); the loop runs through ``accelerate.Accelerator`` when it is installed, so data
-parallelism, gradient accumulation and mixed precision come from accelerate, not from this file.
+Several GPUs: launch the same command with ``accelerate launch --multi_gpu -m spacy_padellm train ...``
+(several CPU processes: ``torchrun --nproc_per_node N -m spacy_padellm train ...``); the loop runs through
+``accelerate.Accelerator`` when it is installed, so data parallelism and gradient synchronisation come from
+accelerate, not from this file.
 """
 
 from __future__ import annotations
@@ -429,9 +430,21 @@ def _save_best(state: _TrainState, scores: Optional[Dict[str, Any]]) -> None:
                       lora=state.lora, base_ref=state.base_ref, adapter_dtype=state.settings.adapter_dtype)
 
 
+def _sum_over_processes(devices: _Devices, value: int) -> int:
+    """``value`` summed over the processes of a distributed run (every process must call it), else itself."""
+    if not devices.distributed:
+        return value
+    import torch
+
+    total = devices.accelerator.reduce(torch.tensor([value], device=devices.device), reduction="sum")
+    return int(total.item())
+
+
 def _finish(state: _TrainState) -> Dict[str, Any]:
     """Without dev docs save the final model as the best; write history.json, summary.json and the
-    pipeline folder on request. Other processes than the main one only report their step."""
+    pipeline folder on request. Other processes than the main one only report their step. The tokens per
+    second are those of all processes together."""
+    tokens = _sum_over_processes(state.devices, state.tokens_seen)
     if state.devices.rank != 0:
         return {"steps": state.step, "rank": state.devices.rank}
     if not state.dev_docs:
@@ -440,8 +453,9 @@ def _finish(state: _TrainState) -> Dict[str, Any]:
     (state.output / "history.json").write_text(json.dumps(state.history, indent=1))
     summary = {"best": state.best, "steps": state.step, "examples": len(state.data.items),
                "train_seconds": round(time.time() - state.t0, 1),
-               "tokens_per_second": round(state.tokens_seen / max(time.time() - state.t0, 1e-9), 1),
-               "model": str(state.output / "best"), "trainable_parameters": state.n_trainable}
+               "tokens_per_second": round(tokens / max(time.time() - state.t0, 1e-9), 1),
+               "processes": state.devices.world, "model": str(state.output / "best"),
+               "trainable_parameters": state.n_trainable}
     if state.settings.pipeline:
         write_pipeline_folder(state.settings, state.output / "best")
         summary["pipeline"] = state.settings.pipeline
