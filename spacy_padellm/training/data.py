@@ -3,7 +3,8 @@
 The PaDeLLM protocol trains on (label, k) examples (``text/protocol.py``), tokenised with the same
 ``PromptEncoder`` the decoder uses; the autoregressive protocols train on whole sentences
 (``baselines/autoreg.py``), grouped from the same converted files. Either way an item is a pair
-(input ids, labels) with labels -100 on the prompt, so the loss covers the target only.
+(input ids, labels) with labels -100 on the prompt, so the loss covers the target only; with
+``[data] shared_prompts`` an item is a text's examples packed into one sequence (``packing.PackedItem``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from ..text.protocol import PromptEncoder, Template, TrainingExample, get_template
+from .packing import PackedItem, collate_packed, packed_items
 from .settings import TrainConfigError, TrainSettings
 
 if TYPE_CHECKING:
     from ..baselines import AutoRegEncoder, Sentence
 
 __all__ = ["read_examples", "read_sentences", "tokenize_examples", "tokenize_sentences", "length_bucketed_batches",
-           "collate", "read_train_data", "read_dev_docs", "encode_train_data", "EncodedData"]
+           "collate", "Batch", "item_examples", "item_targets", "read_train_data", "read_dev_docs", "encode_train_data",
+           "EncodedData"]
 
 Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the prompt
 
@@ -29,11 +32,15 @@ Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the pr
 class EncodedData:
     """The tokenised training items and what the model folder must record about how they were made."""
 
-    items: List[Item]
+    items: List[Any]  # Item pairs, or PackedItem with shared prompts
     labels: List[str]
     template: Optional[Template]  # the PaDeLLM prompt template; None for the autoregressive protocols
     ar_template: Any  # the autoregressive template; None for the PaDeLLM protocol
     bos_ids: List[int]  # what the prompts started with
+
+    @property
+    def examples(self) -> int:
+        return sum(item_examples(item) for item in self.items)
 
 
 def read_examples(path: str) -> List[TrainingExample]:
@@ -94,32 +101,74 @@ def tokenize_examples(encoder: PromptEncoder, examples: Sequence[TrainingExample
 
 
 def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,
-                            bucket_factor: int = 50) -> List[List[int]]:
-    """Shuffled batches of indices of similar length (sorted within shuffled mega-batches)."""
+                            bucket_factor: int = 50, sizes: Optional[Sequence[int]] = None) -> List[List[int]]:
+    """Shuffled batches of indices of similar length (sorted within shuffled mega-batches) holding ``batch_size``
+    examples each (the last of a mega-batch fewer), an item counting ``sizes[i]`` examples (default 1). Items of
+    several examples go into a batch while that takes its count nearer ``batch_size`` than stopping would."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
     batches: List[List[int]] = []
     mega = batch_size * bucket_factor
     for start in range(0, len(order), mega):
         chunk = sorted(order[start : start + mega], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        if sizes is None:
+            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+            continue
+        batch, n = [], 0
+        for i in chunk:
+            if batch and n + sizes[i] - batch_size > batch_size - n:  # nearer to batch_size without it
+                batches.append(batch)
+                batch, n = [], 0
+            batch.append(i)
+            n += sizes[i]
+        if batch:
+            batches.append(batch)
     rng.shuffle(batches)
     return batches
 
 
-def collate(items: Sequence[Item], pad_id: int):
-    """(input ids, attention mask, labels) tensors of a batch, padded to its longest item."""
+def item_examples(item) -> int:
+    """How many examples a training item holds."""
+    return item.examples if isinstance(item, PackedItem) else 1
+
+
+def item_targets(item) -> int:
+    """How many target tokens a training item trains."""
+    labels = item.targets if isinstance(item, PackedItem) else item[1]
+    return sum(1 for x in labels if x != -100)
+
+
+@dataclass
+class Batch:
+    """A batch as the model takes it: ``targets[b, j]`` is the token position j of row b is trained to predict
+    (-100: none); ``mask`` is (B, T) for pairs, or (B, 1, T, T) booleans with ``positions`` for packed items."""
+
+    input_ids: Any
+    mask: Any
+    positions: Any
+    targets: Any
+    tokens: int  # the real tokens, padding left out
+
+    def to(self, device) -> "Batch":
+        move = (lambda t: None if t is None else t.to(device))
+        return Batch(move(self.input_ids), move(self.mask), move(self.positions), move(self.targets), self.tokens)
+
+
+def collate(items: Sequence[Any], pad_id: int) -> Batch:
+    """The tensors of a batch of items (all pairs or all packed items), padded to its longest item."""
     import torch
 
+    if isinstance(items[0], PackedItem):
+        return Batch(*collate_packed(items, pad_id))
     width = max(len(ids) for ids, _ in items)
     input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
+    targets = torch.full((len(items), width), -100, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     for i, (ids, lab) in enumerate(items):
         input_ids[i, : len(ids)] = torch.tensor(ids)
-        labels[i, : len(lab)] = torch.tensor(lab)
+        targets[i, : len(lab) - 1] = torch.tensor(lab[1:])  # position j predicts the label of position j + 1
         mask[i, : len(ids)] = 1
-    return input_ids, mask, labels
+    return Batch(input_ids, mask, None, targets, int(mask.sum()))
 
 
 def _read_padellm_examples(settings: TrainSettings, nlp) -> Tuple[List[TrainingExample], List[str]]:
@@ -214,7 +263,8 @@ def encode_train_data(settings: TrainSettings, tokenizer, examples: Sequence[Any
         ar_template = None
         encoder = PromptEncoder(tokenizer, template)
         bos_ids = encoder.bos_ids
-        items = tokenize_examples(encoder, examples, settings.max_length, settings.nonzero_repeat)
+        pack = packed_items if settings.shared_prompts else tokenize_examples
+        items = pack(encoder, examples, settings.max_length, settings.nonzero_repeat)
     if not items:
         raise TrainConfigError(f"No training example fits max_length={settings.max_length}")
     return EncodedData(items, labels, template, ar_template, bos_ids)

@@ -40,6 +40,7 @@ class TrainSettings:
     max_train_examples: Optional[int] = None
     max_dev_docs: Optional[int] = None
     nonzero_repeat: int = 1  # each example whose count is not 0 appears this many times per epoch (fights under-counting)
+    shared_prompts: bool = False  # a text's examples as one sequence holding their prompt once (packing.py)
     spans_key: Optional[str] = None  # nested data: dev decoding writes doc.spans[key], selection on spans_<key>_f
     # [training]
     method: str = "lora"  # lora | full
@@ -71,7 +72,7 @@ class TrainSettings:
     SECTIONS = {
         "paths": ("base_model", "train", "dev", "output", "pipeline", "base_ref"),
         "data": ("protocol", "labels", "lang", "template", "text_format", "max_length", "max_train_examples",
-                 "max_dev_docs", "nonzero_repeat", "spans_key"),
+                 "max_dev_docs", "nonzero_repeat", "shared_prompts", "spans_key"),
         "training": ("method", "full_targets", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
                      "eval_batch_size"),
@@ -141,6 +142,10 @@ def check_inputs(settings: TrainSettings) -> None:
         raise TrainConfigError(f"[data] nonzero_repeat must be an integer of at least 1, got {settings.nonzero_repeat!r}")
     if settings.nonzero_repeat > 1 and settings.autoreg:
         raise TrainConfigError("[data] nonzero_repeat applies to the padellm protocol's (label, k) examples only")
+    if not isinstance(settings.shared_prompts, bool):
+        raise TrainConfigError(f"[data] shared_prompts must be true or false, got {settings.shared_prompts!r}")
+    if settings.shared_prompts and settings.autoreg:
+        raise TrainConfigError("[data] shared_prompts applies to the padellm protocol's (label, k) examples only")
     if settings.batch_size < 1 or settings.grad_accum < 1:
         raise TrainConfigError("[training] batch_size and grad_accum must be at least 1")
     if settings.protocol not in PROTOCOLS:

@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .data import EncodedData, collate, encode_train_data, length_bucketed_batches, read_dev_docs, read_train_data
+from .data import (EncodedData, collate, encode_train_data, item_examples, item_targets, length_bucketed_batches,
+                   read_dev_docs, read_train_data)
 from .evaluation import evaluate_pipeline, small_scores
 from .model_folder import base_model_ref, model_meta, save_model_folder, write_pipeline_folder
+from .packing import model_mask
 from .settings import TrainConfigError, TrainSettings, check_inputs
 from .tokenizer_check import split_whole_words
 
@@ -94,6 +96,8 @@ class _TrainState:
     epoch: int = 0
     t0: float = 0.0
     tokens_seen: int = 0
+    examples_seen: int = 0
+    eval_seconds: float = 0.0  # of the dev evaluations, left out of the rates
     running: Optional[float] = None  # smoothed loss shown on the progress bar
     window_loss: float = 0.0  # loss summed over the steps since the last history entry
     window_steps: int = 0
@@ -125,8 +129,12 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     tokenizer = _load_tokenizer(source, log)
     data = encode_train_data(settings, tokenizer, examples, labels, log)
     unit = "sentences" if settings.autoreg else "examples"
-    log(f"{len(examples)} {unit} ({len(data.items)} within max_length), labels {labels}, protocol {settings.protocol}, "
-        f"method {settings.method}")
+    packed = ""
+    if settings.shared_prompts:
+        packed = (f" in {len(data.items)} sequences of shared prompts, {sum(len(i.ids) for i in data.items):,} tokens "
+                  f"instead of {sum(i.unpacked_tokens for i in data.items):,}")
+    log(f"{len(examples)} {unit} ({data.examples} within max_length{packed}), labels {labels}, "
+        f"protocol {settings.protocol}, method {settings.method}")
 
     state = _TrainState(settings, log, devices, data, dev_docs, tokenizer, rng, Path(settings.output))
     _build_model(state, source)
@@ -245,7 +253,7 @@ def _build_optimizer(state: _TrainState) -> None:
     state.optimizer = torch.optim.AdamW(state.trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     # With several processes (accelerate launch / torchrun) each takes every world-th batch of the same
     # shuffled list (same seed), and only the main process evaluates and writes.
-    batches_per_epoch = math.ceil(len(state.data.items) / settings.batch_size / state.devices.world)
+    batches_per_epoch = math.ceil(state.data.examples / settings.batch_size / state.devices.world)
     total_steps = settings.max_steps or max(1, math.ceil(batches_per_epoch * settings.epochs / settings.grad_accum))
     warmup = int(total_steps * settings.warmup_ratio)
 
@@ -286,12 +294,15 @@ def _train_loop(state: _TrainState, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     settings, devices = state.settings, state.devices
-    lengths = [len(ids) for ids, _ in state.data.items]
+    items = state.data.items
+    lengths = [len(item.ids if settings.shared_prompts else item[0]) for item in items]
+    sizes = [item_examples(item) for item in items] if settings.shared_prompts else None
     state.model.train()
     bar = tqdm(total=state.total_steps, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
     state.t0 = time.time()
     while state.step < state.total_steps:
-        batches = length_bucketed_batches(lengths, settings.batch_size, state.rng)[devices.rank::devices.world]
+        batches = length_bucketed_batches(lengths, settings.batch_size, state.rng,
+                                          sizes=sizes)[devices.rank::devices.world]
         state.epoch += 1
         for b_start in range(0, len(batches), settings.grad_accum):
             if state.step >= state.total_steps:
@@ -307,20 +318,20 @@ def _optimizer_step(state: _TrainState, group: List[List[int]]) -> float:
     import torch
 
     devices, items = state.devices, state.data.items
-    n_target = sum(sum(1 for x in items[i][1] if x != -100) for b in group for i in b)
+    n_target = sum(item_targets(items[i]) for b in group for i in b)
     loss_value = 0.0
     for idx in group:
-        input_ids, mask, labels_t = (t.to(devices.device) for t in collate([items[i] for i in idx],
-                                                                          state.tokenizer.pad_token_id))
+        batch = collate([items[i] for i in idx], state.tokenizer.pad_token_id).to(devices.device)
         with torch.autocast(device_type=devices.device.type, dtype=devices.amp_dtype,
                             enabled=devices.amp_dtype is not None):
-            loss = _target_loss(state.model, input_ids, mask, labels_t, devices.distributed) / max(1, n_target)
+            loss = _target_loss(state.model, batch, devices.distributed) / max(1, n_target)
         if devices.distributed:
             devices.accelerator.backward(loss)
         else:
             loss.backward()
         loss_value += float(loss.detach())
-        state.tokens_seen += int(mask.sum())
+        state.tokens_seen += batch.tokens
+        state.examples_seen += sum(item_examples(items[i]) for i in idx)
     torch.nn.utils.clip_grad_norm_(state.trainable, state.settings.max_grad_norm)
     state.optimizer.step()
     state.scheduler.step()
@@ -349,22 +360,27 @@ def _after_step(state: _TrainState, bar, loss_value: float) -> None:
         state.total_steps = step
     eval_due = bool(state.dev_docs) and (step % settings.eval_every == 0 or step == state.total_steps)
     if eval_due and state.devices.rank == 0:
+        start = time.time()
         _evaluate_and_keep_best(state)
+        state.eval_seconds += time.time() - start
     if eval_due and state.devices.distributed:
         state.devices.accelerator.wait_for_everyone()
 
 
-def _target_loss(model, input_ids, mask, labels, distributed: bool):
-    """Summed cross-entropy over target tokens. On one process the LM head runs on target positions only
-    (a few tokens of each sequence) instead of the whole vocabulary at every position."""
+def _target_loss(model, batch, distributed: bool):
+    """Summed cross-entropy over a batch's target tokens. On one process the LM head runs on target positions
+    only (a few tokens of each sequence) instead of the whole vocabulary at every position."""
     import torch
 
-    targets = labels[:, 1:]
+    inputs = {"input_ids": batch.input_ids, "attention_mask": model_mask(model, batch)}
+    if batch.positions is not None:
+        inputs["position_ids"] = batch.positions
+    targets = batch.targets
     if distributed:  # go through the wrapper so gradients are synchronised
-        logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
+        logits = model(**inputs).logits
         return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                  ignore_index=-100, reduction="sum")
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask).last_hidden_state[:, :-1]
+    hidden = model.get_decoder()(**inputs).last_hidden_state
     keep = targets != -100
     logits = model.get_output_embeddings()(hidden[keep]).float()
     return torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
@@ -443,17 +459,21 @@ def _sum_over_processes(devices: _Devices, value: int) -> int:
 def _finish(state: _TrainState) -> Dict[str, Any]:
     """Without dev docs save the final model as the best; write history.json, summary.json and the
     pipeline folder on request. Other processes than the main one only report their step. The tokens per
-    second are those of all processes together."""
+    second (and examples per second) are those of all processes together, over the training time less the
+    dev evaluations."""
     tokens = _sum_over_processes(state.devices, state.tokens_seen)
+    examples = _sum_over_processes(state.devices, state.examples_seen)
+    seconds = max(time.time() - state.t0 - state.eval_seconds, 1e-9)  # the main process's, evaluations left out
     if state.devices.rank != 0:
         return {"steps": state.step, "rank": state.devices.rank}
     if not state.dev_docs:
         state.best = {"score": None, "step": state.step, "scores": None}
         _save_best(state, None)
     (state.output / "history.json").write_text(json.dumps(state.history, indent=1))
-    summary = {"best": state.best, "steps": state.step, "examples": len(state.data.items),
+    summary = {"best": state.best, "steps": state.step, "examples": state.data.examples,
                "train_seconds": round(time.time() - state.t0, 1),
-               "tokens_per_second": round(tokens / max(time.time() - state.t0, 1e-9), 1),
+               "eval_seconds": round(state.eval_seconds, 1), "tokens_per_second": round(tokens / seconds, 1),
+               "examples_per_second": round(examples / seconds, 2),
                "processes": state.devices.world, "model": str(state.output / "best"),
                "trainable_parameters": state.n_trainable}
     if state.settings.pipeline:
