@@ -1,10 +1,11 @@
 """Train several candidate models side by side on one GPU and compare them on dev.
 
 Each candidate is ``python -m spacy_padellm train CONFIG`` with its own overrides, run as its own process
-(small models leave most of a GPU idle, so several train at once at nearly full speed each). The script waits
-for all, then prints one row per candidate (its settings, steps, best dev span P/R/F1 and when it was reached),
-writes ``candidates.json`` and plots every candidate's dev F1 against training time (``candidates.png``).
-Selection is on dev only: the script never reads a test set.
+(small models leave most of a GPU idle, so several train at once at nearly full speed each; ``--one-at-a-time``
+runs them one after the other instead, for a comparison of their speed). The script waits for all, then prints
+one row per candidate (its settings, steps, examples and tokens per second, best dev span P/R/F1 and when it was
+reached), writes ``candidates.json`` and plots every candidate's dev F1 against training time
+(``candidates.png``). Selection is on dev only: the script never reads a test set.
 
     python benchmarks/train_candidates.py configs/conll03.cfg --out training/candidates --max-minutes 7 \\
         --common paths.base_model=assets/base/SmolLM2-135M-Instruct.Q4_1.gguf \\
@@ -26,7 +27,7 @@ __all__ = ["parse_overrides", "parse_candidate", "train_command", "collect", "re
 
 # The settings a results row shows, in this order (section.key as in the config file).
 SHOWN = ("paths.base_model", "training.method", "lora.lora_r", "training.lr", "training.epochs",
-         "data.nonzero_repeat", "training.batch_size")
+         "data.nonzero_repeat", "data.shared_prompts", "training.batch_size")
 
 
 def parse_overrides(text: str) -> Dict[str, str]:
@@ -73,6 +74,16 @@ def _launch(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Tuple[subp
     return procs
 
 
+def _run(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Dict[str, float]]:
+    """Every candidate at once, or with ``--one-at-a-time`` each alone, in the order given."""
+    if not args.one_at_a_time:
+        return _wait(_launch(args, candidates))
+    done: Dict[str, Dict[str, float]] = {}
+    for name, overrides in candidates.items():
+        done.update(_wait(_launch(args, {name: overrides})))
+    return done
+
+
 def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[str, float]]:
     from tqdm.auto import tqdm
 
@@ -81,7 +92,8 @@ def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[st
         while len(done) < len(procs):
             for name, (proc, start) in procs.items():
                 if name not in done and proc.poll() is not None:
-                    done[name] = {"returncode": proc.returncode, "wall_s": round(time.time() - start, 1)}
+                    done[name] = {"returncode": proc.returncode, "started": round(start, 1),
+                                  "wall_s": round(time.time() - start, 1)}
                     bar.update(1)
             time.sleep(2)
     return done
@@ -104,6 +116,7 @@ def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, 
             s = json.loads(summary.read_text())
             best = s["best"]
             row.update(steps=s["steps"], examples=s["examples"], train_seconds=s["train_seconds"],
+                       examples_per_second=s.get("examples_per_second"), tokens_per_second=s.get("tokens_per_second"),
                        best_step=best["step"], dev=(best.get("scores") or {}), dev_f=best["score"],
                        adapter_mib=_adapter_mib(folder / "best"))
         else:
@@ -122,14 +135,15 @@ def _cell(row: Dict, key: str, config_defaults: Dict[str, str]) -> str:
 def render_markdown(rows: List[Dict], config_defaults: Optional[Dict[str, str]] = None) -> str:
     """One table row per candidate, best dev span F1 first."""
     config_defaults = config_defaults or {}
-    head = ["candidate", *(k.split(".")[1] for k in SHOWN), "steps", "best step", "dev P", "dev R", "dev span F1",
-            "adapter MiB"]
+    head = ["candidate", *(k.split(".")[1] for k in SHOWN), "steps", "train s", "examples/s", "tokens/s",
+            "best step", "dev P", "dev R", "dev span F1", "adapter MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted(rows, key=lambda r: -(r.get("dev_f") or -1)):
         dev = row.get("dev") or {}
         cells = [row["name"], *(_cell(row, k, config_defaults) for k in SHOWN), row.get("steps", "failed"),
-                 row.get("best_step", "–"), _num(dev.get("ents_p")), _num(dev.get("ents_r")),
-                 _num(row.get("dev_f")), row.get("adapter_mib", "–")]
+                 row.get("train_seconds", "–"), row.get("examples_per_second") or "–",
+                 row.get("tokens_per_second") or "–", row.get("best_step", "–"), _num(dev.get("ents_p")),
+                 _num(dev.get("ents_r")), _num(row.get("dev_f")), row.get("adapter_mib", "–")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -139,13 +153,14 @@ def _num(value) -> str:
 
 
 def render_plot(rows: List[Dict], path: Path) -> None:
-    """Dev span F1 against training minutes, one line per candidate."""
+    """Dev span F1 against training minutes, one line per candidate; beside it, each candidate's examples per
+    second (training alone, the dev evaluations left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, speed) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     plotted = 0
     for row in rows:
         points = [(h["elapsed_s"] / 60, h["dev_f"]) for h in row["history"] if "dev_f" in h]
@@ -154,10 +169,18 @@ def render_plot(rows: List[Dict], path: Path) -> None:
             plotted += 1
     ax.set_xlabel("training minutes")
     ax.set_ylabel("dev span F1")
-    ax.set_title("Candidates trained side by side on one GPU")
+    ax.set_title("Dev span F1 of each candidate")
     ax.grid(alpha=0.3)
     if plotted:
         ax.legend(fontsize=8)
+    rated = [r for r in rows if r.get("examples_per_second")]
+    bars = speed.barh([r["name"] for r in rated], [r["examples_per_second"] for r in rated], color="#4c72b0")
+    for bar in bars:
+        speed.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():.2f}", va="center",
+                   fontsize=8)
+    speed.invert_yaxis()
+    speed.set_xlabel("training examples per second")
+    speed.set_title("Training speed")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -178,13 +201,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=Path("training/candidates"))
     p.add_argument("--max-minutes", type=float, default=None, help="each candidate's training time limit")
     p.add_argument("--gpu-id", default=None, help="the GPU every candidate trains on (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="train the candidates one after the other (to compare their speed), not all at once")
     args = p.parse_args(argv)
     common = parse_overrides(args.common)
     candidates = dict(parse_candidate(c) for c in args.candidate)
     if len(candidates) != len(args.candidate):
         raise SystemExit("candidate names must differ")
     candidates = {name: {**common, **overrides} for name, overrides in candidates.items()}
-    finished = _wait(_launch(args, candidates))
+    finished = _run(args, candidates)
     rows = collect(args.out, candidates, common, finished)
     table = render_markdown(rows, _config_defaults(args.config))
     print(table)

@@ -77,3 +77,26 @@ def test_a_failing_candidate_is_reported_with_its_log(tiny_base, tmp_path):
     assert main([str(config), "--out", str(out), "--candidate", "x:training.max_steps=1"]) == 1
     row = json.loads((out / "candidates.json").read_text())["candidates"][0]
     assert row["returncode"] != 0 and "does not exist" in row["error"]
+
+
+def test_candidates_one_at_a_time_report_their_speed(tiny_base, tmp_path):
+    """``--one-at-a-time``: each candidate trains alone, in order; the rows give examples and tokens per second
+    (with shared prompts, the same examples in fewer tokens)."""
+    train = tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
+    dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
+    config = tmp_path / "tiny.cfg"
+    config.write_text(CONFIG.format(base=tiny_base, train=train, dev=dev, labels=json.dumps(tiny.LABELS)))
+    out = tmp_path / "candidates"
+    assert main([str(config), "--out", str(out), "--one-at-a-time", "--common", "training.max_steps=4",
+                 "--candidate", "examples:data.shared_prompts=false",
+                 "--candidate", "shared:data.shared_prompts=true"]) == 0
+    rows = {r["name"]: r for r in json.loads((out / "candidates.json").read_text())["candidates"]}
+    first, second = rows["examples"], rows["shared"]
+    assert second["started"] >= first["started"] + first["wall_s"] - 2.5  # after the first ended (polled every 2 s)
+    for row in rows.values():
+        assert row["steps"] == 4 and row["examples_per_second"] > 0 and row["tokens_per_second"] > 0
+    # the same examples a second are written in fewer tokens when a text's prompt is shared
+    assert second["tokens_per_second"] / second["examples_per_second"] < \
+        first["tokens_per_second"] / first["examples_per_second"]
+    table = (out / "candidates.md").read_text().splitlines()
+    assert "| shared_prompts | batch_size | steps | train s | examples/s | tokens/s |" in table[0]
