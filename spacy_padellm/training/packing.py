@@ -17,7 +17,7 @@ implementation takes it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 from ..text.protocol import PromptEncoder, TrainingExample
 
@@ -72,23 +72,16 @@ def pack(pairs: Sequence[Tuple[List[int], List[int]]]) -> PackedItem:
 
 def packed_items(encoder: PromptEncoder, examples: Sequence[TrainingExample], max_length: int = 512,
                  nonzero_repeat: int = 1) -> List[PackedItem]:
-    """The examples packed text by text (a run of consecutive examples of one text, as the converter writes
-    them). As in ``data.tokenize_examples``, an example longer than ``max_length`` is dropped and one whose count
-    is not 0 appears ``nonzero_repeat`` times (as that many branches)."""
-    out: List[PackedItem] = []
-    run: List[Tuple[List[int], List[int]]] = []
-    text = None
+    """The examples packed text by text, in the order the texts first come (the examples of one text need not be
+    next to each other: a sample of them, or a text that comes twice). As in ``data.tokenize_examples``, an example
+    longer than ``max_length`` is dropped and one whose count is not 0 appears ``nonzero_repeat`` times (as that
+    many branches)."""
+    by_text: Dict[str, List[Tuple[List[int], List[int]]]] = {}
     for ex in examples:
-        if ex.text != text and run:
-            out.append(pack(run))
-            run = []
-        text = ex.text
         prompt, target = encoder.example(ex)
         if len(prompt) + len(target) <= max_length:
-            run.extend([(prompt, target)] * (nonzero_repeat if ex.count > 0 else 1))
-    if run:
-        out.append(pack(run))
-    return out
+            by_text.setdefault(ex.text, []).extend([(prompt, target)] * (nonzero_repeat if ex.count > 0 else 1))
+    return [pack(pairs) for pairs in by_text.values()]
 
 
 def collate_packed(items: Sequence[PackedItem], pad_id: int):
