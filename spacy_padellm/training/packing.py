@@ -72,16 +72,27 @@ def pack(pairs: Sequence[Tuple[List[int], List[int]]]) -> PackedItem:
 
 def packed_items(encoder: PromptEncoder, examples: Sequence[TrainingExample], max_length: int = 512,
                  nonzero_repeat: int = 1) -> List[PackedItem]:
-    """The examples packed text by text, in the order the texts first come (the examples of one text need not be
-    next to each other: a sample of them, or a text that comes twice). As in ``data.tokenize_examples``, an example
-    longer than ``max_length`` is dropped and one whose count is not 0 appears ``nonzero_repeat`` times (as that
-    many branches)."""
-    by_text: Dict[str, List[Tuple[List[int], List[int]]]] = {}
+    """The examples packed text by text, in the order the texts first come. The examples of one text need not be
+    next to each other (a sample of them); a text that comes several times is packed once per time (an example
+    joins the first packing of its text that lacks its label and k), so that each occurrence weighs in its batch as
+    it would one by one. As in ``data.tokenize_examples``, an example longer than ``max_length`` is dropped and one
+    whose count is not 0 appears ``nonzero_repeat`` times (as that many branches)."""
+    groups: List[Tuple[set, List[Tuple[List[int], List[int]]]]] = []
+    by_text: Dict[str, List[int]] = {}
     for ex in examples:
         prompt, target = encoder.example(ex)
-        if len(prompt) + len(target) <= max_length:
-            by_text.setdefault(ex.text, []).extend([(prompt, target)] * (nonzero_repeat if ex.count > 0 else 1))
-    return [pack(pairs) for pairs in by_text.values()]
+        if len(prompt) + len(target) > max_length:
+            continue
+        key = (ex.label, ex.k)
+        own = by_text.setdefault(ex.text, [])
+        g = next((g for g in own if key not in groups[g][0]), None)
+        if g is None:
+            g = len(groups)
+            groups.append((set(), []))
+            own.append(g)
+        groups[g][0].add(key)
+        groups[g][1].extend([(prompt, target)] * (nonzero_repeat if ex.count > 0 else 1))
+    return [pack(pairs) for _, pairs in groups]
 
 
 def collate_packed(items: Sequence[PackedItem], pad_id: int):

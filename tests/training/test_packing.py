@@ -70,6 +70,8 @@ def test_packed_loss_and_gradients_equal_the_examples_one_by_one(tiny_lm, distri
     shuffled = random.Random(0).sample(examples, len(examples))  # a text's examples apart: still one sequence
     assert sorted(len(i.ids) for i in packed_items(encoder, shuffled, nonzero_repeat=2)) == \
         sorted(len(i.ids) for i in packed)
+    twice = packed_items(encoder, examples + examples)  # a text that comes twice: packed twice, alike
+    assert [i.ids for i in twice] == [i.ids for i in packed_items(encoder, examples)] * 2
     assert sum(item_targets(i) for i in packed) == sum(item_targets(i) for i in flat)
     assert sum(len(i.ids) for i in packed) < 0.6 * sum(len(ids) for ids, _ in flat)  # the prompts once
     assert sum(i.unpacked_tokens for i in packed) == sum(len(ids) for ids, _ in flat)
