@@ -21,7 +21,6 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..text.protocol import PromptEncoder, TrainingExample
 
-
 __all__ = ["PackedItem", "pack", "packed_items", "collate_packed", "model_mask"]
 
 
