@@ -20,7 +20,8 @@ and label, micro) over all its sentences. ``--peer`` adds a spaCy pipeline (its 
 ``--peer-untrained`` times spaCy's efficiency ``ner`` config with untrained weights instead (speed only: a
 transition-based ``ner`` takes the same steps whatever its weights); ``--peer-encoder`` times the encoder anchor
 (``encoder_anchor.py``: RoBERTa-base's token classifier, random weights, speed only) in float32 and, on a CPU with
-bfloat16 matrix instructions, in bfloat16, tokenising with the pipeline's tokenizer. Writes JSON (``--output``) and a PNG next to it.
+bfloat16 matrix instructions, in bfloat16, tokenising with the pipeline's tokenizer. Writes JSON (``--output``) and a
+PNG next to it.
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class Contender:
         self.preds.extend(docs)
 
 
-def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender], Dict[str, Any]]:
-    """A contender per variant, all on one pipeline and one set of weights; and what was loaded."""
+def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender], Dict[str, Any], Any]:
+    """A contender per variant, all on one pipeline and one set of weights; what was loaded; and its tokenizer."""
     import spacy
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -115,10 +116,10 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
 
     nlp = spacy.blank("en")
     ner = nlp.add_pipe("padellm_ner", config={"model": model, "device": "cpu"})
-    weights, _, engine = ner._ensure_loaded()
+    weights, tokenizer, engine = ner._ensure_loaded()
     out = []
     info = {"model": model, "engine": type(engine).__name__, "dtype": str(next(weights.parameters()).dtype),
-            "settings": ner.settings.to_config(), "tokenizer": ner._ensure_loaded()[1]}
+            "settings": ner.settings.to_config()}
     for name in names:
         description, changes, attributes = VARIANTS[name]
         ranges = getattr(weights, "padellm_int8_ranges", None)
@@ -137,7 +138,7 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
             return docs
 
         out.append(Contender(name, description, annotate))
-    return out, info
+    return out, info, tokenizer
 
 
 def peer_contender(path: Optional[str], untrained: bool) -> Optional[Contender]:
@@ -287,10 +288,9 @@ def run(args) -> Dict[str, Any]:
         raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     gold = load_conll03(args.data, args.docs)
     texts = [text for text, _ in gold]
-    contenders, info = padellm_contenders(args.model, names)
+    contenders, info, tokenizer = padellm_contenders(args.model, names)
     peer = peer_contender(args.peer, args.peer_untrained)
     contenders += [peer] if peer else []
-    tokenizer = info.pop("tokenizer")
     contenders += encoder_contenders(tokenizer, args.encoder_batch_size) if args.peer_encoder else []
     for c in contenders:  # warm-up, not timed
         c.annotate(texts[-8:])
