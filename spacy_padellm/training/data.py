@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..baselines import AutoRegEncoder, Sentence
 
 __all__ = ["read_examples", "read_sentences", "tokenize_examples", "tokenize_sentences", "length_bucketed_batches",
-           "collate", "Batch", "item_examples", "item_targets", "read_train_data", "read_dev_docs", "encode_train_data",
+           "collate", "Batch", "item_length", "item_examples", "item_targets", "read_train_data", "read_dev_docs", "encode_train_data",
            "EncodedData"]
 
 Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the prompt
@@ -111,20 +111,23 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random
     mega = batch_size * bucket_factor
     for start in range(0, len(order), mega):
         chunk = sorted(order[start : start + mega], key=lambda i: lengths[i])
-        if sizes is None:
-            batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-            continue
         batch, n = [], 0
         for i in chunk:
-            if batch and n + sizes[i] - batch_size > batch_size - n:  # nearer to batch_size without it
+            size = 1 if sizes is None else sizes[i]
+            if batch and n + size - batch_size > batch_size - n:  # nearer to batch_size without it
                 batches.append(batch)
                 batch, n = [], 0
             batch.append(i)
-            n += sizes[i]
+            n += size
         if batch:
             batches.append(batch)
     rng.shuffle(batches)
     return batches
+
+
+def item_length(item) -> int:
+    """How many tokens a training item's sequence holds."""
+    return len(item.ids if isinstance(item, PackedItem) else item[0])
 
 
 def item_examples(item) -> int:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .data import (EncodedData, collate, encode_train_data, item_examples, item_targets, length_bucketed_batches,
-                   read_dev_docs, read_train_data)
+from .data import (EncodedData, collate, encode_train_data, item_examples, item_length, item_targets,
+                   length_bucketed_batches, read_dev_docs, read_train_data)
 from .evaluation import evaluate_pipeline, small_scores
 from .model_folder import base_model_ref, model_meta, save_model_folder, write_pipeline_folder
 from .packing import model_mask
@@ -294,9 +294,8 @@ def _train_loop(state: _TrainState, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     settings, devices = state.settings, state.devices
-    items = state.data.items
-    lengths = [len(item.ids if settings.shared_prompts else item[0]) for item in items]
-    sizes = [item_examples(item) for item in items] if settings.shared_prompts else None
+    lengths = [item_length(item) for item in state.data.items]
+    sizes = [item_examples(item) for item in state.data.items]
     state.model.train()
     bar = tqdm(total=state.total_steps, initial=state.step, disable=not progress, desc="train", dynamic_ncols=True)
     state.t0 = time.time()

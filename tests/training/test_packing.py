@@ -98,7 +98,9 @@ def test_batches_hold_about_the_batch_size_in_examples():
     assert max(counts) <= 32 + 17 // 2  # past it by at most half an item
     assert sum(1 for c in counts if c < 32 - 17) <= 2  # short of it by more than an item: a mega-batch's last only
     assert length_bucketed_batches([3, 1, 2], 2, random.Random(0)) == \
-        length_bucketed_batches([3, 1, 2], 2, random.Random(0), sizes=None)
+        length_bucketed_batches([3, 1, 2], 2, random.Random(0), sizes=[1, 1, 1])
+    # one example an item: batch_size items of similar length a batch
+    assert sorted(sorted(b) for b in length_bucketed_batches([3, 1, 2], 2, random.Random(0))) == [[0], [1, 2]]
 
 
 def test_training_with_shared_prompts_learns_the_tiny_data(tiny_base, tmp_path):
