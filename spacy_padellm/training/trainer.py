@@ -445,14 +445,15 @@ def _save_best(state: _TrainState, scores: Optional[Dict[str, Any]]) -> None:
                       lora=state.lora, base_ref=state.base_ref, adapter_dtype=state.settings.adapter_dtype)
 
 
-def _sum_over_processes(devices: _Devices, value: int) -> int:
-    """``value`` summed over the processes of a distributed run (every process must call it), else itself."""
+def _sum_over_processes(devices: _Devices, *values: int) -> List[int]:
+    """``values`` summed over the processes of a distributed run in one exchange (every process must call it),
+    else themselves."""
     if not devices.distributed:
-        return value
+        return list(values)
     import torch
 
-    total = devices.accelerator.reduce(torch.tensor([value], device=devices.device), reduction="sum")
-    return int(total.item())
+    totals = devices.accelerator.reduce(torch.tensor(values, device=devices.device), reduction="sum")
+    return [int(t) for t in totals.tolist()]
 
 
 def _finish(state: _TrainState) -> Dict[str, Any]:
@@ -460,8 +461,7 @@ def _finish(state: _TrainState) -> Dict[str, Any]:
     pipeline folder on request. Other processes than the main one only report their step. The tokens per
     second (and examples per second) are those of all processes together, over the training time less the
     dev evaluations."""
-    tokens = _sum_over_processes(state.devices, state.tokens_seen)
-    examples = _sum_over_processes(state.devices, state.examples_seen)
+    tokens, examples = _sum_over_processes(state.devices, state.tokens_seen, state.examples_seen)
     seconds = max(time.time() - state.t0 - state.eval_seconds, 1e-9)  # the main process's, evaluations left out
     if state.devices.rank != 0:
         return {"steps": state.step, "rank": state.devices.rank}
