@@ -14,7 +14,8 @@ passes and tokens per sentence (``DecoderStats`` deltas), ``nlp.pipe`` throughpu
 (methods with ``throughput=True``), peak GPU memory on CUDA, and the speedup over ``reference`` (median
 latency ratio on the docs both decoded). ``--anchor`` also times an encoder on the same texts and device
 (``encoder_anchor.py``: RoBERTa-base's token classifier, random weights, bf16 on CUDA) at its own batch sizes, and
-states padellm's best throughput as a fraction of the encoder's. Writes JSON (``--output``), a markdown table and a PNG next to it.
+states padellm's best throughput as a fraction of the encoder's. Writes JSON (``--output``), a markdown table and a
+PNG next to it.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from ..baselines import AutoRegEncoder, Sentence
 
 __all__ = ["read_examples", "read_sentences", "tokenize_examples", "tokenize_sentences", "length_bucketed_batches",
-           "collate", "Batch", "item_length", "item_examples", "item_targets", "read_train_data", "read_dev_docs", "encode_train_data",
-           "EncodedData"]
+           "collate", "Batch", "item_length", "item_examples", "item_targets", "read_train_data", "read_dev_docs",
+           "encode_train_data", "EncodedData"]
 
 Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the prompt
 
