@@ -12,18 +12,18 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..text.protocol import PromptEncoder, Template, TrainingExample, get_template
-from .packing import PackedItem, collate_packed, packed_items
+from .packing import PackedItem, collate_packed, pack
 from .settings import TrainConfigError, TrainSettings
 
 if TYPE_CHECKING:
     from ..baselines import AutoRegEncoder, Sentence
 
-__all__ = ["read_examples", "read_sentences", "tokenize_examples", "tokenize_sentences", "length_bucketed_batches",
-           "collate", "Batch", "item_length", "item_examples", "item_targets", "read_train_data", "read_dev_docs",
-           "encode_train_data", "EncodedData"]
+__all__ = ["read_examples", "read_sentences", "tokenize_examples", "packed_items", "tokenize_sentences",
+           "length_bucketed_batches", "collate", "Batch", "item_length", "item_examples", "item_targets",
+           "read_train_data", "read_dev_docs", "encode_train_data", "EncodedData"]
 
 Item = Tuple[List[int], List[int]]  # (input ids, labels), labels -100 on the prompt
 
@@ -86,18 +86,46 @@ def tokenize_sentences(encoder: "AutoRegEncoder", sentences: Sequence["Sentence"
     return out, unwritable
 
 
+def _encoded(encoder: PromptEncoder, examples: Sequence[TrainingExample], max_length: int,
+             nonzero_repeat: int) -> Iterator[Tuple[TrainingExample, List[int], List[int], int]]:
+    """(example, prompt ids, target ids, times) of each example that fits ``max_length``; an example whose count is
+    not 0 is taken ``nonzero_repeat`` times (more weight on the counts the model under-writes)."""
+    for ex in examples:
+        prompt, target = encoder.example(ex)
+        if len(prompt) + len(target) <= max_length:
+            yield ex, prompt, target, nonzero_repeat if ex.count > 0 else 1
+
+
 def tokenize_examples(encoder: PromptEncoder, examples: Sequence[TrainingExample],
                       max_length: int = 512, nonzero_repeat: int = 1) -> List[Tuple[List[int], List[int]]]:
     """(input ids, labels) pairs; labels are -100 on the prompt. Over-long examples are dropped; an example
-    whose count is not 0 appears ``nonzero_repeat`` times (more weight on the counts the model under-writes)."""
+    whose count is not 0 appears ``nonzero_repeat`` times."""
     out = []
-    for ex in examples:
-        prompt, target = encoder.example(ex)
-        if len(prompt) + len(target) > max_length:
-            continue
-        item = (prompt + target, [-100] * len(prompt) + target)
-        out.extend([item] * (nonzero_repeat if ex.count > 0 else 1))
+    for _, prompt, target, times in _encoded(encoder, examples, max_length, nonzero_repeat):
+        out.extend([(prompt + target, [-100] * len(prompt) + target)] * times)
     return out
+
+
+def packed_items(encoder: PromptEncoder, examples: Sequence[TrainingExample], max_length: int = 512,
+                 nonzero_repeat: int = 1) -> List[PackedItem]:
+    """The examples packed text by text (``packing.pack``), in the order the texts first come. The examples of one
+    text need not be next to each other (a sample of them); a text that comes several times is packed once per time
+    (an example joins the first packing of its text that lacks its label and k), so that each occurrence weighs in
+    its batch as it would one by one. As in ``tokenize_examples``, an example longer than ``max_length`` is dropped
+    and one whose count is not 0 appears ``nonzero_repeat`` times (as that many branches)."""
+    groups: List[Tuple[set, List[Tuple[List[int], List[int]]]]] = []
+    by_text: Dict[str, List[int]] = {}
+    for ex, prompt, target, times in _encoded(encoder, examples, max_length, nonzero_repeat):
+        key = (ex.label, ex.k)
+        own = by_text.setdefault(ex.text, [])
+        g = next((g for g in own if key not in groups[g][0]), None)
+        if g is None:
+            g = len(groups)
+            groups.append((set(), []))
+            own.append(g)
+        groups[g][0].add(key)
+        groups[g][1].extend([(prompt, target)] * times)
+    return [pack(pairs) for _, pairs in groups]
 
 
 def length_bucketed_batches(lengths: Sequence[int], batch_size: int, rng: random.Random,

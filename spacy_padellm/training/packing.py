@@ -9,19 +9,18 @@ static inference engine shares a text's prompt the same way. On CoNLL03's traini
 2.3 times fewer tokens so.
 
 Targets are aligned with the positions that predict them (position j is trained to predict ``targets[j]``), since
-in a packed sequence the token before a branch's first token belongs to another branch. ``collate_packed`` lays a
-batch out with the mask of what each token sees, and ``model_mask`` hands that mask to the model as its attention
-implementation takes it.
+in a packed sequence the token before a branch's first token belongs to another branch. ``data.packed_items``
+groups a training file's examples by text and packs each group (``pack``); ``collate_packed`` lays a batch out with
+the mask of what each token sees, and ``model_mask`` hands that mask to the model as its attention implementation
+takes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
-from ..text.protocol import PromptEncoder, TrainingExample
-
-__all__ = ["PackedItem", "pack", "packed_items", "collate_packed", "model_mask"]
+__all__ = ["PackedItem", "pack", "collate_packed", "model_mask"]
 
 
 @dataclass
@@ -67,31 +66,6 @@ def pack(pairs: Sequence[Tuple[List[int], List[int]]]) -> PackedItem:
         # the branch's position j predicts own[j + 1]; the target's tokens are predicted from the last prompt token on
         targets += [-100] * (len(prompt) - shared - 1) + list(target) + [-100]
     return PackedItem(ids, targets, positions, branches, len(pairs))
-
-
-def packed_items(encoder: PromptEncoder, examples: Sequence[TrainingExample], max_length: int = 512,
-                 nonzero_repeat: int = 1) -> List[PackedItem]:
-    """The examples packed text by text, in the order the texts first come. The examples of one text need not be
-    next to each other (a sample of them); a text that comes several times is packed once per time (an example
-    joins the first packing of its text that lacks its label and k), so that each occurrence weighs in its batch as
-    it would one by one. As in ``data.tokenize_examples``, an example longer than ``max_length`` is dropped and one
-    whose count is not 0 appears ``nonzero_repeat`` times (as that many branches)."""
-    groups: List[Tuple[set, List[Tuple[List[int], List[int]]]]] = []
-    by_text: Dict[str, List[int]] = {}
-    for ex in examples:
-        prompt, target = encoder.example(ex)
-        if len(prompt) + len(target) > max_length:
-            continue
-        key = (ex.label, ex.k)
-        own = by_text.setdefault(ex.text, [])
-        g = next((g for g in own if key not in groups[g][0]), None)
-        if g is None:
-            g = len(groups)
-            groups.append((set(), []))
-            own.append(g)
-        groups[g][0].add(key)
-        groups[g][1].extend([(prompt, target)] * (nonzero_repeat if ex.count > 0 else 1))
-    return [pack(pairs) for _, pairs in groups]
 
 
 def collate_packed(items: Sequence[PackedItem], pad_id: int):

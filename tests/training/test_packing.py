@@ -10,8 +10,8 @@ import tiny
 from spacy_padellm.text.protocol import PromptEncoder, build_examples
 from spacy_padellm.training import TrainSettings, train
 from spacy_padellm.training.data import (collate, item_examples, item_targets, length_bucketed_batches,
-                                         tokenize_examples)
-from spacy_padellm.training.packing import PackedItem, pack, packed_items
+                                         packed_items, tokenize_examples)
+from spacy_padellm.training.packing import pack
 from spacy_padellm.training.settings import TrainConfigError, check_inputs
 from spacy_padellm.training.trainer import _target_loss
 
