@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..decoding.counts import final_logits
+from ..decoding.hf_cache import cache_kwargs
 from ..decoding.types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import tokenizer_bos_ids
 from .parse import parse_aug, parse_struct
@@ -215,8 +216,7 @@ def _greedy_chunk(model, prompts: List[List[int]], eos_id: int, max_new_tokens: 
     mask = (steps[None, :] < lengths[:, None]).long()
     positions = torch.minimum(steps[None, :], (lengths - 1)[:, None])
     cache = DynamicCache()
-    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
-    cache = out.past_key_values
+    out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kwargs(base, cache))
     hidden = out.last_hidden_state[torch.arange(n, device=device), lengths - 1]
     next_pos = lengths.clone()
     active = list(range(n))
@@ -245,9 +245,8 @@ def _greedy_chunk(model, prompts: List[List[int]], eos_id: int, max_new_tokens: 
             tokens = tokens.index_select(0, sel)
             active = [active[j] for j in keep]
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
-        out = base(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                   past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
+        out = base(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
+                   **cache_kwargs(base, cache))
         hidden = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [(gen[i], lp[i], done[i]) for i in range(n)]

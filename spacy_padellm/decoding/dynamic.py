@@ -44,6 +44,7 @@ import torch
 
 from .constraints import redecode_plan
 from .counts import count_bias_for, final_logits, read_count, zero_count_token
+from .hf_cache import cache_kwargs
 from .levers import Levers
 from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
@@ -162,12 +163,11 @@ class TwoStepDecoder:
             from transformers import DynamicCache
 
             cache = DynamicCache()
-        out = self.base(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
+        out = self.base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                        **cache_kwargs(self.base, cache))
         self.stats.forward_passes += 1
         self.stats.prompt_tokens += int(lengths.sum())
-        new_state = RowState(out.past_key_values, mask, start + lengths)
+        new_state = RowState(cache, mask, start + lengths)
         if not want_logits:
             return new_state, None
         hidden = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]
