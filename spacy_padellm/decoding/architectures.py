@@ -92,8 +92,24 @@ def unsupported(model) -> str:
         if window and (getattr(cfg, "use_sliding_window", False) or
                        (mtype == "mistral" and window < getattr(cfg, "max_position_embeddings", 0))):
             return f"sliding-window attention (sliding_window={window}) in a {mtype} model"
-    if hasattr(model, "peft_config"):
-        return "an unmerged PEFT model (merge the adapter first)"
+    return _peft_problem(model)
+
+
+def _peft_problem(model) -> str:
+    """What of a PEFT model the static engine cannot read ("" for a plain model, or LoRA adapters on the linear
+    layers of the decoder layers, which it adds to their weights as it reads them)."""
+    if not hasattr(model, "peft_config"):
+        return ""
+    for name, module in model.named_modules():
+        if hasattr(module, "original_module"):  # peft's ModulesToSaveWrapper
+            return f"a PEFT model that trains {name} whole (modules_to_save): merge the adapter first"
+        if hasattr(module, "lora_A"):
+            if not isinstance(module.base_layer, torch.nn.Linear) or ".layers." not in f".{name}.":
+                return f"a PEFT model with an adapter on {name}: merge the adapter first"
+            if any(getattr(module, "use_dora", {}).get(a) for a in module.active_adapters):
+                return "a PEFT model with DoRA adapters: merge the adapter first"
+        elif hasattr(module, "base_layer"):
+            return f"a PEFT model whose {name} is not a LoRA layer: merge the adapter first"
     return ""
 
 
@@ -113,11 +129,30 @@ def _window(layer) -> Optional[int]:
     return getattr(layer.self_attn, "sliding_window", None) or None
 
 
-def _fused(params: List[torch.nn.Parameter]) -> torch.Tensor:
-    """``params`` concatenated along their first dimension. Parameters that need no gradient (a model loaded
-    for inference) become views of the result, so their weights are held once, not twice."""
+def _weight(linear) -> torch.Tensor:
+    """The weight a linear layer multiplies by: its own, or a PEFT LoRA layer's base weight plus the deltas of its
+    active adapters (unless they are merged into it already or disabled), a new tensor."""
+    base = getattr(linear, "base_layer", None)
+    if base is None:
+        return linear.weight
+    w = base.weight
+    if linear.merged or linear.disable_adapters:
+        return w
+    for name in linear.active_adapters:
+        if name in linear.lora_A:
+            w = w + linear.get_delta_weight(name).to(w.dtype)
+    return w
+
+
+def _bias(linear) -> Optional[torch.Tensor]:
+    return getattr(linear, "base_layer", linear).bias
+
+
+def _fused(params: List[torch.Tensor]) -> torch.Tensor:
+    """``params`` concatenated along their first dimension. When all are parameters that need no gradient (a
+    model loaded for inference) they become views of the result, so their weights are held once, not twice."""
     fused = torch.cat(list(params), dim=0).contiguous()
-    if not any(p.requires_grad for p in params):
+    if all(isinstance(p, torch.nn.Parameter) and not p.requires_grad for p in params):
         start = 0
         for p in params:
             p.data = fused[start: start + p.shape[0]]
@@ -128,20 +163,20 @@ def _fused(params: List[torch.nn.Parameter]) -> torch.Tensor:
 def _layer(layer, gemma: bool, n_heads: int, n_kv: int) -> Layer:
     att, mlp = layer.self_attn, layer.mlp
     qkv = [att.q_proj, att.k_proj, att.v_proj]
-    wqkv = _fused([p.weight for p in qkv])
-    bqkv = _fused([p.bias for p in qkv]) if qkv[0].bias is not None else None
-    if getattr(mlp.gate_proj, "bias", None) is not None:
+    wqkv = _fused([_weight(p) for p in qkv])
+    bqkv = _fused([_bias(p) for p in qkv]) if _bias(qkv[0]) is not None else None
+    if _bias(mlp.gate_proj) is not None:
         raise ValueError("StaticLM cannot run this model: MLP biases")
-    wgu = _fused([mlp.gate_proj.weight, mlp.up_proj.weight])
+    wgu = _fused([_weight(mlp.gate_proj), _weight(mlp.up_proj)])
+    wo, bo, wd = _weight(att.o_proj), _bias(att.o_proj), _weight(mlp.down_proj)
     if not gemma:
-        return Layer(ln1=layer.input_layernorm.weight, wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
-                     bo=att.o_proj.bias, ln2=layer.post_attention_layernorm.weight, wgu=wgu, wd=mlp.down_proj.weight)
+        return Layer(ln1=layer.input_layernorm.weight, wqkv=wqkv, bqkv=bqkv, wo=wo, bo=bo,
+                     ln2=layer.post_attention_layernorm.weight, wgu=wgu, wd=wd)
     d = att.q_norm.weight.shape[0]
     qk_norm = torch.cat([_plus_one(att.q_norm.weight).expand(n_heads, d),
                          _plus_one(att.k_norm.weight).expand(n_kv, d)]).contiguous()
-    return Layer(ln1=_plus_one(layer.input_layernorm.weight), wqkv=wqkv, bqkv=bqkv, wo=att.o_proj.weight,
-                 bo=att.o_proj.bias, ln2=_plus_one(layer.pre_feedforward_layernorm.weight), wgu=wgu,
-                 wd=mlp.down_proj.weight, qk_norm=qk_norm,
+    return Layer(ln1=_plus_one(layer.input_layernorm.weight), wqkv=wqkv, bqkv=bqkv, wo=wo, bo=bo,
+                 ln2=_plus_one(layer.pre_feedforward_layernorm.weight), wgu=wgu, wd=wd, qk_norm=qk_norm,
                  ln_post_attn=_plus_one(layer.post_attention_layernorm.weight),
                  ln_post_ff=_plus_one(layer.post_feedforward_layernorm.weight), window=_window(layer))
 

@@ -248,6 +248,32 @@ def test_a_variant_shares_weights_and_caches(tiny_trained, requests):
     assert len(tree._lms) == 3  # lm, and the wide calls' caches: other's two in flight (the first is tree's too)
 
 
+def test_unmerged_lora_model_runs_on_the_static_engine(tiny_trained, requests):
+    """A PEFT model with LoRA adapters on the decoder's linear layers (as training evaluates it) runs on the
+    static engine, which adds the adapters to the weights it reads: the greedy results of the merged model, the
+    adapter's effect kept, the PEFT model's own weights untouched; an adapter elsewhere is named."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, enc = tiny_trained
+    torch.manual_seed(0)
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:  # zero when made: the adapter would change nothing
+            p.data.normal_(0, 0.2)
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    assert static_lm_supported(peft_model) == (True, "")
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    got = TreeDecoder(StaticLM.from_hf(peft_model), enc, **LIMITS).decode(requests)
+    assert [_key(r) for r in got] == [_key(r) for r in TreeDecoder(StaticLM.from_hf(merged), enc, **LIMITS).decode(requests)]
+    assert [_key(r) for r in got] != [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
+    assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
+    on_embeddings = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    ok, why = static_lm_supported(on_embeddings)
+    assert not ok and "adapter on" in why and "embed_tokens" in why
+
+
 def test_supported_and_buckets(tiny_trained):
     model, _ = tiny_trained
     assert static_lm_supported(model) == (True, "")
