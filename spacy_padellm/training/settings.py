@@ -59,7 +59,7 @@ class TrainSettings:
     eval_every: int = 500
     log_every: int = 20
     device: Optional[str] = None
-    dtype: str = "auto"  # autocast dtype on CUDA: auto = bf16
+    dtype: str = "auto"  # autocast dtype: auto = bfloat16 on CUDA, float32 (none) on the CPU; bfloat16 on either
     resume: bool = False
     eval_batch_size: int = 64
     # [lora]

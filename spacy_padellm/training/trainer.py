@@ -28,6 +28,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -50,7 +51,7 @@ class _Devices:
 
     accelerator: Any  # accelerate.Accelerator, or None when accelerate is not installed
     device: Any  # torch.device
-    amp_dtype: Any  # autocast dtype on CUDA; None: no autocast
+    amp_dtype: Any  # autocast dtype; None: no autocast
 
     @property
     def world(self) -> int:
@@ -174,8 +175,6 @@ def _set_up_devices(settings: TrainSettings) -> _Devices:
     """The accelerator (when accelerate is installed), the device, TF32 on CUDA and the autocast dtype."""
     import torch
 
-    from ..loading import torch_dtype
-
     try:
         from accelerate import Accelerator
 
@@ -188,12 +187,32 @@ def _set_up_devices(settings: TrainSettings) -> _Devices:
         device = accelerator.device
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    is_cuda = device.type == "cuda"
-    if is_cuda:
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp_dtype = torch_dtype(settings.dtype, device) if is_cuda else None
-    return _Devices(accelerator, device, amp_dtype)
+    return _Devices(accelerator, device, autocast_dtype(settings.dtype, device))
+
+
+def autocast_dtype(dtype: str, device):
+    """The autocast dtype of training on ``device`` (None: no autocast). On CUDA ``dtype``, "auto" being bfloat16.
+    On the CPU float32 ("auto") unless ``dtype`` is bfloat16, which a CPU with bfloat16 matrix instructions (AMX,
+    AVX512-BF16) runs about twice as fast (docs/results-training-speed.md); on one without, it warns."""
+    import torch
+
+    from ..decoding.quantize import cpu_has_bf16
+    from ..loading import torch_dtype
+
+    chosen = torch_dtype(dtype, device)
+    if device.type == "cuda":
+        return None if chosen == torch.float32 else chosen
+    if dtype in (None, "auto") or chosen == torch.float32:
+        return None
+    if chosen != torch.bfloat16:
+        raise TrainConfigError(f"[training] dtype {dtype!r} on the CPU: use auto (float32) or bfloat16")
+    if not cpu_has_bf16():
+        warnings.warn("[training] dtype bfloat16: this CPU has no bfloat16 matrix instructions (AMX or AVX512-BF16), "
+                      "so training runs slower than in float32; set dtype to auto")
+    return torch.bfloat16
 
 
 def _load_tokenizer(source, log: Callable[[str], None]):
@@ -445,6 +464,10 @@ def _save_best(state: _TrainState, scores: Optional[Dict[str, Any]]) -> None:
                       lora=state.lora, base_ref=state.base_ref, adapter_dtype=state.settings.adapter_dtype)
 
 
+def _dtype_name(dtype) -> Optional[str]:
+    return None if dtype is None else str(dtype).replace("torch.", "")
+
+
 def _sum_over_processes(devices: _Devices, *values: int) -> List[int]:
     """``values`` summed over the processes of a distributed run in one exchange (every process must call it),
     else themselves."""
@@ -473,7 +496,8 @@ def _finish(state: _TrainState) -> Dict[str, Any]:
                "train_seconds": round(time.time() - state.t0, 1),
                "eval_seconds": round(state.eval_seconds, 1), "tokens_per_second": round(tokens / seconds, 1),
                "examples_per_second": round(examples / seconds, 2),
-               "processes": state.devices.world, "model": str(state.output / "best"),
+               "processes": state.devices.world, "autocast": _dtype_name(state.devices.amp_dtype),
+               "model": str(state.output / "best"),
                "trainable_parameters": state.n_trainable}
     if state.settings.pipeline:
         write_pipeline_folder(state.settings, state.output / "best")

@@ -60,6 +60,39 @@ def test_same_seed_same_losses(tiny_base, tmp_path, train_tiny):
     assert ha == pytest.approx(hb, rel=1e-5)
 
 
+def test_bfloat16_autocast_on_the_cpu(tiny_base, tmp_path, train_tiny):
+    """``dtype = bfloat16`` trains under bfloat16 autocast on the CPU too (the default there stays float32): the
+    summary says so, the losses differ a little from float32's and fall all the same."""
+    _, fp32 = train_tiny(tmp_path / "a", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12, method="lora",
+                         lr=1e-2, extra={"log_every": 1})
+    _, bf16 = train_tiny(tmp_path / "b", tiny_base, tiny.SENTENCES[:2], tiny.LABELS, steps=12, method="lora",
+                         lr=1e-2, extra={"log_every": 1, "dtype": "bfloat16"})
+    assert fp32["autocast"] is None and bf16["autocast"] == "bfloat16"
+    ha = [h["loss"] for h in json.loads((tmp_path / "a" / "model" / "history.json").read_text())]
+    hb = [h["loss"] for h in json.loads((tmp_path / "b" / "model" / "history.json").read_text())]
+    assert ha != hb and hb == pytest.approx(ha, rel=0.05)
+    assert sum(hb[-3:]) < sum(hb[:3])
+
+
+def test_lora_dev_evaluation_runs_on_the_static_engine(tiny_base, tmp_path, monkeypatch):
+    """The dev evaluation during LoRA training decodes with the static tree engine (the adapter read into its
+    weights, not merged into the model being trained)."""
+    from spacy_padellm.decoding.tree import TreeDecoder
+    from spacy_padellm.training import trainer
+
+    seen = []
+    evaluate = trainer.evaluate_pipeline
+
+    def spy(nlp, docs, *args, **kwargs):
+        seen.append(type(nlp.get_pipe("padellm_ner").decoder))
+        return evaluate(nlp, docs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate_pipeline", spy)
+    summary = train(_settings(tmp_path, tiny_base, method="lora", max_steps=4, eval_every=2), progress=False,
+                    log=lambda *_: None)
+    assert seen == [TreeDecoder, TreeDecoder] and summary["best"]["scores"] is not None
+
+
 def _settings(tmp_path, base, **kw):
     tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
     tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
@@ -100,6 +133,7 @@ def test_pipeline_folder_on_request(tiny_base, tmp_path):
         ({"text_format": "words"}, "text_format"),
         ({"nonzero_repeat": 0}, "nonzero_repeat"),
         ({"nonzero_repeat": 2, "protocol": "autoreg_aug"}, "nonzero_repeat"),
+        ({"dtype": "float16"}, "dtype 'float16' on the CPU"),
     ],
 )
 def test_bad_settings_fail_before_work(tiny_base, tmp_path, change, message):
