@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared CrossNER scores
 
 from crossner_scores import DOMAINS, averages, count_gold, domain_row, render_table, write_report  # noqa: E402
-from stages import Commands, add_arguments, override, process_env, run_stage, shown, visible_gpu_id  # noqa: E402
+from stages import (Commands, add_arguments, concurrency, override, process_env, run_stage, shown,  # noqa: E402
+                    visible_gpu_id)
 
 
 def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Commands:
@@ -117,7 +118,7 @@ def train_candidates(args: argparse.Namespace, candidates: Sequence[Tuple[str, L
                                 args.max_minutes, [*args.set, *overrides], domains)
         commands.update({f"{name}.{d}": c for d, c in trains.items() if d not in failed})
     train_failed: Dict[str, str] = {}
-    seconds = run_stage("train", commands, out / "logs", env, train_failed)
+    seconds = run_stage("train", commands, out / "logs", env, train_failed, args.at_once)
     report, failures = {}, {}
     for name, overrides in candidates:
         failures[name] = {d: train_failed[f"{name}.{d}"] for d in domains if f"{name}.{d}" in train_failed}
@@ -134,28 +135,31 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     domains = [d for d in args.domains.split(",") if d]
     candidates = [parse_candidate(c) for c in args.candidate] or [("default", [])]
     device = "cpu" if args.gpu_id < 0 else "cuda"
-    env = process_env(args.gpu_id, len(domains) * len(candidates))
+    trainings = len(domains) * len(candidates)
+    env = process_env(args.gpu_id, concurrency(args.at_once, trainings))
     failed: Dict[str, str] = {}
     converts = convert_commands(args.data.resolve(), corpus, domains)
-    seconds = {"convert": run_stage("convert", converts, logs, env, failed)}
+    seconds = {"convert": run_stage("convert", converts, logs, env, failed, args.at_once)}
     report, failures, seconds["train"], train_command = train_candidates(args, candidates, corpus, out, device,
                                                                          domains, env, failed)
     chosen = choose(report)
     failed.update({d: why for d, why in failures[chosen].items() if d not in failed})
     training = out / "training" / chosen
     models = {d: training / d / "best" for d in domains if d not in failed}
-    seconds["evaluate"] = run_stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed)
+    seconds["evaluate"] = run_stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed,
+                                    args.at_once)
     rows = {d: domain_result(d, corpus, training, metrics) for d in domains if d not in failed}
     result = {"system": "padellm", "command": command, "train_command": train_command,
               "config": str(args.config), "base": args.base, "max_minutes": args.max_minutes,
-              "device": device if args.gpu_id < 0 else f"cuda (GPU {args.gpu_id}), "
-                                                       f"{len(domains) * len(candidates)} trainings at once",
+              "device": f"{device if args.gpu_id < 0 else f'cuda (GPU {args.gpu_id})'}, "
+                        f"{concurrency(args.at_once, trainings)} of {trainings} trainings at once",
               "candidates": report, "chosen": chosen}
     if args.tune:
-        seconds["tune"] = run_stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed)
+        seconds["tune"] = run_stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed,
+                                    args.at_once)
         pipelines = {d: tuned / d for d in domains if d not in failed}
         tuned_evaluations = evaluate_commands(pipelines, corpus, metrics, device, "tuned.test")
-        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", tuned_evaluations, logs, env, failed)
+        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", tuned_evaluations, logs, env, failed, args.at_once)
         result["untuned"] = {"domains": rows, "average": averages(rows)}
         rows = {d: tuned_result(d, corpus, training, metrics, tuned) for d in domains if d not in failed}
     result.update({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "domains": rows,

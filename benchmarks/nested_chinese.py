@@ -30,12 +30,14 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stages import ROOT, Commands, add_arguments, override, process_env, run_stage, shown, visible_gpu_id  # noqa: E402
+from stages import (ROOT, Commands, add_arguments, concurrency, override, process_env, run_stage,  # noqa: E402
+                    shown, visible_gpu_id)
 
 from spacy_padellm.pipeline.scoring import score_prefix  # noqa: E402
 
@@ -205,23 +207,24 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     corpus, logs, metrics = out / "corpus", out / "logs", out / "metrics"
     sets = [SETS[name] for name in args.sets.split(",") if name]
     device = "cpu" if args.gpu_id < 0 else "cuda"
-    env = process_env(args.gpu_id, len(sets))
+    env = process_env(args.gpu_id, concurrency(args.at_once, len(sets)))
+    stage = partial(run_stage, at_once=args.at_once)
     failed: Dict[str, str] = {}
     if any(s.name == "genia" for s in sets):
         split_genia(args.data / "genia" / "genia_dev.jsonl", corpus / "genia" / "genia_dev90.jsonl",
                     corpus / "genia" / "genia_dev10.jsonl")
-    seconds = {"convert": run_stage("convert", convert_commands(sets, args.data.resolve(), corpus), logs, env, failed)}
+    seconds = {"convert": stage("convert", convert_commands(sets, args.data.resolve(), corpus), logs, env, failed)}
     trains = train_commands(sets, args.base, corpus, out / "training", device, args.max_minutes, args.set)
-    seconds["train"] = run_stage("train", trains, logs, env, failed)
+    seconds["train"] = stage("train", trains, logs, env, failed)
     live = [s for s in sets if s.name not in failed]
     models = {s.name: out / "training" / s.name / "best" for s in live}
-    seconds["evaluate"] = run_stage("evaluate", evaluate_commands(models, corpus, metrics, device, "test"), logs, env,
-                                    failed)
+    seconds["evaluate"] = stage("evaluate", evaluate_commands(models, corpus, metrics, device, "test"), logs, env,
+                                failed)
     if args.tune:
         tunes = tune_commands(live, out / "training", corpus, out / "tuned", args.gpu_id, args.tune_docs)
-        seconds["tune"] = run_stage("tune", tunes, logs, env, failed)
+        seconds["tune"] = stage("tune", tunes, logs, env, failed)
         pipelines = {s.name: out / "tuned" / s.name for s in live if s.name not in failed}
-        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", evaluate_commands(
+        seconds["evaluate_tuned"] = stage("evaluate_tuned", evaluate_commands(
             pipelines, corpus, metrics, device, "tuned.test"), logs, env, failed)
     latency_failed: Dict[str, str] = {}
     if args.latency_docs:
@@ -229,7 +232,8 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
                                          latency_failed)
     rows = report_rows(args, [s.name for s in sets], failed)
     return {"command": command, "base": args.base, "overrides": list(args.set), "max_minutes": args.max_minutes,
-            "device": device if args.gpu_id < 0 else f"cuda (GPU {args.gpu_id}), {len(sets)} trainings at once",
+            "device": f"{device if args.gpu_id < 0 else f'cuda (GPU {args.gpu_id})'}, "
+                      f"{concurrency(args.at_once, len(sets))} of {len(sets)} trainings at once",
             "commands": {"train": shown(next(iter(trains.values()))) if trains else None},
             "seconds": {k: round(v, 1) for k, v in seconds.items()}, "sets": rows, "failed": failed,
             "latency_failed": latency_failed}

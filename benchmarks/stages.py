@@ -1,5 +1,6 @@
 """Stages of subprocesses run side by side: one ``python -m spacy_padellm ...`` per dataset (or domain), all
-at once on one GPU (small models leave most of it idle), each logging to its own file.
+at once on one GPU (small models leave most of it idle) or a few at a time (``--at-once``: one on a CPU), each
+logging to its own file.
 
 Shared by ``benchmarks/crossner.py`` and ``benchmarks/nested_chinese.py``.
 """
@@ -13,10 +14,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence
+from typing import IO, Dict, List, Mapping, Sequence, Tuple
 
-__all__ = ["Commands", "add_arguments", "override", "run_parallel", "run_stage", "process_env", "visible_gpu_id",
-           "shown"]
+__all__ = ["Commands", "add_arguments", "concurrency", "override", "run_parallel", "run_stage", "process_env",
+           "visible_gpu_id", "shown"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,20 +32,28 @@ def override(item: str) -> List[str]:
     return [f"--{key.strip()}", value.strip()]
 
 
-def run_parallel(stage: str, commands: Commands, logs: Path, env: Mapping[str, str]) -> Dict[str, int]:
-    """Start every command at once (``python`` being this interpreter), each logging to
-    ``logs/{domain}.{stage}.log``; their return codes once all have ended."""
+def run_parallel(stage: str, commands: Commands, logs: Path, env: Mapping[str, str],
+                 at_once: int = 0) -> Dict[str, int]:
+    """Run the commands (``python`` being this interpreter), ``at_once`` at a time (0: all at once), each logging
+    to ``logs/{domain}.{stage}.log``; their return codes once all have ended."""
     logs.mkdir(parents=True, exist_ok=True)
-    procs = {}
-    for domain, args in commands.items():
-        log = open(logs / f"{domain}.{stage}.log", "w")
-        procs[domain] = (subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                          env=dict(env), cwd=ROOT), log)
-    codes = {}
-    for domain, (proc, log) in procs.items():
-        codes[domain] = proc.wait()
-        log.close()
-    return codes
+    waiting = list(commands.items())
+    running: Dict[str, Tuple[subprocess.Popen, IO]] = {}
+    codes: Dict[str, int] = {}
+    while waiting or running:
+        while waiting and (not at_once or len(running) < at_once):
+            domain, args = waiting.pop(0)
+            log = open(logs / f"{domain}.{stage}.log", "w")
+            running[domain] = (subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                                env=dict(env), cwd=ROOT), log)
+        for domain, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                codes[domain] = proc.returncode
+                log.close()
+                del running[domain]
+        if running:
+            time.sleep(0.5)
+    return {domain: codes[domain] for domain in commands}
 
 
 def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
@@ -56,6 +65,11 @@ def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
     else:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_parallel)))
     return env
+
+
+def concurrency(at_once: int, n: int) -> int:
+    """How many of ``n`` processes run at a time under ``--at-once`` ``at_once``."""
+    return min(at_once or n, n)
 
 
 def visible_gpu_id(gpu_id: int) -> int:
@@ -71,6 +85,9 @@ def add_arguments(p: argparse.ArgumentParser, data_help: str, unit: str) -> None
     p.add_argument("--out", type=Path, required=True, help="folder for the corpus, models, logs and the report")
     p.add_argument("--gpu-id", type=int, default=0, help=f"the GPU all {unit}s share; -1: CPU")
     p.add_argument("--max-minutes", type=float, default=20.0, help=f"training time limit per {unit} (default 20)")
+    p.add_argument("--at-once", type=int, default=0,
+                   help=f"processes a stage runs at a time (default 0: one per {unit}, all at once; on a CPU 1 "
+                        "gives each process every core)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help=f"a training config override for every {unit}, e.g. training.epochs=20; repeatable")
 
@@ -79,12 +96,14 @@ def shown(args: Sequence[str]) -> str:
     return shlex.join(["python", *args])
 
 
-def run_stage(name: str, commands: Commands, logs: Path, env: Mapping[str, str], failed: Dict[str, str]) -> float:
-    """Run a stage for the domains that have not failed; record the new failures; its wall seconds."""
+def run_stage(name: str, commands: Commands, logs: Path, env: Mapping[str, str], failed: Dict[str, str],
+              at_once: int = 0) -> float:
+    """Run a stage for the domains that have not failed, ``at_once`` processes at a time (0: all); record the new
+    failures; its wall seconds."""
     start = time.perf_counter()
     todo = {d: c for d, c in commands.items() if d not in failed}
     print(f"{name}: {', '.join(todo)}", file=sys.stderr, flush=True)
-    for domain, code in run_parallel(name, todo, logs, env).items():
+    for domain, code in run_parallel(name, todo, logs, env, at_once).items():
         if code != 0:
             failed[domain] = f"{name} exited with {code}; see {logs / f'{domain}.{name}.log'}"
             print(f"{domain}: {failed[domain]}", file=sys.stderr, flush=True)
