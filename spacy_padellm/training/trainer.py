@@ -195,8 +195,9 @@ def _set_up_devices(settings: TrainSettings) -> _Devices:
 
 def autocast_dtype(dtype: str, device):
     """The autocast dtype of training on ``device`` (None: no autocast). On CUDA ``dtype``, "auto" being bfloat16.
-    On the CPU float32 ("auto") unless ``dtype`` is bfloat16, which a CPU with bfloat16 matrix instructions (AMX,
-    AVX512-BF16) runs about twice as fast (docs/results-training-speed.md); on one without, it warns."""
+    On the CPU float32 ("auto") unless ``dtype`` is bfloat16 (the dev evaluation then decodes in bfloat16 too), which
+    a CPU with bfloat16 matrix instructions (AMX, AVX512-BF16) runs faster (docs/results-training-speed.md); on one
+    without, it warns."""
     import torch
 
     from ..decoding.quantize import cpu_has_bf16
@@ -446,6 +447,8 @@ def _dev_scores(state: _TrainState) -> Dict[str, Any]:
         config["template"] = data.template.to_dict()
     if settings.spans_key:
         config["spans_key"] = settings.spans_key
+    if _decodes_in_bf16(state):
+        config["quantize"] = "bf16"
     ner = ner_nlp.add_pipe("padellm_ner", config=config)
     # The dev decoding is the protocol's own: the in-memory source records it like a model folder would.
     in_memory = ModelSource(location="<in memory>", meta={k: meta[k] for k in ("labels", "protocol", "bos")
@@ -456,6 +459,16 @@ def _dev_scores(state: _TrainState) -> Dict[str, Any]:
     scores = evaluate_pipeline(ner_nlp, state.dev_docs, settings.eval_batch_size, spans_key=settings.spans_key)
     state.model.train()
     return scores
+
+
+def _decodes_in_bf16(state: _TrainState) -> bool:
+    """Whether the dev evaluation decodes in bfloat16 (``quantize = "bf16"``): when training autocasts to bfloat16
+    on the CPU and the static engine can run the model."""
+    from ..decoding.static_lm import static_lm_supported
+
+    devices = state.devices
+    return (devices.device.type == "cpu" and devices.amp_dtype is not None and state.settings.protocol == "padellm"
+            and static_lm_supported(devices.unwrap(state.model))[0])
 
 
 def _save_best(state: _TrainState, scores: Optional[Dict[str, Any]]) -> None:

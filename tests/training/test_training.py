@@ -74,9 +74,10 @@ def test_bfloat16_autocast_on_the_cpu(tiny_base, tmp_path, train_tiny):
     assert sum(hb[-3:]) < sum(hb[:3])
 
 
-def test_lora_dev_evaluation_runs_on_the_static_engine(tiny_base, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dtype,decodes_in", [("auto", "torch.float32"), ("bfloat16", "torch.bfloat16")])
+def test_lora_dev_evaluation_runs_on_the_static_engine(tiny_base, tmp_path, monkeypatch, dtype, decodes_in):
     """The dev evaluation during LoRA training decodes with the static tree engine (the adapter read into its
-    weights, not merged into the model being trained)."""
+    weights, not merged into the model being trained), in bfloat16 when training autocasts to it on the CPU."""
     from spacy_padellm.decoding.tree import TreeDecoder
     from spacy_padellm.training import trainer
 
@@ -84,13 +85,14 @@ def test_lora_dev_evaluation_runs_on_the_static_engine(tiny_base, tmp_path, monk
     evaluate = trainer.evaluate_pipeline
 
     def spy(nlp, docs, *args, **kwargs):
-        seen.append(type(nlp.get_pipe("padellm_ner").decoder))
+        decoder = nlp.get_pipe("padellm_ner").decoder
+        seen.append((type(decoder), str(decoder.lm.dtype)))
         return evaluate(nlp, docs, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "evaluate_pipeline", spy)
-    summary = train(_settings(tmp_path, tiny_base, method="lora", max_steps=4, eval_every=2), progress=False,
-                    log=lambda *_: None)
-    assert seen == [TreeDecoder, TreeDecoder] and summary["best"]["scores"] is not None
+    summary = train(_settings(tmp_path, tiny_base, method="lora", max_steps=4, eval_every=2, dtype=dtype),
+                    progress=False, log=lambda *_: None)
+    assert seen == [(TreeDecoder, decodes_in)] * 2 and summary["best"]["scores"] is not None
 
 
 def _settings(tmp_path, base, **kw):
