@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..decoding.counts import final_logits
-from ..decoding.hf_cache import cache_kwargs
+from ..decoding.hf_cache import cache_kwargs, returned_cache
 from ..decoding.types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ..text.protocol import tokenizer_bos_ids
 from .parse import parse_aug, parse_struct
@@ -217,6 +217,7 @@ def _greedy_chunk(model, prompts: List[List[int]], eos_id: int, max_new_tokens: 
     positions = torch.minimum(steps[None, :], (lengths - 1)[:, None])
     cache = DynamicCache()
     out = base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **cache_kwargs(base, cache))
+    cache = returned_cache(out, cache)
     hidden = out.last_hidden_state[torch.arange(n, device=device), lengths - 1]
     next_pos = lengths.clone()
     active = list(range(n))
@@ -247,6 +248,7 @@ def _greedy_chunk(model, prompts: List[List[int]], eos_id: int, max_new_tokens: 
         mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
         out = base(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None], use_cache=True,
                    **cache_kwargs(base, cache))
+        cache = returned_cache(out, cache)
         hidden = out.last_hidden_state[:, -1]
         next_pos = next_pos + 1
     return [(gen[i], lp[i], done[i]) for i in range(n)]

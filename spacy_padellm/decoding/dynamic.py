@@ -44,7 +44,7 @@ import torch
 
 from .constraints import redecode_plan
 from .counts import count_bias_for, final_logits, read_count, zero_count_token
-from .hf_cache import cache_kwargs
+from .hf_cache import cache_kwargs, returned_cache
 from .levers import Levers
 from .settings import DecodeSettings
 from .types import DecoderStats, DocRequest, DocResult, MentionPrediction
@@ -167,7 +167,7 @@ class TwoStepDecoder:
                         **cache_kwargs(self.base, cache))
         self.stats.forward_passes += 1
         self.stats.prompt_tokens += int(lengths.sum())
-        new_state = RowState(cache, mask, start + lengths)
+        new_state = RowState(returned_cache(out, cache), mask, start + lengths)
         if not want_logits:
             return new_state, None
         hidden = out.last_hidden_state[torch.arange(rows, device=device), lengths - 1]

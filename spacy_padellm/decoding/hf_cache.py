@@ -7,7 +7,7 @@ import inspect
 from functools import lru_cache
 from typing import Any, Dict
 
-__all__ = ["cache_kwargs"]
+__all__ = ["cache_kwargs", "returned_cache"]
 
 
 @lru_cache(maxsize=None)
@@ -17,6 +17,15 @@ def _argument(forward_owner: type) -> str:
 
 
 def cache_kwargs(model: Any, cache: Any) -> Dict[str, Any]:
-    """``{name: cache}`` for ``model(**inputs, **cache_kwargs(model, cache), use_cache=True)``; the cache object
-    is updated in place, so callers keep using it (the output's attribute is renamed as well)."""
+    """``{name: cache}`` for ``model(**inputs, **cache_kwargs(model, cache), use_cache=True)``."""
     return {_argument(type(model)): cache}
+
+
+def returned_cache(output: Any, cache: Any) -> Any:
+    """The cache a forward pass returned (under either name; read as a mapping, which warns of no deprecation), or
+    ``cache`` itself, which transformers' caches update in place."""
+    for key in ("cache", "past_key_values"):
+        found = output.get(key) if hasattr(output, "get") else None
+        if found is not None:
+            return found
+    return cache
