@@ -265,9 +265,11 @@ def test_unmerged_lora_model_runs_on_the_static_engine(tiny_trained, requests):
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
     assert static_lm_supported(peft_model) == (True, "")
     merged = copy.deepcopy(peft_model).merge_and_unload()
-    got = TreeDecoder(StaticLM.from_hf(peft_model), enc, **LIMITS).decode(requests)
-    assert [_key(r) for r in got] == [_key(r) for r in TreeDecoder(StaticLM.from_hf(merged), enc, **LIMITS).decode(requests)]
-    assert [_key(r) for r in got] != [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
+    def decoded(m):
+        return [_key(r) for r in TreeDecoder(StaticLM.from_hf(m), enc, **LIMITS).decode(requests)]
+
+    got = decoded(peft_model)
+    assert got == decoded(merged) and got != decoded(model)
     assert all(torch.equal(p, before[n]) for n, p in peft_model.named_parameters())
     on_embeddings = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
     ok, why = static_lm_supported(on_embeddings)
