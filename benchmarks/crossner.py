@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -34,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared CrossNER scores
 
 from crossner_scores import DOMAINS, averages, count_gold, domain_row, render_table, write_report  # noqa: E402
-from stages import (Commands, add_arguments, concurrency, override, process_env, run_stage, shown,  # noqa: E402
-                    visible_gpu_id)
+from stages import (Commands, add_arguments, concurrency, device_note, override, process_env,  # noqa: E402
+                    run_stage, shown, visible_gpu_id)
 
 
 def convert_commands(data: Path, corpus: Path, domains: Sequence[str]) -> Commands:
@@ -137,29 +138,27 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     device = "cpu" if args.gpu_id < 0 else "cuda"
     trainings = len(domains) * len(candidates)
     env = process_env(args.gpu_id, concurrency(args.at_once, trainings))
+    stage = partial(run_stage, at_once=args.at_once)
     failed: Dict[str, str] = {}
     converts = convert_commands(args.data.resolve(), corpus, domains)
-    seconds = {"convert": run_stage("convert", converts, logs, env, failed, args.at_once)}
+    seconds = {"convert": stage("convert", converts, logs, env, failed)}
     report, failures, seconds["train"], train_command = train_candidates(args, candidates, corpus, out, device,
                                                                          domains, env, failed)
     chosen = choose(report)
     failed.update({d: why for d, why in failures[chosen].items() if d not in failed})
     training = out / "training" / chosen
     models = {d: training / d / "best" for d in domains if d not in failed}
-    seconds["evaluate"] = run_stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed,
-                                    args.at_once)
+    seconds["evaluate"] = stage("evaluate", evaluate_commands(models, corpus, metrics, device), logs, env, failed)
     rows = {d: domain_result(d, corpus, training, metrics) for d in domains if d not in failed}
     result = {"system": "padellm", "command": command, "train_command": train_command,
               "config": str(args.config), "base": args.base, "max_minutes": args.max_minutes,
-              "device": f"{device if args.gpu_id < 0 else f'cuda (GPU {args.gpu_id})'}, "
-                        f"{concurrency(args.at_once, trainings)} of {trainings} trainings at once",
+              "device": device_note(args.gpu_id, args.at_once, trainings),
               "candidates": report, "chosen": chosen}
     if args.tune:
-        seconds["tune"] = run_stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed,
-                                    args.at_once)
+        seconds["tune"] = stage("tune", tune_commands(models, corpus, tuned, args.gpu_id), logs, env, failed)
         pipelines = {d: tuned / d for d in domains if d not in failed}
         tuned_evaluations = evaluate_commands(pipelines, corpus, metrics, device, "tuned.test")
-        seconds["evaluate_tuned"] = run_stage("evaluate_tuned", tuned_evaluations, logs, env, failed, args.at_once)
+        seconds["evaluate_tuned"] = stage("evaluate_tuned", tuned_evaluations, logs, env, failed)
         result["untuned"] = {"domains": rows, "average": averages(rows)}
         rows = {d: tuned_result(d, corpus, training, metrics, tuned) for d in domains if d not in failed}
     result.update({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "domains": rows,

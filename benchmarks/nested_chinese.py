@@ -36,8 +36,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stages import (ROOT, Commands, add_arguments, concurrency, override, process_env, run_stage,  # noqa: E402
-                    shown, visible_gpu_id)
+from stages import (ROOT, Commands, add_arguments, concurrency, device_note, override, process_env,  # noqa: E402
+                    run_stage, shown, visible_gpu_id)
 
 from spacy_padellm.pipeline.scoring import score_prefix  # noqa: E402
 
@@ -232,8 +232,7 @@ def run(args: argparse.Namespace, command: str) -> Dict[str, Any]:
                                          latency_failed)
     rows = report_rows(args, [s.name for s in sets], failed)
     return {"command": command, "base": args.base, "overrides": list(args.set), "max_minutes": args.max_minutes,
-            "device": f"{device if args.gpu_id < 0 else f'cuda (GPU {args.gpu_id})'}, "
-                      f"{concurrency(args.at_once, len(sets))} of {len(sets)} trainings at once",
+            "device": device_note(args.gpu_id, args.at_once, len(sets)),
             "commands": {"train": shown(next(iter(trains.values()))) if trains else None},
             "seconds": {k: round(v, 1) for k, v in seconds.items()}, "sets": rows, "failed": failed,
             "latency_failed": latency_failed}

@@ -13,11 +13,12 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
-__all__ = ["Commands", "add_arguments", "concurrency", "override", "run_parallel", "run_stage", "process_env",
-           "visible_gpu_id", "shown"]
+__all__ = ["Commands", "add_arguments", "concurrency", "device_note", "override", "run_parallel", "run_stage",
+           "process_env", "visible_gpu_id", "shown"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,25 +36,17 @@ def override(item: str) -> List[str]:
 def run_parallel(stage: str, commands: Commands, logs: Path, env: Mapping[str, str],
                  at_once: int = 0) -> Dict[str, int]:
     """Run the commands (``python`` being this interpreter), ``at_once`` at a time (0: all at once), each logging
-    to ``logs/{domain}.{stage}.log``; their return codes once all have ended."""
+    to ``logs/{domain}.{stage}.log``; their return codes, in the commands' order, once all have ended."""
     logs.mkdir(parents=True, exist_ok=True)
-    waiting = list(commands.items())
-    running: Dict[str, Tuple[subprocess.Popen, IO]] = {}
-    codes: Dict[str, int] = {}
-    while waiting or running:
-        while waiting and (not at_once or len(running) < at_once):
-            domain, args = waiting.pop(0)
-            log = open(logs / f"{domain}.{stage}.log", "w")
-            running[domain] = (subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                                env=dict(env), cwd=ROOT), log)
-        for domain, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                codes[domain] = proc.returncode
-                log.close()
-                del running[domain]
-        if running:
-            time.sleep(0.5)
-    return {domain: codes[domain] for domain in commands}
+
+    def run_one(item: Tuple[str, List[str]]) -> Tuple[str, int]:
+        domain, args = item
+        with open(logs / f"{domain}.{stage}.log", "w") as log:
+            return domain, subprocess.run([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(env), cwd=ROOT).returncode
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency(at_once, len(commands)))) as pool:
+        return dict(pool.map(run_one, commands.items()))
 
 
 def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
@@ -70,6 +63,12 @@ def process_env(gpu_id: int, n_parallel: int) -> Dict[str, str]:
 def concurrency(at_once: int, n: int) -> int:
     """How many of ``n`` processes run at a time under ``--at-once`` ``at_once``."""
     return min(at_once or n, n)
+
+
+def device_note(gpu_id: int, at_once: int, n: int) -> str:
+    """Where a report's ``n`` trainings ran: the device and how many at a time."""
+    device = "cpu" if gpu_id < 0 else f"cuda (GPU {gpu_id})"
+    return f"{device}, {concurrency(at_once, n)} of {n} trainings at once"
 
 
 def visible_gpu_id(gpu_id: int) -> int:
