@@ -74,6 +74,8 @@ def model_meta(settings: TrainSettings, data: EncodedData, ref: Dict[str, str]) 
             "bos": bool(data.bos_ids),  # whether the prompts started with BOS: decoding does the same
             "training": {"method": settings.method, "base_model": settings.base_model, "seed": settings.seed}}
     meta["training"]["base_ref"] = ref
+    if settings.ema_decay:
+        meta["training"]["ema_decay"] = settings.ema_decay
 
     if ar_template is not None:
         meta["autoreg_template"] = ar_template.to_dict()

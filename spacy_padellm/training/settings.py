@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..text.protocol import get_template
+from .averaging import check_decay
 
 # What [data] protocol may name (autoreg.py implements the last two; it is imported when they are used,
 # since it needs torch).
@@ -62,6 +63,7 @@ class TrainSettings:
     dtype: str = "auto"  # autocast dtype: auto = bfloat16 on CUDA, float32 (none) on the CPU; bfloat16 on either
     resume: bool = False
     eval_batch_size: int = 64
+    ema_decay: float = 0.0  # > 0: dev evaluations and the saved model use a moving average of the weights (averaging.py)
     # [lora]
     lora_r: int = 16
     lora_alpha: int = 32
@@ -75,7 +77,7 @@ class TrainSettings:
                  "max_dev_docs", "nonzero_repeat", "shared_prompts", "spans_key"),
         "training": ("method", "full_targets", "seed", "epochs", "max_steps", "max_minutes", "batch_size", "grad_accum", "lr", "weight_decay",
                      "warmup_ratio", "max_grad_norm", "eval_every", "log_every", "device", "dtype", "resume",
-                     "eval_batch_size"),
+                     "eval_batch_size", "ema_decay"),
         "lora": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "adapter_dtype"),
     }
 
@@ -146,6 +148,10 @@ def check_inputs(settings: TrainSettings) -> None:
         raise TrainConfigError(f"[data] shared_prompts must be true or false, got {settings.shared_prompts!r}")
     if settings.shared_prompts and settings.autoreg:
         raise TrainConfigError("[data] shared_prompts applies to the padellm protocol's (label, k) examples only")
+    try:
+        check_decay(settings.ema_decay)
+    except ValueError as err:
+        raise TrainConfigError(f"[training] ema_decay {err}") from None
     if settings.batch_size < 1 or settings.grad_accum < 1:
         raise TrainConfigError("[training] batch_size and grad_accum must be at least 1")
     if settings.protocol not in PROTOCOLS:

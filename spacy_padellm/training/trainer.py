@@ -24,6 +24,7 @@ accelerate, not from this file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from .averaging import WeightAverage
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .data import (EncodedData, collate, encode_train_data, item_examples, item_length, item_targets,
                    length_bucketed_batches, read_dev_docs, read_train_data)
@@ -84,6 +86,7 @@ class _TrainState:
     model: Any = None
     trainable: List[Any] = field(default_factory=list)
     n_trainable: int = 0
+    average: Optional[WeightAverage] = None  # [training] ema_decay > 0
     optimizer: Any = None
     scheduler: Any = None
     total_steps: int = 0
@@ -259,6 +262,9 @@ def _build_model(state: _TrainState, source) -> None:
     model.to(state.devices.device)
     state.model = model
     state.trainable = [p for p in model.parameters() if p.requires_grad]
+    if settings.ema_decay:
+        state.average = WeightAverage([(n, p) for n, p in model.named_parameters() if p.requires_grad],
+                                      settings.ema_decay)
     state.n_trainable = sum(p.numel() for p in state.trainable)
     state.log(f"trainable parameters: {state.n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
             f"device {next(model.parameters()).device}, autocast {state.devices.amp_dtype}")
@@ -300,7 +306,7 @@ def _start_or_resume(state: _TrainState) -> None:
     state.output.mkdir(parents=True, exist_ok=True)
     if state.settings.resume and has_checkpoint(state.ckpt_dir):
         state.step, state.best, state.history = load_checkpoint(state.ckpt_dir, state.model, state.optimizer,
-                                                                state.scheduler, state.rng)
+                                                                state.scheduler, state.rng, state.average)
         state.log(f"resumed from {state.ckpt_dir} at step {state.step}")
 
 
@@ -353,6 +359,8 @@ def _optimizer_step(state: _TrainState, group: List[List[int]]) -> float:
         state.examples_seen += sum(item_examples(items[i]) for i in idx)
     torch.nn.utils.clip_grad_norm_(state.trainable, state.settings.max_grad_norm)
     state.optimizer.step()
+    if state.average is not None:
+        state.average.update()
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
@@ -415,20 +423,26 @@ def _evaluate_and_keep_best(state: _TrainState) -> None:
     from ..pipeline.scoring import score_prefix
 
     settings, step = state.settings, state.step
-    scores = _dev_scores(state)
     metric = f"{score_prefix(settings.spans_key)}_f"
-    f = scores.get(metric) or 0.0
+    with _averaged(state):
+        scores = _dev_scores(state)
+        f = scores.get(metric) or 0.0
+        if f > state.best["score"]:
+            state.best = {"score": f, "step": step, "scores": small_scores(scores)}
+            _save_best(state, scores)
     entry = {"step": step, "dev_f": f, "dev_metric": metric, "dev_string_f": scores.get("string_f"),
              "elapsed_s": round(time.time() - state.t0, 2)}
     if metric == "ents_f":
         entry["dev_ents_f"] = f
     state.history.append(entry)
     state.log(f"step {step}: dev {metric} {f:.4f} string_f {scores.get('string_f', 0):.4f}")
-    if f > state.best["score"]:
-        state.best = {"score": f, "step": step, "scores": small_scores(scores)}
-        _save_best(state, scores)
     save_checkpoint(state.ckpt_dir, state.devices.unwrap(state.model), state.optimizer, state.scheduler, state.step,
-                    state.rng, state.best, state.history)
+                    state.rng, state.best, state.history, state.average)
+
+
+def _averaged(state: _TrainState):
+    """A block in which the model holds the moving average of its weights (``ema_decay``), else its own."""
+    return state.average.applied() if state.average is not None else contextlib.nullcontext()
 
 
 def _dev_scores(state: _TrainState) -> Dict[str, Any]:
@@ -503,7 +517,8 @@ def _finish(state: _TrainState) -> Dict[str, Any]:
         return {"steps": state.step, "rank": state.devices.rank}
     if not state.dev_docs:
         state.best = {"score": None, "step": state.step, "scores": None}
-        _save_best(state, None)
+        with _averaged(state):
+            _save_best(state, None)
     (state.output / "history.json").write_text(json.dumps(state.history, indent=1))
     summary = {"best": state.best, "steps": state.step, "examples": state.data.examples,
                "train_seconds": round(time.time() - state.t0, 1),
