@@ -63,7 +63,7 @@ class TrainSettings:
     dtype: str = "auto"  # autocast dtype: auto = bfloat16 on CUDA, float32 (none) on the CPU; bfloat16 on either
     resume: bool = False
     eval_batch_size: int = 64
-    ema_decay: float = 0.0  # > 0: dev evaluations and the saved model use a moving average of the weights (averaging.py)
+    ema_decay: float = 0.0  # > 0: dev evaluations and the saved model use a moving average of the weights
     # [lora]
     lora_r: int = 16
     lora_alpha: int = 32
