@@ -261,10 +261,10 @@ def _build_model(state: _TrainState, source) -> None:
         raise TrainConfigError(f"[training] full_targets must be 'all' or 'linear', got {settings.full_targets!r}")
     model.to(state.devices.device)
     state.model = model
-    state.trainable = [p for p in model.parameters() if p.requires_grad]
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    state.trainable = [p for _, p in trainable]
     if settings.ema_decay:
-        state.average = WeightAverage([(n, p) for n, p in model.named_parameters() if p.requires_grad],
-                                      settings.ema_decay)
+        state.average = WeightAverage(trainable, settings.ema_decay)
     state.n_trainable = sum(p.numel() for p in state.trainable)
     state.log(f"trainable parameters: {state.n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
             f"device {next(model.parameters()).device}, autocast {state.devices.amp_dtype}")
