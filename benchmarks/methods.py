@@ -68,6 +68,24 @@ def _tree_variant(method: str, **changes) -> Callable[[Any], Any]:
     return build
 
 
+def _quantized(method: str, quantize: str) -> Callable[[Any], Any]:
+    """A builder of the component's tree engine with its settings on a copy of the weights quantized by
+    ``quantize`` (a StaticLM of its own, so it holds its own KV caches)."""
+
+    def build(engine):
+        from spacy_padellm.decoding.factory import make_static_lm
+        from spacy_padellm.decoding.tree import TreeDecoder
+
+        if not isinstance(engine, TreeDecoder):
+            raise ValueError(f"method {method} needs the static tree engine (a Llama-family model, engine auto)")
+        settings = engine.variant().settings.replace(quantize=quantize)
+        lm = make_static_lm(engine.model, cuda_graphs=settings.cuda_graphs, quantize=quantize)
+        return TreeDecoder(lm, engine.encoder, settings, model=engine.model,
+                           mention_trie_options=engine.levers.trie_options)
+
+    return build
+
+
 METHODS: Dict[str, Method] = {
     "padellm": Method(lambda engine: engine,
                       "the component's engine: tree decoding on a static KV cache with CUDA graphs (Llama-family "
@@ -81,6 +99,9 @@ METHODS: Dict[str, Method] = {
     "padellm_words": Method(_tree_variant("padellm_words", span_source="words", span_draft_tokens=4),
                             "the same tree engine with span drafts from the next 4 tokens of each capitalised "
                             "word (the earlier default) instead of runs of capitalised words", throughput=False),
+    "padellm_int8w": Method(_quantized("padellm_int8w", "int8-weight-only"),
+                            "the same tree engine and settings on weights quantized to int8 (weight-only: every "
+                            "matrix and the LM head per output channel)", throughput=True),
     "padellm_dynamic": Method(_dynamic, "plain eager two-step decoder: transformers forward, dynamic KV cache, "
                                         "prefix shared by copying, one pass per token", throughput=True),
     "reference": Method(_generate_reference,

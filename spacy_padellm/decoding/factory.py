@@ -33,7 +33,7 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
     lm = StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
     if quantize is not None:
         ranges = getattr(model, "padellm_int8_ranges", None)
-        if ranges is None and quantize.startswith("int8"):
+        if ranges is None and quantize in ("int8", "int8-head"):
             logger.info("spacy_padellm: quantize %r without activation ranges (none in the model folder): "
                         "not smoothed", quantize)
         lm.quantize(quantize, ranges)

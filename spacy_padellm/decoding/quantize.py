@@ -1,4 +1,13 @@
-"""Reduced-precision weights for the static engine on the CPU (the ``quantize`` setting).
+"""Reduced-precision weights for the static engine (the ``quantize`` setting).
+
+"int8-weight-only" (on the GPU and the CPU): every matrix of the decoder layers and the LM head is stored in int8,
+symmetric per output channel (row), with its scales in the model's dtype; each product converts the int8 matrix
+to the activations' dtype, multiplies and scales the result, so activations, the KV cache and attention keep their
+precision. Its matrices take half the memory of bfloat16 ones (the model's own weights stay loaded for the
+other engines); each product converts its matrix first (no fused kernel), so a pass moves more bytes, not fewer.
+It is not exact: entities can change.
+
+The others run on the CPU only.
 
 "bf16": every matrix of the decoder layers and the LM head is kept in bfloat16, and each product casts its input to
 bfloat16 (the result stays bfloat16 until it joins the float32 residual stream; the LM head's logits are bfloat16
@@ -31,13 +40,15 @@ from .architectures import Layer
 from .settings import QUANTIZATIONS
 from .smoothing import SMOOTH_ALPHA, smooth_layer
 
-__all__ = ["QUANTIZATIONS", "Bf16Weight", "Int8Weight", "cpu_has_bf16", "linear", "quantize_layers", "quantize_head"]
+__all__ = ["QUANTIZATIONS", "WEIGHT_ONLY", "Bf16Weight", "Int8Weight", "Int8WeightOnly", "cpu_has_bf16", "linear",
+           "quantize_layers", "quantize_head"]
 
 # The matrices of a layer that int8 quantizes. Not the MLP's down projection: its inputs (gate x up) carry outlier
 # activations that one 8-bit range per pass cannot hold (quantized too, half of 48 CoNLL03 test sentences changed
 # entities on SmolLM2-135M; without it, 5).
 _WEIGHTS = ("wqkv", "wo", "wgu")
 _BF16_WEIGHTS = ("wqkv", "wo", "wgu", "wd")  # bf16: all of them
+WEIGHT_ONLY = "int8-weight-only"  # the method that runs on any device (all matrices, like bf16)
 
 
 class Int8Weight:
@@ -76,6 +87,23 @@ class Bf16Weight:
         return y if bias is None else y + bias
 
 
+class Int8WeightOnly:
+    """A (out, in) weight as int8 per output channel and its scales in the weight's dtype; its products convert
+    the int8 matrix to the input's dtype and scale the result (weight-only: the activations are not quantized)."""
+
+    def __init__(self, weight: torch.Tensor):
+        w = weight.detach()
+        scale = (w.float().abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+        self.q = torch.round(w.float() / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+        self.scale = scale.to(w.dtype)
+        self.shape = tuple(weight.shape)
+        self.nbytes = self.q.numel() + self.scale.numel() * self.scale.element_size()
+
+    def linear(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        y = F.linear(x, self.q.to(x.dtype)) * self.scale.to(x.dtype)
+        return y if bias is None else y + bias
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (AMX tiles or AVX512-BF16). The checks are private
     ``torch.cpu._is_*`` functions of recent PyTorch releases; where they are missing the answer is False (at worst a
@@ -86,7 +114,7 @@ def cpu_has_bf16() -> bool:
 
 
 def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` for a float weight, an ``Int8Weight`` or a ``Bf16Weight``."""
+    """``F.linear`` for a float weight, an ``Int8Weight``, an ``Int8WeightOnly`` or a ``Bf16Weight``."""
     if isinstance(weight, torch.Tensor):
         return F.linear(x, weight, bias)
     return weight.linear(x, bias)
@@ -104,8 +132,9 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
     """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); for int8, smoothed
     first by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
     _check(method)
-    if method == "bf16":  # exact enough without smoothing: bfloat16 keeps a range per value
-        return [dataclasses.replace(layer, **{name: Bf16Weight(getattr(layer, name)) for name in _BF16_WEIGHTS})
+    whole = {"bf16": Bf16Weight, WEIGHT_ONLY: Int8WeightOnly}.get(method)
+    if whole is not None:  # exact enough without smoothing: bfloat16 keeps a range per value, int8 one per row
+        return [dataclasses.replace(layer, **{name: whole(getattr(layer, name)) for name in _BF16_WEIGHTS})
                 for layer in layers]
     if ranges is not None:
         if len(ranges) != len(layers):
@@ -116,8 +145,10 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
 
 
 def quantize_head(lm_head: torch.Tensor, method: str):
-    """The LM head as ``method`` runs it: bfloat16 under "bf16", int8 under "int8-head", else unchanged."""
+    """The LM head as ``method`` runs it: bfloat16 under "bf16", int8 under "int8-head" and "int8-weight-only", else
+    unchanged."""
     _check(method)
     if not isinstance(lm_head, torch.Tensor):
         return lm_head
-    return {"bf16": Bf16Weight, "int8-head": Int8Weight}.get(method, lambda w: w)(lm_head)
+    kinds = {"bf16": Bf16Weight, "int8-head": Int8Weight, WEIGHT_ONLY: Int8WeightOnly}
+    return kinds.get(method, lambda w: w)(lm_head)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
-from .quantize import cpu_has_bf16, linear, quantize_head, quantize_layers
+from .quantize import WEIGHT_ONLY, cpu_has_bf16, linear, quantize_head, quantize_layers
 from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
@@ -250,13 +250,13 @@ class StaticLM:
         return total
 
     def quantize(self, method: str, ranges=None) -> None:
-        """Run the decoder layers' matrices (and under "int8-head" and "bf16" the LM head) as ``method``
-        (``quantize.QUANTIZATIONS``, on the CPU); int8 smoothed by activation ``ranges`` if given
-        (``quantize.quantize_layers``); under "bf16" the KV cache and attention in bfloat16 too. Twins made after
-        this share the quantized weights."""
-        if self.device.type != "cpu":
+        """Run the decoder layers' matrices (and under "int8-head", "bf16" and "int8-weight-only" the LM head) as
+        ``method`` (``quantize.QUANTIZATIONS``; "int8-weight-only" on any device, the others on the CPU); int8 smoothed
+        by activation ``ranges`` if given (``quantize.quantize_layers``); under "bf16" the KV cache and attention in
+        bfloat16 too. Twins made after this share the quantized weights."""
+        if self.device.type != "cpu" and method != WEIGHT_ONLY:
             raise ValueError(f"quantize {method!r} runs on the CPU only (this model is on {self.device.type}); "
-                             "set quantize to null")
+                             f"set quantize to null or {WEIGHT_ONLY!r}")
         if method == "bf16" and not cpu_has_bf16():
             warnings.warn("quantize 'bf16': this CPU has no bfloat16 matrix instructions (AMX or AVX512-BF16), so "
                           "its bfloat16 products run slower than float32 ones; set quantize to null or 'int8'")

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import tiny
 
@@ -134,3 +135,34 @@ def test_tradeoff_points_are_each_methods_latency_and_f1(report):
     assert set(points) == set(data["methods"])
     for name, (ms, f1) in points.items():
         assert ms == data["methods"][name]["latency_ms"]["median"] and f1 == data["methods"][name]["f1"]["span_f"]
+
+
+def test_int8_weight_only_side_by_side(tiny_model, tmp_path):
+    """padellm_int8w: the same engine and settings on int8 weights, its own F1, latency and throughput rows."""
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "q.json"
+    argv = [str(tiny_model), str(data), "--methods", "padellm,padellm_int8w", "--max-docs", "6",
+            "--latency-docs", "3", "--batch-sizes", "6", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    m = json.loads(out.read_text())["methods"]
+    assert m["padellm_int8w"]["f1"]["span_f"] == m["padellm"]["f1"]["span_f"] == 1.0
+    assert m["padellm_int8w"]["throughput"]["batch_sizes"]["6"]["sentences_per_second"] > 0
+    assert m["padellm_int8w"]["latency_ms"]["docs"] == 3
+
+
+def test_int8_weight_only_method_runs_on_quantized_weights(tiny_model):
+    from methods import METHODS
+
+    from spacy_padellm.decoding.factory import build_decoder
+    from spacy_padellm.decoding.quantize import Int8WeightOnly
+    from spacy_padellm.decoding.settings import DecodeSettings
+    from spacy_padellm.loading import load_model, resolve_model
+    from spacy_padellm.text.protocol import PromptEncoder
+
+    model, tokenizer = load_model(resolve_model(str(tiny_model)), device="cpu")
+    engine = build_decoder(model, PromptEncoder(tokenizer), DecodeSettings(max_count=5, draft_tokens=2), "padellm")
+    decoder = METHODS["padellm_int8w"].build(engine)
+    assert decoder.lm is not engine.lm and isinstance(decoder.lm.lm_head, Int8WeightOnly)
+    assert isinstance(engine.lm.lm_head, torch.Tensor)
+    assert decoder.settings.quantize == "int8-weight-only" and decoder.settings.max_count == 5
+    assert decoder.settings.draft_tokens == 2

@@ -1,5 +1,6 @@
 """``quantize`` "int8" (the static engine's layer matrices), "int8-head" (the LM head too) and "bf16" (every matrix
-in bfloat16) on the CPU, close to float32, refused elsewhere."""
+in bfloat16) on the CPU, close to float32, refused elsewhere; "int8-weight-only" (every matrix in int8, converted
+for each product) on any device."""
 
 import warnings
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import tiny
 from spacy_padellm.decoding.factory import build_decoder
-from spacy_padellm.decoding.quantize import Bf16Weight, Int8Weight, linear, quantize_layers
+from spacy_padellm.decoding.quantize import Bf16Weight, Int8Weight, Int8WeightOnly, linear, quantize_layers
 from spacy_padellm.decoding.settings import DecodeSettings, SettingsError
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.types import DocRequest
@@ -136,6 +137,44 @@ def test_quantize_needs_the_static_engine_on_the_cpu(trained):
     lm = StaticLM.random(hidden=32, layers=1, n_heads=2, n_kv_heads=1, intermediate=64, vocab=50, device="cpu",
                          dtype=torch.float32)
     lm.device = torch.device("meta")  # stands for a GPU: only the device type is read
-    with pytest.raises(ValueError, match="CPU only"):
-        lm.quantize("int8")
+    for method in ("int8", "int8-head", "bf16"):
+        with pytest.raises(ValueError, match="CPU only.*int8-weight-only"):
+            lm.quantize(method)
     assert np.isfinite(lm.weight_bytes)
+    lm.quantize("int8-weight-only")  # the one that runs on a GPU too
+    assert isinstance(lm.layers[0].wd, Int8WeightOnly) and isinstance(lm.lm_head, Int8WeightOnly)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_weight_only_linear_is_close_to_float(dtype):
+    torch.manual_seed(0)
+    w, x, b = (torch.randn(96, 64) * 0.05).to(dtype), torch.randn(7, 64).to(dtype), torch.randn(96).to(dtype)
+    q = Int8WeightOnly(w)
+    assert q.q.dtype == torch.int8 and q.scale.dtype == dtype and q.q.abs().max() == 127
+    want = F.linear(x.float(), w.float(), b.float())
+    y = linear(x, q, b)
+    assert y.dtype == dtype and ((y.float() - want).abs().max() / want.abs().max()) < 0.03
+    assert q.shape == (96, 64) and q.nbytes == 96 * 64 + 96 * w.element_size()
+    zero = Int8WeightOnly(torch.zeros(4, 8, dtype=dtype))  # an all-zero row: a tiny scale, no division by 0
+    assert torch.equal(linear(torch.ones(2, 8, dtype=dtype), zero), torch.zeros(2, 4, dtype=dtype))
+
+
+def test_int8_weight_only_quantizes_every_matrix_and_finds_the_same_entities(trained):
+    """"int8-weight-only": the four matrices of every layer and the LM head in int8, the embedding, norms and KV cache
+    as they were; on the tiny trained model it decodes the training sentences' entities as float32 does."""
+    model, enc = trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    limits = DecodeSettings(max_count=5, max_mention_tokens=8)
+    got = {}
+    for quantize in (None, "int8-weight-only"):
+        decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
+        got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
+    assert got["int8-weight-only"] == got[None] and sum(map(len, got[None])) > 0
+    lm, full = decoder.lm, StaticLM.from_hf(model)
+    assert all(isinstance(getattr(l, name), Int8WeightOnly) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
+    assert isinstance(lm.lm_head, Int8WeightOnly) and torch.equal(lm.embed, full.embed)
+    assert lm.dtype == full.dtype and lm.k_cache[0].dtype == torch.float32 and lm.twin().lm_head is lm.lm_head
+    assert lm.weight_bytes < full.weight_bytes // 3  # float32 matrices to int8 ones
+    hidden = torch.randn(3, lm.embed.shape[1])
+    want = full.logits(hidden)
+    assert ((lm.logits(hidden) - want).abs().max() / want.abs().max()) < 0.03
