@@ -20,8 +20,9 @@ __all__ = ["calibrate", "training_texts"]
 
 
 def training_texts(path: str, n: int) -> List[str]:
-    """``n`` distinct texts spread evenly over a ``.spacy`` DocBin or a JSONL file of ``{"text": ...}`` lines (the
-    PaDeLLM JSONL, or the training examples ``convert`` writes, which repeat their sentence)."""
+    """``n`` distinct texts spread evenly over a ``.spacy`` DocBin or a JSONL file: ``{"text": ...}`` lines (the
+    training examples ``convert`` writes, which repeat their sentence) or ``[text, [start, end, mention, label],
+    ...]`` lines (the PaDeLLM-NER data that ``convert`` reads)."""
     path = Path(path)
     if path.suffix == ".spacy":
         import spacy
@@ -30,12 +31,23 @@ def training_texts(path: str, n: int) -> List[str]:
         texts = [doc.text for doc in DocBin().from_disk(path).get_docs(spacy.blank("xx").vocab)]
     else:
         with path.open(encoding="utf8") as f:
-            texts = [json.loads(line)["text"] for line in f if line.strip()]
+            texts = [_line_text(line, path, i) for i, line in enumerate(f, 1) if line.strip()]
     texts = [t for t in dict.fromkeys(texts) if t.strip()]  # training examples repeat their sentence
     if not texts:
         raise ValueError(f"{path} holds no text")
     stride = max(1, len(texts) // n)
     return texts[::stride][:n]
+
+
+def _line_text(line: str, path: Path, lineno: int) -> str:
+    """The text of one JSONL line of either format ``training_texts`` reads; a ValueError naming the line else."""
+    rec = json.loads(line)
+    if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+        return rec["text"]
+    if isinstance(rec, list) and rec and isinstance(rec[0], str):
+        return rec[0]
+    raise ValueError(f"{path}, line {lineno}: expected {{\"text\": ...}} or [text, [start, end, mention, label], "
+                     f"...], got {line.strip()[:80]!r}")
 
 
 def model_folder(model: str) -> Path:

@@ -134,3 +134,19 @@ def test_calibrate_command_writes_the_ranges_a_pipeline_then_smooths_by(tiny_mod
     assert resolve_model(str(folder)).int8_ranges == folder / RANGES_FILE
     assert main(["calibrate", str(tmp_path), str(train)]) == 1  # not a model folder: an error line, no file
     assert not (tmp_path / RANGES_FILE).exists()
+
+
+def test_training_texts_reads_the_padellm_ner_data_lines_too(tmp_path):
+    """``calibrate`` also takes the PaDeLLM-NER data files ``convert`` reads ([text, [start, end, mention, label],
+    ...] per line); any other line is an error naming it."""
+    import json
+
+    from spacy_padellm.cli.calibrate import training_texts
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps([t, [0, 1, t[:1], "X"]]) + "\n" for t, _ in tiny.SENTENCES))
+    assert training_texts(str(raw), 3) == [t for t, _ in tiny.SENTENCES][::2][:3]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"sentence": "no"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl, line 2: expected"):
+        training_texts(str(bad), 3)
