@@ -1,5 +1,5 @@
-"""Slow tests on CPU: the shipped Gemma 3 270M models loaded by name, a Chinese one (Resume) and a nested one
-(GENIA), on sentences written for these tests and on the first 40 sentences of their dev data.
+"""Slow tests on CPU: the shipped Gemma 3 270M models loaded by name, two Chinese ones (Resume, Weibo) and a nested
+one (GENIA), on sentences written for these tests and on the first 40 sentences of their dev data.
 
 They need the base model (the Gemma 3 270M chunk packages, installed by scripts/setup.sh) and, for the dev
 scores, the shared data folder (``PADELLM_DATA`` or ``<repo>/../shared/data``); without them they are skipped.
@@ -43,6 +43,13 @@ def resume_nlp():
 
 
 @pytest.fixture(scope="module")
+def weibo_nlp():
+    nlp = spacy.blank("zh")
+    nlp.add_pipe("padellm_ner", config={"model": "padellm:weibo-gemma3-270m", "device": "cpu"})
+    return nlp
+
+
+@pytest.fixture(scope="module")
 def genia_nlp():
     nlp = spacy.blank("en")
     nlp.add_pipe("padellm_ner", config={"model": "padellm:genia-gemma3-270m", "device": "cpu", "spans_key": "sc"})
@@ -60,10 +67,18 @@ def test_chinese_model_by_name(resume_nlp):
     assert [t.text for t in resume_nlp(texts[1])][:2] == ["李", "娜"]  # spaCy's zh default: one token per character
 
 
+def test_social_media_model_by_name(weibo_nlp):
+    texts = ["周杰伦今晚在台北小巨蛋开演唱会，粉丝们都很激动。", "中国国家队在东京奥运会上获得了金牌，教练张明非常高兴。"]
+    found = [[(e.text, e.label_) for e in doc.ents] for doc in weibo_nlp.pipe(texts)]
+    assert found == [
+        [("周杰伦", "PER.NAM"), ("台北", "GPE.NAM"), ("粉丝们", "PER.NOM")],
+        [("中国", "GPE.NAM"), ("国家队", "ORG.NAM"), ("东京", "GPE.NAM"), ("教练", "PER.NOM"), ("张明", "PER.NAM")]]
+
+
 def test_nested_model_by_name(genia_nlp):
     doc = genia_nlp("IL-2 gene expression in human T cells requires NF-kappa B and the CD28 receptor .")
     assert [(s.text, s.label_) for s in doc.spans["sc"]] == [
-        ("IL-2", "protein"), ("human T cells", "cell_type"), ("CD28 receptor", "protein")]
+        ("IL-2", "protein"), ("human T cells", "cell_type"), ("NF-kappa B", "protein"), ("CD28 receptor", "protein")]
 
 
 def test_chinese_model_on_40_dev_sentences(tmp_path):
@@ -72,9 +87,15 @@ def test_chinese_model_on_40_dev_sentences(tmp_path):
     assert scores["ents_f"] >= 0.78
 
 
+def test_social_media_model_on_40_dev_sentences(tmp_path):
+    """Weibo dev, first 40 sentences: span F1 >= 0.60 (measured 0.644 on CPU)."""
+    scores = _dev_scores(tmp_path, "weibo-gemma3-270m", DATA / "weibo" / "weibo_dev.jsonl", lang="zh")
+    assert scores["ents_f"] >= 0.60
+
+
 def test_nested_model_on_40_dev_sentences(tmp_path):
-    """GENIA's held-out last tenth of dev (never trained on), first 40 sentences: nested span F1 >= 0.55
-    (measured 0.597 on CPU)."""
+    """GENIA's held-out last tenth of dev (never trained on), first 40 sentences: nested span F1 >= 0.64
+    (measured 0.692 on CPU)."""
     import sys
 
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -86,7 +107,7 @@ def test_nested_model_on_40_dev_sentences(tmp_path):
     split_genia(source, tmp_path / "split" / "genia_dev90.jsonl", tmp_path / "split" / "genia_dev10.jsonl")
     scores = _dev_scores(tmp_path, "genia-gemma3-270m", tmp_path / "split" / "genia_dev10.jsonl", lang="en",
                          spans_key="sc")
-    assert scores["spans_sc_f"] >= 0.55
+    assert scores["spans_sc_f"] >= 0.64
 
 
 def test_readme_block_of_these_models_runs_as_written(capsys):

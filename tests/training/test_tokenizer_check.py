@@ -25,6 +25,14 @@ def test_a_sound_tokenizer_is_not_flagged():
     assert split_whole_words(tok) == []
 
 
+def test_the_shipped_bpe_tokenizer_of_gemma_keeps_words_whole():
+    """The tokenizer the Weibo and GENIA models ship with: Gemma's byte-level BPE, not flagged."""
+    folder = unpacked(MODELS / "tokenizers" / "gemma3-270m-bpe")
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"))
+    assert tok.tokenize(" expression") == ["\u2581expression"]
+    assert split_whole_words(tok) == []
+
+
 def test_words_the_vocabulary_does_not_hold_whole_are_not_probed(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
