@@ -25,6 +25,15 @@ def trained(tiny_model):
     return model.eval(), PromptEncoder(tokenizer)
 
 
+def _decode(trained, quantize):
+    """The tiny model's entities in its training sentences, decoded on weights quantized by ``quantize``, and the
+    decoder."""
+    model, enc = trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    decoder = build_decoder(model, enc, DecodeSettings(max_count=5, max_mention_tokens=8, quantize=quantize), "padellm")
+    return [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)], decoder
+
+
 def test_int8_linear_is_close_to_float():
     torch.manual_seed(0)
     w, x, b = torch.randn(96, 64) * 0.05, torch.randn(7, 64), torch.randn(96)
@@ -95,14 +104,9 @@ def test_bf16_linear_is_close_to_float():
 def test_bf16_keeps_every_matrix_in_bfloat16_and_finds_the_same_entities(trained):
     """"bf16": the four matrices of every layer, the LM head and the KV cache in bfloat16, norms, embedding and
     logits in float32; on the tiny trained model it decodes the training sentences' entities as float32 does."""
-    model, enc = trained
-    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
-    limits = DecodeSettings(max_count=5, max_mention_tokens=8)
-    got = {}
-    for quantize in (None, "bf16"):
-        decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
-        got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
-    assert got["bf16"] == got[None] and sum(map(len, got[None])) > 0
+    model, _ = trained
+    (want, _), (got, decoder) = _decode(trained, None), _decode(trained, "bf16")
+    assert got == want and sum(map(len, want)) > 0
     lm = decoder.lm
     assert all(isinstance(getattr(l, name), Bf16Weight) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
     assert isinstance(lm.lm_head, Bf16Weight) and lm.embed.dtype == torch.float32
@@ -162,14 +166,9 @@ def test_int8_weight_only_linear_is_close_to_float(dtype):
 def test_int8_weight_only_quantizes_every_matrix_and_finds_the_same_entities(trained):
     """"int8-weight-only": the four matrices of every layer and the LM head in int8, the embedding, norms and KV cache
     as they were; on the tiny trained model it decodes the training sentences' entities as float32 does."""
-    model, enc = trained
-    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
-    limits = DecodeSettings(max_count=5, max_mention_tokens=8)
-    got = {}
-    for quantize in (None, "int8-weight-only"):
-        decoder = build_decoder(model, enc, limits.replace(quantize=quantize), "padellm")
-        got[quantize] = [sorted((p.label, p.text) for p in r.predictions) for r in decoder.decode(requests)]
-    assert got["int8-weight-only"] == got[None] and sum(map(len, got[None])) > 0
+    model, _ = trained
+    (want, _), (got, decoder) = _decode(trained, None), _decode(trained, "int8-weight-only")
+    assert got == want and sum(map(len, want)) > 0
     lm, full = decoder.lm, StaticLM.from_hf(model)
     assert all(isinstance(getattr(l, name), Int8WeightOnly) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
     assert isinstance(lm.lm_head, Int8WeightOnly) and torch.equal(lm.embed, full.embed)
