@@ -195,16 +195,16 @@ class DecodeSettings:
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '
         "channel and converts it for each product (activations, KV cache and attention keep their dtype): half the "
-        'memory of bfloat16 matrices, with a conversion step in every product (no fused kernel). On the CPU only: `"int8"` runs the attention '
-        "projections and the MLP's gate and up projections in int8 (weights per output channel, after a LoRA "
-        "adapter is merged; activations quantized per call), smoothed first by the activation ranges the model "
-        "folder ships (`int8_ranges.safetensors`; the shipped model has them; `python -m spacy_padellm calibrate` "
-        'writes them): faster, not exact (docs/results-speed.md); `"int8-head"`: the same and the output layer (LM '
-        "head) in int8 too, which pays with a large vocabulary (Gemma 3: 262k entries, "
-        'docs/results-nested-chinese.md); `"bf16"`: every matrix (the LM head too) and the KV cache in bfloat16, the '
-        "residual stream, norms and softmax in float32: the fastest on a CPU with Intel AMX (measured: "
-        "docs/results-speed.md), slower on one without bfloat16 matrix instructions; null: the model's own "
-        "weights"))
+        "memory of bfloat16 matrices, with a conversion step in every product (no fused kernel; measured: "
+        'docs/results-speed.md). On the CPU only: `"int8"` runs the attention projections and the MLP\'s gate and '
+        "up projections in int8 (weights per output channel, after a LoRA adapter is merged; activations quantized "
+        "per call), smoothed first by the activation ranges the model folder ships (`int8_ranges.safetensors`; the "
+        "shipped model has them; `python -m spacy_padellm calibrate` writes them): faster, not exact "
+        '(docs/results-speed.md); `"int8-head"`: the same and the output layer (LM head) in int8 too, which pays '
+        "with a large vocabulary (Gemma 3: 262k entries, docs/results-nested-chinese.md); `\"bf16\"`: every matrix "
+        "(the LM head too) and the KV cache in bfloat16, the residual stream, norms and softmax in float32: the "
+        "fastest on a CPU with Intel AMX (measured: docs/results-speed.md), slower on one without bfloat16 matrix "
+        "instructions; null: the model's own weights"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
