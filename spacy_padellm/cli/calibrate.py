@@ -30,8 +30,7 @@ def training_texts(path: str, n: int) -> List[str]:
 
         texts = [doc.text for doc in DocBin().from_disk(path).get_docs(spacy.blank("xx").vocab)]
     else:
-        with path.open(encoding="utf8") as f:
-            texts = [_line_text(line, path, i) for i, line in enumerate(f, 1) if line.strip()]
+        texts = _jsonl_texts(path)
     texts = [t for t in dict.fromkeys(texts) if t.strip()]  # training examples repeat their sentence
     if not texts:
         raise ValueError(f"{path} holds no text")
@@ -39,15 +38,23 @@ def training_texts(path: str, n: int) -> List[str]:
     return texts[::stride][:n]
 
 
-def _line_text(line: str, path: Path, lineno: int) -> str:
-    """The text of one JSONL line of either format ``training_texts`` reads; a ValueError naming the line else."""
-    rec = json.loads(line)
-    if isinstance(rec, dict) and isinstance(rec.get("text"), str):
-        return rec["text"]
-    if isinstance(rec, list) and rec and isinstance(rec[0], str):
-        return rec[0]
-    raise ValueError(f"{path}, line {lineno}: expected {{\"text\": ...}} or [text, [start, end, mention, label], "
-                     f"...], got {line.strip()[:80]!r}")
+def _jsonl_texts(path: Path) -> List[str]:
+    """The texts of a JSONL file: the PaDeLLM-NER data, read (and checked) as ``convert`` reads it, when its first
+    line is an array, else ``{"text": ...}`` lines; a ValueError naming the first line that is neither."""
+    from ..training.readers.padellm_jsonl import read_padellm_records
+
+    with path.open(encoding="utf8") as f:
+        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+    if lines and lines[0][1].lstrip().startswith("["):
+        return [record.text for record in read_padellm_records(path, show_progress=False)]
+    texts = []
+    for i, line in lines:
+        rec = json.loads(line)
+        if not (isinstance(rec, dict) and isinstance(rec.get("text"), str)):
+            raise ValueError(f"{path}, line {i}: expected {{\"text\": ...}} or [text, [start, end, mention, label], "
+                             f"...], got {line.strip()[:80]!r}")
+        texts.append(rec["text"])
+    return texts
 
 
 def model_folder(model: str) -> Path:

@@ -121,6 +121,8 @@ def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torc
 
 
 Ranges = Sequence[Tuple[torch.Tensor, torch.Tensor]]
+# The methods that store every matrix (and the LM head) in one kind of weight, with no activation ranges.
+_WHOLE = {"bf16": Bf16Weight, WEIGHT_ONLY: Int8WeightOnly}
 
 
 def _check(method: str) -> None:
@@ -132,7 +134,7 @@ def quantize_layers(layers: List[Layer], method: str, ranges: Optional[Ranges] =
     """Copies of ``layers`` whose matrices are quantized by ``method`` (one of ``QUANTIZATIONS``); for int8, smoothed
     first by ``ranges`` (per layer, the input ranges of ``wqkv`` and ``wgu``) if given."""
     _check(method)
-    whole = {"bf16": Bf16Weight, WEIGHT_ONLY: Int8WeightOnly}.get(method)
+    whole = _WHOLE.get(method)
     if whole is not None:  # exact enough without smoothing: bfloat16 keeps a range per value, int8 one per row
         return [dataclasses.replace(layer, **{name: whole(getattr(layer, name)) for name in _BF16_WEIGHTS})
                 for layer in layers]
@@ -150,5 +152,4 @@ def quantize_head(lm_head: torch.Tensor, method: str):
     _check(method)
     if not isinstance(lm_head, torch.Tensor):
         return lm_head
-    kinds = {"bf16": Bf16Weight, "int8-head": Int8Weight, WEIGHT_ONLY: Int8WeightOnly}
-    return kinds.get(method, lambda w: w)(lm_head)
+    return {**_WHOLE, "int8-head": Int8Weight}.get(method, lambda w: w)(lm_head)

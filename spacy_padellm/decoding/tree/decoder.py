@@ -161,13 +161,16 @@ class TreeDecoder(GenerateMixin):
                  "span_source": "span_source", "inflight_batches": "inflight_batches", "speculate": "speculate",
                  "max_cache_mb": "max_cache_mb"}
 
+    def current_settings(self) -> DecodeSettings:
+        """This decoder's settings as its attributes and levers are now."""
+        return self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()},
+                                     **self.levers.settings())
+
     def variant(self, **changes) -> "TreeDecoder":
         """A decoder with this one's settings (as its attributes are now) but ``changes`` (settings keys), on the
         same weights and the same KV caches (so a variant costs no GPU memory of its own; the two must not decode
         at the same time)."""
-        current = self.settings.replace(**{key: getattr(self, attr) for attr, key in self._SETTINGS.items()},
-                                        **self.levers.settings())
-        other = TreeDecoder(self.lm, self.encoder, current.replace(**changes), model=self.model,
+        other = TreeDecoder(self.lm, self.encoder, self.current_settings().replace(**changes), model=self.model,
                             mention_trie_options=self.levers.trie_options)
         other._pools = self._pools
         return other
