@@ -44,7 +44,7 @@ from .packing import model_mask
 from .settings import TrainConfigError, TrainSettings, check_inputs
 from .tokenizer_check import split_whole_words
 
-__all__ = ["train"]
+__all__ = ["train", "lr_factor"]
 
 
 @dataclass
@@ -272,7 +272,7 @@ def _build_model(state: _TrainState, source) -> None:
 
 def _build_optimizer(state: _TrainState) -> None:
     """AdamW, and a schedule of linear warm-up then cosine decay to zero when training stops: at
-    ``total_steps``, or at ``max_minutes`` if that comes first (the decay follows whichever is further on)."""
+    ``total_steps``, or at ``max_minutes`` if that comes first (warm-up and decay follow whichever is further on)."""
     import torch
 
     settings = state.settings
@@ -284,21 +284,28 @@ def _build_optimizer(state: _TrainState) -> None:
     warmup = int(total_steps * settings.warmup_ratio)
 
     def lr_lambda(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * _progress(state, step, warmup, total_steps)))
+        return lr_factor(step, warmup, total_steps, _time_fraction(state))
 
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, lr_lambda)
     state.total_steps = total_steps
 
 
-def _progress(state: _TrainState, step: int, warmup: int, total_steps: int) -> float:
-    """How far the decay is, from 0 to 1: by steps, or by time under a ``max_minutes`` limit if further."""
-    progress = (step - warmup) / max(1, total_steps - warmup)
+def lr_factor(step: int, warmup: int, total_steps: int, time_fraction: float = 0.0) -> float:
+    """The learning rate's factor at ``step``: linear warm-up over ``warmup`` steps, then cosine decay to zero at
+    ``total_steps``. Under a time limit ``time_fraction`` (the share of it spent) counts as that share of
+    ``total_steps`` when it is further on, so warm-up and decay both fit the time a run gets, whatever its epochs."""
+    at = max(float(step), time_fraction * total_steps)
+    if at < warmup:
+        return (at + 1) / max(1, warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (at - warmup) / max(1, total_steps - warmup))))
+
+
+def _time_fraction(state: _TrainState) -> float:
+    """The share of the ``max_minutes`` limit spent so far (0 without a limit or before the loop starts)."""
     minutes = state.settings.max_minutes
-    if minutes and state.t0:
-        progress = max(progress, (time.time() - state.t0) / (60 * minutes))
-    return min(1.0, progress)
+    if not minutes or not state.t0:
+        return 0.0
+    return (time.time() - state.t0) / (60 * minutes)
 
 
 def _start_or_resume(state: _TrainState) -> None:

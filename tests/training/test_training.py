@@ -261,18 +261,26 @@ def test_nonzero_repeat_repeats_only_examples_with_mentions():
     assert len(once) == 2 and thrice == [once[0]] * 3 + [once[1]]
 
 
-def test_learning_rate_decays_to_zero_by_the_time_limit(monkeypatch):
+def test_learning_rate_warms_up_and_decays_to_zero_within_the_time_limit(monkeypatch):
     from types import SimpleNamespace
 
     from spacy_padellm.training import trainer
+    from spacy_padellm.training.trainer import lr_factor
+
+    # By steps alone: warm-up over 30 steps, half-way down at the middle of the decay, zero at the end.
+    assert lr_factor(0, 30, 1000) == pytest.approx(1 / 30) and lr_factor(29, 30, 1000) == 1.0
+    assert lr_factor(515, 30, 1000) == pytest.approx(0.5) and lr_factor(1000, 30, 1000) == 0.0
+    # A time limit far shorter than the epochs: warm-up ends after 3% of the time, not 3% of the steps,
+    # half the time is half-way down (a little past it), and the limit is zero.
+    assert lr_factor(10, 300, 10000, time_fraction=0.03) == 1.0
+    assert lr_factor(10, 300, 10000, time_fraction=0.5) == pytest.approx(0.5, abs=0.03)
+    assert lr_factor(10, 300, 10000, time_fraction=1.0) == 0.0
+    assert lr_factor(10, 300, 10000, time_fraction=0.01) == pytest.approx(101 / 300)
 
     clock = [1000.0]
     monkeypatch.setattr(trainer.time, "time", lambda: clock[0])
     state = SimpleNamespace(settings=SimpleNamespace(max_minutes=10.0), t0=1000.0)
-    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.01)  # steps further than time
     clock[0] += 300.0
-    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.5)  # half the time limit: half-way down
-    clock[0] += 900.0
-    assert trainer._progress(state, 10, 0, 1000) == 1.0
+    assert trainer._time_fraction(state) == pytest.approx(0.5)
     state.settings.max_minutes = None
-    assert trainer._progress(state, 10, 0, 1000) == pytest.approx(0.01)
+    assert trainer._time_fraction(state) == 0.0
