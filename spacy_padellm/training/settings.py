@@ -50,7 +50,7 @@ class TrainSettings:
     seed: int = 0
     epochs: float = 3.0
     max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None  # stop (evaluate, save) once training has run this long
+    max_minutes: Optional[float] = None  # stop (evaluate, save) once training has run this long; the schedule fits it
     batch_size: int = 32
     grad_accum: int = 1
     lr: float = 2e-4

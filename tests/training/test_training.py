@@ -271,7 +271,7 @@ def test_learning_rate_warms_up_and_decays_to_zero_within_the_time_limit(monkeyp
     assert lr_factor(0, 30, 1000) == pytest.approx(1 / 30) and lr_factor(29, 30, 1000) == 1.0
     assert lr_factor(515, 30, 1000) == pytest.approx(0.5) and lr_factor(1000, 30, 1000) == 0.0
     # A time limit far shorter than the epochs: warm-up ends after 3% of the time, not 3% of the steps,
-    # half the time is half-way down (a little past it), and the limit is zero.
+    # at half the time the rate is about half (a little above: warm-up took 3%), and at the limit zero.
     assert lr_factor(10, 300, 10000, time_fraction=0.03) == 1.0
     assert lr_factor(10, 300, 10000, time_fraction=0.5) == pytest.approx(0.5, abs=0.03)
     assert lr_factor(10, 300, 10000, time_fraction=1.0) == 0.0
