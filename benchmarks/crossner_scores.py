@@ -9,7 +9,8 @@ A row holds span P/R/F1 as ``spacy evaluate`` (``ents_p/r/f``) or ``python -m sp
 them, the number of gold test entities, and the true positives and predictions derived from them
 (``tp = r * gold``, ``pred = tp / p``), which the micro-average pools.
 
-``python benchmarks/crossner_scores.py REPORT.json [REPORT.json ...]`` prints their table side by side.
+``python benchmarks/crossner_scores.py REPORT.json [REPORT.json ...] [--plot OUT.png]`` prints their table side by
+side and, with ``--plot``, draws their test F1 per domain as bars side by side.
 """
 
 from __future__ import annotations
@@ -84,21 +85,28 @@ def render_table(reports: Mapping[str, Optional[Mapping[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_plot(report: Mapping[str, Any], path: Path) -> None:
-    """Test F1 per domain (and the micro-average) as bars."""
+def render_plot(reports: Mapping[str, Mapping[str, Any]], path: Path) -> None:
+    """Test F1 per domain and the micro- and macro-averages as bars, one bar per report side by side
+    (``reports`` maps a legend title to a report; a domain a report lacks gets no bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(report["domains"]) + ["micro"]
-    values = [report["domains"][n]["f"] for n in report["domains"]] + [report["average"]["micro"]["f"] or 0.0]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bars = ax.bar(names, [100 * v for v in values], color=["tab:blue"] * (len(names) - 1) + ["tab:gray"])
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    names = [d for d in DOMAINS if any(d in r["domains"] for r in reports.values())] + ["micro", "macro"]
+    width = 0.8 / len(reports)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(names) * len(reports) ** 0.5), 4.2))
+    for i, (title, report) in enumerate(reports.items()):
+        rows = {**report["domains"], **report["average"]}
+        xs = [k + (i - (len(reports) - 1) / 2) * width for k, n in enumerate(names) if (rows.get(n) or {}).get("f")]
+        ys = [100 * rows[n]["f"] for n in names if (rows.get(n) or {}).get("f")]
+        bars = ax.bar(xs, ys, width, label=title)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("test span F1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"CrossNER: {report['system']}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("CrossNER, test split", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -111,13 +119,22 @@ def write_report(report: Mapping[str, Any], output: Path, extras: bool = True) -
     table = render_table({report["system"]: report})
     if extras:
         output.with_suffix(".md").write_text(table)
-        render_plot(report, output.with_suffix(".png"))
+        render_plot({report["system"]: report}, output.with_suffix(".png"))
     return table
 
 
 def main(argv: List[str]) -> int:
-    reports = [json.loads(Path(path).read_text()) for path in argv]
-    print(render_table({r["system"]: r for r in reports}), end="")
+    """``REPORT.json [REPORT.json ...] [--plot OUT.png]``: their table side by side, and with ``--plot`` their bars."""
+    plot = None
+    if "--plot" in argv:
+        at = argv.index("--plot")
+        if at + 1 >= len(argv):
+            raise SystemExit("--plot needs a PNG path")
+        plot, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2:]
+    reports = {r["system"]: r for r in (json.loads(Path(path).read_text()) for path in argv)}
+    print(render_table(reports), end="")
+    if plot is not None:
+        render_plot(reports, plot)
     return 0
 
 

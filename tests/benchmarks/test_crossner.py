@@ -131,3 +131,16 @@ def test_table_of_saved_reports(crossner_run, tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| domain | spaCy ner P |") and lines[0].endswith("| padellm F1 |")
     assert lines[3] == "| music |  |  |  | 100.00 | 100.00 | 100.00 |"
+
+
+def test_plot_of_several_reports(tmp_path, capsys):
+    row = domain_row({"ents_p": 0.5, "ents_r": 0.5, "ents_f": 0.5}, n_gold=4)
+    for name, domains in (("spaCy ner", {"ai": row, "music": row}), ("padellm", {"music": row})):
+        report = {"system": name, "domains": domains, "average": averages(domains)}
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    png = tmp_path / "both.png"
+    assert table_main([str(tmp_path / "spaCy ner.json"), str(tmp_path / "padellm.json"), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out.splitlines()[2] == "| ai | 50.00 | 50.00 | 50.00 |  |  |  |"
+    with pytest.raises(SystemExit, match="--plot needs"):
+        table_main([str(tmp_path / "padellm.json"), "--plot"])
