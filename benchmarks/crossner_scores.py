@@ -95,11 +95,12 @@ def render_plot(reports: Mapping[str, Mapping[str, Any]], path: Path) -> None:
 
     names = [d for d in DOMAINS if any(d in r["domains"] for r in reports.values())] + ["micro", "macro"]
     width = 0.8 / len(reports)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(names) * len(reports) ** 0.5), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * len(names) + 0.8 * len(reports)), 4.2))
     for i, (title, report) in enumerate(reports.items()):
         rows = {**report["domains"], **report["average"]}
-        xs = [k + (i - (len(reports) - 1) / 2) * width for k, n in enumerate(names) if (rows.get(n) or {}).get("f")]
-        ys = [100 * rows[n]["f"] for n in names if (rows.get(n) or {}).get("f")]
+        have = [k for k, n in enumerate(names) if (rows.get(n) or {}).get("f") is not None]  # 0 is a bar, None not
+        xs = [k + (i - (len(reports) - 1) / 2) * width for k in have]
+        ys = [100 * rows[names[k]]["f"] for k in have]
         bars = ax.bar(xs, ys, width, label=title)
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(range(len(names)), names)
