@@ -44,9 +44,11 @@ def _jsonl_texts(path: Path) -> List[str]:
     from ..training.readers.padellm_jsonl import read_padellm_records
 
     with path.open(encoding="utf8") as f:
-        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
-    if lines and lines[0][1].lstrip().startswith("["):
+        first = next((line for line in f if line.strip()), "")
+    if first.lstrip().startswith("["):  # read once, by convert's reader, not also here
         return [record.text for record in read_padellm_records(path, show_progress=False)]
+    with path.open(encoding="utf8") as f:
+        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
     texts = []
     for i, line in lines:
         rec = json.loads(line)

@@ -107,14 +107,14 @@ def test_bf16_keeps_every_matrix_in_bfloat16_and_finds_the_same_entities(trained
     model, _ = trained
     (want, _), (got, decoder) = _decode(trained, None), _decode(trained, "bf16")
     assert got == want and sum(map(len, want)) > 0
-    lm = decoder.lm
+    lm, full = decoder.lm, StaticLM.from_hf(model)
     assert all(isinstance(getattr(l, name), Bf16Weight) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
     assert isinstance(lm.lm_head, Bf16Weight) and lm.embed.dtype == torch.float32
     assert lm.layers[0].ln1.dtype == torch.float32 and lm.k_cache[0].dtype == torch.bfloat16
-    assert lm.twin().dtype == torch.bfloat16 and lm.cell_bytes * 2 == StaticLM.from_hf(model).cell_bytes
-    assert lm.row_block == lm.twin().row_block > 0 and StaticLM.from_hf(model).row_block is None
+    assert lm.twin().dtype == torch.bfloat16 and lm.cell_bytes * 2 == full.cell_bytes
+    assert lm.row_block == lm.twin().row_block > 0 and full.row_block is None
     hidden = torch.randn(3, lm.embed.shape[1])
-    want = StaticLM.from_hf(model).logits(hidden)
+    want = full.logits(hidden)
     assert lm.logits(hidden).dtype == torch.float32
     assert ((lm.logits(hidden) - want).abs().max() / want.abs().max()) < 0.02
 
