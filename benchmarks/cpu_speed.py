@@ -21,7 +21,8 @@ and label, micro) over all its sentences. ``--peer`` adds a spaCy pipeline (its 
 transition-based ``ner`` takes the same steps whatever its weights); ``--peer-encoder`` times the encoder anchor
 (``encoder_anchor.py``: RoBERTa-base's token classifier, random weights, speed only) in float32 and, on a CPU with
 bfloat16 matrix instructions, in bfloat16, tokenising with the pipeline's tokenizer. Writes JSON (``--output``) and a
-PNG next to it.
+PNG next to it. ``--also-model`` adds another model's variants (named ``MODEL/VARIANT``), timed in the same
+rotation, for a side-by-side comparison of two models.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ class Contender:
         self.preds.extend(docs)
 
 
-def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender], Dict[str, Any], Any]:
-    """A contender per variant, all on one pipeline and one set of weights; what was loaded; and its tokenizer."""
+def padellm_contenders(model: str, names: Sequence[str], prefix: str = "") -> Tuple[List[Contender], Dict[str, Any], Any]:
+    """A contender per variant, all on one pipeline and one set of weights (each named ``prefix`` + variant); what
+    was loaded; and its tokenizer."""
     import spacy
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -137,8 +139,13 @@ def padellm_contenders(model: str, names: Sequence[str]) -> Tuple[List[Contender
                 lm.release()
             return docs
 
-        out.append(Contender(name, description, annotate))
+        out.append(Contender(prefix + name, f"{model}, {description}" if prefix else description, annotate))
     return out, info, tokenizer
+
+
+def model_prefix(model: str) -> str:
+    """The name an ``--also-model`` model's variants carry: its shipped name or folder name, and a slash."""
+    return f"{model.split(':', 1)[-1].rstrip('/').rsplit('/', 1)[-1]}/"
 
 
 def peer_contender(path: Optional[str], untrained: bool) -> Optional[Contender]:
@@ -264,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=int, default=500, help="the first N sentences (default 500)")
     p.add_argument("--chunk", type=int, default=125, help="sentences per nlp.pipe call (default 125)")
     p.add_argument("--model", default="padellm:conll03-smollm2-135m")
+    p.add_argument("--also-model", action="append", default=[], metavar="MODEL",
+                   help="another model whose variants are timed in the same rotation (repeatable)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, the cores)")
     p.add_argument("--peer", default=None, help="a trained spaCy pipeline with ner to time alongside")
@@ -289,6 +298,10 @@ def run(args) -> Dict[str, Any]:
     gold = load_conll03(args.data, args.docs)
     texts = [text for text, _ in gold]
     contenders, info, tokenizer = padellm_contenders(args.model, names)
+    also = {}
+    for model in args.also_model:
+        more, also[model], _ = padellm_contenders(model, names, model_prefix(model))
+        contenders += more
     peer = peer_contender(args.peer, args.peer_untrained)
     contenders += [peer] if peer else []
     contenders += encoder_contenders(tokenizer, args.encoder_batch_size) if args.peer_encoder else []
@@ -299,7 +312,7 @@ def run(args) -> Dict[str, Any]:
     baseline = "bucketed" if "bucketed" in names else names[0]
     return {"command": shlex.join(["python", "benchmarks/cpu_speed.py"] + sys.argv[1:]),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"), "docs": len(texts), "chunk": args.chunk,
-            "baseline": baseline, "environment": environment(), "pipeline": info,
+            "baseline": baseline, "environment": environment(), "pipeline": info, "also": also,
             "results": results(contenders, gold, baseline)}
 
 

@@ -63,6 +63,18 @@ def test_variants_side_by_side(tiny_model, tmp_path):
     assert main(["--variants", "fp64"]) == 1
 
 
+def test_another_model_is_timed_in_the_same_rotation(tiny_model, tmp_path):
+    out = tmp_path / "two.json"
+    assert main(["--model", str(tiny_model), "--also-model", str(tiny_model), "--data", str(_jsonl(tmp_path / "t.jsonl")),
+                 "--docs", "6", "--chunk", "3", "--variants", "fp32,bf16", "--output", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    other = f"{tiny_model.name}/"
+    assert list(report["results"]) == ["fp32", "bf16", other + "fp32", other + "bf16"]
+    assert report["results"][other + "fp32"]["span"] == report["results"]["fp32"]["span"]
+    assert report["results"][other + "fp32"]["description"].startswith(str(tiny_model))
+    assert list(report["also"]) == [str(tiny_model)] and report["baseline"] == "fp32"
+
+
 def test_encoder_anchor_is_timed_alongside_without_a_score(tiny_model, tmp_path, monkeypatch):
     import encoder_anchor
     from test_encoder_anchor import TINY_SHAPE
