@@ -381,7 +381,7 @@ def test_plugged_in_engine_and_exact_offsets_reach_the_doc(tiny_base):
         return [(tok(outputs[t], add_special_tokens=False)["input_ids"], -0.5, True) for t in texts]
 
     nlp = spacy.blank("en")
-    ner = nlp.add_pipe("padellm_ner", config={"labels": ["LOC"], "decoding": "autoreg_aug"})
+    ner = nlp.add_pipe("padellm_ner", config={"model": None, "labels": ["LOC"], "decoding": "autoreg_aug"})
     ner.set_model(model, tok, ModelSource(location="<fake>", meta={"labels": ["LOC"], "protocol": "autoreg_aug"}),
                   generate=generate)
     docs = list(nlp.pipe(list(outputs)))
