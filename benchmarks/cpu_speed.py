@@ -12,6 +12,8 @@ span writing are the same and only decoding differs. Variants (``VARIANTS``):
 * ``int8-head``: ``quantize`` "int8-head": as ``int8``, and the output layer (LM head) in int8 too;
 * ``bf16``: ``quantize`` "bf16": every matrix and the KV cache in bfloat16, the residual stream and norms in float32
   (fast where the CPU has AMX).
+* ``head-text``, ``bf16-head-text``: ``head_vocab`` "text" (the LM head over the tokens a batch's outputs can be made
+  of), in float32 and with ``quantize`` "bf16".
 
 The first ``--docs`` sentences of the CoNLL03 test set (PaDeLLM JSONL) are cut into chunks of ``--chunk`` sentences;
 each chunk is one ``nlp.pipe`` call per variant, the variants' order rotating from chunk to chunk, so that machine
@@ -48,6 +50,8 @@ VARIANTS: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
     "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8"}, {}),
     "int8-head": ("int8 weights and LM head (`quantize` \"int8-head\")", {"quantize": "int8-head"}, {}),
     "bf16": ("bf16 matrices and KV cache (`quantize` \"bf16\")", {"quantize": "bf16"}, {}),
+    "head-text": ("fp32, the LM head over the batch's own tokens (`head_vocab` \"text\")", {"head_vocab": "text"}, {}),
+    "bf16-head-text": ("bf16, and `head_vocab` \"text\"", {"quantize": "bf16", "head_vocab": "text"}, {}),
 }
 UNSMOOTHED = ("int8-unsmoothed",)  # built without the model's activation ranges
 

@@ -40,7 +40,7 @@ from .architectures import Layer
 from .settings import QUANTIZATIONS
 from .smoothing import SMOOTH_ALPHA, smooth_layer
 
-__all__ = ["QUANTIZATIONS", "WEIGHT_ONLY", "Bf16Weight", "Int8Weight", "Int8WeightOnly", "cpu_has_bf16", "linear",
+__all__ = ["QUANTIZATIONS", "WEIGHT_ONLY", "Bf16Weight", "Int8Weight", "Int8WeightOnly", "cpu_has_bf16", "head_rows", "linear",
            "quantize_layers", "quantize_head"]
 
 # The matrices of a layer that int8 quantizes. Not the MLP's down projection: its inputs (gate x up) carry outlier
@@ -118,6 +118,16 @@ def linear(x: torch.Tensor, weight, bias: Optional[torch.Tensor] = None) -> torc
     if isinstance(weight, torch.Tensor):
         return F.linear(x, weight, bias)
     return weight.linear(x, bias)
+
+
+def head_rows(weight, ids: torch.Tensor):
+    """The rows ``ids`` of an LM head, as a weight of its kind (float, or ``Bf16Weight``); None for an int8 head,
+    whose rows are not kept apart."""
+    if isinstance(weight, torch.Tensor):
+        return weight.index_select(0, ids)
+    if isinstance(weight, Bf16Weight):
+        return Bf16Weight(weight.weight.index_select(0, ids))
+    return None
 
 
 Ranges = Sequence[Tuple[torch.Tensor, torch.Tensor]]

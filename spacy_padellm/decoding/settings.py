@@ -205,6 +205,14 @@ class DecodeSettings:
         "(the LM head too) and the KV cache in bfloat16, the residual stream, norms and softmax in float32: the "
         "fastest on a CPU with Intel AMX (measured: docs/results-speed.md), slower on one without bfloat16 matrix "
         "instructions; null: the model's own weights"))
+    head_vocab: Optional[str] = _setting(None, one_of(None, "text"), (
+        'static engine without CUDA graphs (the CPU): `"text"` computes the output layer (LM head) only over the '
+        "tokens a batch's outputs can be made of: its prompts' tokens, each word of its texts encoded alone, the "
+        "counts and EOS; "
+        "a token outside them can no longer be chosen and log-probabilities are normalised over them. Faster with "
+        "a large vocabulary (Gemma 3: 262k entries, a quarter of the default model's CPU time), not exact "
+        "(docs/results-conll03.md); a float or bfloat16 head only (not with `\"int8-head\"`); steered outputs "
+        "(the levers) still choose over the whole vocabulary; null: the whole vocabulary"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

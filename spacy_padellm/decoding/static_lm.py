@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
-from .quantize import WEIGHT_ONLY, cpu_has_bf16, linear, quantize_head, quantize_layers
+from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
@@ -161,6 +161,9 @@ class StaticLM:
         scale = cfg.get("embed_scale")
         self.embed_scale = None if scale is None else torch.tensor(scale).to(device=embed.device, dtype=embed.dtype)
         self.final_softcap = cfg.get("final_softcap")
+        # ``restrict_head``: the token ids the greedy choice is made among, and the LM head's rows of them
+        self._head_ids: Optional[torch.Tensor] = None
+        self._head_rows = None
         self.device = embed.device
         self.dtype = embed.dtype  # of the KV cache and attention ("bf16" makes it bfloat16 on a float32 model)
         self.n_heads = cfg["n_heads"]
@@ -468,10 +471,29 @@ class StaticLM:
         return _add_linear(x, self.act(gate) * up, layer.wd, None)
 
     def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The argmax token after each final hidden state, and its log-probability."""
+        """The argmax token after each final hidden state, and its log-probability (under ``restrict_head``: among
+        its tokens, and normalised over them)."""
+        if self._head_rows is not None:
+            logits = final_logits(linear(hidden, self._head_rows).float(), self.final_softcap)
+            top, idx = logits.max(dim=-1)
+            return self._head_ids[idx], top - torch.logsumexp(logits, dim=-1)
         logits = self.logits(hidden)
         top, tok = logits.max(dim=-1)
         return tok, top - torch.logsumexp(logits, dim=-1)
+
+    def restrict_head(self, ids: Optional[Sequence[int]]) -> bool:
+        """Make the greedy choice of the passes that follow among ``ids`` alone (token ids), computing the LM head
+        over their rows only; None: over the whole vocabulary again. Only where passes run eagerly (a CUDA graph
+        holds the whole head) and the head is float or bfloat16 (an int8 head is left whole). Returns whether the
+        head is restricted. Steered outputs (the levers) still choose over the whole vocabulary."""
+        self._head_ids = self._head_rows = None
+        if ids is None or self.use_graphs:
+            return False
+        index = torch.as_tensor(sorted(set(ids)), dtype=torch.long, device=self.device)
+        rows = head_rows(self.lm_head, index)
+        if rows is not None:
+            self._head_ids, self._head_rows = index, rows
+        return rows is not None
 
     def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
         """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S

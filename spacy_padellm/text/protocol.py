@@ -256,6 +256,7 @@ class PromptEncoder:
         self._encoding = _Shortcut()
         self._decoding = _Shortcut()
         self._mention_chunks = ChunkedEncoder(self._encode_many)
+        self._token_texts: Optional[Dict[str, List[int]]] = None  # ``token_texts``
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -338,6 +339,17 @@ class PromptEncoder:
         """``[mention(m) for m in mentions]``: in one batch, or joined from the cached ids of their whitespace
         chunks once that is checked to give the same ids (``chunks``)."""
         return self._mention_chunks.encode(mentions)
+
+    def token_texts(self) -> Dict[str, List[int]]:
+        """Each token's text, decoded alone, -> the ids that decode to it; built once (about a second and a half
+        for a vocabulary of 262k entries)."""
+        if self._token_texts is None:
+            tok = self.tokenizer
+            texts: Dict[str, List[int]] = {}
+            for i, text in enumerate(tok.batch_decode([[i] for i in range(len(tok))])):
+                texts.setdefault(text, []).append(i)
+            self._token_texts = texts
+        return self._token_texts
 
     def ends_count(self, token_id: int) -> bool:
         """Whether a generated token ends a count step: EOS, or a token holding the count terminator."""

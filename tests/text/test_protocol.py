@@ -99,3 +99,13 @@ def test_small_and_large_batches_take_either_backend_path_with_the_same_results(
         protocol._backend_batch = real
     assert paths == ["batch", "batch", "items", "items"]
     assert enc._encoding.ok and enc._decoding.ok
+
+
+def test_token_texts_map_each_tokens_text_to_its_ids():
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    texts = enc.token_texts()
+    assert enc.token_texts() is texts  # built once
+    tok = enc.tokenizer
+    assert sorted(i for ids in texts.values() for i in ids) == list(range(len(tok)))
+    for i in (0, 1, 100, 5000, len(tok) - 1):
+        assert i in texts[tok.decode([i])]

@@ -48,6 +48,7 @@ class GenerateMixin:
 
     def _generate_chunk(self, lm: StaticLM, chunk: List[int], prompts, results, eos_id: int, max_new_tokens: int):
         """``generate`` for the prompts of one batch on ``lm`` (a generator for ``_drive``)."""
+        lm.restrict_head(None)  # free text: the whole vocabulary
         tb = TreeBatch(lm, len(chunk), max(len(prompts[i]) for i in chunk) + 16)
         live = {}
         for d, i in enumerate(chunk):

@@ -1,0 +1,91 @@
+"""``head_vocab`` "text": the LM head over the tokens a batch's outputs can be made of, on the CPU."""
+
+import numpy as np
+import spacy
+import torch
+
+import tiny
+from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.decoding.tree import TreeDecoder
+from spacy_padellm.decoding.types import DocRequest
+
+LIMITS = dict(max_count=5, max_mention_tokens=8)
+
+
+def _pass(lm, ids):
+    n = len(ids)
+    lm.reserve(1, n)
+    return lm.step(np.array([ids]), np.arange(n)[None], np.arange(n)[None],
+                   np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
+
+
+def test_restricted_head_chooses_among_its_tokens_and_normalises_over_them(tiny_trained):
+    model, enc = tiny_trained
+    ids = enc.prefix(tiny.SENTENCES[1][0]) + enc.label("PER")
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    lm = StaticLM.from_hf(model)
+    full_tok, full_lp = _pass(lm, ids)
+    best = set(full_tok[0].tolist())
+    allowed = sorted(best | {0, 1, 2})
+    assert lm.restrict_head(allowed)
+    tok, lp = _pass(lm, ids)
+    assert (tok == full_tok).all()
+    np.testing.assert_allclose(lp[0], torch.log_softmax(logits[:, allowed], -1).max(-1).values.numpy(), atol=1e-4)
+    assert (lp >= full_lp - 1e-5).all() and (lp > full_lp + 1e-3).any()
+    others = [t for t in range(logits.shape[-1]) if t not in best][:40]
+    lm.restrict_head(others)
+    tok, _ = _pass(lm, ids)
+    assert (tok[0] == np.array(others)[logits[:, others].argmax(-1).numpy()]).all()
+    assert not lm.restrict_head(None)
+    tok, lp = _pass(lm, ids)
+    assert (tok == full_tok).all() and np.allclose(lp, full_lp)
+
+
+def test_int8_head_stays_whole_and_bf16_head_is_restricted(tiny_trained):
+    model, enc = tiny_trained
+    for method, restricted in (("int8-head", False), ("bf16", True)):
+        lm = StaticLM.from_hf(model)
+        lm.quantize(method)
+        assert lm.restrict_head([0, 1, 2]) is restricted
+
+
+def test_text_head_vocab_finds_the_same_entities(tiny_trained):
+    model, enc = tiny_trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES] + [DocRequest("Bonn and Amman .", ["LOC"])]
+
+    def entities(results):
+        return [sorted((p.label, p.k, p.text) for p in r.predictions) for r in results]
+
+    whole = entities(TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests))
+    lm = StaticLM.from_hf(model)
+    tree = TreeDecoder(lm, enc, head_vocab="text", **LIMITS)
+    assert entities(tree.decode(requests)) == whole and sum(map(len, whole)) > 10
+    assert lm._head_rows is None  # the whole head again once a batch is done
+    assert tree.current_settings().head_vocab == "text"
+
+
+def test_head_vocab_holds_the_prompts_words_pieces_counts_and_eos(tiny_trained):
+    model, enc = tiny_trained
+    tree = TreeDecoder(StaticLM.from_hf(model), enc, head_vocab="text", **LIMITS)
+    text = "Peter Blackburn met 'Macho' in Bonn ."
+    prefixes = [enc.prefix(text)]
+    vocab = set(tree._head_vocab([DocRequest(text, ["PER", "LOC"])], prefixes))
+    assert set(prefixes[0]) | set(enc.label("PER")) | set(enc.label("LOC")) <= vocab
+    assert set(enc.mention("Blackburn")) | set(enc.mention("Macho")) | set(enc.mention("Bonn")) <= vocab
+    assert {t for n in range(LIMITS["max_count"] + 1) for t in enc.count(n)} | {enc.eos_id} <= vocab
+    # the ways to write a word other than its own encoding ("B" "lack" "burn"): "bur", "ck", "la", ...
+    tok = enc.tokenizer
+    pieces = {i for i in range(len(tok)) if tok.decode([i]) and tok.decode([i]) in "Blackburn"}
+    assert pieces - set(enc.mention("Blackburn")) - set(enc.mention(" Blackburn")) and pieces <= vocab
+    assert len(vocab) < len(tok)
+
+
+def test_component_takes_head_vocab(tiny_model):
+    texts = [t for t, _ in tiny.SENTENCES]
+    found = {}
+    for head_vocab in (None, "text"):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), "device": "cpu", "head_vocab": head_vocab})
+        found[head_vocab] = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    assert found["text"] == found[None] and sum(map(len, found[None])) > 10
