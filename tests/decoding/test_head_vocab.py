@@ -65,22 +65,6 @@ def test_text_head_vocab_finds_the_same_entities(tiny_trained):
     assert tree.current_settings().head_vocab == "text"
 
 
-def test_head_vocab_holds_the_prompts_words_pieces_counts_and_eos(tiny_trained):
-    model, enc = tiny_trained
-    tree = TreeDecoder(StaticLM.from_hf(model), enc, head_vocab="text", **LIMITS)
-    text = "Peter Blackburn met 'Macho' in Bonn ."
-    prefixes = [enc.prefix(text)]
-    vocab = set(tree._head_vocab([DocRequest(text, ["PER", "LOC"])], prefixes))
-    assert set(prefixes[0]) | set(enc.label("PER")) | set(enc.label("LOC")) <= vocab
-    assert set(enc.mention("Blackburn")) | set(enc.mention("Macho")) | set(enc.mention("Bonn")) <= vocab
-    assert {t for n in range(LIMITS["max_count"] + 1) for t in enc.count(n)} | {enc.eos_id} <= vocab
-    # the ways to write a word other than its own encoding ("B" "lack" "burn"): "bur", "ck", "la", ...
-    tok = enc.tokenizer
-    pieces = {i for i in range(len(tok)) if tok.decode([i]) and tok.decode([i]) in "Blackburn"}
-    assert pieces - set(enc.mention("Blackburn")) - set(enc.mention(" Blackburn")) and pieces <= vocab
-    assert len(vocab) < len(tok)
-
-
 def test_component_takes_head_vocab(tiny_model):
     texts = [t for t, _ in tiny.SENTENCES]
     found = {}

@@ -22,9 +22,7 @@ check that all three agree.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..constraints import MentionTrie
@@ -35,8 +33,8 @@ from ..levers import Levers
 from ..settings import DecodeSettings
 from ..static_lm import StaticLM, bucket
 from ..types import DecoderStats, DocRequest, DocResult, MentionPrediction
-from ...text.chunks import chunks_of
 from ...text.protocol import PromptEncoder, parse_mention
+from ...text.vocab import batch_vocabulary
 from .batch import TreeBatch, _Subtree
 from .drafts import (MentionDrafter, count_chains, count_draft_cols, count_subtree, feed_count_draft,
                      feed_count_drafts, span_drafts_of, span_starts, within_budget)
@@ -45,10 +43,6 @@ from .levers import BatchLevers
 from .scheduler import chunks, drive
 
 __all__ = ["TreeDecoder"]
-
-
-MAX_PIECE_WORD = 24  # ``_pieces_within`` looks inside the first 24 characters of a word
-_PIECES = re.compile(r"\w+|[^\w\s]")  # runs of letters or digits, and every other character but whitespace
 
 
 @dataclass
@@ -151,8 +145,7 @@ class TreeDecoder(GenerateMixin):
         self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see drafts.count_subtree)
         self._drafter = MentionDrafter(encoder)
         self.speculate = s.speculate
-        self.head_vocab = s.head_vocab  # "text": the LM head over a batch's own tokens (``_head_vocab``)
-        self._count_ids: Dict[int, set] = {}  # max_count -> the tokens of the counts 0 .. max_count
+        self.head_vocab = s.head_vocab  # "text": the LM head over a batch's own tokens (text/vocab.py)
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
         self._term = term[0] if s.speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
@@ -308,7 +301,8 @@ class TreeDecoder(GenerateMixin):
         each document's span drafts when already found (``_span_candidates``)."""
         drafting = len(requests) <= self.draft_max_docs
         texts = [req.text for req in requests]
-        lm.restrict_head(self._head_vocab(requests, prefixes) if self.head_vocab == "text" else None)
+        lm.restrict_head(batch_vocabulary(self.encoder, [(req.text, req.labels) for req in requests], prefixes,
+                                          self.max_count) if self.head_vocab == "text" else None)
         tb, counts = self._first_pass(lm, requests, prefixes, cols_hint, texts, spans, drafting)
         out = yield tb
         dedupe = tb.levers is not None and tb.levers.levers.dedupe_mentions
@@ -336,42 +330,6 @@ class TreeDecoder(GenerateMixin):
             order = {label: i for i, label in enumerate(req.labels)}
             res.predictions.sort(key=lambda p: (order[p.label], p.k))
         lm.restrict_head(None)
-
-    def _pieces_within(self, words) -> set:
-        """Every token whose text is part of one of ``words`` (stripped), or a space and a beginning of one: the
-        tokens of the ways to write a word other than its own encoding, which a model may choose."""
-        texts = self.encoder.token_texts()
-        found = set()
-        for word in {w.strip()[:MAX_PIECE_WORD] for w in words}:
-            for i in range(len(word)):
-                for j in range(i + 1, len(word) + 1):
-                    found.update(texts.get(word[i:j], ()))
-                found.update(texts.get(" " + word[: i + 1], ()))
-        return found
-
-    def _head_vocab(self, requests, prefixes) -> List[int]:
-        """The tokens a batch's outputs can be made of (``head_vocab`` "text"): its prompts' and label prompts'
-        tokens, each whitespace chunk of its texts encoded alone with and without the whitespace before it (a
-        mention's first word has none) and each run of letters or digits and each other character alone, every
-        count the decoder reads, and the tokenizer's special tokens (EOS among them)."""
-        enc = self.encoder
-        ids = set(chain.from_iterable(prefixes))
-        words = set()
-        for req in requests:
-            ids.update(chain.from_iterable(enc.label(label) for label in req.labels))
-            found = chunks_of(req.text) or req.text.split()
-            words.update(found)
-            words.update(w.lstrip() for w in found)
-            words.update(_PIECES.findall(req.text))  # a mention may start or end inside a chunk ("'Macho'")
-        words.discard("")
-        ids.update(chain.from_iterable(enc.mentions(sorted(words))))
-        ids.update(self._pieces_within(words))
-        if self.max_count not in self._count_ids:
-            self._count_ids[self.max_count] = {t for n in range(self.max_count + 1) for t in enc.count(n)}
-        ids.update(self._count_ids[self.max_count])
-        ids.add(enc.eos_id)
-        ids.update(getattr(enc.tokenizer, "all_special_ids", ()))
-        return sorted(ids)
 
     def _first_pass(self, lm: StaticLM, requests, prefixes, cols_hint: int, texts, spans, drafting: bool
                     ) -> Tuple[TreeBatch, List[_Count]]:
