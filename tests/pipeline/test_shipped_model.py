@@ -88,45 +88,35 @@ def test_default_pipeline_on_a_repeated_sentence():
     assert [[(e.text, e.start_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)] == single
 
 
-@needs_base
-@needs_data
-def test_default_model_in_bf16_finds_what_float32_finds():
-    """``quantize`` "bf16" on the first 60 CoNLL03 dev sentences: the same entities as float32 on at least 90% of
-    them (measured: 60 of 60 on an Intel Xeon with AMX). On a CPU without bfloat16 instructions it runs slower
-    (and warns), under the same check."""
+def _entities_on_60_dev_sentences(**config):
+    """The default model's entities (start, end, label) on each of the first 60 CoNLL03 dev sentences, on the CPU."""
     import warnings
 
     with CONLL_DEV.open(encoding="utf8") as f:
         texts = [json.loads(line)[0] for _, line in zip(range(60), f)]
-    found = {}
-    for quantize in (None, "bf16"):
-        nlp = spacy.blank("en")
-        nlp.add_pipe("padellm_ner", config={"device": "cpu", "quantize": quantize})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found[quantize] = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
-    same = sum(a == b for a, b in zip(found[None], found["bf16"]))
-    assert sum(map(len, found[None])) > 60 and same >= 54
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"device": "cpu", **config})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+
+
+@pytest.fixture(scope="module")
+def float32_entities():
+    return _entities_on_60_dev_sentences()
 
 
 @needs_base
 @needs_data
-def test_default_model_with_head_vocab_text_finds_what_the_whole_vocabulary_finds():
-    """``head_vocab`` "text" on the first 60 CoNLL03 dev sentences: the same entities as the whole vocabulary on at
-    least 56 of them (measured: 59 of 60; the other: one mention under another label)."""
-    import warnings
-
-    with CONLL_DEV.open(encoding="utf8") as f:
-        texts = [json.loads(line)[0] for _, line in zip(range(60), f)]
-    found = {}
-    for head_vocab in (None, "text"):
-        nlp = spacy.blank("en")
-        nlp.add_pipe("padellm_ner", config={"device": "cpu", "head_vocab": head_vocab})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            found[head_vocab] = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
-    same = sum(a == b for a, b in zip(found[None], found["text"]))
-    assert sum(map(len, found[None])) > 100 and same >= 56
+@pytest.mark.parametrize("config, at_least", [({"quantize": "bf16"}, 54), ({"head_vocab": "text"}, 56)])
+def test_default_model_finds_what_float32_with_the_whole_vocabulary_finds(float32_entities, config, at_least):
+    """On the first 60 CoNLL03 dev sentences, the same entities as float32 with the whole vocabulary on at least
+    ``at_least`` of them. ``quantize`` "bf16": measured 60 of 60 on an Intel Xeon with AMX (on a CPU without bfloat16
+    instructions it runs slower, and warns, under the same check); ``head_vocab`` "text": 59 of 60 (the other: one
+    mention under another label)."""
+    found = _entities_on_60_dev_sentences(**config)
+    same = sum(a == b for a, b in zip(float32_entities, found))
+    assert sum(map(len, float32_entities)) > 100 and same >= at_least
 
 
 @needs_base
