@@ -40,8 +40,8 @@ from .architectures import Layer
 from .settings import QUANTIZATIONS
 from .smoothing import SMOOTH_ALPHA, smooth_layer
 
-__all__ = ["QUANTIZATIONS", "WEIGHT_ONLY", "Bf16Weight", "Int8Weight", "Int8WeightOnly", "cpu_has_bf16", "head_rows", "linear",
-           "quantize_layers", "quantize_head"]
+__all__ = ["QUANTIZATIONS", "WEIGHT_ONLY", "Bf16Weight", "Int8Weight", "Int8WeightOnly", "cpu_has_bf16", "head_rows",
+           "linear", "quantize_layers", "quantize_head"]
 
 # The matrices of a layer that int8 quantizes. Not the MLP's down projection: its inputs (gate x up) carry outlier
 # activations that one 8-bit range per pass cannot hold (quantized too, half of 48 CoNLL03 test sentences changed
