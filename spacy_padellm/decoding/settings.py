@@ -207,10 +207,10 @@ class DecodeSettings:
         "instructions; null: the model's own weights"))
     head_vocab: Optional[str] = _setting(None, one_of(None, "text"), (
         'static engine without CUDA graphs (the CPU): `"text"` computes the output layer (LM head) only over the '
-        "tokens a batch's outputs can be made of: its prompts' tokens, each word of its texts encoded alone, the "
-        "counts and EOS; "
-        "a token outside them can no longer be chosen and log-probabilities are normalised over them. Faster with "
-        "a large vocabulary (Gemma 3: 262k entries, a quarter of the default model's CPU time), not exact "
+        "tokens a batch's outputs can be made of: its prompts' tokens, each word of its texts encoded alone and "
+        "every token whose text lies inside one, the counts and the special tokens (text/vocab.py); a token "
+        "outside them can no longer be chosen and log-probabilities are normalised over them. Faster with a large "
+        "vocabulary (Gemma 3: 262k entries; the default model 1.8x as fast on a CPU), not exact "
         "(docs/results-conll03.md); a float or bfloat16 head only (not with `\"int8-head\"`); steered outputs "
         "(the levers) still choose over the whole vocabulary; null: the whole vocabulary"))
 

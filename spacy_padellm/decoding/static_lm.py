@@ -473,12 +473,10 @@ class StaticLM:
     def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The argmax token after each final hidden state, and its log-probability (under ``restrict_head``: among
         its tokens, and normalised over them)."""
-        if self._head_rows is not None:
-            logits = final_logits(linear(hidden, self._head_rows).float(), self.final_softcap)
-            top, idx = logits.max(dim=-1)
-            return self._head_ids[idx], top - torch.logsumexp(logits, dim=-1)
-        logits = self.logits(hidden)
+        logits = self.logits(hidden, self._head_rows)
         top, tok = logits.max(dim=-1)
+        if self._head_ids is not None:
+            tok = self._head_ids[tok]
         return tok, top - torch.logsumexp(logits, dim=-1)
 
     def restrict_head(self, ids: Optional[Sequence[int]]) -> bool:
@@ -506,9 +504,10 @@ class StaticLM:
         o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
         return o if gather is None else o.index_select(0, gather)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The float32 logits of final hidden states (the LM head, and Gemma's final soft-cap if any)."""
-        return final_logits(linear(hidden, self.lm_head).float(), self.final_softcap)
+    def logits(self, hidden: torch.Tensor, head=None) -> torch.Tensor:
+        """The float32 logits of final hidden states (the LM head, or ``head``: some of its rows, and Gemma's final
+        soft-cap if any)."""
+        return final_logits(linear(hidden, self.lm_head if head is None else head).float(), self.final_softcap)
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
         """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
