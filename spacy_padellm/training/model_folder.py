@@ -15,7 +15,8 @@ __all__ = ["save_model_folder", "base_model_ref", "model_meta", "write_pipeline_
 
 
 def base_model_ref(settings: TrainSettings, source) -> Dict[str, str]:
-    """How ``padellm.json`` names the base model: ``[paths] base_ref``, else its hub id, GGUF file or folder."""
+    """How ``padellm.json`` names the base model: ``[paths] base_ref``, else (training from a model folder) that
+    folder's base when it names a package or hub id, else the base's hub id, GGUF file or folder."""
     if settings.base_ref:
         named = settings.base_ref.get("file")
         if named and named != source.gguf_file:
@@ -24,6 +25,9 @@ def base_model_ref(settings: TrainSettings, source) -> Dict[str, str]:
                 f"{source.gguf_file or source.hub_id or source.base_dir!r}: the model folder would name the wrong "
                 "base. Give the matching base_ref, or --paths.base_ref null to name the base by its path")
         return dict(settings.base_ref)
+    named = source.meta.get("base") if source.folder is not None else None
+    if isinstance(named, dict) and ("package" in named or "hub" in named):  # a model folder's own portable base
+        return dict(named)
     if source.hub_id:
         return {"hub": source.hub_id}
     if source.gguf_file:

@@ -242,11 +242,13 @@ def _build_model(state: _TrainState, source) -> None:
 
     settings = state.settings
     model = load_base_model(source, torch.float32)
-    if source.adapter_dir is not None:  # continue from a LoRA model folder: merge its adapter first
+    if source.adapter_dir is not None and state.lora:
+        model = _continued_adapter(state, model, source.adapter_dir)
+    elif source.adapter_dir is not None:  # full fine-tuning from a LoRA model folder: its adapter merged first
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
-    if state.lora:
+    elif state.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha,
@@ -268,6 +270,20 @@ def _build_model(state: _TrainState, source) -> None:
     state.n_trainable = sum(p.numel() for p in state.trainable)
     state.log(f"trainable parameters: {state.n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}; "
             f"device {next(model.parameters()).device}, autocast {state.devices.amp_dtype}")
+
+
+def _continued_adapter(state: _TrainState, model, adapter_dir: Path):
+    """LoRA training from a LoRA model folder (e.g. ``padellm:conll03-gemma3-270m``) trains that folder's adapter
+    further: its rank, alpha and targets are the folder's, the [lora] ones give way (the log says so); the
+    dropout is [lora]'s."""
+    from peft import LoraConfig, PeftModel
+
+    config = LoraConfig.from_pretrained(str(adapter_dir))
+    config.lora_dropout, config.inference_mode = state.settings.lora_dropout, False
+    model = PeftModel.from_pretrained(model, str(adapter_dir), config=config, is_trainable=True)
+    state.log(f"continues the LoRA adapter in {adapter_dir} (r {config.r}, alpha {config.lora_alpha}); "
+              "[lora] lora_r, lora_alpha and lora_targets are that adapter's")
+    return model
 
 
 def _build_optimizer(state: _TrainState) -> None:

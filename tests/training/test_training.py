@@ -284,3 +284,22 @@ def test_learning_rate_warms_up_and_decays_to_zero_within_the_time_limit(monkeyp
     assert trainer._time_fraction(state) == pytest.approx(0.5)
     state.settings.max_minutes = None
     assert trainer._time_fraction(state) == 0.0
+
+
+def test_lora_training_from_a_lora_model_folder_continues_its_adapter(tiny_base, tmp_path, train_tiny):
+    """Training LoRA from a LoRA model folder trains that folder's adapter further (its rank wins over [lora]'s)
+    and saves the whole of it: with a learning rate of 0 the saved adapter equals the one it started from, and
+    with a positive one it moves away from it."""
+    import torch
+    from safetensors.torch import load_file
+
+    first, _ = train_tiny(tmp_path / "a", tiny_base, tiny.SENTENCES, tiny.LABELS, steps=20, method="lora", lr=1e-2)
+    kept, _ = train_tiny(tmp_path / "b", first, tiny.SENTENCES, tiny.LABELS, steps=3, method="lora", lr=0.0,
+                         extra={"lora_r": 4})
+    moved, _ = train_tiny(tmp_path / "c", first, tiny.SENTENCES, tiny.LABELS, steps=3, method="lora", lr=1e-2)
+    start, same, other = (load_file(str(m / "adapter" / "adapter_model.safetensors")) for m in (first, kept, moved))
+    assert set(start) == set(same) == set(other)
+    assert all(torch.equal(start[k], same[k]) for k in start)
+    assert any(not torch.equal(start[k], other[k]) for k in start)
+    assert json.loads((kept / "adapter" / "adapter_config.json").read_text())["r"] == 8
+    assert json.loads((kept / "padellm.json").read_text())["base"] == json.loads((first / "padellm.json").read_text())["base"]
