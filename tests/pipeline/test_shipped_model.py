@@ -46,12 +46,12 @@ def _f1_on_100_dev_sentences(tmp_path, model: str) -> float:
 @needs_base
 @needs_data
 def test_default_model_f1_on_100_dev_sentences(tmp_path):
-    """The shipped default model (Gemma 3 270M) on the first 100 CoNLL03 dev sentences: span F1 >= 0.91 (measured
-    0.933)."""
+    """The shipped default model (Gemma 3 270M) on the first 100 CoNLL03 dev sentences: span F1 >= 0.92 (measured
+    0.938)."""
     from spacy_padellm.loading import DEFAULT_MODEL
 
     assert DEFAULT_MODEL == "padellm:conll03-gemma3-270m"
-    assert _f1_on_100_dev_sentences(tmp_path, DEFAULT_MODEL) >= 0.91
+    assert _f1_on_100_dev_sentences(tmp_path, DEFAULT_MODEL) >= 0.92
 
 
 @needs_smollm2
@@ -81,7 +81,8 @@ def test_default_pipeline_on_a_repeated_sentence():
     alone = [(e.text, e.label_) for e in nlp(sentence).ents]
     doc = nlp(" ".join([sentence] * 10))
     found = [(e.text, e.label_) for e in doc.ents]
-    assert len(alone) == 4 and doc._.padellm["windows"] == 10
+    gold = [("Japan", "LOC"), ("Asian Cup", "MISC"), ("Syria", "LOC")]  # the CoNLL03 test set's entities
+    assert set(gold) <= set(alone) and doc._.padellm["windows"] == 10
     assert len(found) >= 0.95 * len(alone) * 10 and doc.ents[-1].end_char > len(doc.text) - len(sentence)
     texts = [sentence, "Jordan " * 30, "Peter Blackburn met Jordan in Amman ."]
     single = [([(e.text, e.start_char, e.label_) for e in nlp(t).ents]) for t in texts]
@@ -112,8 +113,8 @@ def float32_entities():
 def test_default_model_finds_what_float32_with_the_whole_vocabulary_finds(float32_entities, config, at_least):
     """On the first 60 CoNLL03 dev sentences, the same entities as float32 with the whole vocabulary on at least
     ``at_least`` of them. ``quantize`` "bf16": measured 60 of 60 on an Intel Xeon with AMX (on a CPU without bfloat16
-    instructions it runs slower, and warns, under the same check); ``head_vocab`` "text": 59 of 60 (the other: one
-    mention under another label)."""
+    instructions it runs slower, and warns, under the same check); ``head_vocab`` "text": 60 of 60 (it can differ
+    where a mention is found under two labels with nearly equal probabilities)."""
     found = _entities_on_60_dev_sentences(**config)
     same = sum(a == b for a, b in zip(float32_entities, found))
     assert sum(map(len, float32_entities)) > 100 and same >= at_least
