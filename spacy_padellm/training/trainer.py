@@ -234,20 +234,21 @@ def _load_tokenizer(source, log: Callable[[str], None]):
 
 
 def _build_model(state: _TrainState, source) -> None:
-    """The base model (with a LoRA model folder's adapter merged), LoRA adapters or the parameters
-    ``full_targets`` names made trainable, on the device."""
+    """The base model, LoRA adapters (a LoRA model folder's own, trained further, or new ones) or the parameters
+    ``full_targets`` names made trainable (a LoRA model folder's adapter merged first), on the device."""
     import torch
 
     from ..loading import load_base_model
 
     settings = state.settings
     model = load_base_model(source, torch.float32)
-    if source.adapter_dir is not None and state.lora:
-        model = _continued_adapter(state, model, source.adapter_dir)
-    elif source.adapter_dir is not None:  # full fine-tuning from a LoRA model folder: its adapter merged first
+    if source.adapter_dir is not None and not state.lora:  # full fine-tuning from a LoRA model folder
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.adapter_dir)).merge_and_unload()
+        model.requires_grad_(True)  # peft froze the base it loaded the adapter into
+    if state.lora and source.adapter_dir is not None:
+        model = _continued_adapter(state, model, source.adapter_dir)
     elif state.lora:
         from peft import LoraConfig, get_peft_model
 

@@ -303,3 +303,14 @@ def test_lora_training_from_a_lora_model_folder_continues_its_adapter(tiny_base,
     assert any(not torch.equal(start[k], other[k]) for k in start)
     assert json.loads((kept / "adapter" / "adapter_config.json").read_text())["r"] == 8
     assert json.loads((kept / "padellm.json").read_text())["base"] == json.loads((first / "padellm.json").read_text())["base"]
+
+
+def test_full_fine_tuning_from_a_lora_model_folder_merges_it_and_keeps_full_targets(tiny_base, tmp_path, train_tiny):
+    """Full fine-tuning from a LoRA model folder starts from its merged weights, and ``full_targets`` "linear" still
+    trains the decoder's linear layers alone, as from a bare base."""
+    first, _ = train_tiny(tmp_path / "a", tiny_base, tiny.SENTENCES, tiny.LABELS, steps=5, method="lora", lr=1e-2)
+    linear = {"full_targets": "linear"}
+    _, bare = train_tiny(tmp_path / "b", tiny_base, tiny.SENTENCES, tiny.LABELS, steps=1, extra=linear)
+    _, merged = train_tiny(tmp_path / "c", first, tiny.SENTENCES, tiny.LABELS, steps=1, extra=linear)
+    _, whole = train_tiny(tmp_path / "d", first, tiny.SENTENCES, tiny.LABELS, steps=1)
+    assert merged["trainable_parameters"] == bare["trainable_parameters"] < whole["trainable_parameters"]
