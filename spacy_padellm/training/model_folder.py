@@ -25,7 +25,7 @@ def base_model_ref(settings: TrainSettings, source) -> Dict[str, str]:
                 f"{source.gguf_file or source.hub_id or source.base_dir!r}: the model folder would name the wrong "
                 "base. Give the matching base_ref, or --paths.base_ref null to name the base by its path")
         return dict(settings.base_ref)
-    named = source.meta.get("base") if source.folder is not None else None
+    named = source.meta.get("base")  # a model folder's padellm.json (only those fill ``meta``)
     if isinstance(named, dict) and ("package" in named or "hub" in named):  # a model folder's own portable base
         return dict(named)
     if source.hub_id:
