@@ -207,11 +207,29 @@ class MentionTrie:
     ) -> "MentionTrie":
         """The trie of every candidate substring of ``text``, each encoded as ``encoder.mention()`` does
         (a ``PromptEncoder``: the tokenisation a mention has in training targets)."""
+        trie = cls(eos_id=encoder.eos_id)
+        if not extra and not exclude and not char_spans and trie._build_by_paths(text, encoder, max_words, split_punct):
+            return trie
         strings = candidate_strings(text, max_words=max_words, split_punct=split_punct, char_spans=char_spans,
                                     max_chars=max_chars, extra=extra, exclude=exclude)
-        trie = cls(eos_id=encoder.eos_id)
         trie.add_all(encoder.mentions(strings))  # one tokenizer call for all (the same ids as mention())
         return trie
+
+    def _build_by_paths(self, text: str, encoder, max_words: int, split_punct: bool) -> bool:
+        """Fill this empty trie one path per start from chunk ids (``trie_paths``); False where that does not apply
+        (the text is not the common case, or the encoder has not shown that its mentions' ids compose)."""
+        from .trie_paths import chunk_paths, walk_paths
+
+        chunk_ids = getattr(encoder, "mention_chunk_ids", None)
+        paths = chunk_paths(text, max_words, split_punct) if chunk_ids is not None else None
+        if paths is None:
+            return False
+        chunks = list({c: None for own, later in paths for c in own + [c for word in later for c in word]})
+        ids = chunk_ids(chunks)
+        if ids is None:
+            return False
+        walk_paths(self, paths, dict(zip(chunks, ids)))
+        return True
 
     def add(self, ids: Sequence[int]) -> None:
         """Add one sequence (empty sequences are ignored: a mention has at least one token)."""

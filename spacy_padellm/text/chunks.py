@@ -63,6 +63,20 @@ class ChunkedEncoder:
             return direct
         return self._compose(strings)
 
+    @property
+    def composes(self) -> bool:
+        """Whether composition has been checked on probes and on the first ``CHECKED_CALLS`` calls and agreed."""
+        return bool(self.ok) and self.checked_calls >= CHECKED_CALLS
+
+    def chunk_ids(self, chunks: Sequence[str]) -> List[Tuple[int, ...]]:
+        """The cached ids of each chunk (a string ``chunks_of`` gives as one chunk), encoding the missing ones in
+        one call. Only meaningful where ``composes``."""
+        ids = self._ids
+        missing = {c for c in chunks if c not in ids}
+        if missing:
+            self._cache(missing)
+        return [ids[c] for c in chunks]
+
     def _agrees(self, strings: List[str]) -> bool:
         return self._compose(strings) == self._encode_many(strings)
 

@@ -340,6 +340,13 @@ class PromptEncoder:
         chunks once that is checked to give the same ids (``chunks``)."""
         return self._mention_chunks.encode(mentions)
 
+    def mention_chunk_ids(self, chunks: Sequence[str]) -> Optional[List[Tuple[int, ...]]]:
+        """The ids of each whitespace chunk (``chunks.chunks_of``) such that a mention's ids are its chunks' ids
+        joined; None until that has been checked to hold for this tokenizer (``mentions`` checks it)."""
+        if not self._mention_chunks.composes:
+            return None
+        return self._mention_chunks.chunk_ids(chunks)
+
     def token_texts(self) -> Dict[str, List[int]]:
         """Each token's text, decoded alone, -> the ids that decode to it; built once (about a second and a half
         for a vocabulary of 262k entries)."""

@@ -1,0 +1,72 @@
+"""The mention trie built one path per start from chunk ids holds the same sequences as the long way."""
+
+import pytest
+
+import tiny
+from spacy_padellm.decoding import trie_paths
+from spacy_padellm.decoding.constraints import MentionTrie, candidate_strings
+from spacy_padellm.text.protocol import PromptEncoder, TEMPLATES
+
+TEXTS = [t for t, _ in tiny.SENTENCES] + [
+    "U.S.-based Mc Donald's , 1996-12-06 results : 3-1 ( 2-0 )", "Japan's win", "a", "", "  leading and trailing  ",
+    "Jordan and Jordan and Jordan", "one two three four five six seven eight nine ten eleven twelve thirteen",
+    "Ärzte in São Paulo , Köln", "two  spaces\tand a\ntab", "我在北京工作。", "x" * 30 + " yy"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    corpus = [t for t, _ in tiny.SENTENCES] + TEXTS
+    tok = tiny.build_tokenizer(tmp_path_factory.mktemp("tok"), corpus)
+    enc = PromptEncoder(tok, TEMPLATES["en"])
+    for text in TEXTS[:6]:  # composition is checked on the first calls before it is relied on
+        enc.mentions(candidate_strings(text))
+    return enc
+
+
+def sequences(trie: MentionTrie):
+    out, stack = set(), [(0, ())]
+    while stack:
+        node, path = stack.pop()
+        if trie.ends(node):
+            out.add(path)
+        stack.extend((child, path + (tok,)) for tok, child in trie._children[node].items())
+    return out
+
+
+def long_way(text, encoder, **options):
+    trie = MentionTrie(eos_id=encoder.eos_id)
+    trie.add_all(encoder._encode_many(candidate_strings(text, **options)))
+    return trie
+
+
+@pytest.mark.parametrize("options", [{}, {"split_punct": False}, {"max_words": 3}, {"max_words": 1}])
+def test_same_sequences_as_the_long_way(encoder, options):
+    assert encoder.mention_chunk_ids(["Japan"]) is not None  # the path is open for this tokenizer
+    for text in TEXTS:
+        fast = MentionTrie.build(text, encoder, **options)
+        slow = long_way(text, encoder, **options)
+        assert sequences(fast) == sequences(slow), text
+        assert len(fast) == len(slow) == len(sequences(slow))
+
+
+def test_taken_in_the_common_case_only(encoder, monkeypatch):
+    walked = []
+    real = trie_paths.walk_paths
+    monkeypatch.setattr(trie_paths, "walk_paths", lambda *a: walked.append(1) or real(*a))
+    MentionTrie.build("Japan beat Syria .", encoder)
+    assert walked == [1]
+    for text, options in [("two  spaces", {}), ("我在北京工作。", {}), ("Japan beat Syria .", {"exclude": ["Japan"]}),
+                          ("Japan beat Syria .", {"extra": ["Asia"]})]:
+        MentionTrie.build(text, encoder, **options)
+    assert walked == [1]
+    # excluded strings still go the long way, and leave what they should out
+    trie = MentionTrie.build("Japan beat Syria .", encoder, exclude=["Japan"])
+    assert not trie.contains(encoder.mention("Japan")) and trie.contains(encoder.mention("Syria"))
+
+
+def test_not_before_composition_is_checked(tmp_path):
+    tok = tiny.build_tokenizer(tmp_path, [t for t, _ in tiny.SENTENCES])
+    enc = PromptEncoder(tok, TEMPLATES["en"])
+    assert enc.mention_chunk_ids(["Japan"]) is None  # nothing checked yet: the long way
+    trie = MentionTrie.build("Japan beat Syria .", enc)
+    assert sequences(trie) == sequences(long_way("Japan beat Syria .", enc))
