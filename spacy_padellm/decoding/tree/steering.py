@@ -56,62 +56,73 @@ class Steering:
 
     def apply(self, lm, hidden: torch.Tensor, tokens: torch.Tensor, logps: torch.Tensor) -> None:
         """Replace ``tokens[i]`` and ``logps[i]`` of every steered output ``i`` (in place, on the device), from
-        ``hidden`` (the pass's final hidden states, one row per output) and ``lm.logits``."""
+        ``hidden`` (the pass's final hidden states, one row per output) and ``lm.logits``. Every index goes to the
+        device in one copy that does not wait for the pass (pinned memory), so the host goes on laying out
+        other passes while this one runs."""
         dev = hidden.device
         outs = np.unique(np.array(self._bias_out + self._allow_out, dtype=np.int64))
         where = np.full(int(outs[-1]) + 1, -1, dtype=np.int64)
         where[outs] = np.arange(len(outs))
-        rows = torch.from_numpy(outs).to(dev)
-        logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
         allow_rows = where[np.array(self._allow_out, dtype=np.int64)]
         allow_toks = np.array(self._allow_tok, dtype=np.int64)
         bias_rows = where[np.array(self._bias_out, dtype=np.int64)]
         biased = np.zeros(len(outs), dtype=bool)
         biased[bias_rows] = True
-        chosen = torch.zeros(len(outs), dtype=torch.long, device=dev)
         only_allowed = ~biased[allow_rows]  # rows held to allowed tokens: their argmax over those alone
+        dense = np.flatnonzero(biased)  # biased rows: a copy of their log-probs, changed and searched whole
+        local = np.full(len(outs), -1, dtype=np.int64)
+        local[dense] = np.arange(len(dense))
+        rest = ~only_allowed
+        rows, a_rows, a_toks, held, d_rows, c_rows, c_toks, b_rows, b_toks = upload(dev, [
+            outs, allow_rows[only_allowed], allow_toks[only_allowed], np.unique(allow_rows[only_allowed]), dense,
+            local[allow_rows[rest]], allow_toks[rest], local[bias_rows], np.array(self._bias_tok, dtype=np.int64)])
+        logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
+        chosen = torch.zeros(len(outs), dtype=torch.long, device=dev)
         if only_allowed.any():
-            allowed_argmax(logp, allow_rows[only_allowed], allow_toks[only_allowed], chosen)
-        if len(bias_rows):  # biased rows: a copy of their log-probs, changed and searched whole
-            dense = np.flatnonzero(biased)
-            local = np.full(len(outs), -1, dtype=np.int64)
-            local[dense] = np.arange(len(dense))
-            allowed = ~only_allowed
-            scores = _changed(logp.index_select(0, torch.from_numpy(dense).to(dev)), local[allow_rows[allowed]],
-                              allow_toks[allowed], local[bias_rows], self._bias_tok, self._bias_val)
-            chosen[torch.from_numpy(dense).to(dev)] = scores.argmax(dim=-1)
+            allowed_argmax(logp, a_rows, a_toks, held, chosen)
+        if len(dense):
+            values = upload(dev, [np.array(self._bias_val, dtype=np.float32)], torch.float32)[0]
+            scores = _changed(logp.index_select(0, d_rows), c_rows, c_toks, b_rows, b_toks, values)
+            chosen[d_rows] = scores.argmax(dim=-1)
         tokens[rows] = chosen.to(tokens.dtype)
         logps[rows] = logp.gather(1, chosen[:, None]).squeeze(1).to(logps.dtype)
 
 
-def allowed_argmax(logp: torch.Tensor, rows: np.ndarray, toks: np.ndarray, chosen: torch.Tensor) -> None:
-    """``chosen[r]`` for each row ``r`` of ``rows``: the argmax of ``logp[r]`` with every token but its ``toks``
-    at -inf (the lowest id among equal best ones; token 0 where all its allowed log-probs are -inf or NaN, as the
-    argmax of such a row gives), from the allowed log-probs alone."""
+def upload(dev: torch.device, arrays: List[np.ndarray], dtype: torch.dtype = torch.long) -> List[torch.Tensor]:
+    """``arrays`` on ``dev`` as ``dtype``: one copy of their concatenation, from pinned memory on CUDA (it does not
+    wait for the device: a copy from pageable memory would wait for the pass in flight), split back on the device."""
+    flat = torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(0)).to(dtype)
+    if dev.type == "cuda":
+        flat = flat.pin_memory().to(dev, non_blocking=True)
+    else:
+        flat = flat.to(dev)
+    return list(torch.split(flat, [len(a) for a in arrays]))
+
+
+def allowed_argmax(logp: torch.Tensor, r: torch.Tensor, t: torch.Tensor, held: torch.Tensor,
+                   chosen: torch.Tensor) -> None:
+    """``chosen[i]`` for each row ``i`` of ``held`` (the distinct rows of ``r``): the argmax of ``logp[i]`` with
+    every token but the ``t`` paired with it in ``r`` at -inf (the lowest id among equal best ones; token 0 where
+    all its allowed log-probs are -inf or NaN, as the argmax of such a row gives), from the allowed log-probs
+    alone. All on the device."""
     dev, (n, vocab) = logp.device, logp.shape
-    r, t = torch.from_numpy(rows).to(dev), torch.from_numpy(toks).to(dev)
     vals = logp[r, t]
     best = torch.full((n,), float("-inf"), dtype=logp.dtype, device=dev).scatter_reduce_(0, r, vals, "amax")
     ties = torch.where(vals == best[r], t, vocab)
     first = torch.full((n,), vocab, dtype=torch.long, device=dev).scatter_reduce_(0, r, ties, "amin")
     picked = torch.where(torch.isfinite(best), first, 0)
-    held = torch.from_numpy(np.unique(rows)).to(dev)
     chosen[held] = picked[held]
 
 
-def _changed(scores: torch.Tensor, allow_rows: np.ndarray, allow_toks: np.ndarray, bias_rows: np.ndarray,
-             bias_toks: List[int], bias_vals: List[float]) -> torch.Tensor:
+def _changed(scores: torch.Tensor, allow_rows: torch.Tensor, allow_toks: torch.Tensor, bias_rows: torch.Tensor,
+             bias_toks: torch.Tensor, bias_vals: torch.Tensor) -> torch.Tensor:
     """``scores`` (a copy, changed in place) with the tokens not allowed in a row that has allowed ones at -inf,
-    and the biases added."""
-    dev = scores.device
+    and the biases added (every index a device tensor)."""
     if len(allow_rows):
-        r, t = torch.from_numpy(allow_rows).to(dev), torch.from_numpy(allow_toks).to(dev)
-        restricted = torch.zeros(len(scores), dtype=torch.bool, device=dev)
-        restricted[r] = True
+        restricted = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
+        restricted[allow_rows] = True
         mask = torch.zeros_like(scores).masked_fill_(restricted[:, None], float("-inf"))
-        mask[r, t] = 0.0
+        mask[allow_rows, allow_toks] = 0.0
         scores += mask
-    bias_toks_t = torch.tensor(bias_toks, dtype=torch.long, device=dev)
-    scores[torch.from_numpy(bias_rows).to(dev), bias_toks_t] += torch.tensor(bias_vals, dtype=scores.dtype,
-                                                                             device=dev)
+    scores[bias_rows, bias_toks] += bias_vals.to(scores.dtype)
     return scores
