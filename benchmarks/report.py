@@ -104,6 +104,10 @@ def _latency_panel(ax, report: Dict[str, Any], names: List[str], colours: List[s
     import matplotlib.ticker
 
     data = [report["methods"][n]["latency_ms"]["values"] or [float("nan")] for n in names]
+    if not any(report["methods"][n]["latency_ms"]["values"] for n in names):  # ``--latency-docs 0``
+        ax.text(0.5, 0.5, "batch size 1 not timed", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return
     box = ax.boxplot(data, showfliers=True, patch_artist=True)
     ax.set_xticks(range(1, len(names) + 1), names)
     for patch, colour in zip(box["boxes"], colours):

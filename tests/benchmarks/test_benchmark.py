@@ -166,3 +166,14 @@ def test_int8_weight_only_method_runs_on_quantized_weights(tiny_model):
     assert isinstance(engine.lm.lm_head, torch.Tensor)
     assert decoder.settings.quantize == "int8-weight-only" and decoder.settings.max_count == 5
     assert decoder.settings.draft_tokens == 2
+
+
+def test_throughput_only_run_writes_its_plot(tiny_model, tmp_path):
+    """``--latency-docs 0`` (throughput and F1 alone): the report and its plot are written, no error."""
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "t.json"
+    argv = [str(tiny_model), str(data), "--methods", "padellm", "--max-docs", "4", "--latency-docs", "0",
+            "--batch-sizes", "4", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(out.read_text())["methods"]["padellm"]["throughput"]
