@@ -306,6 +306,16 @@ class MentionTrie:
     def ends(self, node: int) -> bool:
         return self._ends[node]
 
+    def sequences(self) -> set:
+        """Every whole sequence of the trie, as tuples of ids."""
+        out, stack = set(), [(0, ())]
+        while stack:
+            node, path = stack.pop()
+            if self._ends[node]:
+                out.add(path)
+            stack.extend((child, path + (tok,)) for tok, child in self._children[node].items())
+        return out
+
     def contains(self, ids: Sequence[int]) -> bool:
         """Whether ``ids`` is a whole sequence of the trie (not only a prefix)."""
         node = self.walk(ids)

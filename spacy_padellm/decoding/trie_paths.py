@@ -6,9 +6,10 @@ but their last chunk, so most of that work is done again and again. Where a ment
 chunks' ids joined (``text.chunks``, checked for the tokenizer), the runs starting at one unit are a path through
 the trie: the first word's part from that unit, then the whitespace and the next word, and so on, a candidate
 ending at each unit boundary on the way. Walking that path inserts each candidate as one chunk from the node of
-the run before it. The result holds the same sequences as ``MentionTrie.build`` (a test checks it on every CoNLL03
-test sentence); it applies to the common case only (single spaces between words, no characters of a script
-written without spaces, nothing extra or excluded), and ``build`` goes the long way otherwise.
+the run before it. The result holds the same sequences as the long way (a test checks it on varied texts,
+``benchmarks/trie_build.py`` on CoNLL03 sentences). It applies to the common case only (single spaces between
+words, no characters of a script written without spaces, nothing extra or excluded); ``build`` goes the long way
+otherwise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .constraints import _UNIT_RE, _WORD_RE, MentionTrie, needs_char_spans
 __all__ = ["chunk_paths", "walk_paths"]
 
 
-def chunk_paths(text: str, max_words: int, split_punct: bool) -> Optional[List[Tuple[List[str], List[str]]]]:
+def chunk_paths(text: str, max_words: int, split_punct: bool) -> Optional[List[Tuple[List[str], List[List[str]]]]]:
     """Per start unit: (the chunks of the start's own word, one per unit it can end at; then per later word, the
     chunks that end at each of its units, the whole word's last). None where the text is not the common case."""
     if " ".join(text.split()) != text.strip() or needs_char_spans(text):

@@ -23,16 +23,6 @@ def encoder(tmp_path_factory):
     return enc
 
 
-def sequences(trie: MentionTrie):
-    out, stack = set(), [(0, ())]
-    while stack:
-        node, path = stack.pop()
-        if trie.ends(node):
-            out.add(path)
-        stack.extend((child, path + (tok,)) for tok, child in trie._children[node].items())
-    return out
-
-
 def long_way(text, encoder, **options):
     trie = MentionTrie(eos_id=encoder.eos_id)
     trie.add_all(encoder._encode_many(candidate_strings(text, **options)))
@@ -45,8 +35,8 @@ def test_same_sequences_as_the_long_way(encoder, options):
     for text in TEXTS:
         fast = MentionTrie.build(text, encoder, **options)
         slow = long_way(text, encoder, **options)
-        assert sequences(fast) == sequences(slow), text
-        assert len(fast) == len(slow) == len(sequences(slow))
+        assert fast.sequences() == slow.sequences(), text
+        assert len(fast) == len(slow) == len(slow.sequences())
 
 
 def test_taken_in_the_common_case_only(encoder, monkeypatch):
@@ -56,7 +46,7 @@ def test_taken_in_the_common_case_only(encoder, monkeypatch):
     MentionTrie.build("Japan beat Syria .", encoder)
     assert walked == [1]
     for text, options in [("two  spaces", {}), ("我在北京工作。", {}), ("Japan beat Syria .", {"exclude": ["Japan"]}),
-                          ("Japan beat Syria .", {"extra": ["Asia"]})]:
+                          ("Japan beat Syria .", {"extra": ["Asia"]}), ("Japan beat Syria .", {"char_spans": True})]:
         MentionTrie.build(text, encoder, **options)
     assert walked == [1]
     # excluded strings still go the long way, and leave what they should out
@@ -69,4 +59,4 @@ def test_not_before_composition_is_checked(tmp_path):
     enc = PromptEncoder(tok, TEMPLATES["en"])
     assert enc.mention_chunk_ids(["Japan"]) is None  # nothing checked yet: the long way
     trie = MentionTrie.build("Japan beat Syria .", enc)
-    assert sequences(trie) == sequences(long_way("Japan beat Syria .", enc))
+    assert trie.sequences() == long_way("Japan beat Syria .", enc).sequences()

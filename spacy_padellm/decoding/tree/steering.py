@@ -91,7 +91,7 @@ class Steering:
 def upload(dev: torch.device, arrays: List[np.ndarray], dtype: torch.dtype = torch.long) -> List[torch.Tensor]:
     """``arrays`` on ``dev`` as ``dtype``: one copy of their concatenation, from pinned memory on CUDA (it does not
     wait for the device: a copy from pageable memory would wait for the pass in flight), split back on the device."""
-    flat = torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(0)).to(dtype)
+    flat = torch.from_numpy(np.concatenate(arrays)).to(dtype)
     if dev.type == "cuda":
         flat = flat.pin_memory().to(dev, non_blocking=True)
     else:
