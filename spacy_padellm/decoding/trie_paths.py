@@ -40,27 +40,14 @@ def chunk_paths(text: str, max_words: int, split_punct: bool) -> Optional[List[T
 
 
 def walk_paths(trie: MentionTrie, paths, chunk_ids: Dict[str, Tuple[int, ...]]) -> None:
-    """Insert every candidate of ``paths`` (``chunk_paths``) into ``trie``, chunk ids from ``chunk_ids`` (ints)."""
-    children, ends = trie._children, trie._ends
-
-    def insert(node: int, chunk: str) -> int:  # ``MentionTrie._insert`` and ``_end``, inlined: the hot loop
-        for tok in chunk_ids[chunk]:
-            nxt = children[node].get(tok)
-            if nxt is None:
-                nxt = children[node][tok] = len(children)
-                children.append({})
-                ends.append(False)
-            node = nxt
-        if not ends[node]:
-            ends[node] = True
-            trie.n_sequences += 1
-        return node
-
+    """Insert every candidate of ``paths`` (``chunk_paths``) into ``trie``, chunk ids from ``chunk_ids``."""
     for own, later in paths:
         node = 0
         for chunk in own:  # ends within the start's word: each from the root
-            node = insert(0, chunk)
+            node = trie._insert(0, chunk_ids[chunk])
+            trie._end(node)
         for chunks in later:  # ``node``: the end of the run so far, the last word whole
             for chunk in chunks:
-                end = insert(node, chunk)
+                end = trie._insert(node, chunk_ids[chunk])
+                trie._end(end)
             node = end

@@ -71,11 +71,8 @@ class ChunkedEncoder:
     def chunk_ids(self, chunks: Sequence[str]) -> List[Tuple[int, ...]]:
         """The cached ids of each chunk (a string ``chunks_of`` gives as one chunk), encoding the missing ones in
         one call. Only meaningful where ``composes``."""
-        ids = self._ids
-        missing = {c for c in chunks if c not in ids}
-        if missing:
-            self._cache(missing)
-        return [ids[c] for c in chunks]
+        self._cache(set(chunks))
+        return [self._ids[c] for c in chunks]
 
     def _agrees(self, strings: List[str]) -> bool:
         return self._compose(strings) == self._encode_many(strings)
