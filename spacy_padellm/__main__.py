@@ -1,4 +1,4 @@
-"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings,tune,calibrate,base-folder} ...``.
+"""Command line: ``python -m spacy_padellm {demo,convert,train,assemble,evaluate,annotate,compress,settings,tune,calibrate,average,base-folder} ...``.
 
 Each subcommand lives in the module named for it and registers itself through ``add_parser``.
 """
@@ -22,6 +22,7 @@ COMMANDS = {
     "settings": "spacy_padellm.cli.settings",
     "tune": "spacy_padellm.cli.tune",
     "calibrate": "spacy_padellm.cli.calibrate",
+    "average": "spacy_padellm.training.adapter_average",
     "base-folder": "spacy_padellm.training.base_folder",
 }
 
