@@ -431,6 +431,15 @@ def load_model(
     return model, tokenizer
 
 
+def copy_tokenizer_files(folder: Path, dest: Path) -> None:
+    """Copy the tokenizer's files of ``folder`` (tokenizer.json, its config, vocab, merges, special and added
+    tokens, chat template) into ``dest``."""
+    for item in folder.iterdir():
+        if item.is_file() and item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens",
+                                                    "chat_template")):
+            shutil.copy2(item, dest / item.name)
+
+
 def export_model_folder(
     source: ModelSource,
     dest: Union[str, os.PathLike],
@@ -470,10 +479,7 @@ def export_model_folder(
     if source.int8_ranges is not None:
         shutil.copy2(source.int8_ranges, dest / RANGES_FILE)
     if source.tokenizer_dir is not None and (source.gguf_file or source.tokenizer_dir != source.base_dir):
-        for item in Path(source.tokenizer_dir).iterdir():
-            if item.is_file() and (item.name.startswith(("tokenizer", "special_tokens", "vocab", "merges",
-                                                          "added_tokens", "chat_template"))):
-                shutil.copy2(item, dest / item.name)
+        copy_tokenizer_files(Path(source.tokenizer_dir), dest)
     elif tokenizer is not None and source.gguf_file:
         tokenizer.save_pretrained(dest)
     (dest / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf8")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -70,13 +69,13 @@ def average_adapters(states: Sequence[Dict[str, Any]], configs: Sequence[Dict[st
             missing = sorted(keys ^ set(state))[:3]
             raise ValueError(f"adapter {i} does not adapt the same layers as adapter 1 (e.g. {missing})")
     scales = [_scale(c, f"adapter {i}") for i, c in enumerate(configs, 1)]
+    if mode == "factors" and len({(c["r"], s) for c, s in zip(configs, scales)}) > 1:
+        raise ValueError("mode 'factors' needs adapters of one rank and scale; use 'exact'")
     dtype = next(iter(states[0].values())).dtype
     out = {}
     for key in sorted(keys):
         parts = [s[key].float() for s in states]
         if mode == "factors":
-            if any(p.shape != parts[0].shape for p in parts) or len(set(scales)) > 1:
-                raise ValueError("mode 'factors' needs adapters of one rank and scale; use 'exact'")
             out[key] = sum(w * p for w, p in zip(weights, parts)).to(dtype)
         elif "lora_B" in key:
             out[key] = torch.cat([w * s * p for w, s, p in zip(weights, scales, parts)], dim=1).to(dtype)
@@ -111,9 +110,10 @@ def _check_same(sources) -> None:
                                  f"{source.meta.get(key)!r} against {first.get(key)!r}")
 
 
-def _relocated(meta: Dict[str, Any], source, out: Path) -> Dict[str, Any]:
-    """``meta`` with its relative paths (a shared tokenizer, a base file) pointing from ``out`` to the same place."""
-    meta = dict(meta)
+def _relocated(source, out: Path) -> Dict[str, Any]:
+    """``source``'s padellm.json with its relative paths (a shared tokenizer, a base file) pointing from ``out`` to
+    the same place."""
+    meta = dict(source.meta)
     if meta.get("tokenizer"):
         meta["tokenizer"] = os.path.relpath(source.tokenizer_dir, out)
     base = meta.get("base")
@@ -131,27 +131,25 @@ def average_models(models: Sequence[str], output: str, weights: Sequence[float] 
     ``padellm:NAME``); its path."""
     from safetensors.torch import save_file
 
-    from ..loading import META_FILE
+    from ..loading import META_FILE, copy_tokenizer_files
 
     if len(models) < 2:
         raise ValueError("give at least two model folders to average")
     weights = normalised(weights, len(models))
+    out = Path(output).resolve()
+    if out.exists():
+        raise ValueError(f"{out} exists; give a new folder")
     read = [_read(m) for m in models]
     sources = [r[0] for r in read]
     _check_same(sources)
     state, config = average_adapters([r[1] for r in read], [r[2] for r in read], weights, mode)
-    out = Path(output).resolve()
-    if out.exists():
-        raise ValueError(f"{out} exists; give a new folder")
     first = sources[0]
     (out / "adapter").mkdir(parents=True)
     save_file(state, str(out / "adapter" / ADAPTER_FILE), metadata={"format": "pt"})
     (out / "adapter" / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf8")
     if first.tokenizer_dir == first.folder:  # the tokenizer beside the model: copied
-        for item in first.folder.iterdir():
-            if item.is_file() and item.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-                shutil.copy2(item, out / item.name)
-    meta = _relocated(first.meta, first, out)
+        copy_tokenizer_files(first.folder, out)
+    meta = _relocated(first, out)
     for stale in ("dev_scores", "step"):
         meta.pop(stale, None)
     meta.update(adapter="adapter", averaged={

@@ -60,7 +60,7 @@ def compress(full_dir: str, out_dir: str, rank: int = 24, adapter_dtype: str = "
     import torch
     from safetensors.torch import save_file
 
-    from ..loading import META_FILE, load_base_model, resolve_model
+    from ..loading import META_FILE, copy_tokenizer_files, load_base_model, resolve_model
 
     full_dir_p = Path(full_dir)
     meta = json.loads((full_dir_p / META_FILE).read_text())
@@ -83,9 +83,7 @@ def compress(full_dir: str, out_dir: str, rank: int = 24, adapter_dtype: str = "
         "modules_to_save": None,
     }
     (out / "adapter" / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
-    for item in full_dir_p.iterdir():
-        if item.is_file() and item.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            (out / item.name).write_bytes(item.read_bytes())
+    copy_tokenizer_files(full_dir_p, out)
     base_ref = meta.get("base_ref") or meta.get("training", {}).get("base_ref")
     if not base_ref:
         base_ref = {"gguf": str(Path(base_source.base_dir) / base_source.gguf_file)} if base_source.gguf_file else \
