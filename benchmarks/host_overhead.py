@@ -93,6 +93,7 @@ class Oracle:
         lm._forward = self.forward
         lm.move_rows = self.move_rows
         lm.logits = self.logits
+        lm.pair_logits = self.pair_logits
 
     def logits(self, hidden):
         """The LM head as the decoding levers call it again on a pass's outputs (``Steering``): the oracle's token
@@ -100,6 +101,13 @@ class Oracle:
         t0 = time.perf_counter()
         out = torch.full((len(hidden), self.vocab), -10.0)
         out[torch.arange(len(hidden)), hidden[:, 0].long()] = 0.0
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def pair_logits(self, hidden, ids):
+        """The logits of (output, token) pairs as the levers ask for them (``Steering``), by the same rule."""
+        t0 = time.perf_counter()
+        out = torch.where(ids == hidden[:, 0].long(), 0.0, -10.0)
         self.seconds += time.perf_counter() - t0
         return out
 
@@ -156,6 +164,7 @@ class Oracle:
         self.outputs += len(out)
         result = torch.from_numpy(tok), torch.full((len(out),), -0.01, dtype=torch.float32)
         self.lm.last_hidden = result[0].float()[:, None]
+        self.lm.last_lse = torch.zeros(len(out))  # the pairs' logits are their log-probs
         self.seconds += time.perf_counter() - t0
         return result
 

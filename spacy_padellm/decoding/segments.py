@@ -99,8 +99,8 @@ class Segments:
         for m in self._masks:
             m = torch.from_numpy(m).to(device)
             per = {None: StaticLM._additive(m, group, dtype)}
-            for w in windows:
-                per[w] = StaticLM._additive(windowed(m, w), group, dtype)
+            for w in windows:  # a window as wide as the segment's columns keeps them all
+                per[w] = per[None] if m.shape[-1] <= w else StaticLM._additive(windowed(m, w), group, dtype)
             masks.append(per)
         place = torch.from_numpy(self.place).to(device)
         self._tensors = {"masks": masks, "place": place, "group": group}

@@ -58,6 +58,7 @@ def bucket(n: int, minimum: int = 1) -> int:
 
 
 LOGIT_ROWS = 128  # on the CPU, a pass's logits are computed this many predictions at a time
+PAIR_ROWS = 1 << 16  # (output, token) pairs whose logits a steered pass computes at a time (``pair_logits``)
 # Under "bf16" on the CPU, a pass's projections and MLPs run on this many tokens at a time: their activations then
 # stay in the CPU's caches and the allocator's heap (a pass of 3,500 tokens ran its MLPs 1.8x faster this way).
 BF16_ROWS = 1024
@@ -85,9 +86,11 @@ class _Graph:
     pinned host memory), its outputs as one (2, M) float64 tensor (tokens and log-probs, read back in a
     single copy), and the graph."""
 
-    def __init__(self, lm: "StaticLM", key: Tuple[int, ...], steerable: bool = False):
+    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
         packed, L, B, T, S, M = key
-        self.hidden: Optional[torch.Tensor] = None  # kept when ``steerable``: the final hidden states
+        # kept for a steered pass (``Steering``): the final hidden states and each output's log softmax denominator
+        self.hidden: Optional[torch.Tensor] = None
+        self.lse: Optional[torch.Tensor] = None
         dev = lm.device
         # The inputs in the order of inputs(), each a slice of one byte buffer: int64 ones first (8-byte
         # aligned), the bool mask last. ``spans`` holds each one's (start, end) byte range (None: absent).
@@ -114,7 +117,7 @@ class _Graph:
         self.graph = None
         if dev.type != "cuda":  # no capture: replay() runs the pass eagerly on the same buffers (tests)
             self._run_eager = lambda: (self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._forward(*args)])),
-                                       setattr(self, "hidden", lm.last_hidden if steerable else None))
+                                       setattr(self, "hidden", lm.last_hidden), setattr(self, "lse", lm.last_lse))
             self.result = torch.zeros((2, M), dtype=torch.float64)
             return
         stream = torch.cuda.Stream(device=dev)
@@ -127,8 +130,7 @@ class _Graph:
         with torch.cuda.graph(self.graph, pool=lm._pool):
             tok, logp = lm._forward(*args)
             self.result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])  # exact for token ids
-        if steerable:
-            self.hidden = lm.last_hidden
+        self.hidden, self.lse = lm.last_hidden, lm.last_lse
 
     def inputs(self):
         return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
@@ -415,7 +417,8 @@ class StaticLM:
         # per sliding window).
         amasks = {None: None} if mask is None else {None: self._additive(mask, g, self.dtype)}
         for w in self.windows if mask is not None else ():
-            amasks[w] = self._additive(self._windowed(mask, w), g, self.dtype)
+            # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
+            amasks[w] = amasks[None] if S <= w else self._additive(self._windowed(mask, w), g, self.dtype)
         for i, layer in enumerate(self.layers):
             kc, vc = self.k_cache[i], self.v_cache[i]
             cos, sin = rope[layer.window is not None]
@@ -427,13 +430,17 @@ class StaticLM:
                 o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
             x = self._by_rows(L, lambda a, b: self._mlp(self._add_attention(x[a:b], o[a:b], layer), layer))
         hidden = self._rms(x.index_select(0, out), self.norm)
-        self.last_hidden = hidden  # what a steered pass reads its logits from again (``Steering``)
         if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
-            return self._greedy(hidden)
-        # On the CPU in blocks of rows: a pass that wants many predictions (every mention tag of a batch) would
-        # otherwise hold a vocabulary-wide row of logits, and its exponentials, for each of them at once.
-        parts = [self._greedy(hidden[i: i + LOGIT_ROWS]) for i in range(0, hidden.shape[0], LOGIT_ROWS)]
-        return torch.cat([tok for tok, _ in parts]), torch.cat([logp for _, logp in parts])
+            tok, logp, lse = self._greedy(hidden)
+        else:
+            # On the CPU in blocks of rows: a pass that wants many predictions (every mention tag of a batch) would
+            # otherwise hold a vocabulary-wide row of logits, and its exponentials, for each of them at once.
+            parts = [self._greedy(hidden[i: i + LOGIT_ROWS]) for i in range(0, hidden.shape[0], LOGIT_ROWS)]
+            tok, logp, lse = (torch.cat(p) for p in zip(*parts))
+        # what a steered pass reads its choices from again (``Steering``): the final hidden states and each
+        # output's log softmax denominator
+        self.last_hidden, self.last_lse = hidden, lse
+        return tok, logp
 
     def _by_rows(self, L: int, part) -> torch.Tensor:
         """``part(0, L)``, or in blocks of ``row_block`` tokens concatenated."""
@@ -470,14 +477,36 @@ class StaticLM:
             return x + self._rms(linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
         return _add_linear(x, self.act(gate) * up, layer.wd, None)
 
-    def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The argmax token after each final hidden state, and its log-probability (under ``restrict_head``: among
-        its tokens, and normalised over them)."""
+    def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The argmax token after each final hidden state, its log-probability and the log of the softmax's
+        denominator (under ``restrict_head``: among its tokens, and normalised over them)."""
         logits = self.logits(hidden, self._head_rows)
         top, tok = logits.max(dim=-1)
         if self._head_ids is not None:
             tok = self._head_ids[tok]
-        return tok, top - torch.logsumexp(logits, dim=-1)
+        lse = torch.logsumexp(logits, dim=-1)
+        return tok, top - lse, lse
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.lm_head.shape[0])
+
+    @property
+    def gives_pairs(self) -> bool:
+        """Whether ``pair_logits`` can give the logits of (output, token) pairs: a float head over the whole
+        vocabulary (not a restricted or an int8 one)."""
+        return self._head_rows is None and isinstance(self.lm_head, torch.Tensor)
+
+    def pair_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The float32 logit of token ``ids[i]`` after the final hidden state ``hidden[i]``, as ``logits`` gives it
+        (rounded to the head's output dtype, soft-capped), from the head's rows of those tokens alone."""
+        w = self.lm_head
+        out = torch.empty(len(ids), dtype=torch.float32, device=hidden.device)
+        for a in range(0, len(ids), PAIR_ROWS):  # in blocks: a float32 copy of one head row per pair
+            b = min(a + PAIR_ROWS, len(ids))
+            dots = (hidden[a:b].float() * w.index_select(0, ids[a:b]).float()).sum(-1)
+            out[a:b] = dots.to(torch.result_type(hidden, w)).float()
+        return final_logits(out, self.final_softcap)
 
     def restrict_head(self, ids: Optional[Sequence[int]]) -> bool:
         """Make the greedy choice of the passes that follow among ``ids`` alone (token ids), computing the LM head
@@ -606,11 +635,11 @@ class StaticLM:
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._forward(*t)
             if steer is not None:
-                steer.apply(self, self.last_hidden, tok, logp)
+                steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
             return Pending(values=(tok[:M].cpu().numpy(), logp[:M].cpu().numpy()))
         graph = self._graphs.get(key)
-        if graph is None or (steer is not None and graph.hidden is None):
-            graph = self._graphs[key] = _Graph(self, key, steerable=steer is not None)
+        if graph is None:
+            graph = self._graphs[key] = _Graph(self, key)
             self.captures += 1
             StaticLM.all_captures += 1
         return self._replay(graph, arrays, M, steer)
@@ -631,7 +660,7 @@ class StaticLM:
         self.last_bucket_tokens, self.last_real_tokens = N, N
         tok, logp = self._forward(t[0], t[1], t[2], t[3], None, None, None, t[4], segments=seg)
         if steer is not None:
-            steer.apply(self, self.last_hidden, tok, logp)
+            steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
         return Pending(values=(tok.cpu().numpy(), logp.cpu().numpy()))
 
     def _replay(self, graph: _Graph, arrays, M: int, steer=None) -> "Pending":
@@ -648,7 +677,7 @@ class StaticLM:
         graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
         graph.replay()
         if steer is not None:
-            steer.apply(self, graph.hidden, graph.result[0], graph.result[1])
+            steer.apply(self, graph.hidden, graph.lse, graph.result[0], graph.result[1])
         n = graph.result.shape[1]
         if self._host_out is None or self._host_out.numel() < 2 * n:
             self._host_out = torch.empty(bucket(2 * n, 2048), dtype=torch.float64, pin_memory=pin)

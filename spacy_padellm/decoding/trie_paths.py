@@ -30,10 +30,11 @@ def chunk_paths(text: str, max_words: int, split_punct: bool) -> Optional[List[T
     units: List[List[Tuple[int, int]]] = []  # per word, its units
     for ws, we in words:
         units.append([(m.start(), m.end()) for m in _UNIT_RE.finditer(text, ws, we)] if split_punct else [(ws, we)])
+    # per word after the first: its chunks as a later word (the whitespace before it, then up to each unit's end)
+    after = [[]] + [[text[words[v - 1][1]: ue] for _, ue in units[v]] for v in range(1, len(words))]
     paths = []
-    for w, (ws, we) in enumerate(words):
-        later = [[text[words[v - 1][1]: ue] for _, ue in units[v]] for v in range(w + 1, min(w + max_words,
-                                                                                              len(words)))]
+    for w in range(len(words)):
+        later = after[w + 1: w + max_words]
         for i, (us, _) in enumerate(units[w]):
             paths.append(([text[us: ue] for _, ue in units[w][i:]], later))
     return paths

@@ -1,18 +1,27 @@
-"""Steering.apply against the whole-vocabulary argmax it stands for (ties included)."""
+"""Steering.apply against the whole-vocabulary argmax it stands for (ties included), from whole rows of logits and
+from the logits of the allowed tokens alone."""
 
 import random
 
+import pytest
 import torch
 
 from spacy_padellm.decoding.tree.steering import Steering
 
 
 class _LM:
-    def __init__(self, weight):
+    def __init__(self, weight, pairs=True):
         self.weight = weight
+        self.gives_pairs = pairs
+        self.vocab_size = weight.shape[1]
+        self.whole_rows = 0  # rows whose logits were computed over the whole vocabulary
 
     def logits(self, hidden):
+        self.whole_rows += len(hidden)
         return hidden @ self.weight
+
+    def pair_logits(self, hidden, ids):
+        return (hidden * self.weight.t()[ids]).sum(-1)
 
 
 def _reference(logp, allowed, biases):
@@ -27,7 +36,8 @@ def _reference(logp, allowed, biases):
     return scores.argmax(dim=-1)
 
 
-def test_apply_is_the_argmax_over_the_allowed_and_biased_log_probs():
+@pytest.mark.parametrize("pairs", [True, False])
+def test_apply_is_the_argmax_over_the_allowed_and_biased_log_probs(pairs):
     rng = random.Random(0)
     for trial in range(300):
         vocab, n = rng.choice([7, 40]), rng.randint(1, 8)
@@ -44,9 +54,26 @@ def test_apply_is_the_argmax_over_the_allowed_and_biased_log_probs():
         if not steer:
             continue
         tokens, logps = torch.full((n,), -1), torch.zeros(n)
-        steer.apply(_LM(weight), hidden, tokens, logps)
+        lm = _LM(weight, pairs)
+        steer.apply(lm, hidden, torch.logsumexp(hidden @ weight, dim=-1), tokens, logps)
         logp = torch.log_softmax(hidden @ weight, dim=-1)
         want = _reference(logp, allowed, biases)
         steered = sorted(set(allowed) | {i for i, _, _ in biases})
         assert tokens[steered].tolist() == want[steered].tolist(), trial
-        assert torch.equal(logps[steered], logp[steered, want[steered]])
+        assert torch.allclose(logps[steered], logp[steered, want[steered]], atol=1e-6)
+        assert lm.whole_rows == (len({i for i, _, _ in biases}) if pairs else len(steered))
+
+
+def test_apply_without_the_pass_denominators_takes_whole_rows():
+    weight = torch.randn(4, 30)
+    hidden = torch.randn(3, 4)
+    steer = Steering()
+    steer.allow(0, [3, 7])
+    steer.allow(2, [5])
+    tokens, logps = torch.full((3,), -1), torch.zeros(3)
+    lm = _LM(weight)
+    steer.apply(lm, hidden, None, tokens, logps)
+    logp = torch.log_softmax(hidden @ weight, dim=-1)
+    assert lm.whole_rows == 2
+    assert tokens[2] == 5 and tokens[0] == (3 if logp[0, 3] >= logp[0, 7] else 7) and tokens[1] == -1
+    assert torch.equal(logps[[0, 2]], logp[[0, 2], tokens[[0, 2]]])

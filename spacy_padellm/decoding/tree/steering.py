@@ -10,7 +10,7 @@ changed log-probs and the model's own log-prob of that token, as the dynamic eng
 
 from __future__ import annotations
 
-from typing import Iterable, List
+from typing import Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -54,12 +54,18 @@ class Steering:
         other._allow_tok = self._allow_tok
         return other
 
-    def apply(self, lm, hidden: torch.Tensor, tokens: torch.Tensor, logps: torch.Tensor) -> None:
+    def apply(self, lm, hidden: torch.Tensor, lse: Optional[torch.Tensor], tokens: torch.Tensor,
+              logps: torch.Tensor) -> None:
         """Replace ``tokens[i]`` and ``logps[i]`` of every steered output ``i`` (in place, on the device), from
-        ``hidden`` (the pass's final hidden states, one row per output) and ``lm.logits``. Every index goes to the
-        device in one copy that does not wait for the pass (pinned memory), so the host goes on laying out
-        other passes while this one runs."""
-        dev = hidden.device
+        ``hidden`` (the pass's final hidden states, one row per output), ``lse`` (the log of each output's softmax
+        denominator, as the pass computed it; None: not kept) and ``lm``'s LM head. Every index goes to the device
+        in one copy that does not wait for the pass (pinned memory), so the host goes on laying out other passes
+        while this one runs.
+
+        An output held to allowed tokens alone (no bias) needs only their logits: ``lm.pair_logits`` gives them
+        from the head's rows of those tokens, and the pass's own ``lse`` makes them log-probs, so the head is not
+        run again over the whole vocabulary. Biased outputs, and every output where the head cannot give pairs (a
+        restricted or int8 head), take the head's whole row of logits again."""
         outs = np.unique(np.array(self._bias_out + self._allow_out, dtype=np.int64))
         where = np.full(int(outs[-1]) + 1, -1, dtype=np.int64)
         where[outs] = np.arange(len(outs))
@@ -68,24 +74,65 @@ class Steering:
         bias_rows = where[np.array(self._bias_out, dtype=np.int64)]
         biased = np.zeros(len(outs), dtype=bool)
         biased[bias_rows] = True
-        only_allowed = ~biased[allow_rows]  # rows held to allowed tokens: their argmax over those alone
-        dense = np.flatnonzero(biased)  # biased rows: a copy of their log-probs, changed and searched whole
-        local = np.full(len(outs), -1, dtype=np.int64)
-        local[dense] = np.arange(len(dense))
-        rest = ~only_allowed
-        rows, a_rows, a_toks, held, d_rows, c_rows, c_toks, b_rows, b_toks = upload(dev, [
-            outs, allow_rows[only_allowed], allow_toks[only_allowed], np.unique(allow_rows[only_allowed]), dense,
-            local[allow_rows[rest]], allow_toks[rest], local[bias_rows], np.array(self._bias_tok, dtype=np.int64)])
-        logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
-        chosen = torch.zeros(len(outs), dtype=torch.long, device=dev)
-        if only_allowed.any():
-            allowed_argmax(logp, a_rows, a_toks, held, chosen)
-        if len(dense):
-            values = upload(dev, [np.array(self._bias_val, dtype=np.float32)], torch.float32)[0]
-            scores = _changed(logp.index_select(0, d_rows), c_rows, c_toks, b_rows, b_toks, values)
-            chosen[d_rows] = scores.argmax(dim=-1)
-        tokens[rows] = chosen.to(tokens.dtype)
-        logps[rows] = logp.gather(1, chosen[:, None]).squeeze(1).to(logps.dtype)
+        paired = ~biased[allow_rows]  # pairs of outputs held to allowed tokens alone
+        if lse is not None and lm.gives_pairs and paired.any():
+            _apply_pairs(lm, hidden, lse, outs, allow_rows[paired], allow_toks[paired], tokens, logps)
+            whole = np.flatnonzero(biased)
+            keep = ~paired
+            allow_rows, allow_toks = allow_rows[keep], allow_toks[keep]
+        else:
+            whole = np.arange(len(outs))
+        if len(whole):
+            _apply_whole(lm, hidden, outs, whole, allow_rows, allow_toks, bias_rows,
+                         np.array(self._bias_tok, dtype=np.int64), np.array(self._bias_val, dtype=np.float32),
+                         tokens, logps)
+
+
+def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
+    """The choice of each output ``outs[rows]`` among its allowed ``toks`` (pairs), from their logits alone."""
+    held = np.unique(rows)
+    local = np.zeros(int(held[-1]) + 1, dtype=np.int64)
+    local[held] = np.arange(len(held))
+    r_out, t, r_held, h_out = upload(hidden.device, [outs[rows], toks, local[rows], outs[held]])
+    vals = lm.pair_logits(hidden.index_select(0, r_out), t) - lse.index_select(0, r_out).float()
+    chosen = allowed_argmax(vals, r_held, t, len(held), lm.vocab_size)
+    tokens[h_out] = chosen.to(tokens.dtype)
+    # the chosen token's log-prob (token 0 where no allowed log-prob was finite, as the whole row's argmax gives)
+    logps[h_out] = (lm.pair_logits(hidden.index_select(0, h_out), chosen) - lse.index_select(0, h_out).float()
+                    ).to(logps.dtype)
+
+
+def _apply_whole(lm, hidden, outs, whole, allow_rows, allow_toks, bias_rows, bias_toks, bias_vals, tokens,
+                 logps) -> None:
+    """The choice of each output ``outs[whole]`` from its whole row of log-probs, held to its allowed tokens
+    (``allow_rows``/``allow_toks``, indices into ``outs``) and biased (``bias_rows``/...)."""
+    dev = hidden.device
+    pos = np.full(len(outs), -1, dtype=np.int64)
+    pos[whole] = np.arange(len(whole))
+    biased = np.zeros(len(whole), dtype=bool)
+    biased[pos[bias_rows]] = True
+    a_rows = pos[allow_rows]
+    only_allowed = ~biased[a_rows]  # rows held to allowed tokens: their argmax over those alone
+    dense = np.flatnonzero(biased)  # biased rows: a copy of their log-probs, changed and searched whole
+    local = np.full(len(whole), -1, dtype=np.int64)
+    local[dense] = np.arange(len(dense))
+    rest = ~only_allowed
+    held = np.unique(a_rows[only_allowed])
+    h_local = np.zeros(int(held[-1]) + 1 if len(held) else 0, dtype=np.int64)
+    h_local[held] = np.arange(len(held))
+    rows, o_rows, o_toks, o_held, held_d, d_rows, c_rows, c_toks, b_rows, b_toks = upload(dev, [
+        outs[whole], a_rows[only_allowed], allow_toks[only_allowed], h_local[a_rows[only_allowed]], held, dense,
+        local[a_rows[rest]], allow_toks[rest], local[pos[bias_rows]], bias_toks])
+    logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
+    chosen = torch.zeros(len(whole), dtype=torch.long, device=dev)
+    if len(held):
+        chosen[held_d] = allowed_argmax(logp[o_rows, o_toks], o_held, o_toks, len(held), logp.shape[1])
+    if len(dense):
+        values = upload(dev, [bias_vals], torch.float32)[0]
+        scores = _changed(logp.index_select(0, d_rows), c_rows, c_toks, b_rows, b_toks, values)
+        chosen[d_rows] = scores.argmax(dim=-1)
+    tokens[rows] = chosen.to(tokens.dtype)
+    logps[rows] = logp.gather(1, chosen[:, None]).squeeze(1).to(logps.dtype)
 
 
 def upload(dev: torch.device, arrays: List[np.ndarray], dtype: torch.dtype = torch.long) -> List[torch.Tensor]:
@@ -99,19 +146,15 @@ def upload(dev: torch.device, arrays: List[np.ndarray], dtype: torch.dtype = tor
     return list(torch.split(flat, [len(a) for a in arrays]))
 
 
-def allowed_argmax(logp: torch.Tensor, r: torch.Tensor, t: torch.Tensor, held: torch.Tensor,
-                   chosen: torch.Tensor) -> None:
-    """``chosen[i]`` for each row ``i`` of ``held`` (the distinct rows of ``r``): the argmax of ``logp[i]`` with
-    every token but the ``t`` paired with it in ``r`` at -inf (the lowest id among equal best ones; token 0 where
-    all its allowed log-probs are -inf or NaN, as the argmax of such a row gives), from the allowed log-probs
-    alone. All on the device."""
-    dev, (n, vocab) = logp.device, logp.shape
-    vals = logp[r, t]
-    best = torch.full((n,), float("-inf"), dtype=logp.dtype, device=dev).scatter_reduce_(0, r, vals, "amax")
+def allowed_argmax(vals: torch.Tensor, r: torch.Tensor, t: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
+    """For each of ``n`` rows, the token of its best allowed pair: pair ``i`` gives row ``r[i]`` the value
+    ``vals[i]`` for token ``t[i]``; the lowest id among equal best ones; token 0 where none of its values is finite
+    (as the argmax of a row of -inf or NaN gives). All on the device."""
+    dev = vals.device
+    best = torch.full((n,), float("-inf"), dtype=vals.dtype, device=dev).scatter_reduce_(0, r, vals, "amax")
     ties = torch.where(vals == best[r], t, vocab)
     first = torch.full((n,), vocab, dtype=torch.long, device=dev).scatter_reduce_(0, r, ties, "amin")
-    picked = torch.where(torch.isfinite(best), first, 0)
-    chosen[held] = picked[held]
+    return torch.where(torch.isfinite(best), first, 0)
 
 
 def _changed(scores: torch.Tensor, allow_rows: torch.Tensor, allow_toks: torch.Tensor, bias_rows: torch.Tensor,
