@@ -7,6 +7,7 @@ mapped back, de-duplicated and written (``output``). Which model, labels, templa
 """
 
 
+import copyreg
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -110,6 +111,25 @@ class PaDeLLMNER(Pipe):
             check_device_available(device)
         except DeviceError as err:
             raise DeviceError(f"[{name}] {err}") from None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """The component for another process (``nlp.pipe(n_process=...)`` under the "spawn" start method, the
+        one CUDA works with): everything but the loaded model, which the copy loads again from the model's
+        location before its first doc. A model handed over in memory (``set_model`` without a location) cannot
+        go: save it with ``to_disk`` first."""
+        if self._runtime is not None and self.spec.in_memory:
+            raise TypeError(f"[{self.name}] this component's model was set in memory (set_model without a location) "
+                            "and cannot be copied to another process; save the pipeline with nlp.to_disk and load it")
+        state = self.__dict__.copy()
+        state.update(_runtime=None, _encoders=(None, None, None), _budget=None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __reduce__(self):
+        # spaCy's ``Pipe`` pickles its whole ``__dict__`` (Cython's own pickling): this goes through __getstate__
+        return copyreg.__newobj__, (type(self),), self.__getstate__()
 
     # -- what it decodes with --
 

@@ -13,6 +13,9 @@ from ..text.protocol import Template, TemplateError, get_template
 __all__ = ["ModelSpec"]
 
 
+IN_MEMORY = "<in memory>"  # the location of a model handed over loaded
+
+
 class ModelSpec:
     """The model, labels, template and decoding of one component, checked as early as they can be.
 
@@ -56,9 +59,14 @@ class ModelSpec:
 
     def set_loaded(self, source: Optional[ModelSource]) -> None:
         """Use a model that is already loaded (``source`` says where it is on disk, if anywhere)."""
-        self.source = source or ModelSource(location="<in memory>", meta={"labels": list(self.labels)})
+        self.source = source or ModelSource(location=IN_MEMORY, meta={"labels": list(self.labels)})
         self.pending_error = None
         self.check_decoding()
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the model was handed over loaded, with no location on disk (``set_loaded(None)``)."""
+        return self.source is not None and self.source.location == IN_MEMORY
 
     def _build_template(self) -> Template:
         """The prompt template: the one given as 'template', else the model's, else by language."""
