@@ -125,13 +125,13 @@ def padellm_contenders(model: str, names: Sequence[str], prefix: str = "") -> Tu
     weights, tokenizer, engine = ner._ensure_loaded()
     out = []
     info = {"model": model, "engine": type(engine).__name__, "dtype": str(next(weights.parameters()).dtype),
-            "settings": ner.settings.to_config()}
+            "settings": ner.decode_settings.to_config()}
     for name in names:
         description, changes, attributes = VARIANTS[name]
         ranges = getattr(weights, "padellm_int8_ranges", None)
         if name in UNSMOOTHED:
             weights.padellm_int8_ranges = None
-        decoder = build_decoder(weights, engine.encoder, ner.settings.replace(**changes), "padellm")
+        decoder = build_decoder(weights, engine.encoder, ner.decode_settings.replace(**changes), "padellm")
         weights.padellm_int8_ranges = ranges
         for key, value in attributes.items():
             setattr(decoder.lm, key, value)

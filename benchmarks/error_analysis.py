@@ -274,7 +274,7 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
     for gold_doc, doc, doc_views in zip(gold_docs, preds, views):
         count_doc(tally, gold_doc, doc, doc_views, ner.alignment_mode)
     scores = score_padellm([Example(p, g) for p, g in zip(preds, gold_docs)])
-    settings = ner.settings
+    settings = ner.decode_settings
     return {
         "docs": len(gold_docs),
         "seconds": round(seconds, 1),

@@ -73,7 +73,7 @@ def main() -> None:
     nlp = spacy.blank("en")
     ner = nlp.add_pipe("padellm_ner", config={"model": "padellm:conll03-smollm2-135m", "device": "cpu"})
     weights, _, engine = ner._ensure_loaded()
-    decoder = build_decoder(weights, engine.encoder, ner.settings, "padellm")
+    decoder = build_decoder(weights, engine.encoder, ner.decode_settings, "padellm")
     base = decoder.lm.layers
     if args.ranges.exists():
         ranges = torch.load(args.ranges)

@@ -147,7 +147,7 @@ def run_variant(nlp, ner, base, changes: Dict[str, Any], gold: Sequence[Any], wa
     key = ner.spans_key
     passes = run["forward_passes"]
     return {
-        "changes": changes, "decoder": run["decoder"], "levers": ner.settings.levers,
+        "changes": changes, "decoder": run["decoder"], "levers": ner.levers,
         **score(run["preds"], gold, key),
         "gold": sum(len(_spans(d, key)) for d in gold), "pred": sum(len(_spans(d, key)) for d in run["preds"]),
         "seconds": round(run["seconds"], 2), "sentences_per_second": round(len(gold) / run["seconds"], 2),

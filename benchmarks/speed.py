@@ -90,7 +90,7 @@ def benchmark(pipeline: str, data: str, *, max_docs: Optional[int] = None, laten
         "pipe_warmup_rounds": {r.name: r.pipe_rounds for r in runs if r.pipe_rounds is not None},
         "methods": [r.name for r in runs], "labels": list(ner.labels), "spans_key": key,
         "text_format": ner.text_format, "component_batch_size": ner.cfg["batch_size"],
-        "max_batch_rows": ner.cfg["max_batch_rows"], "decode_settings": ner.settings.to_config(),
+        "max_batch_rows": ner.cfg["max_batch_rows"], "decode_settings": ner.decode_settings.to_config(),
     }
     speedup = (results.get("padellm", {}).get("speedup_vs_reference") or {}).get("median_latency_ratio")
     peaks = [r.peak_mb for r in runs if r.peak_mb is not None]

@@ -15,7 +15,23 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from .counts import build_trie
 from .settings import CountBias, DecodeSettings, SettingsError
 
-__all__ = ["Levers"]
+__all__ = ["Levers", "RECORDED", "recorded_levers"]
+
+# the levers a model folder may record as its own choice (``levers`` in padellm.json), for settings left null
+RECORDED = ("constrain_mentions", "dedupe_mentions")
+
+
+def recorded_levers(meta: Mapping[str, Any], settings: DecodeSettings) -> Dict[str, bool]:
+    """The levers of ``RECORDED`` that ``settings`` leave null, as a model folder's metadata ``meta`` records them
+    (``levers`` in its padellm.json: the settings the model was chosen with on dev data), off where it records
+    none. A record that is not an object of those levers -> true/false is a ``ValueError``."""
+    recorded = meta.get("levers") or {}
+    if not isinstance(recorded, dict):
+        raise ValueError(f"'levers' must be an object of lever -> true/false, got {recorded!r}")
+    for key, value in recorded.items():
+        if key not in RECORDED or not isinstance(value, bool):
+            raise ValueError(f"'levers': {key!r}: {value!r}; it records {' and '.join(RECORDED)}, each true or false")
+    return {key: recorded.get(key, False) for key in RECORDED if getattr(settings, key) is None}
 
 
 @dataclass(frozen=True)
@@ -38,8 +54,10 @@ class Levers:
     @classmethod
     def of(cls, settings: DecodeSettings, trie_options: Optional[Mapping[str, Any]] = None) -> "Levers":
         """The levers of ``settings``, with ``trie_options`` for the mention tries."""
-        return cls(**{key: getattr(settings, key) for key in cls.setting_keys()},
-                   trie_options=dict(trie_options or {}))
+        values = {key: getattr(settings, key) for key in cls.setting_keys()}
+        for key in RECORDED:  # null: the model folder's choice, which a component resolves; here, off
+            values[key] = bool(values[key])
+        return cls(**values, trie_options=dict(trie_options or {}))
 
     def settings(self) -> Dict[str, Any]:
         """The levers as ``DecodeSettings`` keys and values (what ``of`` reads)."""

@@ -100,7 +100,7 @@ def count_bias(key: str, value: Any) -> CountBias:
     raise _fail(key, "a number or a dict of label -> number (added to the log-prob of the count \"0\")", value)
 
 
-_EXPECTED = {positive: "a positive integer", non_negative: "a non-negative integer"}
+_EXPECTED = {positive: "a positive integer", non_negative: "a non-negative integer", boolean: "true or false"}
 
 
 def _setting(default: Any, check: Callable[[str, Any], Any], doc: str) -> Any:
@@ -158,15 +158,17 @@ class DecodeSettings:
         "output budget of `autoreg_struct`; `autoreg_aug` gets the text's own token count on top (its output "
         "copies the text); outputs cut by it are parsed as far as they go and counted"))
     deduplicate: bool = _setting(True, boolean, "one label per span: the most probable")
-    constrain_mentions: bool = _setting(False, boolean, (
-        "decoding lever: a mention can only be a span of the text (prefix trie over its spans)"))
+    constrain_mentions: Optional[bool] = _setting(None, optional(boolean, "the model's"), (
+        "decoding lever: a mention can only be a span of the text (prefix trie over its spans); null: as the "
+        "model folder records it (`levers` in its padellm.json: the shipped default model was chosen with it "
+        "on), else false"))
     count_bias: CountBias = _setting(0.0, count_bias, (
         'decoding lever: added to the log-prob of the count "0" (negative: fewer zero counts); a number, or a '
         "dict label -> number"))
-    dedupe_mentions: bool = _setting(False, boolean, (
+    dedupe_mentions: Optional[bool] = _setting(None, optional(boolean, "the model's"), (
         "decoding lever: a mention that repeats a string of its label more often than the text holds it is "
         "decoded again, constrained to the text's spans less the strings already taken (dropped if then "
-        "improbable)"))
+        "improbable); null: as the model folder records it (as `constrain_mentions`), else false"))
     dedupe_rounds: int = _setting(20, positive, "`dedupe_mentions`: rounds of decoding repeats again")
     dedupe_min_prob: float = _setting(0.005, probability, (
         "`dedupe_mentions`: a mention decoded again below this probability is dropped"))

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ..decoding.settings import DecodeSettings, SettingsError
 from ..devices import resolve_device
-from ..loading import ModelSource, load_model, resolve_model
+from ..loading import ModelFolderError, ModelSource, load_model, resolve_model
 from ..text.protocol import Template, get_template
 from .options import DEFAULT_CONTEXT_LENGTH, check_positive
 from .task import PaDeLLMPrompt, PaDeLLMResponse
@@ -50,6 +50,16 @@ class LocalPaDeLLM:
         self.stats: Dict[str, int] = {"calls": 0, "prompts": 0}
 
     @property
+    def decode_settings(self) -> DecodeSettings:
+        """The settings decoding runs with: each decoding lever left null as the model folder records it."""
+        from ..decoding.levers import recorded_levers
+
+        try:
+            return self.settings.replace(**recorded_levers(self.source.meta, self.settings))
+        except ValueError as err:
+            raise ModelFolderError(f"[spacy_padellm.Local] {self.source.location}: {err}") from None
+
+    @property
     def max_count(self) -> int:
         return self.settings.max_count
 
@@ -77,7 +87,7 @@ class LocalPaDeLLM:
 
             model, tokenizer = self.load()
             encoder = PromptEncoder(tokenizer, template, self.source.meta.get("bos"))
-            self._decoders[template] = make_decoder(model, encoder, self.settings)
+            self._decoders[template] = make_decoder(model, encoder, self.decode_settings)
         return self._decoders[template]
 
     def _check_prompt(self, prompt: PaDeLLMPrompt) -> None:

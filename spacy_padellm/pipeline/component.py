@@ -170,8 +170,15 @@ class PaDeLLMNER(Pipe):
         return self.spec.decoding
 
     @property
+    def decode_settings(self) -> DecodeSettings:
+        """The settings decoding runs with: the configured ones, with each decoding lever left null as the model
+        folder records it (``ModelSpec.recorded_levers``), else off."""
+        return self.settings.replace(**self.spec.recorded_levers(self.settings))
+
+    @property
     def levers(self) -> List[str]:
-        return self.settings.levers
+        """The decoding levers that are on."""
+        return self.decode_settings.levers
 
     @property
     def decoder(self):
@@ -195,18 +202,19 @@ class PaDeLLMNER(Pipe):
         from ..text.protocol import PromptEncoder
 
         self.spec.set_loaded(source)
-        if self.decoding != "padellm" and self.levers and not self._warned_levers:
+        if self.decoding != "padellm" and self.settings.levers and not self._warned_levers:
             self._warned_levers = True
             logger.warning("[%s] the decoding levers %s apply to decoding 'padellm' only; ignored with decoding "
-                           "'%s'", self.name, ", ".join(self.levers), self.decoding)
+                           "'%s'", self.name, ", ".join(self.settings.levers), self.decoding)
         encoder = PromptEncoder(tokenizer, self.spec.template, self.spec.bos)
         autoreg_encoder = None
         if self.decoding in AUTOREG_DECODINGS:
             from ..baselines import AutoRegEncoder
 
             autoreg_encoder = AutoRegEncoder(tokenizer, self.decoding, self.spec.autoreg_template(), self.spec.bos)
+        settings = self.decode_settings
         try:
-            decoder = build_decoder(model, encoder, self.settings, self.decoding, autoreg_encoder=autoreg_encoder,
+            decoder = build_decoder(model, encoder, settings, self.decoding, autoreg_encoder=autoreg_encoder,
                                     generate=generate)
         except ValueError as err:
             raise ValueError(f"[{self.name}] {err}") from None

@@ -1,12 +1,13 @@
 """What a ``padellm_ner`` component decodes with: the model's location, its labels, prompt template, text
-format and the decoding its training protocol fits (no spaCy, no torch)."""
+format, the decoding its training protocol fits and the decoding levers it records as its own (no spaCy, no
+torch)."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..decoding.factory import PROTOCOL_FITS
-from ..decoding.settings import AUTOREG_DECODINGS
+from ..decoding.settings import AUTOREG_DECODINGS, DecodeSettings
 from ..loading import ModelFolderError, ModelSource, resolve_model
 from ..text.protocol import Template, TemplateError, get_template
 
@@ -56,12 +57,25 @@ class ModelSpec:
             self.labels = list(self.source.labels)
         self.template = self._build_template()
         self.check_decoding()
+        self.recorded_levers(DecodeSettings())  # a bad record of levers is reported with the model's location
 
     def set_loaded(self, source: Optional[ModelSource]) -> None:
         """Use a model that is already loaded (``source`` says where it is on disk, if anywhere)."""
         self.source = source or ModelSource(location=IN_MEMORY, meta={"labels": list(self.labels)})
         self.pending_error = None
         self.check_decoding()
+
+    def recorded_levers(self, settings) -> Dict[str, bool]:
+        """The decoding levers ``settings`` (a ``DecodeSettings``) leave null, as the model folder records them
+        (``levers.recorded_levers``)."""
+        from ..decoding.levers import recorded_levers
+
+        if self.source is None:
+            return recorded_levers({}, settings)
+        try:
+            return recorded_levers(self.source.meta, settings)
+        except ValueError as err:
+            raise ModelFolderError(f"[{self.name}] {self.source.location}: {err}") from None
 
     @property
     def in_memory(self) -> bool:

@@ -25,13 +25,16 @@ PER_LABEL = "per-label"
 
 def parse_variants(text: str) -> List[Variant]:
     """``plain,constrain_mentions,constrain_mentions+dedupe_mentions``: each variant turns on the boolean
-    decoding settings it names (joined by ``+``); ``plain`` turns none on."""
+    decoding settings it names (joined by ``+``) and the levers a model folder may record (``levers.RECORDED``)
+    it does not name off; ``plain`` turns none on."""
+    from ..decoding.levers import RECORDED
     from ..decoding.settings import DecodeSettings
 
     variants: List[Variant] = []
     for name in (item.strip() for item in text.split(",")):
         keys = [] if name == "plain" else [key.strip() for key in name.split("+")]
-        changes = {key: True for key in keys}
+        # the levers it does not name are off (not left to the model folder's record)
+        changes = {**{key: False for key in RECORDED}, **{key: True for key in keys}}
         DecodeSettings.from_config(changes)  # an unknown or non-boolean setting is an error here
         if not name or any(name == known for known, _ in variants):
             raise ValueError(f"--variants: empty or repeated variant in {text!r}")

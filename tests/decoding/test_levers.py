@@ -4,12 +4,12 @@ import dataclasses
 
 import pytest
 
-from spacy_padellm.decoding.levers import Levers
+from spacy_padellm.decoding.levers import RECORDED, Levers, recorded_levers
 from spacy_padellm.decoding.settings import DecodeSettings, SettingsError
 
 
 def test_levers_are_the_settings_of_their_names():
-    settings = DecodeSettings(constrain_mentions=True, count_bias={"PER": -1}, dedupe_rounds=3)
+    settings = DecodeSettings(constrain_mentions=True, count_bias={"PER": -1}, dedupe_mentions=False, dedupe_rounds=3)
     levers = Levers.of(settings, {"max_words": 5})
     assert levers.settings() == {"constrain_mentions": True, "count_bias": {"PER": -1.0}, "dedupe_mentions": False,
                                  "dedupe_rounds": 3, "dedupe_min_prob": 0.005}
@@ -37,3 +37,22 @@ def test_replace_checks_like_settings_and_keeps_the_trie_options():
         levers.replace(count_bias="x")
     with pytest.raises(SettingsError, match="'max_count' is not a decoding lever"):
         levers.replace(max_count=3)
+
+
+def test_a_lever_left_null_is_off_unless_the_model_folder_records_it():
+    assert DecodeSettings().constrain_mentions is None and DecodeSettings().dedupe_mentions is None
+    assert Levers.of(DecodeSettings()).on == [] and DecodeSettings().levers == []
+    assert recorded_levers({}, DecodeSettings()) == dict.fromkeys(RECORDED, False)
+    meta = {"levers": {"constrain_mentions": True, "dedupe_mentions": True}}
+    assert recorded_levers(meta, DecodeSettings()) == {"constrain_mentions": True, "dedupe_mentions": True}
+    # a lever the settings give stays as given
+    assert recorded_levers(meta, DecodeSettings(dedupe_mentions=False)) == {"constrain_mentions": True}
+    assert recorded_levers({"levers": {"dedupe_mentions": True}}, DecodeSettings()) == {
+        "constrain_mentions": False, "dedupe_mentions": True}
+
+
+@pytest.mark.parametrize("record", [["constrain_mentions"], {"constrain_mention": True},
+                                    {"constrain_mentions": 1}, {"count_bias": -1.0}])
+def test_a_record_that_is_not_levers_and_booleans_is_an_error(record):
+    with pytest.raises(ValueError, match="'levers'"):
+        recorded_levers({"levers": record}, DecodeSettings())

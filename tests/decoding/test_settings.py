@@ -30,7 +30,7 @@ def test_defaults_round_trip_through_config():
     ("decoding", "beam", "'decoding' must be null or one of padellm, reference, autoreg_struct, autoreg_aug"),
     ("count_bias", "low", "'count_bias' must be a number or a dict of label -> number"),
     ("count_bias", {"PER": float("nan")}, "'count_bias' must be a number or a dict"),
-    ("constrain_mentions", 1, "'constrain_mentions' must be true or false, got 1"),
+    ("constrain_mentions", 1, "'constrain_mentions' must be null (the model's) or true or false, got 1"),
     ("dedupe_min_prob", 1.5, "'dedupe_min_prob' must be a number from 0 to 1"),
     ("span_source", "nouns", "'span_source' must be one of runs, words, got 'nouns'"),
 ])

@@ -3,7 +3,9 @@ keys: they reach the decoder, bad values are clear errors, and a pipeline with a
 tiny model's memorised entities, also after to_disk / spacy.load. Tests of wiring alone use the untrained
 model folder ``tiny_untrained``."""
 
+import json
 import logging
+import shutil
 
 import pytest
 import spacy
@@ -15,6 +17,7 @@ from spacy_padellm.decoding.dynamic import TwoStepDecoder
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.reference import ReferenceDecoder
 from spacy_padellm.decoding.tree import TreeDecoder
+from spacy_padellm.loading import ModelFolderError
 
 LEVERS = {"constrain_mentions": True, "count_bias": -1.0, "dedupe_mentions": True}
 TEXTS = [t for t, _ in tiny.SENTENCES]
@@ -25,9 +28,9 @@ def levers_nlp(tiny_model):
     return pipeline(tiny_model, **LEVERS)
 
 
-def test_defaults_are_off():
+def test_defaults_are_off_unless_the_model_folder_records_them():
     assert {k: DEFAULT_CONFIG[k] for k in (*LEVERS, "draft_tokens")} == {
-        "constrain_mentions": False, "count_bias": 0.0, "dedupe_mentions": False, "draft_tokens": 8}
+        "constrain_mentions": None, "count_bias": 0.0, "dedupe_mentions": None, "draft_tokens": 8}
     assert DecodeSettings().levers == [] and DecodeSettings(count_bias={"PER": 0.0}).levers == []
     assert DecodeSettings(constrain_mentions=True, count_bias={"PER": -1}, dedupe_mentions=True).levers == [
         "constrain_mentions", "count_bias", "dedupe_mentions"]
@@ -87,7 +90,7 @@ def test_invalid_values_are_clear_errors():
             spacy.blank("en").add_pipe("padellm_ner", config={"labels": ["PER"], **config})
     nlp = spacy.blank("en")
     for kwargs, key in (({"count_bias": "x"}, "count_bias"), ({"constrain_mentions": 1}, "constrain_mentions"),
-                        ({"dedupe_mentions": None}, "dedupe_mentions"), ({"draft_tokens": 2.5}, "draft_tokens")):
+                        ({"dedupe_mentions": "yes"}, "dedupe_mentions"), ({"draft_tokens": 2.5}, "draft_tokens")):
         with pytest.raises(ValueError, match=rf"\[padellm_ner\] '{key}'"):
             PaDeLLMNER(nlp, labels=["PER"], **kwargs)
 
@@ -125,3 +128,21 @@ def test_levers_survive_save_and_load(levers_nlp, tmp_path):
     levers = decoder.levers
     assert (levers.constrain_mentions, levers.count_bias, levers.dedupe_mentions) == (True, -1.0, True)
     assert [ents(d) for d in loaded.pipe(TEXTS)] == gold(tiny.SENTENCES)
+
+
+def test_a_model_folder_records_the_levers_it_was_chosen_with(tiny_untrained, tmp_path):
+    assert pipeline(tiny_untrained).get_pipe("padellm_ner").levers == []
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_untrained, folder)
+    meta = json.loads((folder / "padellm.json").read_text())
+    (folder / "padellm.json").write_text(json.dumps({**meta, "levers": {"constrain_mentions": True,
+                                                                        "dedupe_mentions": True}}))
+    ner = pipeline(folder).get_pipe("padellm_ner")
+    assert ner.levers == ["constrain_mentions", "dedupe_mentions"] and ner.settings.constrain_mentions is None
+    levers = ner.decoder.levers
+    assert (levers.constrain_mentions, levers.dedupe_mentions) == (True, True)
+    ner = pipeline(folder, dedupe_mentions=False).get_pipe("padellm_ner")  # a setting given wins
+    assert ner.levers == ["constrain_mentions"] and ner.decoder.levers.dedupe_mentions is False
+    (folder / "padellm.json").write_text(json.dumps({**meta, "levers": {"constrain_mentions": "yes"}}))
+    with pytest.raises(ModelFolderError, match="'levers'"):  # when the component is built
+        pipeline(folder)

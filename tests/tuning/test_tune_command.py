@@ -75,8 +75,10 @@ def test_the_per_label_biases_are_chosen_from_the_grid_counts(tuned):
 
 
 def test_options_are_checked_before_loading():
-    assert parse_variants("plain,constrain_mentions+dedupe_mentions") == [
-        ("plain", {}), ("constrain_mentions+dedupe_mentions", {"constrain_mentions": True, "dedupe_mentions": True})]
+    off = {"constrain_mentions": False, "dedupe_mentions": False}  # not left to the model folder's record
+    assert parse_variants("plain,constrain_mentions+dedupe_mentions,deduplicate") == [
+        ("plain", off), ("constrain_mentions+dedupe_mentions", {"constrain_mentions": True, "dedupe_mentions": True}),
+        ("deduplicate", {**off, "deduplicate": True})]
     assert parse_grid("-2,-0.5,0") == [-2.0, -0.5, 0.0]
     for bad in ("plain,plain", "constrain_mention", "max_count"):
         with pytest.raises(ValueError):
