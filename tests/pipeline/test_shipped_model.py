@@ -46,8 +46,8 @@ def _f1_on_100_dev_sentences(tmp_path, model: str) -> float:
 @needs_base
 @needs_data
 def test_default_model_f1_on_100_dev_sentences(tmp_path):
-    """The shipped default model (Gemma 3 270M) on the first 100 CoNLL03 dev sentences: span F1 >= 0.93 (measured
-    0.946)."""
+    """The shipped default model (Gemma 3 270M) on the first 100 CoNLL03 dev sentences, with the levers it records:
+    span F1 >= 0.93 (measured 0.946, with them and without)."""
     from spacy_padellm.loading import DEFAULT_MODEL
 
     assert DEFAULT_MODEL == "padellm:conll03-gemma3-270m"
