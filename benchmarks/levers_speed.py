@@ -6,7 +6,7 @@ folder's record, which the shipped default model sets on) and ``off`` (both turn
 one warm-up pass over every doc (CUDA graphs captured; its entities give the span P/R/F1), ``nlp.pipe`` over every
 doc ``--rounds`` times (the best is reported, sentences per second), then ``--latency-docs`` docs one at a time
 after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table; ``--output``
-writes the JSON and a PNG next to it.
+writes the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/levers_speed.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy \\
         --gpu-id 0 --output metrics/levers_speed.json      # or: spacy project run levers-speed
@@ -15,7 +15,6 @@ writes the JSON and a PNG next to it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 
@@ -73,6 +73,8 @@ def measure(nlp, ner, gold: List[Any], changes: Dict[str, Any], args, device: Op
 def run(args) -> Dict[str, Any]:
     import torch
 
+    if not Path(args.data).exists():
+        raise FileNotFoundError(f"no such DocBin: {args.data}")
     device = select_device(args.device, args.gpu_id)
     nlp, ner, _ = open_pipeline(args.pipeline, None, None, device, None)
     gold = load_gold(args.data, nlp.vocab, args.max_docs)
@@ -143,12 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    report = run(args)
-    print(render_markdown(report))
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError) as err:  # a missing DocBin, an empty one, a pipeline without padellm_ner
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    table = render_markdown(report)
+    print(table)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=1) + "\n")
-        render_plot(report, args.output.with_suffix(".png"))
+        write_outputs(report, table, str(args.output), render_plot)
     return 0
 
 

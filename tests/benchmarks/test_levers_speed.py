@@ -29,5 +29,10 @@ def test_levers_recorded_and_off_side_by_side(tiny_model, tmp_path, capsys):
     assert report["docs"] == len(tiny.SENTENCES) and report["device"] == "cpu"
     for row in rows.values():
         assert row["f"] == 1.0 and row["sentences_per_s"] > 0 and row["latency_docs"] == 2  # memorised
-    assert out.with_suffix(".png").stat().st_size > 0
+    assert out.with_suffix(".png").stat().st_size > 0 and "| off | none |" in out.with_suffix(".md").read_text()
     assert "| recorded | constrain_mentions |" in capsys.readouterr().out
+
+
+def test_a_missing_docbin_is_a_clear_error(tiny_model, tmp_path, capsys):
+    assert main([str(tiny_model), str(tmp_path / "missing.spacy"), "--device", "cpu"]) == 1
+    assert "missing.spacy" in capsys.readouterr().err
