@@ -149,7 +149,19 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     state.base_ref = base_ref
     state.meta = model_meta(settings, data, state.base_ref)
     _train_loop(state, progress)
-    return _finish(state)
+    summary = _finish(state)
+    _leave_process_group(devices)
+    return summary
+
+
+def _leave_process_group(devices: "_Devices") -> None:
+    """Several processes: wait until the main one has written the outputs, then leave the process group together
+    (a process that exits while another still holds the group's connections can make that one abort)."""
+    import torch.distributed as dist
+
+    if devices.distributed and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------
