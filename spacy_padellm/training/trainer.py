@@ -70,6 +70,13 @@ class _Devices:
     def unwrap(self, model):
         return self.accelerator.unwrap_model(model) if self.distributed else model
 
+    def end(self) -> None:
+        """Several processes: wait until the main one has written the outputs, then leave the process group together
+        (a process that exits while another still holds the group's connections can make that one abort)."""
+        if self.distributed:
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
+
 
 @dataclass
 class _TrainState:
@@ -150,18 +157,8 @@ def train(settings: TrainSettings, progress: bool = True, log: Callable[[str], N
     state.meta = model_meta(settings, data, state.base_ref)
     _train_loop(state, progress)
     summary = _finish(state)
-    _leave_process_group(devices)
+    devices.end()
     return summary
-
-
-def _leave_process_group(devices: "_Devices") -> None:
-    """Several processes: wait until the main one has written the outputs, then leave the process group together
-    (a process that exits while another still holds the group's connections can make that one abort)."""
-    import torch.distributed as dist
-
-    if devices.distributed and dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------------
