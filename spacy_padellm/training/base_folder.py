@@ -22,21 +22,27 @@ __all__ = ["write_base_folder"]
 PathLike = Union[str, os.PathLike]
 
 
-def write_base_folder(gguf: PathLike, folder: PathLike, tokenizer=None, copy: bool = False) -> Path:
+def write_base_folder(gguf: PathLike, folder: PathLike, tokenizer=None, copy: bool = False,
+                      allow_split_words: bool = False) -> Path:
     """Write ``folder``: the GGUF file ``gguf`` (a symbolic link to it, or a copy with ``copy``) and the files of
     ``tokenizer`` (default: the tokenizer transformers reads from ``gguf``). Raises ``ValueError`` when that
-    tokenizer splits whole-word pieces of its vocabulary (nothing is written then)."""
+    tokenizer splits whole-word pieces of its vocabulary (nothing is written then), unless ``allow_split_words``
+    (a tokenizer chosen on purpose for text where that does not matter, e.g. Chinese cut into characters)."""
     gguf, folder = Path(gguf).expanduser().resolve(), Path(folder).expanduser()
     if gguf.suffix != ".gguf" or not gguf.is_file():
         raise ValueError(f"{gguf} is not a .gguf file")
-    if tokenizer is None:
+    given = tokenizer is not None
+    if not given:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    split = split_whole_words(tokenizer)
+    split = [] if allow_split_words else split_whole_words(tokenizer)
     if split:
         import transformers
 
+        if given:
+            raise ValueError(f"the tokenizer given splits words its vocabulary holds whole ({', '.join(split)}); "
+                             "write it with allow_split_words (--allow-split-words) if that is meant")
         raise ValueError(
             f"transformers {transformers.__version__} reads {gguf.name}'s tokenizer so that it splits words its "
             f"vocabulary holds whole ({', '.join(split)}); write the folder with a transformers version that reads "
@@ -59,10 +65,24 @@ def add_parser(sub) -> None:
     p.add_argument("gguf", help="the base's .gguf file")
     p.add_argument("folder", help="the folder to write")
     p.add_argument("--copy", action="store_true", help="copy the GGUF file instead of linking to it")
+    p.add_argument("--tokenizer", default=None,
+                   help="a tokenizer folder to write instead of the GGUF file's own (tokenizer.json or "
+                        "tokenizer.json.gz), e.g. spacy_padellm/models/tokenizers/gemma3-270m")
+    p.add_argument("--allow-split-words", action="store_true",
+                   help="write a tokenizer that splits words its vocabulary holds whole (for text where that "
+                        "does not matter: the gemma3-270m tokenizer cuts Chinese into characters)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    folder = write_base_folder(args.gguf, args.folder, copy=args.copy)
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        from ..packed_tokenizer import unpacked
+
+        tokenizer = AutoTokenizer.from_pretrained(str(unpacked(Path(args.tokenizer))))
+    folder = write_base_folder(args.gguf, args.folder, tokenizer=tokenizer, copy=args.copy,
+                               allow_split_words=args.allow_split_words)
     print(f"{folder}: {Path(args.gguf).name} and its tokenizer files (train with --paths.base_model {folder})")
     return 0

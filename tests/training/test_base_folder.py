@@ -43,3 +43,19 @@ def test_a_tokenizer_that_splits_whole_words_is_refused(gguf, tmp_path, capsys):
         write_base_folder(tmp_path / "missing.gguf", tmp_path / "base")
     assert main(["base-folder", str(tmp_path / "missing.gguf"), str(tmp_path / "base")]) == 1
     assert "not a .gguf file" in capsys.readouterr().err
+
+
+def test_a_tokenizer_folder_given_on_purpose_is_written_as_it_is(gguf, tmp_path):
+    """``--tokenizer`` with ``--allow-split-words``: the shipped character tokenizer (for Chinese text) beside the
+    GGUF file, the folder then loading with it."""
+    chars = MODELS / "tokenizers" / "gemma3-270m"
+    assert main(["base-folder", str(gguf), str(tmp_path / "refused"), "--tokenizer", str(chars)]) == 1
+    assert not (tmp_path / "refused").exists()
+    assert main(["base-folder", str(gguf), str(tmp_path / "base"), "--tokenizer", str(chars),
+                 "--allow-split-words"]) == 0
+    source = resolve_model(tmp_path / "base")
+    assert source.gguf_file == gguf.name and source.tokenizer_dir == (tmp_path / "base").resolve()
+    expected = AutoTokenizer.from_pretrained(str(unpacked(chars)))
+    written = AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    text = "厦门泛华集团 gene expression"
+    assert written(text, add_special_tokens=False)["input_ids"] == expected(text, add_special_tokens=False)["input_ids"]
