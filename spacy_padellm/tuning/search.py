@@ -111,7 +111,8 @@ def tune_variant(nlp, ner, base, changes: Mapping[str, Any], grid: Sequence[floa
 
 
 def _describe(changes: Mapping[str, Any]) -> str:
-    return "+".join(changes) or "plain"
+    """The variant's name as ``--variants`` writes it: the levers it turns on (the ones it turns off are not named)."""
+    return "+".join(key for key, value in changes.items() if value) or "plain"
 
 
 def _key(bias: float) -> str:

@@ -11,7 +11,7 @@ import tiny
 from spacy_padellm.__main__ import main
 from spacy_padellm.cli.evaluate import evaluate
 from spacy_padellm.tuning.bias_choice import choose_biases
-from spacy_padellm.tuning.search import candidates, parse_grid, parse_variants
+from spacy_padellm.tuning.search import _describe, candidates, parse_grid, parse_variants
 
 # memorised sentences and new ones the model gets partly wrong, so the settings score differently
 DEV = tiny.SENTENCES + [
@@ -79,6 +79,9 @@ def test_options_are_checked_before_loading():
     assert parse_variants("plain,constrain_mentions+dedupe_mentions,deduplicate") == [
         ("plain", off), ("constrain_mentions+dedupe_mentions", {"constrain_mentions": True, "dedupe_mentions": True}),
         ("deduplicate", {**off, "deduplicate": True})]
+    # the progress bar names each variant as it was given, not by the levers it turns off
+    assert [_describe(changes) for _, changes in parse_variants("plain,constrain_mentions,deduplicate")] == [
+        "plain", "constrain_mentions", "deduplicate"]
     assert parse_grid("-2,-0.5,0") == [-2.0, -0.5, 0.0]
     for bad in ("plain,plain", "constrain_mention", "max_count"):
         with pytest.raises(ValueError):
