@@ -79,6 +79,9 @@ def run(args) -> int:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
+        if not (Path(args.tokenizer) / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"--tokenizer {args.tokenizer}: not a tokenizer folder (no tokenizer_config.json)")
+
         from ..packed_tokenizer import unpacked
 
         tokenizer = AutoTokenizer.from_pretrained(str(unpacked(Path(args.tokenizer))))

@@ -49,6 +49,7 @@ def test_a_tokenizer_folder_given_on_purpose_is_written_as_it_is(gguf, tmp_path)
     """``--tokenizer`` with ``--allow-split-words``: the shipped character tokenizer (for Chinese text) beside the
     GGUF file, the folder then loading with it."""
     chars = MODELS / "tokenizers" / "gemma3-270m"
+    assert main(["base-folder", str(gguf), str(tmp_path / "none"), "--tokenizer", str(tmp_path / "nowhere")]) == 1
     assert main(["base-folder", str(gguf), str(tmp_path / "refused"), "--tokenizer", str(chars)]) == 1
     assert not (tmp_path / "refused").exists()
     assert main(["base-folder", str(gguf), str(tmp_path / "base"), "--tokenizer", str(chars),
