@@ -80,12 +80,10 @@ def _scores(path: Path, prefix: str) -> Optional[Dict[str, float]]:
     return {k: d[k] for k in keys if k in d}
 
 
-def report(out: Path, prefix: str) -> Dict:
-    """The report of OUT: candidates (dev), the chosen one, its tuning (dev) and its test scores."""
-    cands = json.loads((out / "candidates.json").read_text())
+def report(cands: Dict, best: Dict, folder: Path, prefix: str) -> Dict:
+    """The report: the candidates (``candidates.json``, dev), the chosen one ``best``, its tuning (dev) and its
+    test scores (the stages' JSON in ``folder``)."""
     rows = cands["candidates"]
-    best = chosen_row(rows)
-    folder = out / "chosen"
     tune = json.loads((folder / "tune.json").read_text()) if (folder / "tune.json").exists() else {}
     batch1 = _scores(folder / "batch1.json", prefix)
     return {
@@ -135,13 +133,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--output", type=Path, required=True, help="report JSON; the PNG is written beside it")
     args = p.parse_args(argv)
 
-    rows = json.loads((args.out / "candidates.json").read_text())["candidates"]
+    cands = json.loads((args.out / "candidates.json").read_text())
+    rows = cands["candidates"]
     best = chosen_row(rows)
     folder = args.out / "chosen"
     folder.mkdir(parents=True, exist_ok=True)
     _stages(args, args.out / best["name"] / "best", folder)
     prefix = f"spans_{args.spans_key}" if args.spans_key else "ents"
-    rep = report(args.out, prefix)
+    rep = report(cands, best, folder, prefix)
     given = argv if argv is not None else sys.argv[1:]
     rep["command"] = " ".join(["python", f"benchmarks/{Path(__file__).name}", *given])
     args.output.parent.mkdir(parents=True, exist_ok=True)

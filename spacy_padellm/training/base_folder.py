@@ -37,12 +37,12 @@ def write_base_folder(gguf: PathLike, folder: PathLike, tokenizer=None, copy: bo
 
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     split = [] if allow_split_words else split_whole_words(tokenizer)
+    if split and given:
+        raise ValueError(f"the tokenizer given splits words its vocabulary holds whole ({', '.join(split)}); "
+                         "write it with allow_split_words (--allow-split-words) if that is meant")
     if split:
         import transformers
 
-        if given:
-            raise ValueError(f"the tokenizer given splits words its vocabulary holds whole ({', '.join(split)}); "
-                             "write it with allow_split_words (--allow-split-words) if that is meant")
         raise ValueError(
             f"transformers {transformers.__version__} reads {gguf.name}'s tokenizer so that it splits words its "
             f"vocabulary holds whole ({', '.join(split)}); write the folder with a transformers version that reads "
@@ -77,10 +77,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     tokenizer = None
     if args.tokenizer:
-        from transformers import AutoTokenizer
-
         if not (Path(args.tokenizer) / "tokenizer_config.json").is_file():
             raise FileNotFoundError(f"--tokenizer {args.tokenizer}: not a tokenizer folder (no tokenizer_config.json)")
+        from transformers import AutoTokenizer
 
         from ..packed_tokenizer import unpacked
 
