@@ -59,13 +59,12 @@ _NO_SPACE_RANGES = (
 )
 
 
+_NO_SPACE_RE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _NO_SPACE_RANGES) + "]")
+
+
 def needs_char_spans(text: str) -> bool:
     """Whether ``text`` has characters of a script written without spaces (CJK, Thai, ...)."""
-    for ch in text:
-        code = ord(ch)
-        if code >= 0x0E00 and any(lo <= code <= hi for lo, hi in _NO_SPACE_RANGES):
-            return True
-    return False
+    return _NO_SPACE_RE.search(text) is not None
 
 
 def _run_texts(text: str, units: Sequence[Tuple[int, int]], word_of: Sequence[int], max_words: int) -> List[str]:
@@ -207,29 +206,17 @@ class MentionTrie:
     ) -> "MentionTrie":
         """The trie of every candidate substring of ``text``, each encoded as ``encoder.mention()`` does
         (a ``PromptEncoder``: the tokenisation a mention has in training targets)."""
+        if not extra and not exclude and not char_spans:
+            from .trie_paths import path_trie
+
+            trie = path_trie(text, encoder, max_words, split_punct)
+            if trie is not None:
+                return trie
         trie = cls(eos_id=encoder.eos_id)
-        if not extra and not exclude and not char_spans and trie._build_by_paths(text, encoder, max_words, split_punct):
-            return trie
         strings = candidate_strings(text, max_words=max_words, split_punct=split_punct, char_spans=char_spans,
                                     max_chars=max_chars, extra=extra, exclude=exclude)
         trie.add_all(encoder.mentions(strings))  # one tokenizer call for all (the same ids as mention())
         return trie
-
-    def _build_by_paths(self, text: str, encoder, max_words: int, split_punct: bool) -> bool:
-        """Fill this empty trie one path per start from chunk ids (``trie_paths``); False where that does not apply
-        (the text is not the common case, or the encoder has not shown that its mentions' ids compose)."""
-        from .trie_paths import chunk_paths, walk_paths
-
-        chunk_ids = getattr(encoder, "mention_chunk_ids", None)
-        paths = chunk_paths(text, max_words, split_punct) if chunk_ids is not None else None
-        if paths is None:
-            return False
-        chunks = list({c: None for own, later in paths for c in own + [c for word in later for c in word]})
-        ids = chunk_ids(chunks)
-        if ids is None:
-            return False
-        walk_paths(self, paths, dict(zip(chunks, ids)))
-        return True
 
     def add(self, ids: Sequence[int]) -> None:
         """Add one sequence (empty sequences are ignored: a mention has at least one token)."""
@@ -271,6 +258,10 @@ class MentionTrie:
             self._ends[node] = True
             self.n_sequences += 1
 
+    def _kids(self, node: int) -> Dict[int, int]:
+        """The children of ``node`` (token id -> node)."""
+        return self._children[node]
+
     def __len__(self) -> int:
         return self.n_sequences
 
@@ -280,11 +271,11 @@ class MentionTrie:
 
     def allowed(self, node: int) -> Tuple[List[int], bool]:
         """(token ids that may come next, whether the sequence may end here with EOS)."""
-        return list(self._children[node]), self._ends[node]
+        return list(self._kids(node)), self._ends[node]
 
     def allowed_ids(self, node: int) -> List[int]:
         """The ids that may come next, EOS included when the node ends a sequence."""
-        ids = list(self._children[node])
+        ids = list(self._kids(node))
         if self._ends[node] and self.eos_id is not None:
             ids.append(self.eos_id)
         return ids
@@ -293,7 +284,7 @@ class MentionTrie:
         """The node after ``token_id``; None when it is not allowed (or ``node`` is None)."""
         if node is None:
             return None
-        return self._children[node].get(int(token_id))
+        return self._kids(node).get(int(token_id))
 
     def walk(self, ids: Sequence[int], node: int = 0) -> Optional[int]:
         """The node reached by ``ids`` from ``node``; None when they leave the trie."""
@@ -313,7 +304,7 @@ class MentionTrie:
             node, path = stack.pop()
             if self._ends[node]:
                 out.add(path)
-            stack.extend((child, path + (tok,)) for tok, child in self._children[node].items())
+            stack.extend((child, path + (tok,)) for tok, child in self._kids(node).items())
         return out
 
     def contains(self, ids: Sequence[int]) -> bool:
@@ -326,7 +317,7 @@ class MentionTrie:
 
         EOS (``self.eos_id``) counts as allowed where the node ends a sequence.
         """
-        children = self._children[node]
+        children = self._kids(node)
         ends = self._ends[node]
         for tok in candidate_ids:
             tok = int(tok)

@@ -1,54 +1,134 @@
-"""A text's mention trie built one path per start, from the ids of the text's whitespace chunks (no torch).
+"""A text's mention trie as paths of whitespace chunks, its nodes made as decoding reaches them (no torch).
 
-``constraints.candidate_strings`` lists every run of units of a text (about 130 strings for a CoNLL03 sentence),
-and ``MentionTrie.build`` encodes each and inserts it from the root: the runs that start at one unit share all
-but their last chunk, so most of that work is done again and again. Where a mention's ids are its whitespace
-chunks' ids joined (``text.chunks``, checked for the tokenizer), the runs starting at one unit are a path through
-the trie: the first word's part from that unit, then the whitespace and the next word, and so on, a candidate
-ending at each unit boundary on the way. Walking that path inserts each candidate as one chunk from the node of
-the run before it. The result holds the same sequences as the long way (a test checks it on varied texts,
-``benchmarks/trie_build.py`` on CoNLL03 sentences). It applies to the common case only (single spaces between
-words, no characters of a script written without spaces, nothing extra or excluded); ``build`` goes the long way
-otherwise.
+``constraints.candidate_strings`` lists every run of units of a text (about 130 strings for a CoNLL03 sentence), and
+``MentionTrie.build`` the long way encodes each and inserts it from the root. Where a mention's ids are its whitespace
+chunks' ids joined (``text.chunks``, checked for the tokenizer), the runs starting at one unit are a path: the first
+word's part from that unit (one alternative per unit it can end at), then for each later word the whitespace and
+that word up to one of its units; a candidate ends at each alternative, and the path goes on from the whole word
+only. ``PathTrie`` holds those paths as chunk ids and makes a node only when it is asked for one's children: a node
+is the set of places (path, word, alternative, tokens read) its token prefix reaches, so it holds the same sequences
+as the long way (a test checks it on varied texts, ``benchmarks/trie_build.py`` on CoNLL03 sentences), while
+decoding a sentence's mentions makes a few dozen nodes instead of every node of ~130 candidates. It applies to the
+common case only (single spaces between words, no characters of a script written without spaces, nothing extra or
+excluded); ``build`` goes the long way otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .constraints import _UNIT_RE, _WORD_RE, MentionTrie, needs_char_spans
 
-__all__ = ["chunk_paths", "walk_paths"]
+__all__ = ["PathTrie", "chunk_paths", "path_trie"]
 
 
-def chunk_paths(text: str, max_words: int, split_punct: bool) -> Optional[List[Tuple[List[str], List[List[str]]]]]:
-    """Per start unit: (the chunks of the start's own word, one per unit it can end at; then per later word, the
-    chunks that end at each of its units, the whole word's last). None where the text is not the common case."""
+def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Tuple[int, List[str]]], List[List[str]]]]:
+    """The text's chunks, or None where it is not the common case: per start unit, (its word, the chunks of its
+    word from it, one per unit it can end at, the whole rest of the word last); and per word, its chunks as a later
+    word of a path (the whitespace before it, then the word up to each of its units, the whole word last)."""
     if " ".join(text.split()) != text.strip() or needs_char_spans(text):
         return None
     words = [(m.start(), m.end()) for m in _WORD_RE.finditer(text)]
-    units: List[List[Tuple[int, int]]] = []  # per word, its units
-    for ws, we in words:
-        units.append([(m.start(), m.end()) for m in _UNIT_RE.finditer(text, ws, we)] if split_punct else [(ws, we)])
-    # per word after the first: its chunks as a later word (the whitespace before it, then up to each unit's end)
-    after = [[]] + [[text[words[v - 1][1]: ue] for _, ue in units[v]] for v in range(1, len(words))]
-    paths = []
-    for w in range(len(words)):
-        later = after[w + 1: w + max_words]
-        for i, (us, _) in enumerate(units[w]):
-            paths.append(([text[us: ue] for _, ue in units[w][i:]], later))
-    return paths
+    starts: List[Tuple[int, List[str]]] = []
+    after: List[List[str]] = []
+    for w, (ws, we) in enumerate(words):
+        units = [m.span() for m in _UNIT_RE.finditer(text, ws, we)] if split_punct else [(ws, we)]
+        if len(units) == 1:  # most words: one start, one end
+            starts.append((w, [text[ws:we]]))
+            after.append([text[words[w - 1][1]: we]] if w else [])
+            continue
+        ends = [ue for _, ue in units]
+        starts.extend((w, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
+        after.append([text[words[w - 1][1]: ue] for ue in ends] if w else [])
+    return starts, after
 
 
-def walk_paths(trie: MentionTrie, paths, chunk_ids: Dict[str, Tuple[int, ...]]) -> None:
-    """Insert every candidate of ``paths`` (``chunk_paths``) into ``trie``, chunk ids from ``chunk_ids``."""
-    for own, later in paths:
+Ids = Tuple[int, ...]
+Cursor = Tuple[int, int, int, int]  # (path, level, alternative, tokens of it read)
+
+
+class PathTrie(MentionTrie):
+    """The trie of every candidate of the paths ``starts`` (per path: the alternatives' ids within its start's word,
+    the whole rest of the word last; and that word's index) and ``after`` (per word: its alternatives' ids as a later
+    word of a path, the whole word last), a path going on over at most ``max_words`` words. Nodes are made on first
+    sight of their parent's children (``_kids``); everything else is ``MentionTrie``'s."""
+
+    def __init__(self, starts: Sequence[Tuple[Sequence[Ids], int]], after: Sequence[Sequence[Ids]], max_words: int,
+                 eos_id: Optional[int] = None):
+        super().__init__(eos_id=eos_id)
+        self._starts = starts
+        self._after = after
+        self._max_words = max_words
+        self._children: List[Optional[Dict[int, int]]] = [None]
+        self._cursors: List[List[Cursor]] = [[]]  # the root's children come from every path's first level
+
+    def _kids(self, node: int) -> Dict[int, int]:
+        kids = self._children[node]
+        return kids if kids is not None else self._expand(node)
+
+    def _alts(self, p: int, lv: int) -> Sequence[Ids]:
+        """The alternatives of path ``p`` at level ``lv`` (0: its start's word; then each later word)."""
+        own, w = self._starts[p]
+        return own if lv == 0 else self._after[w + lv]
+
+    def _expand(self, node: int) -> Dict[int, int]:
+        nexts: Dict[int, List[Cursor]] = {}
+        if node == self.root:
+            for p, (own, _) in enumerate(self._starts):
+                for a, ids in enumerate(own):
+                    nexts.setdefault(ids[0], []).append((p, 0, a, 1))
+        last = len(self._after) - 1
+        for p, lv, a, i in self._cursors[node]:
+            alts = self._alts(p, lv)
+            ids = alts[a]
+            if i < len(ids):
+                nexts.setdefault(ids[i], []).append((p, lv, a, i + 1))
+            elif a == len(alts) - 1 and lv + 1 < self._max_words and self._starts[p][1] + lv < last:
+                for b, more in enumerate(self._after[self._starts[p][1] + lv + 1]):  # the whole word: on to the next
+                    nexts.setdefault(more[0], []).append((p, lv + 1, b, 1))
+        kids = self._children[node] = {tok: self._node(cursors) for tok, cursors in nexts.items()}
+        self._cursors[node] = []  # not needed again
+        return kids
+
+    def _node(self, cursors: List[Cursor]) -> int:
+        node = len(self._children)
+        self._children.append(None)
+        self._cursors.append(cursors)
+        self._ends.append(any(i == len(self._alts(p, lv)[a]) for p, lv, a, i in cursors))
+        return node
+
+    def _expand_all(self) -> None:
         node = 0
-        for chunk in own:  # ends within the start's word: each from the root
-            node = trie._insert(0, chunk_ids[chunk])
-            trie._end(node)
-        for chunks in later:  # ``node``: the end of the run so far, the last word whole
-            for chunk in chunks:
-                end = trie._insert(node, chunk_ids[chunk])
-                trie._end(end)
-            node = end
+        while node < len(self._children):
+            self._kids(node)
+            node += 1
+
+    def __len__(self) -> int:
+        self._expand_all()
+        return sum(self._ends)
+
+    @property
+    def n_nodes(self) -> int:
+        self._expand_all()
+        return len(self._children)
+
+    def add(self, ids: Sequence[int]) -> None:
+        raise TypeError("a PathTrie holds its text's candidates only")
+
+
+def path_trie(text: str, encoder, max_words: int, split_punct: bool) -> Optional[PathTrie]:
+    """The ``PathTrie`` of ``text``'s candidates; None where it does not apply (the text is not the common case, or
+    the encoder has not shown that its mentions' ids compose)."""
+    chunk_ids = getattr(encoder, "mention_chunk_ids", None)
+    found = chunk_paths(text, split_punct) if chunk_ids is not None else None
+    if found is None:
+        return None
+    starts, after = found
+    chunks = list({c: None for _, own in starts for c in own})
+    chunks += [c for word in after for c in word]
+    ids = chunk_ids(chunks)
+    if ids is None or not all(ids):
+        return None
+    of = dict(zip(chunks, ids))
+    return PathTrie([([of[c] for c in own], w) for w, own in starts], [[of[c] for c in word] for word in after],
+                    max_words, encoder.eos_id)

@@ -1,4 +1,4 @@
-"""The mention trie built one path per start from chunk ids holds the same sequences as the long way."""
+"""The mention trie as paths of chunk ids, its nodes made on demand, holds the same sequences as the long way."""
 
 import pytest
 
@@ -41,8 +41,13 @@ def test_same_sequences_as_the_long_way(encoder, options):
 
 def test_taken_in_the_common_case_only(encoder, monkeypatch):
     walked = []
-    real = trie_paths.walk_paths
-    monkeypatch.setattr(trie_paths, "walk_paths", lambda *a: walked.append(1) or real(*a))
+    real = trie_paths.path_trie
+    def counted(*args):
+        trie = real(*args)
+        walked.extend([1] if trie is not None else [])
+        return trie
+
+    monkeypatch.setattr(trie_paths, "path_trie", counted)
     MentionTrie.build("Japan beat Syria .", encoder)
     assert walked == [1]
     for text, options in [("two  spaces", {}), ("我在北京工作。", {}), ("Japan beat Syria .", {"exclude": ["Japan"]}),
@@ -60,3 +65,21 @@ def test_not_before_composition_is_checked(tmp_path):
     assert enc.mention_chunk_ids(["Japan"]) is None  # nothing checked yet: the long way
     trie = MentionTrie.build("Japan beat Syria .", enc)
     assert trie.sequences() == long_way("Japan beat Syria .", enc).sequences()
+
+
+def test_nodes_are_made_as_decoding_reaches_them(encoder):
+    text = "U.S.-based Mc Donald's , 1996-12-06 results : 3-1 ( 2-0 )"
+    lazy, slow = MentionTrie.build(text, encoder), long_way(text, encoder)
+    assert isinstance(lazy, trie_paths.PathTrie)
+    for mention in ["Mc Donald's", "U.S.", "1996-12-06 results", "Donald"]:
+        ids = encoder.mention(mention)
+        a, b = lazy.root, slow.root
+        for tok in ids:  # the same choices at every step of the way, and the same end
+            assert sorted(lazy.allowed_ids(a)) == sorted(slow.allowed_ids(b))
+            a, b = lazy.advance(a, tok), slow.advance(b, tok)
+            assert a is not None and b is not None
+        assert lazy.ends(a) and slow.ends(b) and sorted(lazy.allowed_ids(a)) == sorted(slow.allowed_ids(b))
+        assert lazy.advance(a, -1) is None
+    made = len(lazy._children)
+    assert made < slow.n_nodes / 2  # only the nodes on those mentions' ways and their siblings
+    assert lazy.n_nodes == slow.n_nodes and len(lazy) == len(slow)  # everything, once asked for
