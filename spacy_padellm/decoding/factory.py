@@ -21,9 +21,11 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
                  "autoreg_aug": ("autoreg_aug",)}
 
 
-def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None):
+def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None,
+                   fused_kernels: Optional[bool] = None):
     """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
-    folder shipped, ``model.padellm_int8_ranges``, if any), or None (with the reason logged) if it cannot run it."""
+    folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
+    ``fused_kernels`` is False), or None (with the reason logged) if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
     ok, why = static_lm_supported(model)
@@ -37,6 +39,8 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
             logger.info("spacy_padellm: quantize %r without activation ranges (none in the model folder): "
                         "not smoothed", quantize)
         lm.quantize(quantize, ranges)
+    if lm.device.type == "cuda" and (fused_kernels or (fused_kernels is None and lm.use_graphs)):
+        lm.fuse()
     return lm
 
 
@@ -68,7 +72,8 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     levers, with the same results."""
     settings = settings or DecodeSettings()
     if settings.engine in ("auto", "static"):
-        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize)
+        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
+                            fused_kernels=settings.fused_kernels)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
@@ -83,7 +88,8 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
 
     lm = None
     if settings.engine != "dynamic":
-        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize)
+        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
+                            fused_kernels=settings.fused_kernels)
     if lm is None and settings.engine == "static":
         raise _static_error(model)
     if lm is not None:

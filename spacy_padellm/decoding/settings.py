@@ -194,6 +194,12 @@ class DecodeSettings:
     speculate: bool = _setting(True, boolean, (
         "static engine: the count terminator is fed with the count digit and verified in the same pass"),)
     cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
+    fused_kernels: Optional[bool] = _setting(None, optional(boolean, "on with CUDA graphs on CUDA"), (
+        "static engine on CUDA: the element-wise steps between a layer's matrix products (norms, RoPE, the gated "
+        "activation, residual sums, the LM head's log-softmax) compiled by `torch.compile` into one kernel each "
+        "(decoding/fused.py; compiled on the first passes, a step that cannot be compiled runs unfused); not "
+        "bit-identical to the unfused pass (float rounding; measured: docs/results-speed.md); null: on with CUDA "
+        "graphs on CUDA; ignored on the CPU"))
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '
         "channel and converts it for each product (activations, KV cache and attention keep their dtype): half the "

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
+from .fused import Kernels
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .segments import Segments
 
@@ -202,6 +203,8 @@ class StaticLM:
         # while, but running wide passes eager instead made nlp.pipe slower, as each eager pass pays its
         # hundreds of kernel launches.
         self.graph_max_tokens: Optional[int] = None
+        # the element-wise steps fused (``fuse``; None: the eager pass, kernel by kernel)
+        self.kernels: Optional[Kernels] = None
         # pinned host memory for a graph's inputs (one transfer per pass) and its outputs (one read back)
         self._host_in: Optional[torch.Tensor] = None
         self._host_out: Optional[torch.Tensor] = None
@@ -270,6 +273,12 @@ class StaticLM:
         if method == "bf16":
             self.release()
             self.dtype, self.row_block = torch.bfloat16, BF16_ROWS
+
+    def fuse(self, compiled: bool = True) -> None:
+        """Run the passes that follow with the element-wise steps fused (``fused.Kernels``: compiled into one kernel
+        each, or as plain torch), on the GPU's path (not the CPU's segmented one). Twins made after this share them."""
+        self._forget_graphs()
+        self.kernels = Kernels(self.act, compiled)
 
     # -- the KV cache --
 
@@ -402,7 +411,6 @@ class StaticLM:
         None): the real tokens only, attending in the segments' layout. ``out``: which of the L tokens to
         read the next token at.
         """
-        L = tokens.shape[0]
         B, T, S = mask.shape if mask is not None else (0, 0, 0)
         g = self.group
         x = F.embedding(tokens, self.embed)  # (L, width)
@@ -419,18 +427,14 @@ class StaticLM:
         for w in self.windows if mask is not None else ():
             # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
             amasks[w] = amasks[None] if S <= w else self._additive(self._windowed(mask, w), g, self.dtype)
-        for i, layer in enumerate(self.layers):
-            kc, vc = self.k_cache[i], self.v_cache[i]
-            cos, sin = rope[layer.window is not None]
-            q = self._by_rows(L, lambda a, b: self._qkv(x[a:b], layer, cos[a:b], sin[a:b], kc, vc, rows[a:b],
-                                                         slots[a:b]))
-            if segments is not None:
-                o = segments.attend(q, kc, vc, layer.window, self.scale)
-            else:
-                o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
-            x = self._by_rows(L, lambda a, b: self._mlp(self._add_attention(x[a:b], o[a:b], layer), layer))
+        if self.kernels is not None and segments is None:
+            x = self._fused_layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S)
+        else:
+            x = self._layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S, segments)
         hidden = self._rms(x.index_select(0, out), self.norm)
-        if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
+        if self.kernels is not None and self._head_rows is None:
+            tok, logp, lse = self.kernels.greedy(linear(hidden, self.lm_head), self.final_softcap)
+        elif self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
             tok, logp, lse = self._greedy(hidden)
         else:
             # On the CPU in blocks of rows: a pass that wants many predictions (every mention tag of a batch) would
@@ -441,6 +445,42 @@ class StaticLM:
         # output's log softmax denominator
         self.last_hidden, self.last_lse = hidden, lse
         return tok, logp
+
+    def _layers(self, x, rope, amasks, rows, slots, scatter, gather, B: int, T: int, S: int, segments):
+        """The decoder layers of ``_forward``, kernel by kernel: the residual stream after the last layer."""
+        L = x.shape[0]
+        for i, layer in enumerate(self.layers):
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            cos, sin = rope[layer.window is not None]
+            q = self._by_rows(L, lambda a, b: self._qkv(x[a:b], layer, cos[a:b], sin[a:b], kc, vc, rows[a:b],
+                                                         slots[a:b]))
+            if segments is not None:
+                o = segments.attend(q, kc, vc, layer.window, self.scale)
+            else:
+                o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
+            x = self._by_rows(L, lambda a, b: self._mlp(self._add_attention(x[a:b], o[a:b], layer), layer))
+        return x
+
+    def _fused_layers(self, x, rope, amasks, rows, slots, scatter, gather, B: int, T: int, S: int) -> torch.Tensor:
+        """The decoder layers of ``_forward`` with their element-wise steps fused (``self.kernels``): the residual
+        stream after the last layer."""
+        k, eps, gemma = self.kernels, self.eps, self.gemma_norm
+        layers = self.layers
+        h = k.norm(x, layers[0].ln1, eps, gemma)
+        for i, layer in enumerate(layers):
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            cos, sin = rope[layer.window is not None]
+            qkv = linear(h, layer.wqkv, layer.bqkv).view(-1, self.n_heads + 2 * self.n_kv, self.head_dim)
+            H = self.n_heads + self.n_kv
+            qk = qkv[:, :H] if layer.qk_norm is None else k.norm(qkv[:, :H], layer.qk_norm, eps, True)
+            q, key, value = k.rope(qk, qkv[:, H:], cos, sin, self.n_heads, kc.dtype)
+            kc[rows, :, slots] = key
+            vc[rows, :, slots] = value
+            o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
+            x, h = k.residual(x, linear(o, layer.wo, layer.bo), layer.ln_post_attn, layer.ln2, eps, gemma)
+            y = linear(k.gated(linear(h, layer.wgu)), layer.wd)
+            x, h = k.residual(x, y, layer.ln_post_ff, layers[i + 1].ln1 if i + 1 < len(layers) else None, eps, gemma)
+        return x
 
     def _by_rows(self, L: int, part) -> torch.Tensor:
         """``part(0, L)``, or in blocks of ``row_block`` tokens concatenated."""
@@ -702,6 +742,7 @@ class StaticLM:
         other.segmented = self.segmented
         other.graph_max_tokens = self.graph_max_tokens
         other.max_cells = self.max_cells
+        other.kernels = self.kernels
         return other
 
 

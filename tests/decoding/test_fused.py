@@ -1,0 +1,72 @@
+"""The fused element-wise steps (``decoding/fused.py``): a pass with them gives the eager pass's tokens and
+log-probabilities, as plain torch and compiled; a step that cannot be compiled runs unfused."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tiny
+from spacy_padellm.decoding import fused
+from spacy_padellm.decoding.factory import make_static_lm
+from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.loading import load_model, resolve_model
+from spacy_padellm.text.protocol import PromptEncoder
+
+
+@pytest.fixture(scope="module", params=["gemma", "llama"])
+def model_and_ids(request, tmp_path_factory):
+    texts = [t for t, _ in tiny.SENTENCES]
+    build = tiny.build_gemma_base_model if request.param == "gemma" else tiny.build_base_model
+    folder = build(tmp_path_factory.mktemp(request.param), texts)
+    model, tokenizer = load_model(resolve_model(str(folder)), device="cpu")
+    enc = PromptEncoder(tokenizer)
+    return model.eval(), [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
+
+
+def _pass(lm: StaticLM, rows):
+    """One pass over ``rows`` (token id lists) laid out as the GPU lays them out (buckets, no segments)."""
+    B, T = len(rows), max(len(r) for r in rows)
+    tokens = np.zeros((B, T), dtype=np.int64)
+    for b, r in enumerate(rows):
+        tokens[b, : len(r)] = r
+    slots = np.tile(np.arange(T), (B, 1))
+    mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
+    lm.reserve(B, T)
+    return lm.step(tokens, slots, slots, mask, slots)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
+    model, rows = model_and_ids
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False  # the GPU's layout, run eagerly
+    tok, logp = _pass(lm, rows)
+    lm.fuse(compiled=compiled)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="fused_kernels")  # compiled for real, not run unfused
+        ftok, flogp = _pass(lm, rows)
+    assert (ftok == tok).all()
+    np.testing.assert_allclose(flogp, logp, atol=1e-4)
+    assert lm.twin().kernels is lm.kernels  # twins share the compiled steps
+
+
+def test_a_step_that_cannot_be_compiled_runs_unfused(monkeypatch):
+    def broken(fn, **_):
+        def run(*args):
+            raise RuntimeError("no compiler here\nmore")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    kernels = fused.Kernels(torch.nn.functional.silu, compiled=True)
+    x = torch.randn(4, 6)
+    with pytest.warns(UserWarning, match="'gated' could not be compiled .*RuntimeError: no compiler here"):
+        out = kernels.gated(x)
+    torch.testing.assert_close(out, torch.nn.functional.silu(x[:, :3]) * x[:, 3:])
+    torch.testing.assert_close(kernels.gated(x), out)  # unfused from then on, without another warning
+
+
+def test_fused_kernels_are_a_cuda_setting(model_and_ids):
+    model, _ = model_and_ids
+    assert make_static_lm(model, fused_kernels=True).kernels is None  # the CPU runs its segmented passes
