@@ -206,10 +206,10 @@ class MentionTrie:
     ) -> "MentionTrie":
         """The trie of every candidate substring of ``text``, each encoded as ``encoder.mention()`` does
         (a ``PromptEncoder``: the tokenisation a mention has in training targets)."""
-        if not extra and not exclude and not char_spans:
+        if not extra and not char_spans:
             from .trie_paths import path_trie
 
-            trie = path_trie(text, encoder, max_words, split_punct)
+            trie = path_trie(text, encoder, max_words, split_punct, tuple(exclude))
             if trie is not None:
                 return trie
         trie = cls(eos_id=encoder.eos_id)

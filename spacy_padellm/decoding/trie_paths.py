@@ -17,30 +17,43 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .constraints import _UNIT_RE, _WORD_RE, MentionTrie, needs_char_spans
+from .constraints import _UNIT_RE, _WORD_CHARS_RE, _WORD_RE, MentionTrie, _contains, needs_char_spans
 
 __all__ = ["PathTrie", "chunk_paths", "path_trie"]
 
 
-def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Tuple[int, List[str]]], List[List[str]]]]:
-    """The text's chunks, or None where it is not the common case: per start unit, (its word, the chunks of its
-    word from it, one per unit it can end at, the whole rest of the word last); and per word, its chunks as a later
-    word of a path (the whitespace before it, then the word up to each of its units, the whole word last)."""
+Start = Tuple[int, int, List[str]]  # a path's start: (its word, its offset in the text, its chunks in that word)
+Later = Tuple[int, List[str]]  # a later word: (the offset its chunks start at, its chunks)
+
+
+def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Start], List[Later]]]:
+    """The text's chunks, or None where it is not the common case: per start unit, (its word, its offset, the chunks
+    of its word from it, one per unit it can end at, the whole rest of the word last); and per word, (the end of the
+    word before it, its chunks as a later word of a path: the whitespace before it, then the word up to each of its
+    units, the whole word last)."""
     if " ".join(text.split()) != text.strip() or needs_char_spans(text):
         return None
     words = [(m.start(), m.end()) for m in _WORD_RE.finditer(text)]
-    starts: List[Tuple[int, List[str]]] = []
-    after: List[List[str]] = []
+    starts: List[Start] = []
+    after: List[Later] = []
     for w, (ws, we) in enumerate(words):
+        before = words[w - 1][1] if w else ws
         units = [m.span() for m in _UNIT_RE.finditer(text, ws, we)] if split_punct else [(ws, we)]
         if len(units) == 1:  # most words: one start, one end
-            starts.append((w, [text[ws:we]]))
-            after.append([text[words[w - 1][1]: we]] if w else [])
+            starts.append((w, ws, [text[ws:we]]))
+            after.append((before, [text[before: we]] if w else []))
             continue
         ends = [ue for _, ue in units]
-        starts.extend((w, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
-        after.append([text[words[w - 1][1]: ue] for ue in ends] if w else [])
+        starts.extend((w, us, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
+        after.append((before, [text[before: ue] for ue in ends] if w else []))
     return starts, after
+
+
+def _excluded(candidate: str, exclude: Sequence[Tuple[str, set]]) -> bool:
+    """``constraints.candidate_strings``' rule: a candidate whose words are all words of an excluded string, or that
+    holds one on unit boundaries."""
+    words = set(_WORD_CHARS_RE.findall(candidate))
+    return any(words <= their or _contains(candidate, e) for e, their in exclude)
 
 
 Ids = Tuple[int, ...]
@@ -50,15 +63,20 @@ Cursor = Tuple[int, int, int, int]  # (path, level, alternative, tokens of it re
 class PathTrie(MentionTrie):
     """The trie of every candidate of the paths ``starts`` (per path: the alternatives' ids within its start's word,
     the whole rest of the word last; and that word's index) and ``after`` (per word: its alternatives' ids as a later
-    word of a path, the whole word last), a path going on over at most ``max_words`` words. Nodes are made on first
-    sight of their parent's children (``_kids``); everything else is ``MentionTrie``'s."""
+    word of a path, the whole word last), a path going on over at most ``max_words`` words; given ``alive`` (per
+    path, per level, per alternative: whether that candidate is kept), the others are left out. Nodes are made on
+    first sight of their parent's children (``_kids``); everything else is ``MentionTrie``'s."""
 
     def __init__(self, starts: Sequence[Tuple[Sequence[Ids], int]], after: Sequence[Sequence[Ids]], max_words: int,
-                 eos_id: Optional[int] = None):
+                 eos_id: Optional[int] = None, alive: Optional[List[List[List[bool]]]] = None):
         super().__init__(eos_id=eos_id)
         self._starts = starts
         self._after = after
         self._max_words = max_words
+        self._alive = alive
+        # per path and level: whether a kept candidate lies beyond that level (the whole word goes on to it)
+        self._on = None if alive is None else [[any(map(any, levels[lv + 1:])) for lv in range(len(levels))]
+                                               for levels in alive]
         self._children: List[Optional[Dict[int, int]]] = [None]
         self._cursors: List[List[Cursor]] = [[]]  # the root's children come from every path's first level
 
@@ -71,12 +89,19 @@ class PathTrie(MentionTrie):
         own, w = self._starts[p]
         return own if lv == 0 else self._after[w + lv]
 
+    def _keeps(self, p: int, lv: int, a: int, n_alts: int) -> bool:
+        """Whether a place on candidate (p, lv, a) leads to a kept candidate: itself, or one the whole word goes on to."""
+        alive = self._alive
+        return alive is None or alive[p][lv][a] or (a == n_alts - 1 and self._on[p][lv])
+
     def _expand(self, node: int) -> Dict[int, int]:
         nexts: Dict[int, List[Cursor]] = {}
+        keeps = self._keeps
         if node == self.root:
             for p, (own, _) in enumerate(self._starts):
                 for a, ids in enumerate(own):
-                    nexts.setdefault(ids[0], []).append((p, 0, a, 1))
+                    if keeps(p, 0, a, len(own)):
+                        nexts.setdefault(ids[0], []).append((p, 0, a, 1))
         last = len(self._after) - 1
         for p, lv, a, i in self._cursors[node]:
             alts = self._alts(p, lv)
@@ -84,8 +109,10 @@ class PathTrie(MentionTrie):
             if i < len(ids):
                 nexts.setdefault(ids[i], []).append((p, lv, a, i + 1))
             elif a == len(alts) - 1 and lv + 1 < self._max_words and self._starts[p][1] + lv < last:
-                for b, more in enumerate(self._after[self._starts[p][1] + lv + 1]):  # the whole word: on to the next
-                    nexts.setdefault(more[0], []).append((p, lv + 1, b, 1))
+                more = self._after[self._starts[p][1] + lv + 1]  # the whole word: on to the next
+                for b, ids in enumerate(more):
+                    if keeps(p, lv + 1, b, len(more)):
+                        nexts.setdefault(ids[0], []).append((p, lv + 1, b, 1))
         kids = self._children[node] = {tok: self._node(cursors) for tok, cursors in nexts.items()}
         self._cursors[node] = []  # not needed again
         return kids
@@ -94,7 +121,9 @@ class PathTrie(MentionTrie):
         node = len(self._children)
         self._children.append(None)
         self._cursors.append(cursors)
-        self._ends.append(any(i == len(self._alts(p, lv)[a]) for p, lv, a, i in cursors))
+        alive = self._alive
+        self._ends.append(any(i == len(self._alts(p, lv)[a]) and (alive is None or alive[p][lv][a])
+                              for p, lv, a, i in cursors))
         return node
 
     def _expand_all(self) -> None:
@@ -116,19 +145,30 @@ class PathTrie(MentionTrie):
         raise TypeError("a PathTrie holds its text's candidates only")
 
 
-def path_trie(text: str, encoder, max_words: int, split_punct: bool) -> Optional[PathTrie]:
-    """The ``PathTrie`` of ``text``'s candidates; None where it does not apply (the text is not the common case, or
-    the encoder has not shown that its mentions' ids compose)."""
+def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Sequence[str] = ()) -> Optional[PathTrie]:
+    """The ``PathTrie`` of ``text``'s candidates less those ``exclude`` rules out (``constraints.candidate_strings``);
+    None where it does not apply (the text is not the common case, or the encoder has not shown that its mentions'
+    ids compose)."""
     chunk_ids = getattr(encoder, "mention_chunk_ids", None)
     found = chunk_paths(text, split_punct) if chunk_ids is not None else None
     if found is None:
         return None
     starts, after = found
-    chunks = list({c: None for _, own in starts for c in own})
-    chunks += [c for word in after for c in word]
+    chunks = list({c: None for _, _, own in starts for c in own})
+    chunks += [c for _, word in after for c in word]
     ids = chunk_ids(chunks)
     if ids is None or not all(ids):
         return None
     of = dict(zip(chunks, ids))
-    return PathTrie([([of[c] for c in own], w) for w, own in starts], [[of[c] for c in word] for word in after],
-                    max_words, encoder.eos_id)
+    excluded = [(e, set(_WORD_CHARS_RE.findall(e))) for e in dict.fromkeys(exclude) if e]
+    alive = None
+    if excluded:  # every candidate's string, by path and level: text[path start : end of that level's chunk]
+        alive = []
+        for w, us, own in starts:
+            levels = [[not _excluded(text[us: us + len(c)], excluded) for c in own]]
+            for lv in range(1, min(max_words, len(after) - w)):
+                begin, word = after[w + lv]
+                levels.append([not _excluded(text[us: begin + len(c)], excluded) for c in word])
+            alive.append(levels)
+    return PathTrie([([of[c] for c in own], w) for w, _, own in starts], [[of[c] for c in word] for _, word in after],
+                    max_words, encoder.eos_id, alive)

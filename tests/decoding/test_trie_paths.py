@@ -50,13 +50,24 @@ def test_taken_in_the_common_case_only(encoder, monkeypatch):
     monkeypatch.setattr(trie_paths, "path_trie", counted)
     MentionTrie.build("Japan beat Syria .", encoder)
     assert walked == [1]
-    for text, options in [("two  spaces", {}), ("我在北京工作。", {}), ("Japan beat Syria .", {"exclude": ["Japan"]}),
-                          ("Japan beat Syria .", {"extra": ["Asia"]}), ("Japan beat Syria .", {"char_spans": True})]:
+    for text, options in [("two  spaces", {}), ("我在北京工作。", {}), ("Japan beat Syria .", {"extra": ["Asia"]}),
+                          ("Japan beat Syria .", {"char_spans": True})]:
         MentionTrie.build(text, encoder, **options)
     assert walked == [1]
-    # excluded strings still go the long way, and leave what they should out
+    # excluded strings go the same way, and leave what they should out
     trie = MentionTrie.build("Japan beat Syria .", encoder, exclude=["Japan"])
+    assert walked == [1, 1]
     assert not trie.contains(encoder.mention("Japan")) and trie.contains(encoder.mention("Syria"))
+
+
+@pytest.mark.parametrize("exclude", [["Japan"], ["Jordan"], ["Mc Donald's", "3-1"], ["U.S."], [","], ["and Jordan"],
+                                     ["Naoki Soma"], ["", "nowhere"]])
+def test_exclusions_leave_out_what_the_long_way_leaves_out(encoder, exclude):
+    for text in TEXTS + ["Naoki Soma , Norio Soma and Masami Soma of Somalia", "Japan's Japan , Japan-based"]:
+        fast = MentionTrie.build(text, encoder, exclude=exclude, max_words=4)
+        slow = long_way(text, encoder, exclude=exclude, max_words=4)
+        assert fast.sequences() == slow.sequences(), (text, exclude)
+        assert fast.n_nodes == slow.n_nodes  # no node leads only to excluded candidates
 
 
 def test_not_before_composition_is_checked(tmp_path):
