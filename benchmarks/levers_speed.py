@@ -1,15 +1,19 @@
-"""``python benchmarks/levers_speed.py PIPELINE DATA.spacy``: what the decoding levers cost and bring, side by side.
+"""``python benchmarks/levers_speed.py PIPELINE DATA.spacy``: what the decoding levers and the fused kernels cost and
+bring, side by side.
 
 One pipeline, its model loaded once, decodes the gold docs of DATA (a DocBin) under each variant of the levers:
 ``recorded`` (the settings as configured: ``constrain_mentions`` and ``dedupe_mentions`` left null follow the model
-folder's record, which the shipped default model sets on) and ``off`` (both turned off). For each, in this order:
-one warm-up pass over every doc (CUDA graphs captured; its entities give the span P/R/F1), ``nlp.pipe`` over every
-doc ``--rounds`` times (the best is reported, sentences per second), then ``--latency-docs`` docs one at a time
-after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table; ``--output``
-writes the JSON, the table (.md) and a PNG next to it.
+folder's record, which the shipped default model sets on) and ``off`` (both turned off); with ``--unfused``, each
+also with ``fused_kernels`` off (``recorded, unfused`` and ``off, unfused``; on the CPU, where the setting does
+nothing, they are the same). For each, in this order: one document alone (the time of this first call holds the
+compiling of the fused steps), one warm-up pass over every doc (CUDA graphs captured; its entities give the span
+P/R/F1, and against the fused variant's the share of docs with the same entities), ``nlp.pipe`` over every doc
+``--rounds`` times (the best is reported, sentences per second), then ``--latency-docs`` docs one at a time after
+``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table; ``--output`` writes
+the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/levers_speed.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy \\
-        --gpu-id 0 --output metrics/levers_speed.json      # or: spacy project run levers-speed
+        --gpu-id 0 --unfused --output metrics/levers_speed.json      # or: spacy project run levers-speed
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
+UNFUSED = {f"{name}, unfused": {**changes, "fused_kernels": False} for name, changes in VARIANTS.items()}
 
 
 def _sync(device: Optional[str]) -> None:
@@ -35,14 +40,32 @@ def _sync(device: Optional[str]) -> None:
         torch.cuda.synchronize()
 
 
+def _kernels(ner) -> str:
+    """Whether the component's static engine runs its passes with the fused steps."""
+    lm = getattr(ner.decoder, "lm", None)
+    if lm is None or not hasattr(lm, "kernels"):
+        return "-"
+    return "fused" if lm.kernels is not None else "unfused"
+
+
+def _entities(docs) -> List[List[Tuple[int, int, str]]]:
+    return [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+
+
 def measure(nlp, ner, gold: List[Any], changes: Dict[str, Any], args, device: Optional[str]) -> Dict[str, Any]:
-    """One variant: span scores of a warm-up pass, the best ``nlp.pipe`` rate, batch-1 latencies."""
+    """One variant: the first call's time, span scores of a warm-up pass, the best ``nlp.pipe`` rate, batch-1
+    latencies (and, under ``entities``, the warm-up pass's entities per doc)."""
     from spacy.training import Example
 
     from spacy_padellm.pipeline.scoring import score_padellm
 
     ner.use_settings(ner.settings.replace(**changes))
     texts = [doc.text for doc in gold]
+    _sync(device)
+    start = time.perf_counter()
+    nlp(texts[0])
+    _sync(device)
+    first = time.perf_counter() - start
     preds = list(nlp.pipe(texts, batch_size=args.batch_size))
     scores = score_padellm([Example(p, g) for p, g in zip(preds, gold)])
     best = None
@@ -63,7 +86,8 @@ def measure(nlp, ner, gold: List[Any], changes: Dict[str, Any], args, device: Op
         _sync(device)
         times.append(1e3 * (time.perf_counter() - start))
     times.sort()
-    return {"levers": ner.levers, "changes": changes, "sentences_per_s": round(len(texts) / best, 1),
+    return {"levers": ner.levers, "kernels": _kernels(ner), "changes": changes, "first_call_s": round(first, 2),
+            "entities": _entities(preds), "sentences_per_s": round(len(texts) / best, 1),
             "batch1_median_ms": round(statistics.median(times), 3) if times else None,
             "batch1_p90_ms": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
             "latency_docs": len(times), "p": round(scores["ents_p"] or 0.0, 4),
@@ -78,28 +102,45 @@ def run(args) -> Dict[str, Any]:
     device = select_device(args.device, args.gpu_id)
     nlp, ner, _ = open_pipeline(args.pipeline, None, None, device, None)
     gold = load_gold(args.data, nlp.vocab, args.max_docs)
-    rows = {name: measure(nlp, ner, gold, changes, args, device) for name, changes in VARIANTS.items()}
-    on, off = rows["recorded"], rows["off"]
-    ratios = {"throughput": round(on["sentences_per_s"] / off["sentences_per_s"], 3),
-              "batch1_median": (round(on["batch1_median_ms"] / off["batch1_median_ms"], 3)
-                                if on["batch1_median_ms"] and off["batch1_median_ms"] else None),
-              "span_f1_points": round(100 * (on["f"] - off["f"]), 2)}
+    variants = {**VARIANTS, **(UNFUSED if args.unfused else {})}
+    rows = {name: measure(nlp, ner, gold, changes, args, device) for name, changes in variants.items()}
+    for name, row in rows.items():
+        fused = rows.get(name.replace(", unfused", ""))
+        row["same_docs_as_fused"] = None if fused is row else round(
+            sum(a == b for a, b in zip(row["entities"], fused["entities"])) / max(1, len(gold)), 4)
+    for row in rows.values():
+        del row["entities"]
     dev = torch.cuda.get_device_name(torch.device(device)) if device and device.startswith("cuda") else "cpu"
-    return {"pipeline": args.pipeline, "data": args.data, "docs": len(gold), "device": dev,
-            "batch_size": args.batch_size, "rounds": args.rounds, "rows": rows, "recorded_vs_off": ratios}
+    report = {"pipeline": args.pipeline, "data": args.data, "docs": len(gold), "device": dev,
+              "batch_size": args.batch_size, "rounds": args.rounds, "rows": rows,
+              "recorded_vs_off": _ratios(rows["recorded"], rows["off"])}
+    if args.unfused:
+        report["fused_vs_unfused"] = {name: _ratios(rows[name], rows[f"{name}, unfused"]) for name in VARIANTS}
+    return report
+
+
+def _ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
+    """Variant ``a`` against ``b``: throughput and batch-1 median as ratios, span F1 as a difference in points."""
+    return {"throughput": round(a["sentences_per_s"] / b["sentences_per_s"], 3),
+            "batch1_median": (round(a["batch1_median_ms"] / b["batch1_median_ms"], 3)
+                              if a["batch1_median_ms"] and b["batch1_median_ms"] else None),
+            "span_f1_points": round(100 * (a["f"] - b["f"]), 2)}
 
 
 def render_markdown(report: Dict[str, Any]) -> str:
     lines = [f"{report['docs']} docs of {report['data']}, {report['device']}, nlp.pipe batch {report['batch_size']}",
-             "", "| variant | levers | span P | R | **F1** | nlp.pipe sentences/s | batch-1 median ms | p90 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "", "| variant | levers | kernels | span P | R | **F1** | same docs as fused | nlp.pipe sentences/s | "
+             "batch-1 median ms | p90 ms | first call s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in report["rows"].items():
-        lines.append(f"| {name} | {', '.join(row['levers']) or 'none'} | {row['p']:.4f} | {row['r']:.4f} | "
-                     f"**{row['f']:.4f}** | {row['sentences_per_s']:,} | {row['batch1_median_ms']} | "
-                     f"{row['batch1_p90_ms']} |")
-    r = report["recorded_vs_off"]
-    lines.append(f"\nrecorded / off: throughput {r['throughput']}x, batch-1 median {r['batch1_median']}x, "
-                 f"span F1 {r['span_f1_points']:+} points")
+        same = "-" if row["same_docs_as_fused"] is None else f"{100 * row['same_docs_as_fused']:.2f}%"
+        lines.append(f"| {name} | {', '.join(row['levers']) or 'none'} | {row['kernels']} | {row['p']:.4f} | "
+                     f"{row['r']:.4f} | **{row['f']:.4f}** | {same} | {row['sentences_per_s']:,} | "
+                     f"{row['batch1_median_ms']} | {row['batch1_p90_ms']} | {row['first_call_s']} |")
+    pairs = [("recorded / off", report["recorded_vs_off"])]
+    pairs += [(f"{name} / {name}, unfused", r) for name, r in report.get("fused_vs_unfused", {}).items()]
+    lines.append("")
+    lines += [f"{what}: throughput {r['throughput']}x, batch-1 median {r['batch1_median']}x, span F1 "
+              f"{r['span_f1_points']:+} points" for what, r in pairs]
     return "\n".join(lines) + "\n"
 
 
@@ -111,18 +152,18 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
 
     names = list(report["rows"])
     rows = [report["rows"][n] for n in names]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 1.2 + 0.45 * len(names)))
     for ax, key, label in ((axes[0], "sentences_per_s", "nlp.pipe sentences/s"),
                            (axes[1], "batch1_median_ms", "batch-1 median ms")):
         values = [row[key] or 0 for row in rows]
-        bars = ax.barh(names, values, color=["#4c72b0", "#dd8452"][: len(names)])
+        bars = ax.barh(names, values, color=["#4c72b0", "#dd8452", "#8fa8d0", "#eeb48f"][: len(names)])
         for bar, row in zip(bars, rows):
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():,.1f}, F1 {row['f']:.4f}",
                     va="center", fontsize=8)
         ax.set_xlabel(label)
         ax.set_xlim(0, 1.45 * max(values + [1]))
         ax.invert_yaxis()
-    fig.suptitle(f"decoding levers: {report['docs']} docs, {report['device']}", fontsize=9)
+    fig.suptitle(f"decoding levers and fused kernels: {report['docs']} docs, {report['device']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -139,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="timed nlp.pipe runs per variant (the best is reported)")
     p.add_argument("--warm-docs", type=int, default=50, help="docs run one at a time before the timed ones")
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
+    p.add_argument("--unfused", action="store_true", help="also each variant with fused_kernels off")
     p.add_argument("--output", type=Path, default=None, help="JSON path (a PNG is written next to it)")
     return p
 

@@ -22,14 +22,18 @@ def test_levers_recorded_and_off_side_by_side(tiny_model, tmp_path, capsys):
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     out = tmp_path / "out" / "levers.json"
     assert main([str(folder), str(data), "--device", "cpu", "--batch-size", "2", "--rounds", "1", "--warm-docs", "1",
-                 "--latency-docs", "2", "--output", str(out)]) == 0
+                 "--latency-docs", "2", "--unfused", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["rows"]
     assert rows["recorded"]["levers"] == ["constrain_mentions"] and rows["off"]["levers"] == []
+    assert list(rows) == ["recorded", "off", "recorded, unfused", "off, unfused"]
+    assert rows["recorded, unfused"]["same_docs_as_fused"] == 1.0 and rows["recorded"]["same_docs_as_fused"] is None
+    assert {row["kernels"] for row in rows.values()} == {"unfused"}  # the CPU runs no fused steps
+    assert report["fused_vs_unfused"]["off"]["span_f1_points"] == 0.0
     assert report["docs"] == len(tiny.SENTENCES) and report["device"] == "cpu"
     for row in rows.values():
         assert row["f"] == 1.0 and row["sentences_per_s"] > 0 and row["latency_docs"] == 2  # memorised
-    assert out.with_suffix(".png").stat().st_size > 0 and "| off | none |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").stat().st_size > 0 and "| off | none | unfused |" in out.with_suffix(".md").read_text()
     assert "| recorded | constrain_mentions |" in capsys.readouterr().out
 
 
