@@ -16,6 +16,7 @@ import warnings
 from typing import Callable, Optional, Tuple
 
 import torch
+import torch._dynamo.exc
 import torch.nn.functional as F
 
 __all__ = ["Kernels"]
@@ -70,7 +71,7 @@ def greedy(logits: Tensor, softcap: Optional[float]) -> Tuple[Tensor, Tensor, Te
 class Kernels:
     """The fused steps, compiled (``torch.compile``, one kernel each on a GPU) or as plain torch. Compiling happens
     on a step's first call (a pass's warm-up, before any CUDA graph is captured); a step that cannot be compiled
-    (no Triton, no C compiler) warns once and runs as plain torch from then on."""
+    (no Triton, no C compiler: the compiler's own errors) warns once and runs as plain torch from then on."""
 
     def __init__(self, act: Callable[[Tensor], Tensor], compiled: bool):
         self.compiled = compiled
@@ -90,7 +91,7 @@ class _Compiled:
     def __call__(self, *args):
         try:
             return self.run(*args)
-        except Exception as err:  # noqa: BLE001 - any compiler failure: the same function, uncompiled
+        except torch._dynamo.exc.TorchDynamoException as err:  # the compiler failed (not the step: out of memory...)
             if self.run is self.fn:
                 raise
             warnings.warn(f"fused_kernels: the step {self.name!r} could not be compiled ({type(err).__name__}: "

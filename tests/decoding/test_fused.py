@@ -55,13 +55,17 @@ def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
 def test_a_step_that_cannot_be_compiled_runs_unfused(monkeypatch):
     def broken(fn, **_):
         def run(*args):
-            raise RuntimeError("no compiler here\nmore")
+            if args[0].shape[0] == 0:
+                raise torch.cuda.OutOfMemoryError("not the compiler's")
+            raise torch._dynamo.exc.TorchDynamoException("no compiler here\nmore")
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
     kernels = fused.Kernels(torch.nn.functional.silu, compiled=True)
     x = torch.randn(4, 6)
-    with pytest.warns(UserWarning, match="'gated' could not be compiled .*RuntimeError: no compiler here"):
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # an error of the step itself is raised
+        kernels.gated(torch.randn(0, 6))
+    with pytest.warns(UserWarning, match="'gated' could not be compiled .*TorchDynamoException: no compiler here"):
         out = kernels.gated(x)
     torch.testing.assert_close(out, torch.nn.functional.silu(x[:, :3]) * x[:, 3:])
     torch.testing.assert_close(kernels.gated(x), out)  # unfused from then on, without another warning
