@@ -15,7 +15,7 @@ excluded); ``build`` goes the long way otherwise.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from .constraints import _UNIT_RE, _WORD_CHARS_RE, _WORD_RE, MentionTrie, _contains, needs_char_spans
 
@@ -64,8 +64,9 @@ class PathTrie(MentionTrie):
     """The trie of every candidate of the paths ``starts`` (per path: the alternatives' ids within its start's word,
     the whole rest of the word last; and that word's index) and ``after`` (per word: its alternatives' ids as a later
     word of a path, the whole word last), a path going on over at most ``max_words`` words; given ``alive`` (per
-    path, per level, per alternative: whether that candidate is kept), the others are left out. Nodes are made on
-    first sight of their parent's children (``_kids``); everything else is ``MentionTrie``'s."""
+    path, per level, per alternative: whether that candidate is kept), the others are left out. A node's children are
+    listed when they are first asked for (``_kids``: token id -> the child's places), and a child is made a node when
+    decoding moves to it (``advance``); everything else is ``MentionTrie``'s."""
 
     def __init__(self, starts: Sequence[Tuple[Sequence[Ids], int]], after: Sequence[Sequence[Ids]], max_words: int,
                  eos_id: Optional[int] = None, alive: Optional[List[List[List[bool]]]] = None):
@@ -77,12 +78,24 @@ class PathTrie(MentionTrie):
         # per path and level: whether a kept candidate lies beyond that level (the whole word goes on to it)
         self._on = None if alive is None else [[any(map(any, levels[lv + 1:])) for lv in range(len(levels))]
                                                for levels in alive]
-        self._children: List[Optional[Dict[int, int]]] = [None]
+        # per node: None until listed, then token id -> the child's node, or its places until it is made one
+        self._children: List[Optional[Dict[int, Union[int, List[Cursor]]]]] = [None]
         self._cursors: List[List[Cursor]] = [[]]  # the root's children come from every path's first level
 
-    def _kids(self, node: int) -> Dict[int, int]:
+    def _kids(self, node: int) -> Dict[int, Union[int, List[Cursor]]]:
         kids = self._children[node]
         return kids if kids is not None else self._expand(node)
+
+    def advance(self, node: Optional[int], token_id: int) -> Optional[int]:
+        if node is None:
+            return None
+        kids = self._kids(node)
+        tok = int(token_id)
+        child = kids.get(tok)
+        if child is None or type(child) is int:
+            return child
+        child = kids[tok] = self._node(child)
+        return child
 
     def _alts(self, p: int, lv: int) -> Sequence[Ids]:
         """The alternatives of path ``p`` at level ``lv`` (0: its start's word; then each later word)."""
@@ -94,7 +107,7 @@ class PathTrie(MentionTrie):
         alive = self._alive
         return alive is None or alive[p][lv][a] or (a == n_alts - 1 and self._on[p][lv])
 
-    def _expand(self, node: int) -> Dict[int, int]:
+    def _expand(self, node: int) -> Dict[int, Union[int, List[Cursor]]]:
         nexts: Dict[int, List[Cursor]] = {}
         keeps = self._keeps
         if node == self.root:
@@ -113,9 +126,9 @@ class PathTrie(MentionTrie):
                 for b, ids in enumerate(more):
                     if keeps(p, lv + 1, b, len(more)):
                         nexts.setdefault(ids[0], []).append((p, lv + 1, b, 1))
-        kids = self._children[node] = {tok: self._node(cursors) for tok, cursors in nexts.items()}
+        self._children[node] = nexts
         self._cursors[node] = []  # not needed again
-        return kids
+        return nexts
 
     def _node(self, cursors: List[Cursor]) -> int:
         node = len(self._children)
@@ -127,10 +140,18 @@ class PathTrie(MentionTrie):
         return node
 
     def _expand_all(self) -> None:
+        """Every node made and its children listed."""
         node = 0
         while node < len(self._children):
-            self._kids(node)
+            kids = self._kids(node)
+            for tok, child in kids.items():
+                if type(child) is not int:
+                    kids[tok] = self._node(child)
             node += 1
+
+    def sequences(self) -> set:
+        self._expand_all()
+        return super().sequences()
 
     def __len__(self) -> int:
         self._expand_all()
