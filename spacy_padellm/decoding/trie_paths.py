@@ -5,12 +5,14 @@
 chunks' ids joined (``text.chunks``, checked for the tokenizer), the runs starting at one unit are a path: the first
 word's part from that unit (one alternative per unit it can end at), then for each later word the whitespace and
 that word up to one of its units; a candidate ends at each alternative, and the path goes on from the whole word
-only. ``PathTrie`` holds those paths as chunk ids and makes a node only when it is asked for one's children: a node
-is the set of places (path, word, alternative, tokens read) its token prefix reaches, so it holds the same sequences
-as the long way (a test checks it on varied texts, ``benchmarks/trie_build.py`` on CoNLL03 sentences), while
-decoding a sentence's mentions makes a few dozen nodes instead of every node of ~130 candidates. It applies to the
-common case only (single spaces between words, no characters of a script written without spaces, nothing extra or
-excluded); ``build`` goes the long way otherwise.
+only. ``PathTrie`` holds those paths as chunk ids and lists a node's children only when they are asked for, making
+a child a node when decoding moves to it: a node is the set of places (path, word, alternative, tokens read) its
+token prefix reaches, so it holds the same sequences as the long way (a test checks it on varied texts,
+``benchmarks/trie_build.py`` on CoNLL03 sentences), while decoding a sentence's mentions makes a few dozen nodes
+instead of every node of ~130 candidates. Strings to exclude (``dedupe_mentions``) leave out the candidates
+``candidate_strings`` leaves out, each candidate's string checked once, and the places that lead to none but those.
+It applies to the common case only (single spaces between words, no characters of a script written without spaces,
+nothing extra); ``build`` goes the long way otherwise.
 """
 
 from __future__ import annotations
