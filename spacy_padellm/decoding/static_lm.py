@@ -432,7 +432,7 @@ class StaticLM:
         else:
             x = self._layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S, segments)
         hidden = self._rms(x.index_select(0, out), self.norm)
-        if self.kernels is not None and self._head_rows is None:
+        if self.kernels is not None and segments is None and self._head_rows is None:
             tok, logp, lse = self.kernels.greedy(linear(hidden, self.lm_head), self.final_softcap)
         elif self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
             tok, logp, lse = self._greedy(hidden)

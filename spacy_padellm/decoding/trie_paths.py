@@ -167,6 +167,9 @@ class PathTrie(MentionTrie):
     def add(self, ids: Sequence[int]) -> None:
         raise TypeError("a PathTrie holds its text's candidates only")
 
+    def add_all(self, sequences) -> None:
+        raise TypeError("a PathTrie holds its text's candidates only")
+
 
 def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Sequence[str] = ()) -> Optional[PathTrie]:
     """The ``PathTrie`` of ``text``'s candidates less those ``exclude`` rules out (``constraints.candidate_strings``);
