@@ -122,11 +122,22 @@ def candidate_strings(
                 add(text[i:j])
     for s in extra:
         add(s)
-    excluded = [(e, set(_WORD_CHARS_RE.findall(e))) for e in dict.fromkeys(exclude) if e]
+    excluded = exclusions(exclude)
     if excluded:
-        return [c for c in found
-                if not any(set(_WORD_CHARS_RE.findall(c)) <= words or _contains(c, e) for e, words in excluded)]
+        return [c for c in found if not is_excluded(c, excluded)]
     return list(found)
+
+
+def exclusions(exclude: Iterable[str]) -> List[Tuple[str, set]]:
+    """The strings to exclude (``candidate_strings``' ``exclude``), each with the set of its words, for ``is_excluded``."""
+    return [(e, set(_WORD_CHARS_RE.findall(e))) for e in dict.fromkeys(exclude) if e]
+
+
+def is_excluded(candidate: str, excluded: Sequence[Tuple[str, set]]) -> bool:
+    """Whether the rule of ``candidate_strings`` leaves ``candidate`` out: its words are all words of an excluded
+    string, or it holds one on unit boundaries (``excluded``: from ``exclusions``)."""
+    words = set(_WORD_CHARS_RE.findall(candidate))
+    return any(words <= theirs or _contains(candidate, e) for e, theirs in excluded)
 
 
 def _contains(big: str, small: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .constraints import _UNIT_RE, _WORD_CHARS_RE, _WORD_RE, MentionTrie, _contains, needs_char_spans
+from .constraints import _UNIT_RE, _WORD_RE, MentionTrie, exclusions, is_excluded, needs_char_spans
 
 __all__ = ["PathTrie", "chunk_paths", "path_trie"]
 
@@ -49,13 +49,6 @@ def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Start], Lis
         starts.extend((w, us, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
         after.append((before, [text[before: ue] for ue in ends] if w else []))
     return starts, after
-
-
-def _excluded(candidate: str, exclude: Sequence[Tuple[str, set]]) -> bool:
-    """``constraints.candidate_strings``' rule: a candidate whose words are all words of an excluded string, or that
-    holds one on unit boundaries."""
-    words = set(_WORD_CHARS_RE.findall(candidate))
-    return any(words <= their or _contains(candidate, e) for e, their in exclude)
 
 
 Ids = Tuple[int, ...]
@@ -186,15 +179,15 @@ def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Se
     if ids is None or not all(ids):
         return None
     of = dict(zip(chunks, ids))
-    excluded = [(e, set(_WORD_CHARS_RE.findall(e))) for e in dict.fromkeys(exclude) if e]
+    excluded = exclusions(exclude)
     alive = None
     if excluded:  # every candidate's string, by path and level: text[path start : end of that level's chunk]
         alive = []
         for w, us, own in starts:
-            levels = [[not _excluded(text[us: us + len(c)], excluded) for c in own]]
+            levels = [[not is_excluded(text[us: us + len(c)], excluded) for c in own]]
             for lv in range(1, min(max_words, len(after) - w)):
                 begin, word = after[w + lv]
-                levels.append([not _excluded(text[us: begin + len(c)], excluded) for c in word])
+                levels.append([not is_excluded(text[us: begin + len(c)], excluded) for c in word])
             alive.append(levels)
     return PathTrie([([of[c] for c in own], w) for w, _, own in starts], [[of[c] for c in word] for _, word in after],
                     max_words, encoder.eos_id, alive)
