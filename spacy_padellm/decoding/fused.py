@@ -19,7 +19,9 @@ import torch
 import torch._dynamo.exc
 import torch.nn.functional as F
 
-__all__ = ["Kernels"]
+from .counts import final_logits
+
+__all__ = ["Kernels", "gated", "greedy", "rotate"]
 
 Tensor = torch.Tensor
 
@@ -33,13 +35,18 @@ def norm(x: Tensor, w: Tensor, eps: float, gemma: bool) -> Tensor:
     return F.rms_norm(x, (x.shape[-1],), w, eps)
 
 
+def rotate(qk: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE on query and key heads ``qk`` (N, heads, D) at once (``cos``, ``sin``: (N, 1, D))."""
+    half = qk.shape[-1] // 2
+    return qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+
+
 def rope(qk: Tensor, v: Tensor, cos: Tensor, sin: Tensor, n_heads: int,
          dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
     """Queries, keys and values (N, heads, D) in ``dtype`` from the query and key heads ``qk`` (N, H + Hkv, D),
     rotated (RoPE; ``cos``, ``sin``: (N, 1, D)), and the value heads ``v``. (Gemma's query/key norm comes first, a
     step of its own: fused into this one, the compiler recomputed each row's norm for every element.)"""
-    half = qk.shape[-1] // 2
-    qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin
+    qk = rotate(qk, cos, sin)
     return qk[:, :n_heads].to(dtype), qk[:, n_heads:].to(dtype), v.to(dtype)
 
 
@@ -60,9 +67,7 @@ def gated(gate_up: Tensor, act: Callable[[Tensor], Tensor]) -> Tensor:
 def greedy(logits: Tensor, softcap: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
     """(argmax token, its log-probability, the log of the softmax's denominator) of each row of the LM head's
     output (soft-capped first, as Gemma's, in float32)."""
-    logits = logits.float()
-    if softcap:
-        logits = (logits / softcap).tanh() * softcap
+    logits = final_logits(logits.float(), softcap)
     top, tok = logits.max(dim=-1)
     lse = torch.logsumexp(logits, dim=-1)
     return tok, top - lse, lse

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
-from .fused import Kernels
+from .fused import Kernels, gated, greedy, rotate
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .segments import Segments
 
@@ -432,14 +432,13 @@ class StaticLM:
         else:
             x = self._layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S, segments)
         hidden = self._rms(x.index_select(0, out), self.norm)
-        if self.kernels is not None and segments is None and self._head_rows is None:
-            tok, logp, lse = self.kernels.greedy(linear(hidden, self.lm_head), self.final_softcap)
-        elif self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
-            tok, logp, lse = self._greedy(hidden)
+        step = self.kernels.greedy if self.kernels is not None and segments is None else greedy
+        if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
+            tok, logp, lse = self._greedy(hidden, step)
         else:
             # On the CPU in blocks of rows: a pass that wants many predictions (every mention tag of a batch) would
             # otherwise hold a vocabulary-wide row of logits, and its exponentials, for each of them at once.
-            parts = [self._greedy(hidden[i: i + LOGIT_ROWS]) for i in range(0, hidden.shape[0], LOGIT_ROWS)]
+            parts = [self._greedy(hidden[i: i + LOGIT_ROWS], step) for i in range(0, hidden.shape[0], LOGIT_ROWS)]
             tok, logp, lse = (torch.cat(p) for p in zip(*parts))
         # what a steered pass reads its choices from again (``Steering``): the final hidden states and each
         # output's log softmax denominator
@@ -497,8 +496,7 @@ class StaticLM:
         qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv:]
         if layer.qk_norm is not None:
             qk = self._rms_float(qk, layer.qk_norm)
-        half = D // 2
-        qk = qk * cos + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin  # RoPE on q and k at once
+        qk = rotate(qk, cos, sin)
         kc[rows, :, slots] = qk[:, H:].to(kc.dtype)  # (no copy unless "bf16" keeps float32 and bfloat16 apart)
         vc[rows, :, slots] = v.to(vc.dtype)
         return qk[:, :H].to(kc.dtype)
@@ -511,21 +509,20 @@ class StaticLM:
 
     def _mlp(self, x: torch.Tensor, layer: _Layer) -> torch.Tensor:
         """x plus the layer's MLP of x (normed first)."""
-        h = self._rms(x, layer.ln2)
-        gate, up = linear(h, layer.wgu).chunk(2, dim=-1)
+        a = gated(linear(self._rms(x, layer.ln2), layer.wgu), self.act)
         if layer.ln_post_ff is not None:  # Gemma: and so is the MLP's output
-            return x + self._rms(linear(self.act(gate) * up, layer.wd), layer.ln_post_ff)
-        return _add_linear(x, self.act(gate) * up, layer.wd, None)
+            return x + self._rms(linear(a, layer.wd), layer.ln_post_ff)
+        return _add_linear(x, a, layer.wd, None)
 
-    def _greedy(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _greedy(self, hidden: torch.Tensor, step=greedy) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The argmax token after each final hidden state, its log-probability and the log of the softmax's
-        denominator (under ``restrict_head``: among its tokens, and normalised over them)."""
-        logits = self.logits(hidden, self._head_rows)
-        top, tok = logits.max(dim=-1)
+        denominator (under ``restrict_head``: among its tokens, and normalised over them); ``step``: ``fused.greedy``,
+        or the fused kernels' compiled one."""
+        head = self.lm_head if self._head_rows is None else self._head_rows
+        tok, logp, lse = step(linear(hidden, head), self.final_softcap)
         if self._head_ids is not None:
             tok = self._head_ids[tok]
-        lse = torch.logsumexp(logits, dim=-1)
-        return tok, top - lse, lse
+        return tok, logp, lse
 
     @property
     def vocab_size(self) -> int:
