@@ -7,7 +7,7 @@ each reads and writes the whole activation again. Here the steps between two mat
 (RoPE; the residual sum with the next norm; the gated activation; the LM head's greedy choice
 with its soft-cap and log-softmax), so that compiled each is one kernel (``Kernels(compiled=True)``, CUDA only: a
 pass is then about 18 kernels a layer). Run as plain torch (``compiled=False``) they compute the same function, which
-the tests check against the eager pass.
+the tests check against the eager pass; that pass itself calls ``rotate``, ``gated`` and ``greedy`` as they are.
 """
 
 from __future__ import annotations
