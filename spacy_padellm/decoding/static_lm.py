@@ -41,6 +41,7 @@ from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
 from .fused import Kernels, gated, greedy, rotate
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
+from .row_mask import RowMask, unpack, upload
 from .segments import Segments
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
@@ -94,11 +95,13 @@ class _Graph:
         self.lse: Optional[torch.Tensor] = None
         dev = lm.device
         # The inputs in the order of inputs(), each a slice of one byte buffer: int64 ones first (8-byte
-        # aligned), the bool mask last. ``spans`` holds each one's (start, end) byte range (None: absent).
-        shapes = [(L,), (L,), (L,), (L,), (L,) if packed else None, (L,) if packed else None, (B, T, S), (M,)]
-        dtypes = [torch.int64] * 6 + [torch.bool, torch.int64]
-        order = [0, 1, 2, 3, 4, 5, 7, 6]  # the mask's bytes after every int64 input
-        self.spans: List[Optional[Tuple[int, int]]] = [None] * 8
+        # aligned), the mask's bit-packed rows last (``row_mask``). ``spans`` holds each one's (start, end) byte
+        # range (None: absent).
+        shapes = [(L,), (L,), (L,), (L,), (L,) if packed else None, (L,) if packed else None, (L, (S + 7) // 8), (M,),
+                  (L, 2)]
+        dtypes = [torch.int64] * 6 + [torch.uint8, torch.int64, torch.int64]
+        order = [0, 1, 2, 3, 4, 5, 7, 8, 6]  # the mask's bytes after every int64 input
+        self.spans: List[Optional[Tuple[int, int]]] = [None] * 9
         at = 0
         for i in order:
             if shapes[i] is not None:
@@ -109,15 +112,16 @@ class _Graph:
         self.staging = torch.zeros(self.nbytes, dtype=torch.uint8, device=dev)
         views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
                  for span, dtype, shape in zip(self.spans, dtypes, shapes)]
-        self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out = views
+        (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.bits, self.out,
+         self.chains) = views
         self.slots.fill_(lm.trash_col)
         if packed:
             self.scatter.fill_(B * T)
-        self.mask[..., 0] = True
-        args = self.inputs()
+        self.bits[:, 0] = 1  # column 0
+        args = self.inputs() + ((B, T, S),)
         self.graph = None
         if dev.type != "cuda":  # no capture: replay() runs the pass eagerly on the same buffers (tests)
-            self._run_eager = lambda: (self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._forward(*args)])),
+            self._run_eager = lambda: (self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._pass(*args)])),
                                        setattr(self, "hidden", lm.last_hidden), setattr(self, "lse", lm.last_lse))
             self.result = torch.zeros((2, M), dtype=torch.float64)
             return
@@ -125,16 +129,17 @@ class _Graph:
         stream.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(stream):
             for _ in range(2):  # warm-up writes only to the trash column
-                lm._forward(*args)
+                lm._pass(*args)
         torch.cuda.current_stream(dev).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=lm._pool):
-            tok, logp = lm._forward(*args)
+            tok, logp = lm._pass(*args)
             self.result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])  # exact for token ids
         self.hidden, self.lse = lm.last_hidden, lm.last_lse
 
     def inputs(self):
-        return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.mask, self.out)
+        return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.bits, self.out,
+                self.chains)
 
     def replay(self) -> None:
         if self.graph is not None:
@@ -401,6 +406,12 @@ class StaticLM:
         after = m.sum(-1, keepdim=True) - m.cumsum(-1, dtype=torch.int32)
         return mask & (after < window)
 
+    def _pass(self, tokens, positions, slots, rows, scatter, gather, bits, out, chains, shape):
+        """``_forward`` of a pass as it is uploaded: its mask as the bit-packed rows and chains of its tokens
+        (``row_mask``), laid out as (B, T, S) here, on the device (in the CUDA graph)."""
+        mask = unpack(bits, chains, slots, scatter, *shape)
+        return self._forward(tokens, positions, slots, rows, scatter, gather, mask, out)
+
     def _forward(self, tokens, positions, slots, rows, scatter, gather, mask, out, segments=None):
         """One pass over L tokens (1-D inputs) laid out for attention as B rows x T places.
 
@@ -611,7 +622,7 @@ class StaticLM:
         return self.launch(tokens, positions, slots, mask, outputs).result()
 
     @torch.inference_mode()
-    def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
+    def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask,
                outputs: np.ndarray, steer=None) -> "Pending":
         """Start one forward pass; ``.result()`` of what it returns waits for it and gives the (token, log-prob)
         predicted after each place in ``outputs``. On CUDA with graphs the pass is only queued, so the host
@@ -619,7 +630,9 @@ class StaticLM:
         StaticLM must come after ``result()`` (they share its pinned buffers).
 
         tokens, positions, slots: (B, T) at a ``padded_shape`` (padding tokens have the trash column as
-        slot and attend to column 0); mask: (B, T, S); outputs: flat places ``b * T + t``.
+        slot and attend to column 0); mask: (B, T, S) bools, or a ``row_mask.RowMask`` whose places are those of the
+        real tokens (slot not the trash column; it goes to the device bit-packed either way); outputs: flat places
+        ``b * T + t``.
 
         A pass whose real tokens fill less than half of the (B, T) layout runs *packed*: projections and
         MLPs only on the real tokens, the layout only for attention. Outputs are read at their places
@@ -630,13 +643,18 @@ class StaticLM:
         """
         B, T = tokens.shape
         S = mask.shape[-1]
-        if self.k_cache is None or B > self.rows or S > self.cols or (S == self.cols and mask[..., -1].any()):
+        rows_given = isinstance(mask, RowMask)
+        if self.k_cache is None or B > self.rows or S > self.cols or (
+                S == self.cols and (mask.any_last() if rows_given else mask[..., -1].any())):
             raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
         if self.runs_segmented:
-            return self._launch_segmented(tokens, positions, slots, mask, outputs, steer)
+            return self._launch_segmented(tokens, positions, slots, mask.dense() if rows_given else mask, outputs,
+                                          steer)
         trash = self.trash_col
         flat_slots = slots.reshape(-1)
-        real = np.flatnonzero(flat_slots != trash)
+        real = mask.places if rows_given else np.flatnonzero(flat_slots != trash)
+        if not rows_given:
+            mask = RowMask.of(mask, real)
         N, M = len(real), len(outputs)
         Nb, Mb = bucket(N, 8), _out_bucket(M, B, T)
         packed = self.packing and 2 * Nb <= B * T
@@ -658,11 +676,13 @@ class StaticLM:
             row_in[:N] = real // T
             scatter[:N] = real
             gather[:N] = real
-            arrays = [tok_in, pos_in, slot_in, row_in, scatter, gather, mask, out]
+            bits, chains = upload(mask, L, True)
+            arrays = [tok_in, pos_in, slot_in, row_in, scatter, gather, bits, out, chains]
         else:
             out[:M] = outputs
+            bits, chains = upload(mask, L, False)
             arrays = [tokens.reshape(-1), positions.reshape(-1), flat_slots, np.repeat(np.arange(B), T), None, None,
-                      mask, out]
+                      bits, out, chains]
         self.passes += 1
         self.packed_passes += int(packed)
         self.last_shape = key = (int(packed), L, B, T, S, Mb)
@@ -670,7 +690,7 @@ class StaticLM:
         if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-            tok, logp = self._forward(*t)
+            tok, logp = self._pass(*t, (B, T, S))
             if steer is not None:
                 steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
             return Pending(values=(tok[:M].cpu().numpy(), logp[:M].cpu().numpy()))

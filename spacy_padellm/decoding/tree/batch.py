@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..row_mask import RowMask
 from ..static_lm import StaticLM
 from .steering import Steering
 
@@ -318,26 +319,16 @@ class TreeBatch:
         tokens = np.zeros((Bb, Tb), dtype=np.int64)
         positions = np.zeros((Bb, Tb), dtype=np.int64)
         slots = np.full((Bb, Tb), lm.trash_col, dtype=np.int64)
-        mask = np.zeros((Bb * Tb, Sb), dtype=bool)
-        flat = tok_b * Tb + tok_t  # each token's row of the (Bb * Tb, Sb) attention mask
+        flat = tok_b * Tb + tok_t  # each token's place in the (Bb, Tb) layout
         tokens.flat[flat] = q_ids
         positions.flat[flat] = np.array(q_pos0, dtype=np.int64)[chain] + within
         slots.flat[flat] = tok_slot
-        # What the token's branch sees; in a chain of several tokens, token i sees the chain's columns 0..i (a
-        # lower triangle over the chain's block, written for the tokens of all such chains at once).
-        seen = self._vis[np.array(q_branch, dtype=np.int64)[chain], :S]
-        n_tok = n_c[chain]  # per token: the length of its chain
-        long_tok = np.flatnonzero(n_tok > 1)
-        if len(long_tok):
-            width = n_tok[long_tok]
-            tok = np.repeat(long_tok, width)
-            j = np.arange(len(tok)) - np.repeat(np.cumsum(width) - width, width)  # 0 .. n-1 per token
-            seen[tok, tok_slot[tok] - within[tok] + j] = j <= within[tok]
-        mask[flat, :S] = seen
-        pad = np.ones(Bb * Tb, dtype=bool)
-        pad[flat] = False
-        mask[:, 0] |= pad  # padding tokens attend to column 0 only (their outputs are dropped)
-        mask = mask.reshape(Bb, Tb, Sb)
+        # The attention rows in place order (``RowMask``): what each token's branch sees, and its chain's columns
+        order = np.argsort(flat, kind="stable")
+        chain = chain[order]
+        start = np.array(q_col0, dtype=np.int64)[chain]
+        mask = RowMask(flat[order], self._vis[np.array(q_branch, dtype=np.int64)[chain], :Sb], (Bb, Tb, Sb),
+                       chains=np.stack([start, start + n_c[chain]], axis=1), slots=tok_slot[order])
         args = (tokens, positions, slots, mask, out_b * Tb + out_t)
         pending = lm.launch(*args) if steer is None else lm.launch(*args, steer=steer)
         self.passes += 1
