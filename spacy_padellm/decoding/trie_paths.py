@@ -35,12 +35,13 @@ def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Start], Lis
     units, the whole word last)."""
     if " ".join(text.split()) != text.strip() or needs_char_spans(text):
         return None
-    words = [(m.start(), m.end()) for m in _WORD_RE.finditer(text)]
     starts: List[Start] = []
     after: List[Later] = []
-    for w, (ws, we) in enumerate(words):
-        before = words[w - 1][1] if w else ws
-        units = [m.span() for m in _UNIT_RE.finditer(text, ws, we)] if split_punct else [(ws, we)]
+    end = None  # where the word before ends
+    for w, units in enumerate(_word_units(text, split_punct)):
+        ws, we = units[0][0], units[-1][1]
+        before = ws if end is None else end
+        end = we
         if len(units) == 1:  # most words: one start, one end
             starts.append((w, ws, [text[ws:we]]))
             after.append((before, [text[before: we]] if w else []))
@@ -49,6 +50,24 @@ def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Start], Lis
         starts.extend((w, us, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
         after.append((before, [text[before: ue] for ue in ends] if w else []))
     return starts, after
+
+
+def _word_units(text: str, split_punct: bool) -> List[List[Tuple[int, int]]]:
+    """Each whitespace-separated word of ``text`` as the spans of its units (``split_punct``: runs of word characters
+    and single other characters, found in one pass over the text: a word is a run of units with nothing between;
+    else the whole word)."""
+    if not split_punct:
+        return [[m.span()] for m in _WORD_RE.finditer(text)]
+    words: List[List[Tuple[int, int]]] = []
+    end = -1
+    for m in _UNIT_RE.finditer(text):
+        span = m.span()
+        if span[0] == end:
+            words[-1].append(span)
+        else:
+            words.append([span])
+        end = span[1]
+    return words
 
 
 Ids = Tuple[int, ...]
