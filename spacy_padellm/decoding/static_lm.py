@@ -5,7 +5,8 @@ spaCy. One call appends tokens to rows of a preallocated KV cache and returns th
 (and its log-probability) at chosen positions::
 
     tokens, positions, slots : (B, T)   token ids, RoPE positions, cache columns they are written to
-    mask                     : (B, T, S) which cache columns (of the first S) each token attends to
+    mask                     : (B, T, S) which cache columns (of the first S) each token attends to, or a
+                               ``row_mask.RowMask`` (the rows of the real tokens; it goes to the device bit-packed)
     outputs                  : (M,)     which places b * T + t to read the next token at (``run``;
                                         ``step`` takes them as (B, O) positions per row)
 
