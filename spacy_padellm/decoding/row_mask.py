@@ -59,7 +59,11 @@ class RowMask:
 
     def any_last(self) -> bool:
         """Whether a token attends to the last column."""
-        return bool(self.rows()[:, -1].any()) if len(self.places) else False
+        last = self.shape[2] - 1
+        col = self.seen[:, last]
+        if self.chains is not None:
+            col = np.where((self.chains[:, 0] <= last) & (last < self.chains[:, 1]), last <= self.slots, col)
+        return bool(col.any())
 
 
 def _causal(seen, cols, start, end, slot):

@@ -76,3 +76,15 @@ def test_rows_of_a_dense_mask_and_errors():
         RowMask(places, mask.reshape(6, 16)[:2], (2, 3, 16))
     with pytest.raises(ValueError, match="own cache column"):
         RowMask(places, mask.reshape(6, 16)[places], (2, 3, 16), chains=np.zeros((3, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_any_last_is_the_last_column_of_the_mask(seed):
+    rng = np.random.default_rng(seed)
+    places, seen, shape, chains, slots = _random_pass(rng, S=12)
+    seen[:, -1] = False
+    for tok in range(len(places)):  # chains reaching the last column, seen or not from the branch
+        if rng.random() < 0.3:
+            chains[tok] = (slots[tok] - 1, shape[2])
+    rm = RowMask(places, seen, shape, chains=chains, slots=slots)
+    assert rm.any_last() == bool(rm.dense()[..., -1].reshape(-1)[places].any())
