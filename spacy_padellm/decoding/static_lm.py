@@ -5,8 +5,9 @@ spaCy. One call appends tokens to rows of a preallocated KV cache and returns th
 (and its log-probability) at chosen positions::
 
     tokens, positions, slots : (B, T)   token ids, RoPE positions, cache columns they are written to
-    mask                     : (B, T, S) which cache columns (of the first S) each token attends to, or a
-                               ``row_mask.RowMask`` (the rows of the real tokens; it goes to the device bit-packed)
+    mask                     : (B, T, S) which cache columns (of the first S) each token attends to (``launch``
+                               and ``run`` also take a ``row_mask.RowMask``: the rows of the real tokens); it goes
+                               to the device bit-packed either way
     outputs                  : (M,)     which places b * T + t to read the next token at (``run``;
                                         ``step`` takes them as (B, O) positions per row)
 
@@ -616,7 +617,7 @@ class StaticLM:
         tok, logp = self.run(tokens, positions, slots, mask, outputs)
         return tok.reshape(B, O), logp.reshape(B, O)
 
-    def run(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
+    def run(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask,
             outputs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """One forward pass; returns the (token, log-prob) predicted after each place in ``outputs``
         (``launch(...).result()``)."""
@@ -654,6 +655,8 @@ class StaticLM:
         trash = self.trash_col
         flat_slots = slots.reshape(-1)
         real = mask.places if rows_given else np.flatnonzero(flat_slots != trash)
+        if rows_given and len(real) != np.count_nonzero(flat_slots != trash):
+            raise ValueError(f"RowMask: {len(real)} rows for {np.count_nonzero(flat_slots != trash)} real tokens")
         if not rows_given:
             mask = RowMask.of(mask, real)
         N, M = len(real), len(outputs)

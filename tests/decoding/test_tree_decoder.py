@@ -539,6 +539,37 @@ def test_tree_batch_layout_equals_plain_loop(tiny_trained):
             assert out[h][0] == int(tok[b, o])
 
 
+def test_a_token_sees_its_chain_up_to_itself_even_when_forgotten(tiny_trained):
+    """A chain fed and then forgotten before its pass runs (its columns no longer among what the branch sees) still
+    attends to itself: each of its tokens sees the branch's columns and its chain's up to its own, as the chain-by-chain
+    layout gives, for a chain of one token as for longer ones."""
+    model, _ = tiny_trained
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False
+    tb = TreeBatch(lm, 1, 64)
+    captured = {}
+    launch = lm.launch
+
+    def spy(*arrays):
+        captured["mask"] = arrays[3].dense()
+        return launch(*arrays)
+
+    lm.launch = spy
+    root = tb.root(0)
+    tb.feed(root, [5, 6, 7])
+    tb.run()
+    for n in (1, 3):
+        col0 = tb.ncols[0]
+        tb.feed(root, list(range(8, 8 + n)), [n - 1])
+        tb.forget(root, n)
+        tb.run()
+        rows = captured["mask"][0, :n, : col0 + n]
+        want = np.zeros((n, col0 + n), dtype=bool)
+        want[:, :3] = True  # the root's first chain
+        want[:, col0:] = np.tril(np.ones((n, n), dtype=bool))
+        assert (rows == want).all(), (n, rows.astype(int))
+
+
 def test_count_drafts_laid_down_at_once_equal_chain_by_chain(tiny_trained):
     """A label's count drafts (counts 0..2, their tags, the span drafts after each tag) laid down from their
     _Subtree in one go leave the TreeBatch exactly as feeding them chain by chain does: the same branches,
