@@ -81,8 +81,9 @@ def fine_bucket(n: int, minimum: int = 1) -> int:
 
 def _out_bucket(n: int, B: int, T: int) -> int:
     """The bucket of ``n`` wanted outputs of a pass of B rows x T places: a power of two, capped by T for one row
-    (its outputs are among its T places, and T may be a finer bucket than a power of two)."""
-    return min(bucket(n), T) if B <= 1 else bucket(n)
+    (its outputs are among its T places, and T may be a finer bucket than a power of two), unless the row wants some
+    place more than once."""
+    return min(bucket(n), T) if B <= 1 and n <= T else bucket(n)
 
 
 class _Graph:

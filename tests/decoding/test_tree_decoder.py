@@ -570,6 +570,23 @@ def test_a_token_sees_its_chain_up_to_itself_even_when_forgotten(tiny_trained):
         assert (rows == want).all(), (n, rows.astype(int))
 
 
+def test_one_row_may_want_a_place_more_than_once(tiny_trained):
+    """A batch of one row whose outputs name one place twice (``feed`` indices -1 and n-1) wants more predictions
+    than the row has places: the pass still runs, and both handles get that place's prediction."""
+    model, _ = tiny_trained
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False  # the GPU's layout: the outputs are bucketed
+    tb = TreeBatch(lm, 1, 64)
+    root = tb.root(0)
+    ids = [5, 6, 7, 8]
+    h = tb.feed(root, ids, [0, 1, 2, 3, -1])
+    out = tb.run()
+    assert out[h[3]] == out[h[4]]
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0].argmax(-1).tolist()
+    assert [out[x][0] for x in h[:4]] == want
+
+
 def test_count_drafts_laid_down_at_once_equal_chain_by_chain(tiny_trained):
     """A label's count drafts (counts 0..2, their tags, the span drafts after each tag) laid down from their
     _Subtree in one go leave the TreeBatch exactly as feeding them chain by chain does: the same branches,
