@@ -655,11 +655,11 @@ class StaticLM:
                                           steer)
         trash = self.trash_col
         flat_slots = slots.reshape(-1)
-        real = mask.places if rows_given else np.flatnonzero(flat_slots != trash)
-        if rows_given and len(real) != np.count_nonzero(flat_slots != trash):
-            raise ValueError(f"RowMask: {len(real)} rows for {np.count_nonzero(flat_slots != trash)} real tokens")
+        real = np.flatnonzero(flat_slots != trash)
         if not rows_given:
             mask = RowMask.of(mask, real)
+        elif not np.array_equal(mask.places, real):
+            raise ValueError(f"RowMask: rows at {len(mask.places)} places, not those of the {len(real)} real tokens")
         N, M = len(real), len(outputs)
         Nb, Mb = bucket(N, 8), _out_bucket(M, B, T)
         packed = self.packing and 2 * Nb <= B * T
