@@ -566,9 +566,10 @@ class TreeDecoder(GenerateMixin):
         m.next_tok = tok  # fed by _feed_mentions, with the drafts after it
         next_mentions.append(m)
 
-    def _record_mentions(self, finished: List[_Mention], results) -> None:
-        """The predictions of the mentions that ended in a pass (their texts decoded in one call)."""
-        for m, text in zip(finished, self.mention_texts(finished)):
+    def _record_mentions(self, finished: List[_Mention], results, texts: Optional[Sequence[str]] = None) -> None:
+        """The predictions of the mentions that ended in a pass (``texts``: their strings, if decoded already;
+        else decoded in one call)."""
+        for m, text in zip(finished, texts if texts is not None else self.mention_texts(finished)):
             res = results[m.doc]
             res.predictions.append(MentionPrediction(m.label, m.k, text, math.exp(m.lp),
                                                      res.counts[m.label], math.exp(m.count.lp)))

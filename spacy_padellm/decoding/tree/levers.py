@@ -141,35 +141,41 @@ class BatchLevers:
     def settle(self, tb, results) -> List[Tuple[Any, int, int, MentionTrie, int]]:
         """Settle the counts whose mentions have all ended: drop the last round's improbable ones, plan the next
         round (``redecode_plan``), or record the predictions. Returns the repeats to decode again as (count,
-        k, tag branch, trie, handle), their tags queued and steered."""
+        k, tag branch, trie, handle), their tags queued and steered. The kept mentions of every count settling are
+        decoded in one call; a count whose strings are all different has nothing to decode again."""
         again = []
         settling, self._settling = self._settling, []
-        for group in settling:
-            any_m = next(iter(group.latest.values()))
-            res = results[any_m.doc]
-            for k in group.redo:
-                m = group.latest[k]
-                if group.ended[k] and math.exp(m.lp) < self.levers.dedupe_min_prob:
-                    group.dropped.add(k)
-                    res.redecoded_dropped += 1
-            group.redo = []
-            kept = [k for k in sorted(group.latest) if group.ended[k] and k not in group.dropped]
+        kept = [self._kept(group, results) for group in settling]
+        texts = self.decoder.mention_texts([m for ms in kept for m in ms])
+        at = 0
+        for group, mentions in zip(settling, kept):
+            mine, at = texts[at: at + len(mentions)], at + len(mentions)
             redo, exclude = [], ()
-            if group.rounds < self.levers.dedupe_rounds:
-                texts = self.decoder.mention_texts([group.latest[k] for k in kept])
-                redo, claimed = redecode_plan(self.texts[any_m.doc],
-                                              [(k, t, group.latest[k].lp) for k, t in zip(kept, texts)])
+            if group.rounds < self.levers.dedupe_rounds and len(set(mine)) < len(mine):
+                doc = mentions[0].doc
+                redo, claimed = redecode_plan(self.texts[doc], [(m.k, t, m.lp) for m, t in zip(mentions, mine)])
                 exclude = tuple(sorted(claimed))
             if not redo:
-                self.decoder._record_mentions([group.latest[k] for k in kept], results)
+                self.decoder._record_mentions(mentions, results, mine)
                 continue
             group.rounds += 1
             group.redo = list(redo)
-            res.redecoded_mentions += len(redo)
-            trie = self.trie(any_m.doc, exclude)
+            results[doc].redecoded_mentions += len(redo)
+            trie = self.trie(doc, exclude)
             tags = [self.encoder.mention_tag(k) for k in redo]
             for k, (branch, (h,)) in zip(redo, tb.fork_feed(group.parent, tags)):
                 self.steer_mention(tb, h, trie, trie.root)
                 again.append((group.latest[k].count, k, branch, trie, h))
             self.decoder.stats.prompt_tokens += sum(len(tag) for tag in tags)
         return again
+
+    def _kept(self, group: _Group, results) -> List[Any]:
+        """The mentions a settling count keeps, in k order: the last round's improbable ones dropped, and those
+        cut at ``max_mention_tokens`` left out."""
+        for k in group.redo:
+            m = group.latest[k]
+            if group.ended[k] and math.exp(m.lp) < self.levers.dedupe_min_prob:
+                group.dropped.add(k)
+                results[m.doc].redecoded_dropped += 1
+        group.redo = []
+        return [group.latest[k] for k in sorted(group.latest) if group.ended[k] and k not in group.dropped]
