@@ -12,7 +12,8 @@ token prefix reaches, so it holds the same sequences as the long way (a test che
 instead of every node of ~130 candidates. Strings to exclude (``dedupe_mentions``) leave out the candidates
 ``candidate_strings`` leaves out, each candidate's string checked once, and the places that lead to none but those.
 It applies to the common case only (single spaces between words, no characters of a script written without spaces,
-nothing extra); ``build`` goes the long way otherwise.
+nothing extra); ``build`` goes the long way otherwise. There a word's paths depend on the word alone, so without
+strings to exclude the trie is assembled from each word's chunk ids, kept with the encoder across texts.
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Se
     None where it does not apply (the text is not the common case, or the encoder has not shown that its mentions'
     ids compose)."""
     chunk_ids = getattr(encoder, "mention_chunk_ids", None)
-    found = chunk_paths(text, split_punct) if chunk_ids is not None else None
+    excluded = exclusions(exclude)
+    if chunk_ids is None:
+        return None
+    if not excluded:
+        return _trie_of_words(text, encoder, chunk_ids, max_words, split_punct)
+    found = chunk_paths(text, split_punct)
     if found is None:
         return None
     starts, after = found
@@ -198,15 +204,64 @@ def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Se
     if ids is None or not all(ids):
         return None
     of = dict(zip(chunks, ids))
-    excluded = exclusions(exclude)
-    alive = None
-    if excluded:  # every candidate's string, by path and level: text[path start : end of that level's chunk]
-        alive = []
-        for w, us, own in starts:
-            levels = [[not is_excluded(text[us: us + len(c)], excluded) for c in own]]
-            for lv in range(1, min(max_words, len(after) - w)):
-                begin, word = after[w + lv]
-                levels.append([not is_excluded(text[us: begin + len(c)], excluded) for c in word])
-            alive.append(levels)
+    alive = []  # every candidate's string, by path and level: text[path start : end of that level's chunk]
+    for w, us, own in starts:
+        levels = [[not is_excluded(text[us: us + len(c)], excluded) for c in own]]
+        for lv in range(1, min(max_words, len(after) - w)):
+            begin, word = after[w + lv]
+            levels.append([not is_excluded(text[us: begin + len(c)], excluded) for c in word])
+        alive.append(levels)
     return PathTrie([([of[c] for c in own], w) for w, _, own in starts], [[of[c] for c in word] for _, word in after],
                     max_words, encoder.eos_id, alive)
+
+
+# A word's paths depend on the word alone where words are single-space separated (the common case): kept with the
+# encoder (its ``memo``), per ``split_punct``, word -> (its start alternatives' ids, one list per unit; its
+# alternatives' ids as a later word), or None where a chunk has no ids. Chunk ids never change once an encoder
+# composes, so they are kept across texts.
+MAX_CACHED_WORDS = 200_000
+WordIds = Optional[Tuple[List[List[Ids]], List[Ids]]]
+
+
+def _trie_of_words(text: str, encoder, chunk_ids, max_words: int, split_punct: bool) -> Optional[PathTrie]:
+    """``path_trie`` without exclusions: the paths assembled from each word's cached ids (``_word_ids``)."""
+    if " ".join(text.split()) != text.strip() or needs_char_spans(text):
+        return None
+    words = text.split()
+    entries = _word_ids(encoder, chunk_ids, words, split_punct)
+    if entries is None or None in entries:
+        return None
+    starts = [(own, w) for w, (owns, _) in enumerate(entries) for own in owns]
+    after = [later if w else [] for w, (_, later) in enumerate(entries)]  # no path goes on to the first word
+    return PathTrie(starts, after, max_words, encoder.eos_id)
+
+
+def _word_ids(encoder, chunk_ids, words: Sequence[str], split_punct: bool) -> Optional[List[WordIds]]:
+    """Each word's entry (kept with the encoder, see above), the missing ones encoded in one ``chunk_ids`` call;
+    None where the encoder gives no chunk ids."""
+    memo = encoder.memo("trie_words").setdefault(split_punct, {}) if hasattr(encoder, "memo") else {}
+    missing = [w for w in dict.fromkeys(words) if w not in memo]
+    if missing:
+        if len(memo) + len(missing) > MAX_CACHED_WORDS:  # start again, with this text's words
+            memo.clear()
+            missing = list(dict.fromkeys(words))
+        parts = [_word_chunks(w, split_punct) for w in missing]
+        flat = [c for owns, later in parts for c in [*(c for own in owns for c in own), *later]]
+        ids = chunk_ids(flat)
+        if ids is None:
+            return None
+        at = iter(ids)
+        for word, (owns, later) in zip(missing, parts):
+            own_ids = [[next(at) for _ in own] for own in owns]
+            later_ids = [next(at) for _ in later]
+            ok = all(all(own) for own in own_ids) and all(later_ids)
+            memo[word] = (own_ids, later_ids) if ok else None
+    return [memo[w] for w in words]
+
+
+def _word_chunks(word: str, split_punct: bool) -> Tuple[List[List[str]], List[str]]:
+    """A word's chunks: per unit it can start at, the word from there up to each later unit's end (the whole rest
+    last); and the word as a later word of a path (after one space), up to each unit's end."""
+    units = [m.span() for m in _UNIT_RE.finditer(word)] if split_punct else [(0, len(word))]
+    ends = [ue for _, ue in units]
+    return [[word[us: ue] for ue in ends[i:]] for i, (us, _) in enumerate(units)], [" " + word[:ue] for ue in ends]

@@ -257,6 +257,7 @@ class PromptEncoder:
         self._decoding = _Shortcut()
         self._mention_chunks = ChunkedEncoder(self._encode_many)
         self._token_texts: Optional[Dict[str, List[int]]] = None  # ``token_texts``
+        self._memos: Dict[str, Dict] = {}
 
     def _encode(self, text: str) -> List[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -346,6 +347,11 @@ class PromptEncoder:
         if not self._mention_chunks.composes:
             return None
         return self._mention_chunks.chunk_ids(chunks)
+
+    def memo(self, name: str) -> Dict:
+        """A dict kept with this encoder under ``name``, for values derived from its ids (e.g. the mention trie's
+        per-word chunk ids, ``decoding.trie_paths``)."""
+        return self._memos.setdefault(name, {})
 
     def token_texts(self) -> Dict[str, List[int]]:
         """Each token's text, decoded alone, -> the ids that decode to it; built once (about a second and a half

@@ -94,3 +94,27 @@ def test_nodes_are_made_as_decoding_reaches_them(encoder):
     made = len(lazy._children)
     assert made < slow.n_nodes / 2  # only the nodes on those mentions' ways and their siblings
     assert lazy.n_nodes == slow.n_nodes and len(lazy) == len(slow)  # everything, once asked for
+
+
+def test_word_ids_are_kept_with_the_encoder(encoder, monkeypatch):
+    """A word's paths are encoded once per encoder: a later text of known words asks for no chunk ids, and a full
+    memo starts again without changing what the trie holds."""
+    asked = []
+    real = encoder.mention_chunk_ids
+    monkeypatch.setattr(encoder, "mention_chunk_ids", lambda chunks: asked.append(list(chunks)) or real(chunks))
+    MentionTrie.build("Syria beat Japan twice .", encoder)
+    asked.clear()
+    trie = MentionTrie.build("Japan beat Syria twice .", encoder)
+    assert asked == []
+    assert trie.sequences() == long_way("Japan beat Syria twice .", encoder).sequences()
+    monkeypatch.setattr(trie_paths, "MAX_CACHED_WORDS", 3)
+    for text in [f"Word{i} met Other{i} ." for i in range(4)] + TEXTS:
+        assert MentionTrie.build(text, encoder).sequences() == long_way(text, encoder).sequences(), text
+    assert len(encoder.memo("trie_words")[True]) <= max(len(t.split()) for t in TEXTS)  # it started again
+
+
+def test_word_ids_are_not_shared_between_encoders(encoder, tmp_path):
+    MentionTrie.build("Japan beat Syria .", encoder)
+    tok = tiny.build_tokenizer(tmp_path, [t for t, _ in tiny.SENTENCES])
+    other = PromptEncoder(tok, TEMPLATES["en"])
+    assert other.memo("trie_words") == {}
