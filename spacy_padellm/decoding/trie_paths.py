@@ -96,10 +96,18 @@ class PathTrie(MentionTrie):
         # per node: None until listed, then token id -> the child's node, or its places until it is made one
         self._children: List[Optional[Dict[int, Union[int, List[Cursor]]]]] = [None]
         self._cursors: List[List[Cursor]] = [[]]  # the root's children come from every path's first level
+        self._allowed: Dict[int, List[int]] = {}  # node -> allowed_ids(node)
 
     def _kids(self, node: int) -> Dict[int, Union[int, List[Cursor]]]:
         kids = self._children[node]
         return kids if kids is not None else self._expand(node)
+
+    def allowed_ids(self, node: int) -> List[int]:
+        """As ``MentionTrie.allowed_ids``, listed once per node (the trie's own list: not to be changed)."""
+        ids = self._allowed.get(node)
+        if ids is None:
+            ids = self._allowed[node] = super().allowed_ids(node)
+        return ids
 
     def advance(self, node: Optional[int], token_id: int) -> Optional[int]:
         if node is None:
@@ -124,22 +132,26 @@ class PathTrie(MentionTrie):
 
     def _expand(self, node: int) -> Dict[int, Union[int, List[Cursor]]]:
         nexts: Dict[int, List[Cursor]] = {}
-        keeps = self._keeps
+        starts, after, keeps = self._starts, self._after, self._keeps
+        free = self._alive is None  # every candidate kept
         if node == self.root:
-            for p, (own, _) in enumerate(self._starts):
+            for p, (own, _) in enumerate(starts):
+                n = len(own)
                 for a, ids in enumerate(own):
-                    if keeps(p, 0, a, len(own)):
+                    if free or keeps(p, 0, a, n):
                         nexts.setdefault(ids[0], []).append((p, 0, a, 1))
-        last = len(self._after) - 1
+        last = len(after) - 1
         for p, lv, a, i in self._cursors[node]:
-            alts = self._alts(p, lv)
+            own, w = starts[p]
+            alts = own if lv == 0 else after[w + lv]
             ids = alts[a]
             if i < len(ids):
                 nexts.setdefault(ids[i], []).append((p, lv, a, i + 1))
-            elif a == len(alts) - 1 and lv + 1 < self._max_words and self._starts[p][1] + lv < last:
-                more = self._after[self._starts[p][1] + lv + 1]  # the whole word: on to the next
+            elif a == len(alts) - 1 and lv + 1 < self._max_words and w + lv < last:
+                more = after[w + lv + 1]  # the whole word: on to the next
+                n = len(more)
                 for b, ids in enumerate(more):
-                    if keeps(p, lv + 1, b, len(more)):
+                    if free or keeps(p, lv + 1, b, n):
                         nexts.setdefault(ids[0], []).append((p, lv + 1, b, 1))
         self._children[node] = nexts
         self._cursors[node] = []  # not needed again
@@ -149,9 +161,14 @@ class PathTrie(MentionTrie):
         node = len(self._children)
         self._children.append(None)
         self._cursors.append(cursors)
-        alive = self._alive
-        self._ends.append(any(i == len(self._alts(p, lv)[a]) and (alive is None or alive[p][lv][a])
-                              for p, lv, a, i in cursors))
+        starts, after, alive = self._starts, self._after, self._alive
+        ends = False
+        for p, lv, a, i in cursors:
+            own, w = starts[p]
+            if i == len((own if lv == 0 else after[w + lv])[a]) and (alive is None or alive[p][lv][a]):
+                ends = True
+                break
+        self._ends.append(ends)
         return node
 
     def _expand_all(self) -> None:
