@@ -33,6 +33,7 @@ def test_levers_recorded_and_off_side_by_side(tiny_model, tmp_path, capsys):
     assert report["docs"] == len(tiny.SENTENCES) and report["device"] == "cpu"
     for row in rows.values():
         assert row["f"] == 1.0 and row["sentences_per_s"] > 0 and row["latency_docs"] == 2  # memorised
+        assert row["forward_passes"] > 0
     assert out.with_suffix(".png").stat().st_size > 0 and "| off | none | unfused |" in out.with_suffix(".md").read_text()
     assert "| recorded | constrain_mentions |" in capsys.readouterr().out
 
