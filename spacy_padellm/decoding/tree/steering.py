@@ -10,6 +10,7 @@ changed log-probs and the model's own log-prob of that token, as the dynamic eng
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Iterable, List, Optional
 
 import numpy as np
@@ -21,14 +22,14 @@ __all__ = ["Steering"]
 class Steering:
     """The steered outputs of one pass: ``bias(i, token, value)`` and ``allow(i, ids)`` by output index."""
 
-    __slots__ = ("_bias_out", "_bias_tok", "_bias_val", "_allow_out", "_allow_tok")
+    __slots__ = ("_bias_out", "_bias_tok", "_bias_val", "_allow_out", "_allow_ids")
 
     def __init__(self):
         self._bias_out: List[int] = []
         self._bias_tok: List[int] = []
         self._bias_val: List[float] = []
-        self._allow_out: List[int] = []  # one entry per allowed (output, token)
-        self._allow_tok: List[int] = []
+        self._allow_out: List[int] = []  # one entry per held output
+        self._allow_ids: List[List[int]] = []  # its allowed tokens (a list it is given is kept, not copied)
 
     def __bool__(self) -> bool:
         return bool(self._bias_out or self._allow_out)
@@ -40,10 +41,10 @@ class Steering:
         self._bias_val.append(value)
 
     def allow(self, i: int, ids: Iterable[int]) -> None:
-        """Output ``i`` may only choose among ``ids`` (non-empty)."""
-        ids = list(ids)
-        self._allow_out.extend([i] * len(ids))
-        self._allow_tok.extend(ids)
+        """Output ``i`` may only choose among ``ids`` (non-empty; a list is kept as it is, and must not change until
+        the pass is launched)."""
+        self._allow_out.append(i)
+        self._allow_ids.append(ids if type(ids) is list else list(ids))
 
     def shifted(self, offset: int) -> "Steering":
         """The same steering with every output index less ``offset`` (handles to a pass's output indices)."""
@@ -51,7 +52,7 @@ class Steering:
         other._bias_out = [i - offset for i in self._bias_out]
         other._bias_tok, other._bias_val = self._bias_tok, self._bias_val
         other._allow_out = [i - offset for i in self._allow_out]
-        other._allow_tok = self._allow_tok
+        other._allow_ids = self._allow_ids
         return other
 
     def apply(self, lm, hidden: torch.Tensor, lse: Optional[torch.Tensor], tokens: torch.Tensor,
@@ -69,8 +70,9 @@ class Steering:
         outs = np.unique(np.array(self._bias_out + self._allow_out, dtype=np.int64))
         where = np.full(int(outs[-1]) + 1, -1, dtype=np.int64)
         where[outs] = np.arange(len(outs))
-        allow_rows = where[np.array(self._allow_out, dtype=np.int64)]
-        allow_toks = np.array(self._allow_tok, dtype=np.int64)
+        lens = np.fromiter(map(len, self._allow_ids), dtype=np.int64, count=len(self._allow_ids))
+        allow_rows = np.repeat(where[np.array(self._allow_out, dtype=np.int64)], lens)
+        allow_toks = np.fromiter(chain.from_iterable(self._allow_ids), dtype=np.int64, count=int(lens.sum()))
         bias_rows = where[np.array(self._bias_out, dtype=np.int64)]
         biased = np.zeros(len(outs), dtype=bool)
         biased[bias_rows] = True
