@@ -11,7 +11,7 @@ changed log-probs and the model's own log-prob of that token, as the dynamic eng
 from __future__ import annotations
 
 from itertools import chain
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -97,11 +97,9 @@ def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
     local[held] = np.arange(len(held))
     r_out, t, r_held, h_out = upload(hidden.device, [outs[rows], toks, local[rows], outs[held]])
     vals = lm.pair_logits(hidden.index_select(0, r_out), t) - lse.index_select(0, r_out).float()
-    chosen = allowed_argmax(vals, r_held, t, len(held), lm.vocab_size)
+    best, chosen = allowed_argmax(vals, r_held, t, len(held), lm.vocab_size)
     tokens[h_out] = chosen.to(tokens.dtype)
-    # the chosen token's log-prob (token 0 where no allowed log-prob was finite, as the whole row's argmax gives)
-    logps[h_out] = (lm.pair_logits(hidden.index_select(0, h_out), chosen) - lse.index_select(0, h_out).float()
-                    ).to(logps.dtype)
+    logps[h_out] = best.to(logps.dtype)  # the chosen token's log-prob (not finite where the choice fell to token 0)
 
 
 def _apply_whole(lm, hidden, outs, whole, allow_rows, allow_toks, bias_rows, bias_toks, bias_vals, tokens,
@@ -128,7 +126,7 @@ def _apply_whole(lm, hidden, outs, whole, allow_rows, allow_toks, bias_rows, bia
     logp = torch.log_softmax(lm.logits(hidden.index_select(0, rows)), dim=-1)
     chosen = torch.zeros(len(whole), dtype=torch.long, device=dev)
     if len(held):
-        chosen[held_d] = allowed_argmax(logp[o_rows, o_toks], o_held, o_toks, len(held), logp.shape[1])
+        chosen[held_d] = allowed_argmax(logp[o_rows, o_toks], o_held, o_toks, len(held), logp.shape[1])[1]
     if len(dense):
         values = upload(dev, [bias_vals], torch.float32)[0]
         scores = _changed(logp.index_select(0, d_rows), c_rows, c_toks, b_rows, b_toks, values)
@@ -148,15 +146,16 @@ def upload(dev: torch.device, arrays: List[np.ndarray], dtype: torch.dtype = tor
     return list(torch.split(flat, [len(a) for a in arrays]))
 
 
-def allowed_argmax(vals: torch.Tensor, r: torch.Tensor, t: torch.Tensor, n: int, vocab: int) -> torch.Tensor:
-    """For each of ``n`` rows, the token of its best allowed pair: pair ``i`` gives row ``r[i]`` the value
-    ``vals[i]`` for token ``t[i]``; the lowest id among equal best ones; token 0 where none of its values is finite
-    (as the argmax of a row of -inf or NaN gives). All on the device."""
+def allowed_argmax(vals: torch.Tensor, r: torch.Tensor, t: torch.Tensor, n: int,
+                   vocab: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each of ``n`` rows, the best value of its allowed pairs and the token of that pair: pair ``i`` gives row
+    ``r[i]`` the value ``vals[i]`` for token ``t[i]``; the lowest id among equal best ones; token 0 where none of its
+    values is finite (as the argmax of a row of -inf or NaN gives). All on the device."""
     dev = vals.device
     best = torch.full((n,), float("-inf"), dtype=vals.dtype, device=dev).scatter_reduce_(0, r, vals, "amax")
     ties = torch.where(vals == best[r], t, vocab)
     first = torch.full((n,), vocab, dtype=torch.long, device=dev).scatter_reduce_(0, r, ties, "amin")
-    return torch.where(torch.isfinite(best), first, 0)
+    return best, torch.where(torch.isfinite(best), first, 0)
 
 
 def _changed(scores: torch.Tensor, allow_rows: torch.Tensor, allow_toks: torch.Tensor, bias_rows: torch.Tensor,
