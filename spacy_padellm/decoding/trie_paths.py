@@ -10,8 +10,8 @@ a child a node when decoding moves to it: a node is the set of places (path, wor
 token prefix reaches, so it holds the same sequences as the long way (a test checks it on varied texts,
 ``benchmarks/trie_build.py`` on CoNLL03 sentences), while decoding a sentence's mentions makes a few dozen nodes
 instead of every node of ~130 candidates. Strings to exclude (``dedupe_mentions``) leave out the candidates
-``candidate_strings`` leaves out, each candidate's string checked once, and the places that lead to none but those.
-It applies to the common case only (single spaces between words, no characters of a script written without spaces,
+``candidate_strings`` leaves out, and the places that lead to none but those; each candidate's string is checked
+when decoding first reaches it (``Kept``). It applies to the common case only (single spaces between words, no characters of a script written without spaces,
 nothing extra); ``build`` goes the long way otherwise. There a word's paths depend on the word alone, so without
 strings to exclude the trie is assembled from each word's chunk ids, kept with the encoder across texts.
 """
@@ -78,21 +78,18 @@ Cursor = Tuple[int, int, int, int]  # (path, level, alternative, tokens of it re
 class PathTrie(MentionTrie):
     """The trie of every candidate of the paths ``starts`` (per path: the alternatives' ids within its start's word,
     the whole rest of the word last; and that word's index) and ``after`` (per word: its alternatives' ids as a later
-    word of a path, the whole word last), a path going on over at most ``max_words`` words; given ``alive`` (per
-    path, per level, per alternative: whether that candidate is kept), the others are left out. A node's children are
+    word of a path, the whole word last), a path going on over at most ``max_words`` words; given ``kept`` (a
+    ``Kept``: whether a candidate (path, level, alternative) is kept), the others are left out. A node's children are
     listed when they are first asked for (``_kids``: token id -> the child's places), and a child is made a node when
     decoding moves to it (``advance``); everything else is ``MentionTrie``'s."""
 
     def __init__(self, starts: Sequence[Tuple[Sequence[Ids], int]], after: Sequence[Sequence[Ids]], max_words: int,
-                 eos_id: Optional[int] = None, alive: Optional[List[List[List[bool]]]] = None):
+                 eos_id: Optional[int] = None, kept: Optional["Kept"] = None):
         super().__init__(eos_id=eos_id)
         self._starts = starts
         self._after = after
         self._max_words = max_words
-        self._alive = alive
-        # per path and level: whether a kept candidate lies beyond that level (the whole word goes on to it)
-        self._on = None if alive is None else [[any(map(any, levels[lv + 1:])) for lv in range(len(levels))]
-                                               for levels in alive]
+        self._kept = kept
         # per node: None until listed, then token id -> the child's node, or its places until it is made one
         self._children: List[Optional[Dict[int, Union[int, List[Cursor]]]]] = [None]
         self._cursors: List[List[Cursor]] = [[]]  # the root's children come from every path's first level
@@ -120,20 +117,15 @@ class PathTrie(MentionTrie):
         child = kids[tok] = self._node(child)
         return child
 
-    def _alts(self, p: int, lv: int) -> Sequence[Ids]:
-        """The alternatives of path ``p`` at level ``lv`` (0: its start's word; then each later word)."""
-        own, w = self._starts[p]
-        return own if lv == 0 else self._after[w + lv]
-
     def _keeps(self, p: int, lv: int, a: int, n_alts: int) -> bool:
         """Whether a place on candidate (p, lv, a) leads to a kept candidate: itself, or one the whole word goes on to."""
-        alive = self._alive
-        return alive is None or alive[p][lv][a] or (a == n_alts - 1 and self._on[p][lv])
+        kept = self._kept
+        return kept is None or kept(p, lv, a) or (a == n_alts - 1 and kept.on(p, lv))
 
     def _expand(self, node: int) -> Dict[int, Union[int, List[Cursor]]]:
         nexts: Dict[int, List[Cursor]] = {}
         starts, after, keeps = self._starts, self._after, self._keeps
-        free = self._alive is None  # every candidate kept
+        free = self._kept is None  # every candidate kept
         if node == self.root:
             for p, (own, _) in enumerate(starts):
                 n = len(own)
@@ -161,11 +153,11 @@ class PathTrie(MentionTrie):
         node = len(self._children)
         self._children.append(None)
         self._cursors.append(cursors)
-        starts, after, alive = self._starts, self._after, self._alive
+        starts, after, kept = self._starts, self._after, self._kept
         ends = False
         for p, lv, a, i in cursors:
             own, w = starts[p]
-            if i == len((own if lv == 0 else after[w + lv])[a]) and (alive is None or alive[p][lv][a]):
+            if i == len((own if lv == 0 else after[w + lv])[a]) and (kept is None or kept(p, lv, a)):
                 ends = True
                 break
         self._ends.append(ends)
@@ -221,15 +213,45 @@ def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Se
     if ids is None or not all(ids):
         return None
     of = dict(zip(chunks, ids))
-    alive = []  # every candidate's string, by path and level: text[path start : end of that level's chunk]
-    for w, us, own in starts:
-        levels = [[not is_excluded(text[us: us + len(c)], excluded) for c in own]]
-        for lv in range(1, min(max_words, len(after) - w)):
-            begin, word = after[w + lv]
-            levels.append([not is_excluded(text[us: begin + len(c)], excluded) for c in word])
-        alive.append(levels)
     return PathTrie([([of[c] for c in own], w) for w, _, own in starts], [[of[c] for c in word] for _, word in after],
-                    max_words, encoder.eos_id, alive)
+                    max_words, encoder.eos_id, Kept(text, starts, after, excluded, max_words))
+
+
+class Kept:
+    """Whether ``is_excluded`` keeps each candidate of a text's paths (``chunk_paths``' ``starts`` and ``after``):
+    ``kept(p, lv, a)``, the string from path ``p``'s start to the end of alternative ``a`` of its level ``lv``; and
+    ``on(p, lv)``, whether a kept candidate lies beyond that level. Each is worked out when first asked (decoding
+    reaches a few dozen of a text's candidates, and most strings exclude nothing)."""
+
+    def __init__(self, text: str, starts: List[Start], after: List[Later], excluded, max_words: int):
+        self._text, self._starts, self._after, self._excluded = text, starts, after, excluded
+        self._max_words = max_words
+        self._kept: Dict[Tuple[int, int, int], bool] = {}
+        self._on: Dict[Tuple[int, int], bool] = {}
+
+    def __call__(self, p: int, lv: int, a: int) -> bool:
+        key = (p, lv, a)
+        found = self._kept.get(key)
+        if found is None:
+            w, us, own = self._starts[p]
+            if lv == 0:
+                end = us + len(own[a])
+            else:
+                begin, word = self._after[w + lv]
+                end = begin + len(word[a])
+            found = self._kept[key] = not is_excluded(self._text[us: end], self._excluded)
+        return found
+
+    def on(self, p: int, lv: int) -> bool:
+        key = (p, lv)
+        found = self._on.get(key)
+        if found is None:
+            w = self._starts[p][0]
+            levels = min(self._max_words, len(self._after) - w)
+            found = lv + 1 < levels and (any(self(p, lv + 1, a) for a in range(len(self._after[w + lv + 1][1])))
+                                         or self.on(p, lv + 1))
+            self._on[key] = found
+        return found
 
 
 # A word's paths depend on the word alone where words are single-space separated (the common case): kept with the

@@ -118,3 +118,16 @@ def test_word_ids_are_not_shared_between_encoders(encoder, tmp_path):
     tok = tiny.build_tokenizer(tmp_path, [t for t, _ in tiny.SENTENCES])
     other = PromptEncoder(tok, TEMPLATES["en"])
     assert other.memo("trie_words") == {}
+
+
+def test_exclusions_are_checked_as_decoding_reaches_candidates(encoder, monkeypatch):
+    text = "one two three four five six seven eight nine ten eleven twelve thirteen"
+    checked = []
+    real = trie_paths.is_excluded
+    monkeypatch.setattr(trie_paths, "is_excluded", lambda c, e: checked.append(c) or real(c, e))
+    trie = MentionTrie.build(text, encoder, exclude=["seven"])
+    assert checked == []
+    node = trie.walk(encoder.mention("three four"))
+    assert node is not None and trie.ends(node)
+    assert trie.walk(encoder.mention("six seven")) is None
+    assert 0 < len(checked) < len(candidate_strings(text)) // 3
