@@ -11,9 +11,10 @@ token prefix reaches, so it holds the same sequences as the long way (a test che
 ``benchmarks/trie_build.py`` on CoNLL03 sentences), while decoding a sentence's mentions makes a few dozen nodes
 instead of every node of ~130 candidates. Strings to exclude (``dedupe_mentions``) leave out the candidates
 ``candidate_strings`` leaves out, and the places that lead to none but those; each candidate's string is checked
-when decoding first reaches it (``Kept``). It applies to the common case only (single spaces between words, no characters of a script written without spaces,
-nothing extra); ``build`` goes the long way otherwise. There a word's paths depend on the word alone, so without
-strings to exclude the trie is assembled from each word's chunk ids, kept with the encoder across texts.
+when decoding first reaches it (``Kept``). It applies to the common case only (single spaces between words, no
+characters of a script written without spaces, nothing extra); ``build`` goes the long way otherwise. There a
+word's paths depend on the word alone, so without strings to exclude the trie is assembled from each word's chunk
+ids, kept with the encoder across texts.
 """
 
 from __future__ import annotations
@@ -247,9 +248,8 @@ class Kept:
         found = self._on.get(key)
         if found is None:
             w = self._starts[p][0]
-            levels = min(self._max_words, len(self._after) - w)
-            found = lv + 1 < levels and (any(self(p, lv + 1, a) for a in range(len(self._after[w + lv + 1][1])))
-                                         or self.on(p, lv + 1))
+            found = any(self(p, level, a) for level in range(lv + 1, min(self._max_words, len(self._after) - w))
+                        for a in range(len(self._after[w + level][1])))
             self._on[key] = found
         return found
 

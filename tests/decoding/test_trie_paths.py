@@ -1,5 +1,8 @@
 """The mention trie as paths of chunk ids, its nodes made on demand, holds the same sequences as the long way."""
 
+import inspect
+import sys
+
 import pytest
 
 import tiny
@@ -131,3 +134,17 @@ def test_exclusions_are_checked_as_decoding_reaches_candidates(encoder, monkeypa
     assert node is not None and trie.ends(node)
     assert trie.walk(encoder.mention("six seven")) is None
     assert 0 < len(checked) < len(candidate_strings(text)) // 3
+
+
+def test_a_long_text_with_its_longer_candidates_all_excluded(encoder):
+    """Whether a kept candidate lies further along a path is looked for level by level, not by recursion (a path of
+    400 words under a stack of 150 frames more than the test's own)."""
+    text = " ".join(["a"] * 400) + " b"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + 150)
+    try:
+        trie = MentionTrie.build(text, encoder, exclude=["a"], max_words=1000)
+        found, gone = trie.contains(encoder.mention("b")), trie.walk(encoder.mention("a"))
+    finally:
+        sys.setrecursionlimit(limit)
+    assert found and gone is None
