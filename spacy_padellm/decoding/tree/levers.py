@@ -27,9 +27,10 @@ __all__ = ["BatchLevers"]
 class _Group:
     """The mentions of one count under de-duplication: open ones, the latest decoding of each k, rounds."""
 
-    __slots__ = ("parent", "open", "latest", "ended", "redo", "dropped", "rounds")
+    __slots__ = ("doc", "parent", "open", "latest", "ended", "redo", "dropped", "rounds")
 
-    def __init__(self, parent: int):
+    def __init__(self, doc: int, parent: int):
+        self.doc = doc
         self.parent = parent  # the branch that has seen the count and its terminator (tags fork from it)
         self.open = 0
         self.latest: Dict[int, Any] = {}  # k -> its latest mention (decoder._Mention)
@@ -122,7 +123,7 @@ class BatchLevers:
         if self.levers.dedupe_mentions:
             group = self._groups.get((m.doc, m.label))
             if group is None:
-                group = self._groups[(m.doc, m.label)] = _Group(parent)
+                group = self._groups[(m.doc, m.label)] = _Group(m.doc, parent)
             group.open += 1
 
     def ended(self, m, done: bool) -> None:
@@ -151,8 +152,8 @@ class BatchLevers:
         for group, mentions in zip(settling, kept):
             mine, at = texts[at: at + len(mentions)], at + len(mentions)
             redo, exclude = [], ()
+            doc = group.doc
             if group.rounds < self.levers.dedupe_rounds and len(set(mine)) < len(mine):
-                doc = mentions[0].doc
                 redo, claimed = redecode_plan(self.texts[doc], [(m.k, t, m.lp) for m, t in zip(mentions, mine)])
                 exclude = tuple(sorted(claimed))
             if not redo:
