@@ -5,7 +5,9 @@ the count "0" before the argmax of a count's first token, the mention constraint
 node allows (``constraints.MentionTrie``). A ``Steering`` collects those changes for one pass (by output index)
 and ``apply`` makes them after the model's forward (outside its CUDA graph): the LM head runs again over the
 pass's final hidden states, and the steered outputs' tokens and log-probs are replaced by the argmax of the
-changed log-probs and the model's own log-prob of that token, as the dynamic engine chooses them.
+changed log-probs and the model's own log-prob of that token, as the dynamic engine chooses them. (One exception, for
+outputs held to allowed tokens alone: where none of them has a finite log-prob, the choice is token 0, as the
+argmax gives, with that non-finite log-prob rather than token 0's own; a finite head never gives this.)
 """
 
 from __future__ import annotations
