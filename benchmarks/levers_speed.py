@@ -9,8 +9,8 @@ nothing, they are the same). For each, in this order: one document alone (the ti
 compiling of the fused steps), one warm-up pass over every doc (CUDA graphs captured; its entities give the span
 P/R/F1, and against the fused variant's the share of docs with the same entities), ``nlp.pipe`` over every doc
 ``--rounds`` times (the best is reported: sentences per second, and its forward passes), then ``--latency-docs`` docs
-one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table; ``--output`` writes
-the JSON, the table (.md) and a PNG next to it.
+one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table;
+``--output`` writes the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/levers_speed.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy \\
         --gpu-id 0 --unfused --output metrics/levers_speed.json      # or: spacy project run levers-speed
