@@ -258,7 +258,7 @@ class Kept:
 # encoder (its ``memo``), per ``split_punct``, word -> (its start alternatives' ids, one list per unit; its
 # alternatives' ids as a later word), or None where a chunk has no ids. Chunk ids never change once an encoder
 # composes, so they are kept across texts.
-MAX_CACHED_WORDS = 100_000  # words of about 300 bytes each at most, like the chunk cache's 200,000 chunks
+MAX_CACHED_WORDS = 100_000  # per encoder and split_punct: the memo starts again beyond it
 WordIds = Optional[Tuple[List[List[Ids]], List[Ids]]]
 
 
