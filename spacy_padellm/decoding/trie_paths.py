@@ -13,15 +13,15 @@ instead of every node of ~130 candidates. Strings to exclude (``dedupe_mentions`
 ``candidate_strings`` leaves out, and the places that lead to none but those; each candidate's string is checked
 when decoding first reaches it (``Kept``). It applies to the common case only (single spaces between words, no
 characters of a script written without spaces, nothing extra); ``build`` goes the long way otherwise. There a
-word's paths depend on the word alone, so without strings to exclude the trie is assembled from each word's chunk
-ids, kept with the encoder across texts.
+word's paths depend on the word alone, so the trie is assembled from each word's chunk ids, kept with the encoder
+across texts.
 """
 
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from .constraints import _UNIT_RE, _WORD_RE, MentionTrie, exclusions, is_excluded, needs_char_spans
+from .constraints import _UNIT_RE, MentionTrie, exclusions, is_excluded, needs_char_spans
 
 __all__ = ["PathTrie", "chunk_paths", "path_trie"]
 
@@ -34,42 +34,24 @@ def chunk_paths(text: str, split_punct: bool) -> Optional[Tuple[List[Start], Lis
     """The text's chunks, or None where it is not the common case: per start unit, (its word, its offset, the chunks
     of its word from it, one per unit it can end at, the whole rest of the word last); and per word, (the end of the
     word before it, its chunks as a later word of a path: the whitespace before it, then the word up to each of its
-    units, the whole word last)."""
-    if " ".join(text.split()) != text.strip() or needs_char_spans(text):
+    units, the whole word last). Each word is cut by ``_word_chunks``; in the common case one space lies between
+    words."""
+    if not _common(text):
         return None
     starts: List[Start] = []
     after: List[Later] = []
-    end = None  # where the word before ends
-    for w, units in enumerate(_word_units(text, split_punct)):
-        ws, we = units[0][0], units[-1][1]
-        before = ws if end is None else end
-        end = we
-        if len(units) == 1:  # most words: one start, one end
-            starts.append((w, ws, [text[ws:we]]))
-            after.append((before, [text[before: we]] if w else []))
-            continue
-        ends = [ue for _, ue in units]
-        starts.extend((w, us, [text[us: ue] for ue in ends[i:]]) for i, (us, _) in enumerate(units))
-        after.append((before, [text[before: ue] for ue in ends] if w else []))
+    at = len(text) - len(text.lstrip())  # where the word starts
+    for w, word in enumerate(text.split()):
+        owns, later = _word_chunks(word, split_punct)
+        starts.extend((w, at + len(word) - len(own[-1]), own) for own in owns)  # own[-1]: the rest of the word
+        after.append((at - 1, later) if w else (at, []))
+        at += len(word) + 1
     return starts, after
 
 
-def _word_units(text: str, split_punct: bool) -> List[List[Tuple[int, int]]]:
-    """Each whitespace-separated word of ``text`` as the spans of its units (``split_punct``: runs of word characters
-    and single other characters, found in one pass over the text: a word is a run of units with nothing between;
-    else the whole word)."""
-    if not split_punct:
-        return [[m.span()] for m in _WORD_RE.finditer(text)]
-    words: List[List[Tuple[int, int]]] = []
-    end = -1
-    for m in _UNIT_RE.finditer(text):
-        span = m.span()
-        if span[0] == end:
-            words[-1].append(span)
-        else:
-            words.append([span])
-        end = span[1]
-    return words
+def _common(text: str) -> bool:
+    """Whether ``text`` is the common case: single spaces between words, no script written without spaces."""
+    return " ".join(text.split()) == text.strip() and not needs_char_spans(text)
 
 
 Ids = Tuple[int, ...]
@@ -197,25 +179,18 @@ class PathTrie(MentionTrie):
 def path_trie(text: str, encoder, max_words: int, split_punct: bool, exclude: Sequence[str] = ()) -> Optional[PathTrie]:
     """The ``PathTrie`` of ``text``'s candidates less those ``exclude`` rules out (``constraints.candidate_strings``);
     None where it does not apply (the text is not the common case, or the encoder has not shown that its mentions'
-    ids compose)."""
+    ids compose). The paths are assembled from each word's cached ids (``_word_ids``)."""
     chunk_ids = getattr(encoder, "mention_chunk_ids", None)
+    if chunk_ids is None or not _common(text):
+        return None
+    entries = _word_ids(encoder, chunk_ids, text.split(), split_punct)
+    if entries is None or None in entries:
+        return None
+    starts = [(own, w) for w, (owns, _) in enumerate(entries) for own in owns]
+    after = [later if w else [] for w, (_, later) in enumerate(entries)]  # no path goes on to the first word
     excluded = exclusions(exclude)
-    if chunk_ids is None:
-        return None
-    if not excluded:
-        return _trie_of_words(text, encoder, chunk_ids, max_words, split_punct)
-    found = chunk_paths(text, split_punct)
-    if found is None:
-        return None
-    starts, after = found
-    chunks = list({c: None for _, _, own in starts for c in own})
-    chunks += [c for _, word in after for c in word]
-    ids = chunk_ids(chunks)
-    if ids is None or not all(ids):
-        return None
-    of = dict(zip(chunks, ids))
-    return PathTrie([([of[c] for c in own], w) for w, _, own in starts], [[of[c] for c in word] for _, word in after],
-                    max_words, encoder.eos_id, Kept(text, starts, after, excluded, max_words))
+    kept = Kept(text, *chunk_paths(text, split_punct), excluded, max_words) if excluded else None
+    return PathTrie(starts, after, max_words, encoder.eos_id, kept)
 
 
 class Kept:
@@ -260,19 +235,6 @@ class Kept:
 # composes, so they are kept across texts.
 MAX_CACHED_WORDS = 100_000  # per encoder and split_punct: the memo starts again beyond it
 WordIds = Optional[Tuple[List[List[Ids]], List[Ids]]]
-
-
-def _trie_of_words(text: str, encoder, chunk_ids, max_words: int, split_punct: bool) -> Optional[PathTrie]:
-    """``path_trie`` without exclusions: the paths assembled from each word's cached ids (``_word_ids``)."""
-    if " ".join(text.split()) != text.strip() or needs_char_spans(text):
-        return None
-    words = text.split()
-    entries = _word_ids(encoder, chunk_ids, words, split_punct)
-    if entries is None or None in entries:
-        return None
-    starts = [(own, w) for w, (owns, _) in enumerate(entries) for own in owns]
-    after = [later if w else [] for w, (_, later) in enumerate(entries)]  # no path goes on to the first word
-    return PathTrie(starts, after, max_words, encoder.eos_id)
 
 
 def _word_ids(encoder, chunk_ids, words: Sequence[str], split_punct: bool) -> Optional[List[WordIds]]:
