@@ -69,7 +69,11 @@ def greedy(logits: Tensor, softcap: Optional[float]) -> Tuple[Tensor, Tensor, Te
     output (soft-capped first, as Gemma's, in float32)."""
     logits = final_logits(logits.float(), softcap)
     top, tok = logits.max(dim=-1)
-    lse = torch.logsumexp(logits, dim=-1)
+    # the log-sum-exp around the row's own maximum, already found: compiled, the logits are read twice, not three
+    # times (``torch.logsumexp`` finds the maximum again); a row whose maximum is not finite gives what
+    # ``torch.logsumexp`` gives (-inf for a row of -inf, nan with a nan)
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    lse = shift + torch.log(torch.exp(logits - shift[:, None]).sum(-1))
     return tok, top - lse, lse
 
 

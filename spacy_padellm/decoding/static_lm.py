@@ -55,6 +55,10 @@ def static_lm_supported(model) -> Tuple[bool, str]:
     return not why, why
 
 
+# whether ``scaled_dot_product_attention`` takes ``enable_gqa`` (torch 2.5 or later)
+GROUPED_SDPA = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
 def bucket(n: int, minimum: int = 1) -> int:
     """The next power of two >= max(n, minimum)."""
     n = max(int(n), minimum)
@@ -201,6 +205,9 @@ class StaticLM:
         self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
+        # Attention of the dense and packed layouts through ``scaled_dot_product_attention``'s grouped-query heads
+        # (``_attend``): no copy of the queries or outputs, a g-times smaller mask (torch 2.5 or later).
+        self.grouped_sdpa = GROUPED_SDPA
         # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
         # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
         self.segmented = self.device.type == "cpu"
@@ -437,10 +444,11 @@ class StaticLM:
         # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
         # query rows, each with the mask of its token. The mask is made additive once per pass (and once
         # per sliding window).
-        amasks = {None: None} if mask is None else {None: self._additive(mask, g, self.dtype)}
+        mg = 1 if self.grouped_sdpa else g  # query rows per token in the additive mask (see ``_attend``)
+        amasks = {None: None} if mask is None else {None: self._additive(mask, mg, self.dtype)}
         for w in self.windows if mask is not None else ():
             # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
-            amasks[w] = amasks[None] if S <= w else self._additive(self._windowed(mask, w), g, self.dtype)
+            amasks[w] = amasks[None] if S <= w else self._additive(self._windowed(mask, w), mg, self.dtype)
         if self.kernels is not None and segments is None:
             x = self._fused_layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S)
         else:
@@ -575,13 +583,21 @@ class StaticLM:
 
     def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
         """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S
-        columns of its cache (``_forward``: dense, or packed with ``scatter``/``gather``)."""
+        columns of its cache (``_forward``: dense, or packed with ``scatter``/``gather``). With ``grouped_sdpa`` the
+        queries go to attention as a (B, H, T, D) view of their (B, T, H, D) layout and its output comes back as one
+        (no copy either way), every query head of a KV head under the same (B, 1, T, S) mask; else the g query heads
+        of a KV head are stacked as g * T rows of one (a copy in and out)."""
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
         if scatter is not None:
             q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
-        q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
-        o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
-        o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
+        if self.grouped_sdpa:
+            o = F.scaled_dot_product_attention(q.view(B, T, H, D).transpose(1, 2), kc[:B, :, :S], vc[:B, :, :S],
+                                               attn_mask=amask, scale=self.scale, enable_gqa=g > 1)
+            o = o.transpose(1, 2).reshape(B * T, H * D)
+        else:
+            q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
+            o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
+            o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
         return o if gather is None else o.index_select(0, gather)
 
     def logits(self, hidden: torch.Tensor, head=None) -> torch.Tensor:
@@ -761,6 +777,7 @@ class StaticLM:
         other.dtype, other.row_block = self.dtype, self.row_block
         other.use_graphs = self.use_graphs
         other.packing = self.packing
+        other.grouped_sdpa = self.grouped_sdpa
         other.segmented = self.segmented
         other.graph_max_tokens = self.graph_max_tokens
         other.max_cells = self.max_cells

@@ -10,7 +10,7 @@ import torch
 import tiny
 from spacy_padellm.decoding import fused
 from spacy_padellm.decoding.factory import make_static_lm
-from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM
 from spacy_padellm.loading import load_model, resolve_model
 from spacy_padellm.text.protocol import PromptEncoder
 
@@ -50,6 +50,41 @@ def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
     assert (ftok == tok).all()
     np.testing.assert_allclose(flogp, logp, atol=1e-4)
     assert lm.twin().kernels is lm.kernels  # twins share the compiled steps
+
+
+@pytest.mark.skipif(not GROUPED_SDPA, reason="scaled_dot_product_attention without enable_gqa (torch < 2.5)")
+def test_grouped_attention_equals_stacked_heads(model_and_ids):
+    """Attention through the grouped-query heads of ``scaled_dot_product_attention`` (no copies, a (B, 1, T, S)
+    mask) gives what the g query heads of a KV head stacked as g * T rows of one give (2 query heads per KV head)."""
+    model, rows = model_and_ids
+    got = {}
+    for grouped in (False, True):
+        lm = StaticLM.from_hf(model)
+        lm.segmented, lm.grouped_sdpa = False, grouped
+        assert lm.group == 2
+        got[grouped] = _pass(lm, rows)
+    assert (got[True][0] == got[False][0]).all()
+    np.testing.assert_allclose(got[True][1], got[False][1], atol=1e-5)
+
+
+def test_greedy_log_sum_exp_is_torch_s():
+    """The greedy step's log-sum-exp around the row maximum it has found is ``torch.logsumexp``'s, rows that are
+    all -inf, hold +inf or nan included; its log-probs are the log-softmax at the argmax."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 300) * 8
+    x[1] = float("-inf")
+    x[2, 3] = float("inf")
+    x[3, 7] = float("nan")
+    x[4, :150] = float("-inf")
+    for softcap in (None, 30.0):
+        tok, logp, lse = fused.greedy(x, softcap)
+        capped = (x / softcap).tanh() * softcap if softcap else x
+        ref = torch.logsumexp(capped, dim=-1)
+        np.testing.assert_allclose(lse.numpy(), ref.numpy(), rtol=1e-6)
+        assert torch.equal(tok, capped.max(dim=-1).indices)
+        finite = torch.isfinite(ref)
+        np.testing.assert_allclose(logp[finite].numpy(), torch.log_softmax(capped, -1)[finite].gather(
+            1, tok[finite, None]).squeeze(1).numpy(), atol=1e-5)
 
 
 def test_a_step_that_cannot_be_compiled_runs_unfused(monkeypatch):

@@ -10,7 +10,7 @@ from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.decoding.row_mask import RowMask
 from spacy_padellm.decoding.segments import Segments, plan
-from spacy_padellm.decoding.static_lm import StaticLM, bucket, static_lm_supported
+from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM, bucket, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
@@ -156,6 +156,20 @@ def test_packed_passes_equal_dense_ones(tiny_trained, requests):
         tree = TreeDecoder(lm, enc, **LIMITS)
         results[packing] = [_key(r) for r in tree.decode(requests)]
         assert (lm.packed_passes > 0) == packing
+    assert results[True] == results[False]
+
+
+@pytest.mark.skipif(not GROUPED_SDPA, reason="scaled_dot_product_attention without enable_gqa (torch < 2.5)")
+def test_grouped_attention_decodes_as_stacked_heads(tiny_trained, requests):
+    """Attention through grouped-query heads and with the query heads stacked per KV head: the same results, dense
+    and packed passes alike."""
+    model, enc = tiny_trained
+    results = {}
+    for grouped in (False, True):
+        lm = StaticLM.from_hf(model)
+        lm.segmented, lm.grouped_sdpa = False, grouped
+        results[grouped] = [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)]
+        assert lm.packed_passes > 0 and lm.packed_passes < lm.passes
     assert results[True] == results[False]
 
 
