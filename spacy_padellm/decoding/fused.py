@@ -73,7 +73,7 @@ def greedy(logits: Tensor, softcap: Optional[float]) -> Tuple[Tensor, Tensor, Te
     # times (``torch.logsumexp`` finds the maximum again); a row whose maximum is not finite gives what
     # ``torch.logsumexp`` gives (-inf for a row of -inf, nan with a nan)
     shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    lse = shift + torch.log(torch.exp(logits - shift[:, None]).sum(-1))
+    lse = shift + torch.log(torch.exp(logits - shift.unsqueeze(-1)).sum(-1))
     return tok, top - lse, lse
 
 

@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 import torch.nn.functional as F
 
 from . import architectures as arch
@@ -55,8 +56,17 @@ def static_lm_supported(model) -> Tuple[bool, str]:
     return not why, why
 
 
-# whether ``scaled_dot_product_attention`` takes ``enable_gqa`` (torch 2.5 or later)
-GROUPED_SDPA = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+# whether ``scaled_dot_product_attention`` takes ``enable_gqa`` (torch 2.5 or later; a 2.5 pre-release counts as older)
+GROUPED_SDPA = TorchVersion(torch.__version__) >= "2.5"
+
+
+def grouped_sdpa_for(device: torch.device) -> bool:
+    """Whether a pass on ``device`` runs attention through grouped-query heads by default (``StaticLM.grouped_sdpa``):
+    where a fused kernel takes them with a mask, cuDNN's on a Hopper or later GPU (torch 2.8 or later). Elsewhere
+    PyTorch would run them through its plain kernel, which repeats the keys and values for every query head."""
+    if device.type != "cuda" or not GROUPED_SDPA or TorchVersion(torch.__version__) < "2.8":
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 9 and torch.backends.cuda.cudnn_sdp_enabled()
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -206,8 +216,9 @@ class StaticLM:
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
         self.packing = True
         # Attention of the dense and packed layouts through ``scaled_dot_product_attention``'s grouped-query heads
-        # (``_attend``): no copy of the queries or outputs, a g-times smaller mask (torch 2.5 or later).
-        self.grouped_sdpa = GROUPED_SDPA
+        # (``_attend``): no copy of the queries or outputs, a g-times smaller mask; by default where a fused kernel
+        # takes them (``grouped_sdpa_for``). Set before the first pass: CUDA graphs keep the layout they captured.
+        self.grouped_sdpa = grouped_sdpa_for(self.device)
         # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
         # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
         self.segmented = self.device.type == "cpu"
@@ -402,7 +413,8 @@ class StaticLM:
 
     @staticmethod
     def _additive(mask: torch.Tensor, g: int, dtype: torch.dtype) -> torch.Tensor:
-        """The (B, T, S) mask as an additive one for g query heads per KV head: (B, 1, g * T, S)."""
+        """The (B, T, S) mask as an additive one for g query heads per KV head stacked as g * T rows: (B, 1, g * T, S)
+        (g = 1: one row per token, every head under it, as grouped-query attention takes it)."""
         B, T, S = mask.shape
         return torch.zeros((B, 1, g * T, S), dtype=dtype, device=mask.device).masked_fill_(
             ~mask[:, None, None].expand(B, 1, g, T, S).reshape(B, 1, g * T, S), float("-inf"))
@@ -441,10 +453,11 @@ class StaticLM:
         rope = {False: (self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))}
         if self.local_rope is not None:
             rope[True] = (self.local_rope[0][positions].unsqueeze(1), self.local_rope[1][positions].unsqueeze(1))
-        # Grouped-query attention without repeating K/V: the g query heads of one KV head become g*T
-        # query rows, each with the mask of its token. The mask is made additive once per pass (and once
-        # per sliding window).
-        mg = 1 if self.grouped_sdpa else g  # query rows per token in the additive mask (see ``_attend``)
+        # Grouped-query attention without repeating K/V (``_attend``): through the grouped-query heads of
+        # ``scaled_dot_product_attention``, one mask row per token; or the g query heads of one KV head stacked as
+        # g*T query rows, each with the mask of its token. The mask is made additive once per pass (and once per
+        # sliding window).
+        mg = 1 if self.grouped_sdpa else g  # query rows per token in the additive mask
         amasks = {None: None} if mask is None else {None: self._additive(mask, mg, self.dtype)}
         for w in self.windows if mask is not None else ():
             # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
