@@ -3,7 +3,7 @@
 For the levers as the model records them and with them off: ``nlp.pipe`` over every doc of DATA (a DocBin) after two
 warm-up runs, its wall time split into the time the host waits for the device (a pass's result not ready) and the rest
 (host work); then one run under the torch profiler: the device's kernel time in all, by kind of kernel (matrix
-products, attention, the LM head's softmax reductions, the fused element-wise steps, cache writes, layout copies) and
+products, attention, the LM head's softmax reductions, the fused element-wise steps, cache writes, strided copies) and
 the kernels that took the most. The same for ``--latency-docs`` docs one at a time (batch size 1), per sentence.
 Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG (kernel time by kind) next to it.
 On the CPU (``--device cpu``) it gives the times alone, without kernel figures.
@@ -27,16 +27,16 @@ from measure import load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
-# kind of kernel -> what its name holds (the first kind that matches)
+# kind of kernel -> what its name holds (the first kind that matches; the norms before the softmax reductions)
 KINDS = [("attention", ("sdpa", "attention", "fmha")),
-         ("LM head softmax", ("logsumexp", "red_fused__to_copy_max")),
          ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
          ("residual + norm", ("add_mean_mul_pow_rsqrt",)),
          ("query/key norm", ("mean_mul_pow_rsqrt",)),
+         ("LM head softmax", ("logsumexp", "triton_red_fused__to_copy_max", "_exp_", "_log_", "_max_")),
          ("RoPE", ("add_cat_mul_neg",)),
          ("gated activation", ("gelu", "silu")),
          ("cache writes, gathers", ("index", "gather", "scatter")),
-         ("layout copies", ("elementwise_kernel<128",))]
+         ("strided copies", ("elementwise_kernel<128",))]
 
 
 def kind_of(name: str) -> str:
@@ -48,7 +48,8 @@ def kind_of(name: str) -> str:
 
 @contextmanager
 def waits(clock: List[float]):
-    """Adds to ``clock[0]`` the seconds the host spends waiting for a pass's result (``Pending.result``)."""
+    """Adds to ``clock[0]`` the seconds the host spends waiting for a queued pass's result (``Pending.result``). A pass
+    run eagerly (on the CPU, or not captured in a CUDA graph) has its result when launched: its time is host work."""
     from spacy_padellm.decoding import static_lm
 
     result = static_lm.Pending.result
@@ -157,13 +158,17 @@ def table(report: Dict[str, Any]) -> str:
     lines += ["", "| kind of kernel | " + " | ".join(f"{n}: nlp.pipe ms" for n in report["rows"]) + " | "
               + " | ".join(f"{n}: batch-1 ms / sentence" for n in report["rows"]) + " |",
               "| --- |" + " --- |" * (2 * len(report["rows"]))]
-    kinds = list(next(iter(report["rows"].values()))["pipe_kernels"]["by_kind_ms"])
-    for kind in kinds:
+    for kind in _kinds(report["rows"], lambda row: row["pipe_kernels"]["by_kind_ms"]):
         cells = [str(row["pipe_kernels"]["by_kind_ms"].get(kind, 0.0)) for row in report["rows"].values()]
         cells += [str(row["batch1"]["kernels_per_sentence"]["by_kind_ms"].get(kind, 0.0))
                   for row in report["rows"].values()]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _kinds(rows: Dict[str, Any], get: Callable[[Dict[str, Any]], Dict[str, float]]) -> List[str]:
+    """Every kind of kernel of the rows, each once, in the order of first appearance."""
+    return list(dict.fromkeys(kind for row in rows.values() for kind in get(row)))
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:
@@ -177,7 +182,7 @@ def plot(report: Dict[str, Any], path: Path) -> None:
     panels = [("nlp.pipe over the test set: kernel ms", lambda r: r["pipe_kernels"]["by_kind_ms"]),
               ("batch 1: kernel ms per sentence", lambda r: r["batch1"]["kernels_per_sentence"]["by_kind_ms"])]
     for ax, (title, get) in zip(axes, panels):
-        kinds = list(get(next(iter(rows.values()))))
+        kinds = _kinds(rows, get)
         width = 0.8 / len(rows)
         for i, (name, row) in enumerate(rows.items()):
             values = [get(row).get(k, 0.0) for k in kinds]
@@ -195,14 +200,18 @@ def run(args) -> Dict[str, Any]:
     import torch
 
     device = select_device(args.device, args.gpu_id)
-    cuda = bool(device) and device.startswith("cuda")  # on the CPU: the times without kernel figures
     nlp, ner, _ = open_pipeline(args.pipeline, None, None, device, None)
+    engine = getattr(ner.decoder, "device", None)  # where the component runs (its own setting when none is given)
+    cuda = engine is not None and torch.device(engine).type == "cuda"  # on the CPU: the times without kernel figures
     gold = load_gold(args.data, nlp.vocab, args.max_docs)
     texts = [doc.text for doc in gold]
+    if len(texts) <= args.warm_docs or args.latency_docs < 1:
+        raise SystemExit(f"{len(texts)} docs: batch 1 needs more than --warm-docs ({args.warm_docs}) and "
+                         f"--latency-docs of at least 1")
     base = ner.settings
     rows = {name: measure(nlp, ner, texts, changes, base, args, cuda) for name, changes in VARIANTS.items()}
     return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts),
-            "device": torch.cuda.get_device_name(torch.device(device)) if cuda else "cpu",
+            "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
             "batch_size": args.batch_size,
             "command": " ".join(sys.argv), "rows": rows}
 
