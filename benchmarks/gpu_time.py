@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
@@ -102,7 +102,7 @@ def measure(nlp, ner, texts: List[str], changes: Dict[str, Any], base, args, cud
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ner.use_settings(base.replace(**changes))
-    passes = lambda: ner.decoder.stats.forward_passes  # noqa: E731
+    passes = lambda: forward_passes(ner.decoder, 0)  # noqa: E731
     pipe = lambda: list(nlp.pipe(texts, batch_size=args.batch_size))  # noqa: E731
     nlp(texts[0])
     pipe()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
@@ -46,12 +46,6 @@ def _kernels(ner) -> str:
     if lm is None or not hasattr(lm, "kernels"):
         return "-"
     return "fused" if lm.kernels is not None else "unfused"
-
-
-def _passes(ner) -> int:
-    """The forward passes the component's decoder has run so far."""
-    stats = getattr(ner.decoder, "stats", None)
-    return getattr(stats, "forward_passes", 0)
 
 
 def _entities(docs) -> List[List[Tuple[int, int, str]]]:
@@ -82,13 +76,13 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
     best = passes = None
     for _ in range(args.rounds):
         _sync(device)
-        before = _passes(ner)
+        before = forward_passes(ner.decoder, 0)
         start = time.perf_counter()
         list(nlp.pipe(texts, batch_size=args.batch_size))
         _sync(device)
         seconds = time.perf_counter() - start
         if best is None or seconds < best:
-            best, passes = seconds, _passes(ner) - before
+            best, passes = seconds, forward_passes(ner.decoder, 0) - before
     captures = StaticLM.all_captures - captures
     for text in texts[: args.warm_docs]:
         nlp(text)

@@ -13,7 +13,7 @@ from methods import METHODS
 from timing import Clock, per
 
 __all__ = ["Run", "check_request", "select_device", "open_pipeline", "load_gold", "build_runs", "warm_texts",
-           "warm_up", "time_latency", "time_throughput"]
+           "warm_up", "time_latency", "time_throughput", "forward_passes"]
 
 
 @dataclass
@@ -83,6 +83,12 @@ def select_device(device: Optional[str], gpu_id: int) -> Optional[str]:
         except (ValueError, ImportError) as err:
             warnings.warn(f"spacy.require_gpu({gpu_id}) failed ({err}); the padellm_ner component runs on {device}")
     return device
+
+
+def forward_passes(decoder, default: Optional[int] = None) -> Optional[int]:
+    """The forward passes ``decoder`` has run so far (its ``DecoderStats``), or ``default`` for a decoder without
+    them."""
+    return getattr(getattr(decoder, "stats", None), "forward_passes", default)
 
 
 def _find_component(nlp):

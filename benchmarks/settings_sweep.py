@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's spacy_padellm, not an installed one
 
-from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 from results import environment, timestamp  # noqa: E402
 
@@ -94,11 +94,6 @@ def use_settings(ner, base, changes: Dict[str, Any]) -> None:
 # -- one variant --------------------------------------------------------------------------------------------
 
 
-def _decoder_passes(decoder) -> Optional[int]:
-    stats = getattr(decoder, "stats", None)
-    return getattr(stats, "forward_passes", None)
-
-
 def decode_all(nlp, ner, texts: Sequence[str], warmup: int) -> Dict[str, Any]:
     """Annotate ``texts`` once with ``nlp.pipe`` (after ``warmup`` of them, untimed and uncounted): the
     docs, the seconds, and what the decoder and the component counted."""
@@ -106,12 +101,12 @@ def decode_all(nlp, ner, texts: Sequence[str], warmup: int) -> Dict[str, Any]:
     if warmup:
         list(nlp.pipe(texts[:warmup], batch_size=batch_size))
     decoder = ner.decoder
-    passes_before = _decoder_passes(decoder)
+    passes_before = forward_passes(decoder)
     counters_before = dict(ner.stats)
     start = time.perf_counter()
     preds = list(nlp.pipe(texts, batch_size=batch_size))
     seconds = time.perf_counter() - start
-    passes = _decoder_passes(decoder)
+    passes = forward_passes(decoder)
     return {
         "preds": preds, "seconds": seconds, "decoder": type(decoder).__name__,
         "forward_passes": None if passes is None else passes - passes_before,
