@@ -64,7 +64,7 @@ def grouped_sdpa_for(device: torch.device) -> bool:
     """Whether a pass on ``device`` runs attention through grouped-query heads by default (``StaticLM.grouped_sdpa``):
     where a fused kernel takes them with a mask, cuDNN's on a Hopper or later GPU (torch 2.8 or later). Elsewhere
     PyTorch would run them through its plain kernel, which repeats the keys and values for every query head."""
-    if device.type != "cuda" or not GROUPED_SDPA or TorchVersion(torch.__version__) < "2.8":
+    if device.type != "cuda" or TorchVersion(torch.__version__) < "2.8":
         return False
     return torch.cuda.get_device_capability(device)[0] >= 9 and torch.backends.cuda.cudnn_sdp_enabled()
 
