@@ -1,0 +1,283 @@
+"""``python benchmarks/pipe_scaling.py PIPELINE DATA.spacy --gpu-id 0``: ``nlp.pipe`` throughput on one device by batch
+geometry and by worker processes.
+
+*Geometries* (``--geometry NAME:pipe=N,KEY=VALUE,...``): the ``nlp.pipe`` batch size ``pipe`` and decoding settings
+(``max_batch_rows``, ``max_batch_tokens``, ``inflight_batches``...; ``python -m spacy_padellm settings`` lists them),
+one after the other in this process on the same weights: two warm-up runs, then ``--rounds`` timed runs over the docs
+of DATA repeated ``--repeat`` times (the fastest is kept), sentences/s, forward passes, peak GPU memory, span F1 on
+DATA and the share of docs whose entities equal the first geometry's.
+
+*Workers* (``--workers 1,2,4``): that many processes at once, each with its own pipeline on the same device (the
+first geometry's settings) and a slice of the docs (every k-th), started together after their warm-up; sentences/s
+of them all (docs over the time from the first start to the last end), and whether their entities equal the
+first geometry's. This is what ``annotate --ray --gpus-per-worker 0.5`` (two actors on a GPU) does on a cluster.
+
+Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG next to it.
+
+    python benchmarks/pipe_scaling.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy --gpu-id 0 \\
+        --geometry base:pipe=1024 --geometry rows1024:pipe=4096,max_batch_rows=1024,max_batch_tokens=524288 \\
+        --workers 1,2,4 --output metrics/pipe_scaling.json      # or: spacy project run pipe-scaling
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
+from report import write_outputs  # noqa: E402
+from results import _scores  # noqa: E402
+from settings_sweep import parse_variant  # noqa: E402
+
+Geometry = Tuple[str, int, Dict[str, Any]]  # (name, nlp.pipe batch size, decoding settings)
+Spans = Tuple[Tuple[int, int, str], ...]
+
+
+def parse_geometry(text: str) -> Geometry:
+    """``NAME:pipe=N,KEY=VALUE,...`` as (name, N, settings); ``pipe`` defaults to 1024."""
+    name, sep, rest = text.partition(":")
+    items = [item for item in rest.split(",") if item.strip()]
+    pipe = [item for item in items if item.split("=")[0].strip() == "pipe"]
+    others = [item for item in items if item not in pipe]
+    try:
+        batch = int(pipe[-1].split("=", 1)[1]) if pipe else 1024
+    except ValueError:
+        raise ValueError(f"geometry {name!r}: pipe= takes a whole number, got {pipe[-1]!r}") from None
+    if batch < 1:
+        raise ValueError(f"geometry {name!r}: pipe= must be positive, got {batch}")
+    name, settings = parse_variant(f"{name}{sep}{','.join(others)}")
+    return name, batch, settings
+
+
+def _geometry_arg(text: str) -> Geometry:
+    try:
+        return parse_geometry(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def spans_of(docs, spans_key: Optional[str]) -> List[Spans]:
+    return [tuple((s.start_char, s.end_char, s.label_) for s in (d.spans.get(spans_key, []) if spans_key else d.ents))
+            for d in docs]
+
+
+def _peak_gib(device) -> Optional[float]:
+    import torch
+
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2 ** 30, 2)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(torch.device(device))
+
+
+def time_geometry(nlp, ner, texts: List[str], geometry: Geometry, base, rounds: int) -> Tuple[Dict[str, Any], list]:
+    """Two warm-up runs, then ``rounds`` timed ``nlp.pipe`` runs over ``texts``: the rows of each and the docs of
+    the last."""
+    import torch
+
+    name, batch, settings = geometry
+    ner.use_settings(base.replace(**settings))
+    device = ner.decoder.device
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    start = time.perf_counter()
+    for _ in range(2):
+        list(nlp.pipe(texts, batch_size=batch))
+    warm = time.perf_counter() - start
+    runs = []
+    for _ in range(rounds):
+        _sync(device)
+        passes, start = forward_passes(ner.decoder, 0), time.perf_counter()
+        docs = list(nlp.pipe(texts, batch_size=batch))
+        _sync(device)
+        seconds = time.perf_counter() - start
+        runs.append({"sent_s": round(len(texts) / seconds, 1), "wall_s": round(seconds, 3),
+                     "passes": forward_passes(ner.decoder, 0) - passes})
+    best = max(runs, key=lambda r: r["sent_s"])
+    return {"pipe_batch": batch, "settings": settings, "warm_s": round(warm, 1), "runs": runs,
+            "sent_s": best["sent_s"], "passes": best["passes"], "peak_gib": _peak_gib(device)}, docs
+
+
+def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: List[str], jobs, results, ready) -> None:
+    """A worker process: its pipeline warmed up on ``texts``, then each job (k, part) run on ``texts[part::k]``."""
+    try:
+        device = select_device(args.device, args.gpu_id)
+        nlp, ner, _ = open_pipeline(args.pipeline, None, args.spans_key, device, geometry[2])
+        for _ in range(2):
+            list(nlp.pipe(texts, batch_size=geometry[1]))
+    except BaseException as err:  # noqa: BLE001 - the parent reports it
+        ready.put((index, f"{type(err).__name__}: {err}"))
+        return
+    ready.put((index, None))
+    for k, part in iter(jobs.get, None):
+        _sync(ner.decoder.device)
+        start = time.perf_counter()
+        docs = list(nlp.pipe(texts[part::k], batch_size=geometry[1]))
+        _sync(ner.decoder.device)
+        results.put((part, start, time.perf_counter(), spans_of(docs, args.spans_key)))
+
+
+def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str], counts: Sequence[int],
+                 reference: List[Spans]) -> Dict[str, Any]:
+    """``k`` worker processes at once for each k of ``counts`` (``--rounds`` times), on one set of processes."""
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    n = max(counts)
+    jobs = [ctx.Queue() for _ in range(n)]
+    results, ready = ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(i, args, geometry, texts, jobs[i], results, ready), daemon=True)
+             for i in range(n)]
+    start = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    try:
+        errors = [err for _, err in (ready.get() for _ in procs) if err]
+        if errors:
+            raise RuntimeError(f"a worker could not start: {errors[0]}")
+        rows = {"geometry": geometry[0], "start_s": round(time.perf_counter() - start, 1), "counts": {}}
+        for k in counts:
+            runs = []
+            for _ in range(args.rounds):
+                for part in range(k):
+                    jobs[part].put((k, part))
+                got = sorted(results.get() for _ in range(k))
+                seconds = max(g[2] for g in got) - min(g[1] for g in got)
+                spans: List[Optional[Spans]] = [None] * len(texts)
+                for part, _, _, part_spans in got:
+                    spans[part::k] = part_spans
+                runs.append({"sent_s": round(len(texts) / seconds, 1), "wall_s": round(seconds, 3),
+                             "worker_s": [round(g[2] - g[1], 3) for g in got],
+                             "same_as_first": round(sum(a == b for a, b in zip(spans, reference)) / len(texts), 4)})
+            best = max(runs, key=lambda r: r["sent_s"])
+            rows["counts"][str(k)] = {"runs": runs, "sent_s": best["sent_s"], "same_as_first": best["same_as_first"]}
+            print(f"workers {k}: {best['sent_s']} sentences/s", file=sys.stderr, flush=True)
+    finally:
+        for queue in jobs:
+            queue.put(None)
+        for proc in procs:
+            proc.join(timeout=60)
+    return rows
+
+
+def run(args) -> Dict[str, Any]:
+    import torch
+
+    device = select_device(args.device, args.gpu_id)
+    nlp, ner, _ = open_pipeline(args.pipeline, None, args.spans_key, device, None)
+    gold = load_gold(args.data, nlp.vocab, args.max_docs)
+    texts = [doc.text for doc in gold] * args.repeat
+    base = ner.settings
+    geometries, reference = {}, None
+    for geometry in args.geometry:
+        row, docs = time_geometry(nlp, ner, texts, geometry, base, args.rounds)
+        spans = spans_of(docs, args.spans_key)
+        reference = reference or spans
+        row["span_f"] = _scores(docs[: len(gold)], gold, args.spans_key)["span_f"]
+        row["same_as_first"] = round(sum(a == b for a, b in zip(spans, reference)) / len(texts), 4)
+        geometries[geometry[0]] = row
+        print(f"{geometry[0]}: {row['sent_s']} sentences/s", file=sys.stderr, flush=True)
+    engine = ner.decoder.device
+    del nlp, ner, docs  # the workers' pipelines take the device's memory
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    workers = time_workers(args, args.geometry[0], texts, args.workers, reference) if args.workers else None
+    cuda = torch.device(engine).type == "cuda"
+    return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
+            "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
+            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers}
+
+
+def table(report: Dict[str, Any]) -> str:
+    lines = [f"`nlp.pipe` over {report['docs']:,} docs on {report['device']}", "",
+             "| geometry | nlp.pipe batch | settings | sentences/s | passes | peak GiB | span F1 | same entities |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in report["geometries"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items()) or "as configured"
+        lines.append(f"| {name} | {row['pipe_batch']} | {settings} | **{row['sent_s']:,.0f}** | {row['passes']} | "
+                     f"{row['peak_gib'] if row['peak_gib'] is not None else '–'} | {row['span_f']:.4f} | "
+                     f"{100 * row['same_as_first']:.2f}% |")
+    if report["workers"]:
+        w = report["workers"]
+        one = w["counts"][min(w["counts"], key=int)]["sent_s"]
+        lines += ["", f"Worker processes on the one device ({w['geometry']}'s settings each):", "",
+                  "| processes | sentences/s | x one | same entities |", "|---|---|---|---|"]
+        for k, row in w["counts"].items():
+            lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
+                         f"{100 * row['same_as_first']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("batch geometry (one process)", {n: r["sent_s"] for n, r in report["geometries"].items()})]
+    if report["workers"]:
+        panels.append(("worker processes", {f"{k} x": r["sent_s"] for k, r in report["workers"]["counts"].items()}))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels):
+        ax.bar(list(values), list(values.values()), color="tab:blue")
+        for i, v in enumerate(values.values()):
+            ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("sentences/s")
+        ax.tick_params(axis="x", labelsize=8, rotation=20)
+    fig.suptitle(f"nlp.pipe, {report['docs']:,} docs, {report['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("pipeline", help="spaCy pipeline folder, PaDeLLM model folder or padellm:NAME")
+    p.add_argument("data", help="docs (DocBin)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: --gpu-id, else the CPU)")
+    p.add_argument("--gpu-id", type=int, default=-1)
+    p.add_argument("--spans-key", default=None, help="score doc.spans[KEY] (nested sets) instead of doc.ents")
+    p.add_argument("--max-docs", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=1, help="the docs this many times over (a longer steady state)")
+    p.add_argument("--rounds", type=int, default=2, help="timed runs per geometry and worker count (fastest kept)")
+    p.add_argument("--geometry", type=_geometry_arg, action="append", default=None, metavar="NAME:pipe=N,KEY=VALUE",
+                   help="nlp.pipe batch size and decoding settings (repeatable; default: base:pipe=1024)")
+    p.add_argument("--workers", default="", help="worker process counts, e.g. 1,2,4 (default: none)")
+    p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.geometry = args.geometry or [parse_geometry("base:pipe=1024")]
+    names = [g[0] for g in args.geometry]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"geometry names must differ: {names}")
+    try:
+        args.workers = sorted({int(k) for k in args.workers.split(",") if k.strip()})
+    except ValueError:
+        raise SystemExit(f"--workers takes counts like 1,2,4, got {args.workers!r}") from None
+    if any(k < 1 for k in args.workers):
+        raise SystemExit(f"--workers counts must be positive, got {args.workers}")
+    report = run(args)
+    text = table(report)
+    print(text)
+    if args.output:
+        write_outputs(report, text, args.output, plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""``python benchmarks/pipe_scaling.py`` on a tiny model folder on the CPU: two batch geometries in one process and one
+and two worker processes, their entities equal, and the table, JSON and plot."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
+
+from pipe_scaling import main, parse_geometry  # noqa: E402
+
+
+def test_geometries_and_workers(tiny_model, tmp_path, capsys):
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "out" / "pipe_scaling.json"
+    assert main([str(tiny_model), str(data), "--device", "cpu", "--repeat", "2", "--rounds", "1",
+                 "--geometry", "small:pipe=2,max_batch_rows=1", "--geometry", "wide:pipe=8,max_batch_rows=4",
+                 "--workers", "2,1", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["docs"] == 2 * len(tiny.SENTENCES) and list(report["geometries"]) == ["small", "wide"]
+    small, wide = report["geometries"]["small"], report["geometries"]["wide"]
+    assert small["settings"] == {"max_batch_rows": 1} and small["pipe_batch"] == 2
+    assert small["passes"] > wide["passes"] > 0  # one doc a batch takes more passes than four
+    assert small["same_as_first"] == wide["same_as_first"] == 1.0 and small["span_f"] == wide["span_f"]
+    counts = report["workers"]["counts"]
+    assert list(counts) == ["1", "2"] and report["workers"]["geometry"] == "small"
+    assert all(row["same_as_first"] == 1.0 and row["sent_s"] > 0 for row in counts.values())
+    assert len(counts["2"]["runs"][0]["worker_s"]) == 2
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| wide | 8 | max_batch_rows=4 |" in out.with_suffix(".md").read_text()
+    assert "| 2 |" in capsys.readouterr().out
+
+
+def test_geometry_parsing():
+    assert parse_geometry("base:") == ("base", 1024, {})
+    assert parse_geometry("big:pipe=4096,max_batch_rows=1024") == ("big", 4096, {"max_batch_rows": 1024})
+    with pytest.raises(ValueError, match="pipe= must be positive"):
+        parse_geometry("bad:pipe=0")
+    with pytest.raises(ValueError, match="whole number"):
+        parse_geometry("bad:pipe=many")
+    with pytest.raises(ValueError, match="max_batch_rowz"):
+        parse_geometry("bad:max_batch_rowz=3")
