@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
-from report import write_outputs  # noqa: E402
+from report import publish  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 # kind of kernel -> what its name holds (the first kind that matches; the norms before the softmax reductions)
@@ -231,12 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=25, help="kernels listed by time")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
     args = p.parse_args(argv)
-    report = run(args)
-    text = table(report)
-    print(text)
-    if args.output:
-        write_outputs(report, text, args.output, plot)
-    return 0
+    return publish(run(args), table, args.output, plot)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
-from report import write_outputs  # noqa: E402
+from report import publish  # noqa: E402
 from results import _scores  # noqa: E402
 from settings_sweep import parse_variant  # noqa: E402
 
@@ -271,12 +271,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--workers takes counts like 1,2,4, got {args.workers!r}") from None
     if any(k < 1 for k in args.workers):
         raise SystemExit(f"--workers counts must be positive, got {args.workers}")
-    report = run(args)
-    text = table(report)
-    print(text)
-    if args.output:
-        write_outputs(report, text, args.output, plot)
-    return 0
+    return publish(run(args), table, args.output, plot)
 
 
 if __name__ == "__main__":

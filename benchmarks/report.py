@@ -6,7 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 __all__ = ["render_markdown", "render_plot", "tradeoff_points"]
 
@@ -216,3 +216,14 @@ def write_outputs(report: Dict[str, Any], table: str, output: str, plot: Callabl
     out.with_suffix(".md").write_text(table)
     plot(report, out.with_suffix(".png"))
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}", file=sys.stderr)
+
+
+def publish(report: Dict[str, Any], table: Callable[[Dict[str, Any]], str], output: Optional[str],
+            plot: Callable[[Dict[str, Any], Path], None]) -> int:
+    """Prints ``table(report)`` and, given an ``output`` path, writes the JSON, the table and the plot (``write_outputs``);
+    the command's exit code."""
+    text = table(report)
+    print(text)
+    if output:
+        write_outputs(report, text, output, plot)
+    return 0
