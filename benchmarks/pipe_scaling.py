@@ -30,16 +30,17 @@ import multiprocessing
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
-from results import _scores  # noqa: E402
+from results import _scores, _spans  # noqa: E402
 from settings_sweep import parse_variant  # noqa: E402
+from timing import Clock  # noqa: E402
 
 Geometry = Tuple[str, int, Dict[str, Any]]  # (name, nlp.pipe batch size, decoding settings)
-Spans = Tuple[Tuple[int, int, str], ...]
+Spans = List[Tuple[int, int, str]]  # results._spans: a doc's spans, sorted
 
 
 def parse_geometry(text: str) -> Geometry:
@@ -65,52 +66,41 @@ def _geometry_arg(text: str) -> Geometry:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def spans_of(docs, spans_key: Optional[str]) -> List[Spans]:
-    return [tuple((s.start_char, s.end_char, s.label_) for s in (d.spans.get(spans_key, []) if spans_key else d.ents))
-            for d in docs]
-
-
-def _peak_gib(device) -> Optional[float]:
+def _clock(ner) -> Clock:
+    """A clock that waits for the component's device (``timing.Clock``)."""
     import torch
 
-    if device is None or torch.device(device).type != "cuda":
-        return None
-    return round(torch.cuda.max_memory_allocated(torch.device(device)) / 2 ** 30, 2)
+    return Clock(torch.device(ner.decoder.device))
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device is not None and torch.device(device).type == "cuda":
-        torch.cuda.synchronize(torch.device(device))
+def agreement(spans: Sequence[Optional[Spans]], reference: Sequence[Spans]) -> float:
+    """The share of docs whose spans equal the reference's."""
+    return round(sum(a == b for a, b in zip(spans, reference)) / len(reference), 4)
 
 
 def time_geometry(nlp, ner, texts: List[str], geometry: Geometry, base, rounds: int) -> Tuple[Dict[str, Any], list]:
     """Two warm-up runs, then ``rounds`` timed ``nlp.pipe`` runs over ``texts``: the rows of each and the docs of
     the last."""
-    import torch
-
     name, batch, settings = geometry
     ner.use_settings(base.replace(**settings))
-    device = ner.decoder.device
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(torch.device(device))
+    clock = _clock(ner)
+    clock.reset_peak()
     start = time.perf_counter()
     for _ in range(2):
         list(nlp.pipe(texts, batch_size=batch))
     warm = time.perf_counter() - start
     runs = []
     for _ in range(rounds):
-        _sync(device)
-        passes, start = forward_passes(ner.decoder, 0), time.perf_counter()
+        passes, start = forward_passes(ner.decoder, 0), clock.now()
         docs = list(nlp.pipe(texts, batch_size=batch))
-        _sync(device)
-        seconds = time.perf_counter() - start
+        seconds = clock.now() - start
         runs.append({"sent_s": round(len(texts) / seconds, 1), "wall_s": round(seconds, 3),
                      "passes": forward_passes(ner.decoder, 0) - passes})
     best = max(runs, key=lambda r: r["sent_s"])
+    peak = clock.peak_mb()
     return {"pipe_batch": batch, "settings": settings, "warm_s": round(warm, 1), "runs": runs,
-            "sent_s": best["sent_s"], "passes": best["passes"], "peak_gib": _peak_gib(device)}, docs
+            "sent_s": best["sent_s"], "passes": best["passes"],
+            "peak_gib": None if peak is None else round(peak / 1024, 2)}, docs
 
 
 def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: List[str], jobs, results, ready) -> None:
@@ -124,17 +114,17 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
         ready.put((index, f"{type(err).__name__}: {err}"))
         return
     ready.put((index, None))
+    clock = _clock(ner)
     for k, part in iter(jobs.get, None):
-        _sync(ner.decoder.device)
-        start = time.perf_counter()
+        start = clock.now()
         docs = list(nlp.pipe(texts[part::k], batch_size=geometry[1]))
-        _sync(ner.decoder.device)
-        results.put((part, start, time.perf_counter(), spans_of(docs, args.spans_key)))
+        results.put((part, start, clock.now(), [_spans(doc, args.spans_key) for doc in docs]))
 
 
 def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str], counts: Sequence[int],
-                 reference: List[Spans]) -> Dict[str, Any]:
-    """``k`` worker processes at once for each k of ``counts`` (``--rounds`` times), on one set of processes."""
+                 reference: List[Spans], measured: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """``k`` worker processes at once for each k of ``counts`` (``--rounds`` times), on one set of processes; the
+    rows so far go to ``measured`` after each k."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     n = max(counts)
     jobs = [ctx.Queue() for _ in range(n)]
@@ -161,11 +151,11 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
                     spans[part::k] = part_spans
                 runs.append({"sent_s": round(len(texts) / seconds, 1), "wall_s": round(seconds, 3),
                              "worker_s": [round(g[2] - g[1], 3) for g in got],
-                             "same_as_first": round(sum(a == b for a, b in zip(spans, reference)) / len(texts), 4)})
+                             "same_as_first": agreement(spans, reference)})
             best = max(runs, key=lambda r: r["sent_s"])
             rows["counts"][str(k)] = {"runs": runs, "sent_s": best["sent_s"], "same_as_first": best["same_as_first"]}
             print(f"workers {k}: {best['sent_s']} sentences/s", file=sys.stderr, flush=True)
-            _save_partial(args, {"workers": rows})
+            measured(rows)
     finally:
         for queue in jobs:
             queue.put(None)
@@ -193,10 +183,10 @@ def run(args) -> Dict[str, Any]:
     geometries, reference = {}, None
     for geometry in args.geometry:
         row, docs = time_geometry(nlp, ner, texts, geometry, base, args.rounds)
-        spans = spans_of(docs, args.spans_key)
+        spans = [_spans(doc, args.spans_key) for doc in docs]
         reference = reference or spans
         row["span_f"] = _scores(docs[: len(gold)], gold, args.spans_key)["span_f"]
-        row["same_as_first"] = round(sum(a == b for a, b in zip(spans, reference)) / len(texts), 4)
+        row["same_as_first"] = agreement(spans, reference)
         geometries[geometry[0]] = row
         print(f"{geometry[0]}: {row['sent_s']} sentences/s, span F1 {row['span_f']:.4f}, same entities "
               f"{row['same_as_first']:.4f}, {row['passes']} passes", file=sys.stderr, flush=True)
@@ -206,7 +196,9 @@ def run(args) -> Dict[str, Any]:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    workers = time_workers(args, args.geometry[0], texts, args.workers, reference) if args.workers else None
+    workers = time_workers(args, args.geometry[0], texts, args.workers, reference,
+                           lambda rows: _save_partial(args, {"geometries": geometries, "workers": rows})
+                           ) if args.workers else None
     cuda = torch.device(engine).type == "cuda"
     return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",

@@ -30,6 +30,8 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert list(counts) == ["1", "2"] and report["workers"]["geometry"] == "small"
     assert all(row["same_as_first"] == 1.0 and row["sent_s"] > 0 for row in counts.values())
     assert len(counts["2"]["runs"][0]["worker_s"]) == 2
+    partial = json.loads(out.with_suffix(".partial.json").read_text())  # the rows as measured, workers last
+    assert list(partial["geometries"]) == ["small", "wide"] and list(partial["workers"]["counts"]) == ["1", "2"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| wide | 8 | max_batch_rows=4 |" in out.with_suffix(".md").read_text()
     assert "| 2 |" in capsys.readouterr().out
