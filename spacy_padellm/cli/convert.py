@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
                    choices=["auto", "token-inclusive", "token-exclusive", "char-inclusive", "char-exclusive"])
     p.add_argument("--scheme", default="auto", choices=["auto", "bio", "iob1", "bioes"])
     p.add_argument("--label-map", default=None, help='JSON object renaming labels, e.g. \'{"person": "PER"}\'')
+    p.add_argument("--augment-mentions", type=int, default=0, metavar="N",
+                   help="training files only: also write up to N copies of each sentence with its outermost mentions "
+                        "swapped for other mentions of the same label from the same file (more data from a small set)")
+    p.add_argument("--augment-rate", type=float, default=0.5,
+                   help="--augment-mentions: the chance that each mention of a copy is swapped (default 0.5)")
+    p.add_argument("--augment-seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
     add_head_parser(sub)
@@ -35,7 +41,8 @@ def run(args) -> int:
     for path in args.input:
         report = convert(path, args.output_dir, fmt=args.fmt, lang=args.lang, labels=labels,
                          spans_key=args.spans_key, offsets=args.offsets, scheme=args.scheme, label_map=label_map,
-                         show_progress=not args.no_progress)
+                         show_progress=not args.no_progress, augment=args.augment_mentions,
+                         augment_rate=args.augment_rate, augment_seed=args.augment_seed)
         print(report.summary())
     return 0
 

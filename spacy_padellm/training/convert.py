@@ -41,6 +41,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
 from ..text.protocol import TrainingExample, build_examples
+from .augment import augment_docs
 from .readers.conll import SCHEMES, detect_scheme, read_conll_docs, tags_to_spans
 from .readers.docbin import read_docbin_docs
 from .readers.padellm_jsonl import OFFSET_CONVENTIONS, PadellmRecord, detect_offsets, read_padellm_docs
@@ -93,6 +94,7 @@ class ConvertReport:
     spans_key: Optional[str] = None  # the span group holding all spans; None: doc.ents
     n_trimmed: int = 0  # character spans trimmed of surrounding whitespace
     n_filtered: int = 0  # spans dropped because their label is not in ``labels``
+    n_augmented: int = 0  # mention-replaced copies written after the docs read (``augment``)
     problems: List[str] = field(default_factory=list)  # one message per skipped span
 
     def summary(self) -> str:
@@ -110,6 +112,8 @@ class ConvertReport:
             where = f"doc.spans[{self.spans_key!r}]" if self.spans_key else "doc.ents"
             kind = "nested spans" if self.nested else "spans"
             lines.append(f"  all {kind} in {where}; doc.ents holds the non-overlapping ones")
+        if self.n_augmented:
+            lines.append(f"  {self.n_augmented} mention-replaced copies added (written after the {self.n_docs} docs)")
         if self.n_trimmed:
             lines.append(f"  {self.n_trimmed} spans trimmed of surrounding whitespace")
         if self.n_filtered:
@@ -131,6 +135,9 @@ def convert(
     scheme: str = "auto",
     label_map: Optional[Mapping[str, str]] = None,
     show_progress: bool = True,
+    augment: int = 0,
+    augment_rate: float = 0.5,
+    augment_seed: int = 0,
 ) -> ConvertReport:
     """Convert one NER file into ``{stem}.spacy``, ``{stem}.padellm.jsonl`` and ``{stem}.labels.json``.
 
@@ -140,6 +147,9 @@ def convert(
     ``doc.spans[spans_key]``; ``offsets`` is a padellm offset convention or ``"auto"``; ``scheme``
     is ``"bio"``, ``"iob1"``, ``"bioes"`` or ``"auto"`` for conll files; ``label_map`` renames labels.
     With ``show_progress`` a progress bar is shown and the number of skipped spans printed at the end.
+    ``augment`` > 0 (training files only) adds up to that many copies of each doc with its outermost mentions
+    replaced, each with probability ``augment_rate``, by other mentions of their label from the same file
+    (:mod:`.augment`); both outputs hold them after the docs read.
     """
     path = Path(input_path)
     out_dir = Path(output_dir)
@@ -154,6 +164,9 @@ def convert(
         label_map=label_map,
         show_progress=show_progress,
     )
+    n_read = len(result.docs)
+    if augment:
+        result.docs = augment_docs(result.docs, augment, augment_rate, augment_seed, result.spans_key)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = path.stem
     docbin_path = out_dir / f"{stem}.spacy"
@@ -174,8 +187,9 @@ def convert(
         input=path,
         fmt=result.fmt,
         offsets=result.offsets,
-        n_docs=len(result.docs),
+        n_docs=n_read,
         n_spans=result.n_spans,
+        n_augmented=len(result.docs) - n_read,
         n_skipped=result.n_skipped,
         n_examples=n_examples,
         labels=list(result.labels),

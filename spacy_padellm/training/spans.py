@@ -91,7 +91,7 @@ def set_doc_spans(
     key = spans_key if spans_key is not None else (NESTED_SPANS_KEY if nested else None)
     docs = []
     for raw, spans in zip(raws, cleaned):
-        _set_spans(raw.doc, spans, key)
+        set_spans(raw.doc, spans, key)
         docs.append(raw.doc)
     return ReadResult(
         docs=docs,
@@ -116,7 +116,9 @@ def _overlaps(spans: Sequence[SpanTuple]) -> bool:
     return False
 
 
-def _set_spans(doc: Doc, spans: Sequence[SpanTuple], key: Optional[str]) -> None:
+def set_spans(doc: Doc, spans: Sequence[SpanTuple], key: Optional[str]) -> None:
+    """Set ``spans`` (token offsets) on ``doc``: in ``doc.ents`` (``key`` None), or all in ``doc.spans[key]`` and the
+    non-overlapping subset (longest first) in ``doc.ents``."""
     objs = [Span(doc, start, end, label=label) for start, end, label in spans]
     if key is None:
         doc.ents = objs
