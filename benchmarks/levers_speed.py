@@ -9,7 +9,9 @@ nothing, they are the same). For each, in this order: one document alone (the ti
 compiling of the fused steps), one warm-up pass over every doc (CUDA graphs captured; its entities give the span
 P/R/F1, and against the fused variant's the share of docs with the same entities), ``nlp.pipe`` over every doc
 ``--rounds`` times (the best is reported: sentences per second, and its forward passes), then ``--latency-docs`` docs
-one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms). Prints a markdown table;
+one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms, and the forward passes per
+doc). ``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
+drafts), each compared with ``recorded`` (the share of docs with its entities, ratios). Prints a markdown table;
 ``--output`` writes the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/levers_speed.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy \\
@@ -30,6 +32,7 @@ from measure import forward_passes, load_gold, open_pipeline, select_device  # n
 from report import write_outputs  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
+COLORS = ["#4c72b0", "#dd8452", "#8fa8d0", "#eeb48f", "#55a868", "#c44e52", "#8172b3"]
 UNFUSED = {f"{name}, unfused": {**changes, "fused_kernels": False} for name, changes in VARIANTS.items()}
 
 
@@ -87,18 +90,21 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
     for text in texts[: args.warm_docs]:
         nlp(text)
     times = []
+    before = forward_passes(ner.decoder, 0)
     for text in texts[args.warm_docs: args.warm_docs + args.latency_docs]:
         _sync(device)
         start = time.perf_counter()
         nlp(text)
         _sync(device)
         times.append(1e3 * (time.perf_counter() - start))
+    batch1_passes = forward_passes(ner.decoder, 0) - before
     times.sort()
     return {"levers": ner.levers, "kernels": _kernels(ner), "changes": changes, "first_call_s": round(first, 2),
             "entities": _entities(preds), "sentences_per_s": round(len(texts) / best, 1),
             "graph_captures_timed": captures, "forward_passes": passes,
             "batch1_median_ms": round(statistics.median(times), 3) if times else None,
             "batch1_p90_ms": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
+            "batch1_passes_per_doc": round(batch1_passes / len(times), 3) if times and batch1_passes else None,
             "latency_docs": len(times), "p": round(scores["ents_p"] or 0.0, 4),
             "r": round(scores["ents_r"] or 0.0, 4), "f": round(scores["ents_f"] or 0.0, 4)}
 
@@ -111,13 +117,13 @@ def run(args) -> Dict[str, Any]:
     device = select_device(args.device, args.gpu_id)
     nlp, ner, _ = open_pipeline(args.pipeline, None, None, device, None)
     gold = load_gold(args.data, nlp.vocab, args.max_docs)
-    variants = {**VARIANTS, **(UNFUSED if args.unfused else {})}
+    variants = {**VARIANTS, **(UNFUSED if args.unfused else {}), **dict(args.variant)}
     base = ner.settings
     rows = {name: measure(nlp, ner, gold, base, changes, args, device) for name, changes in variants.items()}
     for name, row in rows.items():
-        fused = rows.get(name.replace(", unfused", ""))
-        row["same_docs_as_fused"] = None if fused is row else round(
-            sum(a == b for a, b in zip(row["entities"], fused["entities"])) / max(1, len(gold)), 4)
+        ref = rows["recorded"] if name in dict(args.variant) else rows.get(name.replace(", unfused", ""))
+        row["same_docs_as_fused"] = None if ref is row else round(
+            sum(a == b for a, b in zip(row["entities"], ref["entities"])) / max(1, len(gold)), 4)
     for row in rows.values():
         del row["entities"]
     dev = torch.cuda.get_device_name(torch.device(device)) if device and device.startswith("cuda") else "cpu"
@@ -126,6 +132,8 @@ def run(args) -> Dict[str, Any]:
               "recorded_vs_off": _ratios(rows["recorded"], rows["off"])}
     if args.unfused:
         report["fused_vs_unfused"] = {name: _ratios(rows[name], rows[f"{name}, unfused"]) for name in VARIANTS}
+    if args.variant:
+        report["variants_vs_recorded"] = {name: _ratios(rows[name], rows["recorded"]) for name, _ in args.variant}
     return report
 
 
@@ -140,14 +148,17 @@ def _ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
 def render_markdown(report: Dict[str, Any]) -> str:
     lines = [f"{report['docs']} docs of {report['data']}, {report['device']}, nlp.pipe batch {report['batch_size']}",
              "", "| variant | levers | kernels | span P | R | **F1** | same docs as fused | nlp.pipe sentences/s | "
-             "batch-1 median ms | p90 ms | first call s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "batch-1 median ms | p90 ms | batch-1 passes per doc | first call s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in report["rows"].items():
         same = "-" if row["same_docs_as_fused"] is None else f"{100 * row['same_docs_as_fused']:.2f}%"
         lines.append(f"| {name} | {', '.join(row['levers']) or 'none'} | {row['kernels']} | {row['p']:.4f} | "
                      f"{row['r']:.4f} | **{row['f']:.4f}** | {same} | {row['sentences_per_s']:,} | "
-                     f"{row['batch1_median_ms']} | {row['batch1_p90_ms']} | {row['first_call_s']} |")
+                     f"{row['batch1_median_ms']} | {row['batch1_p90_ms']} | {row.get('batch1_passes_per_doc')} | "
+                     f"{row['first_call_s']} |")
     pairs = [("recorded / off", report["recorded_vs_off"])]
     pairs += [(f"{name} / {name}, unfused", r) for name, r in report.get("fused_vs_unfused", {}).items()]
+    pairs += [(f"{name} / recorded", r) for name, r in report.get("variants_vs_recorded", {}).items()]
     lines.append("")
     lines += [f"{what}: throughput {r['throughput']}x, batch-1 median {r['batch1_median']}x, span F1 "
               f"{r['span_f1_points']:+} points" for what, r in pairs]
@@ -166,7 +177,7 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     for ax, key, label in ((axes[0], "sentences_per_s", "nlp.pipe sentences/s"),
                            (axes[1], "batch1_median_ms", "batch-1 median ms")):
         values = [row[key] or 0 for row in rows]
-        bars = ax.barh(names, values, color=["#4c72b0", "#dd8452", "#8fa8d0", "#eeb48f"][: len(names)])
+        bars = ax.barh(names, values, color=[COLORS[i % len(COLORS)] for i in range(len(names))])
         for bar, row in zip(bars, rows):
             ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {bar.get_width():,.1f}, F1 {row['f']:.4f}",
                     va="center", fontsize=8)
@@ -177,6 +188,19 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _variant(text: str) -> Tuple[str, Dict[str, Any]]:
+    """``--variant NAME:KEY=VALUE,...`` as settings_sweep.py reads it; a name of the fixed variants is refused."""
+    from settings_sweep import parse_variant
+
+    try:
+        name, changes = parse_variant(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if name in VARIANTS or name in UNFUSED:
+        raise argparse.ArgumentTypeError(f"--variant {name!r}: that name is one of the fixed variants")
+    return name, changes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-docs", type=int, default=50, help="docs run one at a time before the timed ones")
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
     p.add_argument("--unfused", action="store_true", help="also each variant with fused_kernels off")
+    p.add_argument("--variant", action="append", default=[], type=_variant, metavar="NAME:KEY=VALUE,...",
+                   help="also these decoding settings (over the component's own), e.g. count_drafts=5,span_drafts=8; "
+                        "repeatable, measured after the others in order")
     p.add_argument("--output", type=Path, default=None, help="JSON path (a PNG is written next to it)")
     return p
 

@@ -41,3 +41,28 @@ def test_levers_recorded_and_off_side_by_side(tiny_model, tmp_path, capsys):
 def test_a_missing_docbin_is_a_clear_error(tiny_model, tmp_path, capsys):
     assert main([str(tiny_model), str(tmp_path / "missing.spacy"), "--device", "cpu"]) == 1
     assert "missing.spacy" in capsys.readouterr().err
+
+
+def test_variants_of_other_settings_compared_with_recorded(tiny_model, tmp_path):
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "levers.json"
+    assert main([str(tiny_model), str(data), "--device", "cpu", "--batch-size", "2", "--rounds", "1", "--warm-docs",
+                 "1", "--latency-docs", "2", "--variant", "drafts:count_drafts=3,span_drafts=4",
+                 "--variant", "no-drafts:draft_tokens=0", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert list(rows) == ["recorded", "off", "drafts", "no-drafts"]
+    assert rows["drafts"]["changes"] == {"count_drafts": 3, "span_drafts": 4}
+    # drafts never change greedy output, and fewer drafts never take fewer passes
+    assert rows["drafts"]["same_docs_as_fused"] == 1.0 and rows["no-drafts"]["same_docs_as_fused"] == 1.0
+    assert rows["drafts"]["batch1_passes_per_doc"] <= rows["no-drafts"]["batch1_passes_per_doc"]
+    assert set(report["variants_vs_recorded"]) == {"drafts", "no-drafts"}
+    assert "drafts / recorded" in out.with_suffix(".md").read_text()
+
+
+def test_a_variant_named_like_a_fixed_one_is_refused(tiny_model, tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main([str(tiny_model), str(tmp_path / "g.spacy"), "--variant", "off:count_drafts=2"])
+    assert "fixed variants" in capsys.readouterr().err
