@@ -19,7 +19,7 @@ from spacy.tokens import Doc
 from .readers.raw import SpanTuple
 from .spans import doc_spans, set_spans
 
-__all__ = ["Mention", "mention_bank", "augment_docs", "replace_mentions"]
+__all__ = ["Mention", "mention_bank", "augment_docs", "check_augment", "replace_mentions", "replaceable"]
 
 
 @dataclass(frozen=True)
@@ -115,15 +115,20 @@ def replace_mentions(doc: Doc, bank: Dict[str, List[Mention]], rng: random.Rando
     return out
 
 
+def check_augment(copies: int, rate: float) -> None:
+    """Raise ``ValueError`` for a number of copies below 0 or a rate outside (0, 1]."""
+    if copies < 0:
+        raise ValueError(f"copies must be 0 or more, got {copies}")
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+
+
 def augment_docs(docs: Sequence[Doc], copies: int, rate: float = 0.5, seed: int = 0,
                  spans_key: Optional[str] = None) -> List[Doc]:
     """``docs`` followed by up to ``copies`` mention-replaced copies of each (``replace_mentions``; the donors are
     the replaceable mentions of ``docs`` themselves). Copies that swapped nothing, or repeat a text already there,
     are left out. The same ``seed`` gives the same copies."""
-    if copies < 0:
-        raise ValueError(f"copies must be 0 or more, got {copies}")
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    check_augment(copies, rate)
     bank = mention_bank(docs, spans_key)
     rng = random.Random(seed)
     texts = {doc.text for doc in docs}

@@ -41,7 +41,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 
 from ..text.protocol import TrainingExample, build_examples
-from .augment import augment_docs
+from .augment import augment_docs, check_augment
 from .readers.conll import SCHEMES, detect_scheme, read_conll_docs, tags_to_spans
 from .readers.docbin import read_docbin_docs
 from .readers.padellm_jsonl import OFFSET_CONVENTIONS, PadellmRecord, detect_offsets, read_padellm_docs
@@ -151,6 +151,7 @@ def convert(
     replaced, each with probability ``augment_rate``, by other mentions of their label from the same file
     (:mod:`.augment`); both outputs hold them after the docs read.
     """
+    check_augment(augment, augment_rate)
     path = Path(input_path)
     out_dir = Path(output_dir)
     result = read_docs(

@@ -99,3 +99,5 @@ def test_convert_writes_the_copies(tmp_path, nlp):
     assert texts == {doc.text for doc in docs}
     swapped = [doc for doc in docs[2:] if doc.text.startswith("c-fos promoter expression")]
     assert swapped and ("c-fos", "protein") in _spans(swapped[0])
+    with pytest.raises(ValueError, match="rate"):  # refused before the file is read
+        convert(tmp_path / "missing.jsonl", tmp_path / "out2", augment=1, augment_rate=1.5, show_progress=False)
