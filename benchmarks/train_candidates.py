@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["parse_overrides", "parse_candidate", "train_command", "collect", "render_markdown", "render_plot", "main"]
 
@@ -74,17 +74,20 @@ def _launch(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Tuple[subp
     return procs
 
 
-def _run(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Dict[str, float]]:
-    """Every candidate at once, or with ``--one-at-a-time`` each alone, in the order given."""
+def _run(args, candidates: Dict[str, Dict[str, str]],
+         on_done: Callable[[Dict[str, Dict[str, float]]], None]) -> Dict[str, Dict[str, float]]:
+    """Every candidate at once, or with ``--one-at-a-time`` each alone, in the order given; ``on_done`` is called
+    with the candidates finished so far each time one finishes."""
     if not args.one_at_a_time:
-        return _wait(_launch(args, candidates))
+        return _wait(_launch(args, candidates), on_done)
     done: Dict[str, Dict[str, float]] = {}
     for name, overrides in candidates.items():
-        done.update(_wait(_launch(args, {name: overrides})))
+        done.update(_wait(_launch(args, {name: overrides}), lambda now: on_done({**done, **now})))
     return done
 
 
-def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[str, float]]:
+def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]],
+          on_done: Callable[[Dict[str, Dict[str, float]]], None]) -> Dict[str, Dict[str, float]]:
     from tqdm.auto import tqdm
 
     done: Dict[str, Dict[str, float]] = {}
@@ -95,6 +98,7 @@ def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]]) -> Dict[str, Dict[st
                     done[name] = {"returncode": proc.returncode, "started": round(start, 1),
                                   "wall_s": round(time.time() - start, 1)}
                     bar.update(1)
+                    on_done(done)
             time.sleep(2)
     return done
 
@@ -105,8 +109,9 @@ def _adapter_mib(folder: Path) -> Optional[float]:
 
 
 def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, str],
-            finished: Dict[str, Dict[str, float]]) -> List[Dict]:
-    """One record per candidate from its summary.json and history.json (a failed one keeps its log tail)."""
+            finished: Dict[str, Dict[str, float]], running: Sequence[str] = ()) -> List[Dict]:
+    """One record per candidate from its summary.json and history.json (a failed one keeps its log tail; one of
+    ``running`` without a summary yet is marked ``pending``)."""
     rows = []
     for name, overrides in candidates.items():
         folder = out / name
@@ -119,6 +124,8 @@ def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, 
                        examples_per_second=s.get("examples_per_second"), tokens_per_second=s.get("tokens_per_second"),
                        best_step=best["step"], dev=(best.get("scores") or {}), dev_f=best["score"],
                        adapter_mib=_adapter_mib(folder / "best"))
+        elif name in running:
+            row["pending"] = True
         else:
             log = (folder / "train.log").read_text().splitlines() if (folder / "train.log").exists() else []
             row["error"] = "\n".join(log[-15:])
@@ -140,12 +147,20 @@ def render_markdown(rows: List[Dict], config_defaults: Optional[Dict[str, str]] 
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in sorted(rows, key=lambda r: -(r.get("dev_f") or -1)):
         dev = row.get("dev") or {}
-        cells = [row["name"], *(_cell(row, k, config_defaults) for k in SHOWN), row.get("steps", "failed"),
+        cells = [row["name"], *(_cell(row, k, config_defaults) for k in SHOWN),
+                 row.get("steps", "pending" if row.get("pending") else "failed"),
                  row.get("train_seconds", "–"), row.get("examples_per_second") or "–",
-                 row.get("tokens_per_second") or "–", row.get("best_step", "–"), _num(dev.get("ents_p")),
-                 _num(dev.get("ents_r")), _num(row.get("dev_f")), row.get("adapter_mib", "–")]
+                 row.get("tokens_per_second") or "–", row.get("best_step", "–"), _num(_score(dev, "p")),
+                 _num(_score(dev, "r")), _num(row.get("dev_f")), row.get("adapter_mib", "–")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _score(dev: Dict, which: str):
+    """Dev precision (``which`` "p") or recall ("r"): of ``doc.ents``, else of the span group scored (nested)."""
+    if f"ents_{which}" in dev:
+        return dev[f"ents_{which}"]
+    return next((v for k, v in dev.items() if k.startswith("spans_") and k.endswith(f"_{which}")), None)
 
 
 def _num(value) -> str:
@@ -209,14 +224,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(candidates) != len(args.candidate):
         raise SystemExit("candidate names must differ")
     candidates = {name: {**common, **overrides} for name, overrides in candidates.items()}
-    finished = _run(args, candidates)
-    rows = collect(args.out, candidates, common, finished)
-    table = render_markdown(rows, _config_defaults(args.config))
+    defaults = _config_defaults(args.config)
+
+    def write(finished: Dict[str, Dict[str, float]]) -> Tuple[List[Dict], str]:
+        """candidates.json and .md as they stand: written each time a candidate finishes, so that a run stopped
+        early still leaves the finished ones for choose_candidate.py (the others ``pending``)."""
+        rows = collect(args.out, candidates, common, finished, running=[n for n in candidates if n not in finished])
+        table = render_markdown(rows, defaults)
+        report = {"config": args.config, "max_minutes": args.max_minutes, "command": " ".join(sys.argv),
+                  "candidates": rows}
+        (args.out / "candidates.json").write_text(json.dumps(report, indent=1))
+        (args.out / "candidates.md").write_text(table + "\n")
+        return rows, table
+
+    rows, table = write(_run(args, candidates, write))
     print(table)
-    report = {"config": args.config, "max_minutes": args.max_minutes, "command": " ".join(sys.argv),
-              "candidates": rows}
-    (args.out / "candidates.json").write_text(json.dumps(report, indent=1))
-    (args.out / "candidates.md").write_text(table + "\n")
     render_plot(rows, args.out / "candidates.png")
     failed = [r["name"] for r in rows if "error" in r]
     for name in failed:

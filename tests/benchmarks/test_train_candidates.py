@@ -100,3 +100,25 @@ def test_candidates_one_at_a_time_report_their_speed(tiny_base, tmp_path):
         first["tokens_per_second"] / first["examples_per_second"]
     table = (out / "candidates.md").read_text().splitlines()
     assert "| shared_prompts | batch_size | steps | train s | examples/s | tokens/s |" in table[0]
+
+
+def test_a_running_candidate_is_pending_and_nested_scores_show(tmp_path):
+    from train_candidates import collect, render_markdown
+
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "summary.json").write_text(json.dumps({
+        "steps": 10, "examples": 80, "train_seconds": 5.0,
+        "best": {"step": 9, "score": 0.7, "scores": {"spans_sc_p": 0.75, "spans_sc_r": 0.65, "spans_sc_f": 0.7}}}))
+    (tmp_path / "running").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "train.log").write_text("Traceback\nValueError: bad\n")
+    candidates = {"done": {}, "running": {}, "broken": {}}
+    rows = {r["name"]: r for r in collect(tmp_path, candidates, {}, {"done": {"returncode": 0}, "broken": {}},
+                                          running=["running"])}
+    assert rows["running"]["pending"] and "error" not in rows["running"]
+    assert "ValueError: bad" in rows["broken"]["error"] and "pending" not in rows["broken"]
+    table = render_markdown(list(rows.values()))
+    done_line = next(line for line in table.splitlines() if line.startswith("| done |"))
+    assert "| 0.7500 | 0.6500 | 0.7000 |" in done_line  # the span group's P and R, not blanks
+    assert next(line for line in table.splitlines() if line.startswith("| running |")).count("pending") == 1
