@@ -29,10 +29,10 @@ __all__ = ["chosen_row", "report", "render_markdown", "main"]
 
 
 def chosen_row(rows: List[Dict]) -> Dict:
-    """The candidate with the best dev span F1 (failed candidates have none)."""
+    """The candidate with the best dev span F1 (failed and pending candidates have none)."""
     scored = [r for r in rows if r.get("dev_f") is not None]
     if not scored:
-        raise SystemExit("no candidate has a dev score: every training failed")
+        raise SystemExit("no candidate has a dev score: every training failed or is still running")
     return max(scored, key=lambda r: r["dev_f"])
 
 
@@ -108,7 +108,7 @@ def render_markdown(rep: Dict, prefix: str) -> str:
     """Candidates on dev, then the chosen one on test."""
     lines = ["| candidate | steps | best step | dev span F1 |", "|---|---|---|---|"]
     for r in sorted(rep["candidates"], key=lambda r: -(r.get("dev_f") or -1)):
-        lines.append(f"| {r['name']}{' (chosen)' if r['name'] == rep['chosen'] else ''} | {r.get('steps', 'failed')} "
+        lines.append(f"| {r['name']}{' (chosen)' if r['name'] == rep['chosen'] else ''} | {r.get('steps', 'pending' if r.get('pending') else 'failed')} "
                      f"| {r.get('best_step', '–')} | {_pct(r.get('dev_f'))} |")
     lines += ["", "| chosen, test | span P | span R | span F1 | string F1 |", "|---|---|---|---|---|"]
     for name in ("test_plain", "test_tuned"):

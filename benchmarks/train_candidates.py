@@ -67,6 +67,8 @@ def _launch(args, candidates: Dict[str, Dict[str, str]]) -> Dict[str, Tuple[subp
     for name, overrides in candidates.items():
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
+        for stale in ("summary.json", "history.json"):  # an earlier run's, which collect would take for this one's
+            (out / stale).unlink(missing_ok=True)
         cmd = train_command(args.config, out, overrides, args.max_minutes)
         (out / "command.txt").write_text(" ".join(cmd) + "\n")
         log = open(out / "train.log", "w")
@@ -103,6 +105,13 @@ def _wait(procs: Dict[str, Tuple[subprocess.Popen, float]],
     return done
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)``, through a temporary file renamed over it: a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _adapter_mib(folder: Path) -> Optional[float]:
     files = list(folder.glob("**/adapter_model.safetensors")) or list(folder.glob("**/model.safetensors"))
     return round(files[0].stat().st_size / 2**20, 2) if files else None
@@ -111,12 +120,16 @@ def _adapter_mib(folder: Path) -> Optional[float]:
 def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, str],
             finished: Dict[str, Dict[str, float]], running: Sequence[str] = ()) -> List[Dict]:
     """One record per candidate from its summary.json and history.json (a failed one keeps its log tail; one of
-    ``running`` without a summary yet is marked ``pending``)."""
+    ``running``, still training, is marked ``pending`` and its files are not read)."""
     rows = []
     for name, overrides in candidates.items():
         folder = out / name
         row = {"name": name, "settings": {**common, **overrides}, **finished.get(name, {})}
         summary, history = folder / "summary.json", folder / "history.json"
+        if name in running:  # its files may be half written: read once it has finished
+            row["pending"] = True
+            rows.append(row)
+            continue
         if summary.exists():
             s = json.loads(summary.read_text())
             best = s["best"]
@@ -124,8 +137,6 @@ def collect(out: Path, candidates: Dict[str, Dict[str, str]], common: Dict[str, 
                        examples_per_second=s.get("examples_per_second"), tokens_per_second=s.get("tokens_per_second"),
                        best_step=best["step"], dev=(best.get("scores") or {}), dev_f=best["score"],
                        adapter_mib=_adapter_mib(folder / "best"))
-        elif name in running:
-            row["pending"] = True
         else:
             log = (folder / "train.log").read_text().splitlines() if (folder / "train.log").exists() else []
             row["error"] = "\n".join(log[-15:])
@@ -233,8 +244,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         table = render_markdown(rows, defaults)
         report = {"config": args.config, "max_minutes": args.max_minutes, "command": " ".join(sys.argv),
                   "candidates": rows}
-        (args.out / "candidates.json").write_text(json.dumps(report, indent=1))
-        (args.out / "candidates.md").write_text(table + "\n")
+        _write_atomic(args.out / "candidates.json", json.dumps(report, indent=1))
+        _write_atomic(args.out / "candidates.md", table + "\n")
         return rows, table
 
     rows, table = write(_run(args, candidates, write))

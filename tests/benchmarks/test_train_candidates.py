@@ -114,11 +114,30 @@ def test_a_running_candidate_is_pending_and_nested_scores_show(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "train.log").write_text("Traceback\nValueError: bad\n")
     candidates = {"done": {}, "running": {}, "broken": {}}
+    (tmp_path / "running" / "summary.json").write_text('{"steps": 3, "be')  # half written while it trains
     rows = {r["name"]: r for r in collect(tmp_path, candidates, {}, {"done": {"returncode": 0}, "broken": {}},
                                           running=["running"])}
-    assert rows["running"]["pending"] and "error" not in rows["running"]
+    assert rows["running"]["pending"] and "error" not in rows["running"] and "dev_f" not in rows["running"]
     assert "ValueError: bad" in rows["broken"]["error"] and "pending" not in rows["broken"]
     table = render_markdown(list(rows.values()))
     done_line = next(line for line in table.splitlines() if line.startswith("| done |"))
     assert "| 0.7500 | 0.6500 | 0.7000 |" in done_line  # the span group's P and R, not blanks
     assert next(line for line in table.splitlines() if line.startswith("| running |")).count("pending") == 1
+
+
+def test_each_finished_candidate_is_reported_at_once():
+    from train_candidates import _wait
+
+    class Proc:
+        def __init__(self, polls):
+            self.polls, self.returncode = list(polls), None
+
+        def poll(self):
+            self.returncode = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+            return self.returncode
+
+    seen = []
+    done = _wait({"a": (Proc([None, 0]), 0.0), "b": (Proc([None, None, None, 1]), 0.0)},
+                 lambda now: seen.append(sorted(now)))
+    assert seen == [["a"], ["a", "b"]]
+    assert done["a"]["returncode"] == 0 and done["b"]["returncode"] == 1
