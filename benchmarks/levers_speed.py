@@ -11,7 +11,8 @@ P/R/F1, and against the fused variant's the share of docs with the same entities
 ``--rounds`` times (the best is reported: sentences per second, and its forward passes), then ``--latency-docs`` docs
 one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms, and the forward passes per
 doc). ``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
-drafts), each compared with ``recorded`` (the share of docs with its entities, ratios). Prints a markdown table;
+drafts), each compared with ``recorded``: the share of docs with its entities in ``nlp.pipe`` and one at a time (a
+wide ``nlp.pipe`` batch may decode without drafts, ``draft_max_docs``), and ratios. Prints a markdown table;
 ``--output`` writes the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/levers_speed.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy \\
@@ -89,18 +90,19 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
     captures = StaticLM.all_captures - captures
     for text in texts[: args.warm_docs]:
         nlp(text)
-    times = []
+    times, batch1_docs = [], []
     before = forward_passes(ner.decoder, 0)
     for text in texts[args.warm_docs: args.warm_docs + args.latency_docs]:
         _sync(device)
         start = time.perf_counter()
-        nlp(text)
+        doc = nlp(text)
         _sync(device)
         times.append(1e3 * (time.perf_counter() - start))
+        batch1_docs.append(doc)
     batch1_passes = forward_passes(ner.decoder, 0) - before
     times.sort()
     return {"levers": ner.levers, "kernels": _kernels(ner), "changes": changes, "first_call_s": round(first, 2),
-            "entities": _entities(preds), "sentences_per_s": round(len(texts) / best, 1),
+            "entities": _entities(preds), "batch1_entities": _entities(batch1_docs), "sentences_per_s": round(len(texts) / best, 1),
             "graph_captures_timed": captures, "forward_passes": passes,
             "batch1_median_ms": round(statistics.median(times), 3) if times else None,
             "batch1_p90_ms": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
@@ -121,11 +123,14 @@ def run(args) -> Dict[str, Any]:
     base = ner.settings
     rows = {name: measure(nlp, ner, gold, base, changes, args, device) for name, changes in variants.items()}
     for name, row in rows.items():
-        ref = rows["recorded"] if name in dict(args.variant) else rows.get(name.replace(", unfused", ""))
-        row["same_docs_as_fused"] = None if ref is row else round(
-            sum(a == b for a, b in zip(row["entities"], ref["entities"])) / max(1, len(gold)), 4)
+        fused = rows.get(name.replace(", unfused", ""))
+        row["same_docs_as_fused"] = None if fused is row or name in dict(args.variant) else _agreement(row, fused)
+        if name in dict(args.variant):
+            # nlp.pipe's batches may decode without drafts (draft_max_docs): the one-at-a-time docs are compared too
+            row["same_docs_as_recorded"] = _agreement(row, rows["recorded"])
+            row["same_batch1_docs_as_recorded"] = _agreement(row, rows["recorded"], "batch1_entities")
     for row in rows.values():
-        del row["entities"]
+        del row["entities"], row["batch1_entities"]
     dev = torch.cuda.get_device_name(torch.device(device)) if device and device.startswith("cuda") else "cpu"
     report = {"pipeline": args.pipeline, "data": args.data, "docs": len(gold), "device": dev,
               "batch_size": args.batch_size, "rounds": args.rounds, "rows": rows,
@@ -135,6 +140,11 @@ def run(args) -> Dict[str, Any]:
     if args.variant:
         report["variants_vs_recorded"] = {name: _ratios(rows[name], rows["recorded"]) for name, _ in args.variant}
     return report
+
+
+def _agreement(row: Dict[str, Any], ref: Dict[str, Any], key: str = "entities") -> float:
+    """The share of docs whose entities (under ``key``) are the same in ``row`` and ``ref``."""
+    return round(sum(a == b for a, b in zip(row[key], ref[key])) / max(1, len(ref[key])), 4)
 
 
 def _ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
@@ -147,11 +157,16 @@ def _ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
 
 def render_markdown(report: Dict[str, Any]) -> str:
     lines = [f"{report['docs']} docs of {report['data']}, {report['device']}, nlp.pipe batch {report['batch_size']}",
-             "", "| variant | levers | kernels | span P | R | **F1** | same docs as fused | nlp.pipe sentences/s | "
+             "", "| variant | levers | kernels | span P | R | **F1** | same docs as fused (variants: as recorded) | "
+             "nlp.pipe sentences/s | "
              "batch-1 median ms | p90 ms | batch-1 passes per doc | first call s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, row in report["rows"].items():
-        same = "-" if row["same_docs_as_fused"] is None else f"{100 * row['same_docs_as_fused']:.2f}%"
+        share = row["same_docs_as_fused"] if row["same_docs_as_fused"] is not None else row.get(
+            "same_docs_as_recorded")
+        same = "-" if share is None else f"{100 * share:.2f}%"
+        if row.get("same_batch1_docs_as_recorded") is not None:
+            same += f" ({100 * row['same_batch1_docs_as_recorded']:.2f}% one at a time)"
         lines.append(f"| {name} | {', '.join(row['levers']) or 'none'} | {row['kernels']} | {row['p']:.4f} | "
                      f"{row['r']:.4f} | **{row['f']:.4f}** | {same} | {row['sentences_per_s']:,} | "
                      f"{row['batch1_median_ms']} | {row['batch1_p90_ms']} | {row.get('batch1_passes_per_doc')} | "
@@ -223,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = [name for name, _ in args.variant]
+    if len(set(names)) != len(names):
+        parser.error(f"--variant names must differ: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     try:
         report = run(args)
     except (ValueError, FileNotFoundError) as err:  # a missing DocBin, an empty one, a pipeline without padellm_ner

@@ -53,8 +53,10 @@ def test_variants_of_other_settings_compared_with_recorded(tiny_model, tmp_path)
     rows = report["rows"]
     assert list(rows) == ["recorded", "off", "drafts", "no-drafts"]
     assert rows["drafts"]["changes"] == {"count_drafts": 3, "span_drafts": 4}
-    # drafts never change greedy output, and fewer drafts never take fewer passes
-    assert rows["drafts"]["same_docs_as_fused"] == 1.0 and rows["no-drafts"]["same_docs_as_fused"] == 1.0
+    # drafts never change greedy output, in nlp.pipe or one doc at a time, and fewer drafts never take fewer passes
+    for name in ("drafts", "no-drafts"):
+        assert rows[name]["same_docs_as_recorded"] == 1.0 and rows[name]["same_batch1_docs_as_recorded"] == 1.0
+        assert rows[name]["same_docs_as_fused"] is None
     assert rows["drafts"]["batch1_passes_per_doc"] <= rows["no-drafts"]["batch1_passes_per_doc"]
     assert set(report["variants_vs_recorded"]) == {"drafts", "no-drafts"}
     assert "drafts / recorded" in out.with_suffix(".md").read_text()
@@ -66,3 +68,6 @@ def test_a_variant_named_like_a_fixed_one_is_refused(tiny_model, tmp_path, capsy
     with pytest.raises(SystemExit):
         main([str(tiny_model), str(tmp_path / "g.spacy"), "--variant", "off:count_drafts=2"])
     assert "fixed variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tiny_model), str(tmp_path / "g.spacy"), "--variant", "a:count_drafts=2", "--variant", "a:span_drafts=2"])
+    assert "must differ: a" in capsys.readouterr().err
