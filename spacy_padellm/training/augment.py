@@ -76,7 +76,8 @@ def mention_bank(docs: Iterable[Doc], spans_key: Optional[str] = None) -> Dict[s
 def replace_mentions(doc: Doc, bank: Dict[str, List[Mention]], rng: random.Random, rate: float = 0.5,
                      spans_key: Optional[str] = None) -> Optional[Doc]:
     """A copy of ``doc`` in which each replaceable mention is, with probability ``rate``, swapped for another of
-    its label drawn from ``bank`` (a different text); None when nothing was swapped."""
+    its label drawn from ``bank`` (a different text); None when nothing was swapped. The copy has the doc's words,
+    spaces, sentence starts and spans; other annotations (tags, other span groups) are not carried over."""
     spans = _tuples(doc, spans_key)
     chosen: Dict[int, Tuple[SpanTuple, Mention]] = {}
     for start, end, label in replaceable(spans):
@@ -86,8 +87,10 @@ def replace_mentions(doc: Doc, bank: Dict[str, List[Mention]], rng: random.Rando
             chosen[start] = ((start, end, label), rng.choice(donors))
     if not chosen:
         return None
+    sents = doc.has_annotation("SENT_START")
     words: List[str] = []
     spaces: List[bool] = []
+    starts: List[Optional[bool]] = []  # sentence starts, where the doc has them
     new_spans: List[SpanTuple] = []
     shift: Dict[int, int] = {}  # old token index -> new, for the tokens kept
     i = 0
@@ -97,6 +100,7 @@ def replace_mentions(doc: Doc, bank: Dict[str, List[Mention]], rng: random.Rando
             at = len(words)
             words.extend(donor.words)
             spaces.extend(donor.spaces + (bool(doc[end - 1].whitespace_),))
+            starts.extend([doc[start].is_sent_start] + [False] * (len(donor.words) - 1))
             new_spans.append((at, at + len(donor.words), label))
             new_spans.extend((at + s, at + e, lab) for s, e, lab in donor.inner)
             i = end
@@ -104,13 +108,14 @@ def replace_mentions(doc: Doc, bank: Dict[str, List[Mention]], rng: random.Rando
         shift[i] = len(words)
         words.append(doc[i].text)
         spaces.append(bool(doc[i].whitespace_))
+        starts.append(doc[i].is_sent_start)
         i += 1
     replaced = [span for span, _ in chosen.values()]
     for start, end, label in spans:
         if any(s <= start and end <= e for s, e, _ in replaced):
             continue  # a replaced span or one inside it: the donor's spans stand in its place
         new_spans.append((shift[start], shift[end - 1] + 1, label))
-    out = Doc(doc.vocab, words=words, spaces=spaces)
+    out = Doc(doc.vocab, words=words, spaces=spaces, sent_starts=starts if sents else None)
     set_spans(out, sorted(set(new_spans), key=lambda s: (s[0], s[1], s[2])), spans_key)
     return out
 

@@ -113,7 +113,8 @@ class ConvertReport:
             kind = "nested spans" if self.nested else "spans"
             lines.append(f"  all {kind} in {where}; doc.ents holds the non-overlapping ones")
         if self.n_augmented:
-            lines.append(f"  {self.n_augmented} mention-replaced copies added (written after the {self.n_docs} docs)")
+            lines.append(f"  {self.n_augmented} mention-replaced copies added (written after the {self.n_docs} docs; "
+                         f"the {self.n_examples} examples include theirs)")
         if self.n_trimmed:
             lines.append(f"  {self.n_trimmed} spans trimmed of surrounding whitespace")
         if self.n_filtered:
@@ -151,7 +152,8 @@ def convert(
     replaced, each with probability ``augment_rate``, by other mentions of their label from the same file
     (:mod:`.augment`); both outputs hold them after the docs read.
     """
-    check_augment(augment, augment_rate)
+    if augment:
+        check_augment(augment, augment_rate)
     path = Path(input_path)
     out_dir = Path(output_dir)
     result = read_docs(

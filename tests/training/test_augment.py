@@ -101,3 +101,16 @@ def test_convert_writes_the_copies(tmp_path, nlp):
     assert swapped and ("c-fos", "protein") in _spans(swapped[0])
     with pytest.raises(ValueError, match="rate"):  # refused before the file is read
         convert(tmp_path / "missing.jsonl", tmp_path / "out2", augment=1, augment_rate=1.5, show_progress=False)
+
+
+def test_sentence_starts_are_kept(nlp):
+    words = ["IL-2", "binds", ".", "p53", "does", "not", "."]
+    doc = Doc(nlp.vocab, words=words, spaces=[True] * 6 + [False], sent_starts=[True, False, False, True, False,
+                                                                               False, False])
+    doc.spans["sc"] = [Span(doc, 0, 1, label="protein"), Span(doc, 3, 4, label="protein")]
+    donor = _doc(nlp, "NF-kappa B here", [(0, 2, "protein")])
+    copy = replace_mentions(doc, mention_bank([doc, donor], "sc"), random.Random(3), rate=1.0, spans_key="sc")
+    assert [s.text.split()[-1] for s in copy.sents] == [".", "."] and len(list(copy.sents)) == 2
+    flat = _doc(nlp, "Paris is big", [(0, 1, "LOC")], None)
+    other = _doc(nlp, "Rome too", [(0, 1, "LOC")], None)
+    assert not replace_mentions(flat, mention_bank([flat, other]), random.Random(0), 1.0).has_annotation("SENT_START")
