@@ -9,8 +9,8 @@ nothing, they are the same). For each, in this order: one document alone (the ti
 compiling of the fused steps), one warm-up pass over every doc (CUDA graphs captured; its entities give the span
 P/R/F1, and against the fused variant's the share of docs with the same entities), ``nlp.pipe`` over every doc
 ``--rounds`` times (the best is reported: sentences per second, and its forward passes), then ``--latency-docs`` docs
-one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms, and the forward passes per
-doc). ``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
+one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms, the forward passes per doc
+and the CUDA graphs captured among them; ``--warm-timed`` runs the timed docs once before, so that none is). ``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
 drafts), each compared with ``recorded``: the share of docs with its entities in ``nlp.pipe`` and one at a time (a
 wide ``nlp.pipe`` batch may decode without drafts, ``draft_max_docs``), and ratios. Prints a markdown table;
 ``--output`` writes the JSON, the table (.md) and a PNG next to it.
@@ -88,11 +88,12 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
         if best is None or seconds < best:
             best, passes = seconds, forward_passes(ner.decoder, 0) - before
     captures = StaticLM.all_captures - captures
-    for text in texts[: args.warm_docs]:
+    timed = texts[args.warm_docs: args.warm_docs + args.latency_docs]
+    for text in texts[: args.warm_docs] + (timed if args.warm_timed else []):
         nlp(text)
     times, batch1_docs = [], []
-    before = forward_passes(ner.decoder, 0)
-    for text in texts[args.warm_docs: args.warm_docs + args.latency_docs]:
+    before, batch1_captures = forward_passes(ner.decoder, 0), StaticLM.all_captures
+    for text in timed:
         _sync(device)
         start = time.perf_counter()
         doc = nlp(text)
@@ -100,10 +101,11 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
         times.append(1e3 * (time.perf_counter() - start))
         batch1_docs.append(doc)
     batch1_passes = forward_passes(ner.decoder, 0) - before
+    batch1_captures = StaticLM.all_captures - batch1_captures
     times.sort()
     return {"levers": ner.levers, "kernels": _kernels(ner), "changes": changes, "first_call_s": round(first, 2),
             "entities": _entities(preds), "batch1_entities": _entities(batch1_docs), "sentences_per_s": round(len(texts) / best, 1),
-            "graph_captures_timed": captures, "forward_passes": passes,
+            "graph_captures_timed": captures, "graph_captures_batch1": batch1_captures, "forward_passes": passes,
             "batch1_median_ms": round(statistics.median(times), 3) if times else None,
             "batch1_p90_ms": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
             "batch1_passes_per_doc": round(batch1_passes / len(times), 3) if times and batch1_passes else None,
@@ -228,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1024, help="nlp.pipe batch size")
     p.add_argument("--rounds", type=int, default=2, help="timed nlp.pipe runs per variant (the best is reported)")
     p.add_argument("--warm-docs", type=int, default=50, help="docs run one at a time before the timed ones")
+    p.add_argument("--warm-timed", action="store_true",
+                   help="also run the timed docs once, untimed, before timing them: every pass shape's CUDA graph is "
+                        "then captured before the clock runs (steady-state latency)")
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
     p.add_argument("--unfused", action="store_true", help="also each variant with fused_kernels off")
     p.add_argument("--variant", action="append", default=[], type=_variant, metavar="NAME:KEY=VALUE,...",

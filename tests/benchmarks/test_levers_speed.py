@@ -47,12 +47,13 @@ def test_variants_of_other_settings_compared_with_recorded(tiny_model, tmp_path)
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     out = tmp_path / "levers.json"
     assert main([str(tiny_model), str(data), "--device", "cpu", "--batch-size", "2", "--rounds", "1", "--warm-docs",
-                 "1", "--latency-docs", "2", "--variant", "drafts:count_drafts=3,span_drafts=4",
+                 "1", "--latency-docs", "2", "--warm-timed", "--variant", "drafts:count_drafts=3,span_drafts=4",
                  "--variant", "no-drafts:draft_tokens=0", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = report["rows"]
     assert list(rows) == ["recorded", "off", "drafts", "no-drafts"]
     assert rows["drafts"]["changes"] == {"count_drafts": 3, "span_drafts": 4}
+    assert all(row["graph_captures_batch1"] == 0 for row in rows.values())  # the CPU captures none
     # drafts never change greedy output, in nlp.pipe or one doc at a time, and fewer drafts never take fewer passes
     for name in ("drafts", "no-drafts"):
         assert rows[name]["same_docs_as_recorded"] == 1.0 and rows[name]["same_batch1_docs_as_recorded"] == 1.0
