@@ -108,7 +108,8 @@ def render_markdown(rep: Dict, prefix: str) -> str:
     """Candidates on dev, then the chosen one on test."""
     lines = ["| candidate | steps | best step | dev span F1 |", "|---|---|---|---|"]
     for r in sorted(rep["candidates"], key=lambda r: -(r.get("dev_f") or -1)):
-        lines.append(f"| {r['name']}{' (chosen)' if r['name'] == rep['chosen'] else ''} | {r.get('steps', 'pending' if r.get('pending') else 'failed')} "
+        steps = r.get("steps", "pending" if r.get("pending") else "failed")
+        lines.append(f"| {r['name']}{' (chosen)' if r['name'] == rep['chosen'] else ''} | {steps} "
                      f"| {r.get('best_step', '–')} | {_pct(r.get('dev_f'))} |")
     lines += ["", "| chosen, test | span P | span R | span F1 | string F1 |", "|---|---|---|---|---|"]
     for name in ("test_plain", "test_tuned"):

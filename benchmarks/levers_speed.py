@@ -10,7 +10,8 @@ compiling of the fused steps), one warm-up pass over every doc (CUDA graphs capt
 P/R/F1, and against the fused variant's the share of docs with the same entities), ``nlp.pipe`` over every doc
 ``--rounds`` times (the best is reported: sentences per second, and its forward passes), then ``--latency-docs`` docs
 one at a time after ``--warm-docs`` (batch size 1: the median and 90th percentile in ms, the forward passes per doc
-and the CUDA graphs captured among them; ``--warm-timed`` runs the timed docs once before, so that none is). ``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
+and the CUDA graphs captured among them; ``--warm-timed`` runs the timed docs once before, so that none is).
+``--variant NAME:KEY=VALUE,...`` adds variants of other decoding settings (over the component's own; e.g. more
 drafts), each compared with ``recorded``: the share of docs with its entities in ``nlp.pipe`` and one at a time (a
 wide ``nlp.pipe`` batch may decode without drafts, ``draft_max_docs``), and ratios. Prints a markdown table;
 ``--output`` writes the JSON, the table (.md) and a PNG next to it.
@@ -31,6 +32,8 @@ from typing import Any, Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
+from results import agreement  # noqa: E402
+from settings_sweep import check_variants, parse_variant  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 COLORS = ["#4c72b0", "#dd8452", "#8fa8d0", "#eeb48f", "#55a868", "#c44e52", "#8172b3"]
@@ -104,7 +107,8 @@ def measure(nlp, ner, gold: List[Any], base, changes: Dict[str, Any], args, devi
     batch1_captures = StaticLM.all_captures - batch1_captures
     times.sort()
     return {"levers": ner.levers, "kernels": _kernels(ner), "changes": changes, "first_call_s": round(first, 2),
-            "entities": _entities(preds), "batch1_entities": _entities(batch1_docs), "sentences_per_s": round(len(texts) / best, 1),
+            "entities": _entities(preds), "batch1_entities": _entities(batch1_docs),
+            "sentences_per_s": round(len(texts) / best, 1),
             "graph_captures_timed": captures, "graph_captures_batch1": batch1_captures, "forward_passes": passes,
             "batch1_median_ms": round(statistics.median(times), 3) if times else None,
             "batch1_p90_ms": round(times[int(0.9 * (len(times) - 1))], 3) if times else None,
@@ -124,13 +128,16 @@ def run(args) -> Dict[str, Any]:
     variants = {**VARIANTS, **(UNFUSED if args.unfused else {}), **dict(args.variant)}
     base = ner.settings
     rows = {name: measure(nlp, ner, gold, base, changes, args, device) for name, changes in variants.items()}
+    custom = dict(args.variant)
     for name, row in rows.items():
         fused = rows.get(name.replace(", unfused", ""))
-        row["same_docs_as_fused"] = None if fused is row or name in dict(args.variant) else _agreement(row, fused)
-        if name in dict(args.variant):
+        row["same_docs_as_fused"] = None if fused is row or name in custom else agreement(row["entities"],
+                                                                                             fused["entities"])
+        if name in custom:
             # nlp.pipe's batches may decode without drafts (draft_max_docs): the one-at-a-time docs are compared too
-            row["same_docs_as_recorded"] = _agreement(row, rows["recorded"])
-            row["same_batch1_docs_as_recorded"] = _agreement(row, rows["recorded"], "batch1_entities")
+            ref = rows["recorded"]
+            row["same_docs_as_recorded"] = agreement(row["entities"], ref["entities"])
+            row["same_batch1_docs_as_recorded"] = agreement(row["batch1_entities"], ref["batch1_entities"])
     for row in rows.values():
         del row["entities"], row["batch1_entities"]
     dev = torch.cuda.get_device_name(torch.device(device)) if device and device.startswith("cuda") else "cpu"
@@ -142,11 +149,6 @@ def run(args) -> Dict[str, Any]:
     if args.variant:
         report["variants_vs_recorded"] = {name: _ratios(rows[name], rows["recorded"]) for name, _ in args.variant}
     return report
-
-
-def _agreement(row: Dict[str, Any], ref: Dict[str, Any], key: str = "entities") -> float:
-    """The share of docs whose entities (under ``key``) are the same in ``row`` and ``ref``."""
-    return round(sum(a == b for a, b in zip(row[key], ref[key])) / max(1, len(ref[key])), 4)
 
 
 def _ratios(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
@@ -209,8 +211,6 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
 
 def _variant(text: str) -> Tuple[str, Dict[str, Any]]:
     """``--variant NAME:KEY=VALUE,...`` as settings_sweep.py reads it; a name of the fixed variants is refused."""
-    from settings_sweep import parse_variant
-
     try:
         name, changes = parse_variant(text)
     except ValueError as err:
@@ -245,9 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    names = [name for name, _ in args.variant]
-    if len(set(names)) != len(names):
-        parser.error(f"--variant names must differ: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    if args.variant:
+        try:
+            check_variants(args.variant)
+        except ValueError as err:
+            parser.error(f"--variant: {err}")
     try:
         report = run(args)
     except (ValueError, FileNotFoundError) as err:  # a missing DocBin, an empty one, a pipeline without padellm_ner

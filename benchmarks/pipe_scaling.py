@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
-from results import _scores, _spans  # noqa: E402
+from results import _scores, _spans, agreement  # noqa: E402
 from settings_sweep import parse_variant  # noqa: E402
 from timing import Clock  # noqa: E402
 
@@ -71,11 +71,6 @@ def _clock(ner) -> Clock:
     import torch
 
     return Clock(torch.device(ner.decoder.device))
-
-
-def agreement(spans: Sequence[Optional[Spans]], reference: Sequence[Spans]) -> float:
-    """The share of docs whose spans equal the reference's."""
-    return round(sum(a == b for a, b in zip(spans, reference)) / len(reference), 4)
 
 
 def time_geometry(nlp, ner, texts: List[str], geometry: Geometry, base, rounds: int) -> Tuple[Dict[str, Any], list]:

@@ -13,7 +13,7 @@ from measure import Run
 from methods import BASELINE, PLAIN
 from timing import latency_summary, per
 
-__all__ = ["method_results", "environment", "NOTES", "PIPE_WARMUP", "timestamp"]
+__all__ = ["method_results", "environment", "agreement", "NOTES", "PIPE_WARMUP", "timestamp"]
 
 NOTES = {
     "f1": "on all docs for throughput methods (first nlp.pipe run), else on their latency docs",
@@ -57,6 +57,11 @@ def _scores(preds, gold, spans_key: Optional[str]) -> Dict[str, Any]:
         out[f"span_{k}"] = span.get(f"{prefix}_{k}")
         out[f"string_{k}"] = string.get(f"string_{k}")
     return out
+
+
+def agreement(spans: Sequence[Any], reference: Sequence[Any]) -> float:
+    """The share of docs whose spans (or entities: any comparable per-doc values) equal the reference's."""
+    return round(sum(a == b for a, b in zip(spans, reference)) / max(1, len(reference)), 4)
 
 
 def _spans(doc, spans_key: Optional[str]):
