@@ -17,7 +17,12 @@ around ``decoder.decode``), so every stage can be counted:
   wrong label (same span), wrong boundary (overlaps a gold span of the same label), wrong label and
   boundary (overlaps only gold spans of other labels), spurious (overlaps nothing), and false negatives
   split the same way, with "missed" (no overlapping prediction at all) split by its cause: the label's
-  count was too low, or the count sufficed and the mention was lost (dropped, duplicated or wrong).
+  count was too low, or the count sufficed and the mention was lost (dropped, duplicated or wrong);
+* recall and precision of the (doc, label) slots by how many gold mentions the label has in the doc (0, 1, ...,
+  "6+"): whether what is missed sits in docs dense with mentions.
+
+Nested data (GENIA): ``--spans-key sc`` runs the component in nested mode and compares ``doc.spans["sc"]``
+with the gold's span group (overlaps kept) instead of ``doc.ents``.
 
 Prints a table, writes JSON (``--output``) and a bar chart of where the missed gold mentions go (PNG next
 to the JSON).
@@ -38,6 +43,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 __all__ = ["analyse", "classify_spans", "main"]
 
 Span = Tuple[int, int, str]  # (start_char, end_char, label)
+COUNT_BUCKETS = 7  # recall by the label's gold count in the doc: 0, 1, ..., 5, "6+"
 STAGE_KEYS = ("not_found", "no_free_occurrence", "duplicates_removed", "overlaps_removed", "unparsable_counts",
               "capped_counts", "truncated_mentions")
 # The false-negative categories, in the order of the table and the chart.
@@ -128,6 +134,8 @@ class Tally:
         self.per_label: Dict[str, Dict[str, int]] = {label: collections.Counter() for label in labels}
         self.examples: Dict[str, List[Dict[str, Any]]] = collections.defaultdict(list)
         self.examples_per_kind = examples_per_kind
+        # (doc, label) slots by their gold count (COUNT_BUCKETS-1 and more in the last): slots, gold, pred, tp
+        self.by_gold_count: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
 
     def add(self, key: str, n: int = 1, label: Optional[str] = None) -> None:
         """Add ``n`` to the total of ``key`` (and to ``label``'s, if given); ``n == 0`` still records the key."""
@@ -216,10 +224,29 @@ def count_raw_mentions(tally: Tally, doc, text: str, result, gold: Sequence[Span
                       gold=[doc.text[s:e] for s, e, label in gold if label == p.label])
 
 
+def gold_count_bucket(n: int) -> str:
+    """The row of the by-gold-count table a slot with ``n`` gold mentions falls in."""
+    last = COUNT_BUCKETS - 1
+    return str(n) if n < last else f"{last}+"
+
+
+def count_by_gold_count(tally: Tally, pred: Sequence[Span], gold: Sequence[Span], hits) -> None:
+    """Each (doc, label) slot under its gold count: its gold and predicted spans and the true positives, so
+    recall can be read against how many mentions of the label the doc holds."""
+    for label in tally.per_label:
+        g = sum(1 for s in gold if s[2] == label)
+        row = tally.by_gold_count[gold_count_bucket(g)]
+        row["slots"] += 1
+        row["gold"] += g
+        row["pred"] += sum(1 for s in pred if s[2] == label)
+        row["tp"] += sum(1 for s in hits if s[2] == label)
+
+
 def count_final_spans(tally: Tally, doc, pred: Sequence[Span], gold: Sequence[Span],
                       pred_count: Dict[str, int], gold_count: Dict[str, int]) -> None:
-    """``doc.ents`` against gold: true positives, and every false positive and negative by category."""
+    """The predicted spans against gold: true positives, and every false positive and negative by category."""
     hits = set(pred) & set(gold)
+    count_by_gold_count(tally, pred, gold, hits)
     tally.add("gold", len(gold))
     tally.add("pred", len(pred))
     tally.add("tp", len(hits))
@@ -243,14 +270,21 @@ def count_final_spans(tally: Tally, doc, pred: Sequence[Span], gold: Sequence[Sp
                       pred=[(doc.text[s:e], label) for s, e, label in pred if overlap((s, e, label), span)])
 
 
-def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]], mode: str = "strict") -> None:
+def doc_spans(doc, spans_key: Optional[str] = None) -> List[Span]:
+    """``doc.ents`` (flat), or ``doc.spans[spans_key]`` (nested), as (start_char, end_char, label)."""
+    spans = doc.spans.get(spans_key, []) if spans_key else doc.ents
+    return [(s.start_char, s.end_char, s.label_) for s in spans]
+
+
+def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]], mode: str = "strict",
+              spans_key: Optional[str] = None) -> None:
     """Every stage of one doc: the component's counters, counts, raw mentions, final spans."""
     stats = doc._.padellm or {}
     for key in STAGE_KEYS:
         tally.add("stage_" + key, stats.get(key, 0))
     tally.add("multi_window_docs", int(len(views) > 1))
-    gold = [(e.start_char, e.end_char, e.label_) for e in gold_doc.ents]
-    pred = [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+    gold = doc_spans(gold_doc, spans_key)
+    pred = doc_spans(doc, spans_key)
     gold_count = collections.Counter(s[2] for s in gold)
     pred_count: Dict[str, int] = collections.Counter()
     for _, result in views:
@@ -272,19 +306,23 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
     preds, views, seconds = run_pipeline(nlp, gold_docs)
     tally = Tally(ner.labels, examples_per_kind)
     for gold_doc, doc, doc_views in zip(gold_docs, preds, views):
-        count_doc(tally, gold_doc, doc, doc_views, ner.alignment_mode)
-    scores = score_padellm([Example(p, g) for p, g in zip(preds, gold_docs)])
+        count_doc(tally, gold_doc, doc, doc_views, ner.alignment_mode, ner.spans_key)
+    scores = score_padellm([Example(p, g) for p, g in zip(preds, gold_docs)], spans_key=ner.spans_key)
+    if ner.spans_key:  # nested mode: spaCy's span scores under the names the tables use
+        prefix = f"spans_{ner.spans_key}_"
+        scores = {"ents_" + key[len(prefix):]: value for key, value in scores.items() if key.startswith(prefix)}
     settings = ner.decode_settings
     return {
         "docs": len(gold_docs),
         "seconds": round(seconds, 1),
         "ents_p": scores["ents_p"], "ents_r": scores["ents_r"], "ents_f": scores["ents_f"],
-        "ents_per_type": scores["ents_per_type"],
+        "ents_per_type": scores["ents_per_type"], "spans_key": ner.spans_key,
         "decoder": {"class": type(ner.decoder).__name__, "constrain_mentions": settings.constrain_mentions,
                     "count_bias": settings.count_bias, "dedupe_mentions": settings.dedupe_mentions},
         "settings": settings.to_config(),
         "totals": dict(sorted(tally.totals.items())),
         "per_label": {label: dict(sorted(v.items())) for label, v in tally.per_label.items()},
+        "by_gold_count": {key: dict(tally.by_gold_count[key]) for key in sorted(tally.by_gold_count, key=_bucket_order)},
         "examples": dict(tally.examples),
     }
 
@@ -293,7 +331,7 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
 
 
 ROWS = [
-    ("gold spans", "gold"), ("predicted spans (doc.ents)", "pred"), ("true positives", "tp"),
+    ("gold spans", "gold"), ("predicted spans", "pred"), ("true positives", "tp"),
     ("**false negatives (recall)**", None),
     ("missed, label's count too low", "fn_missed_count_low"),
     ("missed, count ok (mention lost: dropped/duplicate/elsewhere)", "fn_missed_count_ok"),
@@ -338,6 +376,21 @@ def table(name: str, run: Dict[str, Any]) -> str:
         lines.append(f"| span {key[5:].upper()} | {run[key]:.4f} |")
     for title, key in ROWS:
         lines.append(f"| {title} |" + (" |" if key is None else f" {run['totals'].get(key, 0)} |"))
+    return "\n".join(lines)
+
+
+def _bucket_order(key: str) -> int:
+    return int(key.rstrip("+"))
+
+
+def by_gold_count_table(run: Dict[str, Any]) -> str:
+    """Recall and precision of the (doc, label) slots grouped by how many gold mentions the label has there."""
+    lines = ["| gold mentions of the label in the doc | slots | gold | predicted | true positives | recall | precision |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for key, row in run.get("by_gold_count", {}).items():
+        recall = f"{row['tp'] / row['gold']:.4f}" if row["gold"] else "-"
+        precision = f"{row['tp'] / row['pred']:.4f}" if row["pred"] else "-"
+        lines.append(f"| {key} | {row['slots']} | {row['gold']} | {row['pred']} | {row['tp']} | {recall} | {precision} |")
     return "\n".join(lines)
 
 
@@ -387,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spaCy pipeline folder, PaDeLLM model folder or padellm:NAME")
     p.add_argument("--max-docs", type=int, default=None, help="the first N docs (default: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
+    p.add_argument("--spans-key", default=None,
+                   help="nested mode: the spans go to doc.spans[KEY] and are scored against the gold's (GENIA: sc)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a decoding setting (repeatable); `python -m spacy_padellm settings` lists them")
     p.add_argument("--name", default=None, help="name of the run in the JSON (default: from the data and --set)")
@@ -412,7 +467,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    nlp = load_pipeline(args.model, config={"device": args.device, **settings})
+    nlp = load_pipeline(args.model, spans_key=args.spans_key, config={"device": args.device, **settings})
     gold = list(DocBin().from_disk(args.data).get_docs(nlp.vocab))[: args.max_docs]
     run = analyse(nlp, gold, examples_per_kind=args.examples)
     argv_used = sys.argv[1:] if argv is None else argv
@@ -427,6 +482,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(table(name, run))
     print()
     print(per_label_table(run))
+    print()
+    print(by_gold_count_table(run))
     print(f"\n{len(gold)} docs in {run['seconds']} s; JSON: {out}, chart: {out.with_suffix('.png')}")
     return 0
 

@@ -100,3 +100,27 @@ def test_window_offsets_are_the_tokens_inside_each_window():
     assert window_offsets(doc, ["Japan won .", "Japan  won"]) == [[(0, 5), (6, 9), (10, 11)], None]
     repeated = spacy.blank("en")("Go . Go .")
     assert window_offsets(repeated, ["Go .", "Go ."]) == [[(0, 2), (3, 4)], [(0, 2), (3, 4)]]
+
+
+def test_recall_by_gold_count(default_run, capped_run):
+    """The 24 slots by their gold count: the four slots of two or three mentions (9), five slots of one and 15
+    of none; with max_count=1 the dense slots keep one mention each."""
+    rows = default_run[2]["by_gold_count"]
+    assert list(rows) == ["0", "1", "2", "3"]
+    assert {k: (r["slots"], r["gold"], r["tp"]) for k, r in rows.items()} == {
+        "0": (15, 0, 0), "1": (5, 5, 5), "2": (3, 6, 6), "3": (1, 3, 3)}
+    capped = capped_run[2]["by_gold_count"]
+    assert (capped["1"]["tp"], capped["2"]["tp"], capped["3"]["tp"]) == (5, 3, 1)
+    assert sum(r["pred"] for r in capped.values()) == 9
+
+
+def test_nested_mode_scores_the_span_group(tiny_model, tmp_path):
+    """--spans-key: the component writes doc.spans["sc"] and the gold's span group is what it is scored against
+    (a gold doc without doc.ents: flat scoring would find nothing)."""
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS, spans_key="sc")
+    out = tmp_path / "ea.json"
+    assert main([str(data), "--model", str(tiny_model), "--spans-key", "sc", "--output", str(out)]) == 0
+    (_, run), = json.loads(out.read_text())["runs"].items()
+    t = _totals(run)
+    assert run["spans_key"] == "sc" and run["ents_f"] == 1.0
+    assert (t["gold"], t["pred"], t["tp"]) == (14, 14, 14)
