@@ -21,8 +21,9 @@ around ``decoder.decode``), so every stage can be counted:
 * recall and precision of the (doc, label) slots by how many gold mentions the label has in the doc (0, 1, ...,
   "6+"): whether what is missed sits in docs dense with mentions.
 
-Nested data (GENIA): ``--spans-key sc`` runs the component in nested mode and compares ``doc.spans["sc"]``
-with the gold's span group (overlaps kept) instead of ``doc.ents``.
+Nested data (GENIA): the component runs in nested mode, and ``doc.spans[KEY]`` is compared with the gold's span
+group (overlaps kept) instead of ``doc.ents``, when the model records a span key (the shipped GENIA model: ``sc``) or
+``--spans-key KEY`` names one.
 
 Prints a table, writes JSON (``--output``) and a bar chart of where the missed gold mentions go (PNG next
 to the JSON).
@@ -441,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-docs", type=int, default=None, help="the first N docs (default: all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (default cpu)")
     p.add_argument("--spans-key", default=None,
-                   help="nested mode: the spans go to doc.spans[KEY] and are scored against the gold's (GENIA: sc)")
+                   help="nested mode: the spans go to doc.spans[KEY] and are scored against the gold's "
+                        "(default: the key the model records, else flat)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a decoding setting (repeatable); `python -m spacy_padellm settings` lists them")
     p.add_argument("--name", default=None, help="name of the run in the JSON (default: from the data and --set)")

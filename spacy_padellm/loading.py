@@ -28,6 +28,8 @@ its first load and read from a safetensors cache after that (``gguf_cache``: whe
 ``base: null`` means the weights are in the folder itself. Relative paths are relative to the folder.
 ``bos`` (written by the trainer) says whether the training prompts started with the tokenizer's BOS token;
 decoding does the same. Without it, prompts start with BOS where the tokenizer adds one (``tokenizer(text)``).
+``spans_key`` (written by the trainer for nested data, e.g. ``"sc"``) is the span group the component writes
+when its own ``spans_key`` is null.
 """
 
 from __future__ import annotations
@@ -101,6 +103,15 @@ class ModelSource:
     @property
     def template(self) -> Optional[Dict[str, str]]:
         return self.meta.get("template")
+
+    @property
+    def spans_key(self) -> Optional[str]:
+        """The span group a model trained on nested data writes (``"spans_key"`` in padellm.json); None: flat."""
+        key = self.meta.get("spans_key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ModelFolderError(f"{self.location}: 'spans_key' in {META_FILE} must be a non-empty string or "
+                                   f"null, got {key!r}")
+        return key
 
     def describe(self) -> str:
         base = self.hub_id or (str(Path(self.base_dir) / self.gguf_file) if self.gguf_file else str(self.base_dir))

@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="PaDeLLM model folder (from train) or padellm:NAME")
     p.add_argument("output", help="pipeline folder to write")
     p.add_argument("--lang", default=None)
-    p.add_argument("--spans-key", default=None)
+    p.add_argument("--spans-key", default=None,
+                   help="nested mode: the span group the pipeline writes (default: the model's, else flat)")
     p.add_argument("--name", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a decoding setting written into the pipeline's config (python -m spacy_padellm settings "

@@ -59,7 +59,8 @@ def add_parser(sub) -> None:
     p.add_argument("--output", default=None, help="write the metrics JSON here")
     p.add_argument("--max-docs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--spans-key", default=None)
+    p.add_argument("--spans-key", default=None,
+                   help="nested mode: the span group written and scored (default: the model's, else flat)")
     p.add_argument("--lang", default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: follow spaCy/thinc)")
     p.add_argument("--gpu-id", type=int, default=-1, help="like spacy evaluate: use this GPU")

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="a decoding setting for every decode, also written into the config; repeatable")
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--lang", default=None)
-    p.add_argument("--spans-key", default=None)
+    p.add_argument("--spans-key", default=None,
+                   help="nested mode: the span group written and scored (default: the model's, else flat)")
     p.add_argument("--no-progress", action="store_true")
     # ``--grid -2,-1,0`` is a value, not an option: argparse reads a leading "-" and digit as a negative number
     p._negative_number_matcher = re.compile(r"^-\.?\d[\d.,\-]*$")

@@ -69,8 +69,9 @@ def make_padellm_ner(nlp: Language, name: str, **config: Any) -> "PaDeLLMNER":
 class PaDeLLMNER(Pipe):
     """Named entity recognition with a PaDeLLM-tuned causal LM and parallel two-step decoding.
 
-    Flat mode writes ``doc.ents``; nested mode (``spans_key`` set) writes every span, overlaps kept, to
-    ``doc.spans[spans_key]``. Each span's probability is ``span._.padellm_prob`` (and, in nested mode,
+    Flat mode writes ``doc.ents``; nested mode (``spans_key`` set, or left null with a model trained on nested
+    data, which records its key) writes every span, overlaps kept, to ``doc.spans[spans_key]``. Each span's
+    probability is ``span._.padellm_prob`` (and, in nested mode,
     ``doc.spans[key].attrs["scores"]``); per-doc counters are in ``doc._.padellm``.
     """
 
@@ -147,7 +148,12 @@ class PaDeLLMNER(Pipe):
 
     @property
     def spans_key(self) -> Optional[str]:
-        return self.cfg["spans_key"]
+        """The span group nested mode writes, or None (flat: ``doc.ents``): the configured key; if it is null, the
+        one the model folder records (a model trained on nested data); ``""`` is flat whatever the model records."""
+        key = self.cfg["spans_key"]
+        if key is None:
+            key = self.spec.recorded_spans_key
+        return key or None
 
     @property
     def alignment_mode(self) -> str:

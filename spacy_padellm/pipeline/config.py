@@ -22,7 +22,9 @@ COMPONENT_KEYS: Tuple[Tuple[str, Any, Any, str], ...] = (
      '`"en"`, `"zh"` or a dict of the four pieces `prefix` `{text}`, `label` `{label}`, `count` `{n}` + '
      "terminator, `mention` `{k}`; default: the model's"),
     ("spans_key", Optional[str], None,
-     "nested mode: every span (overlaps kept) goes to `doc.spans[spans_key]`"),
+     "nested mode: every span (overlaps kept) goes to `doc.spans[spans_key]`; null: the key the model folder "
+     'records (a model trained on nested data: `padellm:genia-gemma3-270m` writes `doc.spans["sc"]`), else flat '
+     '(`doc.ents`, overlaps resolved); `""`: flat whatever the model records'),
     ("alignment_mode", str, "strict",
      'a mention that does not start and end on spaCy token boundaries (`"Japan"` inside the one token '
      '`"東京でJapanとSyriaが"`): `"strict"` drops it and counts it in `doc._.padellm["misaligned"]`; '

@@ -58,6 +58,7 @@ class ModelSpec:
         self.template = self._build_template()
         self.check_decoding()
         self.recorded_levers(DecodeSettings())  # a bad record of levers is reported with the model's location
+        self.recorded_spans_key  # and so is a bad span key
 
     def set_loaded(self, source: Optional[ModelSource]) -> None:
         """Use a model that is already loaded (``source`` says where it is on disk, if anywhere)."""
@@ -76,6 +77,16 @@ class ModelSpec:
             return recorded_levers(self.source.meta, settings)
         except ValueError as err:
             raise ModelFolderError(f"[{self.name}] {self.source.location}: {err}") from None
+
+    @property
+    def recorded_spans_key(self) -> Optional[str]:
+        """The span group the model folder records (a model trained on nested data), else None."""
+        if self.source is None:
+            return None
+        try:
+            return self.source.spans_key
+        except ModelFolderError as err:
+            raise ModelFolderError(f"[{self.name}] {err}") from None
 
     @property
     def in_memory(self) -> bool:

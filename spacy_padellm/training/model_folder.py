@@ -78,6 +78,8 @@ def model_meta(settings: TrainSettings, data: EncodedData, ref: Dict[str, str]) 
             "bos": bool(data.bos_ids),  # whether the prompts started with BOS: decoding does the same
             "training": {"method": settings.method, "base_model": settings.base_model, "seed": settings.seed}}
     meta["training"]["base_ref"] = ref
+    if settings.spans_key:  # nested data: the component writes this span group unless told otherwise
+        meta["spans_key"] = settings.spans_key
     if settings.ema_decay:
         meta["training"]["ema_decay"] = settings.ema_decay
 

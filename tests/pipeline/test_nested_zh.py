@@ -91,6 +91,54 @@ def test_nested_spacy_evaluate_cli(nested_model, nested_zh_data, tmp_path):
     assert metrics["spans_sc_f"] == 1.0
 
 
+def _recording_spans_key(model: Path, folder: Path, value) -> Path:
+    """A copy of ``model`` whose padellm.json records ``spans_key`` = ``value`` (as the trainer writes it for
+    nested data)."""
+    import shutil
+
+    shutil.copytree(model, folder)
+    meta = json.loads((folder / "padellm.json").read_text())
+    meta["spans_key"] = value
+    (folder / "padellm.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_model_recording_a_span_key_is_nested_without_config(nested_model, nested_zh_data, tmp_path):
+    """A model folder that records spans_key (trained on nested data) writes that span group when the
+    component's spans_key is null, also after a save/load round trip and in `nlp.evaluate`; "" is flat."""
+    model, docbin, _ = nested_model
+    recorded = _recording_spans_key(model, tmp_path / "model", "sc")
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("padellm_ner", config={"model": str(recorded)})
+    assert ner.spans_key == "sc" and ner.cfg["spans_key"] is None
+    gold = gold_docs(docbin, nlp.vocab)[: len(nested_zh_data["nested"])]
+    for pred, ref in zip(nlp.pipe(d.text for d in gold), gold):
+        assert spans_of(pred, "sc") == spans_of(ref, "sc") and not pred.ents
+    assert nlp.evaluate([Example(nlp.make_doc(g.text), g) for g in gold])["spans_sc_f"] == 1.0
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("padellm_ner").spans_key == "sc"
+    assert spans_of(loaded(gold[0].text), "sc") == spans_of(gold[0], "sc")
+    flat = spacy.blank("en")
+    ner = flat.add_pipe("padellm_ner", config={"model": str(recorded), "spans_key": ""})
+    doc = flat(gold[0].text)
+    assert ner.spans_key is None and "sc" not in doc.spans
+    assert set(spans_of(doc)) < set(spans_of(gold[0], "sc"))  # overlaps resolved
+    other = spacy.blank("en")
+    other.add_pipe("padellm_ner", config={"model": str(recorded), "spans_key": "nested"})
+    assert spans_of(other(gold[0].text), "nested") == spans_of(gold[0], "sc")
+
+
+def test_bad_recorded_span_key_is_a_model_folder_error(nested_model, tmp_path):
+    import pytest
+
+    from spacy_padellm.loading import ModelFolderError
+
+    bad = _recording_spans_key(nested_model[0], tmp_path / "model", 3)
+    with pytest.raises(ModelFolderError, match="'spans_key' in padellm.json must be a non-empty string or null"):
+        spacy.blank("en").add_pipe("padellm_ner", config={"model": str(bad)})
+
+
 def test_flat_mode_on_nested_predictions_resolves_overlaps(nested_model, nested_zh_data):
     model, docbin, _ = nested_model
     nlp = spacy.blank("en")
@@ -255,6 +303,7 @@ def test_trainer_selects_nested_models_on_the_span_group(train_tiny, tiny_base, 
     assert "spans_sc_f" in summary["best"]["scores"]
     meta = json.loads((model / "padellm.json").read_text())
     assert "spans_sc_f" in meta["dev_scores"]
+    assert meta["spans_key"] == "sc"  # the component writes that group by default
     flat_dev = tiny.write_docbin(tmp_path / "flat.spacy", [("It rained all day .", [])], tiny.NESTED_LABELS)
     with pytest.raises(TrainConfigError, match="span group"):
         train_tiny(tmp_path / "bad", tiny_base, tiny.NESTED, tiny.NESTED_LABELS, steps=1,

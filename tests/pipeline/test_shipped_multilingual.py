@@ -52,7 +52,7 @@ def weibo_nlp():
 @pytest.fixture(scope="module")
 def genia_nlp():
     nlp = spacy.blank("en")
-    nlp.add_pipe("padellm_ner", config={"model": "padellm:genia-gemma3-270m", "device": "cpu", "spans_key": "sc"})
+    nlp.add_pipe("padellm_ner", config={"model": "padellm:genia-gemma3-270m", "device": "cpu"})  # records "sc"
     return nlp
 
 
