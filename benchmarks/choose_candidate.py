@@ -72,6 +72,15 @@ def _stages(args, model: Path, folder: Path) -> None:
               "--output", str(folder / "batch1.json"), "--no-progress", *_common(args)], folder / "batch1.log")
 
 
+def score_prefix_of(path: Path, spans_key: Optional[str]) -> str:
+    """The prefix of the span scores in an ``evaluate`` JSON: ``spans_KEY`` for ``--spans-key``, else the span group
+    the JSON holds (a model that records its key is scored nested without being told), else ``ents``."""
+    if spans_key:
+        return f"spans_{spans_key}"
+    scores = json.loads(path.read_text()) if path.exists() else {}
+    return next((k[: -len("_f")] for k in scores if k.startswith("spans_") and k.endswith("_f")), "ents")
+
+
 def _scores(path: Path, prefix: str) -> Optional[Dict[str, float]]:
     if not path.exists():
         return None
@@ -140,7 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = args.out / "chosen"
     folder.mkdir(parents=True, exist_ok=True)
     _stages(args, args.out / best["name"] / "best", folder)
-    prefix = f"spans_{args.spans_key}" if args.spans_key else "ents"
+    prefix = score_prefix_of(folder / "test-plain.json", args.spans_key)
     rep = report(cands, best, folder, prefix)
     given = argv if argv is not None else sys.argv[1:]
     rep["command"] = " ".join(["python", f"benchmarks/{Path(__file__).name}", *given])

@@ -232,8 +232,9 @@ def gold_count_bucket(n: int) -> str:
 
 
 def count_by_gold_count(tally: Tally, pred: Sequence[Span], gold: Sequence[Span], hits) -> None:
-    """Each (doc, label) slot under its gold count: its gold and predicted spans and the true positives, so
-    recall can be read against how many mentions of the label the doc holds."""
+    """Each (doc, label) slot of the model's labels under its gold count: its gold and predicted spans and the true
+    positives, so recall can be read against how many mentions of the label the doc holds (gold spans of a label
+    the model does not know are in the totals only)."""
     for label in tally.per_label:
         g = sum(1 for s in gold if s[2] == label)
         row = tally.by_gold_count[gold_count_bucket(g)]

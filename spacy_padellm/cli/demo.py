@@ -43,14 +43,17 @@ def run(args) -> int:
     start = time.perf_counter()
     docs = list(nlp.pipe(texts))
     seconds = time.perf_counter() - start
+    key = ner.spans_key  # a nested model writes its span group, overlaps kept
     for doc in docs:
         print(f"\n{doc.text}")
-        for ent in doc.ents:
+        spans = list(doc.spans.get(key, [])) if key else list(doc.ents)
+        for ent in spans:
             print(f"  {ent.label_:5s} {ent.text!r:40s} p={ent._.padellm_prob:.3f}  chars {ent.start_char}-{ent.end_char}")
-        if not doc.ents:
+        if not spans:
             print("  (no entities)")
     print(f"\n{len(docs)} docs in {seconds:.2f} s on {args.device}")
-    html = displacy.render(docs, style="ent", page=True)
+    html = (displacy.render(docs, style="span", page=True, options={"spans_key": key}) if key
+            else displacy.render(docs, style="ent", page=True))
     Path(args.output).write_text(html, encoding="utf8")
     print(f"displaCy page: {args.output}")
     return 0

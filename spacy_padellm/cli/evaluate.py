@@ -80,9 +80,11 @@ def run(args) -> int:
     scores = evaluate(args.model, args.data, max_docs=args.max_docs, batch_size=args.batch_size,
                       spans_key=args.spans_key, lang=args.lang, device=args.device,
                       settings=parse_settings(args.set), progress=not args.no_progress)
-    keys = [k for k in ("ents_p", "ents_r", "ents_f", "string_p", "string_r", "string_f") if scores.get(k) is not None]
+    prefix = next((p for p in (k[: -len("_f")] for k in scores if k.startswith("spans_") and k.endswith("_f"))), "ents")
+    keys = [k for k in (f"{prefix}_p", f"{prefix}_r", f"{prefix}_f", "string_p", "string_r", "string_f")
+            if scores.get(k) is not None]
     print("  ".join(f"{k} {scores[k]:.4f}" for k in keys))
-    for label, prf in (scores.get("ents_per_type") or {}).items():
+    for label, prf in (scores.get(f"{prefix}_per_type") or {}).items():
         print(f"  {label:10s} p {prf['p']:.4f} r {prf['r']:.4f} f {prf['f']:.4f}")
     print(f"{scores['docs']} docs in {scores['seconds']} s ({scores['docs_per_second']} docs/s)")
     if args.output:

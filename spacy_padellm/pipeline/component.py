@@ -202,7 +202,8 @@ class PaDeLLMNER(Pipe):
     def set_model(self, model, tokenizer, source: Optional[ModelSource] = None, *,
                   generate: Optional[Callable] = None) -> None:
         """Use a model that is already loaded (the trainer evaluates this way); ``source`` says where it is
-        on disk, if anywhere, for ``to_disk``, and what protocol the model was trained with. ``generate``
+        on disk, if anywhere, for ``to_disk``, and what protocol the model was trained with (and the span key it
+        records: without a source, nested mode needs ``spans_key`` set). ``generate``
         replaces the greedy engine of the autoregressive decodings (see ``decoding.factory.build_decoder``)."""
         from ..decoding.factory import build_decoder
         from ..text.protocol import PromptEncoder

@@ -39,6 +39,8 @@ def load_pipeline(model: str, *, lang: Optional[str] = None, spans_key: Optional
     from ..loading import resolve_model
 
     changes: Dict[str, Any] = {**(settings.to_config() if settings is not None else {}), **(config or {})}
+    if spans_key is not None:  # "" is flat whatever the model records
+        changes["spans_key"] = spans_key
     path = Path(model)
     if (path / "config.cfg").exists():
         pipeline_config = spacy.util.load_config(path / "config.cfg")
@@ -49,7 +51,5 @@ def load_pipeline(model: str, *, lang: Optional[str] = None, spans_key: Optional
     meta = resolve_model(model).meta  # also for padellm:NAME, not only folders given by path
     nlp = spacy.blank(lang or meta.get("lang", "en"))
     cfg: Dict[str, Any] = {"model": str(model), **changes}
-    if spans_key:
-        cfg["spans_key"] = spans_key
     nlp.add_pipe("padellm_ner", config=cfg)
     return nlp

@@ -58,7 +58,7 @@ class ModelSpec:
         self.template = self._build_template()
         self.check_decoding()
         self.recorded_levers(DecodeSettings())  # a bad record of levers is reported with the model's location
-        self.recorded_spans_key  # and so is a bad span key
+        self.check_spans_key()  # and so is a bad span key
 
     def set_loaded(self, source: Optional[ModelSource]) -> None:
         """Use a model that is already loaded (``source`` says where it is on disk, if anywhere)."""
@@ -77,6 +77,10 @@ class ModelSpec:
             return recorded_levers(self.source.meta, settings)
         except ValueError as err:
             raise ModelFolderError(f"[{self.name}] {self.source.location}: {err}") from None
+
+    def check_spans_key(self) -> None:
+        """Raise ``ModelFolderError`` if the model folder records a span key that is not a non-empty string."""
+        self.recorded_spans_key
 
     @property
     def recorded_spans_key(self) -> Optional[str]:

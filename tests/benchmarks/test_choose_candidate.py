@@ -16,6 +16,17 @@ import train_candidates  # noqa: E402
 from test_train_candidates import CONFIG  # noqa: E402
 
 
+def test_the_score_prefix_follows_the_evaluate_json(tmp_path):
+    """A model that records its span key is scored nested without --spans-key: the prefix is the JSON's."""
+    from choose_candidate import score_prefix_of
+
+    nested, flat = tmp_path / "nested.json", tmp_path / "flat.json"
+    nested.write_text(json.dumps({"spans_sc_p": 0.5, "spans_sc_f": 0.5, "string_f": 0.5}))
+    flat.write_text(json.dumps({"ents_f": 0.5, "string_f": 0.5}))
+    assert score_prefix_of(nested, None) == "spans_sc" and score_prefix_of(flat, None) == "ents"
+    assert score_prefix_of(flat, "sc") == "spans_sc" and score_prefix_of(tmp_path / "missing.json", None) == "ents"
+
+
 def test_the_best_on_dev_is_chosen_and_a_failed_one_is_never():
     rows = [{"name": "a", "dev_f": 0.5}, {"name": "b", "dev_f": 0.7}, {"name": "c", "error": "out of memory"}]
     assert choose_candidate.chosen_row(rows)["name"] == "b"

@@ -16,7 +16,7 @@ import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
 
-from error_analysis import classify_spans, main, window_offsets  # noqa: E402
+from error_analysis import by_gold_count_table, classify_spans, gold_count_bucket, main, window_offsets  # noqa: E402
 
 
 def _run(model, tmp, *options):
@@ -114,12 +114,29 @@ def test_recall_by_gold_count(default_run, capped_run):
     assert sum(r["pred"] for r in capped.values()) == 9
 
 
-def test_nested_mode_scores_the_span_group(tiny_model, tmp_path):
-    """--spans-key: the component writes doc.spans["sc"] and the gold's span group is what it is scored against
-    (a gold doc without doc.ents: flat scoring would find nothing)."""
+def test_gold_count_buckets_and_table():
+    assert [gold_count_bucket(n) for n in (0, 1, 5, 6, 9)] == ["0", "1", "5", "6+", "6+"]
+    run = {"by_gold_count": {"1": {"slots": 4, "gold": 4, "pred": 2, "tp": 2}, "6+": {"slots": 1, "gold": 7, "pred": 0,
+                                                                                    "tp": 0}}}
+    rows = by_gold_count_table(run).splitlines()[2:]
+    assert rows == ["| 1 | 4 | 4 | 2 | 2 | 0.5000 | 1.0000 |", "| 6+ | 1 | 7 | 0 | 0 | 0.0000 | - |"]
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_nested_mode_scores_the_span_group(tiny_model, tmp_path, flag):
+    """Nested mode, by --spans-key or by the key the model records: the component writes doc.spans["sc"] and the
+    gold's span group is what it is scored against (a gold doc without doc.ents: flat scoring would find nothing)."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    if not flag:
+        meta = json.loads((model / "padellm.json").read_text())
+        (model / "padellm.json").write_text(json.dumps({**meta, "spans_key": "sc"}))
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS, spans_key="sc")
     out = tmp_path / "ea.json"
-    assert main([str(data), "--model", str(tiny_model), "--spans-key", "sc", "--output", str(out)]) == 0
+    options = ["--spans-key", "sc"] if flag else []
+    assert main([str(data), "--model", str(model), *options, "--output", str(out)]) == 0
     (_, run), = json.loads(out.read_text())["runs"].items()
     t = _totals(run)
     assert run["spans_key"] == "sc" and run["ents_f"] == 1.0

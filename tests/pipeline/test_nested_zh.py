@@ -129,6 +129,21 @@ def test_model_recording_a_span_key_is_nested_without_config(nested_model, neste
     assert spans_of(other(gold[0].text), "nested") == spans_of(gold[0], "sc")
 
 
+def test_load_pipeline_spans_key_for_model_and_pipeline_folders(nested_model, tmp_path):
+    """load_pipeline (evaluate, tune, error_analysis): spans_key "" keeps a nested model flat, and a key given for
+    a spaCy pipeline folder reaches its padellm_ner."""
+    from spacy_padellm.pipeline.load import load_pipeline
+
+    recorded = _recording_spans_key(nested_model[0], tmp_path / "model", "sc")
+    assert load_pipeline(str(recorded)).get_pipe("padellm_ner").spans_key == "sc"
+    assert load_pipeline(str(recorded), spans_key="").get_pipe("padellm_ner").spans_key is None
+    nlp = spacy.blank("en")
+    nlp.add_pipe("padellm_ner", config={"model": str(nested_model[0])})
+    nlp.to_disk(tmp_path / "pipeline")
+    assert load_pipeline(str(tmp_path / "pipeline")).get_pipe("padellm_ner").spans_key is None
+    assert load_pipeline(str(tmp_path / "pipeline"), spans_key="sc").get_pipe("padellm_ner").spans_key == "sc"
+
+
 def test_bad_recorded_span_key_is_a_model_folder_error(nested_model, tmp_path):
     import pytest
 
