@@ -33,7 +33,8 @@ def load_pipeline(model: str, *, lang: Optional[str] = None, spans_key: Optional
                   config: Optional[Mapping[str, Any]] = None, settings: Optional[DecodeSettings] = None):
     """``model`` as a spaCy pipeline. ``config`` (any ``padellm_ner`` config keys: ``device``, ``dtype``,
     decoding settings...) and ``settings`` (all decoding settings at once) apply to every ``padellm_ner``
-    component; keys and values are checked when the component is built. Weights load on first use."""
+    component; keys and values are checked when the component is built. ``spans_key`` (None: the pipeline's, else
+    the key the model records, else flat; ``""``: flat) is set the same way. Weights load on first use."""
     import spacy
 
     from ..loading import resolve_model
