@@ -75,10 +75,11 @@ def _stages(args, model: Path, folder: Path) -> None:
 def score_prefix_of(path: Path, spans_key: Optional[str]) -> str:
     """The prefix of the span scores in an ``evaluate`` JSON: ``spans_KEY`` for ``--spans-key``, else the span group
     the JSON holds (a model that records its key is scored nested without being told), else ``ents``."""
+    from spacy_padellm.pipeline.scoring import scored_prefix
+
     if spans_key:
         return f"spans_{spans_key}"
-    scores = json.loads(path.read_text()) if path.exists() else {}
-    return next((k[: -len("_f")] for k in scores if k.startswith("spans_") and k.endswith("_f")), "ents")
+    return scored_prefix(json.loads(path.read_text()) if path.exists() else {})
 
 
 def _scores(path: Path, prefix: str) -> Optional[Dict[str, float]]:

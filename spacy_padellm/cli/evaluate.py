@@ -76,11 +76,12 @@ def run(args) -> int:
 
         spacy.require_gpu(args.gpu_id)
     from ..pipeline.load import parse_settings
+    from ..pipeline.scoring import scored_prefix
 
     scores = evaluate(args.model, args.data, max_docs=args.max_docs, batch_size=args.batch_size,
                       spans_key=args.spans_key, lang=args.lang, device=args.device,
                       settings=parse_settings(args.set), progress=not args.no_progress)
-    prefix = next((p for p in (k[: -len("_f")] for k in scores if k.startswith("spans_") and k.endswith("_f"))), "ents")
+    prefix = scored_prefix(scores)
     keys = [k for k in (f"{prefix}_p", f"{prefix}_r", f"{prefix}_f", "string_p", "string_r", "string_f")
             if scores.get(k) is not None]
     print("  ".join(f"{k} {scores[k]:.4f}" for k in keys))

@@ -8,7 +8,7 @@ from spacy.scorer import PRFScore, Scorer, get_ner_prf
 from spacy.training import Example
 from spacy.util import registry
 
-__all__ = ["score_padellm", "score_prefix", "make_scorer", "string_level_prf", "gold_spans"]
+__all__ = ["score_padellm", "score_prefix", "scored_prefix", "make_scorer", "string_level_prf", "gold_spans"]
 
 
 def gold_spans(doc, spans_key: Optional[str] = None):
@@ -18,6 +18,11 @@ def gold_spans(doc, spans_key: Optional[str] = None):
 def score_prefix(spans_key: Optional[str] = None) -> str:
     """The prefix of the span scores' keys: ``ents`` in flat mode, ``spans_<key>`` in nested mode."""
     return f"spans_{spans_key}" if spans_key else "ents"
+
+
+def scored_prefix(scores: Dict[str, Any]) -> str:
+    """The prefix of the span scores a dict of scores holds: ``spans_<key>`` (nested mode), else ``ents``."""
+    return next((k[: -len("_f")] for k in scores if k.startswith("spans_") and k.endswith("_f")), "ents")
 
 
 def score_padellm(examples: Iterable[Example], spans_key: Optional[str] = None, **kwargs) -> Dict[str, Any]:

@@ -162,3 +162,10 @@ def test_string_level_scores_nested_reads_the_span_group():
     scores = string_level_scores([ex], spans_key="sc")
     assert (scores["string_p"], scores["string_r"]) == pytest.approx((0.5, 1.0))
     assert string_level_scores([ex])["string_f"] == 0.0  # flat: no ents on either side
+
+
+def test_scored_prefix_names_the_span_group_a_dict_holds():
+    from spacy_padellm.pipeline.scoring import scored_prefix
+
+    assert scored_prefix({"spans_sc_p": 1.0, "spans_sc_f": 1.0, "string_f": 1.0}) == "spans_sc"
+    assert scored_prefix({"ents_f": 1.0, "string_f": 1.0}) == "ents" and scored_prefix({}) == "ents"
