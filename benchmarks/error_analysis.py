@@ -274,8 +274,9 @@ def count_final_spans(tally: Tally, doc, pred: Sequence[Span], gold: Sequence[Sp
 
 def doc_spans(doc, spans_key: Optional[str] = None) -> List[Span]:
     """``doc.ents`` (flat), or ``doc.spans[spans_key]`` (nested), as (start_char, end_char, label)."""
-    spans = doc.spans.get(spans_key, []) if spans_key else doc.ents
-    return [(s.start_char, s.end_char, s.label_) for s in spans]
+    from spacy_padellm.pipeline.scoring import gold_spans
+
+    return [(s.start_char, s.end_char, s.label_) for s in gold_spans(doc, spans_key)]
 
 
 def count_doc(tally: Tally, gold_doc, doc, views: Sequence[Tuple[str, Any]], mode: str = "strict",
@@ -302,7 +303,7 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
     """Run ``nlp`` on the texts of ``gold_docs`` and count where its errors come from (one run's JSON)."""
     from spacy.training import Example
 
-    from spacy_padellm.pipeline.scoring import score_padellm
+    from spacy_padellm.pipeline.scoring import score_padellm, score_prefix
 
     ner = nlp.get_pipe("padellm_ner")
     preds, views, seconds = run_pipeline(nlp, gold_docs)
@@ -311,7 +312,7 @@ def analyse(nlp, gold_docs: Sequence[Any], examples_per_kind: int = 6) -> Dict[s
         count_doc(tally, gold_doc, doc, doc_views, ner.alignment_mode, ner.spans_key)
     scores = score_padellm([Example(p, g) for p, g in zip(preds, gold_docs)], spans_key=ner.spans_key)
     if ner.spans_key:  # nested mode: spaCy's span scores under the names the tables use
-        prefix = f"spans_{ner.spans_key}_"
+        prefix = score_prefix(ner.spans_key) + "_"
         scores = {"ents_" + key[len(prefix):]: value for key, value in scores.items() if key.startswith(prefix)}
     settings = ner.decode_settings
     return {

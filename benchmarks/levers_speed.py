@@ -125,10 +125,10 @@ def run(args) -> Dict[str, Any]:
     device = select_device(args.device, args.gpu_id)
     nlp, ner, _ = open_pipeline(args.pipeline, None, None, device, None)
     gold = load_gold(args.data, nlp.vocab, args.max_docs)
-    variants = {**VARIANTS, **(UNFUSED if args.unfused else {}), **dict(args.variant)}
+    custom = dict(args.variant)
+    variants = {**VARIANTS, **(UNFUSED if args.unfused else {}), **custom}
     base = ner.settings
     rows = {name: measure(nlp, ner, gold, base, changes, args, device) for name, changes in variants.items()}
-    custom = dict(args.variant)
     for name, row in rows.items():
         fused = rows.get(name.replace(", unfused", ""))
         row["same_docs_as_fused"] = None if fused is row or name in custom else agreement(row["entities"],

@@ -169,9 +169,9 @@ def render_markdown(rows: List[Dict], config_defaults: Optional[Dict[str, str]] 
 
 def _score(dev: Dict, which: str):
     """Dev precision (``which`` "p") or recall ("r"): of ``doc.ents``, else of the span group scored (nested)."""
-    if f"ents_{which}" in dev:
-        return dev[f"ents_{which}"]
-    return next((v for k, v in dev.items() if k.startswith("spans_") and k.endswith(f"_{which}")), None)
+    from spacy_padellm.pipeline.scoring import scored_prefix
+
+    return dev.get(f"{scored_prefix(dev)}_{which}")
 
 
 def _num(value) -> str:

@@ -31,6 +31,8 @@ def run(args) -> int:
     import spacy
     from spacy import displacy
 
+    from ..pipeline.scoring import gold_spans  # the span group (nested) or doc.ents
+
     config = {"device": args.device}
     if args.model:
         config["model"] = args.model
@@ -46,7 +48,7 @@ def run(args) -> int:
     key = ner.spans_key  # a nested model writes its span group, overlaps kept
     for doc in docs:
         print(f"\n{doc.text}")
-        spans = list(doc.spans.get(key, [])) if key else list(doc.ents)
+        spans = gold_spans(doc, key)
         for ent in spans:
             print(f"  {ent.label_:5s} {ent.text!r:40s} p={ent._.padellm_prob:.3f}  chars {ent.start_char}-{ent.end_char}")
         if not spans:
