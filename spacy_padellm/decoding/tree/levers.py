@@ -50,6 +50,9 @@ class BatchLevers:
         self.levers = decoder.levers  # a ``Levers`` (frozen: the batch keeps these)
         self.zero = zero_count_token(self.encoder)
         self._tries: Dict[Tuple[int, Tuple[str, ...]], MentionTrie] = {}
+        # (trie, node, draft) -> what each of the draft's outputs may choose: a document's span drafts follow
+        # every tag of every label, so each is walked down its trie once per batch
+        self._draft_allowed: Dict[Tuple[int, Optional[int], Tuple[int, ...]], List[List[int]]] = {}
         self._groups: Dict[Tuple[int, str], _Group] = {}
         self._settling: List[_Group] = []
 
@@ -98,9 +101,23 @@ class BatchLevers:
         """Steer each output of a draft (fed after ``node``; ``handles[i]`` follows ``draft[:i + 1]``)."""
         if trie is None:
             return
-        for h, tok in zip(handles, draft):
+        key = (id(trie), node, tuple(draft))  # the batch keeps its tries, so their ids stay theirs
+        allowed = self._draft_allowed.get(key)
+        if allowed is None:
+            allowed = self._draft_allowed[key] = self._allowed_along(trie, node, draft)
+        steering = tb.steering
+        for h, ids in zip(handles, allowed):
+            steering.allow(h, ids)
+
+    def _allowed_along(self, trie: MentionTrie, node: Optional[int], draft: Sequence[int]) -> List[List[int]]:
+        """What the output after each token of ``draft`` (fed after ``node``) may choose, as ``steer_mention``
+        gives it."""
+        out = []
+        for tok in draft:
             node = trie.advance(node, tok)
-            self.steer_mention(tb, h, trie, node)
+            ids = trie.allowed_ids(node) if node is not None else []
+            out.append(ids or [self.encoder.eos_id])
+        return out
 
     def steer_tags(self, tb, doc: int, tags) -> None:
         """Steer drafted mention tags and their span drafts (``(k, branch, handle, length, [(branch, ids,
