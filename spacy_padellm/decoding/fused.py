@@ -64,10 +64,13 @@ def gated(gate_up: Tensor, act: Callable[[Tensor], Tensor]) -> Tensor:
     return act(gate) * up
 
 
-def greedy(logits: Tensor, softcap: Optional[float]) -> Tuple[Tensor, Tensor, Tensor]:
+def greedy(logits: Tensor, softcap: Optional[float], pad: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """(argmax token, its log-probability, the log of the softmax's denominator) of each row of the LM head's
-    output (soft-capped first, as Gemma's, in float32)."""
+    output (soft-capped first, as Gemma's, in float32; ``pad``: added to each column after that, -inf for the
+    columns of a restricted head's buffer that hold no token)."""
     logits = final_logits(logits.float(), softcap)
+    if pad is not None:
+        logits = logits + pad
     top, tok = logits.max(dim=-1)
     # the log-sum-exp around the row's own maximum, already found: compiled, the logits are read twice, not three
     # times (``torch.logsumexp`` finds the maximum again); a row whose maximum is not finite gives what

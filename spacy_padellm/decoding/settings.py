@@ -214,13 +214,14 @@ class DecodeSettings:
         "fastest on a CPU with Intel AMX (measured: docs/results-speed.md), slower on one without bfloat16 matrix "
         "instructions; null: the model's own weights"))
     head_vocab: Optional[str] = _setting(None, one_of(None, "text"), (
-        'static engine without CUDA graphs (the CPU): `"text"` computes the output layer (LM head) only over the '
+        'static engine: `"text"` computes the output layer (LM head) only over the '
         "tokens a batch's outputs can be made of: its prompts' tokens, each word of its texts encoded alone and "
         "every token whose text lies inside one, the counts and the special tokens (text/vocab.py); a token "
-        "outside them can no longer be chosen and log-probabilities are normalised over them. Faster with a large "
-        "vocabulary (Gemma 3: 262k entries; the default model 1.8x as fast on a CPU), not exact "
-        "(docs/results-conll03.md); a float or bfloat16 head only (not with `\"int8-head\"`); steered outputs "
-        "(the levers) still choose over the whole vocabulary; null: the whole vocabulary"))
+        "outside them can no longer be chosen and log-probabilities are normalised over them (steered outputs too, "
+        "but for the count bias's, over the whole vocabulary). Faster with a large vocabulary (Gemma 3: 262k "
+        "entries; the default model 1.8x as fast on a CPU; under CUDA graphs the rows are held in a buffer of a "
+        "power of two rows, at least 1024), not exact (docs/results-conll03.md); a float or bfloat16 head only "
+        "(not with `\"int8-head\"`, nor `\"int8-weight-only\"` on a GPU); null: the whole vocabulary"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -81,6 +81,10 @@ PAIR_ROWS = 1 << 16  # (output, token) pairs whose logits a steered pass compute
 # stay in the CPU's caches and the allocator's heap (a pass of 3,500 tokens ran its MLPs 1.8x faster this way).
 BF16_ROWS = 1024
 
+# Under CUDA graphs a restricted LM head (``restrict_head``) is held in a buffer of a power of two rows, at least this
+# many: a graph captured over one buffer serves every batch whose tokens fit it.
+HEAD_ROWS_MIN = 1024
+
 FINE_FROM = 256  # above this, a single-row pass's width is rounded up to a multiple of FINE_FROM // 2, not a power of two
 
 
@@ -106,7 +110,7 @@ class _Graph:
     single copy), and the graph."""
 
     def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
-        packed, L, B, T, S, M = key
+        packed, L, B, T, S, M = key[:6]
         # kept for a steered pass (``Steering``): the final hidden states and each output's log softmax denominator
         self.hidden: Optional[torch.Tensor] = None
         self.lse: Optional[torch.Tensor] = None
@@ -186,9 +190,14 @@ class StaticLM:
         scale = cfg.get("embed_scale")
         self.embed_scale = None if scale is None else torch.tensor(scale).to(device=embed.device, dtype=embed.dtype)
         self.final_softcap = cfg.get("final_softcap")
-        # ``restrict_head``: the token ids the greedy choice is made among, and the LM head's rows of them
+        # ``restrict_head``: the token ids the greedy choice is made among, the LM head's rows of them, and under CUDA
+        # graphs what each buffer row adds to its logit (-inf for the rows past the batch's tokens) and the buffer's
+        # rows (0: the whole head); the buffers by their rows
         self._head_ids: Optional[torch.Tensor] = None
         self._head_rows = None
+        self._head_pad: Optional[torch.Tensor] = None
+        self._head_cap = 0
+        self._head_bufs: Dict[int, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.device = embed.device
         self.dtype = embed.dtype  # of the KV cache and attention ("bf16" makes it bfloat16 on a float32 model)
         self.n_heads = cfg["n_heads"]
@@ -554,7 +563,7 @@ class StaticLM:
         denominator (under ``restrict_head``: among its tokens, and normalised over them); ``step``: ``fused.greedy``,
         or the fused kernels' compiled one."""
         head = self.lm_head if self._head_rows is None else self._head_rows
-        tok, logp, lse = step(linear(hidden, head), self.final_softcap)
+        tok, logp, lse = step(linear(hidden, head), self.final_softcap, self._head_pad)
         if self._head_ids is not None:
             tok = self._head_ids[tok]
         return tok, logp, lse
@@ -565,9 +574,9 @@ class StaticLM:
 
     @property
     def gives_pairs(self) -> bool:
-        """Whether ``pair_logits`` can give the logits of (output, token) pairs: a float head over the whole
-        vocabulary (not a restricted or an int8 one)."""
-        return self._head_rows is None and isinstance(self.lm_head, torch.Tensor)
+        """Whether ``pair_logits`` can give the logits of (output, token) pairs: a float head (not an int8 or a
+        bfloat16-packed one; restricted or not: the pairs read the whole head's rows)."""
+        return isinstance(self.lm_head, torch.Tensor)
 
     def pair_logits(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The float32 logit of token ``ids[i]`` after the final hidden state ``hidden[i]``, as ``logits`` gives it
@@ -580,19 +589,50 @@ class StaticLM:
             out[a:b] = dots.to(torch.result_type(hidden, w)).float()
         return final_logits(out, self.final_softcap)
 
+    @torch.inference_mode()
     def restrict_head(self, ids: Optional[Sequence[int]]) -> bool:
         """Make the greedy choice of the passes that follow among ``ids`` alone (token ids), computing the LM head
-        over their rows only; None: over the whole vocabulary again. Only where passes run eagerly (a CUDA graph
-        holds the whole head) and the head is float or bfloat16 (an int8 head is left whole). Returns whether the
-        head is restricted. Steered outputs (the levers) still choose over the whole vocabulary."""
-        self._head_ids = self._head_rows = None
-        if ids is None or self.use_graphs:
+        over their rows only; None: over the whole vocabulary again. For a float or bfloat16 head (an int8 head is
+        left whole; under CUDA graphs, a float head only). Returns whether the head is restricted. Steered outputs
+        (the levers) held to allowed tokens choose among them by the restricted head's log-probs; biased ones over
+        the whole vocabulary.
+
+        Under CUDA graphs the rows go to a buffer of ``bucket(len(ids), HEAD_ROWS_MIN)`` rows, filled on the device
+        in stream order (a pass in flight reads the rows it was launched with), the rest of it at -inf: graphs are
+        captured per buffer size, and serve every batch whose tokens fit."""
+        self._head_ids = self._head_rows = self._head_pad = None
+        self._head_cap = 0
+        if ids is None:
             return False
-        index = torch.as_tensor(sorted(set(ids)), dtype=torch.long, device=self.device)
+        index = np.array(sorted(set(ids)), dtype=np.int64)
+        if self.use_graphs:
+            return self._restrict_buffer(index)
+        index = torch.from_numpy(index).to(self.device)
         rows = head_rows(self.lm_head, index)
         if rows is not None:
             self._head_ids, self._head_rows = index, rows
         return rows is not None
+
+    def _restrict_buffer(self, index: np.ndarray) -> bool:
+        """``restrict_head`` under CUDA graphs: the rows ``index`` into the buffer of their size."""
+        cap, n = bucket(len(index), HEAD_ROWS_MIN), len(index)
+        if not isinstance(self.lm_head, torch.Tensor) or cap >= self.vocab_size:
+            return False
+        if cap not in self._head_bufs:
+            self._head_bufs[cap] = (torch.zeros((cap, self.lm_head.shape[1]), dtype=self.lm_head.dtype,
+                                                device=self.device),
+                                    torch.zeros(cap, dtype=torch.long, device=self.device),
+                                    torch.zeros(cap, dtype=torch.float32, device=self.device))
+        rows, ids, pad = self._head_bufs[cap]
+        ids.zero_()
+        src = torch.from_numpy(index)
+        ids[:n].copy_(src.pin_memory() if self.device.type == "cuda" else src, non_blocking=True)
+        torch.index_select(self.lm_head, 0, ids[:n], out=rows[:n])
+        rows[n:].zero_()
+        pad.zero_()
+        pad[n:] = float("-inf")
+        self._head_ids, self._head_rows, self._head_pad, self._head_cap = ids, rows, pad, cap
+        return True
 
     def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
         """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S
@@ -719,7 +759,7 @@ class StaticLM:
                       bits, out, chains]
         self.passes += 1
         self.packed_passes += int(packed)
-        self.last_shape = key = (int(packed), L, B, T, S, Mb)
+        self.last_shape = key = (int(packed), L, B, T, S, Mb, self._head_cap)
         self.last_bucket_tokens, self.last_real_tokens = L, N
         if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
             self.eager_passes += 1

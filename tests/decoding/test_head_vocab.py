@@ -1,15 +1,25 @@
-"""``head_vocab`` "text": the LM head over the tokens a batch's outputs can be made of, on the CPU."""
+"""``head_vocab`` "text": the LM head over the tokens a batch's outputs can be made of, on the CPU's eager passes and
+on the staged path of CUDA graphs (run here on the CPU: a graph's buffers, its pass run eagerly on them)."""
 
 import numpy as np
 import spacy
 import torch
 
 import tiny
+from spacy_padellm.decoding import static_lm
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.tree import TreeDecoder
 from spacy_padellm.decoding.types import DocRequest
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
+
+
+def _staged(model, monkeypatch, rows_min=16):
+    """A StaticLM on the staged path, its restricted heads in buffers of at least ``rows_min`` rows."""
+    monkeypatch.setattr(static_lm, "HEAD_ROWS_MIN", rows_min)
+    lm = StaticLM.from_hf(model)
+    lm.use_graphs = True
+    return lm
 
 
 def _pass(lm, ids):
@@ -73,3 +83,49 @@ def test_component_takes_head_vocab(tiny_model):
         nlp.add_pipe("padellm_ner", config={"model": str(tiny_model), "device": "cpu", "head_vocab": head_vocab})
         found[head_vocab] = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
     assert found["text"] == found[None] and sum(map(len, found[None])) > 10
+
+
+def test_staged_restricted_head_pads_its_buffer_and_keeps_it_apart(tiny_trained, monkeypatch):
+    """Under CUDA graphs the restricted rows go to a buffer of a power of two rows, the rest of it at -inf: the
+    choice and log-probs are the eager restricted head's, even where every kept token's logit is below the zero
+    logit of an empty buffer row; each buffer size is a graph of its own, and the whole head comes back."""
+    model, enc = tiny_trained
+    ids = enc.prefix(tiny.SENTENCES[1][0]) + enc.label("PER")
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    worst = logits.mean(0).argsort()[:20].tolist()  # the least likely tokens: their logits are below zero
+    assert (logits[:, worst] < 0).all()
+    eager = StaticLM.from_hf(model)
+    full = _pass(eager, ids)
+    eager.restrict_head(worst)
+    want_tok, want_lp = _pass(eager, ids)
+    lm = _staged(model, monkeypatch)
+    assert lm.restrict_head(worst) and lm._head_rows.shape[0] == 32
+    tok, lp = _pass(lm, ids)
+    assert set(tok[0].tolist()) <= set(worst)
+    assert (tok == want_tok).all() and np.allclose(lp, want_lp, atol=1e-5)
+    assert lm.restrict_head(range(40)) and lm._head_rows.shape[0] == 64
+    _pass(lm, ids)
+    assert {key[-1] for key in lm._graphs} == {32, 64}
+    assert not lm.restrict_head(None)
+    tok, lp = _pass(lm, ids)
+    assert (tok == full[0]).all() and np.allclose(lp, full[1], atol=1e-5)
+    assert not lm.restrict_head(range(len(logits[0])))  # a buffer as wide as the vocabulary: the whole head
+
+
+def test_staged_text_head_vocab_with_levers_finds_the_same_entities(tiny_trained, monkeypatch):
+    """The decoder with ``head_vocab`` "text" and both levers on the staged path: the entities of the whole head;
+    steered outputs choose among their allowed tokens from the pairs' logits, not the head's whole rows."""
+    model, enc = tiny_trained
+    requests = [DocRequest(text, tiny.LABELS) for text, _ in tiny.SENTENCES]
+    levers = dict(constrain_mentions=True, dedupe_mentions=True, **LIMITS)
+
+    def entities(results):
+        return [sorted((p.label, p.k, p.text) for p in r.predictions) for r in results]
+
+    whole = entities(TreeDecoder(StaticLM.from_hf(model), enc, **levers).decode(requests))
+    lm = _staged(model, monkeypatch)
+    assert lm.gives_pairs
+    tree = TreeDecoder(lm, enc, head_vocab="text", **levers)
+    assert entities(tree.decode(requests)) == whole and sum(map(len, whole)) > 10
+    assert lm.captures > 0 and all(key[-1] > 0 for key in lm._graphs) and lm._head_rows is None

@@ -67,8 +67,10 @@ class Steering:
 
         An output held to allowed tokens alone (no bias) needs only their logits: ``lm.pair_logits`` gives them
         from the head's rows of those tokens, and the pass's own ``lse`` makes them log-probs, so the head is not
-        run again over the whole vocabulary. Biased outputs, and every output where the head cannot give pairs (a
-        restricted or int8 head), take the head's whole row of logits again."""
+        run again over the whole vocabulary (under a restricted head, ``StaticLM.restrict_head``, that ``lse`` is
+        over its tokens: the log-probs are normalised over them, as the unsteered outputs' are). Biased outputs, and
+        every output where the head cannot give pairs (an int8 or bfloat16-packed head), take the head's whole row of
+        logits again."""
         outs = np.unique(np.array(self._bias_out + self._allow_out, dtype=np.int64))
         where = np.full(int(outs[-1]) + 1, -1, dtype=np.int64)
         where[outs] = np.arange(len(outs))
