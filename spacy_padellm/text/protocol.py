@@ -251,6 +251,7 @@ class PromptEncoder:
         self.bos_ids: List[int] = tokenizer_bos_ids(tok, self.bos)
         self._label_cache: Dict[str, List[int]] = {}
         self._tag_cache: Dict[int, List[int]] = {}
+        self._count_cache: Dict[int, List[int]] = {}
         self._ends_count_cache: Dict[int, bool] = {}
         # whether _encode_many and decode_many may call a fast tokenizer's backend directly (see _via_backend)
         self._encoding = _Shortcut()
@@ -326,7 +327,9 @@ class PromptEncoder:
         return self._label_cache[label]
 
     def count(self, n: int) -> List[int]:
-        return self._encode(self.template.count.format(n=n))
+        if n not in self._count_cache:
+            self._count_cache[n] = self._encode(self.template.count.format(n=n))
+        return self._count_cache[n]
 
     def mention_tag(self, k: int) -> List[int]:
         if k not in self._tag_cache:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from itertools import chain
-from typing import TYPE_CHECKING, Iterable, List, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .chunks import chunks_of
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["batch_vocabulary", "pieces_within", "MAX_PIECE_WORD"]
 
 MAX_PIECE_WORD = 24  # ``pieces_within`` looks inside the first 24 characters of a word
+MEMO_WORDS = 200_000  # words whose pieces an encoder keeps (``pieces_within``'s memo)
 _PIECES = re.compile(r"\w+|[^\w\s]")  # runs of letters or digits, and every other character but whitespace
 
 
@@ -41,20 +42,34 @@ def batch_vocabulary(encoder: "PromptEncoder", docs: Sequence[Tuple[str, Sequenc
         words.update(_PIECES.findall(text))  # a mention may start or end inside a chunk ("'Macho'")
     words.discard("")
     ids.update(chain.from_iterable(encoder.mentions(sorted(words))))
-    ids.update(pieces_within(encoder.token_texts(), words))
+    ids.update(pieces_within(encoder.token_texts(), words, encoder.memo("pieces_within")))
     ids.update(chain.from_iterable(encoder.count(n) for n in range(max_count + 1)))
     ids.add(encoder.eos_id)
     ids.update(getattr(encoder.tokenizer, "all_special_ids", ()))
     return sorted(ids)
 
 
-def pieces_within(token_texts: dict, words: Iterable[str]) -> Set[int]:
+def pieces_within(token_texts: dict, words: Iterable[str], memo: Optional[Dict[str, Tuple[int, ...]]] = None
+                  ) -> Set[int]:
     """The ids of every token whose text (``token_texts``: text -> ids) is part of one of ``words`` (stripped, their
-    first ``MAX_PIECE_WORD`` characters), or a space and a beginning of one."""
+    first ``MAX_PIECE_WORD`` characters), or a space and a beginning of one; ``memo``: each word's ids, kept
+    across calls with the same ``token_texts`` (at most ``MEMO_WORDS`` words)."""
     found: Set[int] = set()
     for word in {w.strip()[:MAX_PIECE_WORD] for w in words}:
-        for i in range(len(word)):
-            for j in range(i + 1, len(word) + 1):
-                found.update(token_texts.get(word[i:j], ()))
-            found.update(token_texts.get(" " + word[: i + 1], ()))
+        ids = memo.get(word) if memo is not None else None
+        if ids is None:
+            ids = _pieces_of(token_texts, word)
+            if memo is not None and len(memo) < MEMO_WORDS:
+                memo[word] = ids
+        found.update(ids)
     return found
+
+
+def _pieces_of(token_texts: dict, word: str) -> Tuple[int, ...]:
+    """``pieces_within`` of one stripped word."""
+    found: Set[int] = set()
+    for i in range(len(word)):
+        for j in range(i + 1, len(word) + 1):
+            found.update(token_texts.get(word[i:j], ()))
+        found.update(token_texts.get(" " + word[: i + 1], ()))
+    return tuple(found)

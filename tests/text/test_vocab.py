@@ -32,3 +32,18 @@ def test_pieces_within_words_and_after_a_space():
     assert pieces_within(texts, ["  Blackburn "]) == {7, 8, 9, 10}  # " lack" starts no word, "burnt" is longer
     long = "a" * MAX_PIECE_WORD + "zz"
     assert pieces_within({"zz": [1], "aa": [2]}, [long]) == {2}  # only a word's first MAX_PIECE_WORD characters
+
+
+def test_pieces_within_keeps_each_words_pieces_in_its_memo(monkeypatch):
+    from spacy_padellm.text import vocab
+
+    texts = {"lack": [7], "burn": [8], " Bl": [9], "Bl": [10], "Bo": [11]}
+    memo = {}
+    assert pieces_within(texts, ["Blackburn", "Bonn"], memo) == {7, 8, 9, 10, 11}
+    assert set(memo) == {"Blackburn", "Bonn"} and set(memo["Bonn"]) == {11}
+    memo["Bonn"] = (99,)  # read from the memo, not worked out again
+    assert pieces_within(texts, ["Bonn"], memo) == {99}
+    monkeypatch.setattr(vocab, "MEMO_WORDS", 2)
+    assert pieces_within(texts, ["lack"], memo) == {7} and "lack" not in memo  # a full memo takes no more words
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    assert enc.count(3) is enc.count(3) and enc.count(3) == list(enc.tokenizer("3\n", add_special_tokens=False)["input_ids"])
