@@ -105,9 +105,7 @@ class BatchLevers:
         allowed = self._draft_allowed.get(key)
         if allowed is None:
             allowed = self._draft_allowed[key] = self._allowed_along(trie, node, draft)
-        steering = tb.steering
-        for h, ids in zip(handles, allowed):
-            steering.allow(h, ids)
+        tb.steering.allow_each(handles, allowed)
 
     def _allowed_along(self, trie: MentionTrie, node: Optional[int], draft: Sequence[int]) -> List[List[int]]:
         """What the output after each token of ``draft`` (fed after ``node``) may choose, as ``steer_mention``

@@ -13,7 +13,7 @@ argmax gives, with that non-finite log-prob rather than token 0's own; a finite 
 from __future__ import annotations
 
 from itertools import chain
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,6 +47,12 @@ class Steering:
         the pass is launched)."""
         self._allow_out.append(i)
         self._allow_ids.append(ids if type(ids) is list else list(ids))
+
+    def allow_each(self, outputs: Sequence[int], ids: Sequence[List[int]]) -> None:
+        """``allow(outputs[i], ids[i])`` for each pair (as far as the shorter goes; each list is kept, not copied)."""
+        n = min(len(outputs), len(ids))
+        self._allow_out.extend(outputs[:n])
+        self._allow_ids.extend(ids[:n])
 
     def shifted(self, offset: int) -> "Steering":
         """The same steering with every output index less ``offset`` (handles to a pass's output indices)."""
