@@ -77,3 +77,14 @@ def test_apply_without_the_pass_denominators_takes_whole_rows():
     assert lm.whole_rows == 2
     assert tokens[2] == 5 and tokens[0] == (3 if logp[0, 3] >= logp[0, 7] else 7) and tokens[1] == -1
     assert torch.equal(logps[[0, 2]], logp[[0, 2], tokens[[0, 2]]])
+
+
+def test_allow_each_is_allow_of_each_pair():
+    one, each = Steering(), Steering()
+    lists = [[3, 1], [2], [0, 4]]
+    for i, ids in zip([5, 7], lists):
+        one.allow(i, ids)
+    each.allow_each([5, 7], lists)  # as far as the shorter goes
+    assert each._allow_out == one._allow_out == [5, 7]
+    assert each._allow_ids == one._allow_ids and each._allow_ids[0] is lists[0]
+    assert not Steering() and each
