@@ -221,7 +221,7 @@ class DecodeSettings:
         "but for the count bias's, over the whole vocabulary). Faster with a large vocabulary (Gemma 3: 262k "
         "entries; the default model 1.8x as fast on a CPU; under CUDA graphs the rows are held in a buffer of a "
         "power of two rows, at least 1024), not exact (docs/results-conll03.md); a float or bfloat16 head only "
-        "(not with `\"int8-head\"`, nor `\"int8-weight-only\"` on a GPU); null: the whole vocabulary"))
+        "(not with `\"int8-head\"` or `\"int8-weight-only\"`); null: the whole vocabulary"))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

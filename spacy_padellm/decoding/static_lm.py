@@ -208,7 +208,7 @@ class StaticLM:
         self.scale = cfg.get("scale", 1.0 / math.sqrt(self.head_dim))
         self.max_positions = int(cos.shape[0])
         self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
-        self._graphs: Dict[Tuple[int, int, int, int], _Graph] = {}
+        self._graphs: Dict[Tuple[int, ...], _Graph] = {}  # by (packed, L, B, T, S, M, head buffer rows)
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         # one (rows, kv_heads, cols, head_dim) tensor per layer, so that widening copies a layer at a time
         self.k_cache: Optional[List[torch.Tensor]] = None
@@ -571,6 +571,11 @@ class StaticLM:
     @property
     def vocab_size(self) -> int:
         return int(self.lm_head.shape[0])
+
+    @property
+    def head_restricted(self) -> bool:
+        """Whether the greedy choice is made among some tokens alone (``restrict_head``)."""
+        return self._head_rows is not None
 
     @property
     def gives_pairs(self) -> bool:

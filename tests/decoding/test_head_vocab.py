@@ -8,7 +8,7 @@ import torch
 import tiny
 from spacy_padellm.decoding import static_lm
 from spacy_padellm.decoding.static_lm import StaticLM
-from spacy_padellm.decoding.tree import TreeDecoder
+from spacy_padellm.decoding.tree import TreeDecoder, steering
 from spacy_padellm.decoding.types import DocRequest
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
@@ -125,7 +125,12 @@ def test_staged_text_head_vocab_with_levers_finds_the_same_entities(tiny_trained
 
     whole = entities(TreeDecoder(StaticLM.from_hf(model), enc, **levers).decode(requests))
     lm = _staged(model, monkeypatch)
-    assert lm.gives_pairs
+    calls = {"pairs": 0, "whole": 0}
+    for name in ("pairs", "whole"):
+        fn = getattr(steering, f"_apply_{name}")
+        monkeypatch.setattr(steering, f"_apply_{name}",
+                            lambda *a, _fn=fn, _name=name: (calls.__setitem__(_name, calls[_name] + 1), _fn(*a))[1])
     tree = TreeDecoder(lm, enc, head_vocab="text", **levers)
     assert entities(tree.decode(requests)) == whole and sum(map(len, whole)) > 10
     assert lm.captures > 0 and all(key[-1] > 0 for key in lm._graphs) and lm._head_rows is None
+    assert calls["pairs"] > 0 and calls["whole"] == 0  # no steered output took the head's whole row

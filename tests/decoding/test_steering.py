@@ -88,3 +88,18 @@ def test_allow_each_is_allow_of_each_pair():
     assert each._allow_out == one._allow_out == [5, 7]
     assert each._allow_ids == one._allow_ids and each._allow_ids[0] is lists[0]
     assert not Steering() and each
+
+
+def test_a_restricted_heads_steered_log_prob_is_at_most_zero():
+    """Under a restricted head the pass's log-sum-exp covers its set alone: an allowed token outside it keeps its
+    choice, its log-prob capped at 0."""
+    weight = torch.tensor([[0.0, 5.0, 1.0]])
+    hidden = torch.ones(1, 1)
+    for restricted, want in ((False, 4.0), (True, 0.0)):
+        lm = _LM(weight)
+        lm.head_restricted = restricted
+        steer = Steering()
+        steer.allow(0, [1, 2])
+        tokens, logps = torch.full((1,), -1), torch.zeros(1)
+        steer.apply(lm, hidden, torch.tensor([1.0]), tokens, logps)  # a denominator below token 1's logit
+        assert tokens.tolist() == [1] and logps.tolist() == [want]

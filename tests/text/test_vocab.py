@@ -47,3 +47,28 @@ def test_pieces_within_keeps_each_words_pieces_in_its_memo(monkeypatch):
     assert pieces_within(texts, ["lack"], memo) == {7} and "lack" not in memo  # a full memo takes no more words
     enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
     assert enc.count(3) is enc.count(3) and enc.count(3) == list(enc.tokenizer("3\n", add_special_tokens=False)["input_ids"])
+
+
+def test_every_token_the_mention_trie_allows_is_in_the_vocabulary():
+    """Steered outputs under ``head_vocab`` "text" are normalised over the batch's set: the tokens a text's mention
+    trie allows lie in it."""
+    from spacy_padellm.decoding.constraints import MentionTrie
+
+    enc = PromptEncoder(AutoTokenizer.from_pretrained(str(SHIPPED)))
+    for text in ("Peter Blackburn met 'Macho' in Bonn .", "EU rejects German call to boycott British lamb .",
+                 "Japan's Nikkei rose 1.2 percent to 20,000.50 on Tuesday (AFP-Reuters).",
+                 "SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT ."):
+        vocab = set(batch_vocabulary(enc, [(text, ["PER"])], [enc.prefix(text)], max_count=3))
+        trie = MentionTrie.build(text, enc)
+        stack, seen, allowed = [trie.root], set(), set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            for tok in trie.allowed_ids(node):
+                allowed.add(tok)
+                child = trie.advance(node, tok)
+                if child is not None:
+                    stack.append(child)
+        assert len(allowed) > 10 and allowed <= vocab, text

@@ -108,6 +108,10 @@ def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
     r_out, t, r_held, h_out = upload(hidden.device, [outs[rows], toks, local[rows], outs[held]])
     vals = lm.pair_logits(hidden.index_select(0, r_out), t) - lse.index_select(0, r_out).float()
     best, chosen = allowed_argmax(vals, r_held, t, len(held), lm.vocab_size)
+    if getattr(lm, "head_restricted", False):
+        # an allowed token outside a restricted head's set (none on CoNLL03's texts) is still chosen by its logit;
+        # its log-prob, over a denominator without it, is capped at 0
+        best = best.clamp(max=0.0)
     tokens[h_out] = chosen.to(tokens.dtype)
     logps[h_out] = best.to(logps.dtype)  # the chosen token's log-prob (not finite where the choice fell to token 0)
 
