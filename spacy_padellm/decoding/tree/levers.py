@@ -91,10 +91,13 @@ class BatchLevers:
     def steer_mention(self, tb, handle: int, trie: Optional[MentionTrie], node: Optional[int]) -> None:
         """The output ``handle`` of a mention at trie ``node`` chooses among what the node allows (EOS alone
         where it allows nothing, e.g. an empty trie; nothing changes when unconstrained)."""
-        if trie is None:
-            return
+        if trie is not None:
+            tb.steering.allow(handle, self._allowed(trie, node))
+
+    def _allowed(self, trie: MentionTrie, node: Optional[int]) -> List[int]:
+        """What an output at trie ``node`` may choose: the node's allowed ids, EOS alone where it allows nothing."""
         ids = trie.allowed_ids(node) if node is not None else []
-        tb.steering.allow(handle, ids or [self.encoder.eos_id])
+        return ids or [self.encoder.eos_id]
 
     def steer_draft(self, tb, handles: Sequence[int], trie: Optional[MentionTrie], node: Optional[int],
                     draft: Sequence[int]) -> None:
@@ -113,8 +116,7 @@ class BatchLevers:
         out = []
         for tok in draft:
             node = trie.advance(node, tok)
-            ids = trie.allowed_ids(node) if node is not None else []
-            out.append(ids or [self.encoder.eos_id])
+            out.append(self._allowed(trie, node))
         return out
 
     def steer_tags(self, tb, doc: int, tags) -> None:
