@@ -75,10 +75,10 @@ def _stages(args, model: Path, folder: Path) -> None:
 def score_prefix_of(path: Path, spans_key: Optional[str]) -> str:
     """The prefix of the span scores in an ``evaluate`` JSON: ``spans_KEY`` for ``--spans-key``, else the span group
     the JSON holds (a model that records its key is scored nested without being told), else ``ents``."""
-    from spacy_padellm.pipeline.scoring import scored_prefix
+    from spacy_padellm.pipeline.scoring import score_prefix, scored_prefix
 
     if spans_key:
-        return f"spans_{spans_key}"
+        return score_prefix(spans_key)
     return scored_prefix(json.loads(path.read_text()) if path.exists() else {})
 
 
