@@ -191,12 +191,11 @@ class StaticLM:
         self.embed_scale = None if scale is None else torch.tensor(scale).to(device=embed.device, dtype=embed.dtype)
         self.final_softcap = cfg.get("final_softcap")
         # ``restrict_head``: the token ids the greedy choice is made among, the LM head's rows of them, and under CUDA
-        # graphs what each buffer row adds to its logit (-inf for the rows past the batch's tokens) and the buffer's
-        # rows (0: the whole head); the buffers by their rows
+        # graphs what each buffer row adds to its logit (-inf for the rows past the batch's tokens); the buffers by
+        # their rows
         self._head_ids: Optional[torch.Tensor] = None
         self._head_rows = None
         self._head_pad: Optional[torch.Tensor] = None
-        self._head_cap = 0
         self._head_bufs: Dict[int, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.device = embed.device
         self.dtype = embed.dtype  # of the KV cache and attention ("bf16" makes it bfloat16 on a float32 model)
@@ -606,7 +605,6 @@ class StaticLM:
         in stream order (a pass in flight reads the rows it was launched with), the rest of it at -inf: graphs are
         captured per buffer size, and serve every batch whose tokens fit."""
         self._head_ids = self._head_rows = self._head_pad = None
-        self._head_cap = 0
         if ids is None:
             return False
         index = np.array(sorted(set(ids)), dtype=np.int64)
@@ -629,14 +627,14 @@ class StaticLM:
                                     torch.zeros(cap, dtype=torch.long, device=self.device),
                                     torch.zeros(cap, dtype=torch.float32, device=self.device))
         rows, ids, pad = self._head_bufs[cap]
-        ids.zero_()
         src = torch.from_numpy(index)
         ids[:n].copy_(src.pin_memory() if self.device.type == "cuda" else src, non_blocking=True)
+        ids[n:].zero_()
         torch.index_select(self.lm_head, 0, ids[:n], out=rows[:n])
         rows[n:].zero_()
-        pad.zero_()
+        pad[:n] = 0.0
         pad[n:] = float("-inf")
-        self._head_ids, self._head_rows, self._head_pad, self._head_cap = ids, rows, pad, cap
+        self._head_ids, self._head_rows, self._head_pad = ids, rows, pad
         return True
 
     def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
@@ -764,7 +762,9 @@ class StaticLM:
                       bits, out, chains]
         self.passes += 1
         self.packed_passes += int(packed)
-        self.last_shape = key = (int(packed), L, B, T, S, Mb, self._head_cap)
+        # the restricted head's buffer rows are part of the key (0: the whole head)
+        head = 0 if self._head_pad is None else int(self._head_pad.shape[0])
+        self.last_shape = key = (int(packed), L, B, T, S, Mb, head)
         self.last_bucket_tokens, self.last_real_tokens = L, N
         if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
             self.eager_passes += 1

@@ -13,6 +13,7 @@ class _LM:
     def __init__(self, weight, pairs=True):
         self.weight = weight
         self.gives_pairs = pairs
+        self.head_restricted = False
         self.vocab_size = weight.shape[1]
         self.whole_rows = 0  # rows whose logits were computed over the whole vocabulary
 

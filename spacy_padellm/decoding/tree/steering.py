@@ -108,7 +108,7 @@ def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
     r_out, t, r_held, h_out = upload(hidden.device, [outs[rows], toks, local[rows], outs[held]])
     vals = lm.pair_logits(hidden.index_select(0, r_out), t) - lse.index_select(0, r_out).float()
     best, chosen = allowed_argmax(vals, r_held, t, len(held), lm.vocab_size)
-    if getattr(lm, "head_restricted", False):
+    if lm.head_restricted:
         # an allowed token outside a restricted head's set (none on CoNLL03's texts) is still chosen by its logit;
         # its log-prob, over a denominator without it, is capped at 0
         best = best.clamp(max=0.0)
