@@ -322,19 +322,21 @@ class PromptEncoder:
         return [self.bos_ids + i for i in ids[: len(texts)]], ids[len(texts):]
 
     def label(self, label: str) -> List[int]:
-        if label not in self._label_cache:
-            self._label_cache[label] = self._encode(self.template.label.format(label=label))
-        return self._label_cache[label]
+        return self._cached(self._label_cache, label, self.template.label, label=label)
 
     def count(self, n: int) -> List[int]:
-        if n not in self._count_cache:
-            self._count_cache[n] = self._encode(self.template.count.format(n=n))
-        return self._count_cache[n]
+        return self._cached(self._count_cache, n, self.template.count, n=n)
 
     def mention_tag(self, k: int) -> List[int]:
-        if k not in self._tag_cache:
-            self._tag_cache[k] = self._encode(self.template.mention.format(k=k))
-        return self._tag_cache[k]
+        return self._cached(self._tag_cache, k, self.template.mention, k=k)
+
+    def _cached(self, cache: Dict, key, piece: str, **slots) -> List[int]:
+        """The ids of the template ``piece`` filled with ``slots``, encoded once per ``key`` (a shared list: not to
+        be changed)."""
+        ids = cache.get(key)
+        if ids is None:
+            ids = cache[key] = self._encode(piece.format(**slots))
+        return ids
 
     def mention(self, mention: str) -> List[int]:
         return self._encode(mention)
