@@ -22,10 +22,11 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
 
 
 def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None,
-                   fused_kernels: Optional[bool] = None):
+                   fused_kernels: Optional[bool] = None, attention_kernel: str = "sdpa"):
     """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
     folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
-    ``fused_kernels`` is False), or None (with the reason logged) if it cannot run it."""
+    ``fused_kernels`` is False; attention on CUDA through ``attention_kernel``), or None (with the reason logged)
+    if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
     ok, why = static_lm_supported(model)
@@ -41,6 +42,8 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
         lm.quantize(quantize, ranges)
     if lm.device.type == "cuda" and (fused_kernels or (fused_kernels is None and lm.use_graphs)):
         lm.fuse()
+    if lm.device.type == "cuda" and attention_kernel == "triton":
+        lm.use_tree_attention()
     return lm
 
 
@@ -73,7 +76,7 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     settings = settings or DecodeSettings()
     if settings.engine in ("auto", "static"):
         lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels)
+                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
@@ -89,7 +92,7 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
     lm = None
     if settings.engine != "dynamic":
         lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels)
+                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel)
     if lm is None and settings.engine == "static":
         raise _static_error(model)
     if lm is not None:

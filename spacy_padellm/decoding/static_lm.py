@@ -46,6 +46,7 @@ from .fused import Kernels, gated, greedy, rotate
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .row_mask import RowMask, unpack, upload
 from .segments import Segments
+from . import tree_attention
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
@@ -227,6 +228,10 @@ class StaticLM:
         # (``_attend``): no copy of the queries or outputs, a g-times smaller mask; by default where a fused kernel
         # takes them (``grouped_sdpa_for``). Set before the first pass: CUDA graphs keep the layout they captured.
         self.grouped_sdpa = grouped_sdpa_for(self.device)
+        # Attention of the dense and packed layouts through the Triton kernel of ``tree_attention`` (``use_tree_
+        # attention``): one kernel a layer, reading the pass's boolean mask, instead of
+        # ``scaled_dot_product_attention`` over an additive one.
+        self.tree_attention = False
         # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
         # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
         self.segmented = self.device.type == "cpu"
@@ -313,6 +318,19 @@ class StaticLM:
         each, or as plain torch), on the GPU's path (not the CPU's segmented one). Twins made after this share them."""
         self._forget_graphs()
         self.kernels = Kernels(self.act, compiled)
+
+    def use_tree_attention(self, on: bool = True) -> None:
+        """Run the dense and packed passes that follow with attention through ``tree_attention``'s Triton kernel
+        (``on``), or through ``scaled_dot_product_attention``. Needs Triton and a power-of-two head size of at
+        least 16; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
+        if on and not tree_attention.available():
+            raise ValueError("attention_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
+        if on and (self.head_dim & (self.head_dim - 1) or self.head_dim < 16 or self.group > tree_attention.BLOCK_ROWS):
+            raise ValueError(f"attention_kernel 'triton' takes a power-of-two head size of at least 16 and at most "
+                             f"{tree_attention.BLOCK_ROWS} query heads per KV head (this model: {self.head_dim}, "
+                             f"{self.group})")
+        self._forget_graphs()
+        self.tree_attention = on
 
     # -- the KV cache --
 
@@ -466,10 +484,12 @@ class StaticLM:
         # g*T query rows, each with the mask of its token. The mask is made additive once per pass (and once per
         # sliding window).
         mg = 1 if self.grouped_sdpa else g  # query rows per token in the additive mask
-        amasks = {None: None} if mask is None else {None: self._additive(mask, mg, self.dtype)}
+        # the tree kernel reads the boolean masks as they are
+        made = (lambda m: m) if self.tree_attention else (lambda m: self._additive(m, mg, self.dtype))
+        amasks = {None: None} if mask is None else {None: made(mask)}
         for w in self.windows if mask is not None else ():
             # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
-            amasks[w] = amasks[None] if S <= w else self._additive(self._windowed(mask, w), mg, self.dtype)
+            amasks[w] = amasks[None] if S <= w else made(self._windowed(mask, w))
         if self.kernels is not None and segments is None:
             x = self._fused_layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S)
         else:
@@ -642,11 +662,14 @@ class StaticLM:
         columns of its cache (``_forward``: dense, or packed with ``scatter``/``gather``). With ``grouped_sdpa`` the
         queries go to attention as a (B, H, T, D) view of their (B, T, H, D) layout and its output comes back as one
         (no copy either way), every query head of a KV head under the same (B, 1, T, S) mask; else the g query heads
-        of a KV head are stacked as g * T rows of one (a copy in and out)."""
+        of a KV head are stacked as g * T rows of one (a copy in and out). With ``tree_attention``, its Triton kernel
+        over the (B, T, S) boolean mask."""
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
         if scatter is not None:
             q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
-        if self.grouped_sdpa:
+        if self.tree_attention:
+            o = tree_attention.attend(q.view(B, T, H, D), kc, vc, amask, self.scale).view(B * T, H * D)
+        elif self.grouped_sdpa:
             o = F.scaled_dot_product_attention(q.view(B, T, H, D).transpose(1, 2), kc[:B, :, :S], vc[:B, :, :S],
                                                attn_mask=amask, scale=self.scale, enable_gqa=g > 1)
             o = o.transpose(1, 2).reshape(B * T, H * D)
@@ -836,6 +859,7 @@ class StaticLM:
         other.use_graphs = self.use_graphs
         other.packing = self.packing
         other.grouped_sdpa = self.grouped_sdpa
+        other.tree_attention = self.tree_attention
         other.segmented = self.segmented
         other.graph_max_tokens = self.graph_max_tokens
         other.max_cells = self.max_cells

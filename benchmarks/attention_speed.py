@@ -1,0 +1,144 @@
+"""``python benchmarks/attention_speed.py``: one layer's attention of a tree-decoding pass, through torch's
+``scaled_dot_product_attention`` (the additive mask built from the boolean one included, as a pass builds it) and
+through ``attention_kernel`` "triton" (``decoding/tree_attention.py``), side by side on one GPU.
+
+Each shape is a pass of B documents x T tokens over S cache columns, with the heads of the default model (Gemma 3
+270M: 4 query heads over 1 KV head of 256) or of ``--heads H,HKV,D``: batch-1 passes (one document: its wide first
+pass, then narrow ones) and ``nlp.pipe``-wide ones. Each variant is captured in a CUDA graph of ``--repeat`` calls and
+replayed; the time is the median replay over ``--rounds``, per call. The outputs are compared (max absolute
+difference). Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG.
+
+    python benchmarks/attention_speed.py --output metrics/attention_speed.json   # or: spacy project run attention-speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import publish  # noqa: E402
+
+from spacy_padellm.decoding import tree_attention  # noqa: E402
+
+# (B, T, S): batch 1 (a first pass wide with drafts, then a few tokens per label), then nlp.pipe widths
+SHAPES = [(1, 384, 128), (1, 64, 128), (1, 16, 128), (1, 16, 256), (64, 32, 128), (256, 16, 128), (256, 64, 256)]
+
+
+def _inputs(B: int, T: int, S: int, H: int, Hkv: int, D: int, seed: int = 0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(B, T, H, D, device="cuda", generator=g, dtype=torch.bfloat16)
+    k, v = (torch.randn(B, Hkv, S, D, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(2))
+    mask = torch.rand(B, T, S, device="cuda", generator=g) < 0.6
+    mask[..., 0] = True
+    return q, k, v, mask
+
+
+def _sdpa(q, k, v, mask, scale):
+    B, T, H, D = q.shape
+    add = torch.zeros((B, 1, T, mask.shape[-1]), dtype=q.dtype, device=q.device).masked_fill_(~mask[:, None],
+                                                                                               float("-inf"))
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=add, scale=scale,
+                                       enable_gqa=H != k.shape[1])
+    return o.transpose(1, 2)
+
+
+def _triton(q, k, v, mask, scale):
+    return tree_attention.attend(q, k, v, mask, scale)
+
+
+def _time(fn, args, repeat: int, rounds: int) -> float:
+    """Median microseconds per call of ``fn(*args)``, ``repeat`` calls captured in one CUDA graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeat):
+            fn(*args)
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / repeat)
+    return statistics.median(times)
+
+
+def measure(heads, repeat: int, rounds: int) -> List[Dict[str, Any]]:
+    H, Hkv, D = heads
+    scale = D ** -0.5
+    rows = []
+    for B, T, S in SHAPES:
+        args = (*_inputs(B, T, S, H, Hkv, D), scale)
+        diff = (_triton(*args).float() - _sdpa(*args).float()).abs().max().item()
+        sdpa_us, triton_us = _time(_sdpa, args, repeat, rounds), _time(_triton, args, repeat, rounds)
+        rows.append(dict(B=B, T=T, S=S, sdpa_us=round(sdpa_us, 2), triton_us=round(triton_us, 2),
+                         speedup=round(sdpa_us / triton_us, 2), max_abs_diff=diff))
+        print(f"B={B} T={T} S={S}: sdpa {sdpa_us:.1f} us, triton {triton_us:.1f} us", file=sys.stderr)
+    return rows
+
+
+def table(report: Dict[str, Any]) -> str:
+    H, Hkv, D = report["heads"]
+    lines = [f"## One layer's attention: {report['device']}, bf16, {H} query heads over {Hkv} KV heads of {D}", "",
+             f"- command: `{report['command']}`", "",
+             "| docs B | tokens T | columns S | sdpa µs | triton µs | sdpa / triton | max abs diff |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        lines.append(f"| {r['B']} | {r['T']} | {r['S']} | {r['sdpa_us']:.1f} | {r['triton_us']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['max_abs_diff']:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    names = [f"B{r['B']} T{r['T']} S{r['S']}" for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar([i - 0.2 for i in x], [r["sdpa_us"] for r in rows], 0.4, label="sdpa (+ additive mask)", color="#8fa8d0")
+    ax.bar([i + 0.2 for i in x], [r["triton_us"] for r in rows], 0.4, label="triton tree kernel", color="#dd8452")
+    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("µs per layer call")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(f"One layer's attention, {report['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--heads", default="4,1,256", help="query heads, KV heads, head size (default: Gemma 3 270M)")
+    p.add_argument("--repeat", type=int, default=50, help="calls per CUDA graph")
+    p.add_argument("--rounds", type=int, default=20, help="graph replays timed")
+    p.add_argument("--output", default=None, help="JSON path (the table and a PNG are written next to it)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.error("this benchmark times CUDA kernels: no GPU here")
+    heads = tuple(int(x) for x in args.heads.split(","))
+    report = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, heads=heads,
+                  command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                  repeat=args.repeat, rounds=args.rounds, rows=measure(heads, args.repeat, args.rounds))
+    return publish(report, table, args.output, plot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Attention of a pass's tokens over their KV-cache columns under the pass's tree mask, as one Triton kernel.
+
+``scaled_dot_product_attention`` with a mask is a general kernel with a fixed cost to start that dominates at the
+sizes of tree decoding: one document's pass is a few dozen query tokens over a few hundred columns, and one layer's
+attention took about 30 microseconds on an H100 at batch size 1, the largest share of a sentence's device time. Here
+the g query heads of one KV head and a block of tokens are one tile of rows (g * tokens, at least 16), the keys and
+values stream through in blocks of columns with an online softmax, and the mask is read as the pass's boolean
+(B, T, S) rows, so that no additive mask is built either. One kernel per layer.
+
+The kernel is Triton's: it runs on CUDA (``available``), and on CPU tensors in a process started with
+``TRITON_INTERPRET=1`` (Triton's interpreter), as the tests run it.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import torch
+
+__all__ = ["attend", "available"]
+
+Tensor = torch.Tensor
+
+BLOCK_ROWS = 16  # query rows (heads x tokens) of one tile: the least a Triton matrix product takes
+BLOCK_COLS = 64  # cache columns per step of the online softmax
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether Triton can be imported (it comes with torch's CUDA wheels)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # an import that fails for any reason leaves attention to ``scaled_dot_product_attention``
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel():
+    """The Triton kernel (compiled for the GPU on its first call of each size; under ``TRITON_INTERPRET=1``,
+    interpreted)."""
+    import triton
+    import triton.language as tl
+
+    def tree_attention(Q, K, V, M, O, T, S, scale,
+                       sq_b, sq_t, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_t, so_b, so_t, so_h,
+                       G: tl.constexpr, TOKENS: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+                       D: tl.constexpr):
+        tblock, b, kvh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+        r = tl.arange(0, ROWS)
+        t = tblock * TOKENS + r // G  # each tile row: a token and one of the g query heads of this KV head
+        h = kvh * G + r % G
+        live = (r < TOKENS * G) & (t < T)
+        d = tl.arange(0, D)
+        q = tl.load(Q + b * sq_b + t[:, None] * sq_t + h[:, None] * sq_h + d[None, :], mask=live[:, None], other=0.0)
+        best = tl.full((ROWS,), float("-inf"), tl.float32)
+        total = tl.zeros((ROWS,), tl.float32)
+        acc = tl.zeros((ROWS, D), tl.float32)
+        for start in range(0, S, COLS):
+            c = start + tl.arange(0, COLS)
+            inside = c < S
+            k = tl.load(K + b * sk_b + kvh * sk_h + c[:, None] * sk_s + d[None, :], mask=inside[:, None], other=0.0)
+            v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None], other=0.0)
+            seen = tl.load(M + b * sm_b + t[:, None] * sm_t + c[None, :], mask=live[:, None] & inside[None, :],
+                           other=0)
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(seen != 0, s, float("-inf"))
+            new = tl.maximum(best, tl.max(s, 1))
+            shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
+            p = tl.exp(s - shift[:, None])
+            keep = tl.exp(best - shift)
+            total = total * keep + tl.sum(p, 1)
+            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v)
+            best = new
+        out = acc / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(O + b * so_b + t[:, None] * so_t + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty),
+                 mask=live[:, None])
+
+    return triton.jit(tree_attention)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Optional[Tensor] = None) -> Tensor:
+    """Attention outputs (B, T, H, D) of queries ``q`` (B, T, H, D) over the first S columns of a layer's cache
+    ``k``, ``v`` (at least B rows, Hkv heads, at least S columns, D), where ``mask`` (B, T, S, bool) holds the
+    columns each token attends to; H a multiple of Hkv (grouped-query heads). A token that attends to no column
+    gets zeros. ``q`` and the cache may be strided views, but each head's D values must be contiguous."""
+    B, T, H, D = q.shape
+    Hkv, S = k.shape[1], mask.shape[-1]
+    if H % Hkv or D & (D - 1) or D < 16:
+        raise ValueError(f"tree attention takes a power-of-two head size of at least 16 and whole query groups "
+                         f"(got {H} query heads over {Hkv} KV heads of size {D})")
+    for name, x in (("queries", q), ("keys", k), ("values", v)):
+        if x.stride(-1) != 1:
+            raise ValueError(f"tree attention: the {name}' head values must be contiguous")
+    g = H // Hkv
+    if g > BLOCK_ROWS:
+        raise ValueError(f"tree attention takes at most {BLOCK_ROWS} query heads per KV head (got {g})")
+    tokens = BLOCK_ROWS // g
+    mask = mask if mask.stride(-1) == 1 else mask.contiguous()
+    mask = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+    out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    grid = ((T + tokens - 1) // tokens, B, Hkv)
+    _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
+                             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                             v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
+                             out.stride(0), out.stride(1), out.stride(2),
+                             G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D, num_warps=4, num_stages=2)
+    return out

@@ -1,0 +1,44 @@
+"""``attention_kernel`` "triton" (``decoding/tree_attention.py``): the kernel against torch's attention and a pass
+with it against one without, run by Triton's interpreter in a process of its own (``tree_attention_check.py``); the
+setting's wiring and its errors here."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spacy_padellm.decoding import tree_attention
+from spacy_padellm.decoding.factory import make_static_lm
+from spacy_padellm.decoding.static_lm import StaticLM
+from spacy_padellm.decoding.settings import DecodeSettings
+
+
+def test_kernel_and_passes_in_triton_s_interpreter():
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    check = Path(__file__).with_name("tree_attention_check.py")
+    done = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "every check passed" in done.stdout
+
+
+def test_the_setting_is_for_cuda(tiny_trained):
+    model, _ = tiny_trained
+    assert DecodeSettings().attention_kernel == "sdpa"
+    with pytest.raises(ValueError, match="attention_kernel"):
+        DecodeSettings(attention_kernel="flash")
+    assert not make_static_lm(model, attention_kernel="triton").tree_attention  # the CPU keeps its own attention
+
+
+def test_clear_errors(tiny_trained, monkeypatch):
+    model, _ = tiny_trained
+    lm = StaticLM.from_hf(model)
+    monkeypatch.setattr(tree_attention, "available", lambda: True)
+    lm.head_dim = 24
+    with pytest.raises(ValueError, match="power-of-two head size"):
+        lm.use_tree_attention()
+    monkeypatch.setattr(tree_attention, "available", lambda: False)
+    with pytest.raises(ValueError, match="needs Triton"):
+        StaticLM.from_hf(model).use_tree_attention()

@@ -1,0 +1,97 @@
+"""Checks of ``decoding/tree_attention.py`` run by Triton's interpreter on CPU tensors: started by
+``test_tree_attention.py`` in a process of its own with ``TRITON_INTERPRET=1`` (set before Triton is imported).
+Exits non-zero with the first failed check."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import tiny  # noqa: E402
+from spacy_padellm.decoding import tree_attention  # noqa: E402
+from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
+from spacy_padellm.loading import load_model, resolve_model  # noqa: E402
+from spacy_padellm.text.protocol import PromptEncoder  # noqa: E402
+
+
+def sdpa(q, k, v, mask, scale):
+    """What ``tree_attention.attend`` should give: torch's attention over the same columns, one row per token."""
+    B, T, H, D = q.shape
+    S = mask.shape[-1]
+    add = torch.zeros(B, 1, T, S).masked_fill_(~mask[:, None], float("-inf"))
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k[:B, :, :S], v[:B, :, :S], attn_mask=add, scale=scale,
+                                       enable_gqa=True)
+    return o.transpose(1, 2)
+
+
+def check_kernel():
+    """Against torch's attention: query groups of 1 to 4 (3: tiles with a spare row), head sizes 16 to 256, columns
+    not a multiple of the kernel's block, a cache wider and taller than the pass, strided queries."""
+    g = torch.Generator().manual_seed(0)
+    for B, T, H, Hkv, D, S in [(2, 5, 4, 4, 16, 9), (1, 7, 9, 3, 64, 70), (3, 20, 4, 1, 256, 130), (2, 33, 4, 2, 32, 64)]:
+        qkv = torch.randn(B * T, H + 2 * Hkv, D, generator=g)
+        q = qkv[:, :H].view(B, T, H, D)  # strided, as the pass's own queries are
+        k, v = (torch.randn(B + 1, Hkv, S + 11, D, generator=g) for _ in range(2))
+        mask = torch.rand(B, T, S, generator=g) < 0.4
+        mask[..., 0] = True
+        got = tree_attention.attend(q, k, v, mask, 0.125)
+        torch.testing.assert_close(got, sdpa(q, k, v, mask, 0.125), atol=1e-5, rtol=1e-5)
+    mask[0, 1] = False  # a token that attends to no column gets zeros, not NaN
+    got = tree_attention.attend(q, k, v, mask, 0.125)
+    assert torch.equal(got[0, 1], torch.zeros_like(got[0, 1]))
+    assert torch.isfinite(got).all()
+    for bad in (dict(D=24), dict(D=8)):
+        D = bad["D"]
+        try:
+            tree_attention.attend(torch.zeros(1, 2, 2, D), torch.zeros(1, 1, 4, D), torch.zeros(1, 1, 4, D),
+                                  torch.ones(1, 2, 4, dtype=torch.bool), 1.0)
+        except ValueError:
+            continue
+        raise AssertionError(f"head size {D} was taken")
+
+
+def _pass(lm, rows):
+    """One pass over token rows laid out as on the GPU (dense, no segments); (tokens, log-probs)."""
+    B, T = len(rows), max(len(r) for r in rows)
+    tokens = np.zeros((B, T), dtype=np.int64)
+    for b, r in enumerate(rows):
+        tokens[b, : len(r)] = r
+    slots = np.tile(np.arange(T), (B, 1))
+    mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
+    lm.reserve(B, T)
+    return lm.step(tokens, slots, slots, mask, slots)
+
+
+def check_passes(tmp: Path):
+    """A tiny Gemma 3 (sliding-window layers) and Llama: a pass with the kernel gives the tokens and log-probs of
+    one through ``scaled_dot_product_attention``, fused steps or not."""
+    texts = [t for t, _ in tiny.SENTENCES]
+    for name, build in (("gemma", tiny.build_gemma_base_model), ("llama", tiny.build_base_model)):
+        model, tokenizer = load_model(resolve_model(str(build(tmp / name, texts))), device="cpu")
+        enc = PromptEncoder(tokenizer)
+        rows = [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
+        for fused in (False, True):
+            got = {}
+            for kernel in (False, True):
+                lm = StaticLM.from_hf(model.eval())
+                lm.segmented = False
+                if fused:
+                    lm.fuse(compiled=False)
+                if kernel:
+                    lm.use_tree_attention()
+                got[kernel] = _pass(lm, rows)
+            assert (got[True][0] == got[False][0]).all(), (name, fused)
+            np.testing.assert_allclose(got[True][1], got[False][1], atol=1e-5)
+            assert lm.twin().tree_attention
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    check_kernel()
+    with tempfile.TemporaryDirectory() as tmp:
+        check_passes(Path(tmp))
+    print("tree attention: every check passed")
