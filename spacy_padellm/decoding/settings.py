@@ -202,8 +202,9 @@ class DecodeSettings:
         "graphs on CUDA; ignored on the CPU"))
     attention_kernel: str = _setting("sdpa", one_of("sdpa", "triton"), (
         'static engine on CUDA: a layer\'s attention through `"sdpa"` (torch\'s `scaled_dot_product_attention` '
-        'over an additive mask) or `"triton"` (one Triton kernel a layer over the pass\'s boolean tree mask, '
-        "decoding/tree_attention.py; a power-of-two head size, at most 16 query heads per KV head); not "
+        'over an additive mask) or `"triton"` (two Triton kernels a layer: the query/key norm, RoPE and the KV-cache '
+        "writes in one, attention over the pass's boolean tree mask in the other; decoding/tree_attention.py; a "
+        "power-of-two head size, at most 16 query heads per KV head); not "
         "bit-identical to each other (float rounding); ignored on the CPU"))
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '

@@ -228,9 +228,9 @@ class StaticLM:
         # (``_attend``): no copy of the queries or outputs, a g-times smaller mask; by default where a fused kernel
         # takes them (``grouped_sdpa_for``). Set before the first pass: CUDA graphs keep the layout they captured.
         self.grouped_sdpa = grouped_sdpa_for(self.device)
-        # Attention of the dense and packed layouts through the Triton kernel of ``tree_attention`` (``use_tree_
-        # attention``): one kernel a layer, reading the pass's boolean mask, instead of
-        # ``scaled_dot_product_attention`` over an additive one.
+        # Attention of the dense and packed layouts through the Triton kernels of ``tree_attention`` (``use_tree_
+        # attention``): the query/key norm, RoPE and the cache writes in one kernel, and attention reading the pass's
+        # boolean mask in another, instead of ``scaled_dot_product_attention`` over an additive one.
         self.tree_attention = False
         # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
         # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
@@ -320,7 +320,7 @@ class StaticLM:
         self.kernels = Kernels(self.act, compiled)
 
     def use_tree_attention(self, on: bool = True) -> None:
-        """Run the dense and packed passes that follow with attention through ``tree_attention``'s Triton kernel
+        """Run the dense and packed passes that follow with attention through ``tree_attention``'s Triton kernels
         (``on``), or through ``scaled_dot_product_attention``. Needs Triton and a power-of-two head size of at
         least 16; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
         if on and not tree_attention.available():
@@ -533,11 +533,14 @@ class StaticLM:
             kc, vc = self.k_cache[i], self.v_cache[i]
             cos, sin = rope[layer.window is not None]
             qkv = linear(h, layer.wqkv, layer.bqkv).view(-1, self.n_heads + 2 * self.n_kv, self.head_dim)
-            H = self.n_heads + self.n_kv
-            qk = qkv[:, :H] if layer.qk_norm is None else k.norm(qkv[:, :H], layer.qk_norm, eps, True)
-            q, key, value = k.rope(qk, qkv[:, H:], cos, sin, self.n_heads, kc.dtype)
-            kc[rows, :, slots] = key
-            vc[rows, :, slots] = value
+            if self.tree_attention:
+                q = tree_attention.write_cache(qkv, self.n_heads, layer.qk_norm, eps, cos, sin, kc, vc, rows, slots)
+            else:
+                H = self.n_heads + self.n_kv
+                qk = qkv[:, :H] if layer.qk_norm is None else k.norm(qkv[:, :H], layer.qk_norm, eps, True)
+                q, key, value = k.rope(qk, qkv[:, H:], cos, sin, self.n_heads, kc.dtype)
+                kc[rows, :, slots] = key
+                vc[rows, :, slots] = value
             o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
             x, h = k.residual(x, linear(o, layer.wo, layer.bo), layer.ln_post_attn, layer.ln2, eps, gemma)
             y = linear(k.gated(linear(h, layer.wgu)), layer.wd)
@@ -556,6 +559,8 @@ class StaticLM:
         ``kc``, ``vc`` at (``rows``, ``slots``); ``cos``, ``sin``: their RoPE tables (N, 1, D)."""
         H, Hkv, D = self.n_heads, self.n_kv, self.head_dim
         qkv = linear(self._rms(x, layer.ln1), layer.wqkv, layer.bqkv).view(-1, H + 2 * Hkv, D)
+        if self.tree_attention:
+            return tree_attention.write_cache(qkv, H, layer.qk_norm, self.eps, cos, sin, kc, vc, rows, slots)
         qk, v = qkv[:, : H + Hkv], qkv[:, H + Hkv:]
         if layer.qk_norm is not None:
             qk = self._rms_float(qk, layer.qk_norm)

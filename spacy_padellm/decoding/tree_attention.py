@@ -1,4 +1,9 @@
-"""Attention of a pass's tokens over their KV-cache columns under the pass's tree mask, as one Triton kernel.
+"""A layer's attention in a tree-decoding pass as two Triton kernels: the queries and keys rotated (and normed,
+as Gemma's are) with the keys and values written to the KV cache (``write_cache``), then attention of the pass's
+tokens over their cache columns under the pass's tree mask (``attend``).
+
+The first replaces three to four kernels a layer (the query/key norm, RoPE, one cache write for the keys and one for
+the values) with one: each program takes one token's heads.
 
 ``scaled_dot_product_attention`` with a mask is a general kernel with a fixed cost to start that dominates at the
 sizes of tree decoding: one document's pass is a few dozen query tokens over a few hundred columns, and one layer's
@@ -18,7 +23,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["attend", "available"]
+__all__ = ["attend", "available", "write_cache"]
 
 Tensor = torch.Tensor
 
@@ -79,6 +84,83 @@ def _kernel():
                  mask=live[:, None])
 
     return triton.jit(tree_attention)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_kernel():
+    """The Triton kernel of ``write_cache``."""
+    import triton
+    import triton.language as tl
+
+    def rope_cache(QKV, W, COS, SIN, KC, VC, ROWS, SLOTS, QO, eps,
+                   s_t, s_h, s_cos, s_sin, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, so_t, so_h,
+                   H: tl.constexpr, HKV: tl.constexpr, HP: tl.constexpr, VP: tl.constexpr, HALF: tl.constexpr,
+                   NORM: tl.constexpr):
+        i = tl.program_id(0)
+        h = tl.arange(0, HP)  # the query heads, then the key heads
+        live = h < H + HKV
+        d = tl.arange(0, HALF)
+        at = QKV + i * s_t + h[:, None] * s_h + d[None, :]
+        x1 = tl.load(at, mask=live[:, None], other=0.0).to(tl.float32)
+        x2 = tl.load(at + HALF, mask=live[:, None], other=0.0).to(tl.float32)
+        if NORM:  # Gemma's query/key norm: in float32, times the float32 weight, cast back
+            r = tl.rsqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)
+            w = W + h[:, None] * (2 * HALF) + d[None, :]
+            x1 = (x1 * r[:, None] * tl.load(w, mask=live[:, None], other=0.0)).to(QKV.dtype.element_ty).to(tl.float32)
+            x2 = (x2 * r[:, None] * tl.load(w + HALF, mask=live[:, None], other=0.0)).to(QKV.dtype.element_ty).to(
+                tl.float32)
+        c1 = tl.load(COS + i * s_cos + d).to(tl.float32)[None, :]
+        c2 = tl.load(COS + i * s_cos + HALF + d).to(tl.float32)[None, :]
+        n1 = tl.load(SIN + i * s_sin + d).to(tl.float32)[None, :]
+        n2 = tl.load(SIN + i * s_sin + HALF + d).to(tl.float32)[None, :]
+        o1 = (x1 * c1 - x2 * n1).to(KC.dtype.element_ty)
+        o2 = (x2 * c2 + x1 * n2).to(KC.dtype.element_ty)
+        query = h < H
+        q_at = QO + i * so_t + h[:, None] * so_h + d[None, :]
+        tl.store(q_at, o1, mask=query[:, None])
+        tl.store(q_at + HALF, o2, mask=query[:, None])
+        row, slot = tl.load(ROWS + i), tl.load(SLOTS + i)
+        k_at = KC + row * sk_b + (h[:, None] - H) * sk_h + slot * sk_s + d[None, :]
+        key = live & (h >= H)
+        tl.store(k_at, o1, mask=key[:, None])
+        tl.store(k_at + HALF, o2, mask=key[:, None])
+        vh = tl.arange(0, VP)
+        e = tl.arange(0, 2 * HALF)
+        v = tl.load(QKV + i * s_t + (H + HKV + vh[:, None]) * s_h + e[None, :], mask=(vh < HKV)[:, None], other=0.0)
+        tl.store(VC + row * sv_b + vh[:, None] * sv_h + slot * sv_s + e[None, :], v.to(VC.dtype.element_ty),
+                 mask=(vh < HKV)[:, None])
+
+    return triton.jit(rope_cache)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float, cos: Tensor, sin: Tensor,
+                k: Tensor, v: Tensor, rows: Tensor, slots: Tensor) -> Tensor:
+    """The queries (N, H, D) of N tokens from their projections ``qkv`` (N, H + 2 * Hkv, D): queries and keys normed
+    by ``qk_norm`` ((H + Hkv, D), float32, Gemma's norm; None: not normed) and rotated by ``cos``, ``sin`` (N, 1, D:
+    each token's RoPE row); the keys and the values are written to the layer's cache ``k``, ``v`` (rows, Hkv,
+    columns, D) at (``rows``, ``slots``), in the cache's dtype. The queries come in that dtype too."""
+    N, heads, D = qkv.shape
+    Hkv = k.shape[1]
+    if heads != n_heads + 2 * Hkv or D & (D - 1) or D < 16:
+        raise ValueError(f"write_cache takes {n_heads} query heads and {Hkv} key and value heads of a power-of-two "
+                         f"size of at least 16 (got {heads} heads of {D})")
+    if qkv.stride(-1) != 1 or cos.stride(-1) != 1 or sin.stride(-1) != 1:
+        raise ValueError("write_cache: each head's values and each RoPE row must be contiguous")
+    out = torch.empty((N, n_heads, D), dtype=k.dtype, device=qkv.device)
+    if N == 0:
+        return out
+    norm = qk_norm if qk_norm is not None else qkv  # an unused pointer when not normed
+    _cache_kernel()[(N,)](qkv, norm, cos, sin, k, v, rows, slots, out, float(eps),
+                          qkv.stride(0), qkv.stride(1), cos.stride(0), sin.stride(0),
+                          k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                          out.stride(0), out.stride(1),
+                          H=n_heads, HKV=Hkv, HP=_pow2(n_heads + Hkv), VP=_pow2(Hkv), HALF=D // 2,
+                          NORM=qk_norm is not None, num_warps=4)
+    return out
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Optional[Tensor] = None) -> Tensor:

@@ -53,6 +53,27 @@ def check_kernel():
         raise AssertionError(f"head size {D} was taken")
 
 
+def check_cache_writes():
+    """``write_cache`` against the steps it replaces (Gemma's query/key norm, RoPE, the cache writes): head counts
+    that are not powers of two, one and three KV heads, with and without the norm, rows and columns out of order."""
+    from spacy_padellm.decoding.fused import norm, rotate
+
+    g = torch.Generator().manual_seed(1)
+    for N, H, Hkv, D, normed in [(5, 4, 1, 256, True), (7, 9, 3, 16, False), (3, 2, 2, 64, True)]:
+        qkv = torch.randn(N, H + 2 * Hkv, D, generator=g)
+        w = torch.rand(H + Hkv, D, generator=g) + 0.5 if normed else None
+        cos, sin = (torch.rand(N, 1, D, generator=g) for _ in range(2))
+        rows, slots = torch.randint(0, 3, (N,), generator=g), torch.randperm(20, generator=g)[:N]
+        k, v = torch.zeros(3, Hkv, 20, D), torch.zeros(3, Hkv, 20, D)
+        q = tree_attention.write_cache(qkv, H, w, 1e-6, cos, sin, k, v, rows, slots)
+        qk = qkv[:, : H + Hkv] if w is None else norm(qkv[:, : H + Hkv], w, 1e-6, True)
+        qk = rotate(qk, cos, sin)
+        torch.testing.assert_close(q, qk[:, :H], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(k[rows, :, slots], qk[:, H:], atol=1e-5, rtol=1e-5)
+        assert torch.equal(v[rows, :, slots], qkv[:, H + Hkv:])
+        assert int((k != 0).any(-1).sum()) == N * Hkv  # nothing written elsewhere
+
+
 def _pass(lm, rows):
     """One pass over token rows laid out as on the GPU (dense, no segments); (tokens, log-probs)."""
     B, T = len(rows), max(len(r) for r in rows)
@@ -66,8 +87,8 @@ def _pass(lm, rows):
 
 
 def check_passes(tmp: Path):
-    """A tiny Gemma 3 (sliding-window layers) and Llama: a pass with the kernel gives the tokens and log-probs of
-    one through ``scaled_dot_product_attention``, fused steps or not."""
+    """A tiny Gemma 3 (sliding-window layers, query/key norms) and Llama: a pass with the kernels gives the tokens,
+    log-probs and cache of one through ``scaled_dot_product_attention``, fused steps or not."""
     texts = [t for t, _ in tiny.SENTENCES]
     for name, build in (("gemma", tiny.build_gemma_base_model), ("llama", tiny.build_base_model)):
         model, tokenizer = load_model(resolve_model(str(build(tmp / name, texts))), device="cpu")
@@ -83,7 +104,11 @@ def check_passes(tmp: Path):
                 if kernel:
                     lm.use_tree_attention()
                 got[kernel] = _pass(lm, rows)
+                cache = [c[..., : lm.trash_col, :].clone() for c in (*lm.k_cache, *lm.v_cache)]
+                got[kernel] = (*got[kernel], cache)
             assert (got[True][0] == got[False][0]).all(), (name, fused)
+            for ours, theirs in zip(got[True][2], got[False][2]):  # the same keys and values in the cache
+                torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
             np.testing.assert_allclose(got[True][1], got[False][1], atol=1e-5)
             assert lm.twin().tree_attention
 
@@ -92,6 +117,7 @@ if __name__ == "__main__":
     import tempfile
 
     check_kernel()
+    check_cache_writes()
     with tempfile.TemporaryDirectory() as tmp:
         check_passes(Path(tmp))
     print("tree attention: every check passed")
