@@ -201,6 +201,21 @@ def whole_and_in_blocks(model, enc, requests, key, **limits):
     return out
 
 
+def dense_pass(lm, rows):
+    """One ``StaticLM`` pass over ``rows`` (token id lists, each causal from column 0) laid out as the GPU lays them
+    out (buckets, no segments): (tokens, log-probs)."""
+    import numpy as np
+
+    B, T = len(rows), max(len(r) for r in rows)
+    tokens = np.zeros((B, T), dtype=np.int64)
+    for b, r in enumerate(rows):
+        tokens[b, : len(r)] = r
+    slots = np.tile(np.arange(T), (B, 1))
+    mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
+    lm.reserve(B, T)
+    return lm.step(tokens, slots, slots, mask, slots)
+
+
 def write_examples(path: Path, data, labels) -> Path:
     with path.open("w", encoding="utf8") as f:
         for text, mentions in data:

@@ -25,31 +25,19 @@ def model_and_ids(request, tmp_path_factory):
     return model.eval(), [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
 
 
-def _pass(lm: StaticLM, rows):
-    """One pass over ``rows`` (token id lists) laid out as the GPU lays them out (buckets, no segments)."""
-    B, T = len(rows), max(len(r) for r in rows)
-    tokens = np.zeros((B, T), dtype=np.int64)
-    for b, r in enumerate(rows):
-        tokens[b, : len(r)] = r
-    slots = np.tile(np.arange(T), (B, 1))
-    mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
-    lm.reserve(B, T)
-    return lm.step(tokens, slots, slots, mask, slots)
-
-
 @pytest.mark.parametrize("compiled", [False, True])
 def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
     model, rows = model_and_ids
     lm = StaticLM.from_hf(model)
     lm.segmented = False  # the GPU's layout, run eagerly
-    tok, logp = _pass(lm, rows)
+    tok, logp = tiny.dense_pass(lm, rows)
     keys, values = [c.clone() for c in lm.k_cache], [c.clone() for c in lm.v_cache]
     for c in (*lm.k_cache, *lm.v_cache):
         c.zero_()
     lm.fuse(compiled=compiled)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="fused_kernels")  # compiled for real, not run unfused
-        ftok, flogp = _pass(lm, rows)
+        ftok, flogp = tiny.dense_pass(lm, rows)
     assert (ftok == tok).all()
     np.testing.assert_allclose(flogp, logp, atol=1e-4)
     # the fused RoPE step wrote the keys and values into the cache, as the eager pass did (the trash column aside)
@@ -69,7 +57,7 @@ def test_grouped_attention_equals_stacked_heads(model_and_ids):
         lm = StaticLM.from_hf(model)
         lm.segmented, lm.grouped_sdpa = False, grouped
         assert lm.group == 2
-        got[grouped] = _pass(lm, rows)
+        got[grouped] = tiny.dense_pass(lm, rows)
     assert (got[True][0] == got[False][0]).all()
     np.testing.assert_allclose(got[True][1], got[False][1], atol=1e-5)
 

@@ -74,18 +74,6 @@ def check_cache_writes():
         assert int((k != 0).any(-1).sum()) == N * Hkv  # nothing written elsewhere
 
 
-def _pass(lm, rows):
-    """One pass over token rows laid out as on the GPU (dense, no segments); (tokens, log-probs)."""
-    B, T = len(rows), max(len(r) for r in rows)
-    tokens = np.zeros((B, T), dtype=np.int64)
-    for b, r in enumerate(rows):
-        tokens[b, : len(r)] = r
-    slots = np.tile(np.arange(T), (B, 1))
-    mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
-    lm.reserve(B, T)
-    return lm.step(tokens, slots, slots, mask, slots)
-
-
 def check_passes(tmp: Path):
     """A tiny Gemma 3 (sliding-window layers, query/key norms) and Llama: a pass with the kernels gives the tokens,
     log-probs and cache of one through ``scaled_dot_product_attention``, fused steps or not."""
@@ -103,7 +91,7 @@ def check_passes(tmp: Path):
                     lm.fuse(compiled=False)
                 if kernel:
                     lm.use_tree_attention()
-                got[kernel] = _pass(lm, rows)
+                got[kernel] = tiny.dense_pass(lm, rows)
                 cache = [c[..., : lm.trash_col, :].clone() for c in (*lm.k_cache, *lm.v_cache)]
                 got[kernel] = (*got[kernel], cache)
             assert (got[True][0] == got[False][0]).all(), (name, fused)
