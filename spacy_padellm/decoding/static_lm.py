@@ -323,6 +323,9 @@ class StaticLM:
         """Run the dense and packed passes that follow with attention through ``tree_attention``'s Triton kernels
         (``on``), or through ``scaled_dot_product_attention``. Needs Triton and a power-of-two head size of at
         least 16; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
+        if on and self.segmented:
+            raise ValueError("attention_kernel 'triton' runs the GPU's dense and packed passes, not the CPU's "
+                             "segmented ones")
         if on and not tree_attention.available():
             raise ValueError("attention_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
         if on and (self.head_dim & (self.head_dim - 1) or self.head_dim < 16 or self.group > tree_attention.BLOCK_ROWS):

@@ -6,8 +6,9 @@ The first replaces three to four kernels a layer (the query/key norm, RoPE, one 
 the values) with one: each program takes one token's heads.
 
 ``scaled_dot_product_attention`` with a mask is a general kernel with a fixed cost to start that dominates at the
-sizes of tree decoding: one document's pass is a few dozen query tokens over a few hundred columns, and one layer's
-attention took about 30 microseconds on an H100 at batch size 1, the largest share of a sentence's device time. Here
+sizes of tree decoding: one document's pass is a few dozen query tokens over a few hundred columns, and in a profile
+of the default model at batch size 1 on an H100 attention was the largest share of a sentence's device time
+(docs/results-speed.md). Here
 the g query heads of one KV head and a block of tokens are one tile of rows (g * tokens, at least 16), the keys and
 values stream through in blocks of columns with an online softmax, and the mask is read as the pass's boolean
 (B, T, S) rows, so that no additive mask is built either. One kernel per layer.
@@ -37,7 +38,7 @@ def available() -> bool:
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
-    except Exception:  # an import that fails for any reason leaves attention to ``scaled_dot_product_attention``
+    except Exception:  # an import that fails for any reason: ``StaticLM.use_tree_attention`` says Triton is needed
         return False
     return True
 
@@ -52,7 +53,7 @@ def _kernel():
     def tree_attention(Q, K, V, M, O, T, S, scale,
                        sq_b, sq_t, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_t, so_b, so_t, so_h,
                        G: tl.constexpr, TOKENS: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
-                       D: tl.constexpr):
+                       D: tl.constexpr, PRECISION: tl.constexpr):
         tblock, b, kvh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         r = tl.arange(0, ROWS)
         t = tblock * TOKENS + r // G  # each tile row: a token and one of the g query heads of this KV head
@@ -70,14 +71,14 @@ def _kernel():
             v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None], other=0.0)
             seen = tl.load(M + b * sm_b + t[:, None] * sm_t + c[None, :], mask=live[:, None] & inside[None, :],
                            other=0)
-            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
             s = tl.where(seen != 0, s, float("-inf"))
             new = tl.maximum(best, tl.max(s, 1))
             shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
             p = tl.exp(s - shift[:, None])
             keep = tl.exp(best - shift)
             total = total * keep + tl.sum(p, 1)
-            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             best = new
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(O + b * so_b + t[:, None] * so_t + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty),
@@ -150,6 +151,9 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
                          f"size of at least 16 (got {heads} heads of {D})")
     if qkv.stride(-1) != 1 or cos.stride(-1) != 1 or sin.stride(-1) != 1:
         raise ValueError("write_cache: each head's values and each RoPE row must be contiguous")
+    if qk_norm is not None and (qk_norm.shape != (n_heads + Hkv, D) or qk_norm.dtype != torch.float32
+                                or not qk_norm.is_contiguous()):
+        raise ValueError(f"write_cache: the query/key norm is a contiguous float32 ({n_heads + Hkv}, {D}) array")
     out = torch.empty((N, n_heads, D), dtype=k.dtype, device=qkv.device)
     if N == 0:
         return out
@@ -188,5 +192,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
                              q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                              v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
                              out.stride(0), out.stride(1), out.stride(2),
-                             G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D, num_warps=4, num_stages=2)
+                             G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
+                             # float32 in full precision, as torch's attention (Triton's default for it is TF32)
+                             PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
     return out

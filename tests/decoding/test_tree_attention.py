@@ -34,11 +34,16 @@ def test_the_setting_is_for_cuda(tiny_trained):
 
 def test_clear_errors(tiny_trained, monkeypatch):
     model, _ = tiny_trained
-    lm = StaticLM.from_hf(model)
     monkeypatch.setattr(tree_attention, "available", lambda: True)
+    with pytest.raises(ValueError, match="segmented"):
+        StaticLM.from_hf(model).use_tree_attention()  # the CPU's own passes
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False
     lm.head_dim = 24
     with pytest.raises(ValueError, match="power-of-two head size"):
         lm.use_tree_attention()
     monkeypatch.setattr(tree_attention, "available", lambda: False)
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False
     with pytest.raises(ValueError, match="needs Triton"):
-        StaticLM.from_hf(model).use_tree_attention()
+        lm.use_tree_attention()

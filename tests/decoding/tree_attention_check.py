@@ -39,6 +39,16 @@ def check_kernel():
         mask[..., 0] = True
         got = tree_attention.attend(q, k, v, mask, 0.125)
         torch.testing.assert_close(got, sdpa(q, k, v, mask, 0.125), atol=1e-5, rtol=1e-5)
+    for dtype, tol in ((torch.float16, 2e-3),):  # half precision: the casts of p and of the output
+        B, T, H, Hkv, D, S = 2, 9, 4, 1, 64, 150
+        q = torch.randn(B, T, H, D, generator=g).to(dtype)
+        k, v = (torch.randn(B, Hkv, S, D, generator=g).to(dtype) for _ in range(2))
+        mask = torch.rand(B, T, S, generator=g) < 0.4
+        mask[..., :70] = False  # the first block of columns wholly masked, as a sliding window makes it
+        mask[..., 100] = True
+        got = tree_attention.attend(q, k, v, mask, 0.125)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), sdpa(q.float(), k.float(), v.float(), mask, 0.125), atol=tol, rtol=tol)
     mask[0, 1] = False  # a token that attends to no column gets zeros, not NaN
     got = tree_attention.attend(q, k, v, mask, 0.125)
     assert torch.equal(got[0, 1], torch.zeros_like(got[0, 1]))
@@ -71,18 +81,31 @@ def check_cache_writes():
         torch.testing.assert_close(q, qk[:, :H], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(k[rows, :, slots], qk[:, H:], atol=1e-5, rtol=1e-5)
         assert torch.equal(v[rows, :, slots], qkv[:, H + Hkv:])
-        assert int((k != 0).any(-1).sum()) == N * Hkv  # nothing written elsewhere
+        assert int((k != 0).any(-1).sum()) == int((v != 0).any(-1).sum()) == N * Hkv  # nothing written elsewhere
+    # half precision: the norm's cast back before RoPE, and the outputs in the cache's dtype
+    N, H, Hkv, D = 4, 4, 1, 32
+    qkv = torch.randn(N, H + 2 * Hkv, D, generator=g).half()
+    w = torch.rand(H + Hkv, D, generator=g) + 0.5
+    cos, sin = (torch.rand(N, 1, D, generator=g).half() for _ in range(2))
+    k, v = torch.zeros(1, Hkv, 8, D, dtype=torch.half), torch.zeros(1, Hkv, 8, D, dtype=torch.half)
+    rows, slots = torch.zeros(N, dtype=torch.long), torch.arange(N)
+    q = tree_attention.write_cache(qkv, H, w, 1e-6, cos, sin, k, v, rows, slots)
+    qk = rotate(norm(qkv[:, : H + Hkv], w, 1e-6, True).float(), cos.float(), sin.float())
+    assert q.dtype == k.dtype == torch.half
+    torch.testing.assert_close(q.float(), qk[:, :H], atol=4e-3, rtol=4e-3)
+    torch.testing.assert_close(k[0, :, :N].transpose(0, 1).float(), qk[:, H:], atol=4e-3, rtol=4e-3)
 
 
 def check_passes(tmp: Path):
     """A tiny Gemma 3 (sliding-window layers, query/key norms) and Llama: a pass with the kernels gives the tokens,
-    log-probs and cache of one through ``scaled_dot_product_attention``, fused steps or not."""
+    log-probs and cache of one through ``scaled_dot_product_attention``, dense and packed, fused steps or not."""
     texts = [t for t, _ in tiny.SENTENCES]
     for name, build in (("gemma", tiny.build_gemma_base_model), ("llama", tiny.build_base_model)):
         model, tokenizer = load_model(resolve_model(str(build(tmp / name, texts))), device="cpu")
         enc = PromptEncoder(tokenizer)
-        rows = [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
-        for fused in (False, True):
+        dense = [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
+        packed = dense[:1] + [dense[1][:2]] * 4  # its real tokens fill less than half its layout: a packed pass
+        for rows, fused in ((dense, False), (dense, True), (packed, False), (packed, True)):
             got = {}
             for kernel in (False, True):
                 lm = StaticLM.from_hf(model.eval())
@@ -94,6 +117,7 @@ def check_passes(tmp: Path):
                 got[kernel] = tiny.dense_pass(lm, rows)
                 cache = [c[..., : lm.trash_col, :].clone() for c in (*lm.k_cache, *lm.v_cache)]
                 got[kernel] = (*got[kernel], cache)
+            assert (lm.packed_passes > 0) == (rows is packed)
             assert (got[True][0] == got[False][0]).all(), (name, fused)
             for ours, theirs in zip(got[True][2], got[False][2]):  # the same keys and values in the cache
                 torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
