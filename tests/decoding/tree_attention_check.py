@@ -31,7 +31,8 @@ def check_kernel():
     """Against torch's attention: query groups of 1 to 4 (3: tiles with a spare row), head sizes 16 to 256, columns
     not a multiple of the kernel's block, a cache wider and taller than the pass, strided queries."""
     g = torch.Generator().manual_seed(0)
-    for B, T, H, Hkv, D, S in [(2, 5, 4, 4, 16, 9), (1, 7, 9, 3, 64, 70), (3, 20, 4, 1, 256, 130), (2, 33, 4, 2, 32, 64)]:
+    shapes = [(2, 5, 4, 4, 16, 9), (1, 7, 9, 3, 64, 70), (3, 20, 4, 1, 256, 130), (2, 33, 4, 2, 32, 64)]
+    for B, T, H, Hkv, D, S in shapes:
         qkv = torch.randn(B * T, H + 2 * Hkv, D, generator=g)
         q = qkv[:, :H].view(B, T, H, D)  # strided, as the pass's own queries are
         k, v = (torch.randn(B + 1, Hkv, S + 11, D, generator=g) for _ in range(2))
