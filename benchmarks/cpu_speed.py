@@ -42,15 +42,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "padellm" / "conll03" / "conll03_test.jsonl"  # data_dir of project.yml
 EFFICIENCY_CFG = ROOT / "benchmarks" / "spacy_peer" / "efficiency.cfg"
 
+# every variant but the "head-text" ones with the whole LM head (as the CPU's default was before it took "text" for a
+# large vocabulary)
+WHOLE = {"head_vocab": "all"}
 # name -> (description, DecodeSettings changes, StaticLM attributes)
 VARIANTS: Dict[str, Tuple[str, Dict[str, Any], Dict[str, Any]]] = {
-    "bucketed": ("fp32, the GPU's bucketed layout run eagerly (the CPU before)", {}, {"segmented": False}),
-    "fp32": ("fp32, segmented layout (default)", {}, {}),
-    "int8": ("int8 weights (`quantize` \"int8\"), segmented layout", {"quantize": "int8"}, {}),
-    "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8"}, {}),
-    "int8-head": ("int8 weights and LM head (`quantize` \"int8-head\")", {"quantize": "int8-head"}, {}),
-    "bf16": ("bf16 matrices and KV cache (`quantize` \"bf16\")", {"quantize": "bf16"}, {}),
-    "head-text": ("fp32, the LM head over the batch's own tokens (`head_vocab` \"text\")", {"head_vocab": "text"}, {}),
+    "bucketed": ("fp32, the GPU's bucketed layout run eagerly (the CPU before)", WHOLE, {"segmented": False}),
+    "fp32": ("fp32, segmented layout, the whole LM head", WHOLE, {}),
+    "int8": ("int8 weights (`quantize` \"int8\"), segmented layout", {"quantize": "int8", **WHOLE}, {}),
+    "int8-unsmoothed": ("int8 weights, no smoothing (the activation ranges ignored)", {"quantize": "int8", **WHOLE},
+                        {}),
+    "int8-head": ("int8 weights and LM head (`quantize` \"int8-head\")", {"quantize": "int8-head", **WHOLE}, {}),
+    "bf16": ("bf16 matrices and KV cache (`quantize` \"bf16\")", {"quantize": "bf16", **WHOLE}, {}),
+    "head-text": ("fp32, the LM head over the batch's own tokens (`head_vocab` \"text\"; the default for Gemma 3)",
+                  {"head_vocab": "text"}, {}),
     "bf16-head-text": ("bf16, and `head_vocab` \"text\"", {"quantize": "bf16", "head_vocab": "text"}, {}),
 }
 UNSMOOTHED = ("int8-unsmoothed",)  # built without the model's activation ranges

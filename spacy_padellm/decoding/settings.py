@@ -219,15 +219,17 @@ class DecodeSettings:
         "(the LM head too) and the KV cache in bfloat16, the residual stream, norms and softmax in float32: the "
         "fastest on a CPU with Intel AMX (measured: docs/results-speed.md), slower on one without bfloat16 matrix "
         "instructions; null: the model's own weights"))
-    head_vocab: Optional[str] = _setting(None, one_of(None, "text"), (
+    head_vocab: Optional[str] = _setting(None, one_of(None, "text", "all"), (
         'static engine: `"text"` computes the output layer (LM head) only over the '
         "tokens a batch's outputs can be made of: its prompts' tokens, each word of its texts encoded alone and "
         "every token whose text lies inside one, the counts and the special tokens (text/vocab.py); a token "
         "outside them can no longer be chosen and log-probabilities are normalised over them (steered outputs too, "
         "but for the count bias's, over the whole vocabulary). Faster with a large vocabulary (Gemma 3: 262k "
         "entries; the default model 1.8x as fast on a CPU; under CUDA graphs the rows are held in a buffer of a "
-        "power of two rows, at least 1024), not exact (docs/results-conll03.md); a float or bfloat16 head only "
-        "(not with `\"int8-head\"` or `\"int8-weight-only\"`); null: the whole vocabulary"))
+        "power of two rows, at least 1024), not exact (docs/results-conll03.md: the same dev F1); a float or "
+        "bfloat16 head only (`\"int8-head\"` and `\"int8-weight-only\"` keep it whole); `\"all\"`: the whole "
+        'vocabulary; null: `"text"` on the CPU for a vocabulary of at least 65,536 entries (Gemma 3\'s), else '
+        '`"all"`'))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -75,6 +75,22 @@ def test_text_head_vocab_finds_the_same_entities(tiny_trained):
     assert tree.current_settings().head_vocab == "text"
 
 
+def test_default_is_text_on_the_cpu_for_a_large_vocabulary(tiny_trained, monkeypatch):
+    """``head_vocab`` null: "text" on the CPU for a head of at least ``HEAD_VOCAB_MIN_ROWS`` rows (Gemma 3's), else
+    the whole head; a value given is kept, also by a variant."""
+    from spacy_padellm.decoding.tree import decoder
+
+    model, enc = tiny_trained
+    lm = StaticLM.from_hf(model)
+    assert lm.vocab_size < decoder.HEAD_VOCAB_MIN_ROWS <= 262144
+    assert TreeDecoder(lm, enc).head_vocab == "all"
+    monkeypatch.setattr(decoder, "HEAD_VOCAB_MIN_ROWS", lm.vocab_size)
+    assert TreeDecoder(lm, enc).head_vocab == "text"
+    whole = TreeDecoder(lm, enc, head_vocab="all")
+    assert whole.head_vocab == "all" and whole.variant(max_count=3).head_vocab == "all"
+    assert TreeDecoder(lm, enc).variant(max_count=3).head_vocab == "text"
+
+
 def test_component_takes_head_vocab(tiny_model):
     texts = [t for t, _ in tiny.SENTENCES]
     found = {}

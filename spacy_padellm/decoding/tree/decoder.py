@@ -42,6 +42,10 @@ from .generate import GenerateMixin
 from .levers import BatchLevers
 from .scheduler import chunks, drive
 
+# ``head_vocab`` null: "text" on the CPU for an LM head of at least this many rows (Gemma 3: 262,144, where the head is
+# more parameters than the rest of the model; SmolLM2's 49,152 keep the whole head)
+HEAD_VOCAB_MIN_ROWS = 65536
+
 __all__ = ["TreeDecoder"]
 
 
@@ -145,7 +149,9 @@ class TreeDecoder(GenerateMixin):
         self._subtrees: Dict[tuple, _Subtree] = {}  # count-draft subtree shapes (see drafts.count_subtree)
         self._drafter = MentionDrafter(encoder)
         self.speculate = s.speculate
-        self.head_vocab = s.head_vocab  # "text": the LM head over a batch's own tokens (text/vocab.py)
+        # "text": the LM head over a batch's own tokens (text/vocab.py), or "all" of it. By default "text" on the CPU
+        # for a large vocabulary, where the head's rows are much of a pass's work; the whole head on CUDA.
+        self.head_vocab = s.head_vocab or ("text" if not gpu and lm.vocab_size >= HEAD_VOCAB_MIN_ROWS else "all")
         term = encoder._encode(encoder.template.count_terminator)
         # Speculate the terminator only when it is one token that ends a count by itself.
         self._term = term[0] if s.speculate and len(term) == 1 and self.encoder.ends_count(term[0]) else None
