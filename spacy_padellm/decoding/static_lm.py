@@ -328,10 +328,8 @@ class StaticLM:
                              "segmented ones")
         if on and not tree_attention.available():
             raise ValueError("attention_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
-        if on and (self.head_dim & (self.head_dim - 1) or self.head_dim < 16 or self.group > tree_attention.BLOCK_ROWS):
-            raise ValueError(f"attention_kernel 'triton' takes a power-of-two head size of at least 16 and at most "
-                             f"{tree_attention.BLOCK_ROWS} query heads per KV head (this model: {self.head_dim}, "
-                             f"{self.group})")
+        if on:
+            tree_attention.check_heads(self.n_heads, self.n_kv, self.head_dim)
         self._forget_graphs()
         self.tree_attention = on
 

@@ -24,12 +24,21 @@ from typing import Optional
 
 import torch
 
-__all__ = ["attend", "available", "write_cache"]
+__all__ = ["attend", "available", "check_heads", "write_cache"]
 
 Tensor = torch.Tensor
 
 BLOCK_ROWS = 16  # query rows (heads x tokens) of one tile: the least a Triton matrix product takes
 BLOCK_COLS = 64  # cache columns per step of the online softmax
+
+
+def check_heads(n_heads: int, n_kv: int, head_dim: int) -> None:
+    """A ValueError unless the kernels take these heads: a power-of-two head size of at least 16, and whole groups of
+    at most ``BLOCK_ROWS`` query heads per KV head."""
+    if n_heads % n_kv or n_heads // n_kv > BLOCK_ROWS or head_dim & (head_dim - 1) or head_dim < 16:
+        raise ValueError(f"attention_kernel 'triton' takes a power-of-two head size of at least 16 and at most "
+                         f"{BLOCK_ROWS} query heads per KV head (got {n_heads} query heads over {n_kv} KV heads of "
+                         f"size {head_dim})")
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,21 +143,19 @@ def _cache_kernel():
     return triton.jit(rope_cache)
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, n - 1).bit_length()
-
-
 def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float, cos: Tensor, sin: Tensor,
                 k: Tensor, v: Tensor, rows: Tensor, slots: Tensor) -> Tensor:
     """The queries (N, H, D) of N tokens from their projections ``qkv`` (N, H + 2 * Hkv, D): queries and keys normed
     by ``qk_norm`` ((H + Hkv, D), float32, Gemma's norm; None: not normed) and rotated by ``cos``, ``sin`` (N, 1, D:
     each token's RoPE row); the keys and the values are written to the layer's cache ``k``, ``v`` (rows, Hkv,
     columns, D) at (``rows``, ``slots``), in the cache's dtype. The queries come in that dtype too."""
+    from .static_lm import bucket  # (static_lm imports this module)
+
     N, heads, D = qkv.shape
     Hkv = k.shape[1]
-    if heads != n_heads + 2 * Hkv or D & (D - 1) or D < 16:
-        raise ValueError(f"write_cache takes {n_heads} query heads and {Hkv} key and value heads of a power-of-two "
-                         f"size of at least 16 (got {heads} heads of {D})")
+    if heads != n_heads + 2 * Hkv:
+        raise ValueError(f"write_cache takes {n_heads} query heads and {Hkv} key and value heads (got {heads} heads)")
+    check_heads(n_heads, Hkv, D)
     if qkv.stride(-1) != 1 or cos.stride(-1) != 1 or sin.stride(-1) != 1:
         raise ValueError("write_cache: each head's values and each RoPE row must be contiguous")
     if qk_norm is not None and (qk_norm.shape != (n_heads + Hkv, D) or qk_norm.dtype != torch.float32
@@ -162,7 +169,7 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
                           qkv.stride(0), qkv.stride(1), cos.stride(0), sin.stride(0),
                           k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
                           out.stride(0), out.stride(1),
-                          H=n_heads, HKV=Hkv, HP=_pow2(n_heads + Hkv), VP=_pow2(Hkv), HALF=D // 2,
+                          H=n_heads, HKV=Hkv, HP=bucket(n_heads + Hkv), VP=bucket(Hkv), HALF=D // 2,
                           NORM=qk_norm is not None, num_warps=4)
     return out
 
@@ -174,25 +181,21 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
     gets zeros. ``q`` and the cache may be strided views, but each head's D values must be contiguous."""
     B, T, H, D = q.shape
     Hkv, S = k.shape[1], mask.shape[-1]
-    if H % Hkv or D & (D - 1) or D < 16:
-        raise ValueError(f"tree attention takes a power-of-two head size of at least 16 and whole query groups "
-                         f"(got {H} query heads over {Hkv} KV heads of size {D})")
+    check_heads(H, Hkv, D)
     for name, x in (("queries", q), ("keys", k), ("values", v)):
         if x.stride(-1) != 1:
             raise ValueError(f"tree attention: the {name}' head values must be contiguous")
     g = H // Hkv
-    if g > BLOCK_ROWS:
-        raise ValueError(f"tree attention takes at most {BLOCK_ROWS} query heads per KV head (got {g})")
     tokens = BLOCK_ROWS // g
     mask = mask if mask.stride(-1) == 1 else mask.contiguous()
     mask = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     grid = ((T + tokens - 1) // tokens, B, Hkv)
     _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
-                             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                             v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
-                             out.stride(0), out.stride(1), out.stride(2),
-                             G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
-                             # float32 in full precision, as torch's attention (Triton's default for it is TF32)
-                             PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
+                    q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                    v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
+                    out.stride(0), out.stride(1), out.stride(2),
+                    G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
+                    # float32 in full precision, as torch's attention (Triton's default for it is TF32)
+                    PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
     return out
