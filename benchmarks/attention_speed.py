@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import publish  # noqa: E402
 
 from spacy_padellm.decoding import tree_attention  # noqa: E402
+from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
 
 # (B, T, S): batch 1 (a first pass wide with drafts, then a few tokens per label), then nlp.pipe widths
 SHAPES = [(1, 384, 128), (1, 64, 128), (1, 16, 128), (1, 16, 256), (64, 32, 128), (256, 16, 128), (256, 64, 256)]
@@ -41,11 +42,10 @@ def _inputs(B: int, T: int, S: int, H: int, Hkv: int, D: int, seed: int = 0):
 
 
 def _sdpa(q, k, v, mask, scale):
-    B, T, H, D = q.shape
-    add = torch.zeros((B, 1, T, mask.shape[-1]), dtype=q.dtype, device=q.device).masked_fill_(~mask[:, None],
-                                                                                               float("-inf"))
+    """The engine's "sdpa" attention: its additive mask (one row per token), then grouped-query attention."""
+    add = StaticLM._additive(mask, 1, q.dtype)
     o = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=add, scale=scale,
-                                       enable_gqa=H != k.shape[1])
+                                       enable_gqa=q.shape[2] != k.shape[1])
     return o.transpose(1, 2)
 
 
