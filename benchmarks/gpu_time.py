@@ -1,10 +1,11 @@
 """``python benchmarks/gpu_time.py PIPELINE DATA.spacy --gpu-id 0``: where a pipeline's time goes on a GPU.
 
-For the levers as the model records them and with them off: ``nlp.pipe`` over every doc of DATA (a DocBin) after two
-warm-up runs, its wall time split into the time the host waits for the device (a pass's result not ready) and the rest
-(host work); then one run under the torch profiler: the device's kernel time in all, by kind of kernel (matrix
-products, attention, the LM head's softmax reductions, the fused element-wise steps, cache writes, strided copies) and
-the kernels that took the most. The same for ``--latency-docs`` docs one at a time (batch size 1), per sentence.
+For the levers as the model records them, with them off, and for each ``--variant`` of the settings: ``nlp.pipe``
+over every doc of DATA (a DocBin) after two warm-up runs, its wall time split into the time the host waits for the
+device (a pass's result not ready) and the rest (host work); then one run under the torch profiler: the device's kernel
+time in all, by kind of kernel (matrix products, attention, the LM head's softmax reductions, the fused element-wise
+steps, cache writes, strided copies) and the kernels that took the most. The same for ``--latency-docs`` docs one at
+a time (batch size 1), per sentence.
 Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG (kernel time by kind) next to it.
 On the CPU (``--device cpu``) it gives the times alone, without kernel figures.
 
@@ -25,10 +26,12 @@ from typing import Any, Callable, Dict, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
+from settings_sweep import _variant_arg  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 # kind of kernel -> what its name holds (the first kind that matches; the norms before the softmax reductions)
 KINDS = [("attention", ("sdpa", "attention", "fmha")),
+         ("query/key norm, RoPE, cache writes (one Triton kernel)", ("rope_cache",)),
          ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
          ("residual + norm", ("add_mean_mul_pow_rsqrt",)),
          ("query/key norm", ("mean_mul_pow_rsqrt",)),
@@ -209,7 +212,8 @@ def run(args) -> Dict[str, Any]:
         raise SystemExit(f"{len(texts)} docs: batch 1 needs more than --warm-docs ({args.warm_docs}) and "
                          f"--latency-docs of at least 1")
     base = ner.settings
-    rows = {name: measure(nlp, ner, texts, changes, base, args, cuda) for name, changes in VARIANTS.items()}
+    variants = {**VARIANTS, **dict(args.variant)}
+    rows = {name: measure(nlp, ner, texts, changes, base, args, cuda) for name, changes in variants.items()}
     return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts),
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
             "batch_size": args.batch_size,
@@ -230,7 +234,13 @@ def main(argv=None) -> int:
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
     p.add_argument("--top", type=int, default=25, help="kernels listed by time")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
+    p.add_argument("--variant", action="append", default=[], type=_variant_arg, metavar="NAME:KEY=VALUE,...",
+                   help="also the settings of NAME, over the component's own (repeatable; e.g. "
+                        "triton:attention_kernel=triton)")
     args = p.parse_args(argv)
+    clash = [name for name, _ in args.variant if name in VARIANTS]
+    if clash:
+        p.error(f"--variant {clash[0]!r}: that name is one of the fixed variants")
     return publish(run(args), table, args.output, plot)
 
 
