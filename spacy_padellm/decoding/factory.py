@@ -12,7 +12,7 @@ from .dynamic import TwoStepDecoder
 from .settings import AUTOREG_DECODINGS, DecodeSettings
 from ..text.protocol import PromptEncoder
 
-__all__ = ["make_decoder", "make_static_lm", "build_decoder", "PROTOCOL_FITS"]
+__all__ = ["make_decoder", "make_static_lm", "build_decoder", "choose_attention", "PROTOCOL_FITS"]
 
 logger = logging.getLogger("spacy_padellm")
 
@@ -22,10 +22,10 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
 
 
 def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None,
-                   fused_kernels: Optional[bool] = None, attention_kernel: str = "sdpa"):
+                   fused_kernels: Optional[bool] = None, attention_kernel: Optional[str] = None):
     """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
     folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
-    ``fused_kernels`` is False; attention on CUDA through ``attention_kernel``), or None (with the reason logged)
+    ``fused_kernels`` is False; attention on CUDA through ``attention_kernel``, null: ``choose_attention``), or None (with the reason logged)
     if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
@@ -42,9 +42,27 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
         lm.quantize(quantize, ranges)
     if lm.device.type == "cuda" and (fused_kernels or (fused_kernels is None and lm.use_graphs)):
         lm.fuse()
-    if lm.device.type == "cuda" and attention_kernel == "triton":
+    if lm.device.type == "cuda" and choose_attention(lm, attention_kernel) == "triton":
         lm.use_tree_attention()
     return lm
+
+
+def choose_attention(lm, attention_kernel: Optional[str]) -> str:
+    """The attention a StaticLM on CUDA runs for the setting ``attention_kernel``: as set, or for null "triton"
+    where its passes are CUDA graphs and the kernels run on its device (``tree_attention.runs_on``: Triton, the
+    model's heads, a first call that compiles and agrees with torch), else "sdpa" (with the reason logged)."""
+    from . import tree_attention
+
+    if attention_kernel is not None:
+        return attention_kernel
+    if not lm.use_graphs:
+        return "sdpa"  # eager passes: a Triton kernel costs more to launch than torch's attention
+    why = tree_attention.runs_on(str(lm.device), lm.dtype, lm.n_heads, lm.n_kv, lm.head_dim)
+    if why is not None:
+        logger.warning("spacy_padellm: attention through torch's scaled_dot_product_attention, not the Triton "
+                       "kernels (%s); set attention_kernel to \"sdpa\" to skip trying them", why)
+        return "sdpa"
+    return "triton"
 
 
 def _static_only(settings: DecodeSettings, what: str) -> None:

@@ -200,12 +200,14 @@ class DecodeSettings:
         "(decoding/fused.py; compiled on the first passes, a step that cannot be compiled runs unfused); not "
         "bit-identical to the unfused pass (float rounding; measured: docs/results-speed.md); null: on with CUDA "
         "graphs on CUDA; ignored on the CPU"))
-    attention_kernel: str = _setting("sdpa", one_of("sdpa", "triton"), (
+    attention_kernel: Optional[str] = _setting(None, one_of(None, "sdpa", "triton"), (
         'static engine on CUDA: a layer\'s attention through `"sdpa"` (torch\'s `scaled_dot_product_attention` '
         'over an additive mask) or `"triton"` (two Triton kernels a layer: the query/key norm, RoPE and the KV-cache '
         "writes in one, attention over the pass's boolean tree mask in the other; decoding/tree_attention.py; a "
-        "power-of-two head size, at most 16 query heads per KV head); not "
-        "bit-identical to each other (float rounding); ignored on the CPU"))
+        "power-of-two head size, at most 16 query heads per KV head); not bit-identical to each other (float "
+        'rounding; measured: docs/results-speed.md); null: `"triton"` where passes are CUDA graphs and the kernels '
+        "run on the device (a first call compiles them and checks them against torch; where they do not run, a "
+        'warning says why), else `"sdpa"`; ignored on the CPU'))
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '
         "channel and converts it for each product (activations, KV cache and attention keep their dtype): half the "

@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["attend", "available", "check_heads", "write_cache"]
+__all__ = ["attend", "available", "check_heads", "runs_on", "write_cache"]
 
 Tensor = torch.Tensor
 
@@ -50,6 +50,51 @@ def available() -> bool:
     except Exception:  # an import that fails for any reason: ``StaticLM.use_tree_attention`` says Triton is needed
         return False
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def runs_on(device: str, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> Optional[str]:
+    """Why the kernels cannot run a model of these heads on ``device`` in ``dtype`` (None: they can): Triton missing,
+    heads they do not take, or a first call on the device that fails (the kernels compile on it) or disagrees with
+    torch's attention and RoPE. ``attention_kernel`` null asks this once per device and shape before taking the
+    kernels."""
+    if not available():
+        return "Triton cannot be imported"
+    try:
+        check_heads(n_heads, n_kv, head_dim)
+    except ValueError as err:
+        return str(err)
+    try:
+        _first_call(torch.device(device), dtype, n_heads, n_kv, head_dim)
+    except Exception as err:  # a compiler or driver error of any kind: attention stays torch's
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> None:
+    """Both kernels on a few tokens of random heads, against what torch computes (an AssertionError if they differ
+    by more than ``dtype``'s rounding)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    T, S, D = 3, 8, head_dim
+    qkv = torch.randn(T, n_heads + 2 * n_kv, D, generator=g).to(device, dtype)
+    cos, sin = (torch.rand(T, 1, D, generator=g).to(device, dtype) for _ in range(2))
+    k, v = (torch.zeros(1, n_kv, S, D, dtype=dtype, device=device) for _ in range(2))
+    slots = torch.arange(T, device=device)
+    q = write_cache(qkv, n_heads, None, 1e-6, cos, sin, k, v, torch.zeros(T, dtype=torch.long, device=device), slots)
+    half = D // 2
+    qk = qkv[:, : n_heads + n_kv].float()
+    qk = qk * cos.float() + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin.float()
+    mask = torch.ones(1, T, S, dtype=torch.bool, device=device).tril_()
+    got = attend(q.view(1, T, n_heads, D), k, v, mask, D ** -0.5).float()
+    add = torch.zeros(1, 1, T, S, device=device).masked_fill_(~mask[:, None], float("-inf"))
+    want = F.scaled_dot_product_attention(qk[None, :, :n_heads].transpose(1, 2), k.float(), v.float(),
+                                          attn_mask=add, scale=D ** -0.5, enable_gqa=n_heads != n_kv).transpose(1, 2)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(q.float(), qk[:, :n_heads], atol=tol, rtol=tol)
+    torch.testing.assert_close(k[0, :, :T].transpose(0, 1).float(), qk[:, n_heads:], atol=tol, rtol=tol)
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
 
 
 @functools.lru_cache(maxsize=None)

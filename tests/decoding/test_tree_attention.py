@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spacy_padellm.decoding import tree_attention
-from spacy_padellm.decoding.factory import make_static_lm
+from spacy_padellm.decoding.factory import choose_attention, make_static_lm
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.settings import DecodeSettings
 
@@ -26,7 +26,7 @@ def test_kernel_and_passes_in_triton_s_interpreter():
 
 def test_the_setting_is_for_cuda(tiny_trained):
     model, _ = tiny_trained
-    assert DecodeSettings().attention_kernel == "sdpa"
+    assert DecodeSettings().attention_kernel is None
     with pytest.raises(ValueError, match="attention_kernel"):
         DecodeSettings(attention_kernel="flash")
     assert not make_static_lm(model, attention_kernel="triton").tree_attention  # the CPU keeps its own attention
@@ -47,3 +47,26 @@ def test_clear_errors(tiny_trained, monkeypatch):
     lm.segmented = False
     with pytest.raises(ValueError, match="needs Triton"):
         lm.use_tree_attention()
+
+
+class _GPULM:
+    """What ``choose_attention`` reads of a StaticLM on a GPU."""
+    device, dtype, n_heads, n_kv, head_dim = "cuda:0", "bfloat16", 4, 1, 256
+
+    def __init__(self, graphs: bool):
+        self.use_graphs = graphs
+
+
+def test_null_takes_the_kernels_where_they_run(monkeypatch, caplog):
+    asked = []
+    monkeypatch.setattr(tree_attention, "runs_on", lambda *a: asked.append(a))
+    assert choose_attention(_GPULM(True), None) == "triton"
+    assert asked == [("cuda:0", "bfloat16", 4, 1, 256)]
+    assert choose_attention(_GPULM(False), None) == "sdpa"  # eager passes
+    assert choose_attention(_GPULM(True), "sdpa") == "sdpa"
+    assert choose_attention(_GPULM(False), "triton") == "triton"
+    assert len(asked) == 1
+    monkeypatch.setattr(tree_attention, "runs_on", lambda *a: "RuntimeError: no compiler")
+    with caplog.at_level("WARNING", logger="spacy_padellm"):
+        assert choose_attention(_GPULM(True), None) == "sdpa"
+    assert "no compiler" in caplog.text and "scaled_dot_product_attention" in caplog.text

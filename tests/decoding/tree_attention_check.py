@@ -97,6 +97,15 @@ def check_cache_writes():
     torch.testing.assert_close(k[0, :, :N].transpose(0, 1).float(), qk[:, H:], atol=4e-3, rtol=4e-3)
 
 
+def check_runs_on():
+    """``runs_on``, which ``attention_kernel`` null asks: None where the kernels compile and agree with torch (here
+    the interpreter's; it has no bfloat16), the reason where they cannot run."""
+    for dtype in (torch.float32, torch.float16):
+        for heads in ((4, 1, 256), (9, 3, 16), (8, 8, 64)):
+            assert tree_attention.runs_on("cpu", dtype, *heads) is None, (dtype, heads)
+    assert "power-of-two head size" in tree_attention.runs_on("cpu", torch.float32, 4, 1, 24)
+
+
 def check_passes(tmp: Path):
     """A tiny Gemma 3 (sliding-window layers, query/key norms) and Llama: a pass with the kernels gives the tokens,
     log-probs and cache of one through ``scaled_dot_product_attention``, dense and packed, fused steps or not."""
@@ -131,6 +140,7 @@ if __name__ == "__main__":
 
     check_kernel()
     check_cache_writes()
+    check_runs_on()
     with tempfile.TemporaryDirectory() as tmp:
         check_passes(Path(tmp))
     print("tree attention: every check passed")
