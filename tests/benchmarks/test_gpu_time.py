@@ -31,6 +31,17 @@ def test_time_split_for_both_variants(tiny_model, tmp_path, capsys):
     assert "| recorded |" in out.with_suffix(".md").read_text() and "| off |" in capsys.readouterr().out
 
 
+def test_variants_of_other_settings(tiny_model, tmp_path):
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "gpu_time.json"
+    assert main([str(tiny_model), str(data), "--device", "cpu", "--batch-size", "2", "--rounds", "1", "--warm-docs",
+                 "1", "--latency-docs", "1", "--variant", "hv:head_vocab=text", "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["recorded", "off", "hv"] and rows["hv"]["changes"] == {"head_vocab": "text"}
+    with pytest.raises(SystemExit):
+        main([str(tiny_model), str(data), "--variant", "off:head_vocab=text"])  # a fixed variant's name
+
+
 def test_too_few_docs_for_batch_one_is_an_error(tiny_model, tmp_path):
     data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
     with pytest.raises(SystemExit, match="--warm-docs"):
@@ -47,3 +58,5 @@ def test_kernels_sorted_into_kinds():
     assert kind_of("void at::native::index_elementwise_kernel<128, 4>") == "cache writes, gathers"
     assert kind_of("void at::native::elementwise_kernel<128, 4>") == "strided copies"
     assert kind_of("Memset (Unknown)") == "other"
+    assert kind_of("tree_attention") == "attention"
+    assert kind_of("rope_cache") == "query/key norm, RoPE, cache writes (one Triton kernel)"
