@@ -19,6 +19,7 @@ The kernel is Triton's: it runs on CUDA (``available``), and on CPU tensors in a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Optional
 
@@ -69,6 +70,12 @@ def runs_on(device: str, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: 
     except Exception as err:  # a compiler or driver error of any kind: attention stays torch's
         return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return None
+
+
+def _on(device: torch.device):
+    """``device`` as the current CUDA device while a kernel is launched (Triton launches on the current one); nothing
+    on the CPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> None:
@@ -210,12 +217,13 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
     if N == 0:
         return out
     norm = qk_norm if qk_norm is not None else qkv  # an unused pointer when not normed
-    _cache_kernel()[(N,)](qkv, norm, cos, sin, k, v, rows, slots, out, float(eps),
-                          qkv.stride(0), qkv.stride(1), cos.stride(0), sin.stride(0),
-                          k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-                          out.stride(0), out.stride(1),
-                          H=n_heads, HKV=Hkv, HP=bucket(n_heads + Hkv), VP=bucket(Hkv), HALF=D // 2,
-                          NORM=qk_norm is not None, num_warps=4)
+    with _on(qkv.device):  # Triton launches on the current device
+        _cache_kernel()[(N,)](qkv, norm, cos, sin, k, v, rows, slots, out, float(eps),
+                              qkv.stride(0), qkv.stride(1), cos.stride(0), sin.stride(0),
+                              k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+                              out.stride(0), out.stride(1),
+                              H=n_heads, HKV=Hkv, HP=bucket(n_heads + Hkv), VP=bucket(Hkv), HALF=D // 2,
+                              NORM=qk_norm is not None, num_warps=4)
     return out
 
 
@@ -236,11 +244,12 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
     mask = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     grid = ((T + tokens - 1) // tokens, B, Hkv)
-    _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
-                    q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                    v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
-                    out.stride(0), out.stride(1), out.stride(2),
-                    G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
-                    # float32 in full precision, as torch's attention (Triton's default for it is TF32)
-                    PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
+    with _on(q.device):
+        _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
+                        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                        v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
+                        out.stride(0), out.stride(1), out.stride(2),
+                        G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
+                        # float32 in full precision, as torch's attention (Triton's default for it is TF32)
+                        PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
     return out
