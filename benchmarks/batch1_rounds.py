@@ -77,7 +77,8 @@ def run(args) -> Dict[str, Any]:
     for name, changes in variants.items():
         medians = [t["median_ms"] for t in turns[name]]
         ratios = [round(t["median_ms"] / d["median_ms"], 3) for t, d in zip(turns[name], turns[DEFAULT])]
-        rows[name] = {"changes": changes, "turns": turns[name], "median_of_turns_ms": round(statistics.median(medians), 3),
+        rows[name] = {"changes": changes, "turns": turns[name],
+                      "median_of_turns_ms": round(statistics.median(medians), 3),
                       "ratio_to_default": ratios, "faster_than_default_in": sum(x < 1 for x in ratios)}
     return {"pipeline": args.pipeline, "data": args.data, "warm_docs": len(warm), "latency_docs": len(timed),
             "rounds": args.rounds, "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",

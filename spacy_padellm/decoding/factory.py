@@ -25,8 +25,8 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
                    fused_kernels: Optional[bool] = None, attention_kernel: Optional[str] = None):
     """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
     folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
-    ``fused_kernels`` is False; attention on CUDA through ``attention_kernel``, null: ``choose_attention``), or None (with the reason logged)
-    if it cannot run it."""
+    ``fused_kernels`` is False; attention on CUDA as ``choose_attention`` picks for ``attention_kernel``), or None
+    (with the reason logged) if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
     ok, why = static_lm_supported(model)

@@ -14,7 +14,9 @@ values stream through in blocks of columns with an online softmax, and the mask 
 (B, T, S) rows, so that no additive mask is built either. One kernel per layer.
 
 The kernel is Triton's: it runs on CUDA (``available``), and on CPU tensors in a process started with
-``TRITON_INTERPRET=1`` (Triton's interpreter), as the tests run it.
+``TRITON_INTERPRET=1`` (Triton's interpreter), as the tests run it. The static engine takes the kernels by default on
+CUDA where ``runs_on`` finds that they compile and agree with torch on the model's device
+(``factory.choose_attention``).
 """
 
 from __future__ import annotations
