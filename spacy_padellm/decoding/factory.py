@@ -50,13 +50,19 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
 def choose_attention(lm, attention_kernel: Optional[str]) -> str:
     """The attention a StaticLM on CUDA runs for the setting ``attention_kernel``: as set, or for null "triton"
     where its passes are CUDA graphs and the kernels run on its device (``tree_attention.runs_on``: Triton, the
-    model's heads, a first call that compiles and agrees with torch), else "sdpa" (with the reason logged)."""
+    model's heads, a first call that compiles and agrees with torch), else "sdpa" (logged: heads the kernels do not
+    take at the info level, anything else as a warning)."""
     from . import tree_attention
 
     if attention_kernel is not None:
         return attention_kernel
     if not lm.use_graphs:
         return "sdpa"  # eager passes: a Triton kernel costs more to launch than torch's attention
+    try:
+        tree_attention.check_heads(lm.n_heads, lm.n_kv, lm.head_dim)
+    except ValueError as err:  # by design, not a fault: the model's heads are not a shape the kernels take
+        logger.info("spacy_padellm: attention through torch's scaled_dot_product_attention (%s)", err)
+        return "sdpa"
     why = tree_attention.runs_on(str(lm.device), lm.dtype, lm.n_heads, lm.n_kv, lm.head_dim)
     if why is not None:
         logger.warning("spacy_padellm: attention through torch's scaled_dot_product_attention, not the Triton "

@@ -206,8 +206,8 @@ class DecodeSettings:
         "writes in one, attention over the pass's boolean tree mask in the other; decoding/tree_attention.py; a "
         "power-of-two head size, at most 16 query heads per KV head); not bit-identical to each other (float "
         'rounding; measured: docs/results-speed.md); null: `"triton"` where passes are CUDA graphs and the kernels '
-        "run on the device (a first call compiles them and checks them against torch; where they do not run, a "
-        'warning says why), else `"sdpa"`; ignored on the CPU'))
+        "run on the device (a first call compiles them and checks them against torch; where they do not run, the "
+        'log says why: a warning, or an info line for heads they do not take), else `"sdpa"`; ignored on the CPU'))
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '
         "channel and converts it for each product (activations, KV cache and attention keep their dtype): half the "

@@ -70,3 +70,9 @@ def test_null_takes_the_kernels_where_they_run(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="spacy_padellm"):
         assert choose_attention(_GPULM(True), None) == "sdpa"
     assert "no compiler" in caplog.text and "scaled_dot_product_attention" in caplog.text
+    caplog.clear()
+    odd = _GPULM(True)
+    odd.head_dim = 80  # heads the kernels do not take: said at the info level, not warned
+    with caplog.at_level("INFO", logger="spacy_padellm"):
+        assert choose_attention(odd, None) == "sdpa"
+    assert [r.levelname for r in caplog.records] == ["INFO"] and "head size" in caplog.text
