@@ -27,7 +27,7 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
-from settings_sweep import _variant_arg  # noqa: E402
+from settings_sweep import variant_arg  # noqa: E402
 
 DEFAULT = "default"
 
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("data", help="docs (DocBin)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: --gpu-id, else the CPU)")
     p.add_argument("--gpu-id", type=int, default=-1)
-    p.add_argument("--variant", action="append", default=[], type=_variant_arg, metavar="NAME:KEY=VALUE,...",
+    p.add_argument("--variant", action="append", default=[], type=variant_arg, metavar="NAME:KEY=VALUE,...",
                    help="settings over the component's own (repeatable); 'default' is the component's own")
     p.add_argument("--rounds", type=int, default=5, help="turns of every variant")
     p.add_argument("--warm-docs", type=int, default=200, help="docs run one at a time before each turn's timed ones")

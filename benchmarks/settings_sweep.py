@@ -38,7 +38,7 @@ from measure import forward_passes, load_gold, open_pipeline, select_device  # n
 from report import write_outputs  # noqa: E402
 from results import environment, timestamp  # noqa: E402
 
-__all__ = ["parse_variant", "sweep", "render_table", "render_plot", "main", "build_parser"]
+__all__ = ["parse_variant", "variant_arg", "sweep", "render_table", "render_plot", "main", "build_parser"]
 
 Variant = Tuple[str, Dict[str, Any]]
 # A comma ends a KEY=VALUE item only where the next item starts (a JSON value may hold commas).
@@ -64,7 +64,8 @@ def parse_variant(text: str) -> Variant:
         raise ValueError(f"variant '{name}': {err}") from None
 
 
-def _variant_arg(text: str) -> Variant:
+def variant_arg(text: str) -> Variant:
+    """``parse_variant`` as an argparse type: a bad variant is a usage error."""
     try:
         return parse_variant(text)
     except ValueError as err:
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="spaCy pipeline folder, PaDeLLM model folder or padellm:NAME")
     p.add_argument("data", help=".spacy DocBin with gold entities")
-    p.add_argument("--variant", dest="variants", action="append", type=_variant_arg, default=[],
+    p.add_argument("--variant", dest="variants", action="append", type=variant_arg, default=[],
                    metavar="NAME:KEY=VALUE,...", help="a set of decoding settings to measure; repeatable, in order")
     p.add_argument("--max-docs", type=int, default=None, help="use the first N docs (default: all)")
     p.add_argument("--warmup", type=int, default=0,
