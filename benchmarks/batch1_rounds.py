@@ -8,7 +8,8 @@ applied (its CUDA graphs captured again), ``--warm-docs`` docs run one at a time
 docs after them is timed alone (``nlp(text)``, the device synchronised before and after). Each turn gives a median;
 the report gives every turn's, the median of a variant's turns, and for each variant its turn's median over the
 default's of the same round (the ratio of a pair measured side by side). The CUDA graphs captured among the timed
-docs are counted (shapes the warm-up did not reach). Prints a markdown table; ``--output`` writes the JSON, the table
+docs are counted (shapes the warm-up did not reach), and the time the host waited for the device per sentence
+(``gpu_time.waits``: the rest of a sentence's time is host work, overlapping the device's or not). Prints a markdown table; ``--output`` writes the JSON, the table
 (.md) and a PNG (each turn's median) next to it.
 
     python benchmarks/batch1_rounds.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy --gpu-id 0 \\
@@ -26,6 +27,7 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
+from gpu_time import waits  # noqa: E402
 from report import publish  # noqa: E402
 from settings_sweep import variant_arg  # noqa: E402
 
@@ -33,24 +35,26 @@ DEFAULT = "default"
 
 
 def one_turn(nlp, ner, base, changes: Dict[str, Any], warm: List[str], timed: List[str], sync) -> Dict[str, Any]:
-    """The batch-1 times (ms, sorted) of ``timed`` under ``changes``, after ``warm``; graphs captured among them."""
+    """The batch-1 times of ``timed`` under ``changes``, after ``warm``: median, p10, p90 (ms), the mean wait for
+    the device per sentence (ms), and the graphs captured among them."""
     from spacy_padellm.decoding.static_lm import StaticLM
 
     ner.use_settings(base.replace(**changes))
     for text in warm:
         nlp(text)
     captures = StaticLM.all_captures
-    times = []
-    for text in timed:
-        sync()
-        start = time.perf_counter()
-        nlp(text)
-        sync()
-        times.append(1e3 * (time.perf_counter() - start))
+    times, clock = [], [0.0]
+    with waits(clock):
+        for text in timed:
+            sync()
+            start = time.perf_counter()
+            nlp(text)
+            sync()
+            times.append(1e3 * (time.perf_counter() - start))
     times.sort()
     return {"median_ms": round(statistics.median(times), 3), "p10_ms": round(times[len(times) // 10], 3),
             "p90_ms": round(times[int(0.9 * (len(times) - 1))], 3),
-            "graph_captures": StaticLM.all_captures - captures}
+            "wait_mean_ms": round(1e3 * clock[0] / len(timed), 3), "graph_captures": StaticLM.all_captures - captures}
 
 
 def run(args) -> Dict[str, Any]:
@@ -90,12 +94,14 @@ def table(report: Dict[str, Any]) -> str:
     lines = [f"Device: {report['device']}; `{report['pipeline']}`, {report['latency_docs']} docs timed one at a time "
              f"after {report['warm_docs']}, {rounds} rounds.", "",
              "| variant | settings | " + " | ".join(f"round {r + 1} ms" for r in range(rounds))
-             + " | median of rounds ms | / default, per round | graph captures in timed docs |",
-             "| --- | --- |" + " --- |" * (rounds + 3)]
+             + " | median of rounds ms | / default, per round | mean wait for the device ms, per round "
+             "| graph captures in timed docs |",
+             "| --- | --- |" + " --- |" * (rounds + 4)]
     for name, row in report["rows"].items():
         settings = ", ".join(f"{k}={v}" for k, v in row["changes"].items()) or "the component's own"
         lines.append(f"| {name} | {settings} | " + " | ".join(str(t["median_ms"]) for t in row["turns"])
                      + f" | **{row['median_of_turns_ms']}** | {', '.join(map(str, row['ratio_to_default']))} | "
+                     + ", ".join(str(t["wait_mean_ms"]) for t in row["turns"]) + " | "
                      + ", ".join(str(t["graph_captures"]) for t in row["turns"]) + " |")
     return "\n".join(lines)
 
