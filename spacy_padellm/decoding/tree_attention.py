@@ -85,6 +85,9 @@ def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: in
     by more than ``dtype``'s rounding)."""
     import torch.nn.functional as F
 
+    from .fused import rotate
+    from .static_lm import StaticLM  # (static_lm imports this module)
+
     g = torch.Generator().manual_seed(0)
     T, S, D = 3, 8, head_dim
     qkv = torch.randn(T, n_heads + 2 * n_kv, D, generator=g).to(device, dtype)
@@ -92,14 +95,12 @@ def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: in
     k, v = (torch.zeros(1, n_kv, S, D, dtype=dtype, device=device) for _ in range(2))
     slots = torch.arange(T, device=device)
     q = write_cache(qkv, n_heads, None, 1e-6, cos, sin, k, v, torch.zeros(T, dtype=torch.long, device=device), slots)
-    half = D // 2
-    qk = qkv[:, : n_heads + n_kv].float()
-    qk = qk * cos.float() + torch.cat([-qk[..., half:], qk[..., :half]], dim=-1) * sin.float()
+    qk = rotate(qkv[:, : n_heads + n_kv].float(), cos.float(), sin.float())
     mask = torch.ones(1, T, S, dtype=torch.bool, device=device).tril_()
     got = attend(q.view(1, T, n_heads, D), k, v, mask, D ** -0.5).float()
-    add = torch.zeros(1, 1, T, S, device=device).masked_fill_(~mask[:, None], float("-inf"))
     want = F.scaled_dot_product_attention(qk[None, :, :n_heads].transpose(1, 2), k.float(), v.float(),
-                                          attn_mask=add, scale=D ** -0.5, enable_gqa=n_heads != n_kv).transpose(1, 2)
+                                          attn_mask=StaticLM._additive(mask, 1, torch.float32), scale=D ** -0.5,
+                                          enable_gqa=n_heads != n_kv).transpose(1, 2)
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     torch.testing.assert_close(q.float(), qk[:, :n_heads], atol=tol, rtol=tol)
     torch.testing.assert_close(k[0, :, :T].transpose(0, 1).float(), qk[:, n_heads:], atol=tol, rtol=tol)

@@ -19,11 +19,9 @@ from spacy_padellm.text.protocol import PromptEncoder  # noqa: E402
 
 def sdpa(q, k, v, mask, scale):
     """What ``tree_attention.attend`` should give: torch's attention over the same columns, one row per token."""
-    B, T, H, D = q.shape
-    S = mask.shape[-1]
-    add = torch.zeros(B, 1, T, S).masked_fill_(~mask[:, None], float("-inf"))
-    o = F.scaled_dot_product_attention(q.transpose(1, 2), k[:B, :, :S], v[:B, :, :S], attn_mask=add, scale=scale,
-                                       enable_gqa=True)
+    B, S = q.shape[0], mask.shape[-1]
+    o = F.scaled_dot_product_attention(q.transpose(1, 2), k[:B, :, :S], v[:B, :, :S],
+                                       attn_mask=StaticLM._additive(mask, 1, q.dtype), scale=scale, enable_gqa=True)
     return o.transpose(1, 2)
 
 
