@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import load_gold, open_pipeline, select_device  # noqa: E402
 from gpu_time import waits  # noqa: E402
 from report import publish  # noqa: E402
-from settings_sweep import variant_arg  # noqa: E402
+from settings_sweep import variant_arg_except  # noqa: E402
 
 DEFAULT = "default"
 
@@ -131,15 +131,13 @@ def main(argv=None) -> int:
     p.add_argument("data", help="docs (DocBin)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: --gpu-id, else the CPU)")
     p.add_argument("--gpu-id", type=int, default=-1)
-    p.add_argument("--variant", action="append", default=[], type=variant_arg, metavar="NAME:KEY=VALUE,...",
+    p.add_argument("--variant", action="append", default=[], type=variant_arg_except(DEFAULT), metavar="NAME:KEY=VALUE,...",
                    help="settings over the component's own (repeatable); 'default' is the component's own")
     p.add_argument("--rounds", type=int, default=5, help="turns of every variant")
     p.add_argument("--warm-docs", type=int, default=200, help="docs run one at a time before each turn's timed ones")
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time in each turn")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
     args = p.parse_args(argv)
-    if any(name == DEFAULT for name, _ in args.variant):
-        p.error(f"--variant {DEFAULT!r}: that name is the component's own settings")
     if args.rounds < 1 or args.latency_docs < 1:
         p.error("--rounds and --latency-docs take at least 1")
     return publish(run(args), table, args.output, plot)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
-from settings_sweep import variant_arg  # noqa: E402
+from settings_sweep import variant_arg_except  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 # kind of kernel -> what its name holds (the first kind that matches; the norms before the softmax reductions)
@@ -234,13 +234,10 @@ def main(argv=None) -> int:
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
     p.add_argument("--top", type=int, default=25, help="kernels listed by time")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
-    p.add_argument("--variant", action="append", default=[], type=variant_arg, metavar="NAME:KEY=VALUE,...",
+    p.add_argument("--variant", action="append", default=[], type=variant_arg_except(*VARIANTS), metavar="NAME:KEY=VALUE,...",
                    help="also the settings of NAME, over the component's own (repeatable; e.g. "
                         "triton:attention_kernel=triton)")
     args = p.parse_args(argv)
-    clash = [name for name, _ in args.variant if name in VARIANTS]
-    if clash:
-        p.error(f"--variant {clash[0]!r}: that name is one of the fixed variants")
     return publish(run(args), table, args.output, plot)
 
 

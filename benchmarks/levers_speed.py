@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import write_outputs  # noqa: E402
 from results import agreement  # noqa: E402
-from settings_sweep import check_variants, parse_variant  # noqa: E402
+from settings_sweep import check_variants, variant_arg_except  # noqa: E402
 
 VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mentions": False}}
 COLORS = ["#4c72b0", "#dd8452", "#8fa8d0", "#eeb48f", "#55a868", "#c44e52", "#8172b3"]
@@ -209,17 +209,6 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _variant(text: str) -> Tuple[str, Dict[str, Any]]:
-    """``--variant NAME:KEY=VALUE,...`` as settings_sweep.py reads it; a name of the fixed variants is refused."""
-    try:
-        name, changes = parse_variant(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if name in VARIANTS or name in UNFUSED:
-        raise argparse.ArgumentTypeError(f"--variant {name!r}: that name is one of the fixed variants")
-    return name, changes
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python benchmarks/levers_speed.py", description=__doc__.splitlines()[0])
     p.add_argument("pipeline", help="spaCy pipeline folder, PaDeLLM model folder or padellm:NAME")
@@ -235,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "then captured before the clock runs (steady-state latency)")
     p.add_argument("--latency-docs", type=int, default=300, help="docs timed one at a time")
     p.add_argument("--unfused", action="store_true", help="also each variant with fused_kernels off")
-    p.add_argument("--variant", action="append", default=[], type=_variant, metavar="NAME:KEY=VALUE,...",
+    p.add_argument("--variant", action="append", default=[], type=variant_arg_except(*VARIANTS, *UNFUSED), metavar="NAME:KEY=VALUE,...",
                    help="also these decoding settings (over the component's own), e.g. count_drafts=5,span_drafts=8; "
                         "repeatable, measured after the others in order")
     p.add_argument("--output", type=Path, default=None, help="JSON path (a PNG is written next to it)")

@@ -38,7 +38,7 @@ from measure import forward_passes, load_gold, open_pipeline, select_device  # n
 from report import write_outputs  # noqa: E402
 from results import environment, timestamp  # noqa: E402
 
-__all__ = ["parse_variant", "variant_arg", "sweep", "render_table", "render_plot", "main", "build_parser"]
+__all__ = ["parse_variant", "variant_arg", "variant_arg_except", "sweep", "render_table", "render_plot", "main", "build_parser"]
 
 Variant = Tuple[str, Dict[str, Any]]
 # A comma ends a KEY=VALUE item only where the next item starts (a JSON value may hold commas).
@@ -70,6 +70,19 @@ def variant_arg(text: str) -> Variant:
         return parse_variant(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def variant_arg_except(*fixed: str):
+    """``variant_arg`` for a script whose own variants are named ``fixed``: a ``--variant`` of one of those names is a
+    usage error too."""
+    def parse(text: str) -> Variant:
+        name, changes = variant_arg(text)
+        if name in fixed:
+            raise argparse.ArgumentTypeError(f"--variant {name!r}: that name is one of the fixed variants "
+                                             f"({', '.join(fixed)})")
+        return name, changes
+
+    return parse
 
 
 def check_variants(variants: Sequence[Variant]) -> None:
