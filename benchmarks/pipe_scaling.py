@@ -11,6 +11,11 @@ DATA and the share of docs whose entities equal the first geometry's.
 first geometry's settings) and a slice of the docs (every k-th), started together after their warm-up; sentences/s
 of them all (docs over the time from the first start to the last end), and whether their entities equal the
 first geometry's. This is what ``annotate --ray --gpus-per-worker 0.5`` (two actors on a GPU) does on a cluster.
+
+*Processes of ``nlp.pipe``* (``--n-process 1,2,3``): the same with spaCy's own ``nlp.pipe(texts, n_process=k)``, one
+call each (the "spawn" start method; k = 1 runs in this process): every process loads the model and captures its
+graphs within the call, so the rate is taken over the middle 80% of the docs as they come back (the time from the
+10% mark to the 90% mark), and the whole call's time is reported beside it.
 Each worker holds its own KV caches and CUDA graphs: with the default model at 256 rows and 4 batches in flight
 about 18-20 GiB on an H100, so four of them do not fit an 80 GB card (their docs fail for lack of memory).
 
@@ -18,7 +23,7 @@ Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG
 
     python benchmarks/pipe_scaling.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy --gpu-id 0 \\
         --geometry base:pipe=1024 --geometry rows1024:pipe=4096,max_batch_rows=1024,max_batch_tokens=524288 \\
-        --workers 1,2 --output metrics/pipe_scaling.json      # or: spacy project run pipe-scaling
+        --workers 1,2 --n-process 1,2 --output metrics/pipe_scaling.json      # or: spacy project run pipe-scaling
 """
 
 from __future__ import annotations
@@ -159,6 +164,35 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
     return rows
 
 
+def time_n_process(args: argparse.Namespace, geometry: Geometry, texts: List[str], counts: Sequence[int],
+                   reference: Optional[List[Spans]], measured: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """``nlp.pipe(texts, n_process=k)`` for each k of ``counts`` (spawned processes), on a pipeline with
+    ``geometry``'s settings; the rows so far go to ``measured`` after each k."""
+    device = select_device(args.device, args.gpu_id)
+    nlp, _, _ = open_pipeline(args.pipeline, None, args.spans_key, device, geometry[2])
+    before = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)  # CUDA cannot be used in a forked child
+    rows: Dict[str, Any] = {"geometry": geometry[0], "counts": {}}
+    try:
+        for k in counts:
+            start = time.perf_counter()
+            arrived, spans = [], []
+            for doc in nlp.pipe(texts, batch_size=geometry[1], n_process=k):
+                arrived.append(time.perf_counter())
+                spans.append(_spans(doc, args.spans_key))
+            lo, hi = len(texts) // 10, len(texts) - 1 - len(texts) // 10
+            steady = (hi - lo) / max(arrived[hi] - arrived[lo], 1e-9)
+            rows["counts"][str(k)] = {"sent_s": round(steady, 1), "call_s": round(arrived[-1] - start, 3),
+                                      "call_sent_s": round(len(texts) / (arrived[-1] - start), 1),
+                                      "same_as_first": agreement(spans, reference) if reference else None}
+            print(f"n_process {k}: {steady:.1f} sentences/s (middle 80%), whole call {arrived[-1] - start:.1f} s",
+                  file=sys.stderr, flush=True)
+            measured(rows)
+    finally:
+        multiprocessing.set_start_method(before, force=True)
+    return rows
+
+
 def _save_partial(args, rows: Dict[str, Any]) -> None:
     """The rows measured so far, in OUTPUT.partial.json (a run stopped by a time limit keeps them)."""
     if args.output:
@@ -194,10 +228,14 @@ def run(args) -> Dict[str, Any]:
     workers = time_workers(args, args.geometry[0], texts, args.workers, reference,
                            lambda rows: _save_partial(args, {"geometries": geometries, "workers": rows})
                            ) if args.workers else None
+    n_process = time_n_process(args, args.geometry[0], texts, args.n_process, reference,
+                               lambda rows: _save_partial(args, {"geometries": geometries, "workers": workers,
+                                                                 "n_process": rows})
+                               ) if args.n_process else None
     cuda = torch.device(engine).type == "cuda"
     return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
-            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers}
+            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "n_process": n_process}
 
 
 def table(report: Dict[str, Any]) -> str:
@@ -217,6 +255,17 @@ def table(report: Dict[str, Any]) -> str:
         for k, row in w["counts"].items():
             lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
                          f"{100 * row['same_as_first']:.2f}% |")
+    if report.get("n_process"):
+        w = report["n_process"]
+        one = w["counts"][min(w["counts"], key=int)]["sent_s"]
+        lines += ["", f"`nlp.pipe(n_process=k)` ({w['geometry']}'s settings; sentences/s over the middle 80% of the docs, "
+                  "and over the whole call with each process's start):", "",
+                  "| n_process | sentences/s | x one | whole call s | whole call sentences/s | same entities |",
+                  "|---|---|---|---|---|---|"]
+        for k, row in w["counts"].items():
+            same = "–" if row["same_as_first"] is None else f"{100 * row['same_as_first']:.2f}%"
+            lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | {row['call_s']} | "
+                         f"{row['call_sent_s']:,.0f} | {same} |")
     return "\n".join(lines) + "\n"
 
 
@@ -229,6 +278,9 @@ def plot(report: Dict[str, Any], path: Path) -> None:
     panels = [("batch geometry (one process)", {n: r["sent_s"] for n, r in report["geometries"].items()})]
     if report["workers"]:
         panels.append(("worker processes", {f"{k} x": r["sent_s"] for k, r in report["workers"]["counts"].items()}))
+    if report.get("n_process"):
+        panels.append(("nlp.pipe(n_process=k), middle 80%",
+                       {f"n_process={k}": r["sent_s"] for k, r in report["n_process"]["counts"].items()}))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (title, values) in zip(axes[0], panels):
         ax.bar(list(values), list(values.values()), color="tab:blue")
@@ -256,8 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", type=_geometry_arg, action="append", default=None, metavar="NAME:pipe=N,KEY=VALUE",
                    help="nlp.pipe batch size and decoding settings (repeatable; default: base:pipe=1024)")
     p.add_argument("--workers", default="", help="worker process counts, e.g. 1,2,4 (default: none)")
+    p.add_argument("--n-process", default="", help="nlp.pipe n_process values, e.g. 1,2 (default: none)")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
     return p
+
+
+def _counts(option: str, text: str) -> List[int]:
+    """Process counts like "1,2,4", sorted (an empty text: none)."""
+    try:
+        counts = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise SystemExit(f"{option} takes counts like 1,2,4, got {text!r}") from None
+    if any(k < 1 for k in counts):
+        raise SystemExit(f"{option} counts must be positive, got {counts}")
+    return counts
 
 
 def main(argv=None) -> int:
@@ -266,12 +330,8 @@ def main(argv=None) -> int:
     names = [g[0] for g in args.geometry]
     if len(set(names)) < len(names):
         raise SystemExit(f"geometry names must differ: {names}")
-    try:
-        args.workers = sorted({int(k) for k in args.workers.split(",") if k.strip()})
-    except ValueError:
-        raise SystemExit(f"--workers takes counts like 1,2,4, got {args.workers!r}") from None
-    if any(k < 1 for k in args.workers):
-        raise SystemExit(f"--workers counts must be positive, got {args.workers}")
+    args.workers = _counts("--workers", args.workers)
+    args.n_process = _counts("--n-process", args.n_process)
     return publish(run(args), table, args.output, plot)
 
 

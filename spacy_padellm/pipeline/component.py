@@ -105,6 +105,8 @@ class PaDeLLMNER(Pipe):
         self._encoders: Tuple[Any, Any, Optional[int]] = (None, None, None)
         self._budget: Optional[Tuple[Tuple[str, ...], WindowBudget]] = None  # (labels, their window budget)
         self._warned_levers = False
+        # a copy for another process: the device its original resolved (None: resolve it here; see __getstate__)
+        self._device_of_original: Optional[str] = None
         self.stats: Dict[str, int] = {key: 0 for key in STAT_KEYS}
         if model is not None:
             self.spec.set_location(model, wait_for_disk=wait_for_disk)
@@ -116,13 +118,15 @@ class PaDeLLMNER(Pipe):
     def __getstate__(self) -> Dict[str, Any]:
         """The component for another process (``nlp.pipe(n_process=...)`` under the "spawn" start method, the
         one CUDA works with): everything but the loaded model, which the copy loads again from the model's
-        location before its first doc. A model handed over in memory (``set_model`` without a location) cannot
-        go: save it with ``to_disk`` first."""
+        location before its first doc, onto the device this one uses when none is configured (a process started by
+        ``nlp.pipe`` runs on thinc's CPU ops, whatever its parent's). A model handed over in memory (``set_model``
+        without a location) cannot go: save it with ``to_disk`` first."""
         if self._runtime is not None and self.spec.in_memory:
             raise TypeError(f"[{self.name}] this component's model was set in memory (set_model without a location) "
                             "and cannot be copied to another process; save the pipeline with nlp.to_disk and load it")
         state = self.__dict__.copy()
-        state.update(_runtime=None, _encoders=(None, None, None), _budget=None)
+        state.update(_runtime=None, _encoders=(None, None, None), _budget=None,
+                     _device_of_original=self.__dict__.get("_device_of_original") or self._resolved_device())
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -193,11 +197,30 @@ class PaDeLLMNER(Pipe):
     def _ensure_loaded(self):
         self.spec.check_ready()
         if self._runtime is None:
-            device = resolve_device(self.cfg["device"])
+            device = self._device_for_loading()
             model, tokenizer = load_model(self.spec.source, device, self.cfg["dtype"], self.cfg["trust_remote_code"])
             self.set_model(model, tokenizer, self.spec.source)
             trim_heap()  # the temporaries of loading (de-quantised GGUF tensors, weights fused by the engine)
         return self._runtime
+
+    def _resolved_device(self) -> str:
+        """The device the model is on, or would load onto now (``device`` unset: the GPU thinc's ops are on, else
+        the CPU)."""
+        device = getattr(self._runtime[0], "device", None) if self._runtime is not None else None
+        return str(device if device is not None else resolve_device(self.cfg["device"]))
+
+    def _device_for_loading(self):
+        """The device to load the model onto: the configured one; in a copy made for another process with no device
+        configured, the one its original had (a process of ``nlp.pipe(n_process=...)`` starts on thinc's CPU ops,
+        so the GPU the parent used is taken here), if this process has it."""
+        original = self.__dict__.get("_device_of_original")
+        if self.cfg["device"] is None and original not in (None, "cpu"):
+            try:
+                return resolve_device(original)
+            except DeviceError:
+                logger.warning("[%s] this copy's original ran on %s, which this process does not have; resolving the "
+                               "device here", self.name, original)
+        return resolve_device(self.cfg["device"])
 
     def set_model(self, model, tokenizer, source: Optional[ModelSource] = None, *,
                   generate: Optional[Callable] = None) -> None:

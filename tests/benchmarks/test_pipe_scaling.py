@@ -1,5 +1,6 @@
 """``python benchmarks/pipe_scaling.py`` on a tiny model folder on the CPU: two batch geometries in one process and one
-and two worker processes, their entities equal, and the table, JSON and plot."""
+and two worker processes, ``nlp.pipe`` with one and two processes, their entities equal, and the table, JSON and
+plot."""
 
 import json
 import sys
@@ -19,7 +20,7 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     out = tmp_path / "out" / "pipe_scaling.json"
     assert main([str(tiny_model), str(data), "--device", "cpu", "--repeat", "2", "--rounds", "1",
                  "--geometry", "small:pipe=2,max_batch_rows=1", "--geometry", "wide:pipe=8,max_batch_rows=4",
-                 "--workers", "2,1", "--output", str(out)]) == 0
+                 "--workers", "2,1", "--n-process", "2,1", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["docs"] == 2 * len(tiny.SENTENCES) and list(report["geometries"]) == ["small", "wide"]
     small, wide = report["geometries"]["small"], report["geometries"]["wide"]
@@ -30,11 +31,16 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert list(counts) == ["1", "2"] and report["workers"]["geometry"] == "small"
     assert all(row["same_as_first"] == 1.0 and row["sent_s"] > 0 for row in counts.values())
     assert len(counts["2"]["runs"][0]["worker_s"]) == 2
-    partial = json.loads(out.with_suffix(".partial.json").read_text())  # the rows as measured, workers last
+    by_pipe = report["n_process"]["counts"]  # nlp.pipe(n_process=k): the same entities from spawned processes
+    assert list(by_pipe) == ["1", "2"] and all(row["same_as_first"] == 1.0 for row in by_pipe.values())
+    assert all(row["sent_s"] > 0 and row["call_s"] > 0 for row in by_pipe.values())
+    partial = json.loads(out.with_suffix(".partial.json").read_text())  # the rows as measured, n_process last
     assert list(partial["geometries"]) == ["small", "wide"] and list(partial["workers"]["counts"]) == ["1", "2"]
+    assert list(partial["n_process"]["counts"]) == ["1", "2"]
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| wide | 8 | max_batch_rows=4 |" in out.with_suffix(".md").read_text()
     assert "| 2 |" in capsys.readouterr().out
+    assert "`nlp.pipe(n_process=k)`" in out.with_suffix(".md").read_text()
 
 
 def test_geometry_parsing():

@@ -46,3 +46,19 @@ def test_pipe_with_spawned_processes_gives_the_same_entities(nlp):
     finally:
         multiprocessing.set_start_method(before, force=True)
     assert got == want
+
+
+def test_a_copy_loads_onto_the_device_of_its_original(nlp):
+    ner = nlp.get_pipe("padellm_ner")
+    copy = pickle.loads(pickle.dumps(ner))
+    assert copy._device_of_original == str(ner._ensure_loaded()[0].device) == "cpu"
+    assert str(copy._device_for_loading()) == "cpu"
+
+
+def test_a_copy_whose_original_device_is_missing_here_resolves_its_own(nlp, caplog):
+    copy = pickle.loads(pickle.dumps(nlp.get_pipe("padellm_ner")))
+    copy._device_of_original = "cuda:7"  # as from a parent on a GPU this process cannot see
+    with caplog.at_level("WARNING", logger="spacy_padellm"):
+        device = copy._device_for_loading()
+    assert str(device) == "cpu"
+    assert "cuda:7" in caplog.text
