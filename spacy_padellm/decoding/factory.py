@@ -12,7 +12,7 @@ from .dynamic import TwoStepDecoder
 from .settings import AUTOREG_DECODINGS, DecodeSettings
 from ..text.protocol import PromptEncoder
 
-__all__ = ["make_decoder", "make_static_lm", "build_decoder", "choose_attention", "PROTOCOL_FITS"]
+__all__ = ["make_decoder", "make_static_lm", "build_decoder", "choose_attention", "choose_head", "PROTOCOL_FITS"]
 
 logger = logging.getLogger("spacy_padellm")
 
@@ -22,10 +22,12 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
 
 
 def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None,
-                   fused_kernels: Optional[bool] = None, attention_kernel: Optional[str] = None):
+                   fused_kernels: Optional[bool] = None, attention_kernel: Optional[str] = None,
+                   head_kernel: Optional[str] = None):
     """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
     folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
-    ``fused_kernels`` is False; attention on CUDA as ``choose_attention`` picks for ``attention_kernel``), or None
+    ``fused_kernels`` is False; attention and the LM head's greedy step on CUDA as ``choose_attention`` and
+    ``choose_head`` pick for ``attention_kernel`` and ``head_kernel``), or None
     (with the reason logged) if it cannot run it."""
     from .static_lm import StaticLM, static_lm_supported
 
@@ -44,6 +46,8 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
         lm.fuse()
     if lm.device.type == "cuda" and choose_attention(lm, attention_kernel) == "triton":
         lm.use_tree_attention()
+    if lm.device.type == "cuda" and choose_head(lm, head_kernel) == "triton":
+        lm.use_head_kernel()
     return lm
 
 
@@ -68,6 +72,25 @@ def choose_attention(lm, attention_kernel: Optional[str]) -> str:
         logger.warning("spacy_padellm: attention through torch's scaled_dot_product_attention, not the Triton "
                        "kernels (%s); set attention_kernel to \"sdpa\" to skip trying them", why)
         return "sdpa"
+    return "triton"
+
+
+def choose_head(lm, head_kernel: Optional[str]) -> str:
+    """The LM head's greedy step a StaticLM on CUDA runs for the setting ``head_kernel``: as set, or for null
+    "triton" where its passes are CUDA graphs, its head is a float one and the kernels run on its device
+    (``head_kernel.runs_on``: Triton, a first call that compiles and agrees with torch), else "torch" (a failed first
+    call is logged as a warning)."""
+    from . import head_kernel as kernels
+
+    if head_kernel is not None:
+        return head_kernel
+    if not lm.use_graphs or not lm.gives_pairs:  # eager passes, or a quantized head (no float rows to multiply)
+        return "torch"
+    why = kernels.runs_on(str(lm.device), lm.dtype, int(lm.lm_head.shape[1]))
+    if why is not None:
+        logger.warning("spacy_padellm: the LM head through torch, not the Triton kernels (%s); set head_kernel to "
+                       "\"torch\" to skip trying them", why)
+        return "torch"
     return "triton"
 
 
@@ -100,7 +123,8 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     settings = settings or DecodeSettings()
     if settings.engine in ("auto", "static"):
         lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel)
+                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel,
+                            head_kernel=settings.head_kernel)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
@@ -116,7 +140,8 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
     lm = None
     if settings.engine != "dynamic":
         lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel)
+                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel,
+                            head_kernel=settings.head_kernel)
     if lm is None and settings.engine == "static":
         raise _static_error(model)
     if lm is not None:

@@ -208,6 +208,14 @@ class DecodeSettings:
         'rounding; measured: docs/results-speed.md); null: `"triton"` where passes are CUDA graphs and the kernels '
         "run on the device (a first call compiles them and checks them against torch; where they do not run, the "
         'log says why: a warning, or an info line for heads they do not take), else `"sdpa"`; ignored on the CPU'))
+    head_kernel: Optional[str] = _setting(None, one_of(None, "torch", "triton"), (
+        'static engine on CUDA: the LM head\'s greedy step through `"torch"` (the head\'s matrix product writes '
+        "every output's logits, and a compiled step reads them for the argmax and the log-softmax) or `\"triton\"` "
+        "(two Triton kernels that keep per block of the vocabulary only its largest logit, first token and sum of "
+        "exponentials, then combine the blocks; decoding/head_kernel.py); not bit-identical to each other (float "
+        'rounding; measured: docs/results-speed.md); null: `"triton"` where passes are CUDA graphs, the head is a '
+        "float one (not `quantize`d) and the kernels run on the device (a first call compiles them and checks them "
+        'against torch; where they do not run, a warning says why), else `"torch"`; ignored on the CPU'))
     quantize: Optional[str] = _setting(None, one_of(None, *QUANTIZATIONS), (
         'static engine: `"int8-weight-only"` (GPU or CPU) stores every matrix and the LM head in int8 per output '
         "channel and converts it for each product (activations, KV cache and attention keep their dtype): half the "

@@ -46,7 +46,7 @@ from .fused import Kernels, gated, greedy, rotate
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .row_mask import RowMask, unpack, upload
 from .segments import Segments
-from . import tree_attention
+from . import head_kernel, tree_attention
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
@@ -232,6 +232,9 @@ class StaticLM:
         # attention``): the query/key norm, RoPE and the cache writes in one kernel, and attention reading the pass's
         # boolean mask in another, instead of ``scaled_dot_product_attention`` over an additive one.
         self.tree_attention = False
+        # The LM head's greedy step through the Triton kernels of ``head_kernel`` (``use_head_kernel``), without
+        # writing each output's logits, instead of the head's matrix product and ``fused.greedy``.
+        self.head_kernel = False
         # Eager passes on the CPU: no shape buckets, projections on the real tokens only, and attention in segments
         # of rows of like width (``segments.py``). Not with CUDA graphs, which need fixed shapes.
         self.segmented = self.device.type == "cpu"
@@ -332,6 +335,15 @@ class StaticLM:
             tree_attention.check_heads(self.n_heads, self.n_kv, self.head_dim)
         self._forget_graphs()
         self.tree_attention = on
+
+    def use_head_kernel(self, on: bool = True) -> None:
+        """Run the LM head's greedy step of the passes that follow through ``head_kernel``'s Triton kernels (``on``;
+        a float head only: a quantized one stays torch's), or through its matrix product and ``fused.greedy``. Needs
+        Triton; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
+        if on and not tree_attention.available():
+            raise ValueError("head_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
+        self._forget_graphs()
+        self.head_kernel = on
 
     # -- the KV cache --
 
@@ -588,7 +600,10 @@ class StaticLM:
         denominator (under ``restrict_head``: among its tokens, and normalised over them); ``step``: ``fused.greedy``,
         or the fused kernels' compiled one."""
         head = self.lm_head if self._head_rows is None else self._head_rows
-        tok, logp, lse = step(linear(hidden, head), self.final_softcap, self._head_pad)
+        if self.head_kernel and isinstance(head, torch.Tensor):
+            tok, logp, lse = head_kernel.greedy(hidden, head, self.final_softcap, self._head_pad)
+        else:
+            tok, logp, lse = step(linear(hidden, head), self.final_softcap, self._head_pad)
         if self._head_ids is not None:
             tok = self._head_ids[tok]
         return tok, logp, lse
@@ -866,6 +881,7 @@ class StaticLM:
         other.packing = self.packing
         other.grouped_sdpa = self.grouped_sdpa
         other.tree_attention = self.tree_attention
+        other.head_kernel = self.head_kernel
         other.segmented = self.segmented
         other.graph_max_tokens = self.graph_max_tokens
         other.max_cells = self.max_cells
