@@ -1,0 +1,110 @@
+"""``python benchmarks/head_speed.py``: the LM head's greedy step of a pass, through torch (the head's matrix product,
+then the engine's compiled ``fused.greedy`` over the logits it wrote) and through ``head_kernel`` "triton"
+(``decoding/head_kernel.py``: no logits written), side by side on one GPU.
+
+The head is the default model's shape (Gemma 3 270M: 262,144 tokens x 640, bf16; ``--vocab``, ``--hidden`` for
+another), with random weights, for a pass of M outputs: batch-1 passes want 1 to a few hundred (its first pass, wide
+with drafts, the most), ``nlp.pipe`` passes up to a few thousand. Each variant is captured in a CUDA graph of
+``--repeat`` calls and replayed; the time is the median replay over ``--rounds``, per call. The tokens chosen are
+compared (the share that agree) and the log-sum-exps (max absolute difference). Prints a markdown table; ``--output``
+writes the JSON, the table (.md) and a PNG.
+
+    python benchmarks/head_speed.py --output metrics/head_speed.json   # or: spacy project run head-speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attention_speed import _time  # noqa: E402
+from report import publish  # noqa: E402
+
+from spacy_padellm.decoding import head_kernel  # noqa: E402
+from spacy_padellm.decoding.fused import Kernels  # noqa: E402
+
+OUTPUTS = [1, 4, 16, 64, 128, 256, 400, 1024, 2048]  # outputs M of a pass
+
+
+def measure(vocab: int, hidden: int, repeat: int, rounds: int) -> List[Dict[str, Any]]:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    head = (torch.randn(vocab, hidden, device="cuda", generator=g) * hidden ** -0.5).to(torch.bfloat16)
+    step = Kernels(lambda t: t, compiled=True).greedy  # the engine's compiled step
+
+    def torch_head(x):
+        return step(x @ head.t(), None, None)
+
+    def triton_head(x):
+        return head_kernel.greedy(x, head, None, None)
+
+    rows = []
+    for M in OUTPUTS:
+        x = torch.randn(M, hidden, device="cuda", generator=g).to(torch.bfloat16)
+        want, got = torch_head(x), triton_head(x)
+        torch_us, triton_us = _time(torch_head, (x,), repeat, rounds), _time(triton_head, (x,), repeat, rounds)
+        rows.append(dict(M=M, torch_us=round(torch_us, 1), triton_us=round(triton_us, 1),
+                         speedup=round(torch_us / triton_us, 2), tile=list(head_kernel.tiles(M)),
+                         same_tokens=(got[0] == want[0]).float().mean().item(),
+                         max_lse_diff=(got[2] - want[2]).abs().max().item()))
+        print(f"M={M}: torch {torch_us:.1f} us, triton {triton_us:.1f} us", file=sys.stderr)
+    return rows
+
+
+def table(report: Dict[str, Any]) -> str:
+    lines = [f"## The LM head's greedy step: {report['device']}, bf16, a head of {report['vocab']:,} x "
+             f"{report['hidden']}", "", f"- command: `{report['command']}`", "",
+             "| outputs M | torch µs | triton µs | torch / triton | same tokens | max lse diff |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in report["rows"]:
+        lines.append(f"| {r['M']} | {r['torch_us']:.1f} | {r['triton_us']:.1f} | {r['speedup']:.2f}x | "
+                     f"{100 * r['same_tokens']:.2f}% | {r['max_lse_diff']:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar([i - 0.2 for i in x], [r["torch_us"] for r in rows], 0.4, label="torch: product + compiled greedy",
+           color="#8fa8d0")
+    ax.bar([i + 0.2 for i in x], [r["triton_us"] for r in rows], 0.4, label="triton head kernels", color="#dd8452")
+    ax.set_xticks(list(x), [str(r["M"]) for r in rows], fontsize=8)
+    ax.set_xlabel("outputs of the pass")
+    ax.set_ylabel("µs per pass's head")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(f"The LM head's greedy step, {report['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--vocab", type=int, default=262144, help="head rows (default: Gemma 3 270M's vocabulary)")
+    p.add_argument("--hidden", type=int, default=640, help="hidden size (default: Gemma 3 270M's)")
+    p.add_argument("--repeat", type=int, default=20, help="calls per CUDA graph")
+    p.add_argument("--rounds", type=int, default=20, help="graph replays timed")
+    p.add_argument("--output", default=None, help="JSON path (the table and a PNG are written next to it)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.error("this benchmark times CUDA kernels: no GPU here")
+    report = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, vocab=args.vocab,
+                  hidden=args.hidden, command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                  repeat=args.repeat, rounds=args.rounds,
+                  rows=measure(args.vocab, args.hidden, args.repeat, args.rounds))
+    return publish(report, table, args.output, plot)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
