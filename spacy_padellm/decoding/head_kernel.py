@@ -1,5 +1,6 @@
 """The LM head's greedy step as two Triton kernels: the argmax token after each final hidden state, its log-prob and
-the log of the softmax's denominator, without writing the logits.
+the log of the softmax's denominator, without writing the logits; and a steered output's choice among its allowed
+tokens as one more (``choose_among``).
 
 ``fused.greedy`` takes the logits that the head's matrix product wrote, one vocabulary-wide row per output (262,144
 values for Gemma 3), and reads them twice more for the maximum and the log-sum-exp; in a profile of the default model
@@ -9,6 +10,10 @@ for each output the block's largest logit, its first token and the sum of expone
 combines the blocks of each output. The logits are rounded to the head's dtype before the softmax, as the matrix
 product's output is, so the choices are ``fused.greedy``'s up to the order of the sums in the product (a near-tie
 may go the other way).
+
+A pass whose outputs are held to allowed tokens (the mention constraint, ``tree.steering``) chooses among them after
+the pass: ``choose_among`` computes each held output's logits for its allowed tokens from their rows of the head, and
+writes its choice and log-prob in place, in one kernel where torch takes some twenty small ones.
 
 Like ``tree_attention``, the kernels are Triton's: CUDA, or CPU tensors in a process started with
 ``TRITON_INTERPRET=1`` (the tests). The static engine takes them by default on CUDA where ``runs_on`` finds that they
@@ -24,13 +29,14 @@ import torch
 
 from .tree_attention import _on, available
 
-__all__ = ["greedy", "runs_on", "tiles"]
+__all__ = ["choose_among", "greedy", "runs_on", "tiles"]
 
 Tensor = torch.Tensor
 
 BLOCK_VOCAB = 128  # head rows (tokens) per program
 BLOCK_K = 64  # hidden values per step of a program's product
 COMBINE = 256  # blocks an output's combining step reads at a time
+PAIRS = 16  # allowed tokens an output's choice reads at a time
 
 
 @functools.lru_cache(maxsize=None)
@@ -190,3 +196,65 @@ def _combine_kernel():
         tl.store(LSE + r, lse)
 
     return triton.jit(head_combine)
+
+
+def choose_among(hidden: Tensor, lse: Tensor, head: Tensor, softcap: Optional[float], outs: Tensor, starts: Tensor,
+                 toks: Tensor, tokens: Tensor, logps: Tensor, clamp: bool = False) -> None:
+    """For each i, output ``outs[i]`` chooses among the tokens ``toks[starts[i]:starts[i + 1]]``: the one of the
+    largest log-prob (the lowest id among equal ones), its logit from ``hidden[outs[i]]`` and the head's row rounded
+    to the head's dtype (soft-capped), less ``lse[outs[i]]``; ``tokens[outs[i]]`` and ``logps[outs[i]]`` take the
+    choice and its log-prob (token 0, and that non-finite log-prob, where none is finite; ``clamp``: log-probs capped
+    at 0, as over a restricted head's denominator). In place, on the device, as ``tree.steering`` chooses in torch."""
+    n, K = len(outs), hidden.shape[1]
+    if n == 0:
+        return
+    if head.shape[1] != K or hidden.stride(-1) != 1 or head.stride(-1) != 1:
+        raise ValueError(f"head kernel: a head of {K} values a row, each row contiguous (got {tuple(head.shape)})")
+    from .static_lm import bucket  # (static_lm imports this module)
+
+    with _on(hidden.device):
+        _choose_kernel()[(n,)](hidden, lse, head, outs, starts, toks, tokens, logps, hidden.stride(0),
+                               head.stride(0), lse.stride(0), tokens.stride(0), logps.stride(0), K,
+                               float(softcap or 1.0), CAP=bool(softcap), CLAMP=clamp, P=PAIRS, KB=bucket(K, 16),
+                               num_warps=4)
+
+
+@functools.lru_cache(maxsize=None)
+def _choose_kernel():
+    """Each program: one held output's allowed tokens, PAIRS at a time, each lane keeping its best (log-prob, token);
+    then the lanes' best into the output's token and log-prob."""
+    import triton
+    import triton.language as tl
+
+    def choose_among(H, LSE, W, OUTS, STARTS, TOKS, TOK, LOGP, sh, sw, sl, st, sp, K, softcap,
+                     CAP: tl.constexpr, CLAMP: tl.constexpr, P: tl.constexpr, KB: tl.constexpr):
+        i = tl.program_id(0)
+        out = tl.load(OUTS + i)
+        a = tl.load(STARTS + i)
+        b = tl.load(STARTS + i + 1)
+        kk = tl.arange(0, KB)
+        h = tl.load(H + out * sh + kk, mask=kk < K, other=0.0).to(tl.float32)
+        lse = tl.load(LSE + out * sl).to(tl.float32)
+        best = tl.full([P], float("-inf"), tl.float32)
+        best_tok = tl.zeros([P], tl.int64) + 2 ** 62
+        for c in range(a, b, P):
+            j = c + tl.arange(0, P)
+            inside = j < b
+            t = tl.load(TOKS + j, mask=inside, other=0)
+            w = tl.load(W + t[:, None] * sw + kk[None, :], mask=inside[:, None] & (kk < K)[None, :], other=0.0)
+            v = tl.sum(w.to(tl.float32) * h[None, :], 1).to(W.dtype.element_ty).to(tl.float32)
+            if CAP:
+                v = softcap * (2.0 * tl.sigmoid(2.0 * v / softcap) - 1.0)  # softcap * tanh(v / softcap)
+            v = v - lse
+            better = inside & ((v > best) | ((v == best) & (t < best_tok)))
+            best = tl.where(better, v, best)
+            best_tok = tl.where(better, t, best_tok)
+        top = tl.max(best, 0)
+        tok = tl.min(tl.where(best == top, best_tok, 2 ** 62), 0)
+        tok = tl.where((top > float("-inf")) & (top < float("inf")), tok, 0)
+        if CLAMP:
+            top = tl.minimum(top, 0.0)
+        tl.store(TOK + out * st, tok.to(TOK.dtype.element_ty))
+        tl.store(LOGP + out * sp, top.to(LOGP.dtype.element_ty))
+
+    return triton.jit(choose_among)

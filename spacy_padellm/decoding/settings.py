@@ -212,7 +212,8 @@ class DecodeSettings:
         'static engine on CUDA: the LM head\'s greedy step through `"torch"` (the head\'s matrix product writes '
         "every output's logits, and a compiled step reads them for the argmax and the log-softmax) or `\"triton\"` "
         "(two Triton kernels that keep per block of the vocabulary only its largest logit, first token and sum of "
-        "exponentials, then combine the blocks; decoding/head_kernel.py); not bit-identical to each other (float "
+        "exponentials, then combine the blocks; an output held to allowed tokens by the levers chooses among them in one "
+        "more; decoding/head_kernel.py); not bit-identical to each other (float "
         'rounding; measured: docs/results-speed.md); null: `"triton"` where passes are CUDA graphs, the head is a '
         "float one (not `quantize`d) and the kernels run on the device (a first call compiles them and checks them "
         'against torch; where they do not run, a warning says why), else `"torch"`; ignored on the CPU'))

@@ -1,5 +1,6 @@
 """Checks of ``decoding/head_kernel.py`` run by Triton's interpreter on CPU tensors: started by
-``test_head_kernel.py`` in a process of its own with ``TRITON_INTERPRET=1`` (set before Triton is imported).
+``test_head_kernel.py`` in a process of its own with ``TRITON_INTERPRET=1`` (set before Triton is imported), with
+the folder of a tiny model that has memorised tiny.SENTENCES as its argument.
 Exits non-zero with the first failed check."""
 
 import sys
@@ -13,6 +14,10 @@ import tiny  # noqa: E402
 from spacy_padellm.decoding import head_kernel  # noqa: E402
 from spacy_padellm.decoding.fused import greedy  # noqa: E402
 from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
+import spacy_padellm.decoding.tree.decoder as tree_module  # noqa: E402
+from spacy_padellm.decoding.tree import TreeDecoder  # noqa: E402
+from spacy_padellm.decoding.tree.steering import Steering  # noqa: E402
+from spacy_padellm.decoding.types import DocRequest  # noqa: E402
 from spacy_padellm.loading import load_model, resolve_model  # noqa: E402
 from spacy_padellm.text.protocol import PromptEncoder  # noqa: E402
 
@@ -47,6 +52,50 @@ def check_kernel():
             raise AssertionError(f"no error for {match}")
 
 
+class _Head:
+    """What ``Steering.apply`` reads of a StaticLM: a float head of (V, K) rows, through the kernels or torch."""
+
+    def __init__(self, weight, kernel: bool, restricted: bool = False):
+        self.lm_head, self.head_kernel, self.head_restricted = weight, kernel, restricted
+        self.gives_pairs, self.final_softcap, self.vocab_size = True, None, weight.shape[0]
+
+    def logits(self, hidden):
+        return hidden @ self.lm_head.t()
+
+    def pair_logits(self, hidden, ids):
+        return (hidden * self.lm_head[ids]).sum(-1)
+
+
+def check_choose_among():
+    """``Steering.apply`` with the kernel gives the choices of its torch path: small integer weights (many ties, broken
+    by the lowest id), outputs held to allowed tokens (some twice), some biased (those take whole rows in both), a
+    restricted head's cap at 0, and tokens and log-probs in the float64 rows of a graph's result."""
+    import random
+
+    rng = random.Random(0)
+    for trial in range(150):
+        vocab, n = rng.choice([7, 40, 300]), rng.randint(1, 8)
+        weight = torch.randint(-2, 3, (vocab, 16)).float()
+        hidden = torch.randint(-2, 3, (n, 16)).float()
+        steer = Steering()
+        for i in range(n):
+            for _ in range(rng.choice([0, 1, 1, 2])):
+                steer.allow(i, rng.sample(range(vocab), rng.randint(1, min(vocab, 40))))
+            if rng.random() < 0.2:
+                steer.bias(i, rng.randrange(vocab), rng.choice([-2.0, 3.0]))
+        if not steer:
+            continue
+        restricted = rng.random() < 0.3
+        lse = torch.logsumexp(hidden @ weight.t(), dim=-1) - (2.0 if restricted else 0.0)
+        got = {}
+        for kernel in (False, True):
+            result = torch.full((2, n), -1.0, dtype=torch.float64)
+            steer.apply(_Head(weight, kernel, restricted), hidden, lse, result[0], result[1])
+            got[kernel] = result
+        assert torch.equal(got[True][0], got[False][0]), trial
+        torch.testing.assert_close(got[True][1], got[False][1], atol=1e-5, rtol=1e-5)
+
+
 def check_runs_on():
     """``runs_on``, which ``head_kernel`` null asks: None where the kernels compile and agree with torch (here the
     interpreter's; it has no bfloat16)."""
@@ -79,11 +128,41 @@ def check_passes(tmp: Path):
             assert lm.twin().head_kernel
 
 
+def check_decoding(model_dir: Path):
+    """The tree decoder with the mention constraint and de-duplication (steered passes), count and span drafts, on a
+    tiny model that has memorised tiny.SENTENCES: the same entities with the kernels as without, with the model's
+    counts and with every count read as 3 (repeats and mentions the text lacks: what the levers steer). Run last: it
+    replaces the decoder's count reader."""
+    model, enc = tiny.load_for_decoding(model_dir)
+    texts = ["Bonn and Japan .", "Syria met Britain in Amman on Thursday ."] + [t for t, _ in tiny.SENTENCES]
+    requests = [DocRequest(t, list(tiny.LABELS)) for t in texts]
+    read = tree_module.read_count
+    for forced in (False, True):
+        if forced:
+            tree_module.read_count = lambda text, e, n, res: min(3, n) if read(text, e, n, res) is not None else 0
+        got = {}
+        for kernel in (False, True):
+            lm = StaticLM.from_hf(model)
+            lm.segmented = False
+            lm.use_head_kernel(kernel)
+            decoder = TreeDecoder(lm, enc, constrain_mentions=True, dedupe_mentions=True, count_drafts=3,
+                                  span_drafts=4, max_count=5, max_mention_tokens=8)
+            got[kernel] = decoder.decode(requests)
+        for ours, theirs in zip(got[True], got[False]):
+            assert [(p.label, p.k, p.text) for p in ours.predictions] == \
+                [(p.label, p.k, p.text) for p in theirs.predictions], forced
+            np.testing.assert_allclose([p.prob for p in ours.predictions], [p.prob for p in theirs.predictions],
+                                       rtol=1e-4)
+        assert sum(len(r.predictions) for r in got[True]) >= len(texts)
+
+
 if __name__ == "__main__":
     import tempfile
 
     check_kernel()
+    check_choose_among()
     check_runs_on()
     with tempfile.TemporaryDirectory() as tmp:
         check_passes(Path(tmp))
+    check_decoding(Path(sys.argv[1]))
     print("head kernel: every check passed")

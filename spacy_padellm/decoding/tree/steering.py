@@ -101,7 +101,10 @@ class Steering:
 
 
 def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
-    """The choice of each output ``outs[rows]`` among its allowed ``toks`` (pairs), from their logits alone."""
+    """The choice of each output ``outs[rows]`` among its allowed ``toks`` (pairs), from their logits alone: in one
+    Triton kernel where the LM head runs on them (``StaticLM.head_kernel``), else in torch."""
+    if getattr(lm, "head_kernel", False):
+        return _choose_in_kernel(lm, hidden, lse, outs, rows, toks, tokens, logps)
     held = np.unique(rows)
     local = np.zeros(int(held[-1]) + 1, dtype=np.int64)
     local[held] = np.arange(len(held))
@@ -114,6 +117,18 @@ def _apply_pairs(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
         best = best.clamp(max=0.0)
     tokens[h_out] = chosen.to(tokens.dtype)
     logps[h_out] = best.to(logps.dtype)  # the chosen token's log-prob (not finite where the choice fell to token 0)
+
+
+def _choose_in_kernel(lm, hidden, lse, outs, rows, toks, tokens, logps) -> None:
+    """``_apply_pairs`` through ``head_kernel.choose_among``: the pairs grouped by output (in their order within
+    each), one upload, one kernel."""
+    from .. import head_kernel
+
+    order = np.argsort(rows, kind="stable")
+    held, starts = np.unique(rows[order], return_index=True)
+    o, st, t = upload(hidden.device, [outs[held], np.append(starts, len(order)), toks[order]])
+    head_kernel.choose_among(hidden, lse, lm.lm_head, lm.final_softcap, o, st, t, tokens, logps,
+                             clamp=lm.head_restricted)
 
 
 def _apply_whole(lm, hidden, outs, whole, allow_rows, allow_toks, bias_rows, bias_toks, bias_vals, tokens,
