@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import publish  # noqa: E402
+from report import paired_bars, publish  # noqa: E402
 
 from spacy_padellm.decoding import tree_attention  # noqa: E402
 from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
@@ -99,25 +99,10 @@ def table(report: Dict[str, Any]) -> str:
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report["rows"]
-    names = [f"B{r['B']} T{r['T']} S{r['S']}" for r in rows]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.bar([i - 0.2 for i in x], [r["sdpa_us"] for r in rows], 0.4, label="sdpa (+ additive mask)", color="#8fa8d0")
-    ax.bar([i + 0.2 for i in x], [r["triton_us"] for r in rows], 0.4, label="triton tree kernel", color="#dd8452")
-    ax.set_xticks(list(x), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("µs per layer call")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title(f"One layer's attention, {report['device']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    paired_bars(path, [f"B{r['B']} T{r['T']} S{r['S']}" for r in rows], [r["sdpa_us"] for r in rows],
+                [r["triton_us"] for r in rows], ["sdpa (+ additive mask)", "triton tree kernel"], "µs per layer call",
+                f"One layer's attention, {report['device']}")
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from attention_speed import _time  # noqa: E402
-from report import publish  # noqa: E402
+from report import paired_bars, publish  # noqa: E402
 
 from spacy_padellm.decoding import head_kernel  # noqa: E402
 from spacy_padellm.decoding.fused import Kernels  # noqa: E402
@@ -67,26 +67,10 @@ def table(report: Dict[str, Any]) -> str:
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report["rows"]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.bar([i - 0.2 for i in x], [r["torch_us"] for r in rows], 0.4, label="torch: product + compiled greedy",
-           color="#8fa8d0")
-    ax.bar([i + 0.2 for i in x], [r["triton_us"] for r in rows], 0.4, label="triton head kernels", color="#dd8452")
-    ax.set_xticks(list(x), [str(r["M"]) for r in rows], fontsize=8)
-    ax.set_xlabel("outputs of the pass")
-    ax.set_ylabel("µs per pass's head")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.set_title(f"The LM head's greedy step, {report['device']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    paired_bars(path, [str(r["M"]) for r in rows], [r["torch_us"] for r in rows], [r["triton_us"] for r in rows],
+                ["torch: product + compiled greedy", "triton head kernels"], "µs per pass's head",
+                f"The LM head's greedy step, {report['device']}", xlabel="outputs of the pass")
 
 
 def main(argv=None) -> int:

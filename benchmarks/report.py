@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["render_markdown", "render_plot", "tradeoff_points"]
+__all__ = ["paired_bars", "publish", "render_markdown", "render_plot", "tradeoff_points"]
 
 
 def _fmt(value, digits: int = 2, suffix: str = "") -> str:
@@ -203,6 +203,32 @@ def render_plot(report: Dict[str, Any], path: Path) -> None:
     _tradeoff_panel(right, report, names, colours)
     env = report["environment"]
     fig.suptitle(f"PaDeLLM-NER benchmark: {env['device_name']}, {report['settings']['docs']} docs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def paired_bars(path: Path, names: List[str], first: List[float], second: List[float], labels: List[str], ylabel: str,
+                title: str, xlabel: Optional[str] = None) -> None:
+    """Two bars per name (``first`` and ``second``, labelled ``labels``) on a log scale, as a PNG at ``path``: the
+    kernel benchmarks' torch-against-Triton plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar([i - 0.2 for i in x], first, 0.4, label=labels[0], color="#8fa8d0")
+    ax.bar([i + 0.2 for i in x], second, 0.4, label=labels[1], color="#dd8452")
+    rotated = max(map(len, names), default=0) > 6
+    ax.set_xticks(list(x), names, rotation=30 if rotated else 0, ha="right" if rotated else "center", fontsize=8)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

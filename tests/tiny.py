@@ -272,3 +272,17 @@ def write_docbin(path: Path, data, labels, spans_key=None) -> Path:
         db.add(gold_doc(nlp, text, mentions, spans_key))
     db.to_disk(path)
     return path
+
+
+def run_interpreted(script: Path, *args: str) -> None:
+    """Run the check script ``script`` (with ``args``) in a process of its own under Triton's interpreter
+    (``TRITON_INTERPRET=1``, set before Triton is imported); an AssertionError with its output unless it ends well
+    (exit 0, "every check passed" printed)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "every check passed" in done.stdout

@@ -1,13 +1,12 @@
 """``head_kernel`` "triton" (``decoding/head_kernel.py``): the kernels against ``fused.greedy`` and the steering's torch
-path, and a pass and a steered decode with them against ones without, run by Triton's interpreter in a process of its own (``head_kernel_check.py``); the setting's
-wiring and its errors here."""
+path, and a pass and a steered decode with them against ones without, run by Triton's interpreter in a process of its
+own (``head_kernel_check.py``); the setting's wiring and its errors here."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import tiny
 
 from spacy_padellm.decoding import head_kernel, tree_attention
 from spacy_padellm.decoding.factory import choose_head, make_static_lm
@@ -17,12 +16,7 @@ from spacy_padellm.decoding.static_lm import StaticLM
 
 def test_kernels_passes_and_decoding_in_triton_s_interpreter(tiny_model):
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    check = Path(__file__).with_name("head_kernel_check.py")
-    done = subprocess.run([sys.executable, str(check), str(tiny_model)], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "every check passed" in done.stdout
+    tiny.run_interpreted(Path(__file__).with_name("head_kernel_check.py"), str(tiny_model))
 
 
 def test_the_setting_is_for_cuda(tiny_trained):

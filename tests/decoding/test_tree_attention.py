@@ -2,12 +2,11 @@
 with it against one without, run by Triton's interpreter in a process of its own (``tree_attention_check.py``); the
 setting's wiring and its errors here."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import tiny
 
 from spacy_padellm.decoding import tree_attention
 from spacy_padellm.decoding.factory import choose_attention, make_static_lm
@@ -17,11 +16,7 @@ from spacy_padellm.decoding.settings import DecodeSettings
 
 def test_kernel_and_passes_in_triton_s_interpreter():
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    check = Path(__file__).with_name("tree_attention_check.py")
-    done = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "every check passed" in done.stdout
+    tiny.run_interpreted(Path(__file__).with_name("tree_attention_check.py"))
 
 
 def test_the_setting_is_for_cuda(tiny_trained):
