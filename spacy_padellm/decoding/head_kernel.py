@@ -54,26 +54,36 @@ def runs_on(device: str, dtype: torch.dtype, hidden: int) -> Optional[str]:
 
 
 def _first_call(device: torch.device, dtype: torch.dtype, hidden: int) -> None:
-    """The kernels on a few outputs of a random head, with and without a soft-cap and padded columns, against
-    ``fused.greedy`` over the rounded logits (an AssertionError if they differ by more than float rounding)."""
+    """The kernels on a random head against torch (an AssertionError if they differ by more than float rounding): the
+    greedy step for as many outputs as each of ``tiles``' tiles takes, with and without a soft-cap and padded
+    columns, against ``fused.greedy`` over the rounded logits; and ``choose_among`` against the logits of the allowed
+    tokens. Every kernel the engine will launch is compiled here, so that none fails in the middle of decoding."""
     from .fused import greedy as torch_greedy
 
     g = torch.Generator().manual_seed(0)
     V = 3 * BLOCK_VOCAB + 5
-    x = torch.randn(5, hidden, generator=g).to(device, dtype)
     w = (torch.randn(V, hidden, generator=g) * hidden ** -0.5).to(device, dtype)
     pad = torch.zeros(V, device=device)
     pad[-7:] = float("-inf")
-    for softcap, p in ((None, None), (3.0, pad)):
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for M, softcap, p in ((5, None, None), (5, 3.0, pad), (5, None, pad), (40, None, None), (70, None, None)):
+        x = torch.randn(M, hidden, generator=g).to(device, dtype)
         tok, logp, lse = greedy(x, w, softcap, p)
         want_tok, want_logp, want_lse = torch_greedy(x @ w.t(), softcap, p)
-        tol = 1e-4 if dtype == torch.float32 else 5e-2
         torch.testing.assert_close(lse, want_lse, atol=tol, rtol=tol)
         torch.testing.assert_close(logp, want_logp, atol=tol, rtol=tol)
         # the chosen token's logit is the row's largest (a near-tie may choose another token of the same logit)
         logits = (x @ w.t()).float()
         torch.testing.assert_close(logits.gather(1, tok[:, None]), logits.gather(1, want_tok[:, None]), atol=tol,
                                    rtol=tol)
+    allowed = {1: [3, 9, 300], 0: [7, 8, 9]}  # output -> its allowed tokens, as the steering groups them
+    got = torch.zeros((2, 2), dtype=torch.float64, device=device)
+    choose_among(x, lse, w, None, torch.tensor([1, 0], device=device), torch.tensor([0, 3, 6], device=device),
+                 torch.tensor(allowed[1] + allowed[0], device=device), got[0], got[1])
+    for out, ids in allowed.items():
+        vals = (x[out].float() @ w[ids].float().t()).to(dtype).float() - lse[out]
+        torch.testing.assert_close(got[1, out].float(), vals.max(), atol=tol, rtol=tol)
+        assert int(got[0, out]) == ids[int(vals.argmax())]
 
 
 def tiles(M: int) -> Tuple[int, int, int, int]:
@@ -93,7 +103,8 @@ def greedy(hidden: Tensor, head: Tensor, softcap: Optional[float], pad: Optional
     argmax token over the rows of ``head`` (V, K) (the lowest id among equal logits), its log-prob and the log of
     the softmax's denominator (float32). ``softcap``: Gemma's final soft-cap, if any; ``pad`` (V, float32): added to
     each column after it (-inf for a restricted head's empty rows). ``hidden`` and ``head`` share a dtype, and each
-    row's values are contiguous. ``tile``: the products' tile (default ``tiles(M)``)."""
+    row's values are contiguous. ``tile``: the products' tile (default ``tiles(M)``). A row with NaN logits (a model
+    gone wrong) gets NaN log-probs as from torch, but its token may differ (the kernels skip the NaN values)."""
     M, K = hidden.shape
     V = head.shape[0]
     if head.shape[1] != K or head.dtype != hidden.dtype:
@@ -143,7 +154,8 @@ def _blocks_kernel():
         for k0 in range(0, K, BK):
             kk = k0 + rk
             x = tl.load(X + rm[:, None] * sx + kk[None, :], mask=(rm[:, None] < M) & (kk[None, :] < K), other=0.0)
-            w = tl.load(W + rn[None, :] * sw + kk[:, None], mask=(rn[None, :] < V) & (kk[:, None] < K), other=0.0)
+            w = tl.load(W + rn.to(tl.int64)[None, :] * sw + kk[:, None], mask=(rn[None, :] < V) & (kk[:, None] < K),
+                        other=0.0)
             acc = tl.dot(x, w, acc, input_precision=PRECISION)
         logits = acc.to(X.dtype.element_ty).to(tl.float32)  # rounded as the product's output is
         if CAP:
@@ -187,7 +199,8 @@ def _combine_kernel():
             s = tl.load(SUM + r * blocks + c + b, mask=inside, other=0.0)
             toks = tl.minimum(toks, tl.where(t == best, f, V))
             t_shift = tl.where((t > float("-inf")) & (t < float("inf")), t, 0.0)
-            sums += tl.where(inside, s * tl.exp(t_shift - shift), 0.0)
+            # a block of -inf logits alone (a restricted head's empty rows) adds nothing, whatever the row's best
+            sums += tl.where(inside & (t > float("-inf")), s * tl.exp(t_shift - shift), 0.0)
         tok = tl.min(toks, 0)
         total = tl.sum(sums, 0)
         lse = shift + tl.log(total)
@@ -215,7 +228,7 @@ def choose_among(hidden: Tensor, lse: Tensor, head: Tensor, softcap: Optional[fl
     with _on(hidden.device):
         _choose_kernel()[(n,)](hidden, lse, head, outs, starts, toks, tokens, logps, hidden.stride(0),
                                head.stride(0), lse.stride(0), tokens.stride(0), logps.stride(0), K,
-                               float(softcap or 1.0), CAP=bool(softcap), CLAMP=clamp, P=PAIRS, KB=bucket(K, 16),
+                               float(softcap or 1.0), CAP=bool(softcap), CLAMP=clamp, P=PAIRS, KB=min(bucket(K, 16), 128),
                                num_warps=4)
 
 
@@ -232,8 +245,6 @@ def _choose_kernel():
         out = tl.load(OUTS + i)
         a = tl.load(STARTS + i)
         b = tl.load(STARTS + i + 1)
-        kk = tl.arange(0, KB)
-        h = tl.load(H + out * sh + kk, mask=kk < K, other=0.0).to(tl.float32)
         lse = tl.load(LSE + out * sl).to(tl.float32)
         best = tl.full([P], float("-inf"), tl.float32)
         best_tok = tl.zeros([P], tl.int64) + 2 ** 62
@@ -241,8 +252,13 @@ def _choose_kernel():
             j = c + tl.arange(0, P)
             inside = j < b
             t = tl.load(TOKS + j, mask=inside, other=0)
-            w = tl.load(W + t[:, None] * sw + kk[None, :], mask=inside[:, None] & (kk < K)[None, :], other=0.0)
-            v = tl.sum(w.to(tl.float32) * h[None, :], 1).to(W.dtype.element_ty).to(tl.float32)
+            v = tl.zeros([P], tl.float32)
+            for k0 in range(0, K, KB):  # the hidden values in steps: a few registers a lane, whatever the model
+                kk = k0 + tl.arange(0, KB)
+                h = tl.load(H + out * sh + kk, mask=kk < K, other=0.0).to(tl.float32)
+                w = tl.load(W + t[:, None] * sw + kk[None, :], mask=inside[:, None] & (kk < K)[None, :], other=0.0)
+                v += tl.sum(w.to(tl.float32) * h[None, :], 1)
+            v = v.to(W.dtype.element_ty).to(tl.float32)
             if CAP:
                 v = softcap * (2.0 * tl.sigmoid(2.0 * v / softcap) - 1.0)  # softcap * tanh(v / softcap)
             v = v - lse
@@ -254,6 +270,7 @@ def _choose_kernel():
         tok = tl.where((top > float("-inf")) & (top < float("inf")), tok, 0)
         if CLAMP:
             top = tl.minimum(top, 0.0)
+        top = tl.where(lse == lse, top, lse)  # a NaN denominator: a NaN log-prob, as torch gives
         tl.store(TOK + out * st, tok.to(TOK.dtype.element_ty))
         tl.store(LOGP + out * sp, top.to(LOGP.dtype.element_ty))
 

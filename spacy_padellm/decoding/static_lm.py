@@ -340,6 +340,8 @@ class StaticLM:
         """Run the LM head's greedy step of the passes that follow through ``head_kernel``'s Triton kernels (``on``;
         a float head only: a quantized one stays torch's), or through its matrix product and ``fused.greedy``. Needs
         Triton; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
+        if on and self.segmented:
+            raise ValueError("head_kernel 'triton' runs the GPU's dense and packed passes, not the CPU's segmented ones")
         if on and not tree_attention.available():
             raise ValueError("head_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
         self._forget_graphs()

@@ -126,7 +126,7 @@ class PaDeLLMNER(Pipe):
                             "and cannot be copied to another process; save the pipeline with nlp.to_disk and load it")
         state = self.__dict__.copy()
         state.update(_runtime=None, _encoders=(None, None, None), _budget=None,
-                     _device_of_original=self.__dict__.get("_device_of_original") or self._resolved_device())
+                     _device_of_original=self._device_for_copy())
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -203,11 +203,22 @@ class PaDeLLMNER(Pipe):
             trim_heap()  # the temporaries of loading (de-quantised GGUF tensors, weights fused by the engine)
         return self._runtime
 
-    def _resolved_device(self) -> str:
-        """The device the model is on, or would load onto now (``device`` unset: the GPU thinc's ops are on, else
-        the CPU)."""
+    def _device_for_copy(self) -> Optional[str]:
+        """The device a copy for another process should load onto when no device is configured (None: a configured
+        one, which the copy keeps): the one the model is on, else the one this component inherited, else the one it
+        would resolve now (the GPU thinc's ops are on, else the CPU)."""
+        if self.cfg["device"] is not None:
+            return None
         device = getattr(self._runtime[0], "device", None) if self._runtime is not None else None
-        return str(device if device is not None else resolve_device(self.cfg["device"]))
+        if device is not None:
+            return device.type if device.type == "mps" else str(device)  # "mps", the name `device` takes
+        inherited = self.__dict__.get("_device_of_original")
+        if inherited is not None:
+            return inherited
+        try:
+            return str(resolve_device(None))
+        except DeviceError:
+            return None
 
     def _device_for_loading(self):
         """The device to load the model onto: the configured one; in a copy made for another process with no device

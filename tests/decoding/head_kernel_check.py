@@ -42,6 +42,15 @@ def check_kernel():
     x, w = torch.randn(2, 32), torch.randn(300, 32)
     tok, logp, lse = head_kernel.greedy(x, w, None, torch.full((300,), float("-inf")))
     assert tok.tolist() == [0, 0] and torch.isinf(lse).all() and torch.isnan(logp).all()  # as fused.greedy gives
+    # logits far below 0 beside whole blocks of -inf (a restricted head's empty rows): finite, as torch's
+    pad = torch.zeros(300)
+    pad[10:] = float("-inf")
+    far = torch.full((1, 32), 1.0), torch.cat([-3.2 - 0.05 * torch.arange(10.0)[:, None].expand(10, 32),
+                                                torch.zeros(290, 32)])
+    tok, logp, lse = head_kernel.greedy(*far, None, pad)
+    want = greedy(far[0] @ far[1].t(), None, pad)
+    assert torch.isfinite(lse).all() and tok.tolist() == want[0].tolist()
+    torch.testing.assert_close(lse, want[2])
     assert [t.shape for t in head_kernel.greedy(x[:0], w, None)] == [(0,)] * 3
     for bad, match in (((x, w.half()), "head of 32"), ((x, w[:, :16]), "head of 32"), ((torch.randn(32, 2).t(), w), "contiguous")):
         try:

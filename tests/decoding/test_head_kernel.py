@@ -27,11 +27,15 @@ def test_the_setting_is_for_cuda(tiny_trained):
     assert not make_static_lm(model, head_kernel="triton").head_kernel  # the CPU keeps torch's head
 
 
-def test_it_needs_triton(tiny_trained, monkeypatch):
+def test_clear_errors(tiny_trained, monkeypatch):
     model, _ = tiny_trained
+    with pytest.raises(ValueError, match="segmented"):
+        StaticLM.from_hf(model).use_head_kernel()  # the CPU's own passes
     monkeypatch.setattr(tree_attention, "available", lambda: False)
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False
     with pytest.raises(ValueError, match="needs Triton"):
-        StaticLM.from_hf(model).use_head_kernel()
+        lm.use_head_kernel()
 
 
 class _Head:

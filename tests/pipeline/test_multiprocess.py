@@ -62,3 +62,9 @@ def test_a_copy_whose_original_device_is_missing_here_resolves_its_own(nlp, capl
         device = copy._device_for_loading()
     assert str(device) == "cpu"
     assert "cuda:7" in caplog.text
+
+
+def test_a_configured_device_is_not_resolved_for_a_copy(tiny_model):
+    nlp = pipeline(tiny_model, device="cpu")
+    copy = pickle.loads(pickle.dumps(nlp.get_pipe("padellm_ner")))
+    assert copy._device_of_original is None and str(copy._device_for_loading()) == "cpu"
