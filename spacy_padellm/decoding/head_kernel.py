@@ -83,7 +83,8 @@ def _first_call(device: torch.device, dtype: torch.dtype, hidden: int) -> None:
     for out, ids in allowed.items():
         vals = (x[out].float() @ w[ids].float().t()).to(dtype).float() - lse[out]
         torch.testing.assert_close(got[1, out].float(), vals.max(), atol=tol, rtol=tol)
-        assert int(got[0, out]) == ids[int(vals.argmax())]
+        # an allowed token of the largest value (a near-tie may choose another of the same value)
+        torch.testing.assert_close(vals[ids.index(int(got[0, out]))], vals.max(), atol=tol, rtol=tol)
 
 
 def tiles(M: int) -> Tuple[int, int, int, int]:
