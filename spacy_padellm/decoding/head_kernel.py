@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from .tree_attention import _on, available
+from .triton_launch import available, failure_of, on_device, tolerance
 
 __all__ = ["choose_among", "greedy", "runs_on", "tiles"]
 
@@ -46,11 +46,7 @@ def runs_on(device: str, dtype: torch.dtype, hidden: int) -> Optional[str]:
     ``head_kernel`` null asks this once per device, dtype and size before taking the kernels."""
     if not available():
         return "Triton cannot be imported"
-    try:
-        _first_call(torch.device(device), dtype, hidden)
-    except Exception as err:  # a compiler or driver error of any kind: the head stays torch's
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    return None
+    return failure_of(lambda: _first_call(torch.device(device), dtype, hidden))
 
 
 def _first_call(device: torch.device, dtype: torch.dtype, hidden: int) -> None:
@@ -65,7 +61,7 @@ def _first_call(device: torch.device, dtype: torch.dtype, hidden: int) -> None:
     w = (torch.randn(V, hidden, generator=g) * hidden ** -0.5).to(device, dtype)
     pad = torch.zeros(V, device=device)
     pad[-7:] = float("-inf")
-    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    tol = tolerance(dtype)
     for M, softcap, p in ((5, None, None), (5, 3.0, pad), (5, None, pad), (40, None, None), (70, None, None)):
         x = torch.randn(M, hidden, generator=g).to(device, dtype)
         tok, logp, lse = greedy(x, w, softcap, p)
@@ -126,7 +122,7 @@ def greedy(hidden: Tensor, head: Tensor, softcap: Optional[float], pad: Optional
     top = torch.empty((M, blocks), dtype=torch.float32, device=dev)
     first = torch.empty((M, blocks), dtype=torch.int32, device=dev)
     sums = torch.empty((M, blocks), dtype=torch.float32, device=dev)
-    with _on(dev):  # Triton launches on the current device
+    with on_device(dev):  # Triton launches on the current device
         # axis 0 (the outputs' blocks) varies fastest: the programs that read one block of the head run together
         _blocks_kernel()[((M + rows - 1) // rows, blocks)](
             hidden, head, pad if pad is not None else top, top, first, sums, M, V, K, hidden.stride(0),
@@ -226,7 +222,7 @@ def choose_among(hidden: Tensor, lse: Tensor, head: Tensor, softcap: Optional[fl
         raise ValueError(f"head kernel: a head of {K} values a row, each row contiguous (got {tuple(head.shape)})")
     from .static_lm import bucket  # (static_lm imports this module)
 
-    with _on(hidden.device):
+    with on_device(hidden.device):
         _choose_kernel()[(n,)](hidden, lse, head, outs, starts, toks, tokens, logps, hidden.stride(0),
                                head.stride(0), lse.stride(0), tokens.stride(0), logps.stride(0), K,
                                float(softcap or 1.0), CAP=bool(softcap), CLAMP=clamp, P=PAIRS, KB=min(bucket(K, 16), 128),

@@ -46,7 +46,7 @@ from .fused import Kernels, gated, greedy, rotate
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
 from .row_mask import RowMask, unpack, upload
 from .segments import Segments
-from . import head_kernel, tree_attention
+from . import head_kernel, tree_attention, triton_launch
 
 __all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
 
@@ -326,12 +326,8 @@ class StaticLM:
         """Run the dense and packed passes that follow with attention through ``tree_attention``'s Triton kernels
         (``on``), or through ``scaled_dot_product_attention``. Needs Triton and a power-of-two head size of at
         least 16; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
-        if on and self.segmented:
-            raise ValueError("attention_kernel 'triton' runs the GPU's dense and packed passes, not the CPU's "
-                             "segmented ones")
-        if on and not tree_attention.available():
-            raise ValueError("attention_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
         if on:
+            self._check_triton("attention_kernel")
             tree_attention.check_heads(self.n_heads, self.n_kv, self.head_dim)
         self._forget_graphs()
         self.tree_attention = on
@@ -340,12 +336,18 @@ class StaticLM:
         """Run the LM head's greedy step of the passes that follow through ``head_kernel``'s Triton kernels (``on``;
         a float head only: a quantized one stays torch's), or through its matrix product and ``fused.greedy``. Needs
         Triton; on the CPU, Triton's interpreter (``TRITON_INTERPRET=1``)."""
-        if on and self.segmented:
-            raise ValueError("head_kernel 'triton' runs the GPU's dense and packed passes, not the CPU's segmented ones")
-        if on and not tree_attention.available():
-            raise ValueError("head_kernel 'triton' needs Triton (it comes with torch's CUDA wheels)")
+        if on:
+            self._check_triton("head_kernel")
         self._forget_graphs()
         self.head_kernel = on
+
+    def _check_triton(self, setting: str) -> None:
+        """A ValueError unless ``setting`` "triton" can run here: on the dense and packed passes (not the CPU's
+        segmented ones), with Triton importable."""
+        if self.segmented:
+            raise ValueError(f"{setting} 'triton' runs the GPU's dense and packed passes, not the CPU's segmented ones")
+        if not triton_launch.available():
+            raise ValueError(f"{setting} 'triton' needs Triton (it comes with torch's CUDA wheels)")
 
     # -- the KV cache --
 

@@ -13,7 +13,7 @@ the g query heads of one KV head and a block of tokens are one tile of rows (g *
 values stream through in blocks of columns with an online softmax, and the mask is read as the pass's boolean
 (B, T, S) rows, so that no additive mask is built either. One kernel per layer.
 
-The kernel is Triton's: it runs on CUDA (``available``), and on CPU tensors in a process started with
+The kernel is Triton's: it runs on CUDA (``triton_launch.available``), and on CPU tensors in a process started with
 ``TRITON_INTERPRET=1`` (Triton's interpreter), as the tests run it. The static engine takes the kernels by default on
 CUDA where ``runs_on`` finds that they compile and agree with torch on the model's device
 (``factory.choose_attention``).
@@ -21,13 +21,14 @@ CUDA where ``runs_on`` finds that they compile and agree with torch on the model
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Optional
 
 import torch
 
-__all__ = ["attend", "available", "check_heads", "runs_on", "write_cache"]
+from .triton_launch import available, failure_of, on_device, tolerance
+
+__all__ = ["attend", "check_heads", "runs_on", "write_cache"]
 
 Tensor = torch.Tensor
 
@@ -45,17 +46,6 @@ def check_heads(n_heads: int, n_kv: int, head_dim: int) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def available() -> bool:
-    """Whether Triton can be imported (it comes with torch's CUDA wheels)."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception:  # an import that fails for any reason: ``StaticLM.use_tree_attention`` says Triton is needed
-        return False
-    return True
-
-
-@functools.lru_cache(maxsize=None)
 def runs_on(device: str, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> Optional[str]:
     """Why the kernels cannot run a model of these heads on ``device`` in ``dtype`` (None: they can): Triton missing,
     heads they do not take, or a first call on the device that fails (the kernels compile on it) or disagrees with
@@ -67,17 +57,7 @@ def runs_on(device: str, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: 
         check_heads(n_heads, n_kv, head_dim)
     except ValueError as err:
         return str(err)
-    try:
-        _first_call(torch.device(device), dtype, n_heads, n_kv, head_dim)
-    except Exception as err:  # a compiler or driver error of any kind: attention stays torch's
-        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    return None
-
-
-def _on(device: torch.device):
-    """``device`` as the current CUDA device while a kernel is launched (Triton launches on the current one); nothing
-    on the CPU."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    return failure_of(lambda: _first_call(torch.device(device), dtype, n_heads, n_kv, head_dim))
 
 
 def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> None:
@@ -101,7 +81,7 @@ def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: in
     want = F.scaled_dot_product_attention(qk[None, :, :n_heads].transpose(1, 2), k.float(), v.float(),
                                           attn_mask=StaticLM._additive(mask, 1, torch.float32), scale=D ** -0.5,
                                           enable_gqa=n_heads != n_kv).transpose(1, 2)
-    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    tol = tolerance(dtype)
     torch.testing.assert_close(q.float(), qk[:, :n_heads], atol=tol, rtol=tol)
     torch.testing.assert_close(k[0, :, :T].transpose(0, 1).float(), qk[:, n_heads:], atol=tol, rtol=tol)
     torch.testing.assert_close(got, want, atol=tol, rtol=tol)
@@ -220,7 +200,7 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
     if N == 0:
         return out
     norm = qk_norm if qk_norm is not None else qkv  # an unused pointer when not normed
-    with _on(qkv.device):  # Triton launches on the current device
+    with on_device(qkv.device):  # Triton launches on the current device
         _cache_kernel()[(N,)](qkv, norm, cos, sin, k, v, rows, slots, out, float(eps),
                               qkv.stride(0), qkv.stride(1), cos.stride(0), sin.stride(0),
                               k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
@@ -247,7 +227,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
     mask = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
     out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
     grid = ((T + tokens - 1) // tokens, B, Hkv)
-    with _on(q.device):
+    with on_device(q.device):
         _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
                         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                         v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),

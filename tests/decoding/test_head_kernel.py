@@ -8,7 +8,7 @@ import pytest
 
 import tiny
 
-from spacy_padellm.decoding import head_kernel, tree_attention
+from spacy_padellm.decoding import head_kernel, triton_launch
 from spacy_padellm.decoding.factory import choose_head, make_static_lm
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.static_lm import StaticLM
@@ -31,7 +31,7 @@ def test_clear_errors(tiny_trained, monkeypatch):
     model, _ = tiny_trained
     with pytest.raises(ValueError, match="segmented"):
         StaticLM.from_hf(model).use_head_kernel()  # the CPU's own passes
-    monkeypatch.setattr(tree_attention, "available", lambda: False)
+    monkeypatch.setattr(triton_launch, "available", lambda: False)
     lm = StaticLM.from_hf(model)
     lm.segmented = False
     with pytest.raises(ValueError, match="needs Triton"):

@@ -8,7 +8,7 @@ import pytest
 
 import tiny
 
-from spacy_padellm.decoding import tree_attention
+from spacy_padellm.decoding import tree_attention, triton_launch
 from spacy_padellm.decoding.factory import choose_attention, make_static_lm
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.settings import DecodeSettings
@@ -29,7 +29,7 @@ def test_the_setting_is_for_cuda(tiny_trained):
 
 def test_clear_errors(tiny_trained, monkeypatch):
     model, _ = tiny_trained
-    monkeypatch.setattr(tree_attention, "available", lambda: True)
+    monkeypatch.setattr(triton_launch, "available", lambda: True)
     with pytest.raises(ValueError, match="segmented"):
         StaticLM.from_hf(model).use_tree_attention()  # the CPU's own passes
     lm = StaticLM.from_hf(model)
@@ -37,7 +37,7 @@ def test_clear_errors(tiny_trained, monkeypatch):
     lm.head_dim = 24
     with pytest.raises(ValueError, match="power-of-two head size"):
         lm.use_tree_attention()
-    monkeypatch.setattr(tree_attention, "available", lambda: False)
+    monkeypatch.setattr(triton_launch, "available", lambda: False)
     lm = StaticLM.from_hf(model)
     lm.segmented = False
     with pytest.raises(ValueError, match="needs Triton"):
