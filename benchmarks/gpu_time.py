@@ -32,6 +32,7 @@ VARIANTS = {"recorded": {}, "off": {"constrain_mentions": False, "dedupe_mention
 # kind of kernel -> what its name holds (the first kind that matches; the norms before the softmax reductions)
 KINDS = [("attention", ("sdpa", "attention", "fmha")),
          ("query/key norm, RoPE, cache writes (one Triton kernel)", ("rope_cache",)),
+         ("LM head (Triton kernels)", ("head_blocks", "head_combine", "choose_among")),
          ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma")),
          ("residual + norm", ("add_mean_mul_pow_rsqrt",)),
          ("query/key norm", ("mean_mul_pow_rsqrt",)),

@@ -52,6 +52,7 @@ def test_kernels_sorted_into_kinds():
     assert kind_of("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
     assert kind_of("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT") == "matrix products"
     assert kind_of("triton_red_fused__to_copy_logsumexp_2") == "LM head softmax"
+    assert kind_of("head_blocks") == kind_of("head_combine") == kind_of("choose_among") == "LM head (Triton kernels)"
     assert kind_of("triton_red_fused__to_copy_exp_log_max_sub_sum_0") == "LM head softmax"
     assert kind_of("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "residual + norm"
     assert kind_of("triton_red_fused__to_copy_mean_mul_pow_rsqrt_0") == "query/key norm"
