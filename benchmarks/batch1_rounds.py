@@ -9,8 +9,8 @@ docs after them is timed alone (``nlp(text)``, the device synchronised before an
 the report gives every turn's, the median of a variant's turns, and for each variant its turn's median over the
 default's of the same round (the ratio of a pair measured side by side). The CUDA graphs captured among the timed
 docs are counted (shapes the warm-up did not reach), and the time the host waited for the device per sentence
-(``gpu_time.waits``: the rest of a sentence's time is host work, overlapping the device's or not). Prints a markdown table; ``--output`` writes the JSON, the table
-(.md) and a PNG (each turn's median) next to it.
+(``gpu_time.waits``: the rest of a sentence's time is host work, overlapping the device's or not). Prints a markdown
+table; ``--output`` writes the JSON, the table (.md) and a PNG (each turn's median) next to it.
 
     python benchmarks/batch1_rounds.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy --gpu-id 0 \\
         --variant sdpa:attention_kernel=sdpa --rounds 5 --output metrics/batch1_rounds.json
