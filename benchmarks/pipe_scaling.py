@@ -16,14 +16,20 @@ first geometry's. This is what ``annotate --ray --gpus-per-worker 0.5`` (two act
 call each (the "spawn" start method; k = 1 runs in this process): every process loads the model and captures its
 graphs within the call, so the rate is taken over the middle 80% of the docs as they come back (the time from the
 10% mark to the 90% mark), and the whole call's time is reported beside it.
-Each worker holds its own KV caches and CUDA graphs: with the default model at 256 rows and 4 batches in flight
-about 18-20 GiB on an H100, so four of them do not fit an 80 GB card (their docs fail for lack of memory).
+Each worker holds its own KV caches and CUDA graphs (the JSON keeps the GiB each reserved after its warm-up): with the
+default model at 256 rows and 4 batches in flight, LM head through torch, about 18-20 GiB on an H100, so four of
+them did not fit an 80 GB card (their docs fail for lack of memory).
+
+*The encoder anchor* (``--anchor 256,1024,4096``): RoBERTa-base's token classifier (``encoder_anchor.py``) timed on the
+same docs in this process after the geometries, and the best single process and the best worker count as fractions
+of it (``best_vs_anchor``).
 
 Prints a markdown table; ``--output`` writes the JSON, the table (.md) and a PNG next to it.
 
     python benchmarks/pipe_scaling.py padellm:conll03-gemma3-270m corpus/conll03/conll03_test.spacy --gpu-id 0 \\
         --geometry base:pipe=1024 --geometry rows1024:pipe=4096,max_batch_rows=1024,max_batch_tokens=524288 \\
-        --workers 1,2 --n-process 1,2 --output metrics/pipe_scaling.json      # or: spacy project run pipe-scaling
+        --workers 1,2 --n-process 1,2 --anchor 256,1024,4096 --output metrics/pipe_scaling.json
+        # or: spacy project run pipe-scaling
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoder_anchor import EncoderAnchor, time_anchor  # noqa: E402
 from measure import forward_passes, load_gold, open_pipeline, select_device  # noqa: E402
 from report import publish  # noqa: E402
 from results import _scores, _spans, agreement  # noqa: E402
@@ -111,9 +118,9 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
         for _ in range(2):  # its share of the docs at the most workers: the caches it will need, no more
             list(nlp.pipe(texts[index::args.workers[-1]], batch_size=geometry[1]))
     except BaseException as err:  # noqa: BLE001 - the parent reports it
-        ready.put((index, f"{type(err).__name__}: {err}"))
+        ready.put((index, f"{type(err).__name__}: {err}", None))
         return
-    ready.put((index, None))
+    ready.put((index, None, _reserved_gib(ner)))
     clock = _clock(ner)
     for k, part in iter(jobs.get, None):
         start = clock.now()
@@ -121,10 +128,49 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
         results.put((part, start, clock.now(), [_spans(doc, args.spans_key) for doc in docs]))
 
 
+def _reserved_gib(ner) -> Optional[float]:
+    """GiB the caching allocator of the component's CUDA device holds at most (None on the CPU): what one more
+    process on the device would need."""
+    import torch
+
+    device = torch.device(ner.decoder.device)
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_reserved(device) / 2 ** 30, 2)
+
+
+def time_anchor_on(ner, texts: List[str], batch_sizes: Sequence[int], latency_docs: int = 100) -> Dict[str, Any]:
+    """The encoder anchor (``encoder_anchor.py``) timed on ``texts`` on the component's device, with its tokenizer;
+    the anchor is freed afterwards."""
+    import torch
+
+    device = torch.device(ner.decoder.device)
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    anchor = EncoderAnchor(ner._ensure_loaded()[1], str(device), dtype)
+    try:
+        return time_anchor(anchor, texts, batch_sizes, latency_docs, _clock(ner).now)
+    finally:
+        del anchor
+        gc.collect()
+
+
+def runnable_counts(started: Sequence[Tuple[int, Optional[str], Any]], counts: Sequence[int]
+                    ) -> Tuple[List[int], Dict[str, str], List[int]]:
+    """From the workers' start reports (index, error or None, GiB): the indices of those that started, the others'
+    errors by index, and the counts that can run on those started (a worker out of memory beside the others leaves
+    the smaller counts measurable). No worker started: an error."""
+    alive = [i for i, err, _ in started if not err]
+    errors = {str(i): err for i, err, _ in started if err}
+    if not alive:
+        raise RuntimeError(f"no worker could start: {next(iter(errors.values()))}")
+    return alive, errors, [k for k in counts if k <= len(alive)]
+
+
 def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str], counts: Sequence[int],
                  reference: List[Spans], measured: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     """``k`` worker processes at once for each k of ``counts`` (``--rounds`` times), on one set of processes; the
-    rows so far go to ``measured`` after each k."""
+    rows so far go to ``measured`` after each k. Workers that could not start (e.g. out of GPU memory) are left out
+    and the counts above those that did are reported as not run."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     n = max(counts)
     jobs = [ctx.Queue() for _ in range(n)]
@@ -135,15 +181,18 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
     for proc in procs:
         proc.start()
     try:
-        errors = [err for _, err in (ready.get() for _ in procs) if err]
-        if errors:
-            raise RuntimeError(f"a worker could not start: {errors[0]}")
-        rows = {"geometry": geometry[0], "start_s": round(time.perf_counter() - start, 1), "counts": {}}
-        for k in counts:
+        started = sorted(ready.get() for _ in procs)
+        alive, errors, runnable = runnable_counts(started, counts)
+        rows = {"geometry": geometry[0], "start_s": round(time.perf_counter() - start, 1),
+                "reserved_gib": [gib for _, _, gib in started], "counts": {}, "failed_to_start": errors,
+                "not_run": [k for k in counts if k not in runnable]}
+        for i, err in errors.items():
+            print(f"worker {i} could not start: {err}", file=sys.stderr, flush=True)
+        for k in runnable:
             runs = []
             for _ in range(args.rounds):
                 for part in range(k):
-                    jobs[part].put((k, part))
+                    jobs[alive[part]].put((k, part))
                 got = sorted(results.get() for _ in range(k))
                 seconds = max(g[2] for g in got) - min(g[1] for g in got)
                 spans: List[Optional[Spans]] = [None] * len(texts)
@@ -220,6 +269,11 @@ def run(args) -> Dict[str, Any]:
         print(f"{geometry[0]}: {row['sent_s']} sentences/s, span F1 {row['span_f']:.4f}, same entities "
               f"{row['same_as_first']:.4f}, {row['passes']} passes", file=sys.stderr, flush=True)
         _save_partial(args, {"geometries": geometries})
+    anchor = time_anchor_on(ner, texts, args.anchor) if args.anchor else None
+    if anchor:
+        print(f"encoder anchor: {anchor['best']['sentences_per_second']} sentences/s (batch "
+              f"{anchor['best']['batch_size']})", file=sys.stderr, flush=True)
+        _save_partial(args, {"geometries": geometries, "anchor": anchor})
     engine = ner.decoder.device
     del nlp, ner, docs  # the workers' pipelines take the device's memory
     gc.collect()
@@ -233,9 +287,24 @@ def run(args) -> Dict[str, Any]:
                                                                  "n_process": rows})
                                ) if args.n_process else None
     cuda = torch.device(engine).type == "cuda"
-    return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
+    return {"anchor": anchor, "best_vs_anchor": best_vs_anchor(geometries, workers, anchor),"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
             "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "n_process": n_process}
+
+
+def best_vs_anchor(geometries: Dict[str, Any], workers: Optional[Dict[str, Any]],
+                   anchor: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The best sentences/s of one process (a geometry) and of worker processes, each as a fraction of the encoder
+    anchor's best in the same run (None without the anchor)."""
+    if not anchor:
+        return None
+    best = anchor["best"]["sentences_per_second"]
+    one = max(row["sent_s"] for row in geometries.values())
+    out = {"one_process": round(one / best, 3)}
+    if workers:
+        k, row = max(workers["counts"].items(), key=lambda kv: kv[1]["sent_s"])
+        out.update(workers=int(k), several_processes=round(row["sent_s"] / best, 3))
+    return out
 
 
 def table(report: Dict[str, Any]) -> str:
@@ -250,11 +319,15 @@ def table(report: Dict[str, Any]) -> str:
     if report["workers"]:
         w = report["workers"]
         one = w["counts"][min(w["counts"], key=int)]["sent_s"]
-        lines += ["", f"Worker processes on the one device ({w['geometry']}'s settings each):", "",
+        reserved = ", ".join(str(g) for g in w.get("reserved_gib") or [] if g is not None)
+        lines += ["", f"Worker processes on the one device ({w['geometry']}'s settings each"
+                  + (f"; GiB reserved by each after its warm-up: {reserved}" if reserved else "") + "):", "",
                   "| processes | sentences/s | x one | same entities |", "|---|---|---|---|"]
         for k, row in w["counts"].items():
             lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
                          f"{100 * row['same_as_first']:.2f}% |")
+        for k in w.get("not_run") or []:
+            lines.append(f"| {k} | not run: {len(w['failed_to_start'])} of the workers could not start | – | – |")
     if report.get("n_process"):
         w = report["n_process"]
         one = w["counts"][min(w["counts"], key=int)]["sent_s"]
@@ -266,6 +339,13 @@ def table(report: Dict[str, Any]) -> str:
             same = "–" if row["same_as_first"] is None else f"{100 * row['same_as_first']:.2f}%"
             lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | {row['call_s']} | "
                          f"{row['call_sent_s']:,.0f} | {same} |")
+    if report.get("anchor"):
+        a, frac = report["anchor"], report["best_vs_anchor"]
+        lines += ["", f"Encoder anchor in the same run ({a['model']}, {a['dtype']}, random weights): "
+                  f"**{a['best']['sentences_per_second']:,.0f}** sentences/s at batch {a['best']['batch_size']}; "
+                  f"the best single process is {frac['one_process']:.3f}x of it"
+                  + (f", {frac['workers']} worker processes {frac['several_processes']:.3f}x" if "workers" in frac
+                     else "") + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -309,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nlp.pipe batch size and decoding settings (repeatable; default: base:pipe=1024)")
     p.add_argument("--workers", default="", help="worker process counts, e.g. 1,2,4 (default: none)")
     p.add_argument("--n-process", default="", help="nlp.pipe n_process values, e.g. 1,2 (default: none)")
+    p.add_argument("--anchor", default="", help="also time the encoder anchor (RoBERTa-base token classifier, random "
+                   "weights; encoder_anchor.py) on the same docs at these batch sizes, e.g. 256,1024,4096")
     p.add_argument("--output", default=None, help="JSON path (.md and .png written next to it)")
     return p
 
@@ -332,6 +414,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"geometry names must differ: {names}")
     args.workers = _counts("--workers", args.workers)
     args.n_process = _counts("--n-process", args.n_process)
+    args.anchor = _counts("--anchor", args.anchor)
     return publish(run(args), table, args.output, plot)
 
 

@@ -12,7 +12,7 @@ import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
 
-from pipe_scaling import main, parse_geometry  # noqa: E402
+from pipe_scaling import main, parse_geometry, runnable_counts  # noqa: E402
 
 
 def test_geometries_and_workers(tiny_model, tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     out = tmp_path / "out" / "pipe_scaling.json"
     assert main([str(tiny_model), str(data), "--device", "cpu", "--repeat", "2", "--rounds", "1",
                  "--geometry", "small:pipe=2,max_batch_rows=1", "--geometry", "wide:pipe=8,max_batch_rows=4",
-                 "--workers", "2,1", "--n-process", "2,1", "--output", str(out)]) == 0
+                 "--workers", "2,1", "--n-process", "2,1", "--anchor", "4", "--output", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["docs"] == 2 * len(tiny.SENTENCES) and list(report["geometries"]) == ["small", "wide"]
     small, wide = report["geometries"]["small"], report["geometries"]["wide"]
@@ -31,6 +31,13 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert list(counts) == ["1", "2"] and report["workers"]["geometry"] == "small"
     assert all(row["same_as_first"] == 1.0 and row["sent_s"] > 0 for row in counts.values())
     assert len(counts["2"]["runs"][0]["worker_s"]) == 2
+    assert report["workers"]["reserved_gib"] == [None, None]  # GPU memory: none on the CPU
+    anchor = report["anchor"]  # the encoder anchor on the same docs, and each best as a fraction of it
+    assert anchor["docs"] == report["docs"] and anchor["best"]["batch_size"] == 4
+    frac = report["best_vs_anchor"]
+    best = max(row["sent_s"] for row in counts.values())
+    assert frac["workers"] in (1, 2) and frac["several_processes"] == round(best / anchor["best"]["sentences_per_second"], 3)
+    assert frac["one_process"] == round(max(small["sent_s"], wide["sent_s"]) / anchor["best"]["sentences_per_second"], 3)
     by_pipe = report["n_process"]["counts"]  # nlp.pipe(n_process=k): the same entities from spawned processes
     assert list(by_pipe) == ["1", "2"] and all(row["same_as_first"] == 1.0 for row in by_pipe.values())
     assert all(row["sent_s"] > 0 and row["call_s"] > 0 for row in by_pipe.values())
@@ -41,6 +48,7 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert "| wide | 8 | max_batch_rows=4 |" in out.with_suffix(".md").read_text()
     assert "| 2 |" in capsys.readouterr().out
     assert "`nlp.pipe(n_process=k)`" in out.with_suffix(".md").read_text()
+    assert "Encoder anchor in the same run" in out.with_suffix(".md").read_text()
 
 
 def test_geometry_parsing():
@@ -52,3 +60,12 @@ def test_geometry_parsing():
         parse_geometry("bad:pipe=many")
     with pytest.raises(ValueError, match="max_batch_rowz"):
         parse_geometry("bad:max_batch_rowz=3")
+
+
+def test_counts_that_run_when_workers_fail_to_start():
+    started = [(0, None, 18.5), (1, "OutOfMemoryError: CUDA out of memory", None), (2, None, 19.0)]
+    alive, errors, counts = runnable_counts(started, [1, 2, 3])
+    assert alive == [0, 2] and counts == [1, 2] and errors == {"1": "OutOfMemoryError: CUDA out of memory"}
+    assert runnable_counts([(0, None, 1.0)], [1, 2]) == ([0], {}, [1])
+    with pytest.raises(RuntimeError, match="no worker could start: boom"):
+        runnable_counts([(0, "boom", None)], [1])
