@@ -124,8 +124,31 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
     clock = _clock(ner)
     for k, part in iter(jobs.get, None):
         start = clock.now()
-        docs = list(nlp.pipe(texts[part::k], batch_size=geometry[1]))
+        try:
+            docs = list(nlp.pipe(texts[part::k], batch_size=geometry[1]))
+        except BaseException as err:  # noqa: BLE001 - e.g. out of memory beside the others: the parent reports it
+            results.put((part, start, None, f"{type(err).__name__}: {err}"))
+            continue
         results.put((part, start, clock.now(), [_spans(doc, args.spans_key) for doc in docs]))
+
+
+def gather(results, k: int, procs: Sequence, poll_s: float = 5.0) -> Tuple[List[tuple], Optional[str]]:
+    """The k workers' results of one run, sorted by part, and the first error among them (a worker's exception,
+    or a worker process that died without answering, e.g. killed by the system for lack of memory; ``procs`` are
+    checked every ``poll_s`` seconds)."""
+    import queue
+
+    got = []
+    while len(got) < k:
+        try:
+            got.append(results.get(timeout=poll_s))
+        except queue.Empty:
+            dead = [i for i, proc in enumerate(procs) if not proc.is_alive()]
+            if dead:
+                return sorted(got, key=lambda g: g[0]), f"worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
+    got.sort(key=lambda g: g[0])
+    errors = [g[3] for g in got if g[2] is None]
+    return got, errors[0] if errors else None
 
 
 def _reserved_gib(ner) -> Optional[float]:
@@ -170,7 +193,8 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
                  reference: List[Spans], measured: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
     """``k`` worker processes at once for each k of ``counts`` (``--rounds`` times), on one set of processes; the
     rows so far go to ``measured`` after each k. Workers that could not start (e.g. out of GPU memory) are left out
-    and the counts above those that did are reported as not run."""
+    and the counts above those that did are reported as not run; a count whose run fails (a worker's error, or a
+    worker process that died) is reported as failed, and the larger counts are not run."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     n = max(counts)
     jobs = [ctx.Queue() for _ in range(n)]
@@ -185,15 +209,18 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
         alive, errors, runnable = runnable_counts(started, counts)
         rows = {"geometry": geometry[0], "start_s": round(time.perf_counter() - start, 1),
                 "reserved_gib": [gib for _, _, gib in started], "counts": {}, "failed_to_start": errors,
-                "not_run": [k for k in counts if k not in runnable]}
+                "not_run": {str(k): f"{len(errors)} of the workers could not start"
+                            for k in counts if k not in runnable}}
         for i, err in errors.items():
             print(f"worker {i} could not start: {err}", file=sys.stderr, flush=True)
         for k in runnable:
-            runs = []
+            runs, failed = [], None
             for _ in range(args.rounds):
                 for part in range(k):
                     jobs[alive[part]].put((k, part))
-                got = sorted(results.get() for _ in range(k))
+                got, failed = gather(results, k, [procs[i] for i in alive[:k]])
+                if failed:
+                    break
                 seconds = max(g[2] for g in got) - min(g[1] for g in got)
                 spans: List[Optional[Spans]] = [None] * len(texts)
                 for part, _, _, part_spans in got:
@@ -201,6 +228,12 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
                 runs.append({"sent_s": round(len(texts) / seconds, 1), "wall_s": round(seconds, 3),
                              "worker_s": [round(g[2] - g[1], 3) for g in got],
                              "same_as_first": agreement(spans, reference)})
+            if failed:  # the larger counts would fail the same way: stop here, with what was measured
+                rows["failed"] = {"workers": k, "error": failed}
+                rows["not_run"].update({str(c): f"{k} workers failed" for c in runnable if c > k})
+                print(f"workers {k}: failed ({failed}); larger counts not run", file=sys.stderr, flush=True)
+                measured(rows)
+                break
             best = max(runs, key=lambda r: r["sent_s"])
             rows["counts"][str(k)] = {"runs": runs, "sent_s": best["sent_s"], "same_as_first": best["same_as_first"]}
             print(f"workers {k}: {best['sent_s']} sentences/s", file=sys.stderr, flush=True)
@@ -287,9 +320,10 @@ def run(args) -> Dict[str, Any]:
                                                                  "n_process": rows})
                                ) if args.n_process else None
     cuda = torch.device(engine).type == "cuda"
-    return {"anchor": anchor, "best_vs_anchor": best_vs_anchor(geometries, workers, anchor),"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
+    return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
-            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "n_process": n_process}
+            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "n_process": n_process,
+            "anchor": anchor, "best_vs_anchor": best_vs_anchor(geometries, workers, anchor)}
 
 
 def best_vs_anchor(geometries: Dict[str, Any], workers: Optional[Dict[str, Any]],
@@ -301,7 +335,7 @@ def best_vs_anchor(geometries: Dict[str, Any], workers: Optional[Dict[str, Any]]
     best = anchor["best"]["sentences_per_second"]
     one = max(row["sent_s"] for row in geometries.values())
     out = {"one_process": round(one / best, 3)}
-    if workers:
+    if workers and workers["counts"]:
         k, row = max(workers["counts"].items(), key=lambda kv: kv[1]["sent_s"])
         out.update(workers=int(k), several_processes=round(row["sent_s"] / best, 3))
     return out
@@ -318,7 +352,7 @@ def table(report: Dict[str, Any]) -> str:
                      f"{100 * row['same_as_first']:.2f}% |")
     if report["workers"]:
         w = report["workers"]
-        one = w["counts"][min(w["counts"], key=int)]["sent_s"]
+        one = w["counts"][min(w["counts"], key=int)]["sent_s"] if w["counts"] else None
         reserved = ", ".join(str(g) for g in w.get("reserved_gib") or [] if g is not None)
         lines += ["", f"Worker processes on the one device ({w['geometry']}'s settings each"
                   + (f"; GiB reserved by each after its warm-up: {reserved}" if reserved else "") + "):", "",
@@ -326,8 +360,11 @@ def table(report: Dict[str, Any]) -> str:
         for k, row in w["counts"].items():
             lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
                          f"{100 * row['same_as_first']:.2f}% |")
-        for k in w.get("not_run") or []:
-            lines.append(f"| {k} | not run: {len(w['failed_to_start'])} of the workers could not start | – | – |")
+        failed = w.get("failed")
+        if failed:
+            lines.append(f"| {failed['workers']} | failed: {failed['error'][:120]} | – | – |")
+        for k, why in sorted((w.get("not_run") or {}).items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {k} | not run: {why} | – | – |")
     if report.get("n_process"):
         w = report["n_process"]
         one = w["counts"][min(w["counts"], key=int)]["sent_s"]

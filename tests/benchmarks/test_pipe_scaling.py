@@ -3,6 +3,7 @@ and two worker processes, ``nlp.pipe`` with one and two processes, their entitie
 plot."""
 
 import json
+import queue
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
 
-from pipe_scaling import main, parse_geometry, runnable_counts  # noqa: E402
+from pipe_scaling import gather, main, parse_geometry, runnable_counts  # noqa: E402
 
 
 def test_geometries_and_workers(tiny_model, tmp_path, capsys):
@@ -36,8 +37,9 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert anchor["docs"] == report["docs"] and anchor["best"]["batch_size"] == 4
     frac = report["best_vs_anchor"]
     best = max(row["sent_s"] for row in counts.values())
-    assert frac["workers"] in (1, 2) and frac["several_processes"] == round(best / anchor["best"]["sentences_per_second"], 3)
-    assert frac["one_process"] == round(max(small["sent_s"], wide["sent_s"]) / anchor["best"]["sentences_per_second"], 3)
+    encoder = anchor["best"]["sentences_per_second"]
+    assert frac["workers"] in (1, 2) and frac["several_processes"] == round(best / encoder, 3)
+    assert frac["one_process"] == round(max(small["sent_s"], wide["sent_s"]) / encoder, 3)
     by_pipe = report["n_process"]["counts"]  # nlp.pipe(n_process=k): the same entities from spawned processes
     assert list(by_pipe) == ["1", "2"] and all(row["same_as_first"] == 1.0 for row in by_pipe.values())
     assert all(row["sent_s"] > 0 and row["call_s"] > 0 for row in by_pipe.values())
@@ -69,3 +71,38 @@ def test_counts_that_run_when_workers_fail_to_start():
     assert runnable_counts([(0, None, 1.0)], [1, 2]) == ([0], {}, [1])
     with pytest.raises(RuntimeError, match="no worker could start: boom"):
         runnable_counts([(0, "boom", None)], [1])
+
+
+class _Proc:
+    def __init__(self, alive=True, exitcode=None):
+        self.alive, self.exitcode = alive, exitcode
+
+    def is_alive(self):
+        return self.alive
+
+
+def test_a_run_that_fails_is_reported_not_waited_for():
+    results = queue.Queue()
+    for item in [(1, 0.0, 2.0, [[]]), (0, 0.0, 1.0, [[]])]:
+        results.put(item)
+    assert gather(results, 2, [_Proc(), _Proc()]) == ([(0, 0.0, 1.0, [[]]), (1, 0.0, 2.0, [[]])], None)
+    results.put((0, 0.0, None, "OutOfMemoryError: CUDA out of memory"))  # a worker's exception
+    results.put((1, 0.0, 3.0, [[]]))
+    assert gather(results, 2, [_Proc(), _Proc()])[1] == "OutOfMemoryError: CUDA out of memory"
+    results.put((0, 0.0, 1.0, [[]]))  # one answered, the other was killed: not waited for forever
+    got, error = gather(results, 2, [_Proc(), _Proc(alive=False, exitcode=-9)], poll_s=0.01)
+    assert got == [(0, 0.0, 1.0, [[]])] and error == "worker 1 died (exit code -9)"
+
+
+def test_table_names_failed_and_skipped_counts():
+    from pipe_scaling import table
+
+    report = {"docs": 8, "device": "cpu", "geometries": {}, "anchor": None,
+              "workers": {"geometry": "base", "reserved_gib": [9.4, 9.8, 9.5],
+                          "counts": {"1": {"sent_s": 10.0, "same_as_first": 1.0}},
+                          "failed": {"workers": 2, "error": "worker 1 died (exit code -9)"},
+                          "not_run": {"3": "2 workers failed"}}}
+    text = table(report)
+    assert "| 1 | **10** | 1.00x | 100.00% |" in text
+    assert "GiB reserved by each after its warm-up: 9.4, 9.8, 9.5" in text
+    assert "| 2 | failed: worker 1 died (exit code -9) |" in text and "| 3 | not run: 2 workers failed |" in text
