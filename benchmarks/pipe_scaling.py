@@ -17,8 +17,9 @@ call each (the "spawn" start method; k = 1 runs in this process): every process 
 graphs within the call, so the rate is taken over the middle 80% of the docs as they come back (the time from the
 10% mark to the 90% mark), and the whole call's time is reported beside it.
 Each worker holds its own KV caches and CUDA graphs (the JSON keeps the GiB each reserved after its warm-up): with the
-default model at 256 rows and 4 batches in flight, LM head through torch, about 18-20 GiB on an H100, so four of
-them did not fit an 80 GB card (their docs fail for lack of memory).
+default model at 256 rows and 4 batches in flight, about 9.5 GiB on an H100 after the warm-up and more as longer
+batches come, so four fit an 80 GB card and six did not. A worker count that fails (out of memory) is reported as
+failed, and the larger ones are not run.
 
 *The encoder anchor* (``--anchor 256,1024,4096``): RoBERTa-base's token classifier (``encoder_anchor.py``) timed on the
 same docs in this process after the geometries, and the best single process and the best worker count as fractions
@@ -378,7 +379,7 @@ def table(report: Dict[str, Any]) -> str:
                          f"{row['call_sent_s']:,.0f} | {same} |")
     if report.get("anchor"):
         a, frac = report["anchor"], report["best_vs_anchor"]
-        lines += ["", f"Encoder anchor in the same run ({a['model']}, {a['dtype']}, random weights): "
+        lines += ["", f"Encoder anchor in the same run ({a['model']}, {a['dtype']}): "
                   f"**{a['best']['sentences_per_second']:,.0f}** sentences/s at batch {a['best']['batch_size']}; "
                   f"the best single process is {frac['one_process']:.3f}x of it"
                   + (f", {frac['workers']} worker processes {frac['several_processes']:.3f}x" if "workers" in frac
