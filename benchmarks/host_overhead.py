@@ -205,6 +205,12 @@ class Oracle:
         return self.junk
 
 
+def _tokens(decoder) -> Tuple[int, int]:
+    """Real and computed tokens of every pass so far, over the decoder's KV caches (``StaticLM`` counters)."""
+    lms = decoder._lms
+    return sum(lm.real_tokens for lm in lms), sum(lm.computed_tokens for lm in lms)
+
+
 def digest(results) -> str:
     h = hashlib.sha256()
     for res in results:
@@ -298,6 +304,7 @@ class Workload:
         """One run of ``path``: wall, model (oracle) and cache-move seconds, host ms per doc, digest, counts."""
         oracle, decoder = self.oracle, self.decoder
         decoder.stats = type(decoder.stats)()
+        tokens0 = _tokens(decoder)
         sub0 = oracle.seconds if oracle else 0.0
         cache0 = oracle.cache_seconds if oracle else 0.0
         if path == "decode":
@@ -308,13 +315,16 @@ class Workload:
         else:
             docs, wall = self.run_pipe()
             dig = doc_digest(docs)
+        real, computed = (now - before for now, before in zip(_tokens(decoder), tokens0))
         model_s = (oracle.seconds - sub0) if oracle else 0.0
         cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
         return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
                 "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
                 "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
                 "accepted_draft_tokens": decoder.stats.accepted_draft_tokens,
-                "generated_tokens": decoder.stats.generated_tokens}
+                "generated_tokens": decoder.stats.generated_tokens,
+                # per doc: tokens the passes fed, and tokens their projections and MLPs ran on (padding included)
+                "real_tokens_per_doc": round(real / self.n, 2), "computed_tokens_per_doc": round(computed / self.n, 2)}
 
     def profile(self, path: str, top: int) -> List[Dict]:
         prof = cProfile.Profile()
@@ -328,11 +338,11 @@ def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
           f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
-          f"{'accepted':>8}  digest")
+          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9}  digest")
     for path, r in report["paths"].items():
         print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
-              f"{r['passes']:7d} "
-              f"{r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d}  {r['digest']}")
+              f"{r['passes']:7d} {r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d} "
+              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f}  {r['digest']}")
     for path, r in report["paths"].items():
         if "profile_top" in r:
             print(f"\ncProfile, {path} (tottime; the oracle's own time included):")

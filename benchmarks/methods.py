@@ -79,8 +79,7 @@ def _quantized(method: str, quantize: str) -> Callable[[Any], Any]:
         if not isinstance(engine, TreeDecoder):
             raise ValueError(f"method {method} needs the static tree engine (a Llama-family model, engine auto)")
         settings = engine.current_settings().replace(quantize=quantize)
-        lm = make_static_lm(engine.model, cuda_graphs=settings.cuda_graphs, quantize=quantize,
-                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel)
+        lm = make_static_lm(engine.model, settings)
         return TreeDecoder(lm, engine.encoder, settings, model=engine.model,
                            mention_trie_options=engine.levers.trie_options)
 

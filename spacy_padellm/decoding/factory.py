@@ -21,21 +21,23 @@ PROTOCOL_FITS = {"padellm": ("padellm", "reference"), "autoreg_struct": ("autore
                  "autoreg_aug": ("autoreg_aug",)}
 
 
-def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] = None,
-                   fused_kernels: Optional[bool] = None, attention_kernel: Optional[str] = None,
-                   head_kernel: Optional[str] = None):
-    """A StaticLM over ``model``'s weights (``quantize``d if given, smoothed by the activation ranges its model
-    folder shipped, ``model.padellm_int8_ranges``, if any; its element-wise steps compiled on CUDA unless
-    ``fused_kernels`` is False; attention and the LM head's greedy step on CUDA as ``choose_attention`` and
-    ``choose_head`` pick for ``attention_kernel`` and ``head_kernel``), or None
-    (with the reason logged) if it cannot run it."""
+def make_static_lm(model, settings: Optional[DecodeSettings] = None, **changes):
+    """A StaticLM over ``model``'s weights for ``settings`` (default ``DecodeSettings()``) with ``changes``:
+    ``quantize``d if set, smoothed by the activation ranges its model folder shipped, ``model.padellm_int8_ranges``,
+    if any; its element-wise steps compiled on CUDA unless ``fused_kernels`` is False; attention and the LM head's
+    greedy step on CUDA as ``choose_attention`` and ``choose_head`` pick for ``attention_kernel`` and
+    ``head_kernel``; passes of more than ``graph_max_tokens`` real tokens eager. None (with the reason logged) if
+    it cannot run the model."""
     from .static_lm import StaticLM, static_lm_supported
 
+    s = (settings or DecodeSettings()).replace(**changes)
     ok, why = static_lm_supported(model)
     if not ok:
         logger.info("spacy_padellm: static engine unavailable (%s); using the dynamic-cache engine", why)
         return None
-    lm = StaticLM.from_hf(model, cuda_graphs=cuda_graphs)
+    lm = StaticLM.from_hf(model, cuda_graphs=s.cuda_graphs)
+    lm.graph_max_tokens = s.graph_max_tokens
+    quantize, fused_kernels = s.quantize, s.fused_kernels
     if quantize is not None:
         ranges = getattr(model, "padellm_int8_ranges", None)
         if ranges is None and quantize in ("int8", "int8-head"):
@@ -44,9 +46,9 @@ def make_static_lm(model, *, cuda_graphs: bool = True, quantize: Optional[str] =
         lm.quantize(quantize, ranges)
     if lm.device.type == "cuda" and (fused_kernels or (fused_kernels is None and lm.use_graphs)):
         lm.fuse()
-    if lm.device.type == "cuda" and choose_attention(lm, attention_kernel) == "triton":
+    if lm.device.type == "cuda" and choose_attention(lm, s.attention_kernel) == "triton":
         lm.use_tree_attention()
-    if lm.device.type == "cuda" and choose_head(lm, head_kernel) == "triton":
+    if lm.device.type == "cuda" and choose_head(lm, s.head_kernel) == "triton":
         lm.use_head_kernel()
     return lm
 
@@ -122,9 +124,7 @@ def make_decoder(model, encoder: PromptEncoder, settings: Optional[DecodeSetting
     levers, with the same results."""
     settings = settings or DecodeSettings()
     if settings.engine in ("auto", "static"):
-        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel,
-                            head_kernel=settings.head_kernel)
+        lm = make_static_lm(model, settings)
         if lm is not None:
             return _tree_decoder(lm, encoder, settings, model)
         if settings.engine == "static":
@@ -139,9 +139,7 @@ def _autoreg_generate(model, encoder: PromptEncoder, settings: DecodeSettings, e
 
     lm = None
     if settings.engine != "dynamic":
-        lm = make_static_lm(model, cuda_graphs=settings.cuda_graphs, quantize=settings.quantize,
-                            fused_kernels=settings.fused_kernels, attention_kernel=settings.attention_kernel,
-                            head_kernel=settings.head_kernel)
+        lm = make_static_lm(model, settings)
     if lm is None and settings.engine == "static":
         raise _static_error(model)
     if lm is not None:

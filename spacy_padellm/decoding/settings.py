@@ -194,6 +194,13 @@ class DecodeSettings:
     speculate: bool = _setting(True, boolean, (
         "static engine: the count terminator is fed with the count digit and verified in the same pass"),)
     cuda_graphs: bool = _setting(True, boolean, "static engine: replay each pass shape as a CUDA graph on GPU",)
+    graph_max_tokens: Optional[int] = _setting(None, optional(positive, "every pass a CUDA graph"), (
+        "static engine on CUDA: a pass with more real tokens than this runs eagerly, not as a CUDA graph, and on "
+        "exactly its real tokens (its projections and MLPs packed, with no shape bucket to pad to), so a wide "
+        "batch's first pass (every prefix and label prompt: most of `nlp.pipe`'s tokens, padded by about half in "
+        "its bucket) does no work on padding, at the cost of the pass's kernel launches from the host; not "
+        "bit-identical to the graph (float rounding); null: every pass a CUDA graph; passes without CUDA graphs "
+        "(`cuda_graphs` false) are packed the same way when set; ignored by the CPU's segmented passes"))
     fused_kernels: Optional[bool] = _setting(None, optional(boolean, "on with CUDA graphs on CUDA"), (
         "static engine on CUDA: the element-wise steps between a layer's matrix products (norms, RoPE, the gated "
         "activation, residual sums, the LM head's log-softmax) compiled by `torch.compile` into one kernel each "

@@ -15,10 +15,10 @@ Every token carries its own position, cache column and attention row, so a row o
 a *tree* of sequences: the document text once, and every label and mention branch after it, each
 branch attending only to its ancestors (the prefix sharing of PaDeLLM without copying a KV cache).
 
-On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` can
-send wider passes to the eager path), which removes the per-kernel launch overhead that dominates a
-135M-parameter model. A pass whose real tokens fill at most half of its (rows x places) layout runs *packed*:
-projections and MLPs on the real tokens only. On the CPU the same function runs eagerly, with no shape buckets,
+On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` sends
+wider passes to the eager path, packed on exactly their real tokens), which removes the per-kernel launch
+overhead that dominates a 135M-parameter model. A pass whose real tokens fill at most half of its
+(rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same function runs eagerly, with no shape buckets,
 always on the real tokens only, and attention in segments of rows of like width (``segments.py``).
 Supported architectures: Llama, Mistral, Qwen2 (SmolLM2 is a Llama) and Gemma 3 text models; what each
 family adds is read in ``architectures.py``. Other models use the dynamic-cache engine in ``dynamic.py``.
@@ -68,6 +68,11 @@ def grouped_sdpa_for(device: torch.device) -> bool:
     if device.type != "cuda" or TorchVersion(torch.__version__) < "2.8":
         return False
     return torch.cuda.get_device_capability(device)[0] >= 9 and torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def _round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` >= max(n, 1)."""
+    return -(-max(int(n), 1) // multiple) * multiple
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -220,6 +225,9 @@ class StaticLM:
         self.cols = 0
         self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
         self.packed_passes = 0
+        # tokens fed by the passes (their real tokens) and run through their projections and MLPs (real and padding)
+        self.real_tokens = 0
+        self.computed_tokens = 0
         self.captures = 0
         self.eager_passes = 0
         # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
@@ -241,9 +249,9 @@ class StaticLM:
         # Tokens a pass's projections and MLPs run on at a time (None: all at once). Not for int8, whose activation
         # ranges are taken per call: its entities would change with the blocks.
         self.row_block: Optional[int] = None
-        # CUDA graphs for passes of at most this many tokens (L; None: all). Capturing a bucket takes a
-        # while, but running wide passes eager instead made nlp.pipe slower, as each eager pass pays its
-        # hundreds of kernel launches.
+        # CUDA graphs for passes of at most this many real tokens (None: all); a wider pass runs eagerly, packed on
+        # exactly its real tokens (no shape bucket). Eager passes pay their hundreds of kernel launches from the host:
+        # with bucketed shapes, running wide passes eager made nlp.pipe slower.
         self.graph_max_tokens: Optional[int] = None
         # the element-wise steps fused (``fuse``; None: the eager pass, kernel by kernel)
         self.kernels: Optional[Kernels] = None
@@ -781,8 +789,10 @@ class StaticLM:
         elif not np.array_equal(mask.places, real):
             raise ValueError(f"RowMask: rows at {len(mask.places)} places, not those of the {len(real)} real tokens")
         N, M = len(real), len(outputs)
-        Nb, Mb = bucket(N, 8), _out_bucket(M, B, T)
-        packed = self.packing and 2 * Nb <= B * T
+        # a pass wider than ``graph_max_tokens`` runs eagerly: no shape bucket, packed on exactly its real tokens
+        wide = self.graph_max_tokens is not None and N > self.graph_max_tokens
+        Nb, Mb = (_round_up(N, 8) if wide else bucket(N, 8)), _out_bucket(M, B, T)
+        packed = self.packing and (Nb < B * T if wide else 2 * Nb <= B * T)
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)
         if packed:
@@ -814,7 +824,9 @@ class StaticLM:
         head = 0 if self._head_pad is None else int(self._head_pad.shape[0])
         self.last_shape = key = (int(packed), L, B, T, S, Mb, head)
         self.last_bucket_tokens, self.last_real_tokens = L, N
-        if not self.use_graphs or (self.graph_max_tokens is not None and L > self.graph_max_tokens):
+        self.real_tokens += N
+        self.computed_tokens += L
+        if not self.use_graphs or wide:
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
             tok, logp = self._pass(*t, (B, T, S))
@@ -842,6 +854,8 @@ class StaticLM:
         N = len(seg.real)
         self.last_shape = (2, N, B, T, mask.shape[-1], len(outputs))
         self.last_bucket_tokens, self.last_real_tokens = N, N
+        self.real_tokens += N
+        self.computed_tokens += N
         tok, logp = self._forward(t[0], t[1], t[2], t[3], None, None, None, t[4], segments=seg)
         if steer is not None:
             steer.apply(self, self.last_hidden, self.last_lse, tok, logp)

@@ -6,6 +6,7 @@ import torch
 
 import tiny
 from spacy_padellm.decoding.dynamic import TwoStepDecoder
+from spacy_padellm.decoding.factory import make_static_lm
 from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.decoding.row_mask import RowMask
@@ -224,6 +225,33 @@ def test_staged_graph_inputs_equal_eager_passes(tiny_trained, requests):
     tree = TreeDecoder(lm, enc, **LIMITS)
     assert [_key(r) for r in tree.decode(requests)] == want
     assert lm.captures > 1 and 0 < lm.packed_passes < lm.passes and lm.eager_passes == 0
+
+
+def test_wide_passes_run_eagerly_on_their_real_tokens(tiny_trained, requests):
+    """``graph_max_tokens``: a pass with more real tokens runs eagerly (no capture), packed on exactly its real tokens
+    rounded up to 8 (no power-of-two bucket, whatever their share of the layout); narrower passes stay graphs. The
+    same results as every pass a graph."""
+    model, enc = tiny_trained
+    want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
+    lm = make_static_lm(model, graph_max_tokens=8)
+    assert lm.graph_max_tokens == 8
+    lm.use_graphs, lm.segmented = True, False  # the staged path of CUDA graphs, run here on the CPU
+    shapes = []
+    launch = lm.launch
+
+    def recording(tokens, positions, slots, mask, outputs, *args, **kwargs):
+        pending = launch(tokens, positions, slots, mask, outputs, *args, **kwargs)
+        shapes.append((lm.last_real_tokens, lm.last_bucket_tokens, lm.last_shape[0], tokens.size))
+        return pending
+
+    lm.launch = recording
+    assert [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)] == want
+    wide = [s for s in shapes if s[0] > 8]
+    assert wide and lm.eager_passes == len(wide) and lm.captures > 0
+    assert all(L == -(-n // 8) * 8 and (packed or L == size) for n, L, packed, size in wide)
+    assert any(packed and 2 * L > size for _, L, packed, size in wide)  # packed where a bucket would not have been
+    assert all(L >= n and L & (L - 1) == 0 for n, L, _, _ in shapes if n <= 8)  # the graphs' buckets
+    assert (lm.real_tokens, lm.computed_tokens) == (sum(s[0] for s in shapes), sum(s[1] for s in shapes))
 
 
 def test_drafting_and_wide_calls_keep_caches_apart(tiny_trained, requests):
