@@ -140,8 +140,9 @@ def check_passes(tmp: Path):
 def check_decoding(model_dir: Path):
     """The tree decoder with the mention constraint and de-duplication (steered passes), count and span drafts, on a
     tiny model that has memorised tiny.SENTENCES: the same entities with the kernels as without, with the model's
-    counts and with every count read as 3 (repeats and mentions the text lacks: what the levers steer). Run last: it
-    replaces the decoder's count reader."""
+    counts and with every count read as 3 (repeats and mentions the text lacks: what the levers steer), and with the
+    wide passes packed on exactly their real tokens (``graph_max_tokens``). Run last: it replaces the decoder's count
+    reader."""
     model, enc = tiny.load_for_decoding(model_dir)
     texts = ["Bonn and Japan .", "Syria met Britain in Amman on Thursday ."] + [t for t, _ in tiny.SENTENCES]
     requests = [DocRequest(t, list(tiny.LABELS)) for t in texts]
@@ -150,19 +151,20 @@ def check_decoding(model_dir: Path):
         if forced:
             tree_module.read_count = lambda text, e, n, res: min(3, n) if read(text, e, n, res) is not None else 0
         got = {}
-        for kernel in (False, True):
+        for kernel, wide in ((False, None), (True, None), (True, 8)):  # wide: passes of over 8 tokens exactly packed
             lm = StaticLM.from_hf(model)
-            lm.segmented = False
+            lm.segmented, lm.graph_max_tokens = False, wide
             lm.use_head_kernel(kernel)
             decoder = TreeDecoder(lm, enc, constrain_mentions=True, dedupe_mentions=True, count_drafts=3,
                                   span_drafts=4, max_count=5, max_mention_tokens=8)
-            got[kernel] = decoder.decode(requests)
-        for ours, theirs in zip(got[True], got[False]):
-            assert [(p.label, p.k, p.text) for p in ours.predictions] == \
-                [(p.label, p.k, p.text) for p in theirs.predictions], forced
-            np.testing.assert_allclose([p.prob for p in ours.predictions], [p.prob for p in theirs.predictions],
-                                       rtol=1e-4)
-        assert sum(len(r.predictions) for r in got[True]) >= len(texts)
+            got[kernel, wide] = decoder.decode(requests)
+        for variant in ((True, None), (True, 8)):
+            for ours, theirs in zip(got[variant], got[False, None]):
+                assert [(p.label, p.k, p.text) for p in ours.predictions] == \
+                    [(p.label, p.k, p.text) for p in theirs.predictions], (forced, variant)
+                np.testing.assert_allclose([p.prob for p in ours.predictions],
+                                           [p.prob for p in theirs.predictions], rtol=1e-4)
+        assert sum(len(r.predictions) for r in got[True, None]) >= len(texts)
 
 
 if __name__ == "__main__":

@@ -106,18 +106,21 @@ def check_runs_on():
 
 def check_passes(tmp: Path):
     """A tiny Gemma 3 (sliding-window layers, query/key norms) and Llama: a pass with the kernels gives the tokens,
-    log-probs and cache of one through ``scaled_dot_product_attention``, dense and packed, fused steps or not."""
+    log-probs and cache of one through ``scaled_dot_product_attention``, dense and packed (in a power-of-two bucket,
+    and on exactly its real tokens: ``graph_max_tokens``), fused steps or not."""
     texts = [t for t, _ in tiny.SENTENCES]
     for name, build in (("gemma", tiny.build_gemma_base_model), ("llama", tiny.build_base_model)):
         model, tokenizer = load_model(resolve_model(str(build(tmp / name, texts))), device="cpu")
         enc = PromptEncoder(tokenizer)
         dense = [enc.prefix(t) + enc.label("PER") for t in texts[:3]]
         packed = dense[:1] + [dense[1][:2]] * 4  # its real tokens fill less than half its layout: a packed pass
-        for rows, fused in ((dense, False), (dense, True), (packed, False), (packed, True)):
+        for rows, fused, exact in ((dense, False, False), (dense, True, False), (packed, False, False),
+                                   (packed, True, False), (dense, False, True), (dense, True, True)):
             got = {}
             for kernel in (False, True):
                 lm = StaticLM.from_hf(model.eval())
                 lm.segmented = False
+                lm.graph_max_tokens = 1 if exact else None
                 if fused:
                     lm.fuse(compiled=False)
                 if kernel:
@@ -125,7 +128,8 @@ def check_passes(tmp: Path):
                 got[kernel] = tiny.dense_pass(lm, rows)
                 cache = [c[..., : lm.trash_col, :].clone() for c in (*lm.k_cache, *lm.v_cache)]
                 got[kernel] = (*got[kernel], cache)
-            assert (lm.packed_passes > 0) == (rows is packed)
+            assert (lm.packed_passes > 0) == (rows is packed or exact)
+            assert not exact or lm.last_bucket_tokens == -(-lm.last_real_tokens // 8) * 8  # no power-of-two bucket
             assert (got[True][0] == got[False][0]).all(), (name, fused)
             for ours, theirs in zip(got[True][2], got[False][2]):  # the same keys and values in the cache
                 torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
