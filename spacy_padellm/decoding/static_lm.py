@@ -18,8 +18,9 @@ branch attending only to its ancestors (the prefix sharing of PaDeLLM without co
 On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` sends
 wider passes to the eager path, packed on exactly their real tokens), which removes the per-kernel launch
 overhead that dominates a 135M-parameter model. A pass whose real tokens fill at most half of its
-(rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same function runs eagerly, with no shape buckets,
-always on the real tokens only, and attention in segments of rows of like width (``segments.py``).
+(rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same
+function runs eagerly, with no shape buckets, always on the real tokens only, and attention in segments of
+rows of like width (``segments.py``).
 Supported architectures: Llama, Mistral, Qwen2 (SmolLM2 is a Llama) and Gemma 3 text models; what each
 family adds is read in ``architectures.py``. Other models use the dynamic-cache engine in ``dynamic.py``.
 
