@@ -133,6 +133,23 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
         results.put((part, start, clock.now(), [_spans(doc, args.spans_key) for doc in docs]))
 
 
+def _started(ready, procs: Sequence, poll_s: float = 5.0) -> List[Tuple[int, Optional[str], Any]]:
+    """Each worker's start report (index, error or None, GiB), sorted; a worker process that died before it reported
+    (killed by the system for lack of memory) gets an error of its own."""
+    import queue
+
+    got: Dict[int, tuple] = {}
+    while len(got) < len(procs):
+        try:
+            report = ready.get(timeout=poll_s)
+            got[report[0]] = report
+        except queue.Empty:
+            for i, proc in enumerate(procs):
+                if i not in got and not proc.is_alive():
+                    got[i] = (i, f"died before it started (exit code {proc.exitcode})", None)
+    return [got[i] for i in sorted(got)]
+
+
 def gather(results, k: int, procs: Sequence, poll_s: float = 5.0) -> Tuple[List[tuple], Optional[str]]:
     """The k workers' results of one run, sorted by part, and the first error among them (a worker's exception,
     or a worker process that died without answering, e.g. killed by the system for lack of memory; ``procs`` are
@@ -206,7 +223,7 @@ def time_workers(args: argparse.Namespace, geometry: Geometry, texts: List[str],
     for proc in procs:
         proc.start()
     try:
-        started = sorted(ready.get() for _ in procs)
+        started = _started(ready, procs)
         alive, errors, runnable = runnable_counts(started, counts)
         rows = {"geometry": geometry[0], "start_s": round(time.perf_counter() - start, 1),
                 "reserved_gib": [gib for _, _, gib in started], "counts": {}, "failed_to_start": errors,

@@ -13,7 +13,7 @@ import tiny
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import their siblings
 
-from pipe_scaling import gather, main, parse_geometry, runnable_counts  # noqa: E402
+from pipe_scaling import _started, gather, main, parse_geometry, runnable_counts  # noqa: E402
 
 
 def test_geometries_and_workers(tiny_model, tmp_path, capsys):
@@ -106,3 +106,11 @@ def test_table_names_failed_and_skipped_counts():
     assert "| 1 | **10** | 1.00x | 100.00% |" in text
     assert "GiB reserved by each after its warm-up: 9.4, 9.8, 9.5" in text
     assert "| 2 | failed: worker 1 died (exit code -9) |" in text and "| 3 | not run: 2 workers failed |" in text
+
+
+def test_a_worker_that_dies_before_it_starts_is_not_waited_for():
+    ready = queue.Queue()
+    ready.put((1, None, 9.5))
+    started = _started(ready, [_Proc(alive=False, exitcode=-9), _Proc()], poll_s=0.01)
+    assert started == [(0, "died before it started (exit code -9)", None), (1, None, 9.5)]
+    assert runnable_counts(started, [1, 2]) == ([1], {"0": "died before it started (exit code -9)"}, [1])
