@@ -14,7 +14,6 @@ difference). Prints a markdown table; ``--output`` writes the JSON, the table (.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import paired_bars, publish  # noqa: E402
+from timing import graph_us, kernel_options, kernel_report  # noqa: E402
 
 from spacy_padellm.decoding import tree_attention  # noqa: E402
 from spacy_padellm.decoding.static_lm import StaticLM  # noqa: E402
@@ -49,29 +49,6 @@ def _sdpa(q, k, v, mask, scale):
     return o.transpose(1, 2)
 
 
-def _time(fn, args, repeat: int, rounds: int) -> float:
-    """Median microseconds per call of ``fn(*args)``, ``repeat`` calls captured in one CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn(*args)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeat):
-            fn(*args)
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000 / repeat)
-    return statistics.median(times)
-
-
 def measure(heads, repeat: int, rounds: int) -> List[Dict[str, Any]]:
     H, Hkv, D = heads
     scale = D ** -0.5
@@ -79,7 +56,8 @@ def measure(heads, repeat: int, rounds: int) -> List[Dict[str, Any]]:
     for B, T, S in SHAPES:
         args = (*_inputs(B, T, S, H, Hkv, D), scale)
         diff = (tree_attention.attend(*args).float() - _sdpa(*args).float()).abs().max().item()
-        sdpa_us, triton_us = _time(_sdpa, args, repeat, rounds), _time(tree_attention.attend, args, repeat, rounds)
+        sdpa_us = graph_us(_sdpa, args, repeat, rounds)
+        triton_us = graph_us(tree_attention.attend, args, repeat, rounds)
         rows.append(dict(B=B, T=T, S=S, sdpa_us=round(sdpa_us, 2), triton_us=round(triton_us, 2),
                          speedup=round(sdpa_us / triton_us, 2), max_abs_diff=diff))
         print(f"B={B} T={T} S={S}: sdpa {sdpa_us:.1f} us, triton {triton_us:.1f} us", file=sys.stderr)
@@ -108,16 +86,11 @@ def plot(report: Dict[str, Any], path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--heads", default="4,1,256", help="query heads, KV heads, head size (default: Gemma 3 270M)")
-    p.add_argument("--repeat", type=int, default=50, help="calls per CUDA graph")
-    p.add_argument("--rounds", type=int, default=20, help="graph replays timed")
-    p.add_argument("--output", default=None, help="JSON path (the table and a PNG are written next to it)")
+    kernel_options(p, repeat=50)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        p.error("this benchmark times CUDA kernels: no GPU here")
+    report = kernel_report(p, args)
     heads = tuple(int(x) for x in args.heads.split(","))
-    report = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, heads=heads,
-                  command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                  repeat=args.repeat, rounds=args.rounds, rows=measure(heads, args.repeat, args.rounds))
+    report.update(heads=heads, rows=measure(heads, args.repeat, args.rounds))
     return publish(report, table, args.output, plot)
 
 

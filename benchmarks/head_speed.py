@@ -22,8 +22,8 @@ from typing import Any, Dict, List
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attention_speed import _time  # noqa: E402
 from report import paired_bars, publish  # noqa: E402
+from timing import graph_us, kernel_options, kernel_report  # noqa: E402
 
 from spacy_padellm.decoding import head_kernel  # noqa: E402
 from spacy_padellm.decoding.fused import Kernels  # noqa: E402
@@ -46,7 +46,7 @@ def measure(vocab: int, hidden: int, repeat: int, rounds: int) -> List[Dict[str,
     for M in OUTPUTS:
         x = torch.randn(M, hidden, device="cuda", generator=g).to(torch.bfloat16)
         want, got = torch_head(x), triton_head(x)
-        torch_us, triton_us = _time(torch_head, (x,), repeat, rounds), _time(triton_head, (x,), repeat, rounds)
+        torch_us, triton_us = graph_us(torch_head, (x,), repeat, rounds), graph_us(triton_head, (x,), repeat, rounds)
         rows.append(dict(M=M, torch_us=round(torch_us, 1), triton_us=round(triton_us, 1),
                          speedup=round(torch_us / triton_us, 2), tile=list(head_kernel.tiles(M)),
                          same_tokens=(got[0] == want[0]).float().mean().item(),
@@ -77,16 +77,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--vocab", type=int, default=262144, help="head rows (default: Gemma 3 270M's vocabulary)")
     p.add_argument("--hidden", type=int, default=640, help="hidden size (default: Gemma 3 270M's)")
-    p.add_argument("--repeat", type=int, default=20, help="calls per CUDA graph")
-    p.add_argument("--rounds", type=int, default=20, help="graph replays timed")
-    p.add_argument("--output", default=None, help="JSON path (the table and a PNG are written next to it)")
+    kernel_options(p, repeat=20)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        p.error("this benchmark times CUDA kernels: no GPU here")
-    report = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, vocab=args.vocab,
-                  hidden=args.hidden, command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-                  repeat=args.repeat, rounds=args.rounds,
-                  rows=measure(args.vocab, args.hidden, args.repeat, args.rounds))
+    report = kernel_report(p, args)
+    report.update(vocab=args.vocab, hidden=args.hidden, rows=measure(args.vocab, args.hidden, args.repeat, args.rounds))
     return publish(report, table, args.output, plot)
 
 

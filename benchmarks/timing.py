@@ -1,13 +1,19 @@
-"""Clocks and latency statistics of the speed benchmark, and the physical floor of a sequential pass."""
+"""Clocks and latency statistics of the speed benchmark, the physical floor of a sequential pass, and what the kernel
+benchmarks (``attention_speed.py``, ``head_speed.py``) share: a call timed in a CUDA graph, their options and the
+head of their report."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
+import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
 
-__all__ = ["Clock", "percentile", "latency_summary", "per", "memory_floor"]
+__all__ = ["Clock", "percentile", "latency_summary", "per", "memory_floor", "graph_us", "kernel_options",
+           "kernel_report"]
 
 
 class Clock:
@@ -80,3 +86,48 @@ def memory_floor(model, device) -> Optional[Dict[str, Any]]:
     del x
     return {"weight_bytes": weight_bytes, "bandwidth_gb_per_s": round(gbps, 1),
             "ms_per_pass": round(weight_bytes / (gbps * 1e9) * 1000, 4)}
+
+
+def graph_us(fn: Callable, args: Sequence, repeat: int, rounds: int) -> float:
+    """Median microseconds per call of ``fn(*args)``, ``repeat`` calls captured in one CUDA graph and replayed
+    ``rounds`` times."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn(*args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeat):
+            fn(*args)
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / repeat)
+    return statistics.median(times)
+
+
+def kernel_options(p: argparse.ArgumentParser, repeat: int) -> None:
+    """A kernel benchmark's options for ``graph_us`` (calls per graph, replays) and its output."""
+    p.add_argument("--repeat", type=int, default=repeat, help="calls per CUDA graph")
+    p.add_argument("--rounds", type=int, default=20, help="graph replays timed")
+    p.add_argument("--output", default=None, help="JSON path (the table and a PNG are written next to it)")
+
+
+def kernel_report(p: argparse.ArgumentParser, args: argparse.Namespace) -> Dict[str, Any]:
+    """The head of a kernel benchmark's report (device, torch, command, ``kernel_options``); a usage error without a
+    GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        p.error("this benchmark times CUDA kernels: no GPU here")
+    return dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                command="python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+                repeat=args.repeat, rounds=args.rounds)
