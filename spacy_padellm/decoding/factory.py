@@ -37,14 +37,13 @@ def make_static_lm(model, settings: Optional[DecodeSettings] = None, **changes):
         return None
     lm = StaticLM.from_hf(model, cuda_graphs=s.cuda_graphs)
     lm.graph_max_tokens = s.graph_max_tokens
-    quantize, fused_kernels = s.quantize, s.fused_kernels
-    if quantize is not None:
+    if s.quantize is not None:
         ranges = getattr(model, "padellm_int8_ranges", None)
-        if ranges is None and quantize in ("int8", "int8-head"):
+        if ranges is None and s.quantize in ("int8", "int8-head"):
             logger.info("spacy_padellm: quantize %r without activation ranges (none in the model folder): "
-                        "not smoothed", quantize)
-        lm.quantize(quantize, ranges)
-    if lm.device.type == "cuda" and (fused_kernels or (fused_kernels is None and lm.use_graphs)):
+                        "not smoothed", s.quantize)
+        lm.quantize(s.quantize, ranges)
+    if lm.device.type == "cuda" and (s.fused_kernels or (s.fused_kernels is None and lm.use_graphs)):
         lm.fuse()
     if lm.device.type == "cuda" and choose_attention(lm, s.attention_kernel) == "triton":
         lm.use_tree_attention()

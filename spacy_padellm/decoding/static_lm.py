@@ -824,9 +824,7 @@ class StaticLM:
         # the restricted head's buffer rows are part of the key (0: the whole head)
         head = 0 if self._head_pad is None else int(self._head_pad.shape[0])
         self.last_shape = key = (int(packed), L, B, T, S, Mb, head)
-        self.last_bucket_tokens, self.last_real_tokens = L, N
-        self.real_tokens += N
-        self.computed_tokens += L
+        self._count_tokens(N, L)
         if not self.use_graphs or wide:
             self.eager_passes += 1
             t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
@@ -841,6 +839,12 @@ class StaticLM:
             StaticLM.all_captures += 1
         return self._replay(graph, arrays, M, steer)
 
+    def _count_tokens(self, real: int, computed: int) -> None:
+        """A pass's real tokens and those its projections and MLPs run on: the last pass's and the running sums."""
+        self.last_real_tokens, self.last_bucket_tokens = real, computed
+        self.real_tokens += real
+        self.computed_tokens += computed
+
     def _launch_segmented(self, tokens, positions, slots, mask, outputs, steer) -> "Pending":
         """One eager pass on the real tokens alone, attention in segments of rows (``segments.Segments``)."""
         B, T = tokens.shape
@@ -854,9 +858,7 @@ class StaticLM:
         self.eager_passes += 1
         N = len(seg.real)
         self.last_shape = (2, N, B, T, mask.shape[-1], len(outputs))
-        self.last_bucket_tokens, self.last_real_tokens = N, N
-        self.real_tokens += N
-        self.computed_tokens += N
+        self._count_tokens(N, N)
         tok, logp = self._forward(t[0], t[1], t[2], t[3], None, None, None, t[4], segments=seg)
         if steer is not None:
             steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
