@@ -133,37 +133,44 @@ def _worker(index: int, args: argparse.Namespace, geometry: Geometry, texts: Lis
         results.put((part, start, clock.now(), [_spans(doc, args.spans_key) for doc in docs]))
 
 
-def _started(ready, procs: Sequence, poll_s: float = 5.0) -> List[Tuple[int, Optional[str], Any]]:
-    """Each worker's start report (index, error or None, GiB), sorted; a worker process that died before it reported
-    (killed by the system for lack of memory) gets an error of its own."""
+def _next(queue_, procs: Sequence, poll_s: float):
+    """The next item of ``queue_``, or None once one of ``procs`` has died while it waited (checked every ``poll_s``
+    seconds): a worker killed by the system for lack of memory never answers."""
     import queue
 
+    while True:
+        try:
+            return queue_.get(timeout=poll_s)
+        except queue.Empty:
+            if any(not proc.is_alive() for proc in procs):
+                return None
+
+
+def _started(ready, procs: Sequence, poll_s: float = 5.0) -> List[Tuple[int, Optional[str], Any]]:
+    """Each worker's start report (index, error or None, GiB), sorted; a worker process that died before it reported
+    gets an error of its own."""
     got: Dict[int, tuple] = {}
     while len(got) < len(procs):
-        try:
-            report = ready.get(timeout=poll_s)
+        report = _next(ready, [proc for i, proc in enumerate(procs) if i not in got], poll_s)
+        if report is not None:
             got[report[0]] = report
-        except queue.Empty:
-            for i, proc in enumerate(procs):
-                if i not in got and not proc.is_alive():
-                    got[i] = (i, f"died before it started (exit code {proc.exitcode})", None)
+            continue
+        for i, proc in enumerate(procs):
+            if i not in got and not proc.is_alive():
+                got[i] = (i, f"died before it started (exit code {proc.exitcode})", None)
     return [got[i] for i in sorted(got)]
 
 
 def gather(results, k: int, procs: Sequence, poll_s: float = 5.0) -> Tuple[List[tuple], Optional[str]]:
     """The k workers' results of one run, sorted by part, and the first error among them (a worker's exception,
-    or a worker process that died without answering, e.g. killed by the system for lack of memory; ``procs`` are
-    checked every ``poll_s`` seconds)."""
-    import queue
-
+    or a worker process that died without answering; ``procs`` are checked every ``poll_s`` seconds)."""
     got = []
     while len(got) < k:
-        try:
-            got.append(results.get(timeout=poll_s))
-        except queue.Empty:
-            dead = [i for i, proc in enumerate(procs) if not proc.is_alive()]
-            if dead:
-                return sorted(got, key=lambda g: g[0]), f"worker {dead[0]} died (exit code {procs[dead[0]].exitcode})"
+        item = _next(results, procs, poll_s)
+        if item is None:
+            dead = next(i for i, proc in enumerate(procs) if not proc.is_alive())
+            return sorted(got, key=lambda g: g[0]), f"worker {dead} died (exit code {procs[dead].exitcode})"
+        got.append(item)
     got.sort(key=lambda g: g[0])
     errors = [g[3] for g in got if g[2] is None]
     return got, errors[0] if errors else None
