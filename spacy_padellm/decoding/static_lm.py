@@ -111,20 +111,13 @@ def _out_bucket(n: int, B: int, T: int) -> int:
     return min(bucket(n), T) if B <= 1 and n <= T else bucket(n)
 
 
-class _Graph:
-    """One captured shape bucket: its inputs as views of one device buffer (filled by a single copy from
-    pinned host memory), its outputs as one (2, M) float64 tensor (tokens and log-probs, read back in a
-    single copy), and the graph."""
+class _Inputs:
+    """A pass's inputs on the device as views of one byte buffer (``staging``), filled by a single copy from pinned
+    host memory (``StaticLM._upload``): int64 ones first (8-byte aligned), the mask's bit-packed rows last
+    (``row_mask``). ``spans`` holds each input's (start, end) byte range (None: absent)."""
 
-    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
+    def __init__(self, lm: "StaticLM", key: Tuple[int, ...], zeroed: bool = True):
         packed, L, B, T, S, M = key[:6]
-        # kept for a steered pass (``Steering``): the final hidden states and each output's log softmax denominator
-        self.hidden: Optional[torch.Tensor] = None
-        self.lse: Optional[torch.Tensor] = None
-        dev = lm.device
-        # The inputs in the order of inputs(), each a slice of one byte buffer: int64 ones first (8-byte
-        # aligned), the mask's bit-packed rows last (``row_mask``). ``spans`` holds each one's (start, end) byte
-        # range (None: absent).
         shapes = [(L,), (L,), (L,), (L,), (L,) if packed else None, (L,) if packed else None, (L, (S + 7) // 8), (M,),
                   (L, 2)]
         dtypes = [torch.int64] * 6 + [torch.uint8, torch.int64, torch.int64]
@@ -137,11 +130,25 @@ class _Graph:
                 self.spans[i] = (at, at + n)
                 at += n
         self.nbytes = at
-        self.staging = torch.zeros(self.nbytes, dtype=torch.uint8, device=dev)
-        views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
-                 for span, dtype, shape in zip(self.spans, dtypes, shapes)]
+        # an eager pass's buffer is filled whole by its upload; a graph's holds valid inputs for its capture
+        self.staging = (torch.zeros if zeroed else torch.empty)(self.nbytes, dtype=torch.uint8, device=lm.device)
+        self.views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
+                      for span, dtype, shape in zip(self.spans, dtypes, shapes)]
+
+
+class _Graph:
+    """One captured shape bucket: its inputs (``_Inputs``), its outputs as one (2, M) float64 tensor (tokens and
+    log-probs, read back in a single copy), and the graph."""
+
+    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
+        packed, L, B, T, S, M = key[:6]
+        # kept for a steered pass (``Steering``): the final hidden states and each output's log softmax denominator
+        self.hidden: Optional[torch.Tensor] = None
+        self.lse: Optional[torch.Tensor] = None
+        dev = lm.device
+        self.staged = _Inputs(lm, key)
         (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.bits, self.out,
-         self.chains) = views
+         self.chains) = self.staged.views
         self.slots.fill_(lm.trash_col)
         if packed:
             self.scatter.fill_(B * T)
@@ -757,9 +764,9 @@ class StaticLM:
     def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask,
                outputs: np.ndarray, steer=None) -> "Pending":
         """Start one forward pass; ``.result()`` of what it returns waits for it and gives the (token, log-prob)
-        predicted after each place in ``outputs``. On CUDA with graphs the pass is only queued, so the host
-        can lay out another StaticLM's pass (``twin``) while this one runs; the next ``launch`` on this
-        StaticLM must come after ``result()`` (they share its pinned buffers).
+        predicted after each place in ``outputs``. On CUDA the pass is only queued (a CUDA graph's replay, or an
+        eager pass's kernels), so the host can lay out another StaticLM's pass (``twin``) while this one runs; the
+        next ``launch`` on this StaticLM must come after ``result()`` (they share its pinned buffers).
 
         tokens, positions, slots: (B, T) at a ``padded_shape`` (padding tokens have the trash column as
         slot and attend to column 0); mask: (B, T, S) bools, or a ``row_mask.RowMask`` whose places are those of the
@@ -826,12 +833,7 @@ class StaticLM:
         self.last_shape = key = (int(packed), L, B, T, S, Mb, head)
         self._count_tokens(N, L)
         if not self.use_graphs or wide:
-            self.eager_passes += 1
-            t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-            tok, logp = self._pass(*t, (B, T, S))
-            if steer is not None:
-                steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
-            return Pending(values=(tok[:M].cpu().numpy(), logp[:M].cpu().numpy()))
+            return self._run_eager(key, arrays, M, steer)
         graph = self._graphs.get(key)
         if graph is None:
             graph = self._graphs[key] = _Graph(self, key)
@@ -864,28 +866,51 @@ class StaticLM:
             steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
         return Pending(values=(tok.cpu().numpy(), logp.cpu().numpy()))
 
+    def _run_eager(self, key: Tuple[int, ...], arrays, M: int, steer=None) -> "Pending":
+        """A pass without a CUDA graph, at exactly its shape: its inputs uploaded and its result read back as a graph's
+        are (``_upload``, ``_read_back``), so on CUDA the host does not wait for it either."""
+        self.eager_passes += 1
+        staged = _Inputs(self, key, zeroed=False)
+        self._upload(staged, arrays)
+        tok, logp = self._pass(*staged.views, key[2:5])
+        result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])
+        if steer is not None:
+            steer.apply(self, self.last_hidden, self.last_lse, result[0], result[1])
+        return self._read_back(result, M)
+
     def _replay(self, graph: _Graph, arrays, M: int, steer=None) -> "Pending":
-        """Stage the inputs in pinned host memory, copy them in one transfer, replay, read back in one (all
-        queued on the stream; the returned Pending waits for them)."""
-        pin = self.device.type == "cuda"
-        if self._host_in is None or self._host_in.numel() < graph.nbytes:
-            self._host_in = torch.empty(bucket(graph.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
-            self._host_in_np = self._host_in.numpy()
-        host = self._host_in_np
-        for span, arr in zip(graph.spans, arrays):  # each input at its graph buffer's bytes
-            if span is not None:
-                host[span[0]: span[1]] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        graph.staging.copy_(self._host_in[: graph.nbytes], non_blocking=True)
+        """Upload the inputs, replay, read back (all queued on the stream; the returned Pending waits for them)."""
+        self._upload(graph.staged, arrays)
         graph.replay()
         if steer is not None:
             steer.apply(self, graph.hidden, graph.lse, graph.result[0], graph.result[1])
-        n = graph.result.shape[1]
+        return self._read_back(graph.result, M)
+
+    def _upload(self, staged: _Inputs, arrays) -> None:
+        """Stage ``arrays`` (the inputs in ``_Inputs`` order) in pinned host memory and copy them to ``staged`` in one
+        transfer that does not wait for the device. The pinned buffer is reused by the next pass: ``launch``'s rule
+        that it comes after ``result()`` keeps this one's copy done by then."""
+        pin = self.device.type == "cuda"
+        if self._host_in is None or self._host_in.numel() < staged.nbytes:
+            self._host_in = torch.empty(bucket(staged.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
+            self._host_in_np = self._host_in.numpy()
+        host = self._host_in_np
+        for span, arr in zip(staged.spans, arrays):  # each input at its buffer's bytes
+            if span is not None:
+                host[span[0]: span[1]] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        staged.staging.copy_(self._host_in[: staged.nbytes], non_blocking=True)
+
+    def _read_back(self, result: torch.Tensor, M: int) -> "Pending":
+        """Queue the copy of a pass's (2, n) float64 ``result`` to pinned host memory; the Pending waits for it and
+        keeps the first M outputs."""
+        pin = self.device.type == "cuda"
+        n = result.shape[1]
         if self._host_out is None or self._host_out.numel() < 2 * n:
             self._host_out = torch.empty(bucket(2 * n, 2048), dtype=torch.float64, pin_memory=pin)
         # a contiguous pinned destination: a strided one is copied through an unpinned temporary, which
         # waits for the pass on the host (``launch`` would block until the device is done)
         out = self._host_out[: 2 * n].view(2, n)
-        out.copy_(graph.result, non_blocking=True)
+        out.copy_(result, non_blocking=True)
         done = None
         if pin:
             done = torch.cuda.Event()
