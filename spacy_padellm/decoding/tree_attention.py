@@ -97,7 +97,7 @@ def _kernel():
     def tree_attention(Q, K, V, M, O, T, S, scale,
                        sq_b, sq_t, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_t, so_b, so_t, so_h,
                        G: tl.constexpr, TOKENS: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
-                       D: tl.constexpr, PRECISION: tl.constexpr):
+                       D: tl.constexpr, PRECISION: tl.constexpr, SKIP: tl.constexpr):
         tblock, b, kvh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         r = tl.arange(0, ROWS)
         t = tblock * TOKENS + r // G  # each tile row: a token and one of the g query heads of this KV head
@@ -111,19 +111,24 @@ def _kernel():
         for start in range(0, S, COLS):
             c = start + tl.arange(0, COLS)
             inside = c < S
-            k = tl.load(K + b * sk_b + kvh * sk_h + c[:, None] * sk_s + d[None, :], mask=inside[:, None], other=0.0)
-            v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None], other=0.0)
             seen = tl.load(M + b * sm_b + t[:, None] * sm_t + c[None, :], mask=live[:, None] & inside[None, :],
                            other=0)
-            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-            s = tl.where(seen != 0, s, float("-inf"))
-            new = tl.maximum(best, tl.max(s, 1))
-            shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
-            p = tl.exp(s - shift[:, None])
-            keep = tl.exp(best - shift)
-            total = total * keep + tl.sum(p, 1)
-            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            best = new
+            # A block of columns that no row of the tile attends to changes nothing (its weights are all zero): with
+            # SKIP its keys and values are not read.
+            if (not SKIP) or tl.max(seen.to(tl.int32)) != 0:
+                k = tl.load(K + b * sk_b + kvh * sk_h + c[:, None] * sk_s + d[None, :], mask=inside[:, None],
+                            other=0.0)
+                v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None],
+                            other=0.0)
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+                s = tl.where(seen != 0, s, float("-inf"))
+                new = tl.maximum(best, tl.max(s, 1))
+                shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
+                p = tl.exp(s - shift[:, None])
+                keep = tl.exp(best - shift)
+                total = total * keep + tl.sum(p, 1)
+                acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+                best = new
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(O + b * so_b + t[:, None] * so_t + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty),
                  mask=live[:, None])
@@ -210,11 +215,16 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
     return out
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Optional[Tensor] = None) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Optional[Tensor] = None,
+           skip_empty: bool = True) -> Tensor:
     """Attention outputs (B, T, H, D) of queries ``q`` (B, T, H, D) over the first S columns of a layer's cache
     ``k``, ``v`` (at least B rows, Hkv heads, at least S columns, D), where ``mask`` (B, T, S, bool) holds the
     columns each token attends to; H a multiple of Hkv (grouped-query heads). A token that attends to no column
-    gets zeros. ``q`` and the cache may be strided views, but each head's D values must be contiguous."""
+    gets zeros. ``q`` and the cache may be strided views, but each head's D values must be contiguous.
+
+    ``skip_empty``: a tile's blocks of columns that none of its tokens attends to are skipped (not their keys and
+    values read): a pass's S is its widest row's, and the columns of its shorter rows, of padding tokens and of a
+    sliding window's far past are such blocks. The outputs are the same either way."""
     B, T, H, D = q.shape
     Hkv, S = k.shape[1], mask.shape[-1]
     check_heads(H, Hkv, D)
@@ -234,5 +244,6 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
                         out.stride(0), out.stride(1), out.stride(2),
                         G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
                         # float32 in full precision, as torch's attention (Triton's default for it is TF32)
-                        PRECISION="ieee" if q.dtype == torch.float32 else None, num_warps=4, num_stages=2)
+                        PRECISION="ieee" if q.dtype == torch.float32 else None, SKIP=bool(skip_empty),
+                        num_warps=4, num_stages=2)
     return out

@@ -27,7 +27,8 @@ def sdpa(q, k, v, mask, scale):
 
 def check_kernel():
     """Against torch's attention: query groups of 1 to 4 (3: tiles with a spare row), head sizes 16 to 256, columns
-    not a multiple of the kernel's block, a cache wider and taller than the pass, strided queries."""
+    not a multiple of the kernel's block, a cache wider and taller than the pass, strided queries, blocks of columns
+    skipped."""
     g = torch.Generator().manual_seed(0)
     shapes = [(2, 5, 4, 4, 16, 9), (1, 7, 9, 3, 64, 70), (3, 20, 4, 1, 256, 130), (2, 33, 4, 2, 32, 64)]
     for B, T, H, Hkv, D, S in shapes:
@@ -52,6 +53,19 @@ def check_kernel():
     got = tree_attention.attend(q, k, v, mask, 0.125)
     assert torch.equal(got[0, 1], torch.zeros_like(got[0, 1]))
     assert torch.isfinite(got).all()
+    # rows of a pass as wide as its widest: a shorter row's tiles, and padding tokens (column 0 only), leave whole
+    # blocks of columns unseen; skipped or not, the outputs are the same
+    B, T, H, Hkv, D, S = 3, 12, 4, 1, 32, 200
+    q = torch.randn(B, T, H, D, generator=g)
+    k, v = (torch.randn(B, Hkv, S, D, generator=g) for _ in range(2))
+    mask = torch.rand(B, T, S, generator=g) < 0.5
+    mask[0, :, 70:] = False
+    mask[1, :, 10:] = False
+    mask[2, 8:] = False
+    mask[..., 0] = True
+    got = tree_attention.attend(q, k, v, mask, 0.125)
+    assert torch.equal(got, tree_attention.attend(q, k, v, mask, 0.125, skip_empty=False))
+    torch.testing.assert_close(got, sdpa(q, k, v, mask, 0.125), atol=1e-5, rtol=1e-5)
     for bad in (dict(D=24), dict(D=8)):
         D = bad["D"]
         try:
