@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -134,6 +134,26 @@ class _Inputs:
         self.staging = (torch.zeros if zeroed else torch.empty)(self.nbytes, dtype=torch.uint8, device=lm.device)
         self.views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
                       for span, dtype, shape in zip(self.spans, dtypes, shapes)]
+
+
+class _Packing(NamedTuple):
+    """How a packed pass's L tokens lie in its (B, T) layout: ``scatter`` (L,) each token's place (padding: the spare
+    place B * T), ``gather`` (L,) the place its attention output is read from (padding: 0), and for the Triton
+    attention ``places`` (B, T) int32: each place's token (-1: none)."""
+
+    scatter: torch.Tensor
+    gather: torch.Tensor
+    places: Optional[torch.Tensor]
+
+    @classmethod
+    def of(cls, scatter: torch.Tensor, gather: torch.Tensor, n_places: int, with_places: bool) -> "_Packing":
+        places = None
+        if with_places:
+            L = scatter.shape[0]
+            places = torch.full((n_places + 1,), -1, dtype=torch.int32, device=scatter.device)
+            places.index_copy_(0, scatter, torch.arange(L, dtype=torch.int32, device=scatter.device))
+            places = places[:n_places]
+        return cls(scatter, gather, places)
 
 
 class _Graph:
@@ -505,6 +525,7 @@ class StaticLM:
         """
         B, T, S = mask.shape if mask is not None else (0, 0, 0)
         g = self.group
+        packing = None if scatter is None else _Packing.of(scatter, gather, B * T, self.tree_attention)
         x = F.embedding(tokens, self.embed)  # (L, width)
         if self.embed_scale is not None:
             x = x * self.embed_scale
@@ -524,9 +545,9 @@ class StaticLM:
             # a token attends to at most S columns: a window of S or more keeps them all (the same mask)
             amasks[w] = amasks[None] if S <= w else made(self._windowed(mask, w))
         if self.kernels is not None and segments is None:
-            x = self._fused_layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S)
+            x = self._fused_layers(x, rope, amasks, rows, slots, packing, B, T, S)
         else:
-            x = self._layers(x, rope, amasks, rows, slots, scatter, gather, B, T, S, segments)
+            x = self._layers(x, rope, amasks, rows, slots, packing, B, T, S, segments)
         hidden = self._rms(x.index_select(0, out), self.norm)
         step = self.kernels.greedy if self.kernels is not None and segments is None else greedy
         if self.device.type == "cuda" or hidden.shape[0] <= LOGIT_ROWS:
@@ -541,7 +562,7 @@ class StaticLM:
         self.last_hidden, self.last_lse = hidden, lse
         return tok, logp
 
-    def _layers(self, x, rope, amasks, rows, slots, scatter, gather, B: int, T: int, S: int, segments):
+    def _layers(self, x, rope, amasks, rows, slots, packing, B: int, T: int, S: int, segments):
         """The decoder layers of ``_forward``, kernel by kernel: the residual stream after the last layer."""
         L = x.shape[0]
         for i, layer in enumerate(self.layers):
@@ -552,11 +573,11 @@ class StaticLM:
             if segments is not None:
                 o = segments.attend(q, kc, vc, layer.window, self.scale)
             else:
-                o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
+                o = self._attend(q, kc, vc, packing, amasks[layer.window], B, T, S)
             x = self._by_rows(L, lambda a, b: self._mlp(self._add_attention(x[a:b], o[a:b], layer), layer))
         return x
 
-    def _fused_layers(self, x, rope, amasks, rows, slots, scatter, gather, B: int, T: int, S: int) -> torch.Tensor:
+    def _fused_layers(self, x, rope, amasks, rows, slots, packing, B: int, T: int, S: int) -> torch.Tensor:
         """The decoder layers of ``_forward`` with their element-wise steps fused (``self.kernels``): the residual
         stream after the last layer."""
         k, eps, gemma = self.kernels, self.eps, self.gemma_norm
@@ -574,7 +595,7 @@ class StaticLM:
                 q, key, value = k.rope(qk, qkv[:, H:], cos, sin, self.n_heads, kc.dtype)
                 kc[rows, :, slots] = key
                 vc[rows, :, slots] = value
-            o = self._attend(q, kc, vc, scatter, gather, amasks[layer.window], B, T, S)
+            o = self._attend(q, kc, vc, packing, amasks[layer.window], B, T, S)
             x, h = k.residual(x, linear(o, layer.wo, layer.bo), layer.ln_post_attn, layer.ln2, eps, gemma)
             y = linear(k.gated(linear(h, layer.wgu)), layer.wd)
             x, h = k.residual(x, y, layer.ln_post_ff, layers[i + 1].ln1 if i + 1 < len(layers) else None, eps, gemma)
@@ -698,16 +719,19 @@ class StaticLM:
         self._head_ids, self._head_rows, self._head_pad = ids, rows, pad
         return True
 
-    def _attend(self, q, kc, vc, scatter, gather, amask, B: int, T: int, S: int) -> torch.Tensor:
+    def _attend(self, q, kc, vc, packing: Optional["_Packing"], amask, B: int, T: int, S: int) -> torch.Tensor:
         """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S
-        columns of its cache (``_forward``: dense, or packed with ``scatter``/``gather``). With ``grouped_sdpa`` the
+        columns of its cache (``_forward``: dense, or ``packing``). With ``grouped_sdpa`` the
         queries go to attention as a (B, H, T, D) view of their (B, T, H, D) layout and its output comes back as one
         (no copy either way), every query head of a KV head under the same (B, 1, T, S) mask; else the g query heads
         of a KV head are stacked as g * T rows of one (a copy in and out). With ``tree_attention``, its Triton kernel
-        over the (B, T, S) boolean mask."""
+        over the (B, T, S) boolean mask, which reads a packed pass's queries and writes its outputs at their tokens
+        (``packing.places``)."""
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
-        if scatter is not None:
-            q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, scatter, q)[: B * T]
+        if packing is not None and packing.places is not None:
+            return tree_attention.attend(q, kc, vc, amask, self.scale, places=packing.places.view(B, T)).view(-1, H * D)
+        if packing is not None:
+            q = q.new_zeros((B * T + 1, H, D)).index_copy_(0, packing.scatter, q)[: B * T]
         if self.tree_attention:
             o = tree_attention.attend(q.view(B, T, H, D), kc, vc, amask, self.scale).view(B * T, H * D)
         elif self.grouped_sdpa:
@@ -718,7 +742,7 @@ class StaticLM:
             q = q.reshape(B, T, H, D).permute(0, 2, 1, 3).reshape(B, Hkv, g * T, D)
             o = F.scaled_dot_product_attention(q, kc[:B, :, :S], vc[:B, :, :S], attn_mask=amask, scale=self.scale)
             o = o.reshape(B, H, T, D).transpose(1, 2).reshape(B * T, H * D)
-        return o if gather is None else o.index_select(0, gather)
+        return o if packing is None else o.index_select(0, packing.gather)
 
     def logits(self, hidden: torch.Tensor, head=None) -> torch.Tensor:
         """The float32 logits of final hidden states (the LM head, or ``head``: some of its rows, and Gemma's final

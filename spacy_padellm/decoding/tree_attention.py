@@ -94,17 +94,25 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    def tree_attention(Q, K, V, M, O, T, S, scale,
+    def tree_attention(Q, K, V, M, O, P, T, S, scale,
                        sq_b, sq_t, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, sm_t, so_b, so_t, so_h,
                        G: tl.constexpr, TOKENS: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
-                       D: tl.constexpr, PRECISION: tl.constexpr, SKIP: tl.constexpr):
+                       D: tl.constexpr, PRECISION: tl.constexpr, SKIP: tl.constexpr, PACKED: tl.constexpr):
         tblock, b, kvh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         r = tl.arange(0, ROWS)
         t = tblock * TOKENS + r // G  # each tile row: a token and one of the g query heads of this KV head
         h = kvh * G + r % G
         live = (r < TOKENS * G) & (t < T)
+        if PACKED:  # the queries and outputs of the place's token (P: its index among the pass's, or -1: none)
+            token = tl.load(P + b * T + t, mask=live, other=-1)
+            live = live & (token >= 0)
+            q_row = token * sq_t
+            o_row = token * so_t
+        else:
+            q_row = b * sq_b + t * sq_t
+            o_row = b * so_b + t * so_t
         d = tl.arange(0, D)
-        q = tl.load(Q + b * sq_b + t[:, None] * sq_t + h[:, None] * sq_h + d[None, :], mask=live[:, None], other=0.0)
+        q = tl.load(Q + q_row[:, None] + h[:, None] * sq_h + d[None, :], mask=live[:, None], other=0.0)
         best = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, D), tl.float32)
@@ -130,8 +138,7 @@ def _kernel():
                 acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 best = new
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
-        tl.store(O + b * so_b + t[:, None] * so_t + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty),
-                 mask=live[:, None])
+        tl.store(O + o_row[:, None] + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty), mask=live[:, None])
 
     return triton.jit(tree_attention)
 
@@ -216,16 +223,26 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Optional[Tensor] = None,
-           skip_empty: bool = True) -> Tensor:
+           skip_empty: bool = True, places: Optional[Tensor] = None) -> Tensor:
     """Attention outputs (B, T, H, D) of queries ``q`` (B, T, H, D) over the first S columns of a layer's cache
     ``k``, ``v`` (at least B rows, Hkv heads, at least S columns, D), where ``mask`` (B, T, S, bool) holds the
     columns each token attends to; H a multiple of Hkv (grouped-query heads). A token that attends to no column
     gets zeros. ``q`` and the cache may be strided views, but each head's D values must be contiguous.
 
+    ``places`` (B, T) int32: a packed pass (``StaticLM``), whose queries ``q`` are (L, H, D), one per token, and
+    whose outputs come back as (L, H, D): each place of the (B, T) layout names its token (-1: none). The queries
+    are read and the outputs written at their tokens, without a copy of either to the layout; a token that no place
+    names gets zeros.
+
     ``skip_empty``: a tile's blocks of columns that none of its tokens attends to are skipped (not their keys and
     values read): a pass's S is its widest row's, and the columns of its shorter rows, of padding tokens and of a
     sliding window's far past are such blocks. The outputs are the same either way."""
-    B, T, H, D = q.shape
+    if places is None:
+        B, T, H, D = q.shape
+    else:
+        (B, T), (L, H, D) = places.shape, q.shape
+        if places.dtype != torch.int32 or not places.is_contiguous():
+            raise ValueError("tree attention: places is a contiguous int32 (B, T) array")
     Hkv, S = k.shape[1], mask.shape[-1]
     check_heads(H, Hkv, D)
     for name, x in (("queries", q), ("keys", k), ("values", v)):
@@ -235,15 +252,19 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
     tokens = BLOCK_ROWS // g
     mask = mask if mask.stride(-1) == 1 else mask.contiguous()
     mask = mask.view(torch.uint8) if mask.dtype == torch.bool else mask
-    out = torch.empty_like(q, memory_format=torch.contiguous_format) if out is None else out
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format) if places is None else torch.zeros_like(q)
+    # (row, token, head) strides; a packed pass's tokens have no row
+    sq = q.stride()[:3] if places is None else (0, *q.stride()[:2])
+    so = out.stride()[:3] if places is None else (0, *out.stride()[:2])
     grid = ((T + tokens - 1) // tokens, B, Hkv)
     with on_device(q.device):
-        _kernel()[grid](q, k, v, mask, out, T, S, float(scale),
-                        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        _kernel()[grid](q, k, v, mask, out, q if places is None else places, T, S, float(scale),
+                        sq[0], sq[1], sq[2], k.stride(0), k.stride(1), k.stride(2),
                         v.stride(0), v.stride(1), v.stride(2), mask.stride(0), mask.stride(1),
-                        out.stride(0), out.stride(1), out.stride(2),
+                        so[0], so[1], so[2],
                         G=g, TOKENS=tokens, ROWS=BLOCK_ROWS, COLS=BLOCK_COLS, D=D,
                         # float32 in full precision, as torch's attention (Triton's default for it is TF32)
                         PRECISION="ieee" if q.dtype == torch.float32 else None, SKIP=bool(skip_empty),
-                        num_warps=4, num_stages=2)
+                        PACKED=places is not None, num_warps=4, num_stages=2)
     return out

@@ -28,7 +28,7 @@ def sdpa(q, k, v, mask, scale):
 def check_kernel():
     """Against torch's attention: query groups of 1 to 4 (3: tiles with a spare row), head sizes 16 to 256, columns
     not a multiple of the kernel's block, a cache wider and taller than the pass, strided queries, blocks of columns
-    skipped."""
+    skipped, a packed pass's queries and outputs."""
     g = torch.Generator().manual_seed(0)
     shapes = [(2, 5, 4, 4, 16, 9), (1, 7, 9, 3, 64, 70), (3, 20, 4, 1, 256, 130), (2, 33, 4, 2, 32, 64)]
     for B, T, H, Hkv, D, S in shapes:
@@ -66,6 +66,23 @@ def check_kernel():
     got = tree_attention.attend(q, k, v, mask, 0.125)
     assert torch.equal(got, tree_attention.attend(q, k, v, mask, 0.125, skip_empty=False))
     torch.testing.assert_close(got, sdpa(q, k, v, mask, 0.125), atol=1e-5, rtol=1e-5)
+    # a packed pass: L tokens (the last two padding, in no place) at places of the (B, T) layout, in any order;
+    # queries read and outputs written at their tokens, as the dense layout gives them
+    B, T, H, Hkv, D, S, L = 2, 9, 4, 1, 64, 100, 12
+    at = torch.randperm(B * T, generator=g)[: L - 2]
+    places = torch.full((B * T,), -1, dtype=torch.int32)
+    places[at] = torch.arange(L - 2, dtype=torch.int32)
+    q = torch.randn(L, H, D, generator=g)
+    k, v = (torch.randn(B, Hkv, S, D, generator=g) for _ in range(2))
+    mask = torch.rand(B, T, S, generator=g) < 0.5
+    mask[..., 0] = True
+    laid = torch.zeros(B * T, H, D)
+    laid[at] = q[: L - 2]
+    dense = tree_attention.attend(laid.view(B, T, H, D), k, v, mask, 0.125).view(B * T, H, D)
+    got = tree_attention.attend(q, k, v, mask, 0.125, places=places.view(B, T))
+    assert got.shape == (L, H, D)
+    torch.testing.assert_close(got[: L - 2], dense[at], atol=1e-6, rtol=1e-6)
+    assert torch.equal(got[L - 2:], torch.zeros(2, H, D))
     for bad in (dict(D=24), dict(D=8)):
         D = bad["D"]
         try:
