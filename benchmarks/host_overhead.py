@@ -16,6 +16,11 @@ model): what remains is the host time of the engine (``TreeBatch``,
 
 (``spacy project run host-overhead`` runs it on the project's data and writes metrics/host_overhead.json.)
 
+Besides the times it counts, per document, the tokens the passes fed and those their projections and MLPs ran on
+(padding included), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
+``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer): every block of the (rows x places) layout, and
+those some live token of a tile attends to, which are all it reads.
+
 ``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
 a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
 engine can be checked to give identical results on this workload.
@@ -45,6 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "spacy_padellm" / "models" / "conll03-smollm2-135m"
 DATA = ROOT.parent / "shared" / "data" / "padellm" / "conll03" / "conll03_test.jsonl"  # data_dir of project.yml
 LABELS = ["PER", "LOC", "ORG", "MISC"]
+# tokens per tile of the Triton attention kernel with the default model's heads (Gemma 3 270M: 4 query heads per KV
+# head in a tile of tree_attention.BLOCK_ROWS = 16 rows)
+TILE_TOKENS = 4
 
 
 def load_data(path: Path, n: int) -> List[Tuple[str, List[Tuple[str, str]]]]:
@@ -90,6 +98,9 @@ class Oracle:
         self.seconds = 0.0
         self.cache_seconds = 0.0
         self.outputs = 0
+        # key/value blocks the Triton attention kernel reads (``tree_attention``): [every block of every tile of the
+        # layout, only the blocks some live token of a tile attends to]
+        self.kv_blocks = [0, 0]
         self._move_rows = lm.move_rows
         self.vocab = len(enc.tokenizer)
         lm._forward = self.forward
@@ -128,8 +139,28 @@ class Oracle:
         ``forward``."""
         t0 = time.perf_counter()
         mask = unpack(bits, chains, slots, scatter, *shape)
+        self._count_kv_blocks(mask.numpy(), None if scatter is None else scatter.numpy())
         self.seconds += time.perf_counter() - t0
         return self.forward(tokens, positions, slots, rows, scatter, gather, mask, out)
+
+    def _count_kv_blocks(self, mask: np.ndarray, scatter) -> None:
+        """Add a pass's key/value blocks to ``kv_blocks``: the Triton kernel's tiles are ``TILE_TOKENS`` places of a
+        row, its blocks ``BLOCK_COLS`` columns; a tile's block is read when some live token of the tile (every place
+        of a dense pass, a packed pass's real tokens) attends to a column of it."""
+        from spacy_padellm.decoding.tree_attention import BLOCK_COLS
+
+        B, T, S = mask.shape
+        tiles, blocks = -(-T // TILE_TOKENS), -(-S // BLOCK_COLS)
+        live = mask.copy()
+        if scatter is not None:
+            filled = np.zeros(B * T + 1, dtype=bool)
+            filled[scatter] = True
+            live &= filled[: B * T].reshape(B, T, 1)
+        grid = np.zeros((B, tiles * TILE_TOKENS, blocks * BLOCK_COLS), dtype=bool)
+        grid[:, :T, :S] = live
+        read = grid.reshape(B, tiles, TILE_TOKENS, blocks, BLOCK_COLS).any(axis=(2, 4))
+        self.kv_blocks[0] += read.size
+        self.kv_blocks[1] += int(read.sum())
 
     def forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
         t0 = time.perf_counter()
@@ -306,6 +337,7 @@ class Workload:
         decoder.stats = type(decoder.stats)()
         tokens0 = _tokens(decoder)
         sub0 = oracle.seconds if oracle else 0.0
+        blocks0 = list(oracle.kv_blocks) if oracle else [0, 0]
         cache0 = oracle.cache_seconds if oracle else 0.0
         if path == "decode":
             t0 = time.perf_counter()
@@ -317,6 +349,7 @@ class Workload:
             dig = doc_digest(docs)
         real, computed = (now - before for now, before in zip(_tokens(decoder), tokens0))
         model_s = (oracle.seconds - sub0) if oracle else 0.0
+        blocks = [(now - before) / self.n for now, before in zip(oracle.kv_blocks if oracle else [0, 0], blocks0)]
         cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
         return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
                 "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
@@ -324,7 +357,9 @@ class Workload:
                 "accepted_draft_tokens": decoder.stats.accepted_draft_tokens,
                 "generated_tokens": decoder.stats.generated_tokens,
                 # per doc: tokens the passes fed, and tokens their projections and MLPs ran on (padding included)
-                "real_tokens_per_doc": round(real / self.n, 2), "computed_tokens_per_doc": round(computed / self.n, 2)}
+                "real_tokens_per_doc": round(real / self.n, 2), "computed_tokens_per_doc": round(computed / self.n, 2),
+                # per doc and layer: the Triton attention's key/value blocks, every one of the layout and those read
+                "kv_blocks_per_doc": round(blocks[0], 2), "kv_blocks_read_per_doc": round(blocks[1], 2)}
 
     def profile(self, path: str, top: int) -> List[Dict]:
         prof = cProfile.Profile()
@@ -338,11 +373,12 @@ def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
           f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
-          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9}  digest")
+          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'kv blocks/doc':>13} {'read':>7}  digest")
     for path, r in report["paths"].items():
         print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
               f"{r['passes']:7d} {r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d} "
-              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f}  {r['digest']}")
+              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} {r['kv_blocks_per_doc']:13.1f} "
+              f"{r['kv_blocks_read_per_doc']:7.1f}  {r['digest']}")
     for path, r in report["paths"].items():
         if "profile_top" in r:
             print(f"\ncProfile, {path} (tottime; the oracle's own time included):")
