@@ -19,7 +19,7 @@ model): what remains is the host time of the engine (``TreeBatch``,
 Besides the times it counts, per document, the tokens the passes fed and those their projections and MLPs ran on
 (padding included), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
 ``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer): every block of the (rows x places) layout, and
-those some live token of a tile attends to, which are all it reads.
+those it reads: for each tile, from the first to the last block some live token of the tile attends to.
 
 ``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
 a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
@@ -98,8 +98,8 @@ class Oracle:
         self.seconds = 0.0
         self.cache_seconds = 0.0
         self.outputs = 0
-        # key/value blocks the Triton attention kernel reads (``tree_attention``): [every block of every tile of the
-        # layout, only the blocks some live token of a tile attends to]
+        # key/value blocks of the Triton attention kernel (``tree_attention``): [every block of every tile of the
+        # layout, the blocks it reads]
         self.kv_blocks = [0, 0]
         self._move_rows = lm.move_rows
         self.vocab = len(enc.tokenizer)
@@ -145,8 +145,8 @@ class Oracle:
 
     def _count_kv_blocks(self, mask: np.ndarray, scatter) -> None:
         """Add a pass's key/value blocks to ``kv_blocks``: the Triton kernel's tiles are ``TILE_TOKENS`` places of a
-        row, its blocks ``BLOCK_COLS`` columns; a tile's block is read when some live token of the tile (every place
-        of a dense pass, a packed pass's real tokens) attends to a column of it."""
+        row, its blocks ``BLOCK_COLS`` columns; a tile reads the blocks from the first to the last that some live token
+        of it (every place of a dense pass, a packed pass's real tokens) attends to."""
         from spacy_padellm.decoding.tree_attention import BLOCK_COLS
 
         B, T, S = mask.shape
@@ -158,9 +158,11 @@ class Oracle:
             live &= filled[: B * T].reshape(B, T, 1)
         grid = np.zeros((B, tiles * TILE_TOKENS, blocks * BLOCK_COLS), dtype=bool)
         grid[:, :T, :S] = live
-        read = grid.reshape(B, tiles, TILE_TOKENS, blocks, BLOCK_COLS).any(axis=(2, 4))
-        self.kv_blocks[0] += read.size
-        self.kv_blocks[1] += int(read.sum())
+        seen = grid.reshape(B, tiles, TILE_TOKENS, blocks, BLOCK_COLS).any(axis=(2, 4))
+        first = seen.argmax(-1)
+        last = blocks - seen[..., ::-1].argmax(-1)
+        self.kv_blocks[0] += seen.size
+        self.kv_blocks[1] += int(np.where(seen.any(-1), last - first, 0).sum())
 
     def forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
         t0 = time.perf_counter()

@@ -121,27 +121,32 @@ def _kernel():
         best = tl.full((ROWS,), float("-inf"), tl.float32)
         total = tl.zeros((ROWS,), tl.float32)
         acc = tl.zeros((ROWS, D), tl.float32)
-        for start in range(0, S, COLS):
+        first, last = 0, S
+        if SKIP:  # only the blocks of columns from the first to the last that some row of the tile attends to
+            first, last = tl.zeros((), tl.int32) + S, tl.zeros((), tl.int32)
+            for start in range(0, S, COLS):
+                c = start + tl.arange(0, COLS)
+                seen = tl.load(M + b * sm_b + t[:, None] * sm_t + c[None, :], mask=live[:, None] & (c < S)[None, :],
+                               other=0)
+                some = tl.max(tl.max(seen.to(tl.int32), 1), 0) != 0
+                first = tl.minimum(first, tl.where(some, start, S))
+                last = tl.maximum(last, tl.where(some, start + COLS, 0))
+        for start in range(first, last, COLS):
             c = start + tl.arange(0, COLS)
             inside = c < S
+            k = tl.load(K + b * sk_b + kvh * sk_h + c[:, None] * sk_s + d[None, :], mask=inside[:, None], other=0.0)
+            v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None], other=0.0)
             seen = tl.load(M + b * sm_b + t[:, None] * sm_t + c[None, :], mask=live[:, None] & inside[None, :],
                            other=0)
-            # A block of columns that no row of the tile attends to changes nothing (its weights are all zero): with
-            # SKIP its keys and values are not read.
-            if (not SKIP) or tl.max(seen.to(tl.int32)) != 0:
-                k = tl.load(K + b * sk_b + kvh * sk_h + c[:, None] * sk_s + d[None, :], mask=inside[:, None],
-                            other=0.0)
-                v = tl.load(V + b * sv_b + kvh * sv_h + c[:, None] * sv_s + d[None, :], mask=inside[:, None],
-                            other=0.0)
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-                s = tl.where(seen != 0, s, float("-inf"))
-                new = tl.maximum(best, tl.max(s, 1))
-                shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
-                p = tl.exp(s - shift[:, None])
-                keep = tl.exp(best - shift)
-                total = total * keep + tl.sum(p, 1)
-                acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-                best = new
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+            s = tl.where(seen != 0, s, float("-inf"))
+            new = tl.maximum(best, tl.max(s, 1))
+            shift = tl.where(new == float("-inf"), 0.0, new)  # a row with no column yet: nothing to rescale
+            p = tl.exp(s - shift[:, None])
+            keep = tl.exp(best - shift)
+            total = total * keep + tl.sum(p, 1)
+            acc = acc * keep[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            best = new
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(O + o_row[:, None] + h[:, None] * so_h + d[None, :], out.to(O.dtype.element_ty), mask=live[:, None])
 
@@ -239,9 +244,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float, out: Opt
     are read and the outputs written at their tokens, without a copy of either to the layout; a token that no place
     names gets zeros.
 
-    ``skip_empty``: a tile's blocks of columns that none of its tokens attends to are skipped (not their keys and
-    values read): a pass's S is its widest row's, and the columns of its shorter rows, of padding tokens and of a
-    sliding window's far past are such blocks. The outputs are the same either way."""
+    ``skip_empty``: each tile of tokens reads the keys and values of the blocks of columns from the first to the last
+    that some of its tokens attends to, found from the mask first: a pass's S is its widest row's, so the columns
+    past a shorter row's, those of a sliding window's far past, and every column of a tile of padding are skipped.
+    The loop over the blocks it reads is the one without the skip. The outputs are the same either way."""
     if places is None:
         B, T, H, D = q.shape
     else:
