@@ -45,14 +45,15 @@ import numpy as np
 import torch
 
 from spacy_padellm.decoding.row_mask import unpack
+from spacy_padellm.decoding.tree_attention import BLOCK_COLS, BLOCK_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "spacy_padellm" / "models" / "conll03-smollm2-135m"
 DATA = ROOT.parent / "shared" / "data" / "padellm" / "conll03" / "conll03_test.jsonl"  # data_dir of project.yml
 LABELS = ["PER", "LOC", "ORG", "MISC"]
 # tokens per tile of the Triton attention kernel with the default model's heads (Gemma 3 270M: 4 query heads per KV
-# head in a tile of tree_attention.BLOCK_ROWS = 16 rows)
-TILE_TOKENS = 4
+# head, each a row of the tile)
+TILE_TOKENS = BLOCK_ROWS // 4
 
 
 def load_data(path: Path, n: int) -> List[Tuple[str, List[Tuple[str, str]]]]:
@@ -147,8 +148,6 @@ class Oracle:
         """Add a pass's key/value blocks to ``kv_blocks``: the Triton kernel's tiles are ``TILE_TOKENS`` places of a
         row, its blocks ``BLOCK_COLS`` columns; a tile reads the blocks from the first to the last that some live token
         of it (every place of a dense pass, a packed pass's real tokens) attends to."""
-        from spacy_padellm.decoding.tree_attention import BLOCK_COLS
-
         B, T, S = mask.shape
         tiles, blocks = -(-T // TILE_TOKENS), -(-S // BLOCK_COLS)
         live = mask.copy()
