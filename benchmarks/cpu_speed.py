@@ -145,7 +145,7 @@ def padellm_contenders(model: str, names: Sequence[str], prefix: str = "") -> Tu
             with using(ner, decoder):
                 docs = list(nlp.pipe(texts))
             for lm in decoder._lms:  # its KV caches go (GBs in fp32 at 256 rows), so that variants fit in memory
-                lm.release()
+                lm.cache.release()
             return docs
 
         out.append(Contender(prefix + name, f"{model}, {description}" if prefix else description, annotate))

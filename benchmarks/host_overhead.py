@@ -7,7 +7,7 @@ branch (the gold count, the terminator, the gold mention's tokens, EOS). The ora
 position sees from a shadow copy of the KV cache's token ids and the attention mask, so drafts,
 speculated terminators, compaction and row reuse all run exactly as with a real model. The oracle's own
 time is measured and subtracted, and so is the time of the KV cache's row compaction
-(``StaticLM.move_rows``: a copy on the device on a GPU, but a big one on the CPU with this tiny
+(``KVCache.move_rows``: a copy on the device on a GPU, but a big one on the CPU with this tiny
 model): what remains is the host time of the engine (``TreeBatch``,
 ``TreeDecoder``, ``StaticLM.step``'s padding/copies) and, for ``nlp.pipe``, of the component around it.
 
@@ -102,11 +102,11 @@ class Oracle:
         # key/value blocks of the Triton attention kernel (``tree_attention``): [every block of every tile of the
         # layout, the blocks it reads]
         self.kv_blocks = [0, 0]
-        self._move_rows = lm.move_rows
+        self._move_rows = lm.cache.move_rows
         self.vocab = len(enc.tokenizer)
         lm._forward = self.forward
         lm._pass = self.laid_out
-        lm.move_rows = self.move_rows
+        lm.cache.move_rows = self.move_rows
         lm.logits = self.logits
         lm.pair_logits = self.pair_logits
 
@@ -171,12 +171,12 @@ class Oracle:
         # back to the (B, T) layout: token i sits at place i (dense) or scatter[i] (packed; B*T is padding)
         place = np.arange(len(tokens)) if scatter is None else scatter
         keep = place < B * T
-        flat = [np.zeros(B * T + 1, dtype=np.int64) for _ in range(2)] + [np.full(B * T + 1, self.lm.trash_col)]
+        flat = [np.zeros(B * T + 1, dtype=np.int64) for _ in range(2)] + [np.full(B * T + 1, self.lm.cache.trash_col)]
         for dst, src in zip(flat, (tokens, positions, slots)):
             dst[place[keep]] = src[keep]
         tokens, positions, slots = (a[: B * T].reshape(B, T) for a in flat)
-        if self.shadow.shape[0] < self.lm.rows or self.shadow.shape[1] < self.lm.cols:
-            grown = np.zeros((max(self.lm.rows, self.shadow.shape[0]), max(self.lm.cols, self.shadow.shape[1])),
+        if self.shadow.shape[0] < self.lm.cache.rows or self.shadow.shape[1] < self.lm.cache.cols:
+            grown = np.zeros((max(self.lm.cache.rows, self.shadow.shape[0]), max(self.lm.cache.cols, self.shadow.shape[1])),
                              dtype=np.int64)  # never smaller: ``widen`` may keep fewer rows than before
             grown[: self.shadow.shape[0], : self.shadow.shape[1]] = self.shadow
             self.shadow = grown
@@ -190,7 +190,7 @@ class Oracle:
                           and tuple(row[:n]) in self.gold), 0)
                 g = self.gold.get(tuple(row[:L])) if L else None
                 self.row_gold[b] = (g, L) if g is not None else None
-        real = slots != self.lm.trash_col
+        real = slots != self.lm.cache.trash_col
         self.shadow[np.nonzero(real)[0], slots[real]] = tokens[real]
         tok = np.full(len(out), self.junk, dtype=np.int64)
         for m, i in enumerate(out.tolist()):

@@ -44,7 +44,7 @@ def decode(nlp, ner, decoder, texts):
     with using(ner, decoder):
         docs = list(nlp.pipe(texts))
     for lm in decoder._lms:
-        lm.release()
+        lm.cache.release()
     return docs
 
 

@@ -212,7 +212,7 @@ def dense_pass(lm, rows):
         tokens[b, : len(r)] = r
     slots = np.tile(np.arange(T), (B, 1))
     mask = np.tile(np.tril(np.ones((T, T), dtype=bool)), (B, 1, 1))
-    lm.reserve(B, T)
+    lm.cache.reserve(B, T)
     return lm.step(tokens, slots, slots, mask, slots)
 
 

@@ -50,16 +50,16 @@ def recording_decoder(decoder) -> Iterator[List[Tuple[Recorder, Recorder]]]:
             or not all(isinstance(layer.wqkv, torch.Tensor) for layer in lm.layers)):
         raise ValueError("activation ranges are measured by the static engine on the CPU in float32; load the "
                          "model with device 'cpu' and dtype 'float32' (engine 'auto' or 'static', quantize null)")
-    caches = decoder._lms
+    twins = decoder._lms
     try:
         with recording(lm) as recs:
-            for cache in caches:
-                cache.layers = lm.layers
+            for twin in twins:
+                twin.layers = lm.layers
             yield recs
-    finally:  # ``recording`` has restored lm's own layers: the caches take them again
-        for cache in caches:
-            cache.layers = lm.layers
-            cache.release()
+    finally:  # ``recording`` has restored lm's own layers: the twins take them again
+        for twin in twins:
+            twin.layers = lm.layers
+            twin.cache.release()
 
 
 def save_ranges(ranges: List[Tuple[torch.Tensor, torch.Tensor]], path) -> None:

@@ -220,7 +220,7 @@ def choose_among(hidden: Tensor, lse: Tensor, head: Tensor, softcap: Optional[fl
         return
     if head.shape[1] != K or hidden.stride(-1) != 1 or head.stride(-1) != 1:
         raise ValueError(f"head kernel: a head of {K} values a row, each row contiguous (got {tuple(head.shape)})")
-    from .static_lm import bucket  # (static_lm imports this module)
+    from .pass_layout import bucket
 
     with on_device(hidden.device):
         _choose_kernel()[(n,)](hidden, lse, head, outs, starts, toks, tokens, logps, hidden.stride(0),

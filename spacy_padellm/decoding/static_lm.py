@@ -21,6 +21,9 @@ overhead that dominates a 135M-parameter model. A pass whose real tokens fill at
 (rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same
 function runs eagerly, with no shape buckets, always on the real tokens only, and attention in segments of
 rows of like width (``segments.py``).
+What a pass goes through besides the model lives beside it: the cache in ``kv_cache.py``, the shape buckets and the
+packed layout in ``pass_layout.py``, the copies up and back and the CUDA graphs in ``staging.py``, the LM head over
+some tokens' rows in ``restricted_head.py``.
 Supported architectures: Llama, Mistral, Qwen2 (SmolLM2 is a Llama) and Gemma 3 text models; what each
 family adds is read in ``architectures.py``. Other models use the dynamic-cache engine in ``dynamic.py``.
 
@@ -44,12 +47,16 @@ from . import architectures as arch
 from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
 from .fused import Kernels, gated, greedy, rotate
-from .quantize import WEIGHT_ONLY, cpu_has_bf16, head_rows, linear, quantize_head, quantize_layers
+from .kv_cache import KVCache
+from .pass_layout import bucket, dense_inputs, out_bucket, packed_inputs, pad_step, padded_shape, round_up
+from .quantize import WEIGHT_ONLY, cpu_has_bf16, linear, quantize_head, quantize_layers
+from .restricted_head import RestrictedHead
 from .row_mask import RowMask, unpack, upload
 from .segments import Segments
+from .staging import CapturedPass, HostBuffers, Inputs, Pending, stacked
 from . import head_kernel, tree_attention, triton_launch
 
-__all__ = ["Pending", "StaticLM", "static_lm_supported", "bucket", "fine_bucket"]
+__all__ = ["Pending", "StaticLM", "static_lm_supported"]
 
 
 def static_lm_supported(model) -> Tuple[bool, str]:
@@ -71,70 +78,11 @@ def grouped_sdpa_for(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9 and torch.backends.cuda.cudnn_sdp_enabled()
 
 
-def _round_up(n: int, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` >= max(n, 1)."""
-    return -(-max(int(n), 1) // multiple) * multiple
-
-
-def bucket(n: int, minimum: int = 1) -> int:
-    """The next power of two >= max(n, minimum)."""
-    n = max(int(n), minimum)
-    return 1 << (n - 1).bit_length()
-
-
 LOGIT_ROWS = 128  # on the CPU, a pass's logits are computed this many predictions at a time
 PAIR_ROWS = 1 << 16  # (output, token) pairs whose logits a steered pass computes at a time (``pair_logits``)
 # Under "bf16" on the CPU, a pass's projections and MLPs run on this many tokens at a time: their activations then
 # stay in the CPU's caches and the allocator's heap (a pass of 3,500 tokens ran its MLPs 1.8x faster this way).
 BF16_ROWS = 1024
-
-# Under CUDA graphs a restricted LM head (``restrict_head``) is held in a buffer of a power of two rows, at least this
-# many: a graph captured over one buffer serves every batch whose tokens fit it.
-HEAD_ROWS_MIN = 1024
-
-FINE_FROM = 256  # above this, a single-row pass's width is rounded up to a multiple of FINE_FROM // 2, not a power of two
-
-
-def fine_bucket(n: int, minimum: int = 1) -> int:
-    """``bucket(n, minimum)`` up to FINE_FROM, then the next multiple of FINE_FROM // 2 (384, 512, 640, ...)."""
-    n = max(int(n), minimum)
-    if n <= FINE_FROM:
-        return bucket(n)
-    step = FINE_FROM // 2
-    return -(-n // step) * step
-
-
-def _out_bucket(n: int, B: int, T: int) -> int:
-    """The bucket of ``n`` wanted outputs of a pass of B rows x T places: a power of two, capped by T for one row
-    (its outputs are among its T places, and T may be a finer bucket than a power of two), unless the row wants some
-    place more than once."""
-    return min(bucket(n), T) if B <= 1 and n <= T else bucket(n)
-
-
-class _Inputs:
-    """A pass's inputs on the device as views of one byte buffer (``staging``), filled by a single copy from pinned
-    host memory (``StaticLM._upload``): int64 ones first (8-byte aligned), the mask's bit-packed rows last
-    (``row_mask``). ``spans`` holds each input's (start, end) byte range (None: absent)."""
-
-    def __init__(self, lm: "StaticLM", key: Tuple[int, ...], zeroed: bool = True):
-        packed, L, B, T, S, M = key[:6]
-        shapes = [(L,), (L,), (L,), (L,), (L,) if packed else None, (L,) if packed else None, (L, (S + 7) // 8), (M,),
-                  (L, 2)]
-        dtypes = [torch.int64] * 6 + [torch.uint8, torch.int64, torch.int64]
-        order = [0, 1, 2, 3, 4, 5, 7, 8, 6]  # the mask's bytes after every int64 input
-        self.spans: List[Optional[Tuple[int, int]]] = [None] * 9
-        at = 0
-        for i in order:
-            if shapes[i] is not None:
-                n = math.prod(shapes[i]) * (8 if dtypes[i] is torch.int64 else 1)
-                self.spans[i] = (at, at + n)
-                at += n
-        self.nbytes = at
-        # an eager pass's buffer is filled whole by its upload; a graph's holds valid inputs for its capture
-        self.staging = (torch.zeros if zeroed else torch.empty)(self.nbytes, dtype=torch.uint8, device=lm.device)
-        self.views = [None if span is None else self.staging[span[0]: span[1]].view(dtype).view(shape)
-                      for span, dtype, shape in zip(self.spans, dtypes, shapes)]
-
 
 class _Packing(NamedTuple):
     """How a packed pass's L tokens lie in its (B, T) layout: ``scatter`` (L,) each token's place (padding: the spare
@@ -154,53 +102,6 @@ class _Packing(NamedTuple):
             places.index_copy_(0, scatter, torch.arange(L, dtype=torch.int32, device=scatter.device))
             places = places[:n_places]
         return cls(scatter, gather, places)
-
-
-class _Graph:
-    """One captured shape bucket: its inputs (``_Inputs``), its outputs as one (2, M) float64 tensor (tokens and
-    log-probs, read back in a single copy), and the graph."""
-
-    def __init__(self, lm: "StaticLM", key: Tuple[int, ...]):
-        packed, L, B, T, S, M = key[:6]
-        # kept for a steered pass (``Steering``): the final hidden states and each output's log softmax denominator
-        self.hidden: Optional[torch.Tensor] = None
-        self.lse: Optional[torch.Tensor] = None
-        dev = lm.device
-        self.staged = _Inputs(lm, key)
-        (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.bits, self.out,
-         self.chains) = self.staged.views
-        self.slots.fill_(lm.trash_col)
-        if packed:
-            self.scatter.fill_(B * T)
-        self.bits[:, 0] = 1  # column 0
-        args = self.inputs() + ((B, T, S),)
-        self.graph = None
-        if dev.type != "cuda":  # no capture: replay() runs the pass eagerly on the same buffers (tests)
-            self._run_eager = lambda: (self.result.copy_(torch.stack([t.to(torch.float64) for t in lm._pass(*args)])),
-                                       setattr(self, "hidden", lm.last_hidden), setattr(self, "lse", lm.last_lse))
-            self.result = torch.zeros((2, M), dtype=torch.float64)
-            return
-        stream = torch.cuda.Stream(device=dev)
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up writes only to the trash column
-                lm._pass(*args)
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=lm._pool):
-            tok, logp = lm._pass(*args)
-            self.result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])  # exact for token ids
-        self.hidden, self.lse = lm.last_hidden, lm.last_lse
-
-    def inputs(self):
-        return (self.tokens, self.positions, self.slots, self.rows, self.scatter, self.gather, self.bits, self.out,
-                self.chains)
-
-    def replay(self) -> None:
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._run_eager()
 
 
 class StaticLM:
@@ -224,15 +125,9 @@ class StaticLM:
         scale = cfg.get("embed_scale")
         self.embed_scale = None if scale is None else torch.tensor(scale).to(device=embed.device, dtype=embed.dtype)
         self.final_softcap = cfg.get("final_softcap")
-        # ``restrict_head``: the token ids the greedy choice is made among, the LM head's rows of them, and under CUDA
-        # graphs what each buffer row adds to its logit (-inf for the rows past the batch's tokens); the buffers by
-        # their rows
-        self._head_ids: Optional[torch.Tensor] = None
-        self._head_rows = None
-        self._head_pad: Optional[torch.Tensor] = None
-        self._head_bufs: Dict[int, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.device = embed.device
-        self.dtype = embed.dtype  # of the KV cache and attention ("bf16" makes it bfloat16 on a float32 model)
+        # the tokens the greedy choice is made among (``restrict_head``)
+        self.restricted = RestrictedHead(self.device)
         self.n_heads = cfg["n_heads"]
         self.n_kv = cfg["n_kv_heads"]
         self.head_dim = cfg["head_dim"]
@@ -241,16 +136,10 @@ class StaticLM:
         self.scale = cfg.get("scale", 1.0 / math.sqrt(self.head_dim))
         self.max_positions = int(cos.shape[0])
         self.use_graphs = bool(cuda_graphs) and self.device.type == "cuda"
-        self._graphs: Dict[Tuple[int, ...], _Graph] = {}  # by (packed, L, B, T, S, M, head buffer rows)
+        self._graphs: Dict[Tuple[int, ...], CapturedPass] = {}  # by (packed, L, B, T, S, M, head buffer rows)
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
-        # one (rows, kv_heads, cols, head_dim) tensor per layer, so that widening copies a layer at a time
-        self.k_cache: Optional[List[torch.Tensor]] = None
-        self.v_cache: Optional[List[torch.Tensor]] = None
-        # KV-cache cells (rows x columns) that ``reserve`` keeps within when it can (None: no cap): a cache
-        # grown for one batch is not kept at that size for the next if both together would pass it
-        self.max_cells: Optional[int] = None
-        self.rows = 0
-        self.cols = 0
+        # the KV cache, in the dtype of attention too (``dtype``); graphs captured over it are forgotten when it changes
+        self.cache = KVCache(len(layers), self.n_kv, self.head_dim, embed.dtype, self.device, self._forget_graphs)
         self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
         self.packed_passes = 0
         # tokens fed by the passes (their real tokens) and run through their projections and MLPs (real and padding)
@@ -283,9 +172,13 @@ class StaticLM:
         self.graph_max_tokens: Optional[int] = None
         # the element-wise steps fused (``fuse``; None: the eager pass, kernel by kernel)
         self.kernels: Optional[Kernels] = None
-        # pinned host memory for a graph's inputs (one transfer per pass) and its outputs (one read back)
-        self._host_in: Optional[torch.Tensor] = None
-        self._host_out: Optional[torch.Tensor] = None
+        # host memory for a pass's inputs (one transfer per pass) and its outputs (one read back)
+        self.host = HostBuffers(self.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the KV cache and of attention (the model's own; "bf16" makes it bfloat16 on a float32 one)."""
+        return self.cache.dtype
 
     # -- construction --
 
@@ -349,8 +242,8 @@ class StaticLM:
         self.layers = quantize_layers(self.layers, method, ranges)
         self.lm_head = quantize_head(self.lm_head, method)
         if method == "bf16":
-            self.release()
-            self.dtype, self.row_block = torch.bfloat16, BF16_ROWS
+            self.cache.release()
+            self.cache.dtype, self.row_block = torch.bfloat16, BF16_ROWS
 
     def fuse(self, compiled: bool = True) -> None:
         """Run the passes that follow with the element-wise steps fused (``fused.Kernels``: compiled into one kernel
@@ -385,61 +278,7 @@ class StaticLM:
         if not triton_launch.available():
             raise ValueError(f"{setting} 'triton' needs Triton (it comes with torch's CUDA wheels)")
 
-    # -- the KV cache --
-
-    @property
-    def cell_bytes(self) -> int:
-        """Bytes of one KV-cache cell (a row's column): keys and values of every layer."""
-        return 2 * len(self.layers) * self.n_kv * self.head_dim * self.dtype.itemsize
-
-    @property
-    def trash_col(self) -> int:
-        """The last cache column: padding tokens write there and no real token ever attends to it."""
-        return self.cols - 1
-
-    def reserve(self, rows: int, cols: int) -> None:
-        """Make the cache hold at least ``rows`` x ``cols`` (one column is kept as the trash column).
-
-        Growing reallocates the cache (its contents are dropped) and forgets captured graphs, so
-        callers reserve before a batch, not during one.
-        """
-        rows, cols = bucket(rows), bucket(cols + 1, 64)
-        if self.k_cache is not None and rows <= self.rows and cols <= self.cols:
-            return
-        union = max(rows, self.rows), max(cols, self.cols)
-        if self.max_cells is None or union[0] * union[1] <= self.max_cells:
-            rows, cols = union
-        self.k_cache = self.v_cache = None
-        self._forget_graphs()
-        self.k_cache, self.v_cache = self._zeros(rows, cols), self._zeros(rows, cols)
-        self.rows, self.cols = rows, cols
-
-    def _zeros(self, rows: int, cols: int) -> List[torch.Tensor]:
-        return [torch.zeros((rows, self.n_kv, cols, self.head_dim), dtype=self.dtype, device=self.device)
-                for _ in self.layers]
-
-    def widen(self, cols: int, rows: Optional[int] = None) -> None:
-        """Make the cache hold at least ``cols`` columns (one kept as the trash column), keeping what its first
-        ``rows`` rows hold (default: all; the others are dropped): each layer is copied into its wider tensor in
-        turn, so the old cache is never held whole next to the new one. Captured graphs are forgotten."""
-        cols = bucket(cols + 1, 64)
-        rows = self.rows if rows is None else min(bucket(rows), self.rows)
-        if self.k_cache is None or cols <= self.cols:
-            return
-        self._forget_graphs()
-        old = self.cols
-        for cache in (self.k_cache, self.v_cache):
-            for i, layer in enumerate(cache):
-                wide = torch.zeros((rows, self.n_kv, cols, self.head_dim), dtype=self.dtype, device=self.device)
-                wide[:, :, :old] = layer[:rows]
-                cache[i] = wide
-                del layer
-        self.rows, self.cols = rows, cols
-
-    def release(self) -> None:
-        self.k_cache = self.v_cache = None
-        self._forget_graphs()
-        self.rows = self.cols = 0
+    # -- the KV cache (``cache``), and the graphs captured over it --
 
     def _forget_graphs(self) -> None:
         # A memory pool whose graphs are all gone cannot take new captures: start a fresh one.
@@ -457,18 +296,6 @@ class StaticLM:
         """Whether a batch moves its active cache rows to the front as rows finish (``TreeBatch``): not when segmented,
         where a row that feeds nothing costs a pass nothing, and moving the cache's rows would cost a copy of it."""
         return not self.runs_segmented
-
-    def move_rows(self, src: List[int], upto_col: int) -> None:
-        """Row i of the cache becomes row src[i] (columns below ``upto_col``), for compaction."""
-        idx = torch.tensor(src, dtype=torch.long)
-        if self.device.type == "cuda":  # from pinned memory, queued: a pageable copy would wait for the device
-            idx = idx.pin_memory().to(self.device, non_blocking=True)  # (PyTorch keeps the block until it is read)
-        elif self.device.type != "cpu":
-            idx = idx.to(self.device)
-        n = len(src)
-        for cache in (self.k_cache, self.v_cache):
-            for layer in cache:
-                layer[:n, :, :upto_col] = layer[:, :, :upto_col].index_select(0, idx)
 
     # -- the forward pass --
 
@@ -566,7 +393,7 @@ class StaticLM:
         """The decoder layers of ``_forward``, kernel by kernel: the residual stream after the last layer."""
         L = x.shape[0]
         for i, layer in enumerate(self.layers):
-            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc, vc = self.cache.k[i], self.cache.v[i]
             cos, sin = rope[layer.window is not None]
             q = self._by_rows(L, lambda a, b: self._qkv(x[a:b], layer, cos[a:b], sin[a:b], kc, vc, rows[a:b],
                                                          slots[a:b]))
@@ -584,7 +411,7 @@ class StaticLM:
         layers = self.layers
         h = k.norm(x, layers[0].ln1, eps, gemma)
         for i, layer in enumerate(layers):
-            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc, vc = self.cache.k[i], self.cache.v[i]
             cos, sin = rope[layer.window is not None]
             qkv = linear(h, layer.wqkv, layer.bqkv).view(-1, self.n_heads + 2 * self.n_kv, self.head_dim)
             if self.tree_attention:
@@ -640,13 +467,14 @@ class StaticLM:
         """The argmax token after each final hidden state, its log-probability and the log of the softmax's
         denominator (under ``restrict_head``: among its tokens, and normalised over them); ``step``: ``fused.greedy``,
         or the fused kernels' compiled one."""
-        head = self.lm_head if self._head_rows is None else self._head_rows
+        r = self.restricted
+        head = self.lm_head if r.rows is None else r.rows
         if self.head_kernel and isinstance(head, torch.Tensor):
-            tok, logp, lse = head_kernel.greedy(hidden, head, self.final_softcap, self._head_pad)
+            tok, logp, lse = head_kernel.greedy(hidden, head, self.final_softcap, r.pad)
         else:
-            tok, logp, lse = step(linear(hidden, head), self.final_softcap, self._head_pad)
-        if self._head_ids is not None:
-            tok = self._head_ids[tok]
+            tok, logp, lse = step(linear(hidden, head), self.final_softcap, r.pad)
+        if r.ids is not None:
+            tok = r.ids[tok]
         return tok, logp, lse
 
     @property
@@ -656,7 +484,7 @@ class StaticLM:
     @property
     def head_restricted(self) -> bool:
         """Whether the greedy choice is made among some tokens alone (``restrict_head``)."""
-        return self._head_rows is not None
+        return self.restricted.rows is not None
 
     @property
     def gives_pairs(self) -> bool:
@@ -679,45 +507,10 @@ class StaticLM:
     def restrict_head(self, ids: Optional[Sequence[int]]) -> bool:
         """Make the greedy choice of the passes that follow among ``ids`` alone (token ids), computing the LM head
         over their rows only; None: over the whole vocabulary again. For a float or bfloat16 head (an int8 head is
-        left whole; under CUDA graphs, a float head only). Returns whether the head is restricted. Steered outputs
-        (the levers) held to allowed tokens choose among them by the restricted head's log-probs; biased ones over
-        the whole vocabulary.
-
-        Under CUDA graphs the rows go to a buffer of ``bucket(len(ids), HEAD_ROWS_MIN)`` rows, filled on the device
-        in stream order (a pass in flight reads the rows it was launched with), the rest of it at -inf: graphs are
-        captured per buffer size, and serve every batch whose tokens fit."""
-        self._head_ids = self._head_rows = self._head_pad = None
-        if ids is None:
-            return False
-        index = np.array(sorted(set(ids)), dtype=np.int64)
-        if self.use_graphs:
-            return self._restrict_buffer(index)
-        index = torch.from_numpy(index).to(self.device)
-        rows = head_rows(self.lm_head, index)
-        if rows is not None:
-            self._head_ids, self._head_rows = index, rows
-        return rows is not None
-
-    def _restrict_buffer(self, index: np.ndarray) -> bool:
-        """``restrict_head`` under CUDA graphs: the rows ``index`` into the buffer of their size."""
-        cap, n = bucket(len(index), HEAD_ROWS_MIN), len(index)
-        if not isinstance(self.lm_head, torch.Tensor) or cap >= self.vocab_size:
-            return False
-        if cap not in self._head_bufs:
-            self._head_bufs[cap] = (torch.zeros((cap, self.lm_head.shape[1]), dtype=self.lm_head.dtype,
-                                                device=self.device),
-                                    torch.zeros(cap, dtype=torch.long, device=self.device),
-                                    torch.zeros(cap, dtype=torch.float32, device=self.device))
-        rows, ids, pad = self._head_bufs[cap]
-        src = torch.from_numpy(index)
-        ids[:n].copy_(src.pin_memory() if self.device.type == "cuda" else src, non_blocking=True)
-        ids[n:].zero_()
-        torch.index_select(self.lm_head, 0, ids[:n], out=rows[:n])
-        rows[n:].zero_()
-        pad[:n] = 0.0
-        pad[n:] = float("-inf")
-        self._head_ids, self._head_rows, self._head_pad = ids, rows, pad
-        return True
+        left whole; under CUDA graphs, a float head only, in a buffer: ``restricted_head``). Returns whether the head
+        is restricted. Steered outputs (the levers) held to allowed tokens choose among them by the restricted head's
+        log-probs; biased ones over the whole vocabulary."""
+        return self.restricted.restrict(self.lm_head, ids, buffered=self.use_graphs)
 
     def _attend(self, q, kc, vc, packing: Optional["_Packing"], amask, B: int, T: int, S: int) -> torch.Tensor:
         """Attention outputs (L, H * D) of one layer's queries q (L, H, D) in the (B, T) layout over the first S
@@ -750,14 +543,11 @@ class StaticLM:
         return final_logits(linear(hidden, self.lm_head if head is None else head).float(), self.final_softcap)
 
     def padded_shape(self, B: int, T: int, S: int, O: int) -> Tuple[int, int, int, int]:
-        """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it)."""
-        if self.runs_segmented:  # no buckets: eager passes run at their own shapes
-            return B, T, min(S, self.cols), O
-        if B <= 1:  # one row (batch size 1): a finer T, since its wide first pass is mostly drafts (a pass of 359
-            # tokens runs at 384, not 512); S stays a power of two, so that few more CUDA graphs are captured
-            Tb = fine_bucket(T)
-            return 1, Tb, min(bucket(S, 64), self.cols), _out_bucket(O, 1, Tb)
-        return bucket(B), bucket(T), min(bucket(S, 64), self.cols), bucket(O)
+        """The shape bucket (B, T, S, O) a step of that size runs at (callers may build inputs at it):
+        ``pass_layout.padded_shape``, or the step's own shape where passes run segmented (no buckets)."""
+        if self.runs_segmented:
+            return B, T, min(S, self.cache.cols), O
+        return padded_shape(B, T, S, O, self.cache.cols)
 
     @torch.inference_mode()
     def step(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask: np.ndarray,
@@ -770,10 +560,10 @@ class StaticLM:
         """
         B, T = tokens.shape
         S, O = mask.shape[-1], out_idx.shape[1]
-        Bb, Tb, Sb, Ob = self.padded_shape(B, T, S, O) if self.k_cache is not None else (B, T, S, O)
+        Bb, Tb, Sb, Ob = self.padded_shape(B, T, S, O) if self.cache.k is not None else (B, T, S, O)
         if (Bb, Tb, Sb, Ob) != (B, T, S, O):
-            tokens, positions, slots, mask, out_idx = _pad(tokens, positions, slots, mask, out_idx,
-                                                           Bb, Tb, Sb, Ob, self.trash_col)
+            tokens, positions, slots, mask, out_idx = pad_step(tokens, positions, slots, mask, out_idx,
+                                                               Bb, Tb, Sb, Ob, self.cache.trash_col)
         outputs = (np.arange(B)[:, None] * Tb + out_idx[:B, :O]).ravel()
         tok, logp = self.run(tokens, positions, slots, mask, outputs)
         return tok.reshape(B, O), logp.reshape(B, O)
@@ -786,7 +576,7 @@ class StaticLM:
 
     @torch.inference_mode()
     def launch(self, tokens: np.ndarray, positions: np.ndarray, slots: np.ndarray, mask,
-               outputs: np.ndarray, steer=None) -> "Pending":
+               outputs: np.ndarray, steer=None) -> Pending:
         """Start one forward pass; ``.result()`` of what it returns waits for it and gives the (token, log-prob)
         predicted after each place in ``outputs``. On CUDA the pass is only queued (a CUDA graph's replay, or an
         eager pass's kernels), so the host can lay out another StaticLM's pass (``twin``) while this one runs; the
@@ -804,66 +594,56 @@ class StaticLM:
         ``steer`` (a ``tree.steering.Steering``, or None) changes the choice at some outputs after the pass, on
         the device: ``steer.apply(lm, hidden, tokens, log-probs)`` (a graph then keeps its final hidden states).
         """
-        B, T = tokens.shape
-        S = mask.shape[-1]
         rows_given = isinstance(mask, RowMask)
-        if self.k_cache is None or B > self.rows or S > self.cols or (
-                S == self.cols and (mask.any_last() if rows_given else mask[..., -1].any())):
-            raise ValueError(f"cache of {self.rows}x{self.cols} cannot take a step of {B} rows x {S} columns; reserve first")
+        self._check_fits(tokens.shape[0], mask, rows_given)
         if self.runs_segmented:
             return self._launch_segmented(tokens, positions, slots, mask.dense() if rows_given else mask, outputs,
                                           steer)
-        trash = self.trash_col
         flat_slots = slots.reshape(-1)
-        real = np.flatnonzero(flat_slots != trash)
+        real = np.flatnonzero(flat_slots != self.cache.trash_col)
         if not rows_given:
             mask = RowMask.of(mask, real)
         elif not np.array_equal(mask.places, real):
             raise ValueError(f"RowMask: rows at {len(mask.places)} places, not those of the {len(real)} real tokens")
+        key, arrays, wide = self._lay_out(tokens, positions, flat_slots, real, mask, outputs)
+        self.passes += 1
+        self.packed_passes += key[0]
+        self.last_shape = key
+        if not self.use_graphs or wide:
+            return self._run_eager(key, arrays, len(outputs), steer)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = self._graphs[key] = CapturedPass(self, key)
+            self.captures += 1
+            StaticLM.all_captures += 1
+        return self._replay(graph, arrays, len(outputs), steer)
+
+    def _check_fits(self, B: int, mask, rows_given: bool) -> None:
+        """A ValueError unless the cache takes a pass of B rows over the mask's S columns, the trash column unseen."""
+        c, S = self.cache, mask.shape[-1]
+        if c.k is None or B > c.rows or S > c.cols or (
+                S == c.cols and (mask.any_last() if rows_given else mask[..., -1].any())):
+            raise ValueError(f"cache of {c.rows}x{c.cols} cannot take a step of {B} rows x {S} columns; reserve first")
+
+    def _lay_out(self, tokens, positions, flat_slots, real, mask: RowMask, outputs):
+        """A pass's key (packed, L, B, T, S, outputs' bucket, the restricted head's buffer rows), its inputs in
+        ``staging.Inputs`` order, and whether it is wider than ``graph_max_tokens`` (then it runs eagerly, packed on
+        exactly its real tokens, no shape bucket). Packed when its real tokens fill at most half its layout."""
+        B, T = tokens.shape
         N, M = len(real), len(outputs)
-        # a pass wider than ``graph_max_tokens`` runs eagerly: no shape bucket, packed on exactly its real tokens
         wide = self.graph_max_tokens is not None and N > self.graph_max_tokens
-        Nb, Mb = (_round_up(N, 8) if wide else bucket(N, 8)), _out_bucket(M, B, T)
+        Nb, Mb = (round_up(N, 8) if wide else bucket(N, 8)), out_bucket(M, B, T)
         packed = self.packing and (Nb < B * T if wide else 2 * Nb <= B * T)
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)
         if packed:
-            where = np.zeros(B * T, dtype=np.int64)
-            where[real] = np.arange(N)
-            out[:M] = where[outputs]
-            tok_in = np.zeros(L, dtype=np.int64)
-            pos_in = np.zeros(L, dtype=np.int64)
-            slot_in = np.full(L, trash, dtype=np.int64)
-            row_in = np.zeros(L, dtype=np.int64)
-            scatter = np.full(L, B * T, dtype=np.int64)
-            gather = np.zeros(L, dtype=np.int64)
-            tok_in[:N] = tokens.reshape(-1)[real]
-            pos_in[:N] = positions.reshape(-1)[real]
-            slot_in[:N] = flat_slots[real]
-            row_in[:N] = real // T
-            scatter[:N] = real
-            gather[:N] = real
-            bits, chains = upload(mask, L, True)
-            arrays = [tok_in, pos_in, slot_in, row_in, scatter, gather, bits, out, chains]
+            arrays, out[:M] = packed_inputs(tokens, positions, flat_slots, real, outputs, L, self.cache.trash_col)
         else:
-            out[:M] = outputs
-            bits, chains = upload(mask, L, False)
-            arrays = [tokens.reshape(-1), positions.reshape(-1), flat_slots, np.repeat(np.arange(B), T), None, None,
-                      bits, out, chains]
-        self.passes += 1
-        self.packed_passes += int(packed)
-        # the restricted head's buffer rows are part of the key (0: the whole head)
-        head = 0 if self._head_pad is None else int(self._head_pad.shape[0])
-        self.last_shape = key = (int(packed), L, B, T, S, Mb, head)
+            arrays, out[:M] = dense_inputs(tokens, positions, flat_slots), outputs
+        bits, chains = upload(mask, L, packed)
         self._count_tokens(N, L)
-        if not self.use_graphs or wide:
-            return self._run_eager(key, arrays, M, steer)
-        graph = self._graphs.get(key)
-        if graph is None:
-            graph = self._graphs[key] = _Graph(self, key)
-            self.captures += 1
-            StaticLM.all_captures += 1
-        return self._replay(graph, arrays, M, steer)
+        key = (int(packed), L, B, T, mask.shape[-1], Mb, self.restricted.buffer_rows)
+        return key, arrays + [bits, out, chains], wide
 
     def _count_tokens(self, real: int, computed: int) -> None:
         """A pass's real tokens and those its projections and MLPs run on: the last pass's and the running sums."""
@@ -871,10 +651,10 @@ class StaticLM:
         self.real_tokens += real
         self.computed_tokens += computed
 
-    def _launch_segmented(self, tokens, positions, slots, mask, outputs, steer) -> "Pending":
+    def _launch_segmented(self, tokens, positions, slots, mask, outputs, steer) -> Pending:
         """One eager pass on the real tokens alone, attention in segments of rows (``segments.Segments``)."""
         B, T = tokens.shape
-        seg = Segments(slots, mask, self.trash_col)
+        seg = Segments(slots, mask, self.cache.trash_col)
         seg.prepare(self.device, self.dtype, self.group, self.windows, self._windowed)
         where = np.zeros(B * T, dtype=np.int64)
         where[seg.real] = np.arange(len(seg.real))
@@ -890,91 +670,35 @@ class StaticLM:
             steer.apply(self, self.last_hidden, self.last_lse, tok, logp)
         return Pending(values=(tok.cpu().numpy(), logp.cpu().numpy()))
 
-    def _run_eager(self, key: Tuple[int, ...], arrays, M: int, steer=None) -> "Pending":
+    def _run_eager(self, key: Tuple[int, ...], arrays, M: int, steer=None) -> Pending:
         """A pass without a CUDA graph, at exactly its shape: its inputs uploaded and its result read back as a graph's
-        are (``_upload``, ``_read_back``), so on CUDA the host does not wait for it either."""
+        are (``staging.HostBuffers``), so on CUDA the host does not wait for it either."""
         self.eager_passes += 1
-        staged = _Inputs(self, key, zeroed=False)
-        self._upload(staged, arrays)
-        tok, logp = self._pass(*staged.views, key[2:5])
-        result = torch.stack([tok.to(torch.float64), logp.to(torch.float64)])
+        staged = Inputs(self.device, key, zeroed=False)
+        self.host.upload(staged, arrays)
+        result = stacked(*self._pass(*staged.views, key[2:5]))
         if steer is not None:
             steer.apply(self, self.last_hidden, self.last_lse, result[0], result[1])
-        return self._read_back(result, M)
+        return self.host.read_back(result, M)
 
-    def _replay(self, graph: _Graph, arrays, M: int, steer=None) -> "Pending":
+    def _replay(self, graph: CapturedPass, arrays, M: int, steer=None) -> Pending:
         """Upload the inputs, replay, read back (all queued on the stream; the returned Pending waits for them)."""
-        self._upload(graph.staged, arrays)
+        self.host.upload(graph.staged, arrays)
         graph.replay()
         if steer is not None:
             steer.apply(self, graph.hidden, graph.lse, graph.result[0], graph.result[1])
-        return self._read_back(graph.result, M)
-
-    def _upload(self, staged: _Inputs, arrays) -> None:
-        """Stage ``arrays`` (the inputs in ``_Inputs`` order) in pinned host memory and copy them to ``staged`` in one
-        transfer that does not wait for the device. The pinned buffer is reused by the next pass: ``launch``'s rule
-        that it comes after ``result()`` keeps this one's copy done by then."""
-        pin = self.device.type == "cuda"
-        if self._host_in is None or self._host_in.numel() < staged.nbytes:
-            self._host_in = torch.empty(bucket(staged.nbytes, 1 << 16), dtype=torch.uint8, pin_memory=pin)
-            self._host_in_np = self._host_in.numpy()
-        host = self._host_in_np
-        for span, arr in zip(staged.spans, arrays):  # each input at its buffer's bytes
-            if span is not None:
-                host[span[0]: span[1]] = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
-        staged.staging.copy_(self._host_in[: staged.nbytes], non_blocking=True)
-
-    def _read_back(self, result: torch.Tensor, M: int) -> "Pending":
-        """Queue the copy of a pass's (2, n) float64 ``result`` to pinned host memory; the Pending waits for it and
-        keeps the first M outputs."""
-        pin = self.device.type == "cuda"
-        n = result.shape[1]
-        if self._host_out is None or self._host_out.numel() < 2 * n:
-            self._host_out = torch.empty(bucket(2 * n, 2048), dtype=torch.float64, pin_memory=pin)
-        # a contiguous pinned destination: a strided one is copied through an unpinned temporary, which
-        # waits for the pass on the host (``launch`` would block until the device is done)
-        out = self._host_out[: 2 * n].view(2, n)
-        out.copy_(result, non_blocking=True)
-        done = None
-        if pin:
-            done = torch.cuda.Event()
-            done.record(torch.cuda.current_stream(self.device))
-        return Pending(host=out, done=done, m=M)
+        return self.host.read_back(graph.result, M)
 
     def twin(self) -> "StaticLM":
         """A StaticLM over the same weights with a KV cache, CUDA graphs and pinned buffers of its own: a pass
         of one can be laid out on the host while the other's runs on the device (``launch``)."""
         other = StaticLM(self.cfg, self.embed, self.layers, self.norm, self.lm_head, self.cos, self.sin,
                          cuda_graphs=self.use_graphs, local_rope=self.local_rope)
-        other.dtype, other.row_block = self.dtype, self.row_block
-        other.use_graphs = self.use_graphs
-        other.packing = self.packing
-        other.grouped_sdpa = self.grouped_sdpa
-        other.tree_attention = self.tree_attention
-        other.head_kernel = self.head_kernel
-        other.segmented = self.segmented
-        other.graph_max_tokens = self.graph_max_tokens
-        other.max_cells = self.max_cells
-        other.kernels = self.kernels
+        other.cache.dtype, other.cache.max_cells = self.cache.dtype, self.cache.max_cells
+        for name in ("row_block", "use_graphs", "packing", "grouped_sdpa", "tree_attention", "head_kernel",
+                     "segmented", "graph_max_tokens", "kernels"):
+            setattr(other, name, getattr(self, name))
         return other
-
-
-class Pending:
-    """A launched pass: ``result()`` waits for it (once) and returns (tokens, log-probs) as numpy arrays."""
-
-    __slots__ = ("host", "done", "m", "values")
-
-    def __init__(self, host: Optional[torch.Tensor] = None, done=None, m: int = 0, values=None):
-        self.host, self.done, self.m, self.values = host, done, m, values
-
-    def result(self) -> Tuple[np.ndarray, np.ndarray]:
-        if self.values is None:
-            if self.done is not None:
-                self.done.synchronize()
-            res = self.host.numpy()
-            self.values = (res[0, : self.m].astype(np.int64), res[1, : self.m].copy())
-            self.host = self.done = None
-        return self.values
 
 
 def _nbytes(weight) -> int:
@@ -986,20 +710,3 @@ def _add_linear(x: torch.Tensor, y: torch.Tensor, weight, bias: Optional[torch.T
     if bias is None and isinstance(weight, torch.Tensor):
         return torch.addmm(x, y, weight.t())
     return x + linear(y, weight, bias)
-
-
-def _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, trash):
-    B, T = tokens.shape
-    S, O = mask.shape[-1], out_idx.shape[1]
-    t = np.zeros((Bb, Tb), dtype=np.int64)
-    p = np.zeros((Bb, Tb), dtype=np.int64)
-    s = np.full((Bb, Tb), trash, dtype=np.int64)
-    m = np.zeros((Bb, Tb, Sb), dtype=bool)
-    o = np.zeros((Bb, Ob), dtype=np.int64)
-    t[:B, :T], p[:B, :T], s[:B, :T], o[:B, :O] = tokens, positions, slots, out_idx
-    m[:B, :T, :S] = mask
-    # Added padding attends to column 0 only, so no attention row is empty (the caller's own padding
-    # tokens come with the trash slot and column 0 already).
-    m[:B, T:, 0] = True
-    m[B:, :, 0] = True
-    return t, p, s, m, o

@@ -206,7 +206,7 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
     by ``qk_norm`` ((H + Hkv, D), float32, Gemma's norm; None: not normed) and rotated by ``cos``, ``sin`` (N, 1, D:
     each token's RoPE row); the keys and the values are written to the layer's cache ``k``, ``v`` (rows, Hkv,
     columns, D) at (``rows``, ``slots``), in the cache's dtype. The queries come in that dtype too."""
-    from .static_lm import bucket  # (static_lm imports this module)
+    from .pass_layout import bucket
 
     N, heads, D = qkv.shape
     Hkv = k.shape[1]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tiny
+from spacy_padellm.decoding.kv_cache import KVCache
 from spacy_padellm.decoding.settings import DecodeSettings
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
@@ -30,13 +31,13 @@ def _key(res):
 def _reserved(lm, monkeypatch):
     """The (rows, cols) of every cache ``lm`` and its twins allocate."""
     sizes = []
-    reserve = StaticLM.reserve
+    reserve = KVCache.reserve
 
     def spy(self, rows, cols):
         reserve(self, rows, cols)
         sizes.append((self.rows, self.cols))
 
-    monkeypatch.setattr(StaticLM, "reserve", spy)
+    monkeypatch.setattr(KVCache, "reserve", spy)
     return sizes
 
 
@@ -49,9 +50,9 @@ def test_a_memory_cap_cuts_batches_and_keeps_results(base, monkeypatch):
     sizes = _reserved(lm, monkeypatch)
     got = capped.decode(requests)
     assert [_key(r) for r in got] == [_key(r) for r in want]
-    cap = 2 ** 20 // lm.cell_bytes
+    cap = 2 ** 20 // lm.cache.cell_bytes
     assert len(sizes) > 1 and all(rows * cols <= cap for rows, cols in sizes)
-    assert lm.k_cache is None or lm.rows * lm.cols <= cap  # what is kept between calls
+    assert lm.cache.k is None or lm.cache.rows * lm.cache.cols <= cap  # what is kept between calls
 
 
 def test_the_cap_defaults_to_1024_mib_on_the_cpu(base):
@@ -69,14 +70,14 @@ def test_chunks_close_a_batch_that_would_not_fit():
 def test_widening_keeps_the_first_rows_and_what_they_hold(base):
     model, _ = base
     lm = StaticLM.from_hf(model)
-    lm.reserve(4, 60)
-    for cache in (lm.k_cache, lm.v_cache):
+    lm.cache.reserve(4, 60)
+    for cache in (lm.cache.k, lm.cache.v):
         for layer in cache:
             layer.copy_(torch.randn_like(layer))
-    before = [layer[:2].clone() for layer in lm.k_cache + lm.v_cache]
-    lm.widen(200, rows=2)
-    assert (lm.rows, lm.cols) == (2, 256)
-    for old, layer in zip(before, lm.k_cache + lm.v_cache):
+    before = [layer[:2].clone() for layer in lm.cache.k + lm.cache.v]
+    lm.cache.widen(200, rows=2)
+    assert (lm.cache.rows, lm.cache.cols) == (2, 256)
+    for old, layer in zip(before, lm.cache.k + lm.cache.v):
         assert layer.shape == (2, lm.n_kv, 256, lm.head_dim)
         assert torch.equal(layer[:, :, :64], old) and not layer[:, :, 64:].any()
 
@@ -84,13 +85,13 @@ def test_widening_keeps_the_first_rows_and_what_they_hold(base):
 def test_reserve_does_not_keep_a_union_past_the_cap(base):
     model, _ = base
     lm = StaticLM.from_hf(model)
-    lm.max_cells = 64 * 256 - 1
-    lm.reserve(64, 100)  # 64 x 128
-    lm.reserve(2, 200)  # 64 x 256 would pass the cap: 2 x 256 alone
-    assert (lm.rows, lm.cols) == (2, 256)
-    lm.max_cells = None
-    lm.reserve(64, 100)
-    assert (lm.rows, lm.cols) == (64, 256)
+    lm.cache.max_cells = 64 * 256 - 1
+    lm.cache.reserve(64, 100)  # 64 x 128
+    lm.cache.reserve(2, 200)  # 64 x 256 would pass the cap: 2 x 256 alone
+    assert (lm.cache.rows, lm.cache.cols) == (2, 256)
+    lm.cache.max_cells = None
+    lm.cache.reserve(64, 100)
+    assert (lm.cache.rows, lm.cache.cols) == (64, 256)
 
 
 def test_an_inference_model_shares_the_fused_weights(tiny_base):
@@ -138,8 +139,8 @@ def test_widening_a_batch_keeps_its_predictions(base):
     free = StaticLM.from_hf(model)
     want = _three_passes(free, enc)
     capped = StaticLM.from_hf(model)
-    capped.max_cells = 10 ** 9  # a cap: widening keeps the rows of the last pass only
+    capped.cache.max_cells = 10 ** 9  # a cap: widening keeps the rows of the last pass only
     got = _three_passes(capped, enc)
     assert got == want
-    assert free.rows == 8 and free.cols == capped.cols > 64  # widened from 64 columns
-    assert capped.rows == 8 and capped.k_cache[0].shape[0] == 8  # 7 rows of the last pass, moved to the front
+    assert free.cache.rows == 8 and free.cache.cols == capped.cache.cols > 64  # widened from 64 columns
+    assert capped.cache.rows == 8 and capped.cache.k[0].shape[0] == 8  # 7 rows of the last pass, moved to the front

@@ -31,8 +31,8 @@ def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
     lm = StaticLM.from_hf(model)
     lm.segmented = False  # the GPU's layout, run eagerly
     tok, logp = tiny.dense_pass(lm, rows)
-    keys, values = [c.clone() for c in lm.k_cache], [c.clone() for c in lm.v_cache]
-    for c in (*lm.k_cache, *lm.v_cache):
+    keys, values = [c.clone() for c in lm.cache.k], [c.clone() for c in lm.cache.v]
+    for c in (*lm.cache.k, *lm.cache.v):
         c.zero_()
     lm.fuse(compiled=compiled)
     with warnings.catch_warnings():
@@ -41,8 +41,8 @@ def test_fused_pass_equals_the_eager_one(model_and_ids, compiled):
     assert (ftok == tok).all()
     np.testing.assert_allclose(flogp, logp, atol=1e-4)
     # the fused RoPE step wrote the keys and values into the cache, as the eager pass did (the trash column aside)
-    for ours, theirs in zip((*lm.k_cache, *lm.v_cache), (*keys, *values)):
-        torch.testing.assert_close(ours[..., : lm.trash_col, :], theirs[..., : lm.trash_col, :], atol=1e-4, rtol=1e-4)
+    for ours, theirs in zip((*lm.cache.k, *lm.cache.v), (*keys, *values)):
+        torch.testing.assert_close(ours[..., : lm.cache.trash_col, :], theirs[..., : lm.cache.trash_col, :], atol=1e-4, rtol=1e-4)
     assert lm.twin().kernels is lm.kernels  # twins share the compiled steps
 
 

@@ -50,7 +50,7 @@ def gemma_trained(gemma_folder, request):
 
 def _static_logp(lm: StaticLM, ids):
     n = len(ids)
-    lm.reserve(1, n)
+    lm.cache.reserve(1, n)
     return lm.step(np.array([ids]), np.arange(n)[None], np.arange(n)[None],
                    np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
 

@@ -6,7 +6,7 @@ import spacy
 import torch
 
 import tiny
-from spacy_padellm.decoding import static_lm
+from spacy_padellm.decoding import restricted_head
 from spacy_padellm.decoding.static_lm import StaticLM
 from spacy_padellm.decoding.tree import TreeDecoder, steering
 from spacy_padellm.decoding.types import DocRequest
@@ -16,7 +16,7 @@ LIMITS = dict(max_count=5, max_mention_tokens=8)
 
 def _staged(model, monkeypatch, rows_min=16):
     """A StaticLM on the staged path, its restricted heads in buffers of at least ``rows_min`` rows."""
-    monkeypatch.setattr(static_lm, "HEAD_ROWS_MIN", rows_min)
+    monkeypatch.setattr(restricted_head, "HEAD_ROWS_MIN", rows_min)
     lm = StaticLM.from_hf(model)
     lm.use_graphs = True
     return lm
@@ -24,7 +24,7 @@ def _staged(model, monkeypatch, rows_min=16):
 
 def _pass(lm, ids):
     n = len(ids)
-    lm.reserve(1, n)
+    lm.cache.reserve(1, n)
     return lm.step(np.array([ids]), np.arange(n)[None], np.arange(n)[None],
                    np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
 
@@ -71,7 +71,7 @@ def test_text_head_vocab_finds_the_same_entities(tiny_trained):
     lm = StaticLM.from_hf(model)
     tree = TreeDecoder(lm, enc, head_vocab="text", **LIMITS)
     assert entities(tree.decode(requests)) == whole and sum(map(len, whole)) > 10
-    assert lm._head_rows is None  # the whole head again once a batch is done
+    assert lm.restricted.rows is None  # the whole head again once a batch is done
     assert tree.current_settings().head_vocab == "text"
 
 
@@ -116,11 +116,11 @@ def test_staged_restricted_head_pads_its_buffer_and_keeps_it_apart(tiny_trained,
     eager.restrict_head(worst)
     want_tok, want_lp = _pass(eager, ids)
     lm = _staged(model, monkeypatch)
-    assert lm.restrict_head(worst) and lm._head_rows.shape[0] == 32
+    assert lm.restrict_head(worst) and lm.restricted.rows.shape[0] == 32
     tok, lp = _pass(lm, ids)
     assert set(tok[0].tolist()) <= set(worst)
     assert (tok == want_tok).all() and np.allclose(lp, want_lp, atol=1e-5)
-    assert lm.restrict_head(range(40)) and lm._head_rows.shape[0] == 64
+    assert lm.restrict_head(range(40)) and lm.restricted.rows.shape[0] == 64
     _pass(lm, ids)
     assert {key[-1] for key in lm._graphs} == {32, 64}
     assert not lm.restrict_head(None)
@@ -148,5 +148,5 @@ def test_staged_text_head_vocab_with_levers_finds_the_same_entities(tiny_trained
                             lambda *a, _fn=fn, _name=name: (calls.__setitem__(_name, calls[_name] + 1), _fn(*a))[1])
     tree = TreeDecoder(lm, enc, head_vocab="text", **levers)
     assert entities(tree.decode(requests)) == whole and sum(map(len, whole)) > 10
-    assert lm.captures > 0 and all(key[-1] > 0 for key in lm._graphs) and lm._head_rows is None
+    assert lm.captures > 0 and all(key[-1] > 0 for key in lm._graphs) and lm.restricted.rows is None
     assert calls["pairs"] > 0 and calls["whole"] == 0  # no steered output took the head's whole row

@@ -110,8 +110,8 @@ def test_bf16_keeps_every_matrix_in_bfloat16_and_finds_the_same_entities(trained
     lm, full = decoder.lm, StaticLM.from_hf(model)
     assert all(isinstance(getattr(l, name), Bf16Weight) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
     assert isinstance(lm.lm_head, Bf16Weight) and lm.embed.dtype == torch.float32
-    assert lm.layers[0].ln1.dtype == torch.float32 and lm.k_cache[0].dtype == torch.bfloat16
-    assert lm.twin().dtype == torch.bfloat16 and lm.cell_bytes * 2 == full.cell_bytes
+    assert lm.layers[0].ln1.dtype == torch.float32 and lm.cache.k[0].dtype == torch.bfloat16
+    assert lm.twin().dtype == torch.bfloat16 and lm.cache.cell_bytes * 2 == full.cache.cell_bytes
     assert lm.row_block == lm.twin().row_block > 0 and full.row_block is None
     hidden = torch.randn(3, lm.embed.shape[1])
     want = full.logits(hidden)
@@ -172,7 +172,7 @@ def test_int8_weight_only_quantizes_every_matrix_and_finds_the_same_entities(tra
     lm, full = decoder.lm, StaticLM.from_hf(model)
     assert all(isinstance(getattr(l, name), Int8WeightOnly) for l in lm.layers for name in ("wqkv", "wo", "wgu", "wd"))
     assert isinstance(lm.lm_head, Int8WeightOnly) and torch.equal(lm.embed, full.embed)
-    assert lm.dtype == full.dtype and lm.k_cache[0].dtype == torch.float32 and lm.twin().lm_head is lm.lm_head
+    assert lm.dtype == full.dtype and lm.cache.k[0].dtype == torch.float32 and lm.twin().lm_head is lm.lm_head
     assert lm.weight_bytes < full.weight_bytes // 3  # float32 matrices to int8 ones
     hidden = torch.randn(3, lm.embed.shape[1])
     want = full.logits(hidden)

@@ -11,7 +11,8 @@ from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.decoding.row_mask import RowMask
 from spacy_padellm.decoding.segments import Segments, plan
-from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM, bucket, static_lm_supported
+from spacy_padellm.decoding.pass_layout import bucket
+from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
 LIMITS = dict(max_count=5, max_mention_tokens=8)
@@ -35,7 +36,7 @@ def test_static_lm_matches_transformers_logits(tiny_trained):
         ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
     lm = StaticLM.from_hf(model)
     n = len(ids)
-    lm.reserve(1, n)
+    lm.cache.reserve(1, n)
     tok, logp = lm.step(np.array([ids]), np.arange(n)[None], np.arange(n)[None],
                         np.tril(np.ones((n, n), dtype=bool))[None], np.arange(n)[None])
     assert (tok[0] == ref.argmax(-1).numpy()).all()
@@ -221,7 +222,7 @@ def test_staged_graph_inputs_equal_eager_passes(tiny_trained, requests):
     model, enc = tiny_trained
     want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
     lm = StaticLM.from_hf(model)
-    lm.use_graphs = True  # the staged path; on the CPU _Graph runs the pass on its buffers instead of a capture
+    lm.use_graphs = True  # the staged path; on the CPU a CapturedPass runs the pass on its buffers instead of a capture
     tree = TreeDecoder(lm, enc, **LIMITS)
     assert [_key(r) for r in tree.decode(requests)] == want
     assert lm.captures > 1 and 0 < lm.packed_passes < lm.passes and lm.eager_passes == 0
@@ -266,9 +267,9 @@ def test_drafting_and_wide_calls_keep_caches_apart(tiny_trained, requests):
     assert [_key(r) for r in tree.decode(requests)] == want  # wide: a twin's cache, not lm's
     assert lm.passes == 0 and len(tree._lms) == 2
     wide = tree._pools["wide"][0]
-    rows, cols, graphs = wide.rows, wide.cols, dict(wide._graphs)
+    rows, cols, graphs = wide.cache.rows, wide.cache.cols, dict(wide._graphs)
     assert [[_key(r) for r in tree.decode([req])] for req in requests] == [[w] for w in want]
-    assert lm.passes > 0 and (wide.rows, wide.cols, wide._graphs) == (rows, cols, graphs)
+    assert lm.passes > 0 and (wide.cache.rows, wide.cache.cols, wide._graphs) == (rows, cols, graphs)
     assert tree._lm(0, "wide") is wide and tree._lm(0, "draft") is lm
     plain = TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS)
     assert plain._pools["wide"] is plain._pools["draft"] and plain._lms == [plain.lm]
@@ -466,15 +467,15 @@ def test_drafts_never_grow_the_cache(tiny_trained):
     lm = StaticLM.from_hf(model)
     tb = TreeBatch(lm, 1, 40)
     root = tb.root(0)
-    quarter = lm.cols // 4  # kept for the tokens decoding needs
-    tb.feed(root, list(range(10, 10 + lm.cols - 20 - quarter)))  # leaves 19 columns for drafts
+    quarter = lm.cache.cols // 4  # kept for the tokens decoding needs
+    tb.feed(root, list(range(10, 10 + lm.cache.cols - 20 - quarter)))  # leaves 19 columns for drafts
     assert tb.room(root) == 19 + quarter and tb.draft_room(root) == 19
     fed = tb.feed_children(root, [[1] * 8, [2] * 8, [3] * 8, [4] * 2])
     assert [ids for _, ids, _ in fed] == [[1] * 8, [2] * 8]  # the third does not fit: it and the rest are left
     assert [len(hs) for _, _, hs in fed] == [8, 8] and tb.draft_room(root) == 3
-    cols = lm.cols
+    cols = lm.cache.cols
     tb.feed(root, [5] * (quarter + 10))  # needed tokens do grow it
-    assert lm.cols > cols
+    assert lm.cache.cols > cols
     out = tb.run()
     assert set(out) == {h for _, _, hs in fed for h in hs}
 
@@ -494,7 +495,7 @@ def _loop_layout(tb, feeds, B):
     """The pass layout built the plain way, one chain at a time (what TreeBatch.run used to do): rows by
     slot, a row's chains in feed order, each token attending to its branch's columns and its chain's
     earlier ones; padded to the bucket as StaticLM.step pads."""
-    from spacy_padellm.decoding.static_lm import _pad
+    from spacy_padellm.decoding.pass_layout import pad_step
 
     chains = {}
     for f in feeds:
@@ -504,7 +505,7 @@ def _loop_layout(tb, feeds, B):
     O = max(sum(len(c["outputs"]) for c in chains[r]) for r in rows)
     S = max(tb.ncols[r] for r in rows)
     tokens, positions = np.zeros((B, T), dtype=np.int64), np.zeros((B, T), dtype=np.int64)
-    slots = np.full((B, T), tb.lm.trash_col, dtype=np.int64)
+    slots = np.full((B, T), tb.lm.cache.trash_col, dtype=np.int64)
     mask, used = np.zeros((B, T, S), dtype=bool), np.zeros((B, T), dtype=bool)
     out_idx, want = np.zeros((B, max(O, 1)), dtype=np.int64), {}
     for r in rows:
@@ -524,7 +525,7 @@ def _loop_layout(tb, feeds, B):
             t += n
     mask[~used, 0] = True
     Bb, Tb, Sb, Ob = tb.lm.padded_shape(B, T, S, O)
-    return _pad(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, tb.lm.trash_col), want
+    return pad_step(tokens, positions, slots, mask, out_idx, Bb, Tb, Sb, Ob, tb.lm.cache.trash_col), want
 
 
 def test_tree_batch_layout_equals_plain_loop(tiny_trained):
@@ -669,9 +670,9 @@ def test_count_drafts_laid_down_at_once_equal_chain_by_chain(tiny_trained):
     spans = doc_spans[0]
     sub, ids = subtree = dec._count_subtree(chains, spans)
     assert len(ids) == sub.width
-    cols = tb.lm.cols
+    cols = tb.lm.cache.cols
     tb.feed(root, [5] * (cols - 1 - cols // 4 - sub.width + 1))
-    assert tb.lm.cols == cols
+    assert tb.lm.cache.cols == cols
     assert tb.draft_room(root) == sub.width - 1
     hyps = dec._feed_count_drafts(tb, root, subtree, chains, spans)
     fed_spans = sum(len(drafts) for *_, tags in hyps for *_, drafts in tags())

@@ -157,7 +157,7 @@ def check_passes(tmp: Path):
                 if kernel:
                     lm.use_tree_attention()
                 got[kernel] = tiny.dense_pass(lm, rows)
-                cache = [c[..., : lm.trash_col, :].clone() for c in (*lm.k_cache, *lm.v_cache)]
+                cache = [c[..., : lm.cache.trash_col, :].clone() for c in (*lm.cache.k, *lm.cache.v)]
                 got[kernel] = (*got[kernel], cache)
             assert (lm.packed_passes > 0) == (rows is packed or exact)
             assert not exact or lm.last_bucket_tokens == -(-lm.last_real_tokens // 8) * 8  # no power-of-two bucket

@@ -43,13 +43,13 @@ class TreeBatch:
 
     def __init__(self, lm: StaticLM, n_rows: int, cols_hint: int, branches_hint: int = 0):
         self.lm = lm
-        lm.reserve(n_rows, cols_hint)
+        lm.cache.reserve(n_rows, cols_hint)
         self.n_rows = n_rows
         self.ncols = [0] * n_rows  # columns used per row
         self.slot: List[Optional[int]] = list(range(n_rows))  # cache row of each row (None when done)
         self._live: List[int] = list(range(n_rows))  # the rows of the last pass: the only ones that may feed again
         # what each branch sees; grown by doubling, so a good ``branches_hint`` saves copies
-        self._vis = np.zeros((max(8, 4 * n_rows, branches_hint), lm.cols), dtype=bool)
+        self._vis = np.zeros((max(8, 4 * n_rows, branches_hint), lm.cache.cols), dtype=bool)
         self.b_row: List[int] = []
         self.b_pos: List[int] = []
         self._next_handle = 0
@@ -116,7 +116,7 @@ class TreeBatch:
         n = len(ids)
         col0 = self.ncols[row]
         need = col0 + n + 1  # +1: the trash column
-        if need > self.lm.cols:
+        if need > self.lm.cache.cols:
             self._grow(need)
         self.ncols[row] = col0 + n
         self._vis[branch, col0 : col0 + n] = True
@@ -144,12 +144,12 @@ class TreeBatch:
 
     def room(self, branch: int) -> int:
         """Tokens the branch's row can still take without growing the cache."""
-        return self.lm.cols - 1 - self.ncols[self.b_row[branch]]
+        return self.lm.cache.cols - 1 - self.ncols[self.b_row[branch]]
 
     def draft_room(self, branch: int) -> int:
         """Tokens of drafts the branch's row can still take: a quarter of the cache's columns stays free for
         the tokens decoding needs (confirmed tokens, tags), so drafts do not make the cache grow later."""
-        return self.room(branch) - self.lm.cols // 4
+        return self.room(branch) - self.lm.cache.cols // 4
 
     def feed_children(self, parent: int, chains: Sequence[Sequence[int]]) -> List[Tuple[int, List[int], List[int]]]:
         """``[(b, ids, feed(b, ids, outputs=range(len(ids)))) for b = fork(parent) per ids in chains]`` in one
@@ -179,7 +179,7 @@ class TreeBatch:
         if not all(lens):
             raise ValueError("fork_feed: an empty chain has no token to predict after")
         need = col0 + sum(lens) + 1  # +1: the trash column
-        if need > self.lm.cols:
+        if need > self.lm.cache.cols:
             self._grow(need)
         pos = self.b_pos[parent]
         b0 = len(self.b_row)
@@ -255,15 +255,15 @@ class TreeBatch:
 
     def _grow(self, need: int) -> None:
         lm = self.lm
-        if lm.k_cache is None:
-            lm.reserve(self.n_rows, need)
-        elif lm.max_cells is None:  # no memory cap: every row is kept, so the next batch may reuse the cache
-            lm.widen(need)
+        if lm.cache.k is None:
+            lm.cache.reserve(self.n_rows, need)
+        elif lm.cache.max_cells is None:  # no memory cap: every row is kept, so the next batch may reuse the cache
+            lm.cache.widen(need)
         else:  # only the rows of the last pass can still feed tokens: moved to the front, they alone are kept
             live = sorted(self._live, key=lambda r: self.slot[r])
             self._compact(live)
-            lm.widen(need, rows=len(live))
-        vis = np.zeros((self._vis.shape[0], lm.cols), dtype=bool)
+            lm.cache.widen(need, rows=len(live))
+        vis = np.zeros((self._vis.shape[0], lm.cache.cols), dtype=bool)
         vis[:, : self._vis.shape[1]] = self._vis
         self._vis = vis
 
@@ -274,7 +274,7 @@ class TreeBatch:
         src = [self.slot[r] for r in rows]
         if src == list(range(len(rows))):
             return
-        self.lm.move_rows(src, max(self.ncols[r] for r in rows))
+        self.lm.cache.move_rows(src, max(self.ncols[r] for r in rows))
         for r in range(self.n_rows):
             self.slot[r] = None
         for i, r in enumerate(rows):
@@ -318,7 +318,7 @@ class TreeBatch:
         Bb, Tb, Sb, _ = lm.padded_shape(B, T, S, 1)
         tokens = np.zeros((Bb, Tb), dtype=np.int64)
         positions = np.zeros((Bb, Tb), dtype=np.int64)
-        slots = np.full((Bb, Tb), lm.trash_col, dtype=np.int64)
+        slots = np.full((Bb, Tb), lm.cache.trash_col, dtype=np.int64)
         flat = tok_b * Tb + tok_t  # each token's place in the (Bb, Tb) layout
         tokens.flat[flat] = q_ids
         positions.flat[flat] = np.array(q_pos0, dtype=np.int64)[chain] + within

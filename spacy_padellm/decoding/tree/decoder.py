@@ -30,8 +30,9 @@ from ..counts import read_count
 from ..gc_pause import gc_paused
 from ..heap import trim_heap
 from ..levers import Levers
+from ..pass_layout import bucket
 from ..settings import DecodeSettings
-from ..static_lm import StaticLM, bucket
+from ..static_lm import StaticLM
 from ..types import DecoderStats, DocRequest, DocResult, MentionPrediction
 from ...text.protocol import PromptEncoder, parse_mention
 from ...text.vocab import batch_vocabulary
@@ -194,7 +195,7 @@ class TreeDecoder(GenerateMixin):
     @property
     def _max_cells(self) -> Optional[int]:
         """KV-cache cells (rows x columns) that ``max_cache_mb`` holds, or None without a cap."""
-        return None if self.max_cache_mb is None else self.max_cache_mb * 2 ** 20 // self.lm.cell_bytes
+        return None if self.max_cache_mb is None else self.max_cache_mb * 2 ** 20 // self.lm.cache.cell_bytes
 
     def _fits(self, n_docs: int, widest: int, n_labels: int) -> bool:
         """Whether a batch of ``n_docs`` documents, the widest ``widest`` columns before drafts, gets a KV cache
@@ -247,7 +248,7 @@ class TreeDecoder(GenerateMixin):
         lms = self._pools[pool]
         while len(lms) <= i:
             lms.append(self.lm.twin())
-        lms[i].max_cells = self._max_cells
+        lms[i].cache.max_cells = self._max_cells
         return lms[i]
 
     def _pool(self, n_docs: int) -> str:
@@ -266,9 +267,9 @@ class TreeDecoder(GenerateMixin):
             drive(jobs, lambda i: self._lm(i, pool), self.inflight_batches, self.stats)
         finally:
             cap = self._max_cells
-            wide = [lm for lm in self._lms if cap is not None and lm.rows * lm.cols > cap]
+            wide = [lm for lm in self._lms if cap is not None and lm.cache.rows * lm.cache.cols > cap]
             for lm in wide:
-                lm.release()
+                lm.cache.release()
             if wide:
                 trim_heap()
 
