@@ -102,6 +102,8 @@ class Oracle:
         # key/value blocks of the Triton attention kernel (``tree_attention``): [every block of every tile of the
         # layout, the blocks it reads]
         self.kv_blocks = [0, 0]
+        # KV-cache cells (a row's column: keys and values of every layer) copied by the batches' compactions
+        self.moved_cells = 0
         self._move_rows = lm.cache.move_rows
         self.vocab = len(enc.tokenizer)
         lm._forward = self.forward
@@ -126,13 +128,14 @@ class Oracle:
         self.seconds += time.perf_counter() - t0
         return out
 
-    def move_rows(self, src, upto_col):
+    def move_rows(self, dst, src, upto_col):
+        self.moved_cells += len(src) * upto_col
         t0 = time.perf_counter()
-        self.shadow[: len(src)] = self.shadow[src]
-        self.row_gold = {i: self.row_gold.get(s) for i, s in enumerate(src)}
+        self.shadow[dst] = self.shadow[src]
+        self.row_gold.update({d: self.row_gold.get(s) for d, s in zip(dst, src)})
         self.seconds += time.perf_counter() - t0
         t0 = time.perf_counter()
-        self._move_rows(src, upto_col)  # the KV cache's own copy: device work on a GPU
+        self._move_rows(dst, src, upto_col)  # the KV cache's own copy: device work on a GPU
         self.cache_seconds += time.perf_counter() - t0
 
     def laid_out(self, tokens, positions, slots, rows, scatter, gather, bits, out, chains, shape):
@@ -340,6 +343,7 @@ class Workload:
         sub0 = oracle.seconds if oracle else 0.0
         blocks0 = list(oracle.kv_blocks) if oracle else [0, 0]
         cache0 = oracle.cache_seconds if oracle else 0.0
+        moved0 = oracle.moved_cells if oracle else 0
         if path == "decode":
             t0 = time.perf_counter()
             results = self.run_decode()
@@ -352,6 +356,7 @@ class Workload:
         model_s = (oracle.seconds - sub0) if oracle else 0.0
         blocks = [(now - before) / self.n for now, before in zip(oracle.kv_blocks if oracle else [0, 0], blocks0)]
         cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
+        moved = (oracle.moved_cells - moved0) / self.n if oracle else 0.0
         return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
                 "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
                 "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
@@ -360,7 +365,9 @@ class Workload:
                 # per doc: tokens the passes fed, and tokens their projections and MLPs ran on (padding included)
                 "real_tokens_per_doc": round(real / self.n, 2), "computed_tokens_per_doc": round(computed / self.n, 2),
                 # per doc and layer: the Triton attention's key/value blocks, every one of the layout and those read
-                "kv_blocks_per_doc": round(blocks[0], 2), "kv_blocks_read_per_doc": round(blocks[1], 2)}
+                "kv_blocks_per_doc": round(blocks[0], 2), "kv_blocks_read_per_doc": round(blocks[1], 2),
+                # per doc: KV-cache cells the compactions copied
+                "moved_cells_per_doc": round(moved, 1)}
 
     def profile(self, path: str, top: int) -> List[Dict]:
         prof = cProfile.Profile()
@@ -374,12 +381,12 @@ def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
           f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
-          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'kv blocks/doc':>13} {'read':>7}  digest")
+          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'kv blocks/doc':>13} {'read':>7} {'moved/doc':>9}  digest")
     for path, r in report["paths"].items():
         print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
               f"{r['passes']:7d} {r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d} "
               f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} {r['kv_blocks_per_doc']:13.1f} "
-              f"{r['kv_blocks_read_per_doc']:7.1f}  {r['digest']}")
+              f"{r['kv_blocks_read_per_doc']:7.1f} {r['moved_cells_per_doc']:9.1f}  {r['digest']}")
     for path, r in report["paths"].items():
         if "profile_top" in r:
             print(f"\ncProfile, {path} (tottime; the oracle's own time included):")

@@ -9,7 +9,7 @@ tensor, so that widening copies one layer at a time.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -90,14 +90,15 @@ class KVCache:
         self.on_change()
         self.rows = self.cols = 0
 
-    def move_rows(self, src: List[int], upto_col: int) -> None:
-        """Row i becomes row src[i] (columns below ``upto_col``), for compaction."""
-        idx = torch.tensor(src, dtype=torch.long)
+    def move_rows(self, dst: Sequence[int], src: Sequence[int], upto_col: int) -> None:
+        """Row ``dst[i]`` takes what row ``src[i]`` holds (columns below ``upto_col``), for compaction; no row may be
+        both a source and a destination. Only those rows are read and written."""
+        idx = torch.tensor([list(dst), list(src)], dtype=torch.long)
         if self.device.type == "cuda":  # from pinned memory, queued: a pageable copy would wait for the device
             idx = idx.pin_memory().to(self.device, non_blocking=True)  # (PyTorch keeps the block until it is read)
         elif self.device.type != "cpu":
             idx = idx.to(self.device)
-        n = len(src)
         for cache in (self.k, self.v):
             for layer in cache:
-                layer[:n, :, :upto_col] = layer[:, :, :upto_col].index_select(0, idx)
+                part = layer[:, :, :upto_col]
+                part.index_copy_(0, idx[0], part.index_select(0, idx[1]))

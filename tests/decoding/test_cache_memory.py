@@ -82,6 +82,41 @@ def test_widening_keeps_the_first_rows_and_what_they_hold(base):
         assert torch.equal(layer[:, :, :64], old) and not layer[:, :, 64:].any()
 
 
+def test_moving_rows_copies_only_those_rows_below_the_column(base):
+    model, _ = base
+    lm = StaticLM.from_hf(model)
+    lm.cache.reserve(8, 60)
+    for layer in lm.cache.k + lm.cache.v:
+        layer.copy_(torch.randn_like(layer))
+    before = [layer.clone() for layer in lm.cache.k + lm.cache.v]
+    lm.cache.move_rows([0, 2], [6, 5], upto_col=10)
+    for old, layer in zip(before, lm.cache.k + lm.cache.v):
+        assert torch.equal(layer[[0, 2], :, :10], old[[6, 5], :, :10])
+        assert torch.equal(layer[[0, 2], :, 10:], old[[0, 2], :, 10:])  # past the column: as they were
+        untouched = [1, 3, 4, 5, 6, 7]
+        assert torch.equal(layer[untouched], old[untouched])
+
+
+def test_a_compaction_moves_only_the_rows_past_the_live_count(base):
+    """Rows 0 and 2 of 5 are done: of the three live ones, the row in the first three cache rows stays and the two
+    past them fill the free rows 0 and 2."""
+    model, _ = base
+    lm = StaticLM.from_hf(model)
+    lm.segmented = False  # the GPU's layout, which compacts rows as they finish
+    tb = TreeBatch(lm, 5, 64)
+    moves = []
+    move = lm.cache.move_rows
+    lm.cache.move_rows = lambda dst, src, upto: (moves.append((list(dst), list(src), upto)), move(dst, src, upto))
+    for r in range(5):
+        tb.feed(tb.root(r), [5] * (3 + r), outputs=[-1])
+    tb.run()
+    for r in (1, 3, 4):
+        tb.feed(tb.root(r), [6], outputs=[0])
+    tb.run()
+    assert moves == [([0, 2], [3, 4], 8)]  # rows 3 and 4 hold 7 and 8 columns: the copy stops at the widest
+    assert [tb.slot[r] for r in range(5)] == [None, 1, None, 0, 2]
+
+
 def test_reserve_does_not_keep_a_union_past_the_cap(base):
     model, _ = base
     lm = StaticLM.from_hf(model)

@@ -270,15 +270,20 @@ class TreeBatch:
     # -- one forward pass --
 
     def _compact(self, rows: List[int]) -> None:
-        """Move the cache rows of ``rows`` (the ones still active) to the front."""
-        src = [self.slot[r] for r in rows]
-        if src == list(range(len(rows))):
-            return
-        self.lm.cache.move_rows(src, max(self.ncols[r] for r in rows))
+        """Bring the cache rows of ``rows`` (the ones still active) to the front: each one past the first len(rows)
+        moves into a free row among them, the others stay where they are, so only the rows that move are copied."""
+        n = len(rows)
+        kept = {self.slot[r] for r in rows if self.slot[r] < n}
+        movers = sorted((r for r in rows if self.slot[r] >= n), key=lambda r: self.slot[r])
+        holes = [s for s in range(n) if s not in kept]
+        if movers:
+            self.lm.cache.move_rows(holes, [self.slot[r] for r in movers], max(self.ncols[r] for r in movers))
+        live = set(rows)
         for r in range(self.n_rows):
-            self.slot[r] = None
-        for i, r in enumerate(rows):
-            self.slot[r] = i
+            if r not in live:
+                self.slot[r] = None
+        for r, hole in zip(movers, holes):
+            self.slot[r] = hole
 
     def run(self) -> Dict[int, Tuple[int, float]]:
         """One forward pass over everything queued: {handle: (token, logprob)}."""
