@@ -132,7 +132,7 @@ class CapturedPass:
         if packed:
             views[4].fill_(B * T)  # places: the spare one
         views[6][:, 0] = 1  # the mask: column 0
-        self._lm, self._args = lm, tuple(views) + ((B, T, S),)
+        self._args = tuple(views) + ((B, T, S),)
         self.graph = None
         if lm.device.type != "cuda":
             self.result = torch.zeros((2, M), dtype=torch.float64)
@@ -152,9 +152,11 @@ class CapturedPass:
             self.result = stacked(*lm._pass(*self._args))
         self.hidden, self.lse = lm.last_hidden, lm.last_lse
 
-    def replay(self) -> None:
+    def replay(self, lm: "StaticLM") -> None:
+        """Replay the graph; off CUDA, run ``lm``'s pass (the one it was made for) on the same buffers. (The pass
+        keeps no reference to its StaticLM, so that dropping one frees its graphs' memory at once.)"""
         if self.graph is not None:
             self.graph.replay()
             return
-        self.result.copy_(stacked(*self._lm._pass(*self._args)))
-        self.hidden, self.lse = self._lm.last_hidden, self._lm.last_lse
+        self.result.copy_(stacked(*lm._pass(*self._args)))
+        self.hidden, self.lse = lm.last_hidden, lm.last_lse

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -139,7 +140,8 @@ class StaticLM:
         self._graphs: Dict[Tuple[int, ...], CapturedPass] = {}  # by (packed, L, B, T, S, M, head buffer rows)
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         # the KV cache, in the dtype of attention too (``dtype``); graphs captured over it are forgotten when it changes
-        self.cache = KVCache(len(layers), self.n_kv, self.head_dim, embed.dtype, self.device, self._forget_graphs)
+        # (through a weak reference: the cache does not keep its StaticLM, and so its graphs, alive)
+        self.cache = KVCache(len(layers), self.n_kv, self.head_dim, embed.dtype, self.device, _forgetter(self))
         self.passes = 0  # forward passes run; of them packed ones; CUDA graphs captured
         self.packed_passes = 0
         # tokens fed by the passes (their real tokens) and run through their projections and MLPs (real and padding)
@@ -684,7 +686,7 @@ class StaticLM:
     def _replay(self, graph: CapturedPass, arrays, M: int, steer=None) -> Pending:
         """Upload the inputs, replay, read back (all queued on the stream; the returned Pending waits for them)."""
         self.host.upload(graph.staged, arrays)
-        graph.replay()
+        graph.replay(self)
         if steer is not None:
             steer.apply(self, graph.hidden, graph.lse, graph.result[0], graph.result[1])
         return self.host.read_back(graph.result, M)
@@ -699,6 +701,18 @@ class StaticLM:
                      "segmented", "graph_max_tokens", "kernels"):
             setattr(other, name, getattr(self, name))
         return other
+
+
+def _forgetter(lm: StaticLM):
+    """A function that makes ``lm`` forget its CUDA graphs while it exists, holding it by a weak reference."""
+    ref = weakref.ref(lm)
+
+    def forget() -> None:
+        alive = ref()
+        if alive is not None:
+            alive._forget_graphs()
+
+    return forget
 
 
 def _nbytes(weight) -> int:

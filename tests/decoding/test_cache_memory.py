@@ -2,6 +2,7 @@
 with the same results; widening a cache keeps what its rows hold; a model loaded for inference shares the
 weights the engine fuses."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,6 +116,27 @@ def test_a_compaction_moves_only_the_rows_past_the_live_count(base):
     tb.run()
     assert moves == [([0, 2], [3, 4], 8)]  # rows 3 and 4 hold 7 and 8 columns: the copy stops at the widest
     assert [tb.slot[r] for r in range(5)] == [None, 1, None, 0, 2]
+
+
+def test_a_dropped_model_frees_its_cache_without_the_garbage_collector(base):
+    """No reference cycle holds a StaticLM's cache (or, on CUDA, its graphs): decoding runs with the collector paused."""
+    import gc
+    import weakref
+
+    model, _ = base
+    lm = StaticLM.from_hf(model)
+    lm.use_graphs = True  # the staged path: its captured passes are kept by the model
+    lm.cache.reserve(2, 8)
+    lm.step(np.array([[5, 6]]), np.array([[0, 1]]), np.array([[0, 1]]), np.tril(np.ones((1, 2, 2), dtype=bool)),
+            np.array([[1]]))
+    assert lm._graphs
+    cache = weakref.ref(lm.cache.k[0])
+    gc.disable()
+    try:
+        del lm
+        assert cache() is None
+    finally:
+        gc.enable()
 
 
 def test_reserve_does_not_keep_a_union_past_the_cap(base):

@@ -199,7 +199,7 @@ class TreeDecoder(GenerateMixin):
 
     def _fits(self, n_docs: int, widest: int, n_labels: int) -> bool:
         """Whether a batch of ``n_docs`` documents, the widest ``widest`` columns before drafts, gets a KV cache
-        within ``max_cache_mb`` (its rows and columns rounded as ``StaticLM.reserve`` rounds them) with room to
+        within ``max_cache_mb`` (its rows and columns rounded as ``KVCache.reserve`` rounds them) with room to
         double its columns: documents often decode more mentions than estimated, and a cache is widened by
         doubling, for every row still decoding (at the mention tags, every row)."""
         if n_labels and n_docs <= self.draft_max_docs:
