@@ -61,8 +61,9 @@ def runs_on(device: str, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: 
 
 
 def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: int, head_dim: int) -> None:
-    """Both kernels on a few tokens of random heads, the attention dense and packed, against what torch computes (an
-    AssertionError if they differ by more than ``dtype``'s rounding)."""
+    """Both kernels on a few tokens of random heads, the attention dense and packed, skipping unseen blocks and not
+    (every variant a pass may take), against what torch computes (an AssertionError if they differ by more than
+    ``dtype``'s rounding)."""
     import torch.nn.functional as F
 
     from .fused import rotate
@@ -77,19 +78,22 @@ def _first_call(device: torch.device, dtype: torch.dtype, n_heads: int, n_kv: in
     q = write_cache(qkv, n_heads, None, 1e-6, cos, sin, k, v, torch.zeros(T, dtype=torch.long, device=device), slots)
     qk = rotate(qkv[:, : n_heads + n_kv].float(), cos.float(), sin.float())
     mask = torch.ones(1, T, S, dtype=torch.bool, device=device).tril_()
-    got = attend(q.view(1, T, n_heads, D), k, v, mask, D ** -0.5).float()
+    got, every = (attend(q.view(1, T, n_heads, D), k, v, mask, D ** -0.5, skip_empty=skip).float()
+                  for skip in (True, False))
     want = F.scaled_dot_product_attention(qk[None, :, :n_heads].transpose(1, 2), k.float(), v.float(),
                                           attn_mask=StaticLM._additive(mask, 1, torch.float32), scale=D ** -0.5,
                                           enable_gqa=n_heads != n_kv).transpose(1, 2)
     # a packed pass: the three tokens at places 2, 0, 1 of a row of four, its fourth place empty
     places = torch.tensor([[1, 2, 0, -1]], dtype=torch.int32, device=device)
     laid = torch.cat([mask[:, [1, 2, 0]], mask[:, :1]], 1)
-    packed = attend(q, k, v, laid, D ** -0.5, places=places).float()
+    packed, packed_every = (attend(q, k, v, laid, D ** -0.5, skip_empty=skip, places=places).float()
+                            for skip in (True, False))
     tol = tolerance(dtype)
     torch.testing.assert_close(q.float(), qk[:, :n_heads], atol=tol, rtol=tol)
     torch.testing.assert_close(k[0, :, :T].transpose(0, 1).float(), qk[:, n_heads:], atol=tol, rtol=tol)
-    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
-    torch.testing.assert_close(packed, want[0], atol=tol, rtol=tol)
+    for dense, packed_out in ((got, packed), (every, packed_every)):
+        torch.testing.assert_close(dense, want, atol=tol, rtol=tol)
+        torch.testing.assert_close(packed_out, want[0], atol=tol, rtol=tol)
 
 
 @functools.lru_cache(maxsize=None)
