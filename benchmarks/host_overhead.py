@@ -19,7 +19,8 @@ model): what remains is the host time of the engine (``TreeBatch``,
 Besides the times it counts, per document, the tokens the passes fed and those their projections and MLPs ran on
 (padding included), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
 ``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer): every block of the (rows x places) layout, and
-those it reads: for each tile, from the first to the last block some live token of the tile attends to.
+those it reads: for each tile, from the first to the last block some live token of the tile attends to (every block,
+in a pass of one row: ``tree_attention.skips_blocks``).
 
 ``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
 a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from spacy_padellm.decoding.row_mask import unpack
-from spacy_padellm.decoding.tree_attention import BLOCK_COLS, BLOCK_ROWS
+from spacy_padellm.decoding.tree_attention import BLOCK_COLS, BLOCK_ROWS, skips_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = ROOT / "spacy_padellm" / "models" / "conll03-smollm2-135m"
@@ -149,8 +150,9 @@ class Oracle:
 
     def _count_kv_blocks(self, mask: np.ndarray, scatter) -> None:
         """Add a pass's key/value blocks to ``kv_blocks``: the Triton kernel's tiles are ``TILE_TOKENS`` places of a
-        row, its blocks ``BLOCK_COLS`` columns; a tile reads the blocks from the first to the last that some live token
-        of it (every place of a dense pass, a packed pass's real tokens) attends to."""
+        row, its blocks ``BLOCK_COLS`` columns; in a pass the kernel skips in (``skips_blocks``), a tile reads the blocks
+        from the first to the last that some live token of it (every place of a dense pass, a packed pass's real tokens)
+        attends to, and in any other pass every block."""
         B, T, S = mask.shape
         tiles, blocks = -(-T // TILE_TOKENS), -(-S // BLOCK_COLS)
         live = mask.copy()
@@ -164,7 +166,7 @@ class Oracle:
         first = seen.argmax(-1)
         last = blocks - seen[..., ::-1].argmax(-1)
         self.kv_blocks[0] += seen.size
-        self.kv_blocks[1] += int(np.where(seen.any(-1), last - first, 0).sum())
+        self.kv_blocks[1] += int(np.where(seen.any(-1), last - first, 0).sum()) if skips_blocks(B) else seen.size
 
     def forward(self, tokens, positions, slots, rows, scatter, gather, mask, out):
         t0 = time.perf_counter()

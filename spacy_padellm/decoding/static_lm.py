@@ -521,10 +521,10 @@ class StaticLM:
         (no copy either way), every query head of a KV head under the same (B, 1, T, S) mask; else the g query heads
         of a KV head are stacked as g * T rows of one (a copy in and out). With ``tree_attention``, its Triton kernel
         over the (B, T, S) boolean mask, which reads a packed pass's queries and writes its outputs at their tokens
-        (``packing.places``); it skips the blocks of columns a tile's tokens do not see when the pass has several rows
-        (one row's tile sees most of them, and finding them cost it about a tenth more on an H100)."""
+        (``packing.places``), skipping the blocks of columns a tile's tokens do not see where
+        ``tree_attention.skips_blocks``."""
         H, Hkv, D, g = self.n_heads, self.n_kv, self.head_dim, self.group
-        skip = B > 1
+        skip = tree_attention.skips_blocks(B)
         if packing is not None and packing.places is not None:
             return tree_attention.attend(q, kc, vc, amask, self.scale, skip_empty=skip,
                                          places=packing.places.view(B, T)).view(-1, H * D)
