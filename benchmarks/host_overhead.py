@@ -17,7 +17,8 @@ model): what remains is the host time of the engine (``TreeBatch``,
 (``spacy project run host-overhead`` runs it on the project's data and writes metrics/host_overhead.json.)
 
 Besides the times it counts, per document, the tokens the passes fed and those their projections and MLPs ran on
-(padding included), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
+(padding included), the rows through the LM head (each pass's outputs padded to their bucket), the pass shapes met
+(on a GPU, one CUDA graph each), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
 ``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer): every block of the (rows x places) layout, and
 those it reads: for each tile, from the first to the last block some live token of the tile attends to (every block,
 in a pass of one row: ``tree_attention.skips_blocks``).
@@ -105,6 +106,10 @@ class Oracle:
         self.kv_blocks = [0, 0]
         # KV-cache cells (a row's column: keys and values of every layer) copied by the batches' compactions
         self.moved_cells = 0
+        # rows through the LM head (each pass's outputs' bucket), and every pass shape met (packed, tokens, rows,
+        # places, columns, outputs): on a GPU, the CUDA graphs captured
+        self.head_rows = 0
+        self.shapes = set()
         self._move_rows = lm.cache.move_rows
         self.vocab = len(enc.tokenizer)
         lm._forward = self.forward
@@ -142,6 +147,8 @@ class Oracle:
     def laid_out(self, tokens, positions, slots, rows, scatter, gather, bits, out, chains, shape):
         """``StaticLM._pass``: the mask laid out from its upload (device work on a GPU, timed with the oracle), then
         ``forward``."""
+        self.head_rows += len(out)
+        self.shapes.add((scatter is not None, len(tokens), *shape, len(out)))
         t0 = time.perf_counter()
         mask = unpack(bits, chains, slots, scatter, *shape)
         self._count_kv_blocks(mask.numpy(), None if scatter is None else scatter.numpy())
@@ -346,6 +353,9 @@ class Workload:
         blocks0 = list(oracle.kv_blocks) if oracle else [0, 0]
         cache0 = oracle.cache_seconds if oracle else 0.0
         moved0 = oracle.moved_cells if oracle else 0
+        head0 = oracle.head_rows if oracle else 0
+        if oracle:
+            oracle.shapes.clear()
         if path == "decode":
             t0 = time.perf_counter()
             results = self.run_decode()
@@ -359,6 +369,7 @@ class Workload:
         blocks = [(now - before) / self.n for now, before in zip(oracle.kv_blocks if oracle else [0, 0], blocks0)]
         cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
         moved = (oracle.moved_cells - moved0) / self.n if oracle else 0.0
+        head = (oracle.head_rows - head0) / self.n if oracle else 0.0
         return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
                 "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
                 "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
@@ -369,7 +380,9 @@ class Workload:
                 # per doc and layer: the Triton attention's key/value blocks, every one of the layout and those read
                 "kv_blocks_per_doc": round(blocks[0], 2), "kv_blocks_read_per_doc": round(blocks[1], 2),
                 # per doc: KV-cache cells the compactions copied
-                "moved_cells_per_doc": round(moved, 1)}
+                "moved_cells_per_doc": round(moved, 1),
+                # per doc: rows through the LM head; and the pass shapes met (on a GPU, each a CUDA graph)
+                "head_rows_per_doc": round(head, 2), "pass_shapes": len(oracle.shapes) if oracle else 0}
 
     def profile(self, path: str, top: int) -> List[Dict]:
         prof = cProfile.Profile()
@@ -383,11 +396,13 @@ def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
           f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
-          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'kv blocks/doc':>13} {'read':>7} {'moved/doc':>9}  digest")
+          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'head rows':>9} {'shapes':>6} {'kv blocks/doc':>13} {'read':>7} "
+          f"{'moved/doc':>9}  digest")
     for path, r in report["paths"].items():
         print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
               f"{r['passes']:7d} {r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d} "
-              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} {r['kv_blocks_per_doc']:13.1f} "
+              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} {r.get('head_rows_per_doc', 0):9.1f} "
+              f"{r.get('pass_shapes', 0):6d} {r['kv_blocks_per_doc']:13.1f} "
               f"{r['kv_blocks_read_per_doc']:7.1f} {r['moved_cells_per_doc']:9.1f}  {r['digest']}")
     for path, r in report["paths"].items():
         if "profile_top" in r:
@@ -397,12 +412,15 @@ def _print(report: Dict, args) -> None:
 
 
 def _save(report: Dict, path: Path) -> None:
-    """Add ``report`` to the runs of the JSON at ``path``, replacing a run of the same label."""
+    """Add ``report`` to the runs of the JSON at ``path``, replacing a run of the same label in its place (the
+    file's other keys, such as a note, kept)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text()) if path.exists() else {}
-    runs = old.get("runs", []) if isinstance(old, dict) else []
-    runs = [r for r in runs if r.get("label") != report["label"]] + [report]
-    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    old = old if isinstance(old, dict) else {}
+    runs = old.get("runs", [])
+    at = next((i for i, r in enumerate(runs) if r.get("label") == report["label"]), len(runs))
+    runs = runs[:at] + [report] + runs[at + 1:]
+    path.write_text(json.dumps({**old, "runs": runs}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:

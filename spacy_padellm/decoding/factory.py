@@ -26,7 +26,8 @@ def make_static_lm(model, settings: Optional[DecodeSettings] = None, **changes):
     ``quantize``d if set, smoothed by the activation ranges its model folder shipped, ``model.padellm_int8_ranges``,
     if any; its element-wise steps compiled on CUDA unless ``fused_kernels`` is False; attention and the LM head's
     greedy step on CUDA as ``choose_attention`` and ``choose_head`` pick for ``attention_kernel`` and
-    ``head_kernel``; passes of more than ``graph_max_tokens`` real tokens eager. None (with the reason logged) if
+    ``head_kernel``; passes of more than ``graph_max_tokens`` real tokens eager; ``bucket_steps`` shape buckets a
+    doubling. None (with the reason logged) if
     it cannot run the model."""
     from .static_lm import StaticLM, static_lm_supported
 
@@ -37,6 +38,7 @@ def make_static_lm(model, settings: Optional[DecodeSettings] = None, **changes):
         return None
     lm = StaticLM.from_hf(model, cuda_graphs=s.cuda_graphs)
     lm.graph_max_tokens = s.graph_max_tokens
+    lm.bucket_steps = s.bucket_steps
     if s.quantize is not None:
         ranges = getattr(model, "padellm_int8_ranges", None)
         if ranges is None and s.quantize in ("int8", "int8-head"):

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 __all__ = ["FINE_FROM", "bucket", "dense_inputs", "fine_bucket", "out_bucket", "pad_step", "padded_shape",
-           "packed_inputs", "round_up"]
+           "packed_inputs", "round_up", "step_bucket"]
 
 FINE_FROM = 256  # above this, a single-row pass's width is rounded up to a multiple of FINE_FROM // 2, not a power of two
 
@@ -31,6 +31,16 @@ def bucket(n: int, minimum: int = 1) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def step_bucket(n: int, steps: int = 1, minimum: int = 1) -> int:
+    """The smallest of ``steps`` buckets per doubling >= max(n, minimum): with 1 the next power of two
+    (``bucket``), with 4 the multiples of a quarter of the power of two below (..., 64, 80, 96, 112, 128, 160, ...)."""
+    b = bucket(n, minimum)
+    half = b // 2
+    if steps <= 1 or half < steps:
+        return b
+    return min(b, half + round_up(max(int(n), minimum) - half, half // steps))
+
+
 def fine_bucket(n: int, minimum: int = 1) -> int:
     """``bucket(n, minimum)`` up to FINE_FROM, then the next multiple of FINE_FROM // 2 (384, 512, 640, ...)."""
     n = max(int(n), minimum)
@@ -40,11 +50,12 @@ def fine_bucket(n: int, minimum: int = 1) -> int:
     return -(-n // step) * step
 
 
-def out_bucket(n: int, B: int, T: int) -> int:
-    """The bucket of ``n`` wanted outputs of a pass of B rows x T places: a power of two, capped by T for one row
-    (its outputs are among its T places, and T may be a finer bucket than a power of two), unless the row wants some
-    place more than once."""
-    return min(bucket(n), T) if B <= 1 and n <= T else bucket(n)
+def out_bucket(n: int, B: int, T: int, steps: int = 1) -> int:
+    """The bucket of ``n`` wanted outputs of a pass of B rows x T places: one of ``steps`` a doubling
+    (``step_bucket``), capped by T for one row (its outputs are among its T places, and T may be a finer bucket than
+    a power of two), unless the row wants some place more than once."""
+    b = step_bucket(n, steps)
+    return min(b, T) if B <= 1 and n <= T else b
 
 
 def padded_shape(B: int, T: int, S: int, O: int, cols: int) -> Tuple[int, int, int, int]:

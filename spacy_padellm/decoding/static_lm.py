@@ -49,7 +49,7 @@ from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
 from .fused import Kernels, gated, greedy, rotate
 from .kv_cache import KVCache
-from .pass_layout import bucket, dense_inputs, out_bucket, packed_inputs, pad_step, padded_shape, round_up
+from .pass_layout import bucket, dense_inputs, out_bucket, packed_inputs, pad_step, padded_shape, round_up, step_bucket
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, linear, quantize_head, quantize_layers
 from .restricted_head import RestrictedHead
 from .row_mask import RowMask, unpack, upload
@@ -149,7 +149,8 @@ class StaticLM:
         self.computed_tokens = 0
         self.captures = 0
         self.eager_passes = 0
-        # Run a pass packed (projections on its real tokens only) when they fill at most half its layout.
+        # Run a pass packed (projections on its real tokens only) when they fill at most half its layout (with finer
+        # buckets, ``bucket_steps``, or run eagerly: whenever their bucket is smaller than the layout).
         self.packing = True
         # Attention of the dense and packed layouts through ``scaled_dot_product_attention``'s grouped-query heads
         # (``_attend``): no copy of the queries or outputs, a g-times smaller mask; by default where a fused kernel
@@ -172,6 +173,9 @@ class StaticLM:
         # exactly its real tokens (no shape bucket). Eager passes pay their hundreds of kernel launches from the host:
         # with bucketed shapes, running wide passes eager made nlp.pipe slower.
         self.graph_max_tokens: Optional[int] = None
+        # Shape buckets per doubling for a pass's packed tokens and its outputs (``pass_layout.step_bucket``; 1:
+        # powers of two): more of them, less padding through the projections, MLPs and LM head, more graphs captured.
+        self.bucket_steps = 1
         # the element-wise steps fused (``fuse``; None: the eager pass, kernel by kernel)
         self.kernels: Optional[Kernels] = None
         # host memory for a pass's inputs (one transfer per pass) and its outputs (one read back)
@@ -633,12 +637,15 @@ class StaticLM:
     def _lay_out(self, tokens, positions, flat_slots, real, mask: RowMask, outputs):
         """A pass's key (packed, L, B, T, S, outputs' bucket, the restricted head's buffer rows), its inputs in
         ``staging.Inputs`` order, and whether it is wider than ``graph_max_tokens`` (then it runs eagerly, packed on
-        exactly its real tokens, no shape bucket). Packed when its real tokens fill at most half its layout."""
+        exactly its real tokens, no shape bucket). Its tokens and outputs are padded to one of ``bucket_steps`` buckets a
+        doubling; packed when its tokens' bucket fills at most half its layout (with finer buckets, or eager: whenever
+        it is smaller than the layout)."""
         B, T = tokens.shape
         N, M = len(real), len(outputs)
         wide = self.graph_max_tokens is not None and N > self.graph_max_tokens
-        Nb, Mb = (round_up(N, 8) if wide else bucket(N, 8)), out_bucket(M, B, T)
-        packed = self.packing and (Nb < B * T if wide else 2 * Nb <= B * T)
+        steps = self.bucket_steps
+        Nb, Mb = (round_up(N, 8) if wide else step_bucket(N, steps, 8)), out_bucket(M, B, T, steps)
+        packed = self.packing and (Nb < B * T if wide or steps > 1 else 2 * Nb <= B * T)
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)
         if packed:
@@ -701,7 +708,7 @@ class StaticLM:
                          cuda_graphs=self.use_graphs, local_rope=self.local_rope)
         other.cache.dtype, other.cache.max_cells = self.cache.dtype, self.cache.max_cells
         for name in ("row_block", "use_graphs", "packing", "grouped_sdpa", "tree_attention", "head_kernel",
-                     "segmented", "graph_max_tokens", "kernels"):
+                     "segmented", "graph_max_tokens", "bucket_steps", "kernels"):
             setattr(other, name, getattr(self, name))
         return other
 

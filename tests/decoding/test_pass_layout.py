@@ -3,7 +3,7 @@
 import numpy as np
 
 from spacy_padellm.decoding.pass_layout import (bucket, dense_inputs, fine_bucket, out_bucket, packed_inputs,
-                                                pad_step, padded_shape, round_up)
+                                                pad_step, padded_shape, round_up, step_bucket)
 
 
 def test_buckets():
@@ -14,6 +14,21 @@ def test_buckets():
     # one row: at most its places (a finer T), unless it wants more outputs than places
     assert out_bucket(300, 1, 384) == 384 and out_bucket(5, 1, 384) == 8 and out_bucket(400, 1, 384) == 512
     assert out_bucket(300, 2, 256) == 512
+
+
+def test_step_buckets_divide_each_doubling():
+    # one step: powers of two; four: quarters of the power of two below
+    assert [step_bucket(n, 1, 8) for n in (1, 9, 100, 1500)] == [8, 16, 128, 2048]
+    assert [step_bucket(n, 4) for n in (1, 3, 8, 9, 64, 65, 100, 113, 1475, 2049)] == \
+        [1, 4, 8, 10, 64, 80, 112, 128, 1536, 2560]
+    assert [step_bucket(n, 4, 8) for n in (1, 8, 9)] == [8, 8, 10]
+    assert step_bucket(127, 3) == 127 and step_bucket(128, 3) == 128  # never past the power of two
+    for steps in (1, 2, 3, 4, 8):
+        for n in range(1, 600):
+            b = step_bucket(n, steps)
+            assert n <= b <= bucket(n) and b <= max(n * (1 + 1 / steps), steps)
+    # outputs too, still capped by one row's places
+    assert out_bucket(65, 2, 64, steps=4) == 80 and out_bucket(300, 1, 320, steps=4) == 320
 
 
 def test_padded_shape_keeps_columns_within_the_cache():

@@ -11,7 +11,7 @@ from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.decoding.row_mask import RowMask
 from spacy_padellm.decoding.segments import Segments, plan
-from spacy_padellm.decoding.pass_layout import bucket
+from spacy_padellm.decoding.pass_layout import bucket, step_bucket
 from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
@@ -253,6 +253,35 @@ def test_wide_passes_run_eagerly_on_their_real_tokens(tiny_trained, requests):
     assert any(packed and 2 * L > size for _, L, packed, size in wide)  # packed where a bucket would not have been
     assert all(L >= n and L & (L - 1) == 0 for n, L, _, _ in shapes if n <= 8)  # the graphs' buckets
     assert (lm.real_tokens, lm.computed_tokens) == (sum(s[0] for s in shapes), sum(s[1] for s in shapes))
+
+
+def test_finer_buckets_pad_less_with_the_same_results(tiny_trained, requests):
+    """``bucket_steps`` 4: each pass's tokens and outputs padded to a quarter-doubling bucket (packed whenever that is
+    smaller than the layout), so the projections and the LM head run on fewer padding rows; the same results as
+    powers of two."""
+    model, enc = tiny_trained
+    want = [_key(r) for r in TreeDecoder(StaticLM.from_hf(model), enc, **LIMITS).decode(requests)]
+    computed = {}
+    for steps in (1, 4):
+        lm = make_static_lm(model, bucket_steps=steps)
+        assert lm.bucket_steps == steps
+        lm.use_graphs, lm.segmented = True, False  # the staged path of CUDA graphs, run here on the CPU
+        shapes = []
+        launch = lm.launch
+
+        def recording(tokens, positions, slots, mask, outputs, *args, **kwargs):
+            pending = launch(tokens, positions, slots, mask, outputs, *args, **kwargs)
+            shapes.append((lm.last_real_tokens, lm.last_bucket_tokens, lm.last_shape[0], tokens.size,
+                           len(outputs), lm.last_shape[5]))
+            return pending
+
+        lm.launch = recording
+        assert [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)] == want
+        assert all(L == step_bucket(n, steps, 8) if packed else L == size for n, L, packed, size, _, _ in shapes)
+        assert all(packed == (L < size if steps > 1 else 2 * L <= size) for _, L, packed, size, _, _ in shapes)
+        assert all(step_bucket(m, steps) >= mb >= m for *_, m, mb in shapes)
+        computed[steps] = (lm.real_tokens, lm.computed_tokens, sum(s[5] for s in shapes))
+    assert computed[4][0] == computed[1][0] and computed[4][1] < computed[1][1] and computed[4][2] <= computed[1][2]
 
 
 def test_drafting_and_wide_calls_keep_caches_apart(tiny_trained, requests):
