@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # t
 
 import choose_candidate  # noqa: E402
 import train_candidates  # noqa: E402
-from test_train_candidates import CONFIG  # noqa: E402
+from test_train_candidates import tiny_config  # noqa: E402
 
 
 def test_the_score_prefix_follows_the_evaluate_json(tmp_path):
@@ -38,8 +38,7 @@ def test_the_chosen_candidate_is_tuned_on_dev_and_scored_on_test(tiny_base, tmp_
     train = tiny.write_examples(tmp_path / "train.padellm.jsonl", tiny.SENTENCES, tiny.LABELS)
     dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
     test = tiny.write_docbin(tmp_path / "test.spacy", tiny.SENTENCES[:3], tiny.LABELS)
-    config = tmp_path / "tiny.cfg"
-    config.write_text(CONFIG.format(base=tiny_base, train=train, dev=dev, labels=json.dumps(tiny.LABELS)))
+    config = tiny_config(tmp_path, tiny_base, train, dev)
     out = tmp_path / "candidates"
     assert train_candidates.main([str(config), "--out", str(out), "--candidate", "one:training.max_steps=3",
                                   "--candidate", "two:training.max_steps=6"]) == 0

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # t
 
 import learning_curve  # noqa: E402
 import train_candidates  # noqa: E402
-from test_train_candidates import CONFIG  # noqa: E402
+from test_train_candidates import tiny_config  # noqa: E402
 
 
 def test_split_takes_every_kth_line_and_splits_on_newlines_only(tmp_path):
@@ -46,8 +46,7 @@ def test_each_candidate_is_scored_on_test_and_fitted(tiny_base, tmp_path, capsys
     tiny.write_docbin(tmp_path / "full.spacy", tiny.SENTENCES, tiny.LABELS)
     dev = tiny.write_docbin(tmp_path / "dev.spacy", tiny.SENTENCES, tiny.LABELS)
     test = tiny.write_docbin(tmp_path / "test.spacy", tiny.SENTENCES[:3], tiny.LABELS)
-    config = tmp_path / "tiny.cfg"
-    config.write_text(CONFIG.format(base=tiny_base, train=full, dev=dev, labels=json.dumps(tiny.LABELS)))
+    config = tiny_config(tmp_path, tiny_base, full, dev)
     out = tmp_path / "curve"
     assert train_candidates.main([str(config), "--out", str(out), "--common", "training.max_steps=3",
                                   "--candidate", f"full:paths.train={full}",

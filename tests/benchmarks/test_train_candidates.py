@@ -34,6 +34,13 @@ device = "cpu"
 """
 
 
+def tiny_config(tmp_path: Path, base, train, dev) -> Path:
+    """``CONFIG`` over the tiny ``base`` with these training and dev files, written in ``tmp_path``."""
+    config = tmp_path / "tiny.cfg"
+    config.write_text(CONFIG.format(base=base, train=train, dev=dev, labels=json.dumps(tiny.LABELS)))
+    return config
+
+
 def test_overrides_and_candidates_parse():
     assert parse_overrides("lora.lora_r=24, data.nonzero_repeat=2,") == {"lora.lora_r": "24",
                                                                          "data.nonzero_repeat": "2"}
