@@ -106,8 +106,8 @@ class Oracle:
         self.kv_blocks = [0, 0]
         # KV-cache cells (a row's column: keys and values of every layer) copied by the batches' compactions
         self.moved_cells = 0
-        # rows through the LM head (each pass's outputs' bucket), and every pass shape met (packed, tokens, rows,
-        # places, columns, outputs): on a GPU, the CUDA graphs captured
+        # rows through the LM head (each pass's outputs' bucket), and every pass shape met (``StaticLM.last_shape``:
+        # packed, tokens, rows, places, columns, outputs, the restricted head's rows): on a GPU, the CUDA graphs
         self.head_rows = 0
         self.shapes = set()
         self._move_rows = lm.cache.move_rows
@@ -148,7 +148,7 @@ class Oracle:
         """``StaticLM._pass``: the mask laid out from its upload (device work on a GPU, timed with the oracle), then
         ``forward``."""
         self.head_rows += len(out)
-        self.shapes.add((scatter is not None, len(tokens), *shape, len(out)))
+        self.shapes.add(self.lm.last_shape)
         t0 = time.perf_counter()
         mask = unpack(bits, chains, slots, scatter, *shape)
         self._count_kv_blocks(mask.numpy(), None if scatter is None else scatter.numpy())

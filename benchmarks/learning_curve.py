@@ -28,12 +28,12 @@ __all__ = ["split", "fit_log2", "sentences_needed", "score", "render_markdown", 
 def split(source: Path, out_dir: Path, every: Sequence[int]) -> Dict[int, Path]:
     """Every k-th non-empty line of ``source`` (starting with the first) as ``out_dir/STEM_everyK.jsonl``, for each
     k of ``every``; the files written, by k. Lines are split on "\\n" only (some texts hold other line breaks)."""
+    if not every or min(every) < 1:
+        raise SystemExit(f"--every takes positive integers, got {list(every)}")
     lines = [line for line in source.read_text(encoding="utf-8").split("\n") if line.strip()]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for k in every:
-        if k < 1:
-            raise SystemExit(f"--every takes positive integers, got {k}")
         path = out_dir / f"{source.stem}_every{k}.jsonl"
         path.write_text("\n".join(lines[::k]) + "\n", encoding="utf-8")
         written[k] = path
@@ -53,8 +53,11 @@ def fit_log2(points: Sequence[Tuple[int, float]]) -> Tuple[float, float]:
 
 
 def sentences_needed(a: float, b: float, target: float) -> Optional[float]:
-    """The training sentences at which the fit a + b * log2(n) reaches ``target`` (None where it never rises)."""
-    return None if b <= 0 else 2 ** ((target - a) / b)
+    """The training sentences at which the fit a + b * log2(n) reaches ``target`` (None where it never rises, or
+    not within 2 ** 64 sentences)."""
+    if b <= 0 or (target - a) / b > 64:
+        return None
+    return 2 ** ((target - a) / b)
 
 
 def _sentences(train_path: str) -> int:
@@ -62,13 +65,15 @@ def _sentences(train_path: str) -> int:
     from spacy.tokens import DocBin
 
     path = Path(train_path)
-    spacy_file = path.with_name(path.name.replace(".padellm.jsonl", ".spacy"))
-    return len(DocBin().from_disk(spacy_file))
+    if not path.name.endswith(".padellm.jsonl"):
+        raise SystemExit(f"{path}: not a training file written by convert (NAME.padellm.jsonl beside NAME.spacy)")
+    return len(DocBin().from_disk(path.with_name(path.name[: -len(".padellm.jsonl")] + ".spacy")))
 
 
 def _evaluate(model: Path, test: str, output: Path, args) -> Dict:
-    """``evaluate`` of ``model`` on ``test`` into ``output`` (kept, and not run again, once written)."""
-    if not output.exists():
+    """``evaluate`` of ``model`` on ``test`` into ``output`` (kept, and not run again, while newer than the model)."""
+    newest = max(f.stat().st_mtime for f in model.rglob("*") if f.is_file())
+    if not output.exists() or output.stat().st_mtime < newest:
         cmd = [sys.executable, "-m", "spacy_padellm", "evaluate", str(model), test, "--output", str(output),
                "--no-progress"]
         if args.spans_key:
@@ -86,8 +91,8 @@ def score(args) -> Dict:
     rows = []
     for cand in cands["candidates"]:
         best = args.out / cand["name"] / "best"
-        if not best.exists():
-            print(f"{cand['name']}: no best model (training failed?), left out")
+        if "steps" not in cand or not best.exists():
+            print(f"{cand['name']}: {cand.get('error') or 'no finished training'}; left out")
             continue
         test = _evaluate(best, args.test, args.out / cand["name"] / "test.json", args)
         rows.append({"name": cand["name"], "sentences": _sentences(cand["settings"]["paths.train"]),
@@ -96,7 +101,7 @@ def score(args) -> Dict:
                      "test_span_f": test.get(f"{prefix}_f"), "test_string_f": test.get("string_f")})
     rows.sort(key=lambda r: r["sentences"])
     report = {"candidates_command": cands.get("command"), "max_minutes": cands.get("max_minutes"),
-              "test": args.test, "command": " ".join(sys.argv), "rows": rows}
+              "test": args.test, "command": args.command, "rows": rows}
     points = [(r["sentences"], r["test_string_f"]) for r in rows if r["test_string_f"] is not None]
     if len({n for n, _ in points}) >= 2:
         a, b = fit_log2(points)
@@ -114,11 +119,15 @@ def _pct(value) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
 
+def _int(value) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
 def render_markdown(report: Dict) -> str:
     lines = ["| training sentences | candidate | steps (best) | dev span F1 | test span P | test span R | test span F1 "
              "| test string F1 |", "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['sentences']:,} | {r['name']} | {r['steps']:,} ({r['best_step']:,}) | {_pct(r['dev_span_f'])} "
+        lines.append(f"| {r['sentences']:,} | {r['name']} | {_int(r['steps'])} ({_int(r['best_step'])}) | {_pct(r['dev_span_f'])} "
                      f"| {_pct(r['test_span_p'])} | {_pct(r['test_span_r'])} | {_pct(r['test_span_f'])} "
                      f"| {_pct(r['test_string_f'])} |")
     fit = report.get("fit")
@@ -141,9 +150,11 @@ def render_plot(report: Dict, path: Path) -> None:
 
     rows = report["rows"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ns = [r["sentences"] for r in rows]
-    ax.plot(ns, [100 * (r["test_string_f"] or 0) for r in rows], "o-", label="test string F1")
-    ax.plot(ns, [100 * (r["dev_span_f"] or 0) for r in rows], "s--", alpha=0.6, label="dev span F1 (choice)")
+    ns = [r["sentences"] for r in rows] or [1]
+    for key, style, label in (("test_string_f", "o-", "test string F1"), ("dev_span_f", "s--", "dev span F1 (choice)")):
+        points = [(r["sentences"], 100 * r[key]) for r in rows if r[key] is not None]
+        if points:
+            ax.plot(*zip(*points), style, alpha=1.0 if key.startswith("test") else 0.6, label=label)
     fit = report.get("fit")
     if fit:
         far = max([*ns, fit.get("at_sentences") or 0, min(fit.get("sentences_for_target") or 0, 1e6)])
@@ -157,7 +168,8 @@ def render_plot(report: Dict, path: Path) -> None:
     ax.set_ylabel("F1")
     ax.set_title("Score against training data")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -179,6 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     c.add_argument("--at", type=int, default=None, help="also the fit's score at this many training sentences")
     c.add_argument("--output", type=Path, required=True, help="JSON path (.md and .png written next to it)")
     args = p.parse_args(argv)
+    args.command = " ".join(["benchmarks/learning_curve.py", *(sys.argv[1:] if argv is None else argv)])
     if args.step == "split":
         split(args.source, args.out_dir, [int(k) for k in args.every.split(",") if k.strip()])
         return 0

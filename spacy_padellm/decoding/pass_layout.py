@@ -2,9 +2,10 @@
 the packed layout that feeds only its real tokens.
 
 A pass is B rows x T places over S cache columns, with M outputs to read. Under CUDA graphs every shape is rounded up
-to a bucket (powers of two, finer for one row's T), so that few graphs are captured. A pass whose real tokens fill at
-most half of its B x T places runs *packed*: its projections and MLPs see the real tokens alone (and padding up to a
-bucket of tokens), and attention finds each at its place in the (B, T) layout. Numpy only; nothing here touches the
+to a bucket (powers of two, finer for one row's T, and for tokens and outputs ``step_bucket``'s buckets where
+``bucket_steps`` asks for them), so that few graphs are captured. A pass whose real tokens fill at most half of its
+B x T places runs *packed*: its projections and MLPs see the real tokens alone (and padding up to a bucket of tokens),
+and attention finds each at its place in the (B, T) layout. Numpy only; nothing here touches the
 device.
 """
 
@@ -32,13 +33,14 @@ def bucket(n: int, minimum: int = 1) -> int:
 
 
 def step_bucket(n: int, steps: int = 1, minimum: int = 1) -> int:
-    """The smallest of ``steps`` buckets per doubling >= max(n, minimum): with 1 the next power of two
-    (``bucket``), with 4 the multiples of a quarter of the power of two below (..., 64, 80, 96, 112, 128, 160, ...)."""
+    """The smallest bucket >= max(n, minimum) of at most ``steps`` a doubling: with 1 the next power of two
+    (``bucket``), with 4 the multiples of a quarter of the power of two below (..., 64, 80, 96, 112, 128, 160, ...);
+    below 2 * ``steps``, where a doubling holds fewer whole numbers than that, the power of two."""
     b = bucket(n, minimum)
     half = b // 2
     if steps <= 1 or half < steps:
         return b
-    return min(b, half + round_up(max(int(n), minimum) - half, half // steps))
+    return min(b, half + round_up(max(int(n), minimum) - half, -(-half // steps)))
 
 
 def fine_bucket(n: int, minimum: int = 1) -> int:

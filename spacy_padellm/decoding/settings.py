@@ -202,11 +202,12 @@ class DecodeSettings:
         "bit-identical to the graph (float rounding); null: every pass a CUDA graph; passes without CUDA graphs "
         "(`cuda_graphs` false) are packed the same way when set; ignored by the CPU's segmented passes"))
     bucket_steps: int = _setting(1, positive, (
-        "static engine under CUDA graphs: shape buckets per doubling for a pass's tokens through the projections and "
+        "static engine on CUDA: shape buckets per doubling for a pass's tokens through the projections and "
         "MLPs and for its outputs through the LM head (1: powers of two, a batch's first pass padded by about half; "
         "4: ..., 64, 80, 96, 112, 128, 160, ...), so less of the device's work is padding, at the cost of more CUDA "
-        "graphs captured (each once per process); not bit-identical to another value (float rounding); ignored by "
-        "the CPU's segmented passes"))
+        "graphs captured (each once per process); above 1, a pass also runs packed whenever its bucket of tokens is "
+        "smaller than its rows x places layout (1: when its tokens fill at most half of it); not bit-identical to "
+        "another value (float rounding); ignored by the CPU's segmented passes"))
     fused_kernels: Optional[bool] = _setting(None, optional(boolean, "on with CUDA graphs on CUDA"), (
         "static engine on CUDA: the element-wise steps between a layer's matrix products (norms, RoPE, the gated "
         "activation, residual sums, the LM head's log-softmax) compiled by `torch.compile` into one kernel each "

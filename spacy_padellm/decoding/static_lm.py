@@ -18,7 +18,8 @@ branch attending only to its ancestors (the prefix sharing of PaDeLLM without co
 On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` sends
 wider passes to the eager path, packed on exactly their real tokens), which removes the per-kernel launch
 overhead that dominates a 135M-parameter model. A pass whose real tokens fill at most half of its
-(rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same
+(rows x places) layout (with ``bucket_steps`` above 1: whose bucket of tokens is smaller than it) runs *packed*:
+projections and MLPs on the real tokens only. On the CPU the same
 function runs eagerly, with no shape buckets, always on the real tokens only, and attention in segments of
 rows of like width (``segments.py``).
 What a pass goes through besides the model lives beside it: the cache in ``kv_cache.py``, the shape buckets and the
@@ -596,8 +597,9 @@ class StaticLM:
         real tokens (slot not the trash column; it goes to the device bit-packed either way); outputs: flat places
         ``b * T + t``.
 
-        A pass whose real tokens fill less than half of the (B, T) layout runs *packed*: projections and
-        MLPs only on the real tokens, the layout only for attention. Outputs are read at their places
+        A pass whose real tokens fill at most half of the (B, T) layout (with ``bucket_steps`` above 1: whose
+        bucket of tokens is smaller than it) runs *packed*: projections and MLPs only on the real tokens (padded to
+        their bucket), the layout only for attention. Outputs are read at their places
         only (not at a padded (B, O) grid), so the LM head costs one row per wanted prediction.
 
         ``steer`` (a ``tree.steering.Steering``, or None) changes the choice at some outputs after the pass, on

@@ -22,11 +22,13 @@ def test_step_buckets_divide_each_doubling():
     assert [step_bucket(n, 4) for n in (1, 3, 8, 9, 64, 65, 100, 113, 1475, 2049)] == \
         [1, 4, 8, 10, 64, 80, 112, 128, 1536, 2560]
     assert [step_bucket(n, 4, 8) for n in (1, 8, 9)] == [8, 8, 10]
-    assert step_bucket(127, 3) == 127 and step_bucket(128, 3) == 128  # never past the power of two
-    for steps in (1, 2, 3, 4, 8):
-        for n in range(1, 600):
+    assert [step_bucket(n, 3) for n in (65, 87, 109, 128)] == [86, 108, 128, 128]  # never past the power of two
+    assert step_bucket(9, 16, 8) == 16  # a doubling of fewer than 16 numbers: the power of two
+    for steps in (1, 2, 3, 4, 5, 8):
+        for n in range(1, 2100):
             b = step_bucket(n, steps)
-            assert n <= b <= bucket(n) and b <= max(n * (1 + 1 / steps), steps)
+            assert n <= b <= bucket(n) and (b <= n * (1 + 1 / steps) or b == bucket(n))
+        assert len({step_bucket(n, steps) for n in range(1025, 2049)}) == steps  # steps buckets a doubling
     # outputs too, still capped by one row's places
     assert out_bucket(65, 2, 64, steps=4) == 80 and out_bucket(300, 1, 320, steps=4) == 320
 

@@ -11,7 +11,7 @@ from spacy_padellm.decoding.plain import plain_decode
 from spacy_padellm.decoding.types import DocRequest
 from spacy_padellm.decoding.row_mask import RowMask
 from spacy_padellm.decoding.segments import Segments, plan
-from spacy_padellm.decoding.pass_layout import bucket, step_bucket
+from spacy_padellm.decoding.pass_layout import bucket, out_bucket, step_bucket
 from spacy_padellm.decoding.static_lm import GROUPED_SDPA, StaticLM, static_lm_supported
 from spacy_padellm.decoding.tree import TreeBatch, TreeDecoder
 
@@ -272,16 +272,20 @@ def test_finer_buckets_pad_less_with_the_same_results(tiny_trained, requests):
         def recording(tokens, positions, slots, mask, outputs, *args, **kwargs):
             pending = launch(tokens, positions, slots, mask, outputs, *args, **kwargs)
             shapes.append((lm.last_real_tokens, lm.last_bucket_tokens, lm.last_shape[0], tokens.size,
-                           len(outputs), lm.last_shape[5]))
+                           len(outputs), lm.last_shape[5], tokens.shape))
             return pending
 
         lm.launch = recording
         assert [_key(r) for r in TreeDecoder(lm, enc, **LIMITS).decode(requests)] == want
-        assert all(L == step_bucket(n, steps, 8) if packed else L == size for n, L, packed, size, _, _ in shapes)
-        assert all(packed == (L < size if steps > 1 else 2 * L <= size) for _, L, packed, size, _, _ in shapes)
-        assert all(step_bucket(m, steps) >= mb >= m for *_, m, mb in shapes)
-        computed[steps] = (lm.real_tokens, lm.computed_tokens, sum(s[5] for s in shapes))
-    assert computed[4][0] == computed[1][0] and computed[4][1] < computed[1][1] and computed[4][2] <= computed[1][2]
+        assert all(L == step_bucket(n, steps, 8) if packed else L == size for n, L, packed, size, *_ in shapes)
+        packs = [packed for *_, packed, _, _, _, _ in shapes]
+        assert all(packed == (step_bucket(n, steps, 8) < size if steps > 1 else 2 * step_bucket(n, 1, 8) <= size)
+                   for n, _, packed, size, *_ in shapes)
+        assert all(mb == out_bucket(m, *shape, steps) for *_, m, mb, shape in shapes)
+        computed[steps] = (lm.real_tokens, lm.computed_tokens, sum(s[5] for s in shapes), sum(packs))
+    # the same real tokens; fewer computed ones and head rows; more passes packed
+    assert computed[4][0] == computed[1][0] and computed[4][1] < computed[1][1] and computed[4][2] < computed[1][2]
+    assert computed[4][3] > computed[1][3]
 
 
 def test_drafting_and_wide_calls_keep_caches_apart(tiny_trained, requests):
