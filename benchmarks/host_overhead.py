@@ -18,10 +18,10 @@ model): what remains is the host time of the engine (``TreeBatch``,
 
 Besides the times it counts, per document, the tokens the passes fed and those their projections and MLPs ran on
 (padding included), the rows through the LM head (each pass's outputs padded to their bucket), the pass shapes met
-(on a GPU, one CUDA graph each), and the key/value blocks of the Triton attention kernel (``decoding/tree_attention.py``; tiles of
-``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer): every block of the (rows x places) layout, and
-those it reads: for each tile, from the first to the last block some live token of the tile attends to (every block,
-in a pass of one row: ``tree_attention.skips_blocks``).
+(on a GPU, one CUDA graph each), and the key/value blocks of the Triton attention kernel
+(``decoding/tree_attention.py``; tiles of ``TILE_TOKENS`` places, blocks of its ``BLOCK_COLS`` columns, per layer):
+every block of the (rows x places) layout, and those it reads: for each tile, from the first to the last block some
+live token of the tile attends to (every block, in a pass of one row: ``tree_attention.skips_blocks``).
 
 ``--forward tiny`` runs the tiny random model instead of the oracle (argmax decoding: garbage outputs,
 a different decode pattern). The JSON holds a digest of every prediction so that two versions of the
@@ -396,13 +396,13 @@ def _print(report: Dict, args) -> None:
     print(f"host overhead, {report['docs']} CoNLL03 test docs, batch {args.batch_size}, {args.max_batch_rows} docs "
           f"per tree batch, forward={args.forward} {' '.join(args.set_items)} {args.label}")
     print(f"{'path':8} {'wall s':>8} {'model s':>8} {'cache s':>8} {'host ms/doc':>12} {'passes':>7} {'drafts':>7} "
-          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'head rows':>9} {'shapes':>6} {'kv blocks/doc':>13} {'read':>7} "
-          f"{'moved/doc':>9}  digest")
+          f"{'accepted':>8} {'tokens/doc':>10} {'computed':>9} {'head rows':>9} {'shapes':>6} {'kv blocks/doc':>13} "
+          f"{'read':>7} {'moved/doc':>9}  digest")
     for path, r in report["paths"].items():
         print(f"{path:8} {r['wall_s']:8.3f} {r['model_s']:8.3f} {r['cache_move_s']:8.3f} {r['host_ms_per_doc']:12.3f} "
               f"{r['passes']:7d} {r['draft_tokens']:7d} {r['accepted_draft_tokens']:8d} "
-              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} {r.get('head_rows_per_doc', 0):9.1f} "
-              f"{r.get('pass_shapes', 0):6d} {r['kv_blocks_per_doc']:13.1f} "
+              f"{r['real_tokens_per_doc']:10.1f} {r['computed_tokens_per_doc']:9.1f} "
+              f"{r.get('head_rows_per_doc', 0):9.1f} {r.get('pass_shapes', 0):6d} {r['kv_blocks_per_doc']:13.1f} "
               f"{r['kv_blocks_read_per_doc']:7.1f} {r['moved_cells_per_doc']:9.1f}  {r['digest']}")
     for path, r in report["paths"].items():
         if "profile_top" in r:

@@ -127,13 +127,14 @@ def render_markdown(report: Dict) -> str:
     lines = ["| training sentences | candidate | steps (best) | dev span F1 | test span P | test span R | test span F1 "
              "| test string F1 |", "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['sentences']:,} | {r['name']} | {_int(r['steps'])} ({_int(r['best_step'])}) | {_pct(r['dev_span_f'])} "
+        lines.append(f"| {r['sentences']:,} | {r['name']} | {_int(r['steps'])} ({_int(r['best_step'])}) "
+                     f"| {_pct(r['dev_span_f'])} "
                      f"| {_pct(r['test_span_p'])} | {_pct(r['test_span_r'])} | {_pct(r['test_span_f'])} "
                      f"| {_pct(r['test_string_f'])} |")
     fit = report.get("fit")
     if fit:
-        lines += ["", f"Fit: test string F1 = {100 * fit['a']:.2f} + {100 * fit['b_per_doubling']:.2f} x log2(sentences)"
-                  " (points per doubling of the data)."]
+        lines += ["", f"Fit: test string F1 = {100 * fit['a']:.2f} + {100 * fit['b_per_doubling']:.2f} "
+                  "x log2(sentences) (points per doubling of the data)."]
         if fit.get("sentences_for_target"):
             lines.append(f"At that rate, {_pct(fit['target'])} takes about {fit['sentences_for_target']:,} sentences.")
         if "string_f_at" in fit:

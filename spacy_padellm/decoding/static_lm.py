@@ -50,7 +50,7 @@ from .architectures import ACTIVATIONS, Layer as _Layer
 from .counts import final_logits
 from .fused import Kernels, gated, greedy, rotate
 from .kv_cache import KVCache
-from .pass_layout import bucket, dense_inputs, out_bucket, packed_inputs, pad_step, padded_shape, round_up, step_bucket
+from .pass_layout import dense_inputs, out_bucket, packed_inputs, pad_step, padded_shape, round_up, step_bucket
 from .quantize import WEIGHT_ONLY, cpu_has_bf16, linear, quantize_head, quantize_layers
 from .restricted_head import RestrictedHead
 from .row_mask import RowMask, unpack, upload
