@@ -27,6 +27,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .pass_layout import bucket
 from .triton_launch import available, failure_of, on_device, tolerance
 
 __all__ = ["choose_among", "greedy", "runs_on", "tiles"]
@@ -220,8 +221,6 @@ def choose_among(hidden: Tensor, lse: Tensor, head: Tensor, softcap: Optional[fl
         return
     if head.shape[1] != K or hidden.stride(-1) != 1 or head.stride(-1) != 1:
         raise ValueError(f"head kernel: a head of {K} values a row, each row contiguous (got {tuple(head.shape)})")
-    from .pass_layout import bucket
-
     with on_device(hidden.device):
         _choose_kernel()[(n,)](hidden, lse, head, outs, starts, toks, tokens, logps, hidden.stride(0),
                                head.stride(0), lse.stride(0), tokens.stride(0), logps.stride(0), K,

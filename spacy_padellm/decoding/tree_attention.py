@@ -26,6 +26,7 @@ from typing import Optional
 
 import torch
 
+from .pass_layout import bucket
 from .triton_launch import available, failure_of, on_device, tolerance
 
 __all__ = ["attend", "check_heads", "runs_on", "write_cache"]
@@ -210,8 +211,6 @@ def write_cache(qkv: Tensor, n_heads: int, qk_norm: Optional[Tensor], eps: float
     by ``qk_norm`` ((H + Hkv, D), float32, Gemma's norm; None: not normed) and rotated by ``cos``, ``sin`` (N, 1, D:
     each token's RoPE row); the keys and the values are written to the layer's cache ``k``, ``v`` (rows, Hkv,
     columns, D) at (``rows``, ``slots``), in the cache's dtype. The queries come in that dtype too."""
-    from .pass_layout import bucket
-
     N, heads, D = qkv.shape
     Hkv = k.shape[1]
     if heads != n_heads + 2 * Hkv:
