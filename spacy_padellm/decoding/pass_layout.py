@@ -3,8 +3,8 @@ the packed layout that feeds only its real tokens.
 
 A pass is B rows x T places over S cache columns, with M outputs to read. Under CUDA graphs every shape is rounded up
 to a bucket (powers of two, finer for one row's T, and for tokens and outputs ``step_bucket``'s buckets where
-``bucket_steps`` asks for them), so that few graphs are captured. A pass whose real tokens fill at most half of its
-B x T places runs *packed*: its projections and MLPs see the real tokens alone (and padding up to a bucket of tokens),
+``bucket_steps`` asks for them), so that few graphs are captured. A pass whose bucket of real tokens is smaller than
+its B x T places runs *packed*: its projections and MLPs see the real tokens alone (and padding up to a bucket of tokens),
 and attention finds each at its place in the (B, T) layout. Numpy only; nothing here touches the
 device.
 """

@@ -205,8 +205,8 @@ class DecodeSettings:
         "static engine on CUDA: shape buckets per doubling for a pass's tokens through the projections and "
         "MLPs and for its outputs through the LM head (1: powers of two, a batch's first pass padded by about half; "
         "4: ..., 64, 80, 96, 112, 128, 160, ...), so less of the device's work is padding, at the cost of more CUDA "
-        "graphs captured (each once per process); above 1, a pass also runs packed whenever its bucket of tokens is "
-        "smaller than its rows x places layout (1: when its tokens fill at most half of it); not bit-identical to "
+        "graphs captured (each once per process), and more passes packed (each whose bucket of tokens is smaller "
+        "than its rows x places layout, with powers of two at most half of it); not bit-identical to "
         "another value (float rounding); ignored by the CPU's segmented passes"))
     fused_kernels: Optional[bool] = _setting(None, optional(boolean, "on with CUDA graphs on CUDA"), (
         "static engine on CUDA: the element-wise steps between a layer's matrix products (norms, RoPE, the gated "

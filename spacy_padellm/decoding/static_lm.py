@@ -17,9 +17,8 @@ branch attending only to its ancestors (the prefix sharing of PaDeLLM without co
 
 On CUDA each shape bucket is captured once as a CUDA graph and replayed (``graph_max_tokens`` sends
 wider passes to the eager path, packed on exactly their real tokens), which removes the per-kernel launch
-overhead that dominates a 135M-parameter model. A pass whose real tokens fill at most half of its
-(rows x places) layout (with ``bucket_steps`` above 1: whose bucket of tokens is smaller than it) runs *packed*:
-projections and MLPs on the real tokens only. On the CPU the same
+overhead that dominates a 135M-parameter model. A pass whose bucket of real tokens is smaller than its
+(rows x places) layout runs *packed*: projections and MLPs on the real tokens only. On the CPU the same
 function runs eagerly, with no shape buckets, always on the real tokens only, and attention in segments of
 rows of like width (``segments.py``).
 What a pass goes through besides the model lives beside it: the cache in ``kv_cache.py``, the shape buckets and the
@@ -150,8 +149,7 @@ class StaticLM:
         self.computed_tokens = 0
         self.captures = 0
         self.eager_passes = 0
-        # Run a pass packed (projections on its real tokens only) when they fill at most half its layout (with finer
-        # buckets, ``bucket_steps``, or run eagerly: whenever their bucket is smaller than the layout).
+        # Run a pass packed (projections on its real tokens only) when their bucket is smaller than its layout.
         self.packing = True
         # Attention of the dense and packed layouts through ``scaled_dot_product_attention``'s grouped-query heads
         # (``_attend``): no copy of the queries or outputs, a g-times smaller mask; by default where a fused kernel
@@ -597,9 +595,8 @@ class StaticLM:
         real tokens (slot not the trash column; it goes to the device bit-packed either way); outputs: flat places
         ``b * T + t``.
 
-        A pass whose real tokens fill at most half of the (B, T) layout (with ``bucket_steps`` above 1: whose
-        bucket of tokens is smaller than it) runs *packed*: projections and MLPs only on the real tokens (padded to
-        their bucket), the layout only for attention. Outputs are read at their places
+        A pass whose bucket of real tokens is smaller than its (B, T) layout runs *packed*: projections and MLPs
+        only on the real tokens (padded to their bucket), the layout only for attention. Outputs are read at their places
         only (not at a padded (B, O) grid), so the LM head costs one row per wanted prediction.
 
         ``steer`` (a ``tree.steering.Steering``, or None) changes the choice at some outputs after the pass, on
@@ -640,14 +637,14 @@ class StaticLM:
         """A pass's key (packed, L, B, T, S, outputs' bucket, the restricted head's buffer rows), its inputs in
         ``staging.Inputs`` order, and whether it is wider than ``graph_max_tokens`` (then it runs eagerly, packed on
         exactly its real tokens, no shape bucket). Its tokens and outputs are padded to one of ``bucket_steps`` buckets a
-        doubling; packed when its tokens' bucket fills at most half its layout (with finer buckets, or eager: whenever
-        it is smaller than the layout)."""
+        doubling; packed when that bucket of tokens is smaller than its layout (with powers of two, at most half of it: a
+        one-row pass's finer T holds all its tokens, whose power of two is no smaller)."""
         B, T = tokens.shape
         N, M = len(real), len(outputs)
         wide = self.graph_max_tokens is not None and N > self.graph_max_tokens
         steps = self.bucket_steps
         Nb, Mb = (round_up(N, 8) if wide else step_bucket(N, steps, 8)), out_bucket(M, B, T, steps)
-        packed = self.packing and (Nb < B * T if wide or steps > 1 else 2 * Nb <= B * T)
+        packed = self.packing and Nb < B * T
         L = Nb if packed else B * T
         out = np.zeros(Mb, dtype=np.int64)
         if packed:
