@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from choose_candidate import _common, _run, score_prefix_of  # noqa: E402
 
 __all__ = ["split", "fit_log2", "sentences_needed", "score", "render_markdown", "render_plot", "main"]
 
@@ -74,27 +76,23 @@ def _evaluate(model: Path, test: str, output: Path, args) -> Dict:
     """``evaluate`` of ``model`` on ``test`` into ``output`` (kept, and not run again, while newer than the model)."""
     newest = max(f.stat().st_mtime for f in model.rglob("*") if f.is_file())
     if not output.exists() or output.stat().st_mtime < newest:
-        cmd = [sys.executable, "-m", "spacy_padellm", "evaluate", str(model), test, "--output", str(output),
-               "--no-progress"]
-        if args.spans_key:
-            cmd += ["--spans-key", args.spans_key]
-        if args.gpu_id is not None:
-            cmd += ["--gpu-id", str(args.gpu_id)]
-        subprocess.run(cmd, check=True)
+        _run([sys.executable, "-m", "spacy_padellm", "evaluate", str(model), test, "--output", str(output),
+              "--no-progress", *_common(args)], output.with_suffix(".log"))
     return json.loads(output.read_text())
 
 
 def score(args) -> Dict:
     """Each candidate of ``args.out``: its training sentences, dev score (from training) and test scores; the fit."""
     cands = json.loads((args.out / "candidates.json").read_text())
-    prefix = f"spans_{args.spans_key}" if args.spans_key else "ents"
     rows = []
     for cand in cands["candidates"]:
         best = args.out / cand["name"] / "best"
         if "steps" not in cand or not best.exists():
             print(f"{cand['name']}: {cand.get('error') or 'no finished training'}; left out")
             continue
-        test = _evaluate(best, args.test, args.out / cand["name"] / "test.json", args)
+        scored = args.out / cand["name"] / "test.json"
+        test = _evaluate(best, args.test, scored, args)
+        prefix = score_prefix_of(scored, args.spans_key)
         rows.append({"name": cand["name"], "sentences": _sentences(cand["settings"]["paths.train"]),
                      "steps": cand.get("steps"), "best_step": cand.get("best_step"), "dev_span_f": cand.get("dev_f"),
                      "test_span_p": test.get(f"{prefix}_p"), "test_span_r": test.get(f"{prefix}_r"),
@@ -186,7 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     c = sub.add_parser("score", help="score each candidate on test and fit the curve")
     c.add_argument("out", type=Path, help="the folder train_candidates.py --out wrote")
     c.add_argument("--test", required=True)
-    c.add_argument("--spans-key", default=None)
+    c.add_argument("--lang", default=None)
+    c.add_argument("--spans-key", default=None, help="nested data: the span group scored (default: the model's)")
     c.add_argument("--gpu-id", type=int, default=None)
     c.add_argument("--target", type=float, default=None, help="a test string F1 to reach (0-1)")
     c.add_argument("--at", type=int, default=None, help="also the fit's score at this many training sentences")
