@@ -118,6 +118,18 @@ class Oracle:
         lm.logits = self.logits
         lm.pair_logits = self.pair_logits
 
+    COUNTERS = ("seconds", "cache_seconds", "kv_every", "kv_read", "moved_cells", "head_rows")
+
+    def counters(self) -> Dict[str, float]:
+        """The running counters (``COUNTERS``) as they are now."""
+        every, read = self.kv_blocks
+        return {"seconds": self.seconds, "cache_seconds": self.cache_seconds, "kv_every": every, "kv_read": read,
+                "moved_cells": self.moved_cells, "head_rows": self.head_rows}
+
+    def since(self, before: Dict[str, float]) -> Dict[str, float]:
+        """How much each counter grew since ``before`` (a ``counters()``)."""
+        return {k: v - before[k] for k, v in self.counters().items()}
+
     def logits(self, hidden):
         """The LM head as the decoding levers call it again on a pass's outputs (``Steering``): the oracle's token
         of each output (kept in ``last_hidden``) first, every other token 10 nats below."""
@@ -349,11 +361,7 @@ class Workload:
         oracle, decoder = self.oracle, self.decoder
         decoder.stats = type(decoder.stats)()
         tokens0 = _tokens(decoder)
-        sub0 = oracle.seconds if oracle else 0.0
-        blocks0 = list(oracle.kv_blocks) if oracle else [0, 0]
-        cache0 = oracle.cache_seconds if oracle else 0.0
-        moved0 = oracle.moved_cells if oracle else 0
-        head0 = oracle.head_rows if oracle else 0
+        before = oracle.counters() if oracle else None
         if oracle:
             oracle.shapes.clear()
         if path == "decode":
@@ -364,12 +372,11 @@ class Workload:
         else:
             docs, wall = self.run_pipe()
             dig = doc_digest(docs)
-        real, computed = (now - before for now, before in zip(_tokens(decoder), tokens0))
-        model_s = (oracle.seconds - sub0) if oracle else 0.0
-        blocks = [(now - before) / self.n for now, before in zip(oracle.kv_blocks if oracle else [0, 0], blocks0)]
-        cache_s = (oracle.cache_seconds - cache0) if oracle else 0.0
-        moved = (oracle.moved_cells - moved0) / self.n if oracle else 0.0
-        head = (oracle.head_rows - head0) / self.n if oracle else 0.0
+        real, computed = (now - was for now, was in zip(_tokens(decoder), tokens0))
+        spent = oracle.since(before) if oracle else dict.fromkeys(Oracle.COUNTERS, 0.0)
+        model_s, cache_s = spent["seconds"], spent["cache_seconds"]
+        blocks = [spent["kv_every"] / self.n, spent["kv_read"] / self.n]
+        moved, head = spent["moved_cells"] / self.n, spent["head_rows"] / self.n
         return {"wall_s": round(wall, 4), "model_s": round(model_s, 4), "cache_move_s": round(cache_s, 4),
                 "host_ms_per_doc": round(1000 * (wall - model_s - cache_s) / self.n, 4), "digest": dig,
                 "passes": decoder.stats.forward_passes, "draft_tokens": decoder.stats.draft_tokens,
