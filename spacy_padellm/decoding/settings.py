@@ -206,8 +206,9 @@ class DecodeSettings:
         "MLPs and for its outputs through the LM head (1: powers of two, a batch's first pass padded by about half; "
         "4: ..., 64, 80, 96, 112, 128, 160, ...), so less of the device's work is padding, at the cost of more CUDA "
         "graphs captured (each once per process), and more passes packed (each whose bucket of tokens is smaller "
-        "than its rows x places layout, with powers of two at most half of it); not bit-identical to "
-        "another value (float rounding); ignored by the CPU's segmented passes"))
+        "than its rows x places layout, with powers of two at most half of it); 4 pays where the GPU is the limit, "
+        "with several pipeline processes on it (measured: docs/results-speed.md); not bit-identical to another "
+        "value (float rounding); ignored by the CPU's segmented passes"))
     fused_kernels: Optional[bool] = _setting(None, optional(boolean, "on with CUDA graphs on CUDA"), (
         "static engine on CUDA: the element-wise steps between a layer's matrix products (norms, RoPE, the gated "
         "activation, residual sums, the LM head's log-softmax) compiled by `torch.compile` into one kernel each "
