@@ -50,6 +50,20 @@ def test_timing_report(tokenizer):
     assert r["parameters"] == sum(p.numel() for p in anchor.model.parameters())
 
 
+def test_timing_warms_up_on_every_text_and_keeps_the_fastest_round(tokenizer):
+    anchor = EncoderAnchor(tokenizer, shape=TINY_SHAPE)
+    calls = []
+    tag = anchor.tag
+    anchor.tag = lambda texts, bs: calls.append((len(texts), bs)) or tag(texts, bs)
+    ticks = iter([0.0, 3.0, 10.0, 12.0, 20.0, 24.0] + [30.0 + i for i in range(10)])
+    r = time_anchor(anchor, TEXTS, [4], latency_docs=2, now=lambda: next(ticks), rounds=3)
+    # one untimed run over every text, then three timed ones, then the latency docs one at a time
+    assert calls == [(len(TEXTS), 4)] * 4 + [(1, 1)] * 2
+    row = r["batch_sizes"]["4"]
+    assert row["runs_s"] == [3.0, 2.0, 4.0] and row["seconds"] == 2.0
+    assert row["sentences_per_second"] == round(len(TEXTS) / 2.0, 1)
+
+
 def test_speed_benchmark_states_padellm_as_a_fraction_of_the_anchor(tiny_model, tmp_path, monkeypatch):
     from speed import main
 
