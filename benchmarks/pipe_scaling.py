@@ -11,6 +11,9 @@ DATA and the share of docs whose entities equal the first geometry's.
 first geometry's settings) and a slice of the docs (every k-th), started together after their warm-up; sentences/s
 of them all (docs over the time from the first start to the last end), and whether their entities equal the
 first geometry's. This is what ``annotate --ray --gpus-per-worker 0.5`` (two actors on a GPU) does on a cluster.
+``--workers-geometry NAME`` (repeatable) runs them with those geometries' settings instead, one geometry's processes
+after the other's (``workers`` holds the first's rows, ``workers_also`` the others'): several processes side by side
+with different settings in one run.
 
 *Processes of ``nlp.pipe``* (``--n-process 1,2,3``): the same with spaCy's own ``nlp.pipe(texts, n_process=k)``, one
 call each (the "spawn" start method; k = 1 runs in this process): every process loads the model and captures its
@@ -337,32 +340,45 @@ def run(args) -> Dict[str, Any]:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    workers = time_workers(args, args.geometry[0], texts, args.workers, reference,
-                           lambda rows: _save_partial(args, {"geometries": geometries, "workers": rows})
-                           ) if args.workers else None
+    by_name = {g[0]: g for g in args.geometry}
+    measured: List[Dict[str, Any]] = []  # the worker rows of each geometry in --workers-geometry, in turn
+    for name in (args.workers_geometry or [args.geometry[0][0]]) if args.workers else []:
+        done = list(measured)
+        measured.append(time_workers(args, by_name[name], texts, args.workers, reference,
+                                     lambda rows, done=done: _save_partial(
+                                         args, {"geometries": geometries, **_workers_keys(done + [rows])})))
+    workers, workers_also = (measured[0], measured[1:]) if measured else (None, [])
     n_process = time_n_process(args, args.geometry[0], texts, args.n_process, reference,
-                               lambda rows: _save_partial(args, {"geometries": geometries, "workers": workers,
-                                                                 "n_process": rows})
+                               lambda rows: _save_partial(args, {"geometries": geometries,
+                                                                 **_workers_keys(measured), "n_process": rows})
                                ) if args.n_process else None
     cuda = torch.device(engine).type == "cuda"
     return {"pipeline": args.pipeline, "data": args.data, "docs": len(texts), "repeat": args.repeat,
             "device": torch.cuda.get_device_name(torch.device(engine)) if cuda else "cpu",
-            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "n_process": n_process,
-            "anchor": anchor, "best_vs_anchor": best_vs_anchor(geometries, workers, anchor)}
+            "command": " ".join(sys.argv), "geometries": geometries, "workers": workers, "workers_also": workers_also,
+            "n_process": n_process, "anchor": anchor,
+            "best_vs_anchor": best_vs_anchor(geometries, [workers, *workers_also], anchor)}
 
 
-def best_vs_anchor(geometries: Dict[str, Any], workers: Optional[Dict[str, Any]],
+def _workers_keys(measured: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The worker rows measured so far as the report's keys: ``workers`` the first geometry's, ``workers_also`` the
+    others'."""
+    return {"workers": measured[0] if measured else None, "workers_also": list(measured[1:])}
+
+
+def best_vs_anchor(geometries: Dict[str, Any], workers: Sequence[Optional[Dict[str, Any]]],
                    anchor: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The best sentences/s of one process (a geometry) and of worker processes, each as a fraction of the encoder
-    anchor's best in the same run (None without the anchor)."""
+    """The best sentences/s of one process (a geometry) and of worker processes (over every geometry they ran
+    with), each as a fraction of the encoder anchor's best in the same run (None without the anchor)."""
     if not anchor:
         return None
     best = anchor["best"]["sentences_per_second"]
     one = max(row["sent_s"] for row in geometries.values())
     out = {"one_process": round(one / best, 3)}
-    if workers and workers["counts"]:
-        k, row = max(workers["counts"].items(), key=lambda kv: kv[1]["sent_s"])
-        out.update(workers=int(k), several_processes=round(row["sent_s"] / best, 3))
+    counts = [(w["geometry"], k, row) for w in workers if w for k, row in w["counts"].items()]
+    if counts:
+        name, k, row = max(counts, key=lambda c: c[2]["sent_s"])
+        out.update(workers=int(k), workers_geometry=name, several_processes=round(row["sent_s"] / best, 3))
     return out
 
 
@@ -375,21 +391,8 @@ def table(report: Dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['pipe_batch']} | {settings} | **{row['sent_s']:,.0f}** | {row['passes']} | "
                      f"{row['peak_gib'] if row['peak_gib'] is not None else '–'} | {row['span_f']:.4f} | "
                      f"{100 * row['same_as_first']:.2f}% |")
-    if report["workers"]:
-        w = report["workers"]
-        one = w["counts"][min(w["counts"], key=int)]["sent_s"] if w["counts"] else None
-        reserved = ", ".join(str(g) for g in w.get("reserved_gib") or [] if g is not None)
-        lines += ["", f"Worker processes on the one device ({w['geometry']}'s settings each"
-                  + (f"; GiB reserved by each after its warm-up: {reserved}" if reserved else "") + "):", "",
-                  "| processes | sentences/s | x one | same entities |", "|---|---|---|---|"]
-        for k, row in w["counts"].items():
-            lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
-                         f"{100 * row['same_as_first']:.2f}% |")
-        failed = w.get("failed")
-        if failed:
-            lines.append(f"| {failed['workers']} | failed: {failed['error'][:120]} | – | – |")
-        for k, why in sorted((w.get("not_run") or {}).items(), key=lambda kv: int(kv[0])):
-            lines.append(f"| {k} | not run: {why} | – | – |")
+    for w in [report["workers"], *report.get("workers_also", [])] if report["workers"] else []:
+        lines += _worker_lines(w)
     if report.get("n_process"):
         w = report["n_process"]
         one = w["counts"][min(w["counts"], key=int)]["sent_s"]
@@ -406,9 +409,27 @@ def table(report: Dict[str, Any]) -> str:
         lines += ["", f"Encoder anchor in the same run ({a['model']}, {a['dtype']}): "
                   f"**{a['best']['sentences_per_second']:,.0f}** sentences/s at batch {a['best']['batch_size']}; "
                   f"the best single process is {frac['one_process']:.3f}x of it"
-                  + (f", {frac['workers']} worker processes {frac['several_processes']:.3f}x" if "workers" in frac
-                     else "") + "."]
+                  + (f", {frac['workers']} worker processes ({frac['workers_geometry']}) "
+                     f"{frac['several_processes']:.3f}x" if "workers" in frac else "") + "."]
     return "\n".join(lines) + "\n"
+
+
+def _worker_lines(w: Dict[str, Any]) -> List[str]:
+    """The table of one geometry's worker processes."""
+    one = w["counts"][min(w["counts"], key=int)]["sent_s"] if w["counts"] else None
+    reserved = ", ".join(str(g) for g in w.get("reserved_gib") or [] if g is not None)
+    lines = ["", f"Worker processes on the one device ({w['geometry']}'s settings each"
+             + (f"; GiB reserved by each after its warm-up: {reserved}" if reserved else "") + "):", "",
+             "| processes | sentences/s | x one | same entities |", "|---|---|---|---|"]
+    for k, row in w["counts"].items():
+        lines.append(f"| {k} | **{row['sent_s']:,.0f}** | {row['sent_s'] / one:.2f}x | "
+                     f"{100 * row['same_as_first']:.2f}% |")
+    failed = w.get("failed")
+    if failed:
+        lines.append(f"| {failed['workers']} | failed: {failed['error'][:120]} | – | – |")
+    for k, why in sorted((w.get("not_run") or {}).items(), key=lambda kv: int(kv[0])):
+        lines.append(f"| {k} | not run: {why} | – | – |")
+    return lines
 
 
 def plot(report: Dict[str, Any], path: Path) -> None:
@@ -418,8 +439,11 @@ def plot(report: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("batch geometry (one process)", {n: r["sent_s"] for n, r in report["geometries"].items()})]
-    if report["workers"]:
-        panels.append(("worker processes", {f"{k} x": r["sent_s"] for k, r in report["workers"]["counts"].items()}))
+    workers = [report["workers"], *report.get("workers_also", [])] if report["workers"] else []
+    if workers:
+        several = len(workers) > 1
+        panels.append(("worker processes", {(f"{w['geometry']} " if several else "") + f"{k} x": r["sent_s"]
+                                            for w in workers for k, r in w["counts"].items()}))
     if report.get("n_process"):
         panels.append(("nlp.pipe(n_process=k), middle 80%",
                        {f"n_process={k}": r["sent_s"] for k, r in report["n_process"]["counts"].items()}))
@@ -450,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", type=_geometry_arg, action="append", default=None, metavar="NAME:pipe=N,KEY=VALUE",
                    help="nlp.pipe batch size and decoding settings (repeatable; default: base:pipe=1024)")
     p.add_argument("--workers", default="", help="worker process counts, e.g. 1,2,4 (default: none)")
+    p.add_argument("--workers-geometry", action="append", default=None, metavar="NAME",
+                   help="the geometry whose settings the workers take (repeatable: each in turn; default: the first)")
     p.add_argument("--n-process", default="", help="nlp.pipe n_process values, e.g. 1,2 (default: none)")
     p.add_argument("--anchor", default="", help="also time the encoder anchor (RoBERTa-base token classifier, random "
                    "weights; encoder_anchor.py) on the same docs at these batch sizes, e.g. 256,1024,4096")
@@ -475,6 +501,9 @@ def main(argv=None) -> int:
     if len(set(names)) < len(names):
         raise SystemExit(f"geometry names must differ: {names}")
     args.workers = _counts("--workers", args.workers)
+    unknown = [n for n in args.workers_geometry or [] if n not in names]
+    if unknown:
+        raise SystemExit(f"--workers-geometry {unknown[0]!r} is not a --geometry name ({', '.join(names)})")
     args.n_process = _counts("--n-process", args.n_process)
     args.anchor = _counts("--anchor", args.anchor)
     return publish(run(args), table, args.output, plot)

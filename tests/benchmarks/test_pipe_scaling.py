@@ -53,6 +53,28 @@ def test_geometries_and_workers(tiny_model, tmp_path, capsys):
     assert "Encoder anchor in the same run" in out.with_suffix(".md").read_text()
 
 
+def test_workers_side_by_side_with_each_geometry(tiny_model, tmp_path):
+    data = tiny.write_docbin(tmp_path / "gold.spacy", tiny.SENTENCES, tiny.LABELS)
+    out = tmp_path / "ps.json"
+    assert main([str(tiny_model), str(data), "--device", "cpu", "--rounds", "1",
+                 "--geometry", "small:pipe=2,max_batch_rows=1", "--geometry", "wide:pipe=8,max_batch_rows=4",
+                 "--workers", "2", "--workers-geometry", "wide", "--workers-geometry", "small", "--anchor", "4",
+                 "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    first, (also,) = report["workers"], report["workers_also"]  # in the order asked for
+    assert first["geometry"] == "wide" and also["geometry"] == "small"
+    assert all(list(w["counts"]) == ["2"] and w["counts"]["2"]["same_as_first"] == 1.0 for w in (first, also))
+    frac = report["best_vs_anchor"]  # the best worker count over both geometries
+    best = max((first, also), key=lambda w: w["counts"]["2"]["sent_s"])
+    assert frac["workers_geometry"] == best["geometry"] and frac["workers"] == 2
+    md = out.with_suffix(".md").read_text()
+    assert "(wide's settings each" in md and "(small's settings each" in md
+    partial = json.loads(out.with_suffix(".partial.json").read_text())
+    assert partial["workers"]["geometry"] == "wide" and partial["workers_also"][0]["geometry"] == "small"
+    with pytest.raises(SystemExit, match="not a --geometry name"):
+        main([str(tiny_model), str(data), "--device", "cpu", "--workers", "1", "--workers-geometry", "nope"])
+
+
 def test_geometry_parsing():
     assert parse_geometry("base:") == ("base", 1024, {})
     assert parse_geometry("big:pipe=4096,max_batch_rows=1024") == ("big", 4096, {"max_batch_rows": 1024})
