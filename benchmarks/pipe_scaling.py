@@ -366,6 +366,11 @@ def _workers_keys(measured: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return {"workers": measured[0] if measured else None, "workers_also": list(measured[1:])}
 
 
+def _worker_sets(report: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The report's worker rows, one per geometry they ran with (``_workers_keys`` the other way)."""
+    return [report["workers"], *report.get("workers_also", [])] if report.get("workers") else []
+
+
 def best_vs_anchor(geometries: Dict[str, Any], workers: Sequence[Optional[Dict[str, Any]]],
                    anchor: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The best sentences/s of one process (a geometry) and of worker processes (over every geometry they ran
@@ -391,7 +396,7 @@ def table(report: Dict[str, Any]) -> str:
         lines.append(f"| {name} | {row['pipe_batch']} | {settings} | **{row['sent_s']:,.0f}** | {row['passes']} | "
                      f"{row['peak_gib'] if row['peak_gib'] is not None else '–'} | {row['span_f']:.4f} | "
                      f"{100 * row['same_as_first']:.2f}% |")
-    for w in [report["workers"], *report.get("workers_also", [])] if report["workers"] else []:
+    for w in _worker_sets(report):
         lines += _worker_lines(w)
     if report.get("n_process"):
         w = report["n_process"]
@@ -439,7 +444,7 @@ def plot(report: Dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("batch geometry (one process)", {n: r["sent_s"] for n, r in report["geometries"].items()})]
-    workers = [report["workers"], *report.get("workers_also", [])] if report["workers"] else []
+    workers = _worker_sets(report)
     if workers:
         several = len(workers) > 1
         panels.append(("worker processes", {(f"{w['geometry']} " if several else "") + f"{k} x": r["sent_s"]
