@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from choose_candidate import _common, _run, score_prefix_of  # noqa: E402
+from choose_candidate import _common, _pct, _run, score_prefix_of  # noqa: E402
+from report import publish  # noqa: E402
 
 __all__ = ["split", "fit_log2", "sentences_needed", "score", "render_markdown", "render_plot", "main"]
 
@@ -113,10 +114,6 @@ def score(args) -> Dict:
     return report
 
 
-def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
-
-
 def _int(value) -> str:
     return "–" if value is None else f"{value:,}"
 
@@ -195,15 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.step == "split":
         split(args.source, args.out_dir, [int(k) for k in args.every.split(",") if k.strip()])
         return 0
-    report = score(args)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=1) + "\n")
-    md = render_markdown(report)
-    args.output.with_suffix(".md").write_text(md + "\n")
-    render_plot(report, args.output.with_suffix(".png"))
-    print(md)
-    print(f"wrote {args.output} and its .md and .png")
-    return 0
+    return publish(score(args), render_markdown, str(args.output), render_plot)
 
 
 if __name__ == "__main__":
